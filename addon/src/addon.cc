@@ -1,0 +1,18 @@
+// Module entry: wires the bindings. Policy lives in runtime/; this layer converts
+// arguments, runs work off the JS thread and owns native resources.
+#include <napi.h>
+
+#include "host_memory.h"
+#include "probe.h"
+#include "quantize.h"
+#include "slot_file.h"
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
+  spillway::InitHostMemory(env, exports);
+  spillway::InitQuantize(env, exports);
+  spillway::InitProbe(env, exports);
+  exports.Set("SlotFile", spillway::SlotFile::Define(env));
+  return exports;
+}
+
+NODE_API_MODULE(spillway, InitAddon)

@@ -1,0 +1,43 @@
+#include "cufile_api.h"
+
+#include <dlfcn.h>
+
+#include <mutex>
+
+namespace spillway::cufile {
+
+const Api* Load(std::string* why) {
+  static std::once_flag once;
+  static Api api;
+  static const Api* loaded = nullptr;
+  static std::string error;
+  std::call_once(once, [] {
+    void* lib = dlopen("libcufile.so.0", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+      const char* e = dlerror();
+      error = std::string("libcufile.so.0 not found: ") + (e ? e : "dlopen failed");
+      return;
+    }
+    bool ok = true;
+    auto sym = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
+      if (!fn && ok) {
+        ok = false;
+        error = std::string("libcufile.so.0 lacks ") + name;
+      }
+    };
+    sym(api.DriverOpen, "cuFileDriverOpen");
+    sym(api.DriverClose, "cuFileDriverClose");
+    sym(api.HandleRegister, "cuFileHandleRegister");
+    sym(api.HandleDeregister, "cuFileHandleDeregister");
+    sym(api.BufRegister, "cuFileBufRegister");
+    sym(api.BufDeregister, "cuFileBufDeregister");
+    sym(api.Read, "cuFileRead");
+    sym(api.Write, "cuFileWrite");
+    if (ok) loaded = &api;
+  });
+  if (!loaded && why) *why = error;
+  return loaded;
+}
+
+}  // namespace spillway::cufile

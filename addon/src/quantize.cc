@@ -1,0 +1,95 @@
+// Host-path quantization bindings: the C++ reference quantizer run on the thread pool,
+// one block per call, reading and writing inside caller-owned buffers (the tier arenas).
+#include "quantize.h"
+
+#include "async_task.h"
+#include "thread_pool.h"
+#include "turboquant.h"
+
+namespace spillway {
+
+sw_tq_params ParamsFromJs(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsObject()) throw Napi::TypeError::New(env, "quantization params must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  auto field = [&](const char* name) -> double {
+    Napi::Value f = o.Get(name);
+    if (!f.IsNumber()) throw Napi::TypeError::New(env, std::string("params.") + name + " must be a number");
+    return f.As<Napi::Number>().DoubleValue();
+  };
+  sw_tq_params p{};
+  p.layers = static_cast<uint32_t>(field("layers"));
+  p.kv_heads = static_cast<uint32_t>(field("kvHeads"));
+  p.head_dim = static_cast<uint32_t>(field("headDim"));
+  p.tokens = static_cast<uint32_t>(field("tokens"));
+  p.dtype = static_cast<uint32_t>(field("dtype"));
+  p.key_bits_x2 = static_cast<uint32_t>(field("keyBitsX2"));
+  p.value_bits_x2 = static_cast<uint32_t>(field("valueBitsX2"));
+  p.variant = static_cast<uint32_t>(field("variant"));
+  p.seed = static_cast<uint64_t>(field("seed"));
+  char err[256];
+  if (sw_tq_check_params(&p, err, sizeof err) != SW_TQ_OK) throw MakeError(env, "QUANT_PARAMS", err);
+  return p;
+}
+
+namespace {
+
+// sizes(params) -> { raw, quantized, groups }
+Napi::Value Sizes(const Napi::CallbackInfo& info) {
+  sw_tq_params p = ParamsFromJs(info.Env(), info[0]);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("raw", static_cast<double>(sw_tq_raw_bytes(&p)));
+  o.Set("quantized", static_cast<double>(sw_tq_quantized_bytes(&p)));
+  o.Set("groups", sw_tq_groups(&p));
+  return o;
+}
+
+// quantize(params, src, srcOffset, dst, dstOffset): Promise<void>
+Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  sw_tq_params p = ParamsFromJs(env, info[0]);
+  auto src = ArgBuffer(info, 1, "src");
+  uint64_t src_off = ArgU64(info, 2, "srcOffset");
+  auto dst = ArgBuffer(info, 3, "dst");
+  uint64_t dst_off = ArgU64(info, 4, "dstOffset");
+  CheckRange(env, src, src_off, sw_tq_raw_bytes(&p), "src");
+  CheckRange(env, dst, dst_off, sw_tq_quantized_bytes(&p), "dst");
+  const uint8_t* in = src.Data() + src_off;
+  uint8_t* out = dst.Data() + dst_off;
+  return AsyncTask::Run(env, {src, dst}, [p, in, out] {
+    sw_tq_write_header(&p, out);
+    ParallelFor(sw_tq_groups(&p), [&](uint32_t b, uint32_t e) { sw_tq_quantize_groups(&p, in, out, b, e - b); });
+  });
+}
+
+// dequantize(params, src, srcOffset, dst, dstOffset): Promise<void>
+// Refuses bytes whose header names another format version or other parameters.
+Napi::Value Dequantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  sw_tq_params p = ParamsFromJs(env, info[0]);
+  auto src = ArgBuffer(info, 1, "src");
+  uint64_t src_off = ArgU64(info, 2, "srcOffset");
+  auto dst = ArgBuffer(info, 3, "dst");
+  uint64_t dst_off = ArgU64(info, 4, "dstOffset");
+  CheckRange(env, src, src_off, sw_tq_quantized_bytes(&p), "src");
+  CheckRange(env, dst, dst_off, sw_tq_raw_bytes(&p), "dst");
+  const uint8_t* in = src.Data() + src_off;
+  uint8_t* out = dst.Data() + dst_off;
+  return AsyncTask::Run(env, {src, dst}, [p, in, out] {
+    char err[256];
+    int rc = sw_tq_check_header(&p, in, err, sizeof err);
+    if (rc == SW_TQ_EFORMAT) throw CodedError("QUANT_FORMAT", err);
+    if (rc != SW_TQ_OK) throw CodedError("QUANT_MISMATCH", err);
+    ParallelFor(sw_tq_groups(&p), [&](uint32_t b, uint32_t e) { sw_tq_dequantize_groups(&p, in, out, b, e - b); });
+  });
+}
+
+}  // namespace
+
+void InitQuantize(Napi::Env env, Napi::Object exports) {
+  exports.Set("quantSizes", Napi::Function::New(env, Sizes, "quantSizes"));
+  exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));
+  exports.Set("dequantize", Napi::Function::New(env, Dequantize, "dequantize"));
+  exports.Set("poolThreads", Napi::Number::New(env, PoolThreads()));
+}
+
+}  // namespace spillway

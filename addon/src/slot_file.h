@@ -1,0 +1,47 @@
+// The disk tier's slot file on the host path: one preallocated file of fixed-size slots,
+// read and written with pread/pwrite (O_DIRECT where the filesystem allows it) on the
+// addon's worker threads. Every slot starts with a 64-byte header carrying the block's key,
+// generation, payload length and CRC-32C; a read verifies all of them before any byte
+// reaches the caller.
+#pragma once
+#include <napi.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace spillway {
+
+constexpr uint32_t kSlotHeaderBytes = 64;
+constexpr uint32_t kDiskAlign = 4096;
+
+class SlotFile : public Napi::ObjectWrap<SlotFile> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit SlotFile(const Napi::CallbackInfo& info);
+  ~SlotFile() override;
+
+ private:
+  Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value Read(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value InjectFault(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+
+  // Returns the errno to fail this operation with, consuming one injected fault.
+  int TakeFault(std::atomic<int>& count, int err);
+  uint64_t SlotOffset(uint32_t slot) const { return static_cast<uint64_t>(slot) * slot_bytes_; }
+
+  std::string path_;
+  int fd_ = -1;
+  bool direct_ = false;
+  bool preallocated_ = false;
+  std::string direct_reason_;
+  uint64_t slot_bytes_ = 0;
+  uint32_t slot_count_ = 0;
+  std::atomic<int> write_faults_{0}, read_faults_{0};
+  int write_fault_errno_ = 0, read_fault_errno_ = 0;
+  std::atomic<int> in_flight_{0};
+};
+
+}  // namespace spillway

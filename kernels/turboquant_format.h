@@ -1,0 +1,147 @@
+/* Quantized block format v1 and the per-sub-vector constants shared by the C++ reference
+ * (turboquant_ref.cpp) and the CUDA kernels (turboquant.cu), so both compute the same codes.
+ * docs/QUANTIZATION.md describes the format byte by byte. */
+#ifndef SPILLWAY_TURBOQUANT_FORMAT_H
+#define SPILLWAY_TURBOQUANT_FORMAT_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "turboquant.h"
+
+#ifdef __CUDACC__
+#define TQ_HD static __host__ __device__ __forceinline__
+#else
+#define TQ_HD static inline
+#endif
+
+#define TQ_MAX_DIM 512u
+#define TQ_MAX_SIGN_WORDS (TQ_MAX_DIM / 32u)
+
+/* Elements one lane holds when a CUDA team works on one sub-vector: dim / TQ_LANE_ELEMS lanes.
+ * Norms are summed lane by lane, then across lanes in a fixed tree, on both paths. */
+TQ_HD uint32_t tq_lane_elems(uint32_t dim) { return dim < 32u ? dim : 32u; }
+
+TQ_HD uint32_t tq_log2(uint32_t v) {
+  uint32_t r = 0;
+  while ((1u << r) < v) ++r;
+  return r;
+}
+
+TQ_HD uint32_t tq_align16(uint32_t v) { return (v + 15u) & ~15u; }
+
+/* splitmix64 (Steele, Lea, Flood 2014): output n of a generator seeded with `state`. */
+TQ_HD uint64_t tq_splitmix64(uint64_t state, uint64_t n) {
+  uint64_t z = state + (n + 1u) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+enum { TQ_SIGNS_ROTATION = 0, TQ_SIGNS_QJL = 1 };
+
+/* 32 sign bits (bit j set: negate coordinate 32*word + j) of the random diagonal of one
+ * randomized Hadamard transform, chosen by (seed, dim, sub-vector, purpose). */
+TQ_HD uint32_t tq_sign_word(uint64_t seed, uint32_t dim, uint32_t sub, uint32_t purpose, uint32_t word) {
+  uint64_t stream = seed ^ (0xD1B54A32D192ED03ull * (uint64_t)((dim << 4) | (sub << 1) | purpose));
+  return (uint32_t)(tq_splitmix64(stream, word / 2u) >> (32u * (word & 1u)));
+}
+
+/* Round-to-nearest-even float -> bfloat16 bits (quiet NaN kept). */
+TQ_HD uint16_t tq_f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40u);
+  return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+TQ_HD float tq_bf16_to_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* What one sub-vector of a K or V vector is quantized with. For an integer rate the
+ * sub-vector is the whole head (dim = head_dim); for b + 0.5 there are two halves. */
+typedef struct tq_sub_plan {
+  uint32_t dim, mse_bits, bits;       /* bits = mse_bits + 1 with a QJL sign plane */
+  float sqrt_d, inv_sqrt_d, qjl_scale; /* qjl_scale = sqrt(pi/2) / dim */
+  float thr[7];                        /* positive codebook boundaries, ascending */
+  float cent[8];                       /* nonnegative centroids by magnitude index */
+  uint32_t rot_signs[TQ_MAX_SIGN_WORDS], qjl_signs[TQ_MAX_SIGN_WORDS];
+} tq_sub_plan;
+
+/* One K or V record of a group: [mask][norms][residual norms][codes], each 16-aligned. */
+typedef struct tq_kind {
+  uint32_t nsub, fractional, qjl;
+  uint32_t mask_bytes, norms_off, rnorms_off, codes_off;
+  uint32_t token_bytes;  /* packed code bytes of one token, sub-vectors in order */
+  uint32_t sub_off[2];   /* byte offset of sub-vector s within a token's codes */
+  uint32_t plane_bytes[2];
+  uint32_t record_bytes;
+  tq_sub_plan sub[2];
+} tq_kind;
+
+#ifndef __CUDA_ARCH__
+#include "codebooks.h"
+
+static inline void tq_make_sub_plan(uint64_t seed, uint32_t dim, uint32_t sub, uint32_t bits, uint32_t qjl,
+                                    tq_sub_plan* sp) {
+  memset(sp, 0, sizeof *sp);
+  sp->dim = dim;
+  sp->bits = bits;
+  sp->mse_bits = bits - qjl;
+  sp->sqrt_d = __builtin_sqrtf((float)dim);
+  sp->inv_sqrt_d = 1.0f / sp->sqrt_d;
+  sp->qjl_scale = (float)(1.2533141373155003 / dim); /* sqrt(pi/2) / d */
+  if (sp->mse_bits > 0) {
+    uint32_t half = 1u << (sp->mse_bits - 1);
+    const float* c = TQ_CODEBOOK_CENTROIDS[tq_log2(dim) - 3][sp->mse_bits - 1];
+    const float* b = TQ_CODEBOOK_BOUNDARIES[tq_log2(dim) - 3][sp->mse_bits - 1];
+    for (uint32_t m = 0; m < half; ++m) sp->cent[m] = c[half + m];
+    for (uint32_t m = 0; m + 1 < half; ++m) sp->thr[m] = b[half + m];
+  }
+  for (uint32_t w = 0; w < (dim + 31) / 32; ++w) {
+    uint32_t keep = dim >= 32 ? 0xFFFFFFFFu : (1u << dim) - 1u;
+    sp->rot_signs[w] = tq_sign_word(seed, dim, sub, TQ_SIGNS_ROTATION, w) & keep;
+    sp->qjl_signs[w] = tq_sign_word(seed, dim, sub, TQ_SIGNS_QJL, w) & keep;
+  }
+}
+
+/* kv: 0 = keys, 1 = values. Parameters must have passed sw_tq_check_params. */
+static inline void tq_make_kind(const sw_tq_params* p, uint32_t kv, tq_kind* k) {
+  uint32_t bx2 = kv ? p->value_bits_x2 : p->key_bits_x2;
+  memset(k, 0, sizeof *k);
+  k->fractional = bx2 & 1u;
+  k->nsub = 1u + k->fractional;
+  k->qjl = p->variant == SW_TQ_PROD;
+  uint32_t dim = p->head_dim / k->nsub;
+  /* the outlier half (sub 0) gets the extra bit */
+  uint32_t bits[2] = {(bx2 + 1u) / 2u, bx2 / 2u};
+  uint32_t off = 0;
+  for (uint32_t s = 0; s < k->nsub; ++s) {
+    tq_make_sub_plan(p->seed, dim, s, bits[s], k->qjl, &k->sub[s]);
+    k->plane_bytes[s] = dim / 8u;
+    k->sub_off[s] = off;
+    off += bits[s] * dim / 8u;
+  }
+  k->token_bytes = off;
+  k->mask_bytes = k->fractional ? tq_align16(p->head_dim / 8u) : 0u;
+  k->norms_off = k->mask_bytes;
+  uint32_t norms = tq_align16(p->tokens * k->nsub * 4u);
+  k->rnorms_off = k->norms_off + norms;
+  k->codes_off = k->rnorms_off + (k->qjl ? norms : 0u);
+  k->record_bytes = k->codes_off + tq_align16(p->tokens * k->token_bytes);
+}
+
+/* Byte offset of group g's record from the start of the quantized block. */
+static inline uint64_t tq_record_offset(const sw_tq_params* p, const tq_kind* k, const tq_kind* v, uint32_t g) {
+  uint32_t head = g % p->kv_heads, kv = (g / p->kv_heads) % 2u, layer = g / (2u * p->kv_heads);
+  uint64_t per_layer = (uint64_t)p->kv_heads * (k->record_bytes + v->record_bytes);
+  return SW_TQ_HEADER_BYTES + layer * per_layer + (kv ? (uint64_t)p->kv_heads * k->record_bytes : 0u) +
+         (uint64_t)head * (kv ? v->record_bytes : k->record_bytes);
+}
+#endif
+
+#endif

@@ -1,0 +1,419 @@
+// C++ reference quantizer, and the host backend's: TurboQuant (Zandieh et al. 2025) with a
+// randomized Walsh-Hadamard rotation, Lloyd-Max codebooks and an optional QJL residual sketch.
+// Vectors are processed kW tokens side by side in coordinate-major scratch, so every loop
+// below runs over kW lanes and vectorizes without per-value branches.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+
+#include "turboquant.h"
+#include "turboquant_format.h"
+
+namespace {
+
+constexpr uint32_t kW = 8;  // tokens per batch: one AVX register of floats
+constexpr uint32_t kMaxPlanes = 4;
+
+struct Batch {
+  alignas(32) float v[TQ_MAX_DIM][kW];  // the sub-vectors, coordinate-major
+  alignas(32) float r[TQ_MAX_DIM][kW];  // QJL residual, then its sketch
+  alignas(32) uint32_t planes[kMaxPlanes][TQ_MAX_SIGN_WORDS][kW];
+  alignas(32) float norm[kW], rnorm[kW];
+};
+
+template <uint32_t DT> float load(const uint8_t* base, size_t i) {
+  if constexpr (DT == SW_DTYPE_FP32) {
+    float f;
+    std::memcpy(&f, base + 4 * i, 4);
+    return f;
+  } else if constexpr (DT == SW_DTYPE_FP16) {
+    _Float16 h;
+    std::memcpy(&h, base + 2 * i, 2);
+    return static_cast<float>(h);
+  } else {
+    uint16_t h;
+    std::memcpy(&h, base + 2 * i, 2);
+    return tq_bf16_to_f32(h);
+  }
+}
+
+template <uint32_t DT> void store(uint8_t* base, size_t i, float f) {
+  if constexpr (DT == SW_DTYPE_FP32) {
+    std::memcpy(base + 4 * i, &f, 4);
+  } else if constexpr (DT == SW_DTYPE_FP16) {
+    _Float16 h = static_cast<_Float16>(f);  // round to nearest even
+    std::memcpy(base + 2 * i, &h, 2);
+  } else {
+    uint16_t h = tq_f32_to_bf16(f);
+    std::memcpy(base + 2 * i, &h, 2);
+  }
+}
+
+uint32_t dtype_bytes(uint32_t dtype) { return dtype == SW_DTYPE_FP32 ? 4u : 2u; }
+
+// Unnormalized Walsh-Hadamard transform, strides ascending, (a + b, a - b): the CUDA
+// kernels use the same order, so both paths round identically.
+void fwht(float (*v)[kW], uint32_t dim) {
+  for (uint32_t h = 1; h < dim; h *= 2)
+    for (uint32_t i = 0; i < dim; i += 2 * h)
+      for (uint32_t j = i; j < i + h; ++j)
+        for (uint32_t w = 0; w < kW; ++w) {
+          float a = v[j][w], b = v[j + h][w];
+          v[j][w] = a + b;
+          v[j + h][w] = a - b;
+        }
+}
+
+// sqrt of the sum of squares in the CUDA kernels' order: each lane of a team fuses its
+// tq_lane_elems consecutive squares in sequence, then lanes pair up in a tree.
+void tree_norm(const float (*v)[kW], uint32_t dim, float* out) {
+  uint32_t e = tq_lane_elems(dim), lanes = dim / e;
+  float part[TQ_MAX_DIM / 32][kW];
+  for (uint32_t l = 0; l < lanes; ++l) {
+    for (uint32_t w = 0; w < kW; ++w) part[l][w] = 0.0f;
+    for (uint32_t j = l * e; j < (l + 1) * e; ++j)
+      for (uint32_t w = 0; w < kW; ++w) part[l][w] = std::fma(v[j][w], v[j][w], part[l][w]);
+  }
+  for (uint32_t o = 1; o < lanes; o *= 2)
+    for (uint32_t l = 0; l < lanes; l += 2 * o)
+      for (uint32_t w = 0; w < kW; ++w) part[l][w] = part[l][w] + part[l + o][w];
+  for (uint32_t w = 0; w < kW; ++w) out[w] = std::sqrt(part[0][w]);
+}
+
+float sign_of(const uint32_t* signs, uint32_t j) { return (signs[j >> 5] >> (j & 31)) & 1u ? -1.0f : 1.0f; }
+
+// b.v holds the (gathered) sub-vectors; fills norms and code planes (planes[0..mse) are
+// the sign-magnitude MSE code, LSB first; plane mse_bits is the QJL sketch).
+template <bool QJL> void quantize_sub(const tq_sub_plan& sp, Batch& b) {
+  const uint32_t dim = sp.dim, mse = sp.mse_bits;
+  const uint32_t nthr = mse ? (1u << (mse - 1)) - 1u : 0u;
+  tree_norm(b.v, dim, b.norm);
+  for (uint32_t j = 0; j < dim; ++j) {
+    float s = sign_of(sp.rot_signs, j);
+    for (uint32_t w = 0; w < kW; ++w) b.v[j][w] *= s;
+  }
+  fwht(b.v, dim);
+  // y = H D x has norm sqrt(d) |x|: compare against boundaries scaled by sqrt(d) |x|
+  // instead of normalizing, so a zero vector needs no special case.
+  float scale[kW], thr[7][kW];
+  for (uint32_t w = 0; w < kW; ++w) scale[w] = b.norm[w] * sp.sqrt_d;
+  for (uint32_t i = 0; i < nthr; ++i)
+    for (uint32_t w = 0; w < kW; ++w) thr[i][w] = sp.thr[i] * scale[w];
+  std::memset(b.planes, 0, sizeof b.planes);
+  for (uint32_t j = 0; j < dim; ++j) {
+    const uint32_t word = j >> 5, bit = j & 31;
+    for (uint32_t w = 0; w < kW; ++w) {
+      float y = b.v[j][w], a = std::fabs(y);
+      uint32_t mag = 0;
+      float c = sp.cent[0];
+      for (uint32_t i = 0; i < nthr; ++i) {
+        mag += a > thr[i][w];
+        c = a > thr[i][w] ? sp.cent[i + 1] : c;
+      }
+      uint32_t neg = std::signbit(y) ? 1u : 0u;
+      uint32_t code = (neg << (mse ? mse - 1 : 0)) | mag;
+      for (uint32_t p = 0; p < mse; ++p) b.planes[p][word][w] |= ((code >> p) & 1u) << bit;
+      if (QJL) {
+        // residual of the MSE code in the rotated frame (all of y when mse == 0)
+        float cs = mse ? (neg ? -c : c) : 0.0f;
+        b.r[j][w] = std::fma(-cs, scale[w], y);
+      }
+    }
+  }
+  if (!QJL) return;
+  tree_norm(b.r, dim, b.rnorm);
+  for (uint32_t w = 0; w < kW; ++w) b.rnorm[w] *= sp.inv_sqrt_d;
+  for (uint32_t j = 0; j < dim; ++j) {
+    float s = sign_of(sp.qjl_signs, j);
+    for (uint32_t w = 0; w < kW; ++w) b.r[j][w] *= s;
+  }
+  fwht(b.r, dim);
+  for (uint32_t j = 0; j < dim; ++j)
+    for (uint32_t w = 0; w < kW; ++w) b.planes[mse][j >> 5][w] |= (std::signbit(b.r[j][w]) ? 1u : 0u) << (j & 31);
+}
+
+// Inverse of quantize_sub: from b.planes, b.norm, b.rnorm to the sub-vectors in b.v.
+void dequantize_sub(const tq_sub_plan& sp, Batch& b) {
+  const uint32_t dim = sp.dim, mse = sp.mse_bits;
+  const uint32_t nmag = mse ? (1u << (mse - 1)) : 1u;
+  for (uint32_t j = 0; j < dim; ++j) {
+    const uint32_t word = j >> 5, bit = j & 31;
+    for (uint32_t w = 0; w < kW; ++w) {
+      uint32_t code = 0;
+      for (uint32_t p = 0; p < mse; ++p) code |= ((b.planes[p][word][w] >> bit) & 1u) << p;
+      uint32_t mag = code & (nmag - 1u);
+      float c = sp.cent[0];
+      for (uint32_t m = 1; m < nmag; ++m) c = mag == m ? sp.cent[m] : c;
+      float cs = mse ? ((code >> (mse - 1)) & 1u ? -c : c) : 0.0f;
+      b.v[j][w] = cs * b.norm[w];
+    }
+  }
+  if (sp.bits != mse) {
+    // r^ = sqrt(pi/2)/d |r| S^T sign(S r) with S = H D2 (rows of norm sqrt(d))
+    for (uint32_t j = 0; j < dim; ++j)
+      for (uint32_t w = 0; w < kW; ++w) b.r[j][w] = (b.planes[mse][j >> 5][w] >> (j & 31)) & 1u ? -1.0f : 1.0f;
+    fwht(b.r, dim);
+    float k[kW];
+    for (uint32_t w = 0; w < kW; ++w) k[w] = sp.qjl_scale * b.rnorm[w];
+    for (uint32_t j = 0; j < dim; ++j) {
+      float s = sign_of(sp.qjl_signs, j);
+      for (uint32_t w = 0; w < kW; ++w) b.v[j][w] = std::fma(s * b.r[j][w], k[w], b.v[j][w]);
+    }
+  }
+  fwht(b.v, dim);
+  for (uint32_t j = 0; j < dim; ++j) {
+    float s = sign_of(sp.rot_signs, j) * sp.inv_sqrt_d;
+    for (uint32_t w = 0; w < kW; ++w) b.v[j][w] *= s;
+  }
+}
+
+// Channel lists of the two halves of a fractional-rate record: outliers (mask bit set)
+// ascending, then the rest ascending. A corrupt mask without exactly head_dim/2 bits set
+// falls back to the low/high halves so that decoding stays in bounds.
+void split_channels(const uint8_t* mask, uint32_t head_dim, uint16_t (*idx)[TQ_MAX_DIM / 2]) {
+  uint32_t n[2] = {0, 0}, half = head_dim / 2;
+  for (uint32_t c = 0; c < head_dim; ++c) n[((mask[c >> 3] >> (c & 7)) & 1u) ? 0 : 1]++;
+  bool ok = n[0] == half;
+  n[0] = n[1] = 0;
+  for (uint32_t c = 0; c < head_dim; ++c) {
+    uint32_t s = ok ? (((mask[c >> 3] >> (c & 7)) & 1u) ? 0u : 1u) : (c < half ? 0u : 1u);
+    idx[s][n[s]++] = static_cast<uint16_t>(c);
+  }
+}
+
+// The head_dim/2 channels with the largest sum of squares over the group's tokens (ties:
+// lower channel first), as a bit mask. Energies are compared as bit patterns, a total order
+// on non-negative floats that also ranks NaN highest, so the halves are always exact.
+template <uint32_t DT> void outlier_mask(const uint8_t* src, uint32_t tokens, uint32_t head_dim, uint8_t* mask) {
+  float e[TQ_MAX_DIM] = {};
+  for (uint32_t t = 0; t < tokens; ++t)
+    for (uint32_t c = 0; c < head_dim; ++c) {
+      float x = load<DT>(src, static_cast<size_t>(t) * head_dim + c);
+      e[c] = std::fma(x, x, e[c]);
+    }
+  uint64_t key[TQ_MAX_DIM];
+  for (uint32_t c = 0; c < head_dim; ++c) {
+    uint32_t bits;
+    std::memcpy(&bits, &e[c], 4);
+    key[c] = (static_cast<uint64_t>(bits) << 32) | (0xFFFFFFFFu - c);
+  }
+  std::nth_element(key, key + head_dim / 2 - 1, key + head_dim, std::greater<uint64_t>());
+  std::memset(mask, 0, head_dim / 8);
+  for (uint32_t i = 0; i < head_dim / 2; ++i) {
+    uint32_t c = 0xFFFFFFFFu - static_cast<uint32_t>(key[i]);
+    mask[c >> 3] |= static_cast<uint8_t>(1u << (c & 7));
+  }
+}
+
+struct Kinds {
+  tq_kind k[2];
+  explicit Kinds(const sw_tq_params* p) {
+    tq_make_kind(p, 0, &k[0]);
+    tq_make_kind(p, 1, &k[1]);
+  }
+};
+
+template <uint32_t DT>
+void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint32_t first, uint32_t n) {
+  const Kinds kinds(p);
+  const uint32_t D = p->head_dim, T = p->tokens;
+  const size_t group_raw = static_cast<size_t>(T) * D * dtype_bytes(DT);
+  Batch b;
+  uint16_t idx[2][TQ_MAX_DIM / 2];
+  for (uint32_t g = first; g < first + n; ++g) {
+    const tq_kind& k = kinds.k[(g / p->kv_heads) % 2];
+    const uint8_t* src = raw + g * group_raw;
+    uint8_t* rec = q + tq_record_offset(p, &kinds.k[0], &kinds.k[1], g);
+    std::memset(rec, 0, k.record_bytes);  // padding is zero
+    if (k.fractional) {
+      outlier_mask<DT>(src, T, D, rec);
+      split_channels(rec, D, idx);
+    }
+    for (uint32_t t0 = 0; t0 < T; t0 += kW) {
+      const uint32_t nw = std::min(kW, T - t0);
+      for (uint32_t s = 0; s < k.nsub; ++s) {
+        const tq_sub_plan& sp = k.sub[s];
+        for (uint32_t j = 0; j < sp.dim; ++j) {
+          uint32_t c = k.fractional ? idx[s][j] : j;
+          for (uint32_t w = 0; w < kW; ++w)
+            b.v[j][w] = w < nw ? load<DT>(src, static_cast<size_t>(t0 + w) * D + c) : 0.0f;
+        }
+        if (k.qjl) quantize_sub<true>(sp, b);
+        else quantize_sub<false>(sp, b);
+        for (uint32_t w = 0; w < nw; ++w) {
+          const uint32_t t = t0 + w;
+          std::memcpy(rec + k.norms_off + (t * k.nsub + s) * 4, &b.norm[w], 4);
+          if (k.qjl) std::memcpy(rec + k.rnorms_off + (t * k.nsub + s) * 4, &b.rnorm[w], 4);
+          uint8_t* codes = rec + k.codes_off + static_cast<size_t>(t) * k.token_bytes + k.sub_off[s];
+          for (uint32_t pl = 0; pl < sp.bits; ++pl)
+            for (uint32_t by = 0; by < k.plane_bytes[s]; ++by)
+              codes[pl * k.plane_bytes[s] + by] = static_cast<uint8_t>(b.planes[pl][by >> 2][w] >> (8 * (by & 3)));
+        }
+      }
+    }
+  }
+}
+
+template <uint32_t DT>
+void dequantize_groups(const sw_tq_params* p, const uint8_t* q, uint8_t* raw, uint32_t first, uint32_t n) {
+  const Kinds kinds(p);
+  const uint32_t D = p->head_dim, T = p->tokens;
+  const size_t group_raw = static_cast<size_t>(T) * D * dtype_bytes(DT);
+  Batch b;
+  uint16_t idx[2][TQ_MAX_DIM / 2];
+  for (uint32_t g = first; g < first + n; ++g) {
+    const tq_kind& k = kinds.k[(g / p->kv_heads) % 2];
+    uint8_t* dst = raw + g * group_raw;
+    const uint8_t* rec = q + tq_record_offset(p, &kinds.k[0], &kinds.k[1], g);
+    if (k.fractional) split_channels(rec, D, idx);
+    for (uint32_t t0 = 0; t0 < T; t0 += kW) {
+      const uint32_t nw = std::min(kW, T - t0);
+      for (uint32_t s = 0; s < k.nsub; ++s) {
+        const tq_sub_plan& sp = k.sub[s];
+        for (uint32_t w = 0; w < kW; ++w) {
+          const uint32_t t = t0 + std::min(w, nw - 1);  // idle lanes repeat the last token
+          std::memcpy(&b.norm[w], rec + k.norms_off + (t * k.nsub + s) * 4, 4);
+          if (k.qjl) std::memcpy(&b.rnorm[w], rec + k.rnorms_off + (t * k.nsub + s) * 4, 4);
+          const uint8_t* codes = rec + k.codes_off + static_cast<size_t>(t) * k.token_bytes + k.sub_off[s];
+          for (uint32_t pl = 0; pl < sp.bits; ++pl)
+            for (uint32_t wd = 0; wd < (sp.dim + 31) / 32; ++wd) {
+              uint32_t v = 0;
+              for (uint32_t by = 0; by < 4 && wd * 4 + by < k.plane_bytes[s]; ++by)
+                v |= static_cast<uint32_t>(codes[pl * k.plane_bytes[s] + wd * 4 + by]) << (8 * by);
+              b.planes[pl][wd][w] = v;
+            }
+        }
+        dequantize_sub(sp, b);
+        for (uint32_t j = 0; j < sp.dim; ++j) {
+          uint32_t c = k.fractional ? idx[s][j] : j;
+          for (uint32_t w = 0; w < nw; ++w) store<DT>(dst, static_cast<size_t>(t0 + w) * D + c, b.v[j][w]);
+        }
+      }
+    }
+  }
+}
+
+void put16(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
+uint32_t get16(const uint8_t* p) { return p[0] | (p[1] << 8); }
+uint32_t get32(const uint8_t* p) { return get16(p) | (get16(p + 2) << 16); }
+uint64_t get64(const uint8_t* p) { return get32(p) | (static_cast<uint64_t>(get32(p + 4)) << 32); }
+
+uint64_t payload_bytes(const sw_tq_params* p) {
+  const Kinds kinds(p);
+  return static_cast<uint64_t>(p->layers) * p->kv_heads * (kinds.k[0].record_bytes + kinds.k[1].record_bytes);
+}
+
+template <typename... A> int fail(char* err, size_t len, int code, const char* fmt, A... a) {
+  if (err && len) std::snprintf(err, len, fmt, a...);
+  return code;
+}
+
+}  // namespace
+
+extern "C" {
+
+int sw_tq_check_params(const sw_tq_params* p, char* err, size_t len) {
+  const char* msg = nullptr;
+  if (!p) msg = "params: null";
+  else if (p->head_dim < 16 || p->head_dim > TQ_MAX_DIM || (p->head_dim & (p->head_dim - 1)))
+    msg = "head_dim: must be a power of two in 16..512";
+  else if (p->layers < 1 || p->layers > 0xFFFF) msg = "layers: must be in 1..65535";
+  else if (p->kv_heads < 1 || p->kv_heads > 0xFFFF) msg = "kv_heads: must be in 1..65535";
+  else if (p->tokens < 1 || p->tokens > 0xFFFF) msg = "tokens: must be in 1..65535";
+  else if (p->dtype > SW_DTYPE_BF16) msg = "dtype: must be 0 (fp32), 1 (fp16) or 2 (bf16)";
+  else if (p->key_bits_x2 < 2 || p->key_bits_x2 > 8) msg = "key_bits_x2: must be in 2..8 (1.0 to 4.0 bits in halves)";
+  else if (p->value_bits_x2 < 2 || p->value_bits_x2 > 8) msg = "value_bits_x2: must be in 2..8 (1.0 to 4.0 bits in halves)";
+  else if (p->variant > SW_TQ_PROD) msg = "variant: must be 0 (mse) or 1 (prod)";
+  else if (static_cast<uint64_t>(p->layers) * 2 * p->kv_heads > 0xFFFFFFFFull) msg = "layers * kv_heads: too many groups";
+  else if (payload_bytes(p) > 0xFFFFFFFFull) msg = "geometry: quantized payload exceeds the format's 4 GiB limit";
+  if (!msg) return SW_TQ_OK;
+  if (err && len) std::snprintf(err, len, "%s", msg);
+  return SW_TQ_EPARAMS;
+}
+
+size_t sw_tq_raw_bytes(const sw_tq_params* p) {
+  return static_cast<size_t>(sw_tq_groups(p)) * p->tokens * p->head_dim * dtype_bytes(p->dtype);
+}
+
+size_t sw_tq_quantized_bytes(const sw_tq_params* p) { return SW_TQ_HEADER_BYTES + payload_bytes(p); }
+
+uint32_t sw_tq_groups(const sw_tq_params* p) { return p->layers * 2u * p->kv_heads; }
+
+void sw_tq_write_header(const sw_tq_params* p, void* quantized) {
+  uint8_t* h = static_cast<uint8_t*>(quantized);
+  std::memset(h, 0, SW_TQ_HEADER_BYTES);
+  std::memcpy(h, "SWTQ", 4);
+  put16(h + 4, SW_TQ_FORMAT_VERSION);
+  h[6] = static_cast<uint8_t>(p->dtype);
+  h[7] = static_cast<uint8_t>(p->variant);
+  put16(h + 8, p->layers);
+  put16(h + 10, p->kv_heads);
+  put16(h + 12, p->head_dim);
+  put16(h + 14, p->tokens);
+  h[16] = static_cast<uint8_t>(p->key_bits_x2);
+  h[17] = static_cast<uint8_t>(p->value_bits_x2);
+  uint64_t payload = payload_bytes(p);
+  for (int i = 0; i < 4; ++i) h[20 + i] = static_cast<uint8_t>(payload >> (8 * i));
+  for (int i = 0; i < 8; ++i) h[24 + i] = static_cast<uint8_t>(p->seed >> (8 * i));
+}
+
+int sw_tq_check_header(const sw_tq_params* p, const void* quantized, char* err, size_t len) {
+  const uint8_t* h = static_cast<const uint8_t*>(quantized);
+  if (std::memcmp(h, "SWTQ", 4) != 0)
+    return fail(err, len, SW_TQ_EFORMAT, "not a quantized KV block: bad magic");
+  if (get16(h + 4) != SW_TQ_FORMAT_VERSION)
+    return fail(err, len, SW_TQ_EFORMAT, "quantized block has format version %llu; this build reads version %llu",
+                static_cast<unsigned long long>(get16(h + 4)), static_cast<unsigned long long>(SW_TQ_FORMAT_VERSION));
+  const struct {
+    const char* name;
+    unsigned long long got, want;
+  } fields[] = {
+      {"dtype", h[6], p->dtype},
+      {"variant", h[7], p->variant},
+      {"layers", get16(h + 8), p->layers},
+      {"kv_heads", get16(h + 10), p->kv_heads},
+      {"head_dim", get16(h + 12), p->head_dim},
+      {"tokens", get16(h + 14), p->tokens},
+      {"key_bits_x2", h[16], p->key_bits_x2},
+      {"value_bits_x2", h[17], p->value_bits_x2},
+      {"seed", get64(h + 24), p->seed},
+  };
+  for (const auto& f : fields)
+    if (f.got != f.want)
+      return fail(err, len, SW_TQ_EMISMATCH, "quantized block was written with %s = %llu, but %llu was asked for",
+                  f.name, f.got, f.want);
+  bool reserved_zero = get16(h + 18) == 0;
+  for (uint32_t i = 32; i < SW_TQ_HEADER_BYTES; ++i) reserved_zero = reserved_zero && h[i] == 0;
+  if (!reserved_zero) return fail(err, len, SW_TQ_EFORMAT, "quantized block header: reserved bytes are not zero");
+  if (get32(h + 20) != payload_bytes(p))
+    return fail(err, len, SW_TQ_EFORMAT, "quantized block header: payload of %llu bytes, the parameters give %llu",
+                static_cast<unsigned long long>(get32(h + 20)), static_cast<unsigned long long>(payload_bytes(p)));
+  return SW_TQ_OK;
+}
+
+void sw_tq_quantize_groups(const sw_tq_params* p, const void* raw, void* quantized, uint32_t first, uint32_t n) {
+  const auto* in = static_cast<const uint8_t*>(raw);
+  auto* out = static_cast<uint8_t*>(quantized);
+  switch (p->dtype) {
+    case SW_DTYPE_FP32: quantize_groups<SW_DTYPE_FP32>(p, in, out, first, n); break;
+    case SW_DTYPE_FP16: quantize_groups<SW_DTYPE_FP16>(p, in, out, first, n); break;
+    default: quantize_groups<SW_DTYPE_BF16>(p, in, out, first, n); break;
+  }
+}
+
+void sw_tq_dequantize_groups(const sw_tq_params* p, const void* quantized, void* raw, uint32_t first, uint32_t n) {
+  const auto* in = static_cast<const uint8_t*>(quantized);
+  auto* out = static_cast<uint8_t*>(raw);
+  switch (p->dtype) {
+    case SW_DTYPE_FP32: dequantize_groups<SW_DTYPE_FP32>(p, in, out, first, n); break;
+    case SW_DTYPE_FP16: dequantize_groups<SW_DTYPE_FP16>(p, in, out, first, n); break;
+    default: dequantize_groups<SW_DTYPE_BF16>(p, in, out, first, n); break;
+  }
+}
+
+}  // extern "C"

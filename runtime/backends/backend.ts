@@ -1,0 +1,49 @@
+/**
+ * A backend owns where tier bytes live and moves them: tier 0 (raw blocks) and tier 1
+ * (quantized blocks) are slot arrays in device memory (GPU backend) or host memory (host
+ * backend); tier 2 is the slot file on disk. The store decides what moves where; a
+ * backend only carries out one move at a time per slot and resolves when it is done.
+ */
+import type { Layout } from '../layout.js';
+
+export interface BackendDescription {
+  name: 'host' | 'gpu';
+  /** Why this backend was chosen (or why the GPU one was not). */
+  reason: string;
+  /** How each tier's bytes are held and moved, in words. */
+  paths: { raw: string; quantized: string; disk: string };
+  disk: { path: string; direct: boolean; directReason: string; preallocated: boolean };
+}
+
+/** Identifies a block's bytes on disk so that a stale or foreign slot is refused. */
+export interface DiskTag {
+  key: number;
+  generation: number;
+}
+
+export interface Backend {
+  describe(): BackendDescription;
+  /** Copies a whole raw block into a tier-0 slot. */
+  writeRaw(slot: number, src: Uint8Array): Promise<void>;
+  /** Copies a tier-0 slot out. */
+  readRaw(slot: number): Promise<Buffer>;
+  /** Copies a tier-1 slot (stored format) out. */
+  readQuantized(slot: number): Promise<Buffer>;
+  /** Tier 0 -> tier 1. */
+  quantize(rawSlot: number, quantSlot: number): Promise<void>;
+  /** Tier 1 -> tier 0. */
+  dequantize(quantSlot: number, rawSlot: number): Promise<void>;
+  /** Stored bytes -> a new raw block, leaving the tiers untouched. */
+  dequantizeBytes(stored: Buffer): Promise<Buffer>;
+  /** Tier 1 -> tier 2, with the block's checksum. */
+  spill(quantSlot: number, diskSlot: number, tag: DiskTag): Promise<void>;
+  /** Tier 2 -> tier 1, verified. */
+  fill(diskSlot: number, tag: DiskTag, quantSlot: number): Promise<void>;
+  /** Reads a disk slot's stored bytes, verified, without using a tier-1 slot. */
+  readDisk(diskSlot: number, tag: DiskTag): Promise<Buffer>;
+  /** Test seam: the next `count` disk operations of a kind fail with errno. */
+  injectDiskFault(op: 'read' | 'write', errno: number, count: number): void;
+  close(): Promise<void>;
+}
+
+export type BackendFactory = (layout: Layout, diskPath: string, direct: boolean) => Backend;

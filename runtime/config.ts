@@ -1,0 +1,153 @@
+/**
+ * The configuration schema: the single source of truth for the config file, CLI flags,
+ * environment and the API. Everything that reads configuration validates through
+ * `parseConfig`, so a bad value fails the same way everywhere, naming its field.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { SpillwayError } from './errors.js';
+
+const UNITS: Record<string, number> = {
+  '': 1, b: 1,
+  k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+  kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40,
+};
+
+/** A byte count: a number, or a string such as "512MiB" or "2 GB". */
+const Bytes = z.union([
+  z.number().int().nonnegative(),
+  z.string().transform((s, ctx) => {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(s);
+    const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
+    if (!m || unit === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${s}" is not a byte size (examples: 1048576, "512MiB", "2GB")` });
+      return z.NEVER;
+    }
+    return Math.floor(Number(m[1]) * unit);
+  }),
+]);
+
+const Bits = z.number().min(1).max(4).refine((b) => Number.isInteger(b * 2), 'bits must be 1 to 4 in steps of 0.5');
+const PowerOfTwo = (min: number, max: number) =>
+  z.number().int().min(min).max(max).refine((v) => (v & (v - 1)) === 0, `must be a power of two from ${min} to ${max}`);
+
+export const ConfigSchema = z.object({
+  model: z.object({
+    layers: z.number().int().min(1).max(1024).default(32),
+    kvHeads: z.number().int().min(1).max(1024).default(8),
+    headDim: PowerOfTwo(16, 512).default(128),
+    dtype: z.enum(['bf16', 'fp16', 'fp32']).default('bf16'),
+    tokensPerBlock: z.number().int().min(1).max(1024).default(16),
+  }).strict().prefault({}),
+  tiers: z.object({
+    raw: z.object({ bytes: Bytes.default(512 * 2 ** 20) }).strict().prefault({}),
+    quantized: z.object({ bytes: Bytes.default(512 * 2 ** 20) }).strict().prefault({}),
+    disk: z.object({
+      path: z.string().min(1).default('data/tier2.slots'),
+      bytes: Bytes.default(2 * 2 ** 30),
+      direct: z.boolean().default(true),
+    }).strict().prefault({}),
+  }).strict().prefault({}),
+  quantization: z.object({
+    keyBits: Bits.default(4),
+    valueBits: Bits.default(4),
+    variant: z.enum(['mse', 'prod']).default('mse'),
+    seed: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).default(0x5eed),
+  }).strict().prefault({}),
+  limits: z.object({
+    maxTokensPerSequence: z.number().int().positive().default(131072),
+    maxLiveSequences: z.number().int().positive().default(256),
+    maxTotalTokens: z.number().int().positive().default(Number.MAX_SAFE_INTEGER),
+  }).strict().prefault({}),
+  eviction: z.object({
+    policy: z.enum(['lru', 'fifo']).default('lru'),
+    /** How long an operation waits for in-flight moves to free a slot before TIER_BUSY. */
+    waitMs: z.number().int().nonnegative().default(5000),
+  }).strict().prefault({}),
+  backend: z.enum(['auto', 'host', 'gpu']).default('auto'),
+  server: z.object({
+    host: z.string().default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(8420),
+    token: z.string().min(16).optional(),
+  }).strict().prefault({}),
+}).strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type ConfigInput = z.input<typeof ConfigSchema>;
+
+/** Validates raw input; throws INVALID_CONFIG naming the first bad field. */
+export function parseConfig(input: unknown): Config {
+  const result = ConfigSchema.safeParse(input ?? {});
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const path = issue.path.join('.') || '(root)';
+    throw new SpillwayError('INVALID_CONFIG', `config ${path}: ${issue.message}`, {
+      path,
+      issues: result.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
+    });
+  }
+  return result.data;
+}
+
+/** The project root, where relative data paths of the embedded default resolve. */
+export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Sets a dotted path ("tiers.disk.bytes") in a nested object. */
+function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
+  const keys = path.split('.');
+  let node = target;
+  for (const key of keys.slice(0, -1)) {
+    if (typeof node[key] !== 'object' || node[key] === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[keys[keys.length - 1]!] = value;
+}
+
+/** CLI values arrive as strings; numbers and booleans are recognised, the schema checks the rest. */
+function coerce(value: string): unknown {
+  if (value === 'true' || value === 'false') return value === 'true';
+  if (/^-?\d+(\.\d+)?$/.test(value)) return Number(value);
+  return value;
+}
+
+/**
+ * Builds the effective configuration: the file named by --config (JSON), then
+ * `--set path=value` flags, then HOST/PORT/SPILLWAY_TOKEN from the environment. The disk
+ * tier's relative path resolves against the config file's folder, or the project root.
+ */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config {
+  let raw: Record<string, unknown> = {};
+  let base = projectRoot;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const next = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new SpillwayError('INVALID_CONFIG', `${arg} needs a value`);
+      return v;
+    };
+    if (arg === '--config') {
+      const file = resolve(next());
+      try {
+        raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+      } catch (err) {
+        throw new SpillwayError('INVALID_CONFIG', `cannot read config file ${file}: ${(err as Error).message}`);
+      }
+      base = dirname(file);
+    } else if (arg === '--set') {
+      const pair = next();
+      const eq = pair.indexOf('=');
+      if (eq <= 0) throw new SpillwayError('INVALID_CONFIG', `--set wants path=value, got "${pair}"`);
+      setPath(raw, pair.slice(0, eq), coerce(pair.slice(eq + 1)));
+    } else {
+      throw new SpillwayError('INVALID_CONFIG', `unknown option ${arg}`);
+    }
+  }
+  if (env.HOST) setPath(raw, 'server.host', env.HOST);
+  if (env.PORT) setPath(raw, 'server.port', coerce(env.PORT));
+  if (env.SPILLWAY_TOKEN) setPath(raw, 'server.token', env.SPILLWAY_TOKEN);
+  const config = parseConfig(raw);
+  config.tiers.disk.path = resolve(base, config.tiers.disk.path);
+  return config;
+}

@@ -1,0 +1,96 @@
+/**
+ * `spillway doctor`: what the machine offers and what spillway will do with it.
+ */
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Config } from './config.js';
+import { chooseBackend } from './open.js';
+import { addon, openSlotFile, type ProbeResult } from './native.js';
+import { DISK_ALIGN } from './layout.js';
+
+export interface DiskReport {
+  directory: string;
+  filesystem: string;
+  device: string;
+  directIo: { works: boolean; detail: string };
+}
+
+/** The mount holding `path`: the longest mount point in /proc/mounts that prefixes it. */
+function mountOf(path: string): { fs: string; device: string } {
+  let best = { point: '', fs: 'unknown', device: 'unknown' };
+  try {
+    for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
+      const [device, point, fs] = line.split(' ');
+      if (!device || !point || !fs) continue;
+      const within = path === point || path.startsWith(point.endsWith('/') ? point : point + '/');
+      if (within && point.length >= best.point.length) best = { point, fs, device };
+    }
+  } catch {
+    // no /proc: leave unknown
+  }
+  return { fs: best.fs, device: best.device };
+}
+
+/** Writes and reads one slot with O_DIRECT in the disk tier's folder, then removes it. */
+async function probeDirectIo(directory: string): Promise<DiskReport['directIo']> {
+  const file = join(directory, `.spillway-doctor-${process.pid}`);
+  try {
+    mkdirSync(directory, { recursive: true });
+    const slots = openSlotFile(file, DISK_ALIGN, 1, true);
+    try {
+      const info = slots.info();
+      const out = Buffer.alloc(128, 7);
+      const back = Buffer.alloc(128);
+      await slots.write(0, 1, 1, out, 0, out.length);
+      await slots.read(0, 1, 1, back, 0, back.length);
+      if (!back.equals(out)) return { works: false, detail: 'read back differs from what was written' };
+      return info.direct
+        ? { works: true, detail: 'O_DIRECT write and read of a 4 KiB slot succeeded' }
+        : { works: false, detail: info.directReason };
+    } finally {
+      slots.close();
+    }
+  } catch (err) {
+    return { works: false, detail: (err as Error).message };
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
+
+export async function diskReport(config: Config): Promise<DiskReport> {
+  const directory = dirname(config.tiers.disk.path);
+  const mount = mountOf(directory);
+  return { directory, filesystem: mount.fs, device: mount.device, directIo: await probeDirectIo(directory) };
+}
+
+export async function doctor(config: Config) {
+  const probe: ProbeResult = await addon.probe();
+  let backend;
+  try {
+    backend = chooseBackend(config, probe);
+  } catch (err) {
+    backend = { name: 'none', reason: (err as Error).message };
+  }
+  return { probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads };
+}
+
+const GiB = 2 ** 30;
+
+function cudaVersion(v: number): string {
+  return v ? `${Math.floor(v / 1000)}.${(v % 1000) / 10}` : 'none';
+}
+
+export function formatDoctor(r: Awaited<ReturnType<typeof doctor>>): string {
+  const g = r.probe.gpu;
+  const lines = [
+    'spillway doctor',
+    `  GPU:          ${g.present ? `${g.name} (sm_${g.computeCapability.replace('.', '')}), ${(g.totalBytes / GiB).toFixed(1)} GiB, ${(g.freeBytes / GiB).toFixed(1)} GiB free` : `none: ${g.error}`}`,
+    `  CUDA:         driver ${cudaVersion(g.driverVersion)}, runtime ${cudaVersion(g.runtimeVersion)}; addon ${r.probe.cudaBuilt ? 'built with CUDA kernels' : 'built host-only'}`,
+    `  cuFile:       ${r.probe.cufile.status}: ${r.probe.cufile.detail}${r.probe.cufile.nvfsVersion ? ` (nvidia-fs ${r.probe.cufile.nvfsVersion})` : ''}`,
+    `  disk tier:    ${r.disk.directory} on ${r.disk.filesystem} (${r.disk.device})`,
+    `  O_DIRECT:     ${r.disk.directIo.works ? 'works' : 'does not work'}: ${r.disk.directIo.detail}`,
+    `  CPU threads:  ${r.cpuThreads} for the host quantizer`,
+    `  backend:      ${r.backend.name}: ${r.backend.reason}`,
+  ];
+  return lines.join('\n');
+}

@@ -1,0 +1,58 @@
+/**
+ * Every error spillway raises, defined once: a stable code, the HTTP status the API
+ * answers with, and the message. Runtime and API throw these by name.
+ */
+export const ErrorCodes = {
+  INVALID_ARGUMENT: 400,
+  INVALID_CONFIG: 400,
+  WRONG_SIZE: 400,
+  UNAUTHORIZED: 401,
+  NOT_FOUND: 404,
+  SEQUENCE_NOT_FOUND: 404,
+  BLOCK_NOT_FOUND: 404,
+  BLOCK_NOT_WRITTEN: 409,
+  BLOCK_IMMUTABLE: 409,
+  SEQUENCE_EXISTS: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  LIMIT_EXCEEDED: 429,
+  TIER_BUSY: 503,
+  CAPACITY_EXCEEDED: 507,
+  DISK_FULL: 507,
+  IO_ERROR: 500,
+  CHECKSUM_MISMATCH: 500,
+  SLOT_MISMATCH: 500,
+  BLOCK_LOST: 500,
+  QUANT_PARAMS: 400,
+  QUANT_FORMAT: 500,
+  QUANT_MISMATCH: 500,
+  OUT_OF_MEMORY: 507,
+  CLOSED: 503,
+  BUSY: 503,
+  INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class SpillwayError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  /** Structured context for clients: the offending field, what is left, and so on. */
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}) {
+    super(message);
+    this.name = 'SpillwayError';
+    this.code = code;
+    this.status = ErrorCodes[code];
+    this.details = details;
+  }
+}
+
+/** Wraps an error from the addon (an Error with a string `code`) as a SpillwayError. */
+export function fromNative(err: unknown, context: string, details: Record<string, unknown> = {}): SpillwayError {
+  if (err instanceof SpillwayError) return err;
+  const e = err as { code?: unknown; message?: unknown };
+  const code = typeof e?.code === 'string' && e.code in ErrorCodes ? (e.code as ErrorCode) : 'INTERNAL';
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  return new SpillwayError(code, `${context}: ${message}`, details);
+}

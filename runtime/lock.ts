@@ -1,0 +1,30 @@
+/**
+ * A per-block mutual exclusion: one operation moves or reads a block's slots at a time.
+ * Evictors use tryAcquire so that they pass over busy blocks instead of waiting on them.
+ */
+export class BlockLock {
+  private held = false;
+  private readonly waiters: Array<() => void> = [];
+
+  get locked(): boolean {
+    return this.held;
+  }
+
+  tryAcquire(): boolean {
+    if (this.held) return false;
+    this.held = true;
+    return true;
+  }
+
+  acquire(): Promise<void> {
+    if (this.tryAcquire()) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Hands the lock straight to the next waiter, if any, so that no one can barge in. */
+  release(): void {
+    const next = this.waiters.shift();
+    if (next) next();
+    else this.held = false;
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * The typed facade over the native addon (build/spillway.node): the only module that
+ * imports it. Addon errors become SpillwayErrors with the addon's code.
+ */
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { projectRoot } from './config.js';
+import { fromNative } from './errors.js';
+
+export type Dtype = 'fp32' | 'fp16' | 'bf16';
+export const DTYPE_BYTES: Record<Dtype, number> = { fp32: 4, fp16: 2, bf16: 2 };
+const DTYPE_CODE: Record<Dtype, number> = { fp32: 0, fp16: 1, bf16: 2 };
+
+export interface QuantParams {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  tokens: number;
+  dtype: Dtype;
+  keyBits: number;
+  valueBits: number;
+  variant: 'mse' | 'prod';
+  seed: number;
+}
+
+interface NativeParams {
+  layers: number; kvHeads: number; headDim: number; tokens: number; dtype: number;
+  keyBitsX2: number; valueBitsX2: number; variant: number; seed: number;
+}
+
+export interface SlotFileInfo {
+  path: string;
+  direct: boolean;
+  directReason: string;
+  preallocated: boolean;
+  slotBytes: number;
+  slotCount: number;
+}
+
+export interface NativeSlotFile {
+  write(slot: number, key: number, generation: number, src: Buffer, srcOffset: number, length: number): Promise<void>;
+  read(slot: number, key: number, generation: number, dst: Buffer, dstOffset: number, length: number): Promise<void>;
+  close(): void;
+  injectFault(op: 'read' | 'write', errno: number, count: number): void;
+  info(): SlotFileInfo;
+}
+
+export interface ProbeResult {
+  cudaBuilt: boolean;
+  gpu: {
+    present: boolean; error: string; count: number; name: string; computeCapability: string;
+    totalBytes: number; freeBytes: number; driverVersion: number; runtimeVersion: number;
+  };
+  cufile: { status: 'not-found' | 'driver-error' | 'compat' | 'gds'; detail: string; nvfsVersion: string };
+}
+
+interface Addon {
+  allocArena(bytes: number): Buffer;
+  crc32c(buf: Buffer, offset?: number, length?: number): number;
+  quantSizes(p: NativeParams): { raw: number; quantized: number; groups: number };
+  quantize(p: NativeParams, src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void>;
+  dequantize(p: NativeParams, src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void>;
+  probe(): Promise<ProbeResult>;
+  poolThreads: number;
+  SlotFile: new (path: string, slotBytes: number, slotCount: number, opts: { direct: boolean }) => NativeSlotFile;
+}
+
+const addonPath = join(projectRoot, 'build', 'spillway.node');
+export const addon: Addon = createRequire(import.meta.url)(addonPath) as Addon;
+
+function toNative(p: QuantParams): NativeParams {
+  return {
+    layers: p.layers, kvHeads: p.kvHeads, headDim: p.headDim, tokens: p.tokens, dtype: DTYPE_CODE[p.dtype],
+    keyBitsX2: Math.round(p.keyBits * 2), valueBitsX2: Math.round(p.valueBits * 2),
+    variant: p.variant === 'prod' ? 1 : 0, seed: p.seed,
+  };
+}
+
+/** Quantizer bound to one geometry: sizes, and block moves inside caller-owned buffers. */
+export class Quantizer {
+  readonly params: QuantParams;
+  readonly rawBytes: number;
+  readonly quantizedBytes: number;
+  private readonly native: NativeParams;
+
+  constructor(params: QuantParams) {
+    this.params = params;
+    this.native = toNative(params);
+    let sizes;
+    try {
+      sizes = addon.quantSizes(this.native);
+    } catch (err) {
+      throw fromNative(err, 'quantization parameters');
+    }
+    this.rawBytes = sizes.raw;
+    this.quantizedBytes = sizes.quantized;
+  }
+
+  async quantizeInto(src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void> {
+    try {
+      await addon.quantize(this.native, src, srcOffset, dst, dstOffset);
+    } catch (err) {
+      throw fromNative(err, 'quantize');
+    }
+  }
+
+  async dequantizeInto(src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void> {
+    try {
+      await addon.dequantize(this.native, src, srcOffset, dst, dstOffset);
+    } catch (err) {
+      throw fromNative(err, 'dequantize');
+    }
+  }
+}
+
+export function rawBytes(p: QuantParams): number {
+  return new Quantizer(p).rawBytes;
+}
+
+export function quantizedBytes(p: QuantParams): number {
+  return new Quantizer(p).quantizedBytes;
+}
+
+/** Quantizes one raw block into a new buffer in the versioned stored format. */
+export async function quantize(p: QuantParams, raw: Uint8Array): Promise<Buffer> {
+  const q = new Quantizer(p);
+  const out = Buffer.alloc(q.quantizedBytes);
+  await q.quantizeInto(toBuffer(raw), 0, out, 0);
+  return out;
+}
+
+/** Dequantizes stored bytes into a new raw block; refuses other versions or parameters. */
+export async function dequantize(p: QuantParams, stored: Uint8Array): Promise<Buffer> {
+  const q = new Quantizer(p);
+  const out = Buffer.alloc(q.rawBytes);
+  await q.dequantizeInto(toBuffer(stored), 0, out, 0);
+  return out;
+}
+
+function toBuffer(u: Uint8Array): Buffer {
+  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+export function openSlotFile(path: string, slotBytes: number, slotCount: number, direct: boolean): NativeSlotFile {
+  try {
+    return new addon.SlotFile(path, slotBytes, slotCount, { direct });
+  } catch (err) {
+    throw fromNative(err, 'disk tier');
+  }
+}

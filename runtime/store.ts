@@ -1,0 +1,749 @@
+/**
+ * The tiered KV block store. Sequences own ordered lists of blocks; each block's bytes
+ * live on a ladder of tiers and move down under pressure and up when read:
+ *
+ *   tier 0 (raw) --quantize--> tier 1 (quantized) --spill--> tier 2 (disk) --drop-->
+ *   tier 0 <--dequantize-- tier 1 <--fill-- tier 2
+ *
+ * Invariants (checked by `checkInvariants`, exercised by the property test):
+ * - A block's bytes are in one of two states. Exact: only a raw copy, holding what was
+ *   written. Quantized: a quantized copy in tier 1 and/or tier 2 is the truth, and a raw
+ *   copy in tier 0, if any, is its dequantized cache. So quantization error never
+ *   accumulates, and a block whose quantized form is already on disk is not written again.
+ * - Every used slot belongs to exactly one live block; every free slot to none.
+ * - A pinned block never moves; reference counts never go negative; a block referenced
+ *   by a sequence is never dropped.
+ * - One operation at a time touches a block's slots (BlockLock); evictors pass over busy
+ *   and pinned blocks.
+ */
+import { performance } from 'node:perf_hooks';
+import { Gauge } from 'prom-client';
+import type { Backend, BackendDescription } from './backends/backend.js';
+import type { Config } from './config.js';
+import { SpillwayError, type ErrorCode } from './errors.js';
+import { computeLayout, TIER_NAMES, type Layout, type TierIndex } from './layout.js';
+import { BlockLock } from './lock.js';
+import { createPolicy, type EvictionPolicy } from './policy.js';
+import { blockHash, ROOT_HASH } from './prefix.js';
+import { SlotPool } from './slots.js';
+import { Telemetry, type MoveKind } from './telemetry.js';
+
+interface Block {
+  id: number;
+  /** Bumped on every write; disk slots carry it so that stale bytes are refused. */
+  generation: number;
+  owners: Set<string>;
+  pins: number;
+  hash: string | null;
+  written: boolean;
+  /** The raw copy is exactly what was written (never quantized). */
+  exact: boolean;
+  /** Its only copy failed verification; reads fail until it is written again. */
+  lost: boolean;
+  raw: number | null;
+  quant: number | null;
+  disk: number | null;
+  lock: BlockLock;
+  dead: boolean;
+}
+
+interface Sequence {
+  id: string;
+  blocks: Block[];
+}
+
+/** The blocks an operation holds locks on: evictions it triggers must not wait on them. */
+interface OpContext {
+  held: Set<number>;
+}
+
+export interface Limits {
+  maxTokensPerSequence: number;
+  maxLiveSequences: number;
+  maxTotalTokens: number;
+}
+
+export interface ReadOptions {
+  /** Move the block into tier 0 (default), or read it where it is. */
+  promote?: boolean;
+  /** 'raw' (default) returns the block's raw layout; 'stored' returns the bytes as held. */
+  format?: 'raw' | 'stored';
+}
+
+export interface ReadResult {
+  data: Buffer;
+  /** The tier the bytes were found in. */
+  tier: (typeof TIER_NAMES)[number];
+  /** Whether the block is now in tier 0 (false when not asked, or when the ladder is full). */
+  promoted: boolean;
+  format: 'raw' | 'quantized';
+  /** Whether the data went through quantization (within the quantizer's error bound). */
+  lossy: boolean;
+}
+
+export interface BlockRef {
+  index: number;
+  blockId: number;
+}
+
+const SEQUENCE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export class BlockStore {
+  readonly config: Config;
+  readonly layout: Layout;
+  readonly telemetry = new Telemetry();
+  private readonly backend: Backend;
+  private readonly pools: [SlotPool, SlotPool, SlotPool];
+  private readonly policies: [EvictionPolicy, EvictionPolicy, EvictionPolicy];
+  private readonly blocks = new Map<number, Block>();
+  private readonly sequences = new Map<string, Sequence>();
+  private readonly prefixIndex = new Map<string, Block>();
+  private limitsNow: Limits;
+  private nextBlockId = 1;
+  private nextSequenceId = 1;
+  private liveBlocks = 0;
+  private diskInFlight = 0;
+  private progressWaiters: Array<() => void> = [];
+  private closed = false;
+
+  constructor(config: Config, backend: Backend, layout: Layout = computeLayout(config)) {
+    this.config = config;
+    this.layout = layout;
+    this.backend = backend;
+    if (layout.tiers[0].slots < 1 || layout.tiers[1].slots < 1) {
+      throw new SpillwayError('INVALID_CONFIG', 'tiers.raw and tiers.quantized must each hold at least one block', {
+        rawBlockBytes: layout.rawBlockBytes,
+        quantizedBlockBytes: layout.quantizedBlockBytes,
+      });
+    }
+    this.pools = [new SlotPool(layout.tiers[0].slots), new SlotPool(layout.tiers[1].slots), new SlotPool(layout.tiers[2].slots)];
+    const policy = config.eviction.policy;
+    this.policies = [
+      createPolicy(policy, layout.tiers[0].slots),
+      createPolicy(policy, layout.tiers[1].slots),
+      createPolicy(policy, layout.tiers[2].slots),
+    ];
+    this.limitsNow = this.validateLimits(config.limits);
+    const pools = this.pools;
+    new Gauge({
+      name: 'spillway_tier_slots', help: 'Slots per tier by state', labelNames: ['tier', 'state'], registers: [this.telemetry.registry],
+      collect() {
+        pools.forEach((p, t) => {
+          this.set({ tier: TIER_NAMES[t], state: 'used' }, p.used);
+          this.set({ tier: TIER_NAMES[t], state: 'free' }, p.available);
+        });
+      },
+    });
+  }
+
+  // ---- sequences and blocks -------------------------------------------------------------
+
+  /** Creates a sequence, attaching the leading blocks of `prefix` (block hashes) that are cached. */
+  createSequence(id?: string, prefix: string[] = []): { id: string; attached: BlockRef[] } {
+    this.assertOpen();
+    if (this.sequences.size >= this.limitsNow.maxLiveSequences) {
+      throw new SpillwayError('LIMIT_EXCEEDED', `live sequence limit of ${this.limitsNow.maxLiveSequences} reached`, {
+        limit: 'maxLiveSequences', value: this.limitsNow.maxLiveSequences, remaining: 0,
+      });
+    }
+    const seqId = id ?? `seq-${this.nextSequenceId++}`;
+    if (!SEQUENCE_ID.test(seqId)) {
+      throw new SpillwayError('INVALID_ARGUMENT', 'sequence id must be 1-128 characters of A-Z a-z 0-9 . _ : -', { field: 'id' });
+    }
+    if (this.sequences.has(seqId)) throw new SpillwayError('SEQUENCE_EXISTS', `sequence ${seqId} already exists`, { id: seqId });
+    const cached = this.cachedPrefix(prefix);
+    this.checkGrowth(0, cached.filter((b) => b.owners.size === 0).length, cached.length);
+    const seq: Sequence = { id: seqId, blocks: [] };
+    for (const b of cached) this.attach(b, seq);
+    this.sequences.set(seqId, seq);
+    return { id: seqId, attached: seq.blocks.map((b, index) => ({ index, blockId: b.id })) };
+  }
+
+  /** Reserves `count` new blocks at the end of a sequence. They take no slot until written. */
+  allocate(sequenceId: string, count: number): BlockRef[] {
+    this.assertOpen();
+    const seq = this.sequence(sequenceId);
+    if (!Number.isInteger(count) || count < 1) {
+      throw new SpillwayError('INVALID_ARGUMENT', 'count must be a positive integer', { field: 'count' });
+    }
+    this.checkGrowth(seq.blocks.length, count, count);
+    const refs: BlockRef[] = [];
+    for (let i = 0; i < count; i++) {
+      const b = this.newBlock();
+      this.attach(b, seq);
+      refs.push({ index: seq.blocks.length - 1, blockId: b.id });
+    }
+    this.telemetry.allocations.inc(count);
+    return refs;
+  }
+
+  /**
+   * Writes a block's raw bytes. With `tokens`, the block is committed to the prefix cache
+   * under hash(parent, tokens) and becomes immutable; if that prefix is already cached,
+   * the sequence shares the cached block instead and no bytes are stored twice.
+   */
+  async write(sequenceId: string, index: number, data: Uint8Array, tokens?: number[]): Promise<{ blockId: number; hash: string | null; deduplicated: boolean }> {
+    this.assertOpen();
+    const seq = this.sequence(sequenceId);
+    const b = this.blockAt(seq, index);
+    if (data.byteLength !== this.layout.rawBlockBytes) {
+      throw new SpillwayError('WRONG_SIZE', `a block is ${this.layout.rawBlockBytes} bytes for this geometry, got ${data.byteLength}`, {
+        field: 'data', expected: this.layout.rawBlockBytes, got: data.byteLength,
+      });
+    }
+    const hash = tokens === undefined ? null : blockHash(this.parentHash(seq, index), this.checkTokens(tokens));
+    const started = performance.now();
+    return this.withBlock(b, async (ctx) => {
+      if (b.hash !== null || b.owners.size > 1) {
+        throw new SpillwayError('BLOCK_IMMUTABLE', `block ${index} of ${sequenceId} is ${b.hash ? 'committed to the prefix cache' : 'shared'} and cannot be rewritten`, { index });
+      }
+      const cached = hash === null ? undefined : this.prefixIndex.get(hash);
+      if (cached && cached !== b) {
+        this.replaceInSequence(seq, index, b, cached);
+        return { blockId: cached.id, hash, deduplicated: true };
+      }
+      this.releaseCopies(b, [1, 2]);
+      if (b.raw === null) {
+        b.raw = await this.acquireSlot(0, ctx);
+        this.policies[0].insert(b.id);
+      }
+      await this.backend.writeRaw(b.raw, data);
+      b.generation++;
+      b.written = true;
+      b.exact = true;
+      b.lost = false;
+      this.policies[0].touch(b.id);
+      if (hash !== null) {
+        b.hash = hash;
+        this.prefixIndex.set(hash, b);
+      }
+      this.telemetry.writes.inc();
+      this.telemetry.opSeconds.observe({ op: 'write' }, (performance.now() - started) / 1000);
+      return { blockId: b.id, hash, deduplicated: false };
+    });
+  }
+
+  /** Reads a block: by default promoting it into tier 0 and returning its raw bytes. */
+  async read(sequenceId: string, index: number, options: ReadOptions = {}): Promise<ReadResult> {
+    this.assertOpen();
+    const b = this.blockAt(this.sequence(sequenceId), index);
+    return this.readBlock(b, options);
+  }
+
+  /** Reads a block by id (as returned by prefix lookups). */
+  async readById(blockId: number, options: ReadOptions = {}): Promise<ReadResult> {
+    this.assertOpen();
+    const b = this.blocks.get(blockId);
+    if (!b) throw new SpillwayError('BLOCK_NOT_FOUND', `block ${blockId} does not exist`, { blockId });
+    return this.readBlock(b, options);
+  }
+
+  /** A pinned block is never moved or evicted until unpinned as often as it was pinned. */
+  pin(sequenceId: string, index: number): { pins: number } {
+    this.assertOpen();
+    const b = this.blockAt(this.sequence(sequenceId), index);
+    b.pins++;
+    return { pins: b.pins };
+  }
+
+  unpin(sequenceId: string, index: number): { pins: number } {
+    this.assertOpen();
+    const b = this.blockAt(this.sequence(sequenceId), index);
+    if (b.pins === 0) throw new SpillwayError('INVALID_ARGUMENT', `block ${index} of ${sequenceId} is not pinned`, { index });
+    b.pins--;
+    this.notifyProgress();
+    return { pins: b.pins };
+  }
+
+  /**
+   * Frees a sequence. Its blocks lose a reference; a block no one references is released,
+   * unless it is committed to the prefix cache, where it stays (evictable) for reuse.
+   */
+  freeSequence(sequenceId: string): { released: number; cached: number } {
+    this.assertOpen();
+    const seq = this.sequence(sequenceId);
+    this.sequences.delete(sequenceId);
+    let released = 0;
+    let cached = 0;
+    for (const b of seq.blocks) {
+      if (!b.owners.delete(seq.id) || b.owners.size > 0) continue;
+      this.liveBlocks--;
+      b.pins = 0;
+      if (b.hash !== null && b.written && !b.lost) {
+        cached++;
+      } else {
+        released++;
+        void this.dropWhenIdle(b);
+      }
+    }
+    this.telemetry.frees.inc(released);
+    this.notifyProgress();
+    return { released, cached };
+  }
+
+  /** The leading blocks of a hash chain that are cached, and where each one is now. */
+  lookupPrefix(hashes: string[]): Array<{ hash: string; blockId: number; tier: (typeof TIER_NAMES)[number] }> {
+    this.assertOpen();
+    const found = this.cachedPrefix(hashes);
+    this.telemetry.prefixLookups.inc({ result: 'hit' }, found.length);
+    this.telemetry.prefixLookups.inc({ result: 'miss' }, hashes.length - found.length);
+    return found.map((b) => ({ hash: b.hash!, blockId: b.id, tier: TIER_NAMES[this.tierOf(b)] }));
+  }
+
+  // ---- limits, capacity and stats ----------------------------------------------------
+
+  get limits(): Limits {
+    return { ...this.limitsNow };
+  }
+
+  /** Changes context limits at run time; each must fit the ladder's capacity. */
+  setLimits(changes: Partial<Limits>): Limits {
+    this.limitsNow = this.validateLimits({ ...this.limitsNow, ...changes });
+    return this.limits;
+  }
+
+  capacity() {
+    const { tiers, totalBlocks, totalTokens, tokensPerBlock, rawBlockBytes, quantizedBlockBytes, compressionRatio } = this.layout;
+    return {
+      tokensPerBlock, rawBlockBytes, quantizedBlockBytes, compressionRatio, totalBlocks, totalTokens,
+      tiers: tiers.map((t) => ({ name: t.name, slots: t.slots, slotBytes: t.slotBytes, bytes: t.bytes, tokens: t.tokens })),
+    };
+  }
+
+  describeBackend(): BackendDescription {
+    return this.backend.describe();
+  }
+
+  stats() {
+    let pinned = 0;
+    let cached = 0;
+    let lost = 0;
+    for (const b of this.blocks.values()) {
+      if (b.pins > 0) pinned++;
+      if (b.owners.size === 0 && b.hash !== null) cached++;
+      if (b.lost) lost++;
+    }
+    return {
+      sequences: this.sequences.size,
+      blocks: this.blocks.size,
+      liveBlocks: this.liveBlocks,
+      cachedBlocks: cached,
+      pinnedBlocks: pinned,
+      lostBlocks: lost,
+      liveTokens: this.liveBlocks * this.layout.tokensPerBlock,
+      diskInFlight: this.diskInFlight,
+      tiers: this.pools.map((p, t) => ({ name: TIER_NAMES[t], slots: p.size, used: p.used, free: p.available })),
+    };
+  }
+
+  /** Test seam: the next `count` disk reads or writes fail with `errno`. */
+  injectDiskFault(op: 'read' | 'write', errno: number, count: number): void {
+    this.backend.injectDiskFault(op, errno, count);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    while (this.diskInFlight > 0) await this.waitForProgress(Date.now() + 1000);
+    await this.backend.close();
+  }
+
+  /** Throws if any invariant in the header comment is broken. For tests. */
+  checkInvariants(): void {
+    const owner: Array<Map<number, number>> = [new Map(), new Map(), new Map()];
+    const fail = (msg: string) => {
+      throw new Error(`store invariant broken: ${msg}`);
+    };
+    let live = 0;
+    for (const b of this.blocks.values()) {
+      if (b.dead) fail(`dead block ${b.id} is still listed`);
+      if (b.owners.size > 0) live++;
+      if (b.pins < 0) fail(`block ${b.id} has negative pins`);
+      if (b.exact && (b.raw === null || b.quant !== null || b.disk !== null)) fail(`exact block ${b.id} has copies ${b.raw}/${b.quant}/${b.disk}`);
+      if (b.written && !b.exact && !b.lost && b.quant === null && b.disk === null) fail(`quantized block ${b.id} has no quantized copy`);
+      if (b.owners.size === 0 && b.hash === null && !b.lock.locked) fail(`unreferenced uncached block ${b.id} was not released`);
+      const slots = [b.raw, b.quant, b.disk];
+      slots.forEach((slot, t) => {
+        if (slot === null) return;
+        const prev = owner[t]!.get(slot);
+        if (prev !== undefined) fail(`tier ${t} slot ${slot} held by blocks ${prev} and ${b.id}`);
+        owner[t]!.set(slot, b.id);
+      });
+    }
+    if (live !== this.liveBlocks) fail(`live block count ${this.liveBlocks}, counted ${live}`);
+    this.pools.forEach((p, t) => {
+      if (p.used !== owner[t]!.size) fail(`tier ${t} reports ${p.used} slots used, blocks hold ${owner[t]!.size}`);
+    });
+  }
+
+  // ---- reading ------------------------------------------------------------------------
+
+  private async readBlock(b: Block, options: ReadOptions): Promise<ReadResult> {
+    const promote = options.promote ?? true;
+    const format = options.format ?? 'raw';
+    const started = performance.now();
+    const result = await this.withBlock(b, async (ctx) => {
+      if (b.lost) throw new SpillwayError('BLOCK_LOST', `block ${b.id} failed verification on disk and must be written again`, { blockId: b.id });
+      if (!b.written) throw new SpillwayError('BLOCK_NOT_WRITTEN', `block ${b.id} has not been written`, { blockId: b.id });
+      const found = this.tierOf(b);
+      this.telemetry.hits.inc({ tier: TIER_NAMES[found] });
+      for (let t = 0; t < found; t++) this.telemetry.misses.inc({ tier: TIER_NAMES[t] });
+      const lossy = !b.exact;
+      if (format === 'stored' && found > 0) {
+        return { data: await this.storedBytes(b), tier: TIER_NAMES[found], promoted: false, format: 'quantized' as const, lossy };
+      }
+      if (promote && found > 0) {
+        try {
+          await this.promoteToRaw(b, ctx);
+        } catch (err) {
+          // A ladder full of blocks that cannot move still serves reads, from where they are.
+          if ((err as SpillwayError).code !== 'CAPACITY_EXCEEDED') throw err;
+        }
+      }
+      const data = b.raw !== null ? await this.backend.readRaw(b.raw) : await this.backend.dequantizeBytes(await this.storedBytes(b));
+      this.policies[this.tierOf(b)].touch(b.id);
+      return { data, tier: TIER_NAMES[found], promoted: found > 0 && b.raw !== null, format: 'raw' as const, lossy };
+    });
+    this.telemetry.opSeconds.observe({ op: 'read' }, (performance.now() - started) / 1000);
+    return result;
+  }
+
+  /** The block's quantized bytes from tier 1, or from disk without taking a tier-1 slot. */
+  private async storedBytes(b: Block): Promise<Buffer> {
+    if (b.quant !== null) return this.backend.readQuantized(b.quant);
+    return this.diskOp(b, () => this.backend.readDisk(b.disk!, { key: b.id, generation: b.generation }));
+  }
+
+  /** Brings a quantized block up to tier 0, through tier 1. The caller holds its lock. */
+  private async promoteToRaw(b: Block, ctx: OpContext): Promise<void> {
+    if (b.raw !== null) return;
+    if (b.quant === null) {
+      await this.move('promote', b, 2, 1, ctx, async (slot) => {
+        await this.diskOp(b, () => this.backend.fill(b.disk!, { key: b.id, generation: b.generation }, slot));
+        b.quant = slot;
+      });
+    }
+    await this.move('promote', b, 1, 0, ctx, async (slot) => {
+      await this.backend.dequantize(b.quant!, slot);
+      b.raw = slot;
+    });
+  }
+
+  // ---- slots and eviction -------------------------------------------------------------
+
+  /**
+   * Takes a free slot in `tier`, evicting a victim down the ladder if none is free. Waits
+   * for in-flight moves to finish when every candidate is busy, up to eviction.waitMs.
+   */
+  private async acquireSlot(tier: TierIndex, ctx: OpContext): Promise<number> {
+    const deadline = Date.now() + this.config.eviction.waitMs;
+    for (;;) {
+      const free = this.pools[tier].take();
+      if (free !== undefined) return free;
+      const victim = this.pickVictim(tier, ctx);
+      if (victim) return this.evict(tier, victim, ctx);
+      if (!this.anyBusy(tier, ctx)) {
+        const t = TIER_NAMES[tier];
+        throw new SpillwayError('CAPACITY_EXCEEDED', `tier ${t} is full: all ${this.pools[tier].size} slots hold pinned or referenced blocks that cannot move down`, {
+          tier: t, slots: this.pools[tier].size, remaining: 0,
+        });
+      }
+      if (Date.now() >= deadline) {
+        throw new SpillwayError('TIER_BUSY', `tier ${TIER_NAMES[tier]} has no free slot and every candidate is busy; try again`, { tier: TIER_NAMES[tier] });
+      }
+      await this.waitForProgress(deadline);
+    }
+  }
+
+  /** The first block the policy offers that may leave `tier` now; locked on return. */
+  private pickVictim(tier: TierIndex, ctx: OpContext): Block | undefined {
+    for (const id of this.policies[tier].candidates()) {
+      const b = this.blocks.get(id);
+      if (!b || ctx.held.has(id) || b.pins > 0) continue;
+      // Leaving the bottom tier loses bytes unless a tier-1 copy stays or no one needs the block.
+      if (tier === 2 && b.quant === null && b.owners.size > 0) continue;
+      if (b.lock.tryAcquire()) return b;
+    }
+    return undefined;
+  }
+
+  private anyBusy(tier: TierIndex, ctx: OpContext): boolean {
+    for (const id of this.policies[tier].candidates()) {
+      const b = this.blocks.get(id);
+      if (b && !ctx.held.has(id) && b.lock.locked && b.pins === 0) return true;
+    }
+    return false;
+  }
+
+  /** Moves `victim` out of `tier` and returns its freed slot there, to the caller alone. */
+  private async evict(tier: TierIndex, victim: Block, ctx: OpContext): Promise<number> {
+    ctx.held.add(victim.id);
+    try {
+      if (tier === 2) {
+        const slot = victim.disk!;
+        victim.disk = null;
+        this.policies[2].remove(victim.id);
+        if (victim.quant === null) this.dropBlock(victim);
+        return slot;
+      }
+      const slot = tier === 0 ? victim.raw! : victim.quant!;
+      const to = (tier + 1) as 1 | 2;
+      // A clean copy below (the quantized truth, or its disk copy) makes the move free.
+      const copyBelow = tier === 0 ? !victim.exact : victim.disk !== null;
+      if (!copyBelow) {
+        await this.move('demote', victim, tier, to, ctx, async (dest) => {
+          if (tier === 0) {
+            await this.backend.quantize(slot, dest);
+            victim.quant = dest;
+            victim.exact = false;
+          } else {
+            await this.diskOp(victim, () => this.backend.spill(slot, dest, { key: victim.id, generation: victim.generation }));
+            victim.disk = dest;
+          }
+        });
+      } else {
+        this.recordFreeMove(victim, tier, to);
+      }
+      if (tier === 0) victim.raw = null;
+      else victim.quant = null;
+      this.policies[tier].remove(victim.id);
+      return slot;
+    } finally {
+      ctx.held.delete(victim.id);
+      victim.lock.release();
+      this.notifyProgress();
+    }
+  }
+
+  /**
+   * Copies `b` from tier `from` into a new slot of tier `to` by `work`, which records the
+   * slot on the block. On failure the new slot is returned to its pool and the block
+   * keeps the copies it had.
+   */
+  private async move(kind: MoveKind, b: Block, from: TierIndex, to: TierIndex, ctx: OpContext, work: (slot: number) => Promise<void>): Promise<void> {
+    const slot = await this.acquireSlot(to, ctx);
+    const started = performance.now();
+    try {
+      await work(slot);
+    } catch (err) {
+      this.pools[to].release(slot);
+      this.notifyProgress();
+      throw err;
+    }
+    this.policies[to].insert(b.id);
+    const bytes = to === 0 ? this.layout.rawBlockBytes : this.layout.quantizedBlockBytes;
+    this.telemetry.recordMove({
+      kind, blockId: b.id, sequences: [...b.owners], from: TIER_NAMES[from], to: TIER_NAMES[to], bytes,
+      durationMs: performance.now() - started, copied: true,
+    });
+  }
+
+  private recordFreeMove(b: Block, from: TierIndex, to: TierIndex): void {
+    this.telemetry.recordMove({ kind: 'demote', blockId: b.id, sequences: [...b.owners], from: TIER_NAMES[from], to: TIER_NAMES[to], bytes: 0, durationMs: 0, copied: false });
+  }
+
+  /** Runs a disk operation with queue accounting; a failed verification loses the block. */
+  private async diskOp<T>(b: Block, op: () => Promise<T>): Promise<T> {
+    this.diskInFlight++;
+    this.telemetry.diskQueue.set(this.diskInFlight);
+    try {
+      return await op();
+    } catch (err) {
+      const code = (err as { code?: ErrorCode }).code ?? 'INTERNAL';
+      this.telemetry.diskErrors.inc({ kind: code });
+      if ((code === 'CHECKSUM_MISMATCH' || code === 'SLOT_MISMATCH') && b.quant === null && b.disk !== null) this.markLost(b);
+      throw err;
+    } finally {
+      this.diskInFlight--;
+      this.telemetry.diskQueue.set(this.diskInFlight);
+      this.notifyProgress();
+    }
+  }
+
+  /** The block's only copy is bad: free its slot and leave it unreadable until rewritten. */
+  private markLost(b: Block): void {
+    this.releaseCopies(b, [0, 1, 2]);
+    b.lost = true;
+    if (b.hash !== null && this.prefixIndex.get(b.hash) === b) this.prefixIndex.delete(b.hash);
+    b.hash = null;
+  }
+
+  private releaseCopies(b: Block, tiers: TierIndex[]): void {
+    for (const t of tiers) {
+      const slot = t === 0 ? b.raw : t === 1 ? b.quant : b.disk;
+      if (slot === null) continue;
+      this.pools[t].release(slot);
+      this.policies[t].remove(b.id);
+      if (t === 0) b.raw = null;
+      else if (t === 1) b.quant = null;
+      else b.disk = null;
+    }
+    if (tiers.includes(0)) b.exact = false;
+    this.notifyProgress();
+  }
+
+  /** Releases every slot of a block no one references. The caller holds its lock. */
+  private dropBlock(b: Block): void {
+    const from = TIER_NAMES[this.tierOf(b)];
+    this.releaseCopies(b, [0, 1, 2]);
+    if (b.hash !== null && this.prefixIndex.get(b.hash) === b) this.prefixIndex.delete(b.hash);
+    b.dead = true;
+    this.blocks.delete(b.id);
+    this.telemetry.recordMove({ kind: 'drop', blockId: b.id, sequences: [], from, to: 'none', bytes: 0, durationMs: 0, copied: false });
+  }
+
+  private async dropWhenIdle(b: Block): Promise<void> {
+    await b.lock.acquire();
+    try {
+      if (!b.dead && b.owners.size === 0 && (b.hash === null || b.lost || !b.written)) this.dropBlock(b);
+    } finally {
+      b.lock.release();
+      this.notifyProgress();
+    }
+  }
+
+  private notifyProgress(): void {
+    const waiters = this.progressWaiters;
+    this.progressWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private waitForProgress(deadline: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
+      this.progressWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  // ---- helpers ------------------------------------------------------------------------
+
+  private async withBlock<T>(b: Block, fn: (ctx: OpContext) => Promise<T>): Promise<T> {
+    await b.lock.acquire();
+    try {
+      if (b.dead) throw new SpillwayError('BLOCK_NOT_FOUND', `block ${b.id} was released`, { blockId: b.id });
+      return await fn({ held: new Set([b.id]) });
+    } finally {
+      b.lock.release();
+      this.notifyProgress();
+    }
+  }
+
+  private tierOf(b: Block): TierIndex {
+    return b.raw !== null ? 0 : b.quant !== null ? 1 : 2;
+  }
+
+  private newBlock(): Block {
+    const b: Block = {
+      id: this.nextBlockId++, generation: 0, owners: new Set(), pins: 0, hash: null, written: false, exact: false,
+      lost: false, raw: null, quant: null, disk: null, lock: new BlockLock(), dead: false,
+    };
+    this.blocks.set(b.id, b);
+    return b;
+  }
+
+  private attach(b: Block, seq: Sequence): void {
+    if (b.owners.size === 0) this.liveBlocks++;
+    b.owners.add(seq.id);
+    seq.blocks.push(b);
+  }
+
+  /** Points a sequence's block at a cached twin, releasing the sequence's own block. */
+  private replaceInSequence(seq: Sequence, index: number, own: Block, cached: Block): void {
+    own.owners.delete(seq.id);
+    if (own.owners.size === 0) this.liveBlocks--;
+    if (cached.owners.size === 0) this.liveBlocks++;
+    cached.owners.add(seq.id);
+    seq.blocks[index] = cached;
+    if (own.owners.size === 0) this.dropBlock(own);
+  }
+
+  private sequence(id: string): Sequence {
+    const seq = this.sequences.get(id);
+    if (!seq) throw new SpillwayError('SEQUENCE_NOT_FOUND', `sequence ${id} does not exist`, { id });
+    return seq;
+  }
+
+  private blockAt(seq: Sequence, index: number): Block {
+    const b = Number.isInteger(index) && index >= 0 ? seq.blocks[index] : undefined;
+    if (!b) {
+      throw new SpillwayError('BLOCK_NOT_FOUND', `sequence ${seq.id} has ${seq.blocks.length} blocks; there is no block ${index}`, {
+        field: 'index', blocks: seq.blocks.length,
+      });
+    }
+    return b;
+  }
+
+  private parentHash(seq: Sequence, index: number): string {
+    if (index === 0) return ROOT_HASH;
+    const parent = seq.blocks[index - 1];
+    if (!parent?.hash) {
+      throw new SpillwayError('INVALID_ARGUMENT', `block ${index - 1} of ${seq.id} is not committed with tokens, so block ${index} cannot be`, { field: 'tokens' });
+    }
+    return parent.hash;
+  }
+
+  private checkTokens(tokens: number[]): number[] {
+    const n = this.layout.tokensPerBlock;
+    if (tokens.length !== n || !tokens.every((t) => Number.isInteger(t) && t >= 0 && t <= 0xffffffff)) {
+      throw new SpillwayError('INVALID_ARGUMENT', `tokens must be ${n} integer token ids from 0 to 2^32-1`, { field: 'tokens', expected: n });
+    }
+    return tokens;
+  }
+
+  private cachedPrefix(hashes: string[]): Block[] {
+    const found: Block[] = [];
+    for (const h of hashes) {
+      const b = this.prefixIndex.get(h);
+      if (!b || b.dead || b.lost) break;
+      found.push(b);
+    }
+    return found;
+  }
+
+  /** Checks a sequence growing by `count` blocks, `newLive` of which become live. */
+  private checkGrowth(currentBlocks: number, newLive: number, count: number): void {
+    const tpb = this.layout.tokensPerBlock;
+    const l = this.limitsNow;
+    const seqTokens = (currentBlocks + count) * tpb;
+    if (seqTokens > l.maxTokensPerSequence) {
+      throw new SpillwayError('LIMIT_EXCEEDED', `sequence would hold ${seqTokens} tokens, over the limit of ${l.maxTokensPerSequence}`, {
+        limit: 'maxTokensPerSequence', value: l.maxTokensPerSequence, remainingBlocks: Math.max(0, Math.floor(l.maxTokensPerSequence / tpb) - currentBlocks),
+      });
+    }
+    const totalTokens = (this.liveBlocks + newLive) * tpb;
+    if (totalTokens > l.maxTotalTokens) {
+      throw new SpillwayError('LIMIT_EXCEEDED', `live sequences would hold ${totalTokens} tokens, over the limit of ${l.maxTotalTokens}`, {
+        limit: 'maxTotalTokens', value: l.maxTotalTokens, remainingBlocks: Math.max(0, Math.floor(l.maxTotalTokens / tpb) - this.liveBlocks),
+      });
+    }
+    // Live blocks (written or only reserved) must fit the ladder; cached blocks no one
+    // references are dropped from the bottom tier to make room.
+    if (this.liveBlocks + newLive > this.layout.totalBlocks) {
+      throw new SpillwayError('CAPACITY_EXCEEDED', `the ladder holds ${this.layout.totalBlocks} blocks and ${this.liveBlocks} are in use`, {
+        capacityBlocks: this.layout.totalBlocks, remainingBlocks: Math.max(0, this.layout.totalBlocks - this.liveBlocks),
+      });
+    }
+  }
+
+  private validateLimits(limits: Limits): Limits {
+    const cap = this.layout.totalTokens;
+    for (const [field, value] of Object.entries(limits)) {
+      if (!Number.isInteger(value) || value < 1) {
+        throw new SpillwayError('INVALID_ARGUMENT', `limits.${field} must be a positive integer`, { field: `limits.${field}` });
+      }
+    }
+    return {
+      maxLiveSequences: limits.maxLiveSequences,
+      // Token limits past the ladder's capacity mean "as much as fits".
+      maxTokensPerSequence: Math.min(limits.maxTokensPerSequence, cap),
+      maxTotalTokens: Math.min(limits.maxTotalTokens, cap),
+    };
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new SpillwayError('CLOSED', 'the store is closed');
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * Counters, histograms and the event stream of block moves. Metrics live in a
+ * prom-client registry of the store's own, so that the API serves them as Prometheus text
+ * or JSON without copying; events go to listeners of `moves`.
+ */
+import { EventEmitter } from 'node:events';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { TIER_NAMES, type TierIndex } from './layout.js';
+
+export type MoveKind = 'demote' | 'promote' | 'drop';
+
+export interface MoveEvent {
+  kind: MoveKind;
+  blockId: number;
+  sequences: string[];
+  from: (typeof TIER_NAMES)[number];
+  to: (typeof TIER_NAMES)[number] | 'none';
+  bytes: number;
+  durationMs: number;
+  /** Whether bytes were moved (false when a clean copy below made the move free). */
+  copied: boolean;
+  at: number;
+}
+
+const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+
+export class Telemetry {
+  readonly registry = new Registry();
+  readonly moves = new EventEmitter();
+
+  readonly allocations = new Counter({ name: 'spillway_allocations_total', help: 'Blocks allocated', registers: [this.registry] });
+  readonly frees = new Counter({ name: 'spillway_frees_total', help: 'Blocks released', registers: [this.registry] });
+  readonly writes = new Counter({ name: 'spillway_writes_total', help: 'Block writes', registers: [this.registry] });
+  readonly hits = new Counter({ name: 'spillway_hits_total', help: 'Reads served from a tier', labelNames: ['tier'], registers: [this.registry] });
+  readonly misses = new Counter({ name: 'spillway_misses_total', help: 'Reads that did not find the block in a tier', labelNames: ['tier'], registers: [this.registry] });
+  readonly moveCount = new Counter({ name: 'spillway_moves_total', help: 'Block moves between tiers', labelNames: ['kind', 'from', 'to'], registers: [this.registry] });
+  readonly moveBytes = new Counter({ name: 'spillway_move_bytes_total', help: 'Bytes written by block moves', labelNames: ['kind', 'from', 'to'], registers: [this.registry] });
+  readonly moveSeconds = new Histogram({ name: 'spillway_move_seconds', help: 'Duration of block moves', labelNames: ['kind', 'from', 'to'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
+  readonly opSeconds = new Histogram({ name: 'spillway_operation_seconds', help: 'Duration of store operations', labelNames: ['op'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
+  readonly diskQueue = new Gauge({ name: 'spillway_disk_queue_depth', help: 'Disk operations in flight', registers: [this.registry] });
+  readonly diskErrors = new Counter({ name: 'spillway_disk_errors_total', help: 'Disk tier failures by kind', labelNames: ['kind'], registers: [this.registry] });
+  readonly prefixLookups = new Counter({ name: 'spillway_prefix_lookup_blocks_total', help: 'Blocks asked for in prefix lookups', labelNames: ['result'], registers: [this.registry] });
+
+  recordMove(event: Omit<MoveEvent, 'at'>): void {
+    const labels = { kind: event.kind, from: event.from, to: event.to };
+    this.moveCount.inc(labels);
+    if (event.copied) this.moveBytes.inc(labels, event.bytes);
+    this.moveSeconds.observe(labels, event.durationMs / 1000);
+    if (this.moves.listenerCount('move') > 0) this.moves.emit('move', { ...event, at: Date.now() });
+  }
+
+  tierName(t: TierIndex): (typeof TIER_NAMES)[number] {
+    return TIER_NAMES[t];
+  }
+}
