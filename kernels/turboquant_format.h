@@ -83,7 +83,7 @@ typedef struct tq_kind {
   tq_sub_plan sub[2];
 } tq_kind;
 
-#ifndef __CUDA_ARCH__
+/* Host side: building the plans and the record layout. */
 #include "codebooks.h"
 
 static inline void tq_make_sub_plan(uint64_t seed, uint32_t dim, uint32_t sub, uint32_t bits, uint32_t qjl,
@@ -142,6 +142,5 @@ static inline uint64_t tq_record_offset(const sw_tq_params* p, const tq_kind* k,
   return SW_TQ_HEADER_BYTES + layer * per_layer + (kv ? (uint64_t)p->kv_heads * k->record_bytes : 0u) +
          (uint64_t)head * (kv ? v->record_bytes : k->record_bytes);
 }
-#endif
 
 #endif

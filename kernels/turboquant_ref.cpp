@@ -82,13 +82,26 @@ void tree_norm(const float (*v)[kW], uint32_t dim, float* out) {
   for (uint32_t w = 0; w < kW; ++w) out[w] = std::sqrt(part[0][w]);
 }
 
+// Bit casts: selects and sign flips below are integer ops so the loops vectorize.
+uint32_t bits_of(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+float float_of(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 float sign_of(const uint32_t* signs, uint32_t j) { return (signs[j >> 5] >> (j & 31)) & 1u ? -1.0f : 1.0f; }
 
-// b.v holds the (gathered) sub-vectors; fills norms and code planes (planes[0..mse) are
-// the sign-magnitude MSE code, LSB first; plane mse_bits is the QJL sketch).
-template <bool QJL> void quantize_sub(const tq_sub_plan& sp, Batch& b) {
-  const uint32_t dim = sp.dim, mse = sp.mse_bits;
-  const uint32_t nthr = mse ? (1u << (mse - 1)) - 1u : 0u;
+// b.v holds the (gathered) sub-vectors; fills norms and code planes (planes[0..MSE) are
+// the sign-magnitude MSE code, LSB first; plane MSE is the QJL sketch). MSE is the MSE
+// code's bit count, a template argument so that the per-value loops fully unroll.
+template <uint32_t MSE, bool QJL> void quantize_sub(const tq_sub_plan& sp, Batch& b) {
+  constexpr uint32_t kThr = MSE ? (1u << (MSE - 1)) - 1u : 0u;
+  const uint32_t dim = sp.dim;
   tree_norm(b.v, dim, b.norm);
   for (uint32_t j = 0; j < dim; ++j) {
     float s = sign_of(sp.rot_signs, j);
@@ -97,27 +110,29 @@ template <bool QJL> void quantize_sub(const tq_sub_plan& sp, Batch& b) {
   fwht(b.v, dim);
   // y = H D x has norm sqrt(d) |x|: compare against boundaries scaled by sqrt(d) |x|
   // instead of normalizing, so a zero vector needs no special case.
-  float scale[kW], thr[7][kW];
+  float scale[kW], thr[kThr + 1][kW];
+  uint32_t cent[kThr + 1];
+  for (uint32_t i = 0; i <= kThr; ++i) cent[i] = bits_of(sp.cent[i]);
   for (uint32_t w = 0; w < kW; ++w) scale[w] = b.norm[w] * sp.sqrt_d;
-  for (uint32_t i = 0; i < nthr; ++i)
+  for (uint32_t i = 0; i < kThr; ++i)
     for (uint32_t w = 0; w < kW; ++w) thr[i][w] = sp.thr[i] * scale[w];
   std::memset(b.planes, 0, sizeof b.planes);
   for (uint32_t j = 0; j < dim; ++j) {
     const uint32_t word = j >> 5, bit = j & 31;
     for (uint32_t w = 0; w < kW; ++w) {
-      float y = b.v[j][w], a = std::fabs(y);
-      uint32_t mag = 0;
-      float c = sp.cent[0];
-      for (uint32_t i = 0; i < nthr; ++i) {
-        mag += a > thr[i][w];
-        c = a > thr[i][w] ? sp.cent[i + 1] : c;
+      const float y = b.v[j][w], a = std::fabs(y);
+      uint32_t mag = 0, c = cent[0];
+      for (uint32_t i = 0; i < kThr; ++i) {
+        uint32_t above = 0u - static_cast<uint32_t>(a > thr[i][w]);
+        mag -= above;
+        c = (c & ~above) | (cent[i + 1] & above);
       }
-      uint32_t neg = std::signbit(y) ? 1u : 0u;
-      uint32_t code = (neg << (mse ? mse - 1 : 0)) | mag;
-      for (uint32_t p = 0; p < mse; ++p) b.planes[p][word][w] |= ((code >> p) & 1u) << bit;
+      const uint32_t neg = bits_of(y) >> 31;
+      const uint32_t code = (neg << (MSE ? MSE - 1 : 0)) | mag;
+      for (uint32_t p = 0; p < MSE; ++p) b.planes[p][word][w] |= ((code >> p) & 1u) << bit;
       if (QJL) {
-        // residual of the MSE code in the rotated frame (all of y when mse == 0)
-        float cs = mse ? (neg ? -c : c) : 0.0f;
+        // residual of the MSE code in the rotated frame (all of y when MSE == 0)
+        const float cs = MSE ? float_of(c ^ (neg << 31)) : 0.0f;
         b.r[j][w] = std::fma(-cs, scale[w], y);
       }
     }
@@ -131,29 +146,34 @@ template <bool QJL> void quantize_sub(const tq_sub_plan& sp, Batch& b) {
   }
   fwht(b.r, dim);
   for (uint32_t j = 0; j < dim; ++j)
-    for (uint32_t w = 0; w < kW; ++w) b.planes[mse][j >> 5][w] |= (std::signbit(b.r[j][w]) ? 1u : 0u) << (j & 31);
+    for (uint32_t w = 0; w < kW; ++w) b.planes[MSE][j >> 5][w] |= (std::signbit(b.r[j][w]) ? 1u : 0u) << (j & 31);
 }
 
 // Inverse of quantize_sub: from b.planes, b.norm, b.rnorm to the sub-vectors in b.v.
-void dequantize_sub(const tq_sub_plan& sp, Batch& b) {
-  const uint32_t dim = sp.dim, mse = sp.mse_bits;
-  const uint32_t nmag = mse ? (1u << (mse - 1)) : 1u;
+template <uint32_t MSE, bool QJL> void dequantize_sub(const tq_sub_plan& sp, Batch& b) {
+  constexpr uint32_t kMag = MSE ? (1u << (MSE - 1)) : 1u;
+  const uint32_t dim = sp.dim;
+  uint32_t cent[kMag];
+  for (uint32_t m = 0; m < kMag; ++m) cent[m] = bits_of(sp.cent[m]);
   for (uint32_t j = 0; j < dim; ++j) {
     const uint32_t word = j >> 5, bit = j & 31;
     for (uint32_t w = 0; w < kW; ++w) {
       uint32_t code = 0;
-      for (uint32_t p = 0; p < mse; ++p) code |= ((b.planes[p][word][w] >> bit) & 1u) << p;
-      uint32_t mag = code & (nmag - 1u);
-      float c = sp.cent[0];
-      for (uint32_t m = 1; m < nmag; ++m) c = mag == m ? sp.cent[m] : c;
-      float cs = mse ? ((code >> (mse - 1)) & 1u ? -c : c) : 0.0f;
+      for (uint32_t p = 0; p < MSE; ++p) code |= ((b.planes[p][word][w] >> bit) & 1u) << p;
+      const uint32_t mag = code & (kMag - 1u);
+      uint32_t c = cent[0];
+      for (uint32_t m = 1; m < kMag; ++m) {
+        uint32_t hit = 0u - static_cast<uint32_t>(mag == m);
+        c = (c & ~hit) | (cent[m] & hit);
+      }
+      const float cs = MSE ? float_of(c ^ ((code >> (MSE ? MSE - 1 : 0)) << 31)) : 0.0f;
       b.v[j][w] = cs * b.norm[w];
     }
   }
-  if (sp.bits != mse) {
+  if (QJL) {
     // r^ = sqrt(pi/2)/d |r| S^T sign(S r) with S = H D2 (rows of norm sqrt(d))
     for (uint32_t j = 0; j < dim; ++j)
-      for (uint32_t w = 0; w < kW; ++w) b.r[j][w] = (b.planes[mse][j >> 5][w] >> (j & 31)) & 1u ? -1.0f : 1.0f;
+      for (uint32_t w = 0; w < kW; ++w) b.r[j][w] = (b.planes[MSE][j >> 5][w] >> (j & 31)) & 1u ? -1.0f : 1.0f;
     fwht(b.r, dim);
     float k[kW];
     for (uint32_t w = 0; w < kW; ++w) k[w] = sp.qjl_scale * b.rnorm[w];
@@ -168,6 +188,20 @@ void dequantize_sub(const tq_sub_plan& sp, Batch& b) {
     for (uint32_t w = 0; w < kW; ++w) b.v[j][w] *= s;
   }
 }
+
+using SubFn = void (*)(const tq_sub_plan&, Batch&);
+
+// [mse bits][qjl]; at most 4 bits in all, so neither 0 + 0 nor 4 + QJL occurs.
+constexpr SubFn kQuantizeSub[5][2] = {{nullptr, quantize_sub<0, true>},
+                                      {quantize_sub<1, false>, quantize_sub<1, true>},
+                                      {quantize_sub<2, false>, quantize_sub<2, true>},
+                                      {quantize_sub<3, false>, quantize_sub<3, true>},
+                                      {quantize_sub<4, false>, nullptr}};
+constexpr SubFn kDequantizeSub[5][2] = {{nullptr, dequantize_sub<0, true>},
+                                        {dequantize_sub<1, false>, dequantize_sub<1, true>},
+                                        {dequantize_sub<2, false>, dequantize_sub<2, true>},
+                                        {dequantize_sub<3, false>, dequantize_sub<3, true>},
+                                        {dequantize_sub<4, false>, nullptr}};
 
 // Channel lists of the two halves of a fractional-rate record: outliers (mask bit set)
 // ascending, then the rest ascending. A corrupt mask without exactly head_dim/2 bits set
@@ -240,8 +274,7 @@ void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint
           for (uint32_t w = 0; w < kW; ++w)
             b.v[j][w] = w < nw ? load<DT>(src, static_cast<size_t>(t0 + w) * D + c) : 0.0f;
         }
-        if (k.qjl) quantize_sub<true>(sp, b);
-        else quantize_sub<false>(sp, b);
+        kQuantizeSub[sp.mse_bits][k.qjl](sp, b);
         for (uint32_t w = 0; w < nw; ++w) {
           const uint32_t t = t0 + w;
           std::memcpy(rec + k.norms_off + (t * k.nsub + s) * 4, &b.norm[w], 4);
@@ -285,7 +318,7 @@ void dequantize_groups(const sw_tq_params* p, const uint8_t* q, uint8_t* raw, ui
               b.planes[pl][wd][w] = v;
             }
         }
-        dequantize_sub(sp, b);
+        kDequantizeSub[sp.mse_bits][k.qjl](sp, b);
         for (uint32_t j = 0; j < sp.dim; ++j) {
           uint32_t c = k.fractional ? idx[s][j] : j;
           for (uint32_t w = 0; w < nw; ++w) store<DT>(dst, static_cast<size_t>(t0 + w) * D + c, b.v[j][w]);

@@ -52,9 +52,16 @@ interface Sequence {
   blocks: Block[];
 }
 
-/** The blocks an operation holds locks on: evictions it triggers must not wait on them. */
+/**
+ * What an operation holds and may do. `held`: blocks it has locked, which evictions it
+ * triggers must pass over. `wait`: whether it may wait for busy blocks to free a slot.
+ * Only writes wait (their chain of waits points strictly down the ladder); promotions
+ * never do, so that no cycle of waits can form, and a read whose promotion finds no
+ * slot at once is served from where the block is.
+ */
 interface OpContext {
   held: Set<number>;
+  wait: boolean;
 }
 
 export interface Limits {
@@ -103,6 +110,8 @@ export class BlockStore {
   private nextSequenceId = 1;
   private liveBlocks = 0;
   private diskInFlight = 0;
+  /** Slots taken by moves still copying in: not yet in the tier's list, but soon evictable. */
+  private readonly arriving: [number, number, number] = [0, 0, 0];
   private progressWaiters: Array<() => void> = [];
   private closed = false;
 
@@ -394,10 +403,10 @@ export class BlockStore {
       }
       if (promote && found > 0) {
         try {
-          await this.promoteToRaw(b, ctx);
+          await this.promoteToRaw(b, { held: ctx.held, wait: false });
         } catch (err) {
-          // A ladder full of blocks that cannot move still serves reads, from where they are.
-          if ((err as SpillwayError).code !== 'CAPACITY_EXCEEDED') throw err;
+          const code = (err as SpillwayError).code;
+          if (code !== 'CAPACITY_EXCEEDED' && code !== 'TIER_BUSY') throw err;
         }
       }
       const data = b.raw !== null ? await this.backend.readRaw(b.raw) : await this.backend.dequantizeBytes(await this.storedBytes(b));
@@ -448,7 +457,7 @@ export class BlockStore {
           tier: t, slots: this.pools[tier].size, remaining: 0,
         });
       }
-      if (Date.now() >= deadline) {
+      if (!ctx.wait || Date.now() >= deadline) {
         throw new SpillwayError('TIER_BUSY', `tier ${TIER_NAMES[tier]} has no free slot and every candidate is busy; try again`, { tier: TIER_NAMES[tier] });
       }
       await this.waitForProgress(deadline);
@@ -468,6 +477,7 @@ export class BlockStore {
   }
 
   private anyBusy(tier: TierIndex, ctx: OpContext): boolean {
+    if (this.arriving[tier] > 0) return true;
     for (const id of this.policies[tier].candidates()) {
       const b = this.blocks.get(id);
       if (b && !ctx.held.has(id) && b.lock.locked && b.pins === 0) return true;
@@ -523,12 +533,15 @@ export class BlockStore {
   private async move(kind: MoveKind, b: Block, from: TierIndex, to: TierIndex, ctx: OpContext, work: (slot: number) => Promise<void>): Promise<void> {
     const slot = await this.acquireSlot(to, ctx);
     const started = performance.now();
+    this.arriving[to]++;
     try {
       await work(slot);
     } catch (err) {
       this.pools[to].release(slot);
-      this.notifyProgress();
       throw err;
+    } finally {
+      this.arriving[to]--;
+      this.notifyProgress();
     }
     this.policies[to].insert(b.id);
     const bytes = to === 0 ? this.layout.rawBlockBytes : this.layout.quantizedBlockBytes;
@@ -624,7 +637,7 @@ export class BlockStore {
     await b.lock.acquire();
     try {
       if (b.dead) throw new SpillwayError('BLOCK_NOT_FOUND', `block ${b.id} was released`, { blockId: b.id });
-      return await fn({ held: new Set([b.id]) });
+      return await fn({ held: new Set([b.id]), wait: true });
     } finally {
       b.lock.release();
       this.notifyProgress();

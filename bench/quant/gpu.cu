@@ -1,0 +1,291 @@
+// GPU quantizer bench: (a) agreement of the CUDA kernels with the C++ reference, code by
+// code and value by value; (b) quantize/dequantize throughput over >= 1 GiB of bf16 KV
+// beside a device-to-device copy of the same raw bytes in the same run.
+// Usage: gpu [json path]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+#define CUDA_OK(call)                                                                          \
+  do {                                                                                         \
+    cudaError_t e_ = (call);                                                                   \
+    if (e_ != cudaSuccess) {                                                                   \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+      std::exit(2);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+#define TQ_OK(call)                                                       \
+  do {                                                                    \
+    char err_[256] = "";                                                  \
+    int rc_ = (call);                                                     \
+    if (rc_ != SW_TQ_OK) {                                                \
+      std::fprintf(stderr, "%s:%d: %s -> %d: %s\n", __FILE__, __LINE__, #call, rc_, err_); \
+      std::exit(2);                                                       \
+    }                                                                     \
+  } while (0)
+
+namespace {
+
+template <typename T> struct DeviceBuf {
+  T* p = nullptr;
+  explicit DeviceBuf(size_t n) { CUDA_OK(cudaMalloc(&p, n * sizeof(T))); }
+  ~DeviceBuf() { cudaFree(p); }
+};
+
+// Gaussian keys with a few heavy channels, like real keys, so the fractional path's
+// channel selection has something to find.
+std::vector<float> random_kv(const sw_tq_params& p, size_t blocks, uint64_t seed) {
+  bench::Rng rng(seed);
+  std::vector<float> x(sw_tq_raw_bytes(&p) / bench::dtype_size(p.dtype) * blocks);
+  for (size_t i = 0; i < x.size(); ++i) {
+    uint32_t c = i % p.head_dim;
+    x[i] = static_cast<float>(rng.normal() * (c % 17 == 3 ? 8.0 : 1.0));
+  }
+  return x;
+}
+
+struct Agreement {
+  uint64_t vectors = 0, vectors_differing = 0, codes = 0, codes_differing = 0, qjl_bits_differing = 0;
+  uint64_t norms_differing = 0, masks_differing = 0, bytes_differing = 0;
+  uint32_t max_level_diff = 0;
+  uint64_t values = 0, values_differing = 0;
+  double max_value_diff = 0;  // relative to the vector set's rms
+};
+
+// Compares one block's records field by field: codes as levels (full codebook index).
+void compare_block(const sw_tq_params& p, const uint8_t* gpu, const uint8_t* ref, Agreement& ag) {
+  tq_kind kinds[2];
+  tq_make_kind(&p, 0, &kinds[0]);
+  tq_make_kind(&p, 1, &kinds[1]);
+  for (uint32_t g = 0; g < sw_tq_groups(&p); ++g) {
+    const tq_kind& k = kinds[(g / p.kv_heads) % 2];
+    const uint64_t off = tq_record_offset(&p, &kinds[0], &kinds[1], g);
+    const uint8_t *a = gpu + off, *b = ref + off;
+    if (k.fractional && std::memcmp(a, b, k.mask_bytes)) ag.masks_differing++;
+    for (uint32_t t = 0; t < p.tokens; ++t)
+      for (uint32_t s = 0; s < k.nsub; ++s) {
+        const tq_sub_plan& sp = k.sub[s];
+        const uint32_t ni = (t * k.nsub + s) * 4;
+        bool differ = std::memcmp(a + k.norms_off + ni, b + k.norms_off + ni, 4) != 0;
+        if (k.qjl) differ |= std::memcmp(a + k.rnorms_off + ni, b + k.rnorms_off + ni, 4) != 0;
+        ag.norms_differing += differ;
+        const size_t co = k.codes_off + static_cast<size_t>(t) * k.token_bytes + k.sub_off[s];
+        const uint32_t pb = k.plane_bytes[s];
+        auto bit = [&](const uint8_t* base, uint32_t plane, uint32_t j) {
+          return (base[co + plane * pb + j / 8] >> (j % 8)) & 1u;
+        };
+        for (uint32_t j = 0; j < sp.dim; ++j) {
+          if (sp.mse_bits) {
+            auto level = [&](const uint8_t* base) {
+              uint32_t code = 0;
+              for (uint32_t q = 0; q < sp.mse_bits; ++q) code |= bit(base, q, j) << q;
+              const int half = 1 << (sp.mse_bits - 1), mag = code & (half - 1);
+              return (code >> (sp.mse_bits - 1)) ? half - 1 - mag : half + mag;
+            };
+            const int la = level(a), lb = level(b);
+            const uint32_t d = static_cast<uint32_t>(std::abs(la - lb));
+            ag.codes++;
+            ag.codes_differing += d != 0;
+            ag.max_level_diff = std::max(ag.max_level_diff, d);
+            differ |= d != 0;
+          }
+          if (sp.bits != sp.mse_bits && bit(a, sp.mse_bits, j) != bit(b, sp.mse_bits, j)) {
+            ag.qjl_bits_differing++;
+            differ = true;
+          }
+        }
+        ag.vectors++;
+        ag.vectors_differing += differ;
+      }
+  }
+}
+
+struct Config {
+  uint32_t dim, tokens, dtype, kb, vb, variant;
+};
+
+// Quantizes `blocks` random blocks on the GPU through shuffled slots and on the host, and
+// compares; then dequantizes the same (GPU-made) bytes on both and compares the values.
+void agree(const Config& c, Agreement& ag) {
+  const sw_tq_params p = bench::params(2, 2, c.dim, c.tokens, c.dtype, c.kb, c.vb, c.variant, 0x5EED + c.dim);
+  const size_t blocks = 3, rb = sw_tq_raw_bytes(&p), qb = sw_tq_quantized_bytes(&p);
+  const size_t rstride = (rb + 15) / 16 * 16 + 16, qstride = (qb + 15) / 16 * 16 + 32;
+  std::vector<uint8_t> raw;
+  bench::encode(random_kv(p, blocks, c.dim * 131 + c.kb * 7 + c.vb + c.dtype * 3 + c.variant), c.dtype, raw);
+  const uint32_t raw_slots[blocks] = {2, 0, 1}, q_slots[blocks] = {1, 2, 0};
+  std::vector<uint8_t> raw_strided(rstride * blocks, 0);
+  for (size_t b = 0; b < blocks; ++b) std::memcpy(&raw_strided[raw_slots[b] * rstride], &raw[b * rb], rb);
+  DeviceBuf<uint8_t> draw(rstride * blocks), dq(qstride * blocks), dout(rstride * blocks);
+  DeviceBuf<uint32_t> drs(blocks), dqs(blocks);
+  CUDA_OK(cudaMemcpy(draw.p, raw_strided.data(), raw_strided.size(), cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(drs.p, raw_slots, sizeof raw_slots, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(dqs.p, q_slots, sizeof q_slots, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemset(dq.p, 0xAB, qstride * blocks));  // poison: every byte must be written
+  CUDA_OK(cudaMemset(dout.p, 0xCD, rstride * blocks));
+  TQ_OK(sw_tq_quantize_cuda(&p, draw.p, rstride, drs.p, dq.p, qstride, dqs.p, blocks, nullptr, err_, sizeof err_));
+  TQ_OK(sw_tq_dequantize_cuda(&p, dq.p, qstride, dqs.p, dout.p, rstride, drs.p, blocks, nullptr, err_, sizeof err_));
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<uint8_t> gq(qstride * blocks), gout(rstride * blocks);
+  CUDA_OK(cudaMemcpy(gq.data(), dq.p, gq.size(), cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(gout.data(), dout.p, gout.size(), cudaMemcpyDeviceToHost));
+  for (size_t b = 0; b < blocks; ++b) {
+    std::vector<uint8_t> block(raw.begin() + b * rb, raw.begin() + (b + 1) * rb);
+    std::vector<uint8_t> ref = bench::quantize(p, block);
+    const uint8_t* g = &gq[q_slots[b] * qstride];
+    compare_block(p, g, ref.data(), ag);
+    // every byte, header and padding included
+    std::vector<uint8_t> gblock(g, g + qb);
+    for (size_t i = 0; i < qb; ++i) ag.bytes_differing += gblock[i] != ref[i];
+    // dequantize agreement on the GPU's own bytes
+    std::vector<float> want, got, orig;
+    bench::decode(bench::dequantize(p, gblock), c.dtype, want);
+    bench::decode(std::vector<uint8_t>(&gout[raw_slots[b] * rstride], &gout[raw_slots[b] * rstride] + rb), c.dtype, got);
+    bench::decode(block, c.dtype, orig);
+    double rms = 0;
+    for (float v : orig) rms += static_cast<double>(v) * v;
+    rms = std::sqrt(rms / orig.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      ag.values++;
+      if (std::memcmp(&want[i], &got[i], 4)) {
+        ag.values_differing++;
+        ag.max_value_diff = std::max(ag.max_value_diff, std::fabs(static_cast<double>(want[i]) - got[i]) / rms);
+      }
+    }
+  }
+}
+
+float time_ms(cudaEvent_t a, cudaEvent_t b) {
+  float ms = 0;
+  CUDA_OK(cudaEventElapsedTime(&ms, a, b));
+  return ms;
+}
+
+template <typename F> double median_ms(F&& f, int reps) {
+  cudaEvent_t a, b;
+  CUDA_OK(cudaEventCreate(&a));
+  CUDA_OK(cudaEventCreate(&b));
+  f();  // warm-up
+  f();
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    CUDA_OK(cudaEventRecord(a));
+    f();
+    CUDA_OK(cudaEventRecord(b));
+    CUDA_OK(cudaEventSynchronize(b));
+    t.push_back(time_ms(a, b));
+  }
+  std::sort(t.begin(), t.end());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return t[t.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  FILE* json = argc > 1 ? std::fopen(argv[1], "w") : stdout;
+  cudaDeviceProp prop;
+  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  std::fprintf(json, "{\n  \"device\": \"%s\",\n  \"agreement\": [\n", prop.name);
+
+  // (a) agreement
+  std::vector<Config> configs;
+  for (uint32_t dim : {16u, 64u, 128u, 256u, 512u})
+    for (uint32_t dtype : {SW_DTYPE_BF16, SW_DTYPE_FP16, SW_DTYPE_FP32})
+      for (uint32_t variant : {SW_TQ_MSE, SW_TQ_PROD}) {
+        configs.push_back({dim, 37, dtype, 8, 5, variant});
+        configs.push_back({dim, 16, dtype, 7, 4, variant});
+        configs.push_back({dim, 16, dtype, 2, 3, variant});
+        configs.push_back({dim, 5, dtype, 6, 6, variant});
+      }
+  Agreement total;
+  std::printf("\n| head_dim | dtype | K/V bits | variant | vectors | vectors differing | codes differing | max level diff | dequant values differing |\n|---|---|---|---|---|---|---|---|---|\n");
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const Config& c = configs[i];
+    Agreement ag;
+    agree(c, ag);
+    const char* dt[] = {"fp32", "fp16", "bf16"};
+    std::printf("| %u | %s | %.1f/%.1f | %s | %llu | %llu | %llu | %u | %llu of %llu |\n", c.dim, dt[c.dtype], c.kb / 2.0,
+                c.vb / 2.0, c.variant ? "prod" : "mse", (unsigned long long)ag.vectors,
+                (unsigned long long)ag.vectors_differing, (unsigned long long)ag.codes_differing, ag.max_level_diff,
+                (unsigned long long)ag.values_differing, (unsigned long long)ag.values);
+    if (ag.norms_differing || ag.masks_differing || ag.bytes_differing)
+      std::printf("  norms differing %llu, masks differing %llu, bytes differing %llu\n",
+                  (unsigned long long)ag.norms_differing, (unsigned long long)ag.masks_differing,
+                  (unsigned long long)ag.bytes_differing);
+    std::fprintf(json,
+                 "%s    {\"head_dim\": %u, \"dtype\": \"%s\", \"key_bits\": %.1f, \"value_bits\": %.1f, \"variant\": \"%s\", "
+                 "\"tokens\": %u, \"vectors\": %llu, \"vectors_differing\": %llu, \"codes\": %llu, \"codes_differing\": %llu, "
+                 "\"max_level_diff\": %u, \"qjl_bits_differing\": %llu, \"norms_differing\": %llu, "
+                 "\"masks_differing\": %llu, \"bytes_differing\": %llu, \"values\": %llu, "
+                 "\"values_differing\": %llu, \"max_value_diff_rel_rms\": %.3g}",
+                 i ? ",\n" : "", c.dim, dt[c.dtype], c.kb / 2.0, c.vb / 2.0, c.variant ? "prod" : "mse", c.tokens,
+                 (unsigned long long)ag.vectors, (unsigned long long)ag.vectors_differing,
+                 (unsigned long long)ag.codes, (unsigned long long)ag.codes_differing, ag.max_level_diff,
+                 (unsigned long long)ag.qjl_bits_differing, (unsigned long long)ag.norms_differing,
+                 (unsigned long long)ag.masks_differing, (unsigned long long)ag.bytes_differing,
+                 (unsigned long long)ag.values, (unsigned long long)ag.values_differing, ag.max_value_diff);
+    total.vectors += ag.vectors, total.vectors_differing += ag.vectors_differing;
+    total.codes += ag.codes, total.codes_differing += ag.codes_differing;
+    total.max_level_diff = std::max(total.max_level_diff, ag.max_level_diff);
+    total.values += ag.values, total.values_differing += ag.values_differing;
+    total.bytes_differing += ag.bytes_differing;
+  }
+  std::printf("agreement total: %llu vectors, %llu differing; %llu of %llu codes differing, max level diff %u; "
+              "%llu of %llu dequantized values differing; %llu quantized bytes differing\n",
+              (unsigned long long)total.vectors, (unsigned long long)total.vectors_differing,
+              (unsigned long long)total.codes_differing, (unsigned long long)total.codes, total.max_level_diff,
+              (unsigned long long)total.values_differing, (unsigned long long)total.values,
+              (unsigned long long)total.bytes_differing);
+
+  // (b) speed: Llama-3-8B-like blocks, 1 GiB of bf16 raw KV
+  const uint32_t n_blocks = 512;
+  std::fprintf(json, "\n  ],\n  \"speed\": [\n");
+  std::printf("\n| K=V bits | variant | raw GiB | quantize GB/s | dequantize GB/s | D2D copy GB/s | quantize / copy | dequantize / copy |\n|---|---|---|---|---|---|---|---|\n");
+  bool first = true;
+  for (uint32_t variant : {SW_TQ_MSE, SW_TQ_PROD})
+    for (uint32_t bx2 : {8u, 7u, 5u, 4u}) {
+      const sw_tq_params p = bench::params(32, 8, 128, 16, SW_DTYPE_BF16, bx2, bx2, variant, 7);
+      const size_t rb = sw_tq_raw_bytes(&p), qb = (sw_tq_quantized_bytes(&p) + 15) / 16 * 16;
+      std::vector<uint8_t> raw;
+      bench::encode(random_kv(p, 1, bx2), SW_DTYPE_BF16, raw);  // one block, repeated
+      DeviceBuf<uint8_t> draw(rb * n_blocks), dq(qb * n_blocks), dcopy(rb * n_blocks);
+      for (uint32_t b = 0; b < n_blocks; ++b) CUDA_OK(cudaMemcpy(draw.p + b * rb, raw.data(), rb, cudaMemcpyHostToDevice));
+      std::vector<uint32_t> slots(n_blocks);
+      for (uint32_t b = 0; b < n_blocks; ++b) slots[b] = b;
+      DeviceBuf<uint32_t> ds(n_blocks);
+      CUDA_OK(cudaMemcpy(ds.p, slots.data(), n_blocks * 4, cudaMemcpyHostToDevice));
+      const double bytes = static_cast<double>(rb + sw_tq_quantized_bytes(&p)) * n_blocks;
+      const double tq = median_ms([&] {
+        TQ_OK(sw_tq_quantize_cuda(&p, draw.p, rb, ds.p, dq.p, qb, ds.p, n_blocks, nullptr, err_, sizeof err_));
+      }, 10);
+      const double td = median_ms([&] {
+        TQ_OK(sw_tq_dequantize_cuda(&p, dq.p, qb, ds.p, draw.p, rb, ds.p, n_blocks, nullptr, err_, sizeof err_));
+      }, 10);
+      const double tc = median_ms([&] { CUDA_OK(cudaMemcpyAsync(dcopy.p, draw.p, rb * n_blocks, cudaMemcpyDeviceToDevice)); }, 10);
+      CUDA_OK(cudaGetLastError());
+      const double gq = bytes / tq / 1e6, gd = bytes / td / 1e6, gc = 2.0 * rb * n_blocks / tc / 1e6;
+      const char* vname = variant ? "prod" : "mse";
+      std::printf("| %.1f | %s | %.2f | %.0f | %.0f | %.0f | %.2f | %.2f |\n", bx2 / 2.0, vname,
+                  rb * static_cast<double>(n_blocks) / (1 << 30), gq, gd, gc, gq / gc, gd / gc);
+      std::fprintf(json,
+                   "%s    {\"bits\": %.1f, \"variant\": \"%s\", \"raw_bytes\": %zu, \"quantized_bytes\": %zu, "
+                   "\"quantize_ms\": %.4f, \"dequantize_ms\": %.4f, \"copy_ms\": %.4f, \"quantize_gbs\": %.1f, "
+                   "\"dequantize_gbs\": %.1f, \"copy_gbs\": %.1f, \"quantize_vs_copy\": %.3f, \"dequantize_vs_copy\": %.3f}",
+                   first ? "" : ",\n", bx2 / 2.0, vname, rb * n_blocks, sw_tq_quantized_bytes(&p) * n_blocks, tq, td, tc,
+                   gq, gd, gc, gq / gc, gd / gc);
+      first = false;
+    }
+  std::fprintf(json, "\n  ]\n}\n");
+  if (json != stdout) std::fclose(json);
+  return total.max_level_diff > 1 ? 1 : 0;
+}

@@ -1,0 +1,232 @@
+// Quantization quality of the C++ reference (the same codes as the CUDA kernels):
+//  1. MSE of unit-norm Gaussian vectors, dim 128, at 1..4 bits beside the paper's reported
+//     distortion, the codebook's own prediction and the 4^-b lower bound; 2.5 and 3.5 bits.
+//  2. Inner-product error and bias of both variants.
+//  3. Synthetic keys with heavy outlier channels and Gaussian values beside a KIVI-style
+//     baseline (implemented here) at the same total bits per value.
+// Usage: quality [json path] [markdown path]
+#include <algorithm>
+#include <cstdio>
+
+#include "common.h"
+
+namespace {
+
+constexpr uint32_t kDim = 128;
+
+struct Stats {
+  double n = 0, sum = 0, sum2 = 0;
+  void add(double v) { n += 1, sum += v, sum2 += v * v; }
+  double mean() const { return sum / n; }
+  double sd() const { return std::sqrt(std::max(0.0, sum2 / n - mean() * mean())); }
+};
+
+// Round trip through the reference: fp32 blocks, 1 layer, `heads` heads, all vectors of
+// keys and values (both quantized with the same bits).
+std::vector<float> round_trip(const std::vector<float>& x, uint32_t heads, uint32_t tokens, uint32_t kbits_x2,
+                              uint32_t vbits_x2, uint32_t variant, double* bits_per_value) {
+  sw_tq_params p = bench::params(1, heads, kDim, tokens, SW_DTYPE_FP32, kbits_x2, vbits_x2, variant, 1234);
+  std::vector<uint8_t> raw, q;
+  bench::encode(x, SW_DTYPE_FP32, raw);
+  q = bench::quantize(p, raw);
+  if (bits_per_value) *bits_per_value = 8.0 * q.size() / x.size();
+  std::vector<float> y;
+  bench::decode(bench::dequantize(p, q), SW_DTYPE_FP32, y);
+  return y;
+}
+
+std::vector<float> unit_gaussians(size_t n, uint64_t seed) {
+  bench::Rng rng(seed);
+  std::vector<float> x(n * kDim);
+  for (size_t v = 0; v < n; ++v) {
+    double s = 0;
+    for (uint32_t j = 0; j < kDim; ++j) s += (x[v * kDim + j] = static_cast<float>(rng.normal())) * x[v * kDim + j];
+    for (uint32_t j = 0; j < kDim; ++j) x[v * kDim + j] /= static_cast<float>(std::sqrt(s));
+  }
+  return x;
+}
+
+double dot(const float* a, const float* b) {
+  double s = 0;
+  for (uint32_t j = 0; j < kDim; ++j) s += static_cast<double>(a[j]) * b[j];
+  return s;
+}
+
+// E||x - x^||^2 / E||x||^2 over all vectors.
+double rel_mse(const std::vector<float>& x, const std::vector<float>& y) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * static_cast<double>(x[i] - y[i]), den += x[i] * static_cast<double>(x[i]);
+  return num / den;
+}
+
+struct IpError {
+  double d_times_mse;  // d * E[(<q,x^> - <q,x>)^2], unit x, independent unit q (paper's D_prod scale)
+  double slope;        // sum <q,x^><q,x> / sum <q,x>^2 with q correlated to x: 1 = unbiased
+  double bias_t;       // mean(<q,x^> - <q,x>) / (sd / sqrt(n)) for the correlated queries
+};
+
+IpError ip_error(const std::vector<float>& x, const std::vector<float>& y, uint64_t seed) {
+  const size_t n = x.size() / kDim;
+  const std::vector<float> qi = unit_gaussians(n, seed), noise = unit_gaussians(n, seed + 1);
+  Stats indep, corr;
+  double num = 0, den = 0;
+  std::vector<float> q(kDim);
+  for (size_t v = 0; v < n; ++v) {
+    const float *xv = &x[v * kDim], *yv = &y[v * kDim];
+    indep.add(dot(&qi[v * kDim], yv) - dot(&qi[v * kDim], xv));
+    // q = x + independent unit noise: <q, x> is about 1, the error's sign shows a bias
+    for (uint32_t j = 0; j < kDim; ++j) q[j] = xv[j] + noise[v * kDim + j];
+    const double t = dot(q.data(), xv), e = dot(q.data(), yv);
+    corr.add(e - t);
+    num += e * t, den += t * t;
+  }
+  return {kDim * (indep.sum2 / indep.n), num / den, corr.mean() / (corr.sd() / std::sqrt(corr.n))};
+}
+
+// Synthetic keys: per head, 8 of 128 channels are outliers with 10x the scale and a fixed
+// per-channel offset of 5 (the shape KIVI and others report for pre-RoPE keys); the rest
+// N(0, 1). Values: N(0, 1). Layout [head][kv][token][dim] of one layer.
+std::vector<float> synthetic_kv(uint32_t heads, uint32_t tokens, uint64_t seed) {
+  bench::Rng rng(seed);
+  std::vector<float> x(static_cast<size_t>(heads) * 2 * tokens * kDim);
+  for (uint32_t kv = 0; kv < 2; ++kv)
+    for (uint32_t h = 0; h < heads; ++h) {
+      bool outlier[kDim] = {};
+      for (int k = 0; k < 8;) {
+        uint32_t c = rng.next() % kDim;
+        if (!outlier[c]) outlier[c] = true, ++k;
+      }
+      float* g = &x[(static_cast<size_t>(kv) * heads + h) * tokens * kDim];
+      for (uint32_t t = 0; t < tokens; ++t)
+        for (uint32_t c = 0; c < kDim; ++c) {
+          double z = rng.normal();
+          g[t * kDim + c] = static_cast<float>(kv == 0 && outlier[c] ? 10.0 * z + 5.0 : z);
+        }
+    }
+  return x;
+}
+
+// KIVI-style asymmetric integer quantization with a zero point: min and scale kept in fp16
+// per group of `group` values. Keys are grouped per channel along tokens, values per token
+// along channels (KIVI's arrangement).
+void kivi(std::vector<float>& x, uint32_t heads, uint32_t tokens, uint32_t bits, uint32_t group) {
+  auto half = [](float v) { return static_cast<float>(static_cast<_Float16>(v)); };
+  const float levels = static_cast<float>((1u << bits) - 1);
+  for (uint32_t kv = 0; kv < 2; ++kv)
+    for (uint32_t h = 0; h < heads; ++h) {
+      float* g = &x[(static_cast<size_t>(kv) * heads + h) * tokens * kDim];
+      // (outer, inner) index -> element: keys walk tokens within a channel, values channels within a token
+      auto at = [&](uint32_t outer, uint32_t i) -> float& {
+        return kv == 0 ? g[i * kDim + outer] : g[outer * kDim + i];
+      };
+      const uint32_t outers = kv == 0 ? kDim : tokens, inner = kv == 0 ? tokens : kDim;
+      for (uint32_t o = 0; o < outers; ++o)
+        for (uint32_t i0 = 0; i0 < inner; i0 += group) {
+          float lo = at(o, i0), hi = lo;
+          for (uint32_t i = i0; i < i0 + group; ++i) lo = std::min(lo, at(o, i)), hi = std::max(hi, at(o, i));
+          const float mn = half(lo), sc = half((hi - mn) / levels);
+          for (uint32_t i = i0; i < i0 + group; ++i) {
+            float qv = sc > 0 ? std::nearbyint((at(o, i) - mn) / sc) : 0.0f;
+            at(o, i) = mn + std::min(std::max(qv, 0.0f), levels) * sc;
+          }
+        }
+    }
+}
+
+// Split [head][kv] blocks (the quantizer's layout for one layer) into keys and values.
+void split_kv(const std::vector<float>& x, uint32_t heads, uint32_t tokens, std::vector<float>& k, std::vector<float>& v) {
+  const size_t g = static_cast<size_t>(tokens) * kDim;
+  k.assign(x.begin(), x.begin() + heads * g);
+  v.assign(x.begin() + heads * g, x.end());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  FILE* json = std::fopen(argc > 1 ? argv[1] : "quality.json", "w");
+  FILE* md = std::fopen(argc > 2 ? argv[2] : "quality.md", "w");
+  if (!json || !md) return 2;
+  // 1 + 2: unit Gaussians, 64 heads x 2 (K, V) x 64 tokens = 8192 vectors
+  const uint32_t heads = 64, tokens = 64;
+  const size_t n = 2ull * heads * tokens;
+  const std::vector<float> x = unit_gaussians(n, 1);
+  const double paper_mse[] = {0.36, 0.117, 0.03, 0.009}, paper_prod[] = {1.57, 0.56, 0.18, 0.047};
+  std::fprintf(md, "### Unit-norm Gaussian vectors, d = 128 (%zu vectors)\n\n", n);
+  std::fprintf(md, "| bits | bits/value stored | MSE (ours) | paper D_mse | codebook prediction | lower bound 4^-b | "
+                   "d·IP err² mse | d·IP err² prod | paper d·D_prod | IP slope mse | IP slope prod | bias t mse | bias t prod |\n");
+  std::fprintf(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::fprintf(json, "{\n  \"gaussian_d128\": [\n");
+  for (uint32_t bx2 = 2; bx2 <= 8; ++bx2) {
+    double stored;
+    const std::vector<float> ym = round_trip(x, heads, tokens, bx2, bx2, SW_TQ_MSE, &stored);
+    const std::vector<float> yp = round_trip(x, heads, tokens, bx2, bx2, SW_TQ_PROD, nullptr);
+    const double mse = rel_mse(x, ym);
+    const IpError im = ip_error(x, ym, 77), ip = ip_error(x, yp, 77);
+    const bool integer = bx2 % 2 == 0;
+    const uint32_t b = bx2 / 2;
+    char paper[32] = "–", pred[32] = "–", lb[32] = "–", pprod[32] = "–";
+    if (integer) {
+      std::snprintf(paper, sizeof paper, "%.3g", paper_mse[b - 1]);
+      std::snprintf(pred, sizeof pred, "%.4f", TQ_CODEBOOK_DISTORTION[4][b - 1]);
+      std::snprintf(lb, sizeof lb, "%.4f", std::pow(4.0, -static_cast<double>(b)));
+      std::snprintf(pprod, sizeof pprod, "%.3g", paper_prod[b - 1]);
+    } else {
+      // two halves of 64 dims at b+1 and b bits
+      std::snprintf(pred, sizeof pred, "%.4f", 0.5 * (TQ_CODEBOOK_DISTORTION[3][b] + TQ_CODEBOOK_DISTORTION[3][b - 1]));
+    }
+    std::fprintf(md, "| %.1f | %.3f | %.4f | %s | %s | %s | %.3f | %.3f | %s | %.4f | %.4f | %.1f | %.1f |\n", bx2 / 2.0,
+                 stored, mse, paper, pred, lb, im.d_times_mse, ip.d_times_mse, pprod, im.slope, ip.slope, im.bias_t,
+                 ip.bias_t);
+    std::fprintf(json,
+                 "%s    {\"bits\": %.1f, \"stored_bits_per_value\": %.4f, \"mse\": %.5f, \"ip_d_mse_mse\": %.4f, "
+                 "\"ip_d_mse_prod\": %.4f, \"ip_slope_mse\": %.5f, \"ip_slope_prod\": %.5f, \"bias_t_mse\": %.2f, "
+                 "\"bias_t_prod\": %.2f}",
+                 bx2 == 2 ? "" : ",\n", bx2 / 2.0, stored, mse, im.d_times_mse, ip.d_times_mse, im.slope, ip.slope,
+                 im.bias_t, ip.bias_t);
+  }
+  // 3: outlier keys vs KIVI, 8 heads x 128 tokens per block (KIVI key groups of 128 tokens)
+  const uint32_t oheads = 8, otokens = 128;
+  const std::vector<float> kvx = synthetic_kv(oheads, otokens, 9);
+  std::vector<float> kx, vx;
+  split_kv(kvx, oheads, otokens, kx, vx);
+  std::fprintf(md, "\n### Synthetic keys with outlier channels (8 of 128 channels at 10x scale, offset 5), Gaussian values\n\n");
+  std::fprintf(md, "| method | nominal bits | stored bits/value | key rel. MSE | value rel. MSE | key IP rel. RMS err |\n|---|---|---|---|---|---|\n");
+  std::fprintf(json, "\n  ],\n  \"outlier_keys\": [\n");
+  bool first = true;
+  auto row = [&](const char* method, double nominal, double stored, const std::vector<float>& y) {
+    std::vector<float> ky, vy;
+    split_kv(y, oheads, otokens, ky, vy);
+    // inner products with random Gaussian queries, relative to the RMS true inner product
+    const std::vector<float> q = unit_gaussians(kx.size() / kDim, 5);
+    Stats err, ref;
+    for (size_t v = 0; v < kx.size() / kDim; ++v) {
+      const double t = dot(&q[v * kDim], &kx[v * kDim]);
+      err.add(dot(&q[v * kDim], &ky[v * kDim]) - t);
+      ref.add(t);
+    }
+    const double ipe = std::sqrt(err.sum2 / err.n) / std::sqrt(ref.sum2 / ref.n);
+    const double km = rel_mse(kx, ky), vm = rel_mse(vx, vy);
+    std::fprintf(md, "| %s | %.1f | %.3f | %.4f | %.4f | %.4f |\n", method, nominal, stored, km, vm, ipe);
+    std::fprintf(json,
+                 "%s    {\"method\": \"%s\", \"nominal_bits\": %.1f, \"stored_bits_per_value\": %.4f, \"key_rel_mse\": %.5f, "
+                 "\"value_rel_mse\": %.5f, \"key_ip_rel_rms\": %.5f}",
+                 first ? "" : ",\n", method, nominal, stored, km, vm, ipe);
+    first = false;
+  };
+  for (uint32_t bx2 : {8u, 7u, 5u, 4u}) {
+    double stored;
+    const std::vector<float> y = round_trip(kvx, oheads, otokens, bx2, bx2, SW_TQ_MSE, &stored);
+    row("TurboQuant mse", bx2 / 2.0, stored, y);
+  }
+  // KIVI at b bits with fp16 min and scale per group of 128: b + 0.25 bits per value, the
+  // same as TurboQuant's b bits + one fp32 norm per 128 values at integer rates.
+  for (uint32_t b : {4u, 3u, 2u}) {
+    std::vector<float> y = kvx;
+    kivi(y, oheads, otokens, b, 128);
+    row("KIVI (group 128)", b, b + 32.0 / 128, y);
+  }
+  std::fprintf(json, "\n  ]\n}\n");
+  std::fclose(json);
+  std::fclose(md);
+  return 0;
+}
