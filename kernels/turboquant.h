@@ -4,7 +4,7 @@
  * A raw block is [layer][kv: 0 = K, 1 = V][kv_head][token][head_dim] of `dtype`.
  * A "group" is one (layer, kv, kv_head): `tokens` vectors of `head_dim` values, the unit
  * of work that threads and CUDA blocks share out. The quantized block format is
- * documented in docs/ARCHITECTURE.md and versioned by SW_TQ_FORMAT_VERSION.
+ * documented in docs/QUANTIZATION.md and versioned by SW_TQ_FORMAT_VERSION.
  */
 #ifndef SPILLWAY_TURBOQUANT_H
 #define SPILLWAY_TURBOQUANT_H

@@ -1,85 +1,13 @@
 #include "slot_file.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 
 #include "async_task.h"
-#include "checksum.h"
+#include "disk_io.h"
 
 namespace spillway {
-namespace {
-
-constexpr uint32_t kSlotMagic = 0x4C535753;  // "SWSL"
-constexpr uint16_t kSlotVersion = 1;
-
-struct SlotHeader {
-  uint32_t magic;
-  uint16_t version;
-  uint16_t flags;
-  uint64_t key;
-  uint64_t generation;
-  uint32_t payload_bytes;
-  uint32_t payload_crc;
-  uint32_t header_crc;  // over the bytes before it
-  uint8_t reserved[kSlotHeaderBytes - 36];
-};
-static_assert(sizeof(SlotHeader) == kSlotHeaderBytes, "slot header is 64 bytes");
-constexpr size_t kHeaderCrcSpan = offsetof(SlotHeader, header_crc);
-
-uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-
-struct AlignedFree {
-  void operator()(uint8_t* p) const { std::free(p); }
-};
-using AlignedBuffer = std::unique_ptr<uint8_t, AlignedFree>;
-
-AlignedBuffer AllocAligned(size_t bytes) {
-  void* p = nullptr;
-  if (posix_memalign(&p, kDiskAlign, bytes) != 0) throw CodedError("OUT_OF_MEMORY", "cannot allocate an I/O buffer of " + std::to_string(bytes) + " bytes");
-  return AlignedBuffer(static_cast<uint8_t*>(p));
-}
-
-std::string ErrnoText(int err) { return std::string(strerror(err)) + " (errno " + std::to_string(err) + ")"; }
-
-// ENOSPC and EDQUOT mean the disk is full; everything else is an I/O error.
-[[noreturn]] void ThrowIo(const std::string& what, int err) {
-  throw CodedError(err == ENOSPC || err == EDQUOT || err == EFBIG ? "DISK_FULL" : "IO_ERROR", what + ": " + ErrnoText(err));
-}
-
-void FullPwrite(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& what) {
-  while (n > 0) {
-    ssize_t w = pwrite(fd, p, n, static_cast<off_t>(off));
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) ThrowIo(what, errno);
-    if (w == 0) ThrowIo(what, EIO);
-    p += w;
-    n -= static_cast<size_t>(w);
-    off += static_cast<uint64_t>(w);
-  }
-}
-
-// Returns bytes read; stops early only at end of file.
-size_t FullPread(int fd, uint8_t* p, size_t n, uint64_t off, const std::string& what) {
-  size_t total = 0;
-  while (total < n) {
-    ssize_t r = pread(fd, p + total, n - total, static_cast<off_t>(off + total));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) ThrowIo(what, errno);
-    if (r == 0) break;
-    total += static_cast<size_t>(r);
-  }
-  return total;
-}
-
-}  // namespace
-
 Napi::Function SlotFile::Define(Napi::Env env) {
   return DefineClass(env, "SlotFile",
                      {InstanceMethod("write", &SlotFile::Write), InstanceMethod("read", &SlotFile::Read),
@@ -102,40 +30,14 @@ SlotFile::SlotFile(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SlotFile>(
   if (slot_bytes_ == 0 || slot_bytes_ % kDiskAlign != 0)
     throw MakeError(env, "INVALID_ARGUMENT", "slotBytes must be a positive multiple of 4096");
 
-  int flags = O_RDWR | O_CREAT | O_CLOEXEC;
-  if (want_direct) {
-    fd_ = open(path_.c_str(), flags | O_DIRECT, 0644);
-    if (fd_ >= 0) {
-      direct_ = true;
-    } else if (errno == EINVAL) {
-      direct_reason_ = "the filesystem refuses O_DIRECT; using buffered I/O";
-    } else {
-      throw MakeError(env, "IO_ERROR", "cannot open disk tier file " + path_ + ": " + ErrnoText(errno));
-    }
-  } else {
-    direct_reason_ = "O_DIRECT disabled by configuration";
-  }
-  if (fd_ < 0) fd_ = open(path_.c_str(), flags, 0644);
-  if (fd_ < 0) throw MakeError(env, "IO_ERROR", "cannot open disk tier file " + path_ + ": " + ErrnoText(errno));
-
-  uint64_t total = slot_bytes_ * slot_count_;
-  int rc = posix_fallocate(fd_, 0, static_cast<off_t>(total));
-  if (rc == 0) {
-    preallocated_ = true;
-  } else if (rc == EOPNOTSUPP || rc == EINVAL) {
-    // The filesystem cannot reserve space; size the file and let writes find out.
-    if (ftruncate(fd_, static_cast<off_t>(total)) != 0) rc = errno; else rc = 0;
-  }
-  if (rc != 0) {
-    struct statvfs vfs {};
-    std::string free_note;
-    if (fstatvfs(fd_, &vfs) == 0)
-      free_note = "; " + std::to_string(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize) + " bytes free there";
-    close(fd_);
-    fd_ = -1;
-    bool full = rc == ENOSPC || rc == EDQUOT || rc == EFBIG;
-    throw MakeError(env, full ? "DISK_FULL" : "IO_ERROR",
-                    "cannot reserve " + std::to_string(total) + " bytes for disk tier file " + path_ + free_note + ": " + ErrnoText(rc));
+  try {
+    TierFile f = OpenTierFile(path_, slot_bytes_, slot_count_, want_direct);
+    fd_ = f.fd;
+    direct_ = f.direct;
+    preallocated_ = f.preallocated;
+    direct_reason_ = f.direct_reason;
+  } catch (const CodedError& e) {
+    throw MakeError(env, e.code, e.what());
   }
 }
 
@@ -173,14 +75,8 @@ Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
     if (fault) ThrowIo(what, fault);
     size_t io_bytes = RoundUp(kSlotHeaderBytes + length, kDiskAlign);
     AlignedBuffer buf = AllocAligned(io_bytes);
-    SlotHeader h{};
-    h.magic = kSlotMagic;
-    h.version = kSlotVersion;
-    h.key = key;
-    h.generation = generation;
-    h.payload_bytes = static_cast<uint32_t>(length);
-    h.payload_crc = Crc32c(data, length);
-    h.header_crc = Crc32c(&h, kHeaderCrcSpan);
+    SlotHeader h = MakeSlotHeader(key, generation, static_cast<uint32_t>(length), ChecksumKind::kCrc32c,
+                                  PayloadChecksum(ChecksumKind::kCrc32c, data, length));
     std::memcpy(buf.get(), &h, sizeof h);
     std::memcpy(buf.get() + kSlotHeaderBytes, data, length);
     std::memset(buf.get() + kSlotHeaderBytes + length, 0, io_bytes - kSlotHeaderBytes - length);
@@ -216,13 +112,8 @@ Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
       throw CodedError("IO_ERROR", what + ": short read, " + std::to_string(got) + " of " + std::to_string(io_bytes) + " bytes");
     SlotHeader h;
     std::memcpy(&h, buf.get(), sizeof h);
-    if (h.magic != kSlotMagic || h.version != kSlotVersion || h.header_crc != Crc32c(&h, kHeaderCrcSpan))
-      throw CodedError("CHECKSUM_MISMATCH", what + ": slot header is corrupt");
-    if (h.key != key || h.generation != generation || h.payload_bytes != length)
-      throw CodedError("SLOT_MISMATCH", what + ": slot holds block " + std::to_string(h.key) + " generation " + std::to_string(h.generation) +
-                                            ", expected block " + std::to_string(key) + " generation " + std::to_string(generation));
-    if (Crc32c(buf.get() + kSlotHeaderBytes, length) != h.payload_crc)
-      throw CodedError("CHECKSUM_MISMATCH", what + ": payload checksum does not match");
+    VerifySlotHeader(h, key, generation, static_cast<uint32_t>(length), what);
+    if (PayloadChecksum(KindOf(h), buf.get() + kSlotHeaderBytes, length) != h.payload_checksum) ThrowPayloadMismatch(what);
     std::memcpy(out, buf.get() + kSlotHeaderBytes, length);
   });
 }

@@ -12,9 +12,6 @@
 
 namespace spillway {
 
-constexpr uint32_t kSlotHeaderBytes = 64;
-constexpr uint32_t kDiskAlign = 4096;
-
 class SlotFile : public Napi::ObjectWrap<SlotFile> {
  public:
   static Napi::Function Define(Napi::Env env);

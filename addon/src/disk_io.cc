@@ -1,0 +1,127 @@
+#include "disk_io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "async_task.h"
+#include "checksum.h"
+#include "slot_checksum.h"
+
+namespace spillway {
+namespace {
+
+constexpr uint32_t kSlotMagic = 0x4C535753;  // "SWSL"
+constexpr uint16_t kSlotVersion = 1;
+constexpr size_t kHeaderCrcSpan = offsetof(SlotHeader, header_crc);
+
+std::string ErrnoText(int err) { return std::string(strerror(err)) + " (errno " + std::to_string(err) + ")"; }
+
+bool IsFull(int err) { return err == ENOSPC || err == EDQUOT || err == EFBIG; }
+
+}  // namespace
+
+AlignedBuffer AllocAligned(size_t bytes) {
+  void* p = nullptr;
+  if (posix_memalign(&p, kDiskAlign, bytes) != 0) throw CodedError("OUT_OF_MEMORY", "cannot allocate an I/O buffer of " + std::to_string(bytes) + " bytes");
+  return AlignedBuffer(static_cast<uint8_t*>(p));
+}
+
+void ThrowIo(const std::string& what, int err) {
+  throw CodedError(IsFull(err) ? "DISK_FULL" : "IO_ERROR", what + ": " + ErrnoText(err));
+}
+
+void FullPwrite(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& what) {
+  while (n > 0) {
+    ssize_t w = pwrite(fd, p, n, static_cast<off_t>(off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) ThrowIo(what, errno);
+    if (w == 0) ThrowIo(what, EIO);
+    p += w;
+    n -= static_cast<size_t>(w);
+    off += static_cast<uint64_t>(w);
+  }
+}
+
+size_t FullPread(int fd, uint8_t* p, size_t n, uint64_t off, const std::string& what) {
+  size_t total = 0;
+  while (total < n) {
+    ssize_t r = pread(fd, p + total, n - total, static_cast<off_t>(off + total));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) ThrowIo(what, errno);
+    if (r == 0) break;
+    total += static_cast<size_t>(r);
+  }
+  return total;
+}
+
+TierFile OpenTierFile(const std::string& path, uint64_t slot_bytes, uint32_t slots, bool want_direct) {
+  TierFile f;
+  int flags = O_RDWR | O_CREAT | O_CLOEXEC;
+  if (want_direct) {
+    f.fd = open(path.c_str(), flags | O_DIRECT, 0644);
+    if (f.fd >= 0) f.direct = true;
+    else if (errno == EINVAL) f.direct_reason = "the filesystem refuses O_DIRECT; using buffered I/O";
+    else throw CodedError("IO_ERROR", "cannot open disk tier file " + path + ": " + ErrnoText(errno));
+  } else {
+    f.direct_reason = "O_DIRECT disabled by configuration";
+  }
+  if (f.fd < 0) f.fd = open(path.c_str(), flags, 0644);
+  if (f.fd < 0) throw CodedError("IO_ERROR", "cannot open disk tier file " + path + ": " + ErrnoText(errno));
+
+  uint64_t total = slot_bytes * slots;
+  int rc = posix_fallocate(f.fd, 0, static_cast<off_t>(total));
+  if (rc == 0) {
+    f.preallocated = true;
+  } else if (rc == EOPNOTSUPP || rc == EINVAL) {
+    // The filesystem cannot reserve space; size the file and let writes find out.
+    rc = ftruncate(f.fd, static_cast<off_t>(total)) != 0 ? errno : 0;
+  }
+  if (rc != 0) {
+    struct statvfs vfs {};
+    std::string free_note;
+    if (fstatvfs(f.fd, &vfs) == 0) free_note = "; " + std::to_string(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize) + " bytes free there";
+    close(f.fd);
+    throw CodedError(IsFull(rc) ? "DISK_FULL" : "IO_ERROR",
+                     "cannot reserve " + std::to_string(total) + " bytes for disk tier file " + path + free_note + ": " + ErrnoText(rc));
+  }
+  return f;
+}
+
+SlotHeader MakeSlotHeader(uint64_t key, uint64_t generation, uint32_t payload_bytes, ChecksumKind kind, uint32_t checksum) {
+  SlotHeader h{};
+  h.magic = kSlotMagic;
+  h.version = kSlotVersion;
+  h.flags = static_cast<uint16_t>(kind);
+  h.key = key;
+  h.generation = generation;
+  h.payload_bytes = payload_bytes;
+  h.payload_checksum = checksum;
+  h.header_crc = Crc32c(&h, kHeaderCrcSpan);
+  return h;
+}
+
+void VerifySlotHeader(const SlotHeader& h, uint64_t key, uint64_t generation, uint32_t payload_bytes, const std::string& what) {
+  if (h.magic != kSlotMagic || h.version != kSlotVersion || h.header_crc != Crc32c(&h, kHeaderCrcSpan))
+    throw CodedError("CHECKSUM_MISMATCH", what + ": slot header is corrupt");
+  if (h.key != key || h.generation != generation || h.payload_bytes != payload_bytes)
+    throw CodedError("SLOT_MISMATCH", what + ": slot holds block " + std::to_string(h.key) + " generation " + std::to_string(h.generation) +
+                                          ", expected block " + std::to_string(key) + " generation " + std::to_string(generation));
+}
+
+ChecksumKind KindOf(const SlotHeader& h) { return static_cast<ChecksumKind>(h.flags & 1); }
+
+uint32_t FoldChecksum(uint64_t sum) { return static_cast<uint32_t>(sum ^ (sum >> 32)); }
+
+uint32_t PayloadChecksum(ChecksumKind kind, const void* data, size_t length) {
+  return kind == ChecksumKind::kCrc32c ? Crc32c(data, length) : FoldChecksum(sw_mixsum64_ref(data, length));
+}
+
+void ThrowPayloadMismatch(const std::string& what) {
+  throw CodedError("CHECKSUM_MISMATCH", what + ": payload checksum does not match");
+}
+
+}  // namespace spillway

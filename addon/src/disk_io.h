@@ -1,0 +1,63 @@
+// What both disk paths (host pread/pwrite and GPU cuFile) share: the tier file's opening
+// and reservation, whole-buffer positional I/O, and the 64-byte slot header that names the
+// block and carries its checksum. docs/ARCHITECTURE.md documents the slot layout.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+namespace spillway {
+
+constexpr uint32_t kSlotHeaderBytes = 64;
+constexpr uint32_t kDiskAlign = 4096;
+
+inline uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+struct AlignedFree {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+using AlignedBuffer = std::unique_ptr<uint8_t, AlignedFree>;
+AlignedBuffer AllocAligned(size_t bytes);
+
+// Throws DISK_FULL for ENOSPC/EDQUOT/EFBIG, IO_ERROR otherwise, naming what failed.
+[[noreturn]] void ThrowIo(const std::string& what, int err);
+void FullPwrite(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& what);
+size_t FullPread(int fd, uint8_t* p, size_t n, uint64_t off, const std::string& what);
+
+struct TierFile {
+  int fd = -1;
+  bool direct = false;
+  bool preallocated = false;
+  std::string direct_reason;
+};
+// Opens (creating) and reserves slot_bytes * slots bytes; O_DIRECT where the filesystem
+// allows it. Throws CodedError (DISK_FULL naming the free space, or IO_ERROR).
+TierFile OpenTierFile(const std::string& path, uint64_t slot_bytes, uint32_t slots, bool want_direct);
+
+enum class ChecksumKind : uint16_t { kCrc32c = 0, kMixSum64 = 1 };
+
+struct SlotHeader {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t flags;  // bit 0: ChecksumKind
+  uint64_t key;
+  uint64_t generation;
+  uint32_t payload_bytes;
+  uint32_t payload_checksum;
+  uint32_t header_crc;  // CRC-32C of the bytes before it
+  uint8_t reserved[kSlotHeaderBytes - 36];
+};
+static_assert(sizeof(SlotHeader) == kSlotHeaderBytes, "slot header is 64 bytes");
+
+SlotHeader MakeSlotHeader(uint64_t key, uint64_t generation, uint32_t payload_bytes, ChecksumKind kind, uint32_t checksum);
+// Checks magic, header CRC, key, generation and length (CHECKSUM_MISMATCH/SLOT_MISMATCH).
+void VerifySlotHeader(const SlotHeader& h, uint64_t key, uint64_t generation, uint32_t payload_bytes, const std::string& what);
+ChecksumKind KindOf(const SlotHeader& h);
+// The payload checksum as a header stores it.
+uint32_t PayloadChecksum(ChecksumKind kind, const void* data, size_t length);
+uint32_t FoldChecksum(uint64_t sum);
+[[noreturn]] void ThrowPayloadMismatch(const std::string& what);
+
+}  // namespace spillway
