@@ -62,13 +62,15 @@ const includes = [`-I${nodeInclude}`, `-I${napiInclude}`, `-I${join(root, 'kerne
 if (withCuda) includes.push(`-I${join(cudaHome, 'include')}`);
 const cxxFlags = ['-O3', '-std=c++17', '-fPIC', '-fvisibility=hidden', '-Wall', '-Wextra', '-Wno-unused-parameter', ...cpuFlags()];
 
-const headers = [join(root, 'kernels'), join(root, 'addon', 'src')]
-  .flatMap((dir) => readdirSync(dir).filter((f) => /\.(h|hpp|cuh)$/.test(f)).map((f) => join(dir, f)));
-const newestHeader = Math.max(0, ...headers.map((h) => statSync(h).mtimeMs));
+const newestHeader = (dirs) => Math.max(0, ...dirs.flatMap((dir) =>
+  readdirSync(dir).filter((f) => /\.(h|hpp|cuh)$/.test(f)).map((f) => statSync(join(dir, f)).mtimeMs)));
+// Host sources may include headers from both folders; CUDA sources only from kernels/.
+const hostHeaders = newestHeader([join(root, 'kernels'), join(root, 'addon', 'src')]);
+const kernelHeaders = newestHeader([join(root, 'kernels')]);
 const flagsStamp = JSON.stringify({ withCuda, cxxFlags, defines });
 
-function upToDate(src, obj) {
-  return existsSync(obj) && statSync(obj).mtimeMs > Math.max(statSync(src).mtimeMs, newestHeader);
+function upToDate(src, obj, headersTime) {
+  return existsSync(obj) && statSync(obj).mtimeMs > Math.max(statSync(src).mtimeMs, headersTime);
 }
 
 function run(cmd, args) {
@@ -92,12 +94,12 @@ console.log(`addon: building ${withCuda ? `with CUDA (${nvcc})` : 'host-only (nv
 const objects = [];
 for (const src of sources) {
   const obj = join(objDir, src.slice(root.length + 1).replace(/[/.]/g, '_') + '.o');
-  if (flagsChanged || !upToDate(src, obj)) run('g++', [...cxxFlags, ...defines, ...includes, '-c', src, '-o', obj]);
+  if (flagsChanged || !upToDate(src, obj, hostHeaders)) run('g++', [...cxxFlags, ...defines, ...includes, '-c', src, '-o', obj]);
   objects.push(obj);
 }
 for (const src of cudaSources) {
   const obj = join(objDir, src.slice(root.length + 1).replace(/[/.]/g, '_') + '.o');
-  if (flagsChanged || !upToDate(src, obj)) {
+  if (flagsChanged || !upToDate(src, obj, kernelHeaders)) {
     run(nvcc, [
       '-O3', '-std=c++17', '-Xcompiler', '-fPIC', '-Xcompiler', '-fvisibility=hidden',
       '-gencode', 'arch=compute_80,code=sm_80',

@@ -48,6 +48,8 @@ export const ConfigSchema = z.object({
       path: z.string().min(1).default('data/tier2.slots'),
       bytes: Bytes.default(2 * 2 ** 30),
       direct: z.boolean().default(true),
+      /** GPU backend only: cuFile where it works ('auto'), cuFile or fail, or the POSIX path. */
+      io: z.enum(['auto', 'cufile', 'posix']).default('auto'),
     }).strict().prefault({}),
   }).strict().prefault({}),
   quantization: z.object({
@@ -67,10 +69,33 @@ export const ConfigSchema = z.object({
     waitMs: z.number().int().nonnegative().default(5000),
   }).strict().prefault({}),
   backend: z.enum(['auto', 'host', 'gpu']).default('auto'),
+  /** Model weights loaded before serving (docs/WEIGHTS.md); none when `source` is unset. */
+  weights: z.object({
+    /** A directory (plain, or split by `spillway weights split`), an index JSON, or a list of files. */
+    source: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
+    rank: z.number().int().nonnegative().default(0),
+    world: z.number().int().min(1).max(4096).default(1),
+    /** Split rules (JSON) for slicing an unsplit checkpoint; Llama-style defaults otherwise. */
+    rules: z.string().min(1).optional(),
+    /** Reads in flight across all files. */
+    concurrency: z.number().int().min(1).max(1024).default(16),
+    /** Largest single read; a multiple of 4 KiB so O_DIRECT sinks can use it as is. */
+    requestBytes: Bytes.refine((b) => b >= 4096 && b % 4096 === 0 && b <= 2 ** 30, 'must be a multiple of 4 KiB from 4 KiB to 1 GiB').default(16 * 2 ** 20),
+  }).strict().refine((w) => w.rank < w.world, { message: 'must be below weights.world', path: ['rank'] }).prefault({}),
   server: z.object({
     host: z.string().default('127.0.0.1'),
     port: z.number().int().min(0).max(65535).default(8420),
     token: z.string().min(16).optional(),
+    /** Largest batch request body (msgpack batch writes); a batch read returns at most this much. */
+    maxBatchBytes: Bytes.default(64 * 2 ** 20),
+    /** Data-plane requests get 503 while more disk operations than this are in flight. */
+    maxDiskQueue: z.number().int().nonnegative().default(256),
+    /** ... or while the event loop's mean delay over a sample exceeds this. */
+    maxEventLoopDelayMs: z.number().nonnegative().default(200),
+    /** Bytes an event-stream client may lag behind before its events are dropped (and counted). */
+    eventBufferBytes: Bytes.default(2 ** 20),
+    /** How often telemetry is sampled for /v1/telemetry and the dashboard. */
+    telemetryIntervalMs: z.number().int().min(50).max(60_000).default(1000),
   }).strict().prefault({}),
 }).strict();
 
@@ -149,5 +174,10 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   if (env.SPILLWAY_TOKEN) setPath(raw, 'server.token', env.SPILLWAY_TOKEN);
   const config = parseConfig(raw);
   config.tiers.disk.path = resolve(base, config.tiers.disk.path);
+  const weights = config.weights;
+  if (weights.source !== undefined) {
+    weights.source = typeof weights.source === 'string' ? resolve(base, weights.source) : weights.source.map((p) => resolve(base, p));
+  }
+  if (weights.rules !== undefined) weights.rules = resolve(base, weights.rules);
   return config;
 }

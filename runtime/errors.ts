@@ -28,6 +28,10 @@ export const ErrorCodes = {
   OUT_OF_MEMORY: 507,
   CLOSED: 503,
   BUSY: 503,
+  /** A safetensors file, index or split manifest is malformed or inconsistent. */
+  WEIGHTS_FORMAT: 500,
+  /** A tensor cannot be sharded as asked (size not divisible, slice not contiguous, wrong world). */
+  WEIGHTS_SHARDING: 400,
   INTERNAL: 500,
 } as const;
 
@@ -55,4 +59,13 @@ export function fromNative(err: unknown, context: string, details: Record<string
   const code = typeof e?.code === 'string' && e.code in ErrorCodes ? (e.code as ErrorCode) : 'INTERNAL';
   const message = typeof e?.message === 'string' ? e.message : String(err);
   return new SpillwayError(code, `${context}: ${message}`, details);
+}
+
+/** Awaits an addon call, turning its error into a SpillwayError with `context`. */
+export async function nativeCall<T>(context: string, call: () => Promise<T>, details: Record<string, unknown> = {}): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw fromNative(err, context, details);
+  }
 }

@@ -54,6 +54,46 @@ export interface ProbeResult {
   cufile: { status: 'not-found' | 'driver-error' | 'compat' | 'gds'; detail: string; nvfsVersion: string };
 }
 
+export interface GpuTiersInfo {
+  device: string;
+  io: 'cufile' | 'posix';
+  cufileMode: '' | 'compat' | 'gds';
+  ioReason: string;
+  path: string;
+  direct: boolean;
+  directReason: string;
+  preallocated: boolean;
+  rawArenaBytes: number;
+  quantArenaBytes: number;
+  stagingBuffers: number;
+}
+
+/** Device tiers (addon/src/gpu_tiers.cc); tier 0 is raw, tier 1 quantized. */
+export interface NativeGpuTiers {
+  writeRaw(slot: number, src: Buffer): Promise<void>;
+  readSlot(tier: 0 | 1, slot: number): Promise<Buffer>;
+  quantize(rawSlots: Uint32Array, quantSlots: Uint32Array): Promise<void>;
+  dequantize(quantSlots: Uint32Array, rawSlots: Uint32Array): Promise<void>;
+  dequantizeBytes(stored: Buffer): Promise<Buffer>;
+  spill(tier: 0 | 1, slot: number, diskSlot: number, key: number, generation: number): Promise<void>;
+  fill(tier: 0 | 1, slot: number, diskSlot: number, key: number, generation: number): Promise<void>;
+  readDisk(diskSlot: number, key: number, generation: number): Promise<Buffer>;
+  injectFault(op: 'read' | 'write', errno: number, count: number): void;
+  info(): GpuTiersInfo;
+  close(): void;
+}
+
+export interface GpuTiersOptions {
+  params: QuantParams;
+  rawSlots: number;
+  quantSlots: number;
+  diskPath: string;
+  diskSlots: number;
+  diskSlotBytes: number;
+  direct: boolean;
+  io: 'auto' | 'cufile' | 'posix';
+}
+
 interface Addon {
   allocArena(bytes: number): Buffer;
   crc32c(buf: Buffer, offset?: number, length?: number): number;
@@ -63,6 +103,8 @@ interface Addon {
   probe(): Promise<ProbeResult>;
   poolThreads: number;
   SlotFile: new (path: string, slotBytes: number, slotCount: number, opts: { direct: boolean }) => NativeSlotFile;
+  /** Present only when the addon was built with CUDA. */
+  GpuTiers?: new (opts: Omit<GpuTiersOptions, 'params'> & { params: NativeParams }) => NativeGpuTiers;
 }
 
 const addonPath = join(projectRoot, 'build', 'spillway.node');
@@ -139,6 +181,16 @@ export async function dequantize(p: QuantParams, stored: Uint8Array): Promise<Bu
 
 function toBuffer(u: Uint8Array): Buffer {
   return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+/** Opens the GPU tiers; undefined when the addon was built without CUDA. */
+export function openGpuTiers(opts: GpuTiersOptions): NativeGpuTiers | undefined {
+  if (!addon.GpuTiers) return undefined;
+  try {
+    return new addon.GpuTiers({ ...opts, params: toNative(opts.params) });
+  } catch (err) {
+    throw fromNative(err, 'GPU tiers');
+  }
 }
 
 export function openSlotFile(path: string, slotBytes: number, slotCount: number, direct: boolean): NativeSlotFile {

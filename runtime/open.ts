@@ -3,6 +3,7 @@
  * configuration what is wanted, and the choice and its reason are kept for status.
  */
 import type { Backend } from './backends/backend.js';
+import { GpuBackend } from './backends/gpu.js';
 import { HostBackend } from './backends/host.js';
 import type { Config } from './config.js';
 import { SpillwayError } from './errors.js';
@@ -15,19 +16,26 @@ export interface BackendChoice {
   reason: string;
 }
 
-/** The GPU backend is not part of this build yet; the probe still reports the GPU. */
+/** GPU where the machine has one and the addon has CUDA, unless configured otherwise. */
 export function chooseBackend(config: Config, probe: ProbeResult): BackendChoice {
-  const gpu = probe.gpu.present
-    ? `GPU ${probe.gpu.name} found, but the GPU backend is not available in this version`
-    : `no usable GPU (${probe.gpu.error})`;
-  if (config.backend === 'gpu') throw new SpillwayError('INVALID_CONFIG', `backend "gpu" requested: ${gpu}`, { field: 'backend' });
-  return { name: 'host', reason: config.backend === 'host' ? 'host backend requested by configuration' : gpu };
+  if (config.backend === 'host') return { name: 'host', reason: 'host backend requested by configuration' };
+  const gpuUsable = probe.gpu.present && probe.cudaBuilt && addon.GpuTiers !== undefined;
+  if (gpuUsable) {
+    const how = config.backend === 'gpu' ? 'requested by configuration' : 'chosen automatically';
+    return { name: 'gpu', reason: `GPU ${probe.gpu.name} (sm_${probe.gpu.computeCapability.replace('.', '')}) found; GPU backend ${how}` };
+  }
+  const why = !probe.cudaBuilt ? 'the addon was built without CUDA (nvcc was not found at build time)' : `no usable GPU (${probe.gpu.error})`;
+  if (config.backend === 'gpu') throw new SpillwayError('INVALID_CONFIG', `backend "gpu" requested, but ${why}`, { field: 'backend' });
+  return { name: 'host', reason: why };
 }
 
 export async function openStore(config: Config, probe?: ProbeResult): Promise<BlockStore> {
   const found = probe ?? (await addon.probe());
   const choice = chooseBackend(config, found);
   const layout = computeLayout(config);
-  const backend: Backend = new HostBackend(layout, config.tiers.disk.path, config.tiers.disk.direct, choice.reason);
+  const { path, direct, io } = config.tiers.disk;
+  const backend: Backend = choice.name === 'gpu'
+    ? new GpuBackend(layout, path, direct, io, choice.reason)
+    : new HostBackend(layout, path, direct, choice.reason);
   return new BlockStore(config, backend, layout);
 }

@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, type Config, type ConfigInput } from '../runtime/config.js';
-import { openStore } from '../runtime/open.js';
+import { addon } from '../runtime/native.js';
+import { chooseBackend, openStore } from '../runtime/open.js';
 import type { BlockStore } from '../runtime/store.js';
 
 /** 2 layers x 2 KV heads x 4 tokens x 64 dims of bf16: 4 KiB raw, 1216 B at 4 bits. */
@@ -24,7 +25,7 @@ export function tinyConfig(dir: string, slots: { raw: number; quantized: number;
     tiers: {
       raw: { bytes: slots.raw * TINY_RAW },
       quantized: { bytes: slots.quantized * TINY_QUANT },
-      disk: { path: join(dir, 'tier2.slots'), bytes: slots.disk * 4096 },
+      disk: { ...extra.tiers?.disk, path: join(dir, 'tier2.slots'), bytes: slots.disk * 4096 },
     },
   });
 }
@@ -84,3 +85,8 @@ export function relativeError(expected: Buffer, got: Buffer): number {
  * and bf16 rounding while still catching wrong or misplaced data (error ~2).
  */
 export const FOUR_BIT_BOUND = 0.02;
+
+/** The backend this machine gives an 'auto' configuration: 'gpu' where there is one. */
+export async function expectedBackend(): Promise<'host' | 'gpu'> {
+  return chooseBackend(parseConfig({}), await addon.probe()).name;
+}

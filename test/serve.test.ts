@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { projectRoot } from '../runtime/config.js';
+import { expectedBackend } from './helpers.js';
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -39,7 +40,7 @@ test('spillway serve starts on the embedded default, honours PORT and answers st
       }
     }
     assert.ok(status, `server did not answer: ${output}`);
-    assert.equal(status.backend.name, 'host');
+    assert.equal(status.backend.name, await expectedBackend());
     assert.deepEqual(status.capacity.tiers.map((t) => t.name), ['raw', 'quantized', 'disk']);
     assert.ok(status.capacity.tiers.every((t) => t.slots > 0));
   } finally {

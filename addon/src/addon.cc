@@ -2,6 +2,7 @@
 // arguments, runs work off the JS thread and owns native resources.
 #include <napi.h>
 
+#include "gpu_tiers.h"
 #include "host_memory.h"
 #include "probe.h"
 #include "quantize.h"
@@ -12,6 +13,9 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   spillway::InitQuantize(env, exports);
   spillway::InitProbe(env, exports);
   exports.Set("SlotFile", spillway::SlotFile::Define(env));
+#ifdef SW_WITH_CUDA
+  exports.Set("GpuTiers", spillway::GpuTiers::Define(env));
+#endif
   return exports;
 }
 

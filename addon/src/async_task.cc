@@ -35,7 +35,7 @@ void AsyncTask::Execute() {
 
 void AsyncTask::OnOK() {
   Napi::Env env = Env();
-  deferred_.Resolve(result_ ? result_(env) : env.Undefined());
+  deferred_.Resolve(result_ ? result_(env, keep_) : env.Undefined());
 }
 
 void AsyncTask::OnError(const Napi::Error& e) {

@@ -20,8 +20,11 @@ Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string&
 
 class AsyncTask : public Napi::AsyncWorker {
  public:
+  using Kept = std::vector<Napi::Reference<Napi::Value>>;
   using Work = std::function<void()>;
-  using Result = std::function<Napi::Value(Napi::Env)>;
+  // Builds the resolved value. JS values captured when the task was queued are not valid
+  // any more; those in `keep` are, as `kept[i].Value()`.
+  using Result = std::function<Napi::Value(Napi::Env, const Kept& kept)>;
 
   // `keep` holds JS objects (buffers) alive until the work is done.
   static Napi::Promise Run(Napi::Env env, std::vector<Napi::Value> keep, Work work, Result result = nullptr);
@@ -33,7 +36,7 @@ class AsyncTask : public Napi::AsyncWorker {
   void OnError(const Napi::Error& e) override;
 
   Napi::Promise::Deferred deferred_;
-  std::vector<Napi::Reference<Napi::Value>> keep_;
+  Kept keep_;
   Work work_;
   Result result_;
   std::string code_;

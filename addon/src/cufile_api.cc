@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <fstream>
 #include <mutex>
 
 namespace spillway::cufile {
@@ -38,6 +39,31 @@ const Api* Load(std::string* why) {
   });
   if (!loaded && why) *why = error;
   return loaded;
+}
+
+const Api* Open(std::string* why) {
+  static std::once_flag once;
+  static const Api* opened = nullptr;
+  static std::string error;
+  std::call_once(once, [] {
+    const Api* api = Load(&error);
+    if (!api) return;
+    Error e = api->DriverOpen();
+    if (e.err != kSuccess) {
+      error = "cuFileDriverOpen failed: cuFile error " + std::to_string(e.err) + ", CUDA error " + std::to_string(e.cu_err);
+      return;
+    }
+    opened = api;
+  });
+  if (!opened && why) *why = error;
+  return opened;
+}
+
+std::string NvfsVersion() {
+  std::ifstream f("/proc/driver/nvidia-fs/version");
+  std::string line;
+  if (f) std::getline(f, line);
+  return line;
 }
 
 }  // namespace spillway::cufile

@@ -46,4 +46,11 @@ struct Api {
 // symbol; never throws.
 const Api* Load(std::string* why);
 
+// Loads the library and opens the driver, once per process. nullptr and `why` on failure.
+const Api* Open(std::string* why);
+
+// The nvidia-fs kernel module's version, or "" when it is not loaded (then cuFile can only
+// run in compatibility mode: its own POSIX path through bounce buffers).
+std::string NvfsVersion();
+
 }  // namespace spillway::cufile

@@ -3,9 +3,6 @@
 // driver or library: each absence is reported with its reason.
 #include "probe.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "async_task.h"
 #include "cufile_api.h"
 
@@ -35,13 +32,6 @@ struct ProbeResult {
   GpuInfo gpu;
   CufileInfo cufile;
 };
-
-std::string ReadFirstLine(const char* path) {
-  std::ifstream f(path);
-  std::string line;
-  if (f) std::getline(f, line);
-  return line;
-}
 
 void ProbeGpu(GpuInfo& g) {
 #ifdef SW_WITH_CUDA
@@ -76,16 +66,15 @@ void ProbeCufile(CufileInfo& c, bool gpu_present) {
     c.detail = why;
     return;
   }
-  c.nvfs_version = ReadFirstLine("/proc/driver/nvidia-fs/version");
+  c.nvfs_version = cufile::NvfsVersion();
   if (!gpu_present) {
     c.status = "driver-error";
     c.detail = "libcufile found but there is no usable GPU";
     return;
   }
-  cufile::Error e = api->DriverOpen();
-  if (e.err != cufile::kSuccess) {
+  if (!cufile::Open(&why)) {
     c.status = "driver-error";
-    c.detail = "cuFileDriverOpen failed: cuFile error " + std::to_string(e.err) + ", CUDA error " + std::to_string(e.cu_err);
+    c.detail = why;
     return;
   }
   // Without the nvidia-fs kernel module cuFile can only run its own POSIX path.
@@ -133,7 +122,7 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
         ProbeGpu(result->gpu);
         ProbeCufile(result->cufile, result->gpu.present);
       },
-      [result](Napi::Env env) { return ToJs(env, *result); });
+      [result](Napi::Env env, const AsyncTask::Kept&) { return ToJs(env, *result); });
 }
 
 }  // namespace

@@ -8,7 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Layout } from '../layout.js';
 import { addon, openSlotFile, Quantizer, type NativeSlotFile } from '../native.js';
-import { fromNative } from '../errors.js';
+import { nativeCall } from '../errors.js';
 import type { Backend, BackendDescription, DiskTag } from './backend.js';
 
 export class HostBackend implements Backend {
@@ -80,29 +80,19 @@ export class HostBackend implements Backend {
     return out;
   }
 
-  async spill(quantSlot: number, diskSlot: number, tag: DiskTag): Promise<void> {
-    try {
-      await this.file.write(diskSlot, tag.key, tag.generation, this.quantized, this.quantOffset(quantSlot), this.layout.quantizedBlockBytes);
-    } catch (err) {
-      throw fromNative(err, `spill of block ${tag.key}`, { blockId: tag.key });
-    }
+  spill(quantSlot: number, diskSlot: number, tag: DiskTag): Promise<void> {
+    const bytes = this.layout.quantizedBlockBytes;
+    return nativeCall(`spill of block ${tag.key}`, () => this.file.write(diskSlot, tag.key, tag.generation, this.quantized, this.quantOffset(quantSlot), bytes), { blockId: tag.key });
   }
 
-  async fill(diskSlot: number, tag: DiskTag, quantSlot: number): Promise<void> {
-    try {
-      await this.file.read(diskSlot, tag.key, tag.generation, this.quantized, this.quantOffset(quantSlot), this.layout.quantizedBlockBytes);
-    } catch (err) {
-      throw fromNative(err, `fill of block ${tag.key}`, { blockId: tag.key });
-    }
+  fill(diskSlot: number, tag: DiskTag, quantSlot: number): Promise<void> {
+    const bytes = this.layout.quantizedBlockBytes;
+    return nativeCall(`fill of block ${tag.key}`, () => this.file.read(diskSlot, tag.key, tag.generation, this.quantized, this.quantOffset(quantSlot), bytes), { blockId: tag.key });
   }
 
   async readDisk(diskSlot: number, tag: DiskTag): Promise<Buffer> {
     const out = Buffer.alloc(this.layout.quantizedBlockBytes);
-    try {
-      await this.file.read(diskSlot, tag.key, tag.generation, out, 0, out.length);
-    } catch (err) {
-      throw fromNative(err, `read of block ${tag.key} from disk`, { blockId: tag.key });
-    }
+    await nativeCall(`read of block ${tag.key} from disk`, () => this.file.read(diskSlot, tag.key, tag.generation, out, 0, out.length), { blockId: tag.key });
     return out;
   }
 

@@ -1,0 +1,538 @@
+// The GPU backend's native half: tier 0 and tier 1 as one cudaMalloc arena each, carved
+// into slots; the disk tier through cuFile (cuFileWrite/cuFileRead straight from device
+// staging buffers) or, where cuFile is missing or cannot register the file, through the
+// project's own POSIX path with pinned bounce buffers. Every operation takes a staging
+// context (device buffer, pinned buffer, stream) from a pool, so several run at once on
+// the addon's worker threads; the JS side sees promises that resolve when the GPU work and
+// the I/O are done. Slot checksums are computed on the GPU (kernels/slot_checksum.h) and
+// verified before any byte is copied to its destination.
+#ifdef SW_WITH_CUDA
+#include "gpu_tiers.h"
+
+#include <cuda_runtime.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "async_task.h"
+#include "cufile_api.h"
+#include "disk_io.h"
+#include "quantize.h"
+#include "slot_checksum.h"
+#include "turboquant.h"
+
+namespace spillway {
+namespace {
+
+constexpr uint32_t kMaxBatch = 4096;
+
+void Check(cudaError_t rc, const std::string& what) {
+  if (rc == cudaSuccess) return;
+  throw CodedError(rc == cudaErrorMemoryAllocation ? "OUT_OF_MEMORY" : "INTERNAL",
+                   what + ": " + cudaGetErrorName(rc) + " (" + cudaGetErrorString(rc) + ")");
+}
+
+// Requests the addon's worker threads make run on the one device spillway uses.
+void UseDevice() { Check(cudaSetDevice(0), "cudaSetDevice"); }
+
+}  // namespace
+
+struct GpuTiers::Staging {
+  uint8_t* dev = nullptr;          // one disk slot: header + payload, 4 KiB-aligned
+  uint8_t* host = nullptr;         // pinned bounce buffer (POSIX path)
+  uint8_t* raw_scratch = nullptr;  // a raw block, for dequantizing bytes outside the tiers
+  uint8_t* quant_scratch = nullptr;
+  uint64_t* sum = nullptr;
+  uint32_t* slots = nullptr;  // 2 * kMaxBatch slot indices
+  cudaStream_t stream = nullptr;
+  bool registered = false;
+};
+
+// Returns a staging context to the pool however the operation ends.
+class GpuTiers::Lease {
+ public:
+  explicit Lease(GpuTiers* t) : tiers_(t), s_(t->AcquireStaging()) {}
+  ~Lease() { tiers_->ReleaseStaging(s_); }
+  Staging* operator->() const { return s_; }
+  Staging* get() const { return s_; }
+
+ private:
+  GpuTiers* tiers_;
+  Staging* s_;
+};
+
+Napi::Function GpuTiers::Define(Napi::Env env) {
+  return DefineClass(env, "GpuTiers",
+                     {InstanceMethod("writeRaw", &GpuTiers::WriteRaw), InstanceMethod("readSlot", &GpuTiers::ReadSlot),
+                      InstanceMethod("quantize", &GpuTiers::Quantize), InstanceMethod("dequantize", &GpuTiers::Dequantize),
+                      InstanceMethod("dequantizeBytes", &GpuTiers::DequantizeBytes), InstanceMethod("spill", &GpuTiers::Spill),
+                      InstanceMethod("fill", &GpuTiers::Fill), InstanceMethod("readDisk", &GpuTiers::ReadDisk),
+                      InstanceMethod("injectFault", &GpuTiers::InjectFault), InstanceMethod("info", &GpuTiers::Info),
+                      InstanceMethod("close", &GpuTiers::Close)});
+}
+
+// new GpuTiers({ params, rawSlots, quantSlots, diskPath, diskSlots, diskSlotBytes, direct, io, staging })
+//   io: 'auto' (cuFile where it works, else POSIX, with the reason) | 'cufile' | 'posix'
+GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto num = [&](const char* name) -> uint64_t {
+    Napi::Value v = o.Get(name);
+    if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("options.") + name + " must be a number");
+    return static_cast<uint64_t>(v.As<Napi::Number>().DoubleValue());
+  };
+  auto str = [&](const char* name) -> std::string {
+    Napi::Value v = o.Get(name);
+    if (!v.IsString()) throw Napi::TypeError::New(env, std::string("options.") + name + " must be a string");
+    return v.As<Napi::String>().Utf8Value();
+  };
+  params_ = ParamsFromJs(env, o.Get("params"));
+  raw_bytes_ = sw_tq_raw_bytes(&params_);
+  quant_bytes_ = sw_tq_quantized_bytes(&params_);
+  raw_slots_ = static_cast<uint32_t>(num("rawSlots"));
+  quant_slots_ = static_cast<uint32_t>(num("quantSlots"));
+  disk_slots_ = static_cast<uint32_t>(num("diskSlots"));
+  disk_slot_bytes_ = num("diskSlotBytes");
+  path_ = str("diskPath");
+  std::string io = str("io");
+  bool direct = o.Get("direct").ToBoolean().Value();
+  if (disk_slot_bytes_ % kDiskAlign != 0 || disk_slot_bytes_ < RoundUp(kSlotHeaderBytes + quant_bytes_, kDiskAlign))
+    throw MakeError(env, "INVALID_ARGUMENT", "diskSlotBytes must be a multiple of 4096 that holds a slot header and a quantized block");
+
+  try {
+    UseDevice();
+    auto alloc = [&](uint8_t** p, uint64_t bytes, const char* tier) {
+      size_t free_bytes = 0, total = 0;
+      cudaMemGetInfo(&free_bytes, &total);
+      cudaError_t rc = cudaMalloc(reinterpret_cast<void**>(p), bytes ? bytes : 1);
+      if (rc != cudaSuccess)
+        throw CodedError("OUT_OF_MEMORY", std::string("cannot allocate the ") + tier + " tier's " + std::to_string(bytes) +
+                                              " bytes of device memory (" + std::to_string(free_bytes) + " free): " + cudaGetErrorString(rc));
+    };
+    alloc(&raw_, static_cast<uint64_t>(raw_slots_) * raw_bytes_, "raw");
+    alloc(&quant_, static_cast<uint64_t>(quant_slots_) * quant_bytes_, "quantized");
+    file_ = OpenTierFile(path_, disk_slot_bytes_, disk_slots_, direct);
+    OpenIo(io);
+  } catch (const CodedError& e) {
+    Release();
+    throw MakeError(env, e.code, e.what());
+  }
+}
+
+void GpuTiers::OpenIo(const std::string& io) {
+  if (io == "posix") {
+    io_reason_ = "POSIX path requested by configuration";
+    return;
+  }
+  std::string why;
+  const cufile::Api* api = cufile::Open(&why);
+  if (api) {
+    cufile::Descr descr{};
+    descr.type = cufile::kHandleOpaqueFd;
+    descr.handle.fd = file_.fd;
+    cufile::Error e = api->HandleRegister(&handle_, &descr);
+    if (e.err == cufile::kSuccess) {
+      cufile_ = api;
+      std::string nvfs = cufile::NvfsVersion();
+      cufile_mode_ = nvfs.empty() ? "compat" : "gds";
+      io_reason_ = nvfs.empty() ? "cuFile in compatibility mode: nvidia-fs is not loaded, so cuFile moves data through its own bounce buffers"
+                                : "cuFile with GPUDirect Storage (nvidia-fs " + nvfs + ")";
+      return;
+    }
+    why = "cuFileHandleRegister failed with cuFile error " + std::to_string(e.err) +
+          (e.err == 5027 ? " (cannot read the disk's attributes: in a container, mount /run/udev)" : "");
+  }
+  if (io == "cufile") throw CodedError("IO_ERROR", "cuFile requested but unusable: " + why);
+  io_reason_ = "POSIX path with pinned bounce buffers: " + why;
+}
+
+GpuTiers::~GpuTiers() { Release(); }
+
+void GpuTiers::Release() {
+  for (Staging* s : all_staging_) {
+    if (s->registered && cufile_) cufile_->BufDeregister(s->dev);
+    cudaFree(s->dev);
+    cudaFreeHost(s->host);
+    cudaFree(s->raw_scratch);
+    cudaFree(s->quant_scratch);
+    cudaFree(s->sum);
+    cudaFree(s->slots);
+    if (s->stream) cudaStreamDestroy(s->stream);
+    delete s;
+  }
+  all_staging_.clear();
+  free_staging_.clear();
+  if (handle_ && cufile_) cufile_->HandleDeregister(handle_);
+  handle_ = nullptr;
+  cufile_ = nullptr;
+  if (file_.fd >= 0) close(file_.fd);
+  file_.fd = -1;
+  cudaFree(raw_);
+  cudaFree(quant_);
+  raw_ = quant_ = nullptr;
+}
+
+GpuTiers::Staging* GpuTiers::AcquireStaging() {
+  {
+    std::lock_guard<std::mutex> lock(staging_mu_);
+    if (!free_staging_.empty()) {
+      Staging* s = free_staging_.back();
+      free_staging_.pop_back();
+      return s;
+    }
+  }
+  UseDevice();
+  auto* s = new Staging();
+  try {
+    Check(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    Check(cudaMalloc(&s->dev, disk_slot_bytes_), "staging buffer");
+    Check(cudaMalloc(&s->sum, sizeof(uint64_t)), "checksum word");
+    Check(cudaMalloc(&s->slots, 2 * kMaxBatch * sizeof(uint32_t)), "slot list");
+    if (!cufile_) Check(cudaHostAlloc(&s->host, disk_slot_bytes_, cudaHostAllocDefault), "pinned bounce buffer");
+    // Registered buffers let cuFile skip its own staging; unregistered ones still work.
+    if (cufile_) s->registered = cufile_->BufRegister(s->dev, disk_slot_bytes_, 0).err == cufile::kSuccess;
+  } catch (...) {
+    cudaFree(s->dev);
+    cudaFree(s->sum);
+    cudaFree(s->slots);
+    cudaFreeHost(s->host);
+    if (s->stream) cudaStreamDestroy(s->stream);
+    delete s;
+    throw;
+  }
+  std::lock_guard<std::mutex> lock(staging_mu_);
+  all_staging_.push_back(s);
+  return s;
+}
+
+void GpuTiers::ReleaseStaging(Staging* s) {
+  std::lock_guard<std::mutex> lock(staging_mu_);
+  free_staging_.push_back(s);
+}
+
+uint8_t* GpuTiers::SlotAddress(uint32_t tier, uint32_t slot) const {
+  return tier == 0 ? raw_ + static_cast<uint64_t>(slot) * raw_bytes_ : quant_ + static_cast<uint64_t>(slot) * quant_bytes_;
+}
+
+size_t GpuTiers::TierBlockBytes(uint32_t tier) const { return tier == 0 ? raw_bytes_ : quant_bytes_; }
+
+void GpuTiers::CheckSlot(Napi::Env env, uint32_t tier, uint32_t slot) const {
+  if (tier > 1) throw Napi::RangeError::New(env, "tier must be 0 (raw) or 1 (quantized)");
+  uint32_t n = tier == 0 ? raw_slots_ : quant_slots_;
+  if (slot >= n) throw Napi::RangeError::New(env, "slot " + std::to_string(slot) + " is past tier " + std::to_string(tier) + "'s " + std::to_string(n) + " slots");
+}
+
+void GpuTiers::CheckOpen(Napi::Env env) const {
+  if (!raw_) throw MakeError(env, "CLOSED", "GPU tiers are closed");
+}
+
+int GpuTiers::TakeFault(std::atomic<int>& count) {
+  int left = count.load();
+  while (left > 0)
+    if (count.compare_exchange_weak(left, left - 1)) return 1;
+  return 0;
+}
+
+// writeRaw(slot, src: Buffer): copies a raw block into a tier-0 slot.
+Napi::Value GpuTiers::WriteRaw(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  uint32_t slot = ArgU32(info, 0, "slot");
+  CheckSlot(env, 0, slot);
+  auto src = ArgBuffer(info, 1, "src");
+  if (src.Length() != raw_bytes_) throw Napi::RangeError::New(env, "src must be one raw block");
+  uint8_t* dst = SlotAddress(0, slot);
+  const uint8_t* data = src.Data();
+  return Run(env, {src}, [this, dst, data] {
+    Lease s(this);
+    Check(cudaMemcpyAsync(dst, data, raw_bytes_, cudaMemcpyHostToDevice, s->stream), "copy to tier 0");
+    Check(cudaStreamSynchronize(s->stream), "copy to tier 0");
+  });
+}
+
+// readSlot(tier, slot): Promise<Buffer> with the slot's block (raw or stored format).
+Napi::Value GpuTiers::ReadSlot(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  uint32_t tier = ArgU32(info, 0, "tier");
+  uint32_t slot = ArgU32(info, 1, "slot");
+  CheckSlot(env, tier, slot);
+  size_t bytes = TierBlockBytes(tier);
+  auto out = Napi::Buffer<uint8_t>::New(env, bytes);
+  const uint8_t* src = SlotAddress(tier, slot);
+  uint8_t* dst = out.Data();
+  return Run(
+      env, {out},
+      [this, src, dst, bytes] {
+        Lease s(this);
+        Check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s->stream), "copy from device");
+        Check(cudaStreamSynchronize(s->stream), "copy from device");
+      },
+      [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
+}
+
+std::vector<uint32_t> GpuTiers::SlotList(const Napi::CallbackInfo& info, size_t i, uint32_t tier, const char* name) const {
+  Napi::Env env = info.Env();
+  if (i >= info.Length() || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+    throw Napi::TypeError::New(env, std::string(name) + " must be a Uint32Array");
+  auto a = info[i].As<Napi::Uint32Array>();
+  if (a.ElementLength() == 0 || a.ElementLength() > kMaxBatch) throw Napi::RangeError::New(env, std::string(name) + " must hold 1 to 4096 slots");
+  std::vector<uint32_t> v(a.Data(), a.Data() + a.ElementLength());
+  for (uint32_t s : v) CheckSlot(env, tier, s);
+  return v;
+}
+
+// quantize(rawSlots: Uint32Array, quantSlots: Uint32Array): tier 0 -> tier 1, one launch.
+Napi::Value GpuTiers::Quantize(const Napi::CallbackInfo& info) { return Convert(info, true); }
+
+// dequantize(quantSlots: Uint32Array, rawSlots: Uint32Array): tier 1 -> tier 0, one launch.
+Napi::Value GpuTiers::Dequantize(const Napi::CallbackInfo& info) { return Convert(info, false); }
+
+Napi::Value GpuTiers::Convert(const Napi::CallbackInfo& info, bool quantize) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  std::vector<uint32_t> from = SlotList(info, 0, quantize ? 0 : 1, quantize ? "rawSlots" : "quantSlots");
+  std::vector<uint32_t> to = SlotList(info, 1, quantize ? 1 : 0, quantize ? "quantSlots" : "rawSlots");
+  if (from.size() != to.size()) throw Napi::RangeError::New(env, "slot lists differ in length");
+  return Run(env, {}, [this, from = std::move(from), to = std::move(to), quantize] {
+    Lease s(this);
+    uint32_t n = static_cast<uint32_t>(from.size());
+    Check(cudaMemcpyAsync(s->slots, from.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
+    Check(cudaMemcpyAsync(s->slots + kMaxBatch, to.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
+    char err[256] = {0};
+    int rc = quantize ? sw_tq_quantize_cuda(&params_, raw_, raw_bytes_, s->slots, quant_, quant_bytes_, s->slots + kMaxBatch, n, s->stream, err, sizeof err)
+                      : sw_tq_dequantize_cuda(&params_, quant_, quant_bytes_, s->slots, raw_, raw_bytes_, s->slots + kMaxBatch, n, s->stream, err, sizeof err);
+    if (rc != SW_TQ_OK) throw CodedError("INTERNAL", std::string(quantize ? "quantize" : "dequantize") + " kernel: " + err);
+    Check(cudaStreamSynchronize(s->stream), quantize ? "quantize kernel" : "dequantize kernel");
+  });
+}
+
+// dequantizeBytes(stored: Buffer): Promise<Buffer> with the raw block, tiers untouched.
+Napi::Value GpuTiers::DequantizeBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  auto src = ArgBuffer(info, 0, "stored");
+  if (src.Length() != quant_bytes_) throw Napi::RangeError::New(env, "stored must be one quantized block");
+  auto out = Napi::Buffer<uint8_t>::New(env, raw_bytes_);
+  const uint8_t* in = src.Data();
+  uint8_t* dst = out.Data();
+  return Run(
+      env, {out, src},
+      [this, in, dst] {
+        CheckQuantHeader(in);
+        Lease s(this);
+        if (!s->raw_scratch) Check(cudaMalloc(&s->raw_scratch, raw_bytes_), "scratch block");
+        if (!s->quant_scratch) Check(cudaMalloc(&s->quant_scratch, quant_bytes_), "scratch block");
+        uint32_t zero = 0;
+        Check(cudaMemcpyAsync(s->quant_scratch, in, quant_bytes_, cudaMemcpyHostToDevice, s->stream), "copy to device");
+        Check(cudaMemcpyAsync(s->slots, &zero, sizeof zero, cudaMemcpyHostToDevice, s->stream), "slot list");
+        char err[256] = {0};
+        if (sw_tq_dequantize_cuda(&params_, s->quant_scratch, quant_bytes_, s->slots, s->raw_scratch, raw_bytes_, s->slots, 1, s->stream, err, sizeof err) != SW_TQ_OK)
+          throw CodedError("INTERNAL", std::string("dequantize kernel: ") + err);
+        Check(cudaMemcpyAsync(dst, s->raw_scratch, raw_bytes_, cudaMemcpyDeviceToHost, s->stream), "copy from device");
+        Check(cudaStreamSynchronize(s->stream), "dequantize bytes");
+      },
+      [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
+}
+
+void GpuTiers::CheckQuantHeader(const uint8_t* host_header) const {
+  char err[256] = {0};
+  int rc = sw_tq_check_header(&params_, host_header, err, sizeof err);
+  if (rc == SW_TQ_EFORMAT) throw CodedError("QUANT_FORMAT", err);
+  if (rc != SW_TQ_OK) throw CodedError("QUANT_MISMATCH", err);
+}
+
+// spill(tier, slot, diskSlot, key, generation): a tier-0 or tier-1 block to its disk slot,
+// with a GPU-computed checksum in the slot header.
+Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  uint32_t tier = ArgU32(info, 0, "tier");
+  uint32_t slot = ArgU32(info, 1, "slot");
+  CheckSlot(env, tier, slot);
+  DiskRequest r = DiskArgs(info, 2, tier);
+  const uint8_t* src = SlotAddress(tier, slot);
+  bool fault = TakeFault(write_faults_);
+  int fault_errno = write_fault_errno_;
+  return Run(env, {}, [this, r, src, fault, fault_errno] {
+    std::string what = "write of slot " + std::to_string(r.disk_slot) + " in " + path_;
+    if (fault) ThrowIo(what, fault_errno);
+    Lease s(this);
+    size_t io = RoundUp(kSlotHeaderBytes + r.bytes, kDiskAlign);
+    uint8_t* payload = s->dev + kSlotHeaderBytes;
+    Check(cudaMemcpyAsync(payload, src, r.bytes, cudaMemcpyDeviceToDevice, s->stream), "stage block");
+    Check(cudaMemsetAsync(payload + r.bytes, 0, io - kSlotHeaderBytes - r.bytes, s->stream), "stage padding");
+    Check(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
+    uint64_t sum = 0;
+    Check(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
+    Check(cudaStreamSynchronize(s->stream), "stage block");
+    SlotHeader h = MakeSlotHeader(r.key, r.generation, static_cast<uint32_t>(r.bytes), ChecksumKind::kMixSum64, FoldChecksum(sum));
+    uint64_t offset = static_cast<uint64_t>(r.disk_slot) * disk_slot_bytes_;
+    if (cufile_) {
+      Check(cudaMemcpyAsync(s->dev, &h, sizeof h, cudaMemcpyHostToDevice, s->stream), "stage header");
+      Check(cudaStreamSynchronize(s->stream), "stage header");
+      ssize_t n = cufile_->Write(handle_, s->dev, io, static_cast<off_t>(offset), 0);
+      CheckCufileResult(n, io, what);
+    } else {
+      Check(cudaMemcpyAsync(s->host + kSlotHeaderBytes, payload, io - kSlotHeaderBytes, cudaMemcpyDeviceToHost, s->stream), "copy to bounce buffer");
+      Check(cudaStreamSynchronize(s->stream), "copy to bounce buffer");
+      std::memcpy(s->host, &h, sizeof h);
+      FullPwrite(file_.fd, s->host, io, offset, what);
+    }
+  });
+}
+
+// fill(tier, slot, diskSlot, key, generation): a disk slot into a tier slot, verified first.
+Napi::Value GpuTiers::Fill(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  uint32_t tier = ArgU32(info, 0, "tier");
+  uint32_t slot = ArgU32(info, 1, "slot");
+  CheckSlot(env, tier, slot);
+  DiskRequest r = DiskArgs(info, 2, tier);
+  uint8_t* dst = SlotAddress(tier, slot);
+  bool fault = TakeFault(read_faults_);
+  int fault_errno = read_fault_errno_;
+  return Run(env, {}, [this, r, dst, tier, fault, fault_errno] {
+    Lease s(this);
+    ReadVerified(s.get(), r, tier == 1, fault ? fault_errno : 0);
+    Check(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDeviceToDevice, s->stream), "copy into tier");
+    Check(cudaStreamSynchronize(s->stream), "copy into tier");
+  });
+}
+
+// readDisk(diskSlot, key, generation): Promise<Buffer> with the stored (quantized) block.
+Napi::Value GpuTiers::ReadDisk(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  DiskRequest r = DiskArgs(info, 0, 1);
+  auto out = Napi::Buffer<uint8_t>::New(env, r.bytes);
+  uint8_t* dst = out.Data();
+  bool fault = TakeFault(read_faults_);
+  int fault_errno = read_fault_errno_;
+  return Run(
+      env, {out},
+      [this, r, dst, fault, fault_errno] {
+        Lease s(this);
+        ReadVerified(s.get(), r, true, fault ? fault_errno : 0);
+        Check(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDeviceToHost, s->stream), "copy from device");
+        Check(cudaStreamSynchronize(s->stream), "copy from device");
+      },
+      [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
+}
+
+GpuTiers::DiskRequest GpuTiers::DiskArgs(const Napi::CallbackInfo& info, size_t i, uint32_t tier) const {
+  Napi::Env env = info.Env();
+  DiskRequest r;
+  r.disk_slot = ArgU32(info, i, "diskSlot");
+  r.key = ArgU64(info, i + 1, "key");
+  r.generation = ArgU64(info, i + 2, "generation");
+  r.bytes = TierBlockBytes(tier);
+  if (r.disk_slot >= disk_slots_) throw Napi::RangeError::New(env, "diskSlot " + std::to_string(r.disk_slot) + " is past the file's " + std::to_string(disk_slots_) + " slots");
+  if (kSlotHeaderBytes + r.bytes > disk_slot_bytes_) throw Napi::RangeError::New(env, "the block does not fit a disk slot");
+  return r;
+}
+
+// Reads a disk slot into the staging buffer and verifies header and payload checksum there;
+// the caller copies the payload out only after this returns.
+void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, int fault_errno) {
+  std::string what = "read of slot " + std::to_string(r.disk_slot) + " in " + path_;
+  if (fault_errno) ThrowIo(what, fault_errno);
+  size_t io = RoundUp(kSlotHeaderBytes + r.bytes, kDiskAlign);
+  uint64_t offset = static_cast<uint64_t>(r.disk_slot) * disk_slot_bytes_;
+  uint8_t* payload = s->dev + kSlotHeaderBytes;
+  SlotHeader h;
+  if (cufile_) {
+    ssize_t n = cufile_->Read(handle_, s->dev, io, static_cast<off_t>(offset), 0);
+    CheckCufileResult(n, io, what);
+    Check(cudaMemcpyAsync(&h, s->dev, sizeof h, cudaMemcpyDeviceToHost, s->stream), "read header");
+  } else {
+    size_t got = FullPread(file_.fd, s->host, io, offset, what);
+    if (got < io) throw CodedError("IO_ERROR", what + ": short read, " + std::to_string(got) + " of " + std::to_string(io) + " bytes");
+    std::memcpy(&h, s->host, sizeof h);
+    Check(cudaMemcpyAsync(payload, s->host + kSlotHeaderBytes, r.bytes, cudaMemcpyHostToDevice, s->stream), "copy from bounce buffer");
+  }
+  Check(cudaStreamSynchronize(s->stream), "read header");
+  VerifySlotHeader(h, r.key, r.generation, static_cast<uint32_t>(r.bytes), what);
+  if (KindOf(h) != ChecksumKind::kMixSum64) throw CodedError("CHECKSUM_MISMATCH", what + ": slot was not written by the GPU path");
+  uint64_t sum = 0;
+  Check(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
+  Check(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
+  Check(cudaStreamSynchronize(s->stream), "checksum");
+  if (FoldChecksum(sum) != h.payload_checksum) ThrowPayloadMismatch(what);
+  if (quantized) {
+    uint8_t header[SW_TQ_HEADER_BYTES];
+    Check(cudaMemcpy(header, payload, sizeof header, cudaMemcpyDeviceToHost), "read block header");
+    CheckQuantHeader(header);
+  }
+}
+
+void GpuTiers::CheckCufileResult(ssize_t n, size_t expected, const std::string& what) {
+  if (n == static_cast<ssize_t>(expected)) return;
+  if (n == -1) ThrowIo(what, errno);
+  if (n < 0) throw CodedError("IO_ERROR", what + ": cuFile error " + std::to_string(-n));
+  throw CodedError("IO_ERROR", what + ": short transfer, " + std::to_string(n) + " of " + std::to_string(expected) + " bytes");
+}
+
+Napi::Value GpuTiers::InjectFault(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "op must be 'read' or 'write'");
+  std::string op = info[0].As<Napi::String>().Utf8Value();
+  int err = static_cast<int>(ArgU32(info, 1, "errno"));
+  int count = static_cast<int>(ArgU32(info, 2, "count"));
+  if (op == "write") {
+    write_fault_errno_ = err;
+    write_faults_ = count;
+  } else if (op == "read") {
+    read_fault_errno_ = err;
+    read_faults_ = count;
+  } else {
+    throw Napi::TypeError::New(env, "op must be 'read' or 'write'");
+  }
+  return env.Undefined();
+}
+
+Napi::Value GpuTiers::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("device", prop.name);
+  o.Set("io", cufile_ ? "cufile" : "posix");
+  o.Set("cufileMode", cufile_mode_);
+  o.Set("ioReason", io_reason_);
+  o.Set("path", path_);
+  o.Set("direct", file_.direct);
+  o.Set("directReason", file_.direct_reason);
+  o.Set("preallocated", file_.preallocated);
+  o.Set("rawArenaBytes", static_cast<double>(static_cast<uint64_t>(raw_slots_) * raw_bytes_));
+  o.Set("quantArenaBytes", static_cast<double>(static_cast<uint64_t>(quant_slots_) * quant_bytes_));
+  o.Set("stagingBuffers", static_cast<double>(all_staging_.size()));
+  return o;
+}
+
+Napi::Value GpuTiers::Close(const Napi::CallbackInfo& info) {
+  if (in_flight_.load() > 0) throw MakeError(info.Env(), "BUSY", "GPU tiers have work in flight");
+  Release();
+  return info.Env().Undefined();
+}
+
+// Runs work off the JS thread, counting it so that Close() never frees memory in use.
+Napi::Promise GpuTiers::Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result) {
+  in_flight_++;
+  keep.push_back(Value());
+  return AsyncTask::Run(env, std::move(keep), [this, work = std::move(work)] {
+    struct Done {
+      std::atomic<int>& n;
+      ~Done() { n--; }
+    } done{in_flight_};
+    UseDevice();
+    work();
+  }, std::move(result));
+}
+
+}  // namespace spillway
+#endif  // SW_WITH_CUDA

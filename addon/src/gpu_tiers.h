@@ -1,0 +1,84 @@
+// GPU tiers: device arenas for tiers 0 and 1 and the disk tier through cuFile or POSIX.
+// See gpu_tiers.cc. Compiled only where the addon is built with CUDA.
+#pragma once
+#ifdef SW_WITH_CUDA
+#include <napi.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "async_task.h"
+#include "cufile_api.h"
+#include "disk_io.h"
+#include "turboquant.h"
+
+namespace spillway {
+
+class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit GpuTiers(const Napi::CallbackInfo& info);
+  ~GpuTiers() override;
+
+ private:
+  struct Staging;
+  class Lease;
+  struct DiskRequest {
+    uint32_t disk_slot;
+    uint64_t key, generation;
+    size_t bytes;
+  };
+
+  Napi::Value WriteRaw(const Napi::CallbackInfo& info);
+  Napi::Value ReadSlot(const Napi::CallbackInfo& info);
+  Napi::Value Quantize(const Napi::CallbackInfo& info);
+  Napi::Value Dequantize(const Napi::CallbackInfo& info);
+  Napi::Value DequantizeBytes(const Napi::CallbackInfo& info);
+  Napi::Value Spill(const Napi::CallbackInfo& info);
+  Napi::Value Fill(const Napi::CallbackInfo& info);
+  Napi::Value ReadDisk(const Napi::CallbackInfo& info);
+  Napi::Value InjectFault(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  Napi::Promise Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result = nullptr);
+  Napi::Value Convert(const Napi::CallbackInfo& info, bool quantize);
+  void OpenIo(const std::string& io);
+  void Release();
+  Staging* AcquireStaging();
+  void ReleaseStaging(Staging* s);
+  uint8_t* SlotAddress(uint32_t tier, uint32_t slot) const;
+  size_t TierBlockBytes(uint32_t tier) const;
+  void CheckSlot(Napi::Env env, uint32_t tier, uint32_t slot) const;
+  void CheckOpen(Napi::Env env) const;
+  std::vector<uint32_t> SlotList(const Napi::CallbackInfo& info, size_t i, uint32_t tier, const char* name) const;
+  DiskRequest DiskArgs(const Napi::CallbackInfo& info, size_t i, uint32_t tier) const;
+  void ReadVerified(Staging* s, const DiskRequest& r, bool quantized, int fault_errno);
+  void CheckQuantHeader(const uint8_t* host_header) const;
+  static void CheckCufileResult(ssize_t n, size_t expected, const std::string& what);
+  static int TakeFault(std::atomic<int>& count);
+
+  sw_tq_params params_{};
+  size_t raw_bytes_ = 0, quant_bytes_ = 0;
+  uint32_t raw_slots_ = 0, quant_slots_ = 0, disk_slots_ = 0;
+  uint64_t disk_slot_bytes_ = 0;
+  uint8_t* raw_ = nullptr;
+  uint8_t* quant_ = nullptr;
+  std::string path_;
+  TierFile file_;
+  const cufile::Api* cufile_ = nullptr;
+  cufile::Handle handle_ = nullptr;
+  std::string cufile_mode_;
+  std::string io_reason_;
+  std::mutex staging_mu_;
+  std::vector<Staging*> free_staging_, all_staging_;
+  std::atomic<int> write_faults_{0}, read_faults_{0};
+  int write_fault_errno_ = 0, read_fault_errno_ = 0;
+  std::atomic<int> in_flight_{0};
+};
+
+}  // namespace spillway
+#endif

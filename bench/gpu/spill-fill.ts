@@ -1,0 +1,222 @@
+/**
+ * Spill and fill through the GPU tiers, against the disk's own best rate, in one run.
+ *
+ *   UV_THREADPOOL_SIZE=64 node dist/bench/gpu/spill-fill.js --dir DIR [--out FILE.json]
+ *
+ * 1. The disk: 8 parallel dd streams writing and 16 reading with O_DIRECT, 16 MiB blocks,
+ *    the same total bytes as the 4-bit spill, in DIR (the tier file's filesystem); 16 and 1
+ *    writers, 8 and 1 readers for reference. Ratios are against 8 writers and 16 readers.
+ * 2. Spill: quantize N Llama-3-8B-like bf16 blocks (one kernel launch) and write them to
+ *    their disk slots with K writes in flight; fill: read them back K at a time (verified
+ *    by checksum on the GPU) and dequantize (one launch). At 4, 3.5 and 2.5 bits and raw
+ *    (unquantized blocks through the same path). Physical rate = bytes that hit the disk;
+ *    logical rate = bf16 KV bytes moved between HBM and disk.
+ * 3. Single-block fill latency (p50/p99) for a few block sizes.
+ * Every filled block is dequantized and compared with what was written.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { addon, openGpuTiers, Quantizer, type NativeGpuTiers, type QuantParams } from '../../runtime/native.js';
+
+const args = new Map<string, string>();
+for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ''), process.argv[i + 1] ?? '');
+const dir = args.get('dir') ?? '/tmp/spillway-bench';
+const outFile = args.get('out');
+mkdirSync(dir, { recursive: true });
+
+const GB = 1e9;
+const MiB = 2 ** 20;
+const LLAMA = { layers: 32, kvHeads: 8, headDim: 128, dtype: 'bf16' as const, variant: 'mse' as const, seed: 0x5eed };
+
+function run(cmd: string, argv: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => (err += d));
+    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${argv.join(' ')}: ${err}`))));
+  });
+}
+
+async function dropCaches(): Promise<boolean> {
+  try {
+    await run('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** GB/s of `streams` parallel dd processes moving `total` bytes with O_DIRECT. */
+async function dd(mode: 'write' | 'read', total: number, streams: number): Promise<number> {
+  const per = Math.ceil(total / streams / (16 * MiB));
+  // A read uses the files the write of the same stream count made.
+  const files = Array.from({ length: streams }, (_, i) => join(dir, `dd-${streams}-${i}`));
+  if (mode === 'read') await dropCaches();
+  const t = performance.now();
+  await Promise.all(files.map((f) => (mode === 'write'
+    ? run('dd', ['if=/dev/zero', `of=${f}`, 'bs=16M', `count=${per}`, 'oflag=direct', 'conv=fsync'])
+    : run('dd', [`if=${f}`, 'of=/dev/null', 'bs=16M', `count=${per}`, 'iflag=direct']))));
+  return (per * 16 * MiB * streams) / ((performance.now() - t) / 1000) / GB;
+}
+
+/** Runs `count` operations with at most `inFlight` at a time. */
+async function pipeline(count: number, inFlight: number, op: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(inFlight, count) }, async () => {
+    while (next < count) await op(next++);
+  }));
+}
+
+function randomBlock(bytes: number, seed: number): Buffer {
+  const out = Buffer.alloc(bytes);
+  let s = seed >>> 0;
+  for (let i = 0; i < bytes; i += 2) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    // bf16 of a value in about [-2, 2): sign, exponent 126-128, random mantissa
+    out.writeUInt16LE(((s >>> 31) << 15) | ((126 + ((s >>> 20) % 3)) << 7) | ((s >>> 8) & 0x7f), i);
+  }
+  return out;
+}
+
+function relErr(a: Buffer, b: Buffer): number {
+  let e = 0;
+  let n = 0;
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  for (let i = 0; i < a.length; i += 2) {
+    u[0] = a.readUInt16LE(i) << 16;
+    const x = f[0]!;
+    u[0] = b.readUInt16LE(i) << 16;
+    e += (x - f[0]!) ** 2;
+    n += x * x;
+  }
+  return e / n;
+}
+
+interface Variant { name: string; bits: number | null }
+
+async function measure(v: Variant, blocks: number, inFlight: number, sources: Buffer[]) {
+  const params: QuantParams = { ...LLAMA, tokens: 16, keyBits: v.bits ?? 4, valueBits: v.bits ?? 4 };
+  const q = new Quantizer(params);
+  const tier: 0 | 1 = v.bits === null ? 0 : 1;
+  const payload = tier === 0 ? q.rawBytes : q.quantizedBytes;
+  const slotBytes = Math.ceil((payload + 64) / 4096) * 4096;
+  const path = join(dir, `tier-${v.name}.slots`);
+  const tiers = openGpuTiers({ params, rawSlots: blocks, quantSlots: tier === 1 ? blocks : 1, diskPath: path, diskSlots: blocks, diskSlotBytes: slotBytes, direct: true, io: 'auto' })!;
+  try {
+    for (let i = 0; i < blocks; i++) await tiers.writeRaw(i, sources[i % sources.length]!);
+    const slots = Uint32Array.from({ length: blocks }, (_, i) => i);
+    let t = performance.now();
+    if (tier === 1) await tiers.quantize(slots, slots);
+    const quantizeS = (performance.now() - t) / 1000;
+    t = performance.now();
+    await pipeline(blocks, inFlight, (i) => tiers.spill(tier, i, i, i + 1, 1));
+    const writeS = (performance.now() - t) / 1000;
+    await dropCaches();
+    t = performance.now();
+    await pipeline(blocks, inFlight, (i) => tiers.fill(tier, i, i, i + 1, 1));
+    const readS = (performance.now() - t) / 1000;
+    t = performance.now();
+    if (tier === 1) await tiers.dequantize(slots, slots);
+    const dequantizeS = (performance.now() - t) / 1000;
+    let worst = 0;
+    for (let i = 0; i < blocks; i += Math.max(1, Math.floor(blocks / 16))) {
+      const back = await tiers.readSlot(0, i);
+      worst = Math.max(worst, relErr(sources[i % sources.length]!, back));
+    }
+    const physical = blocks * slotBytes;
+    const logical = blocks * q.rawBytes;
+    return {
+      variant: v.name, blocks, inFlight, io: tiers.info().io, cufileMode: tiers.info().cufileMode,
+      physicalBytes: physical, logicalBytes: logical,
+      spill: { physicalGBps: physical / writeS / GB, logicalGBps: logical / (quantizeS + writeS) / GB, quantizeS, writeS },
+      fill: { physicalGBps: physical / readS / GB, logicalGBps: logical / (readS + dequantizeS) / GB, dequantizeS, readS },
+      worstRelativeError: worst,
+    };
+  } finally {
+    tiers.close();
+    rmSync(path, { force: true });
+  }
+}
+
+async function fillLatency(tokens: number, samples: number) {
+  const params: QuantParams = { ...LLAMA, tokens, keyBits: 4, valueBits: 4 };
+  const q = new Quantizer(params);
+  const slotBytes = Math.ceil((q.quantizedBytes + 64) / 4096) * 4096;
+  const path = join(dir, `latency-${tokens}.slots`);
+  const tiers = openGpuTiers({ params, rawSlots: 1, quantSlots: samples, diskPath: path, diskSlots: samples, diskSlotBytes: slotBytes, direct: true, io: 'auto' })!;
+  try {
+    await tiers.writeRaw(0, randomBlock(q.rawBytes, tokens));
+    const zero = Uint32Array.of(0);
+    for (let i = 0; i < samples; i++) {
+      await tiers.quantize(zero, Uint32Array.of(i));
+      await tiers.spill(1, i, i, i + 1, 1);
+    }
+    await dropCaches();
+    const times: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      const t = performance.now();
+      await tiers.fill(1, i, i, i + 1, 1);
+      await tiers.dequantize(Uint32Array.of(i), zero);
+      times.push(performance.now() - t);
+    }
+    times.sort((a, b) => a - b);
+    return { tokensPerBlock: tokens, rawBytes: q.rawBytes, diskBytes: slotBytes, p50ms: times[Math.floor(samples * 0.5)]!, p99ms: times[Math.floor(samples * 0.99)]! };
+  } finally {
+    tiers.close();
+    rmSync(path, { force: true });
+  }
+}
+
+async function main() {
+  const probe = await addon.probe();
+  if (!probe.gpu.present || !addon.GpuTiers) throw new Error(`needs a GPU: ${probe.gpu.error}`);
+  const blocks = Number(args.get('blocks') ?? 2048);
+  const sources = Array.from({ length: 16 }, (_, i) => randomBlock(32 * 2 * 8 * 16 * 128 * 2, i + 1));
+  const sweep: Array<Awaited<ReturnType<typeof measure>>> = [];
+  for (const k of [4, 8, 16, 32]) sweep.push(await measure({ name: '4bit', bits: 4 }, blocks, k, sources));
+  const best = (dirn: 'spill' | 'fill') => sweep.reduce((a, b) => (b[dirn].physicalGBps > a[dirn].physicalGBps ? b : a)).inFlight;
+  const k = Math.max(best('spill'), best('fill'));
+  const variants = [sweep.find((s) => s.inFlight === k)!];
+  for (const v of [{ name: '3.5bit', bits: 3.5 }, { name: '2.5bit', bits: 2.5 }, { name: 'raw', bits: null }]) {
+    variants.push(await measure(v, v.bits === null ? blocks / 4 : blocks, k, sources));
+  }
+  const total = variants[0]!.physicalBytes;
+  const disk = {
+    totalBytes: total,
+    write8: await dd('write', total, 8), write16: await dd('write', total, 16), write1: await dd('write', total, 1),
+    read16: await dd('read', total, 16), read8: await dd('read', total, 8), read1: await dd('read', total, 1),
+  };
+  for (const n of [1, 8, 16]) for (let i = 0; i < n; i++) rmSync(join(dir, `dd-${n}-${i}`), { force: true });
+  const latency = [await fillLatency(16, 200), await fillLatency(64, 100)];
+  const report = {
+    device: probe.gpu.name, cufile: probe.cufile, disk, inFlightSweep: sweep.map((s) => ({ inFlight: s.inFlight, spill: s.spill.physicalGBps, fill: s.fill.physicalGBps })),
+    chosenInFlight: k, variants, latency,
+    ratios: variants.map((v) => ({
+      variant: v.variant,
+      spillPhysicalVsDisk: v.spill.physicalGBps / disk.write8, fillPhysicalVsDisk: v.fill.physicalGBps / disk.read16,
+      spillLogicalVsDisk: v.spill.logicalGBps / disk.write8, fillLogicalVsDisk: v.fill.logicalGBps / disk.read16,
+    })),
+  };
+  const f = (x: number) => x.toFixed(2);
+  const table = [
+    `disk (dd O_DIRECT, ${f(total / GB)} GB): write ${f(disk.write8)} GB/s (8 streams; 16: ${f(disk.write16)}; 1: ${f(disk.write1)}), read ${f(disk.read16)} GB/s (16 streams; 8: ${f(disk.read8)}; 1: ${f(disk.read1)})`,
+    `in flight: ${sweep.map((s) => `${s.inFlight}: spill ${f(s.spill.physicalGBps)} fill ${f(s.fill.physicalGBps)}`).join('; ')} -> ${k}`,
+    '| variant | io | spill phys GB/s (vs disk) | spill logical GB/s (x disk) | fill phys GB/s (vs disk) | fill logical GB/s (x disk) | worst rel. error |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+    ...variants.map((v, i) => {
+      const r = report.ratios[i]!;
+      return `| ${v.variant} | ${v.io}${v.cufileMode ? ` (${v.cufileMode})` : ''} | ${f(v.spill.physicalGBps)} (${f(r.spillPhysicalVsDisk)}) | ${f(v.spill.logicalGBps)} (${f(r.spillLogicalVsDisk)}x) | ${f(v.fill.physicalGBps)} (${f(r.fillPhysicalVsDisk)}) | ${f(v.fill.logicalGBps)} (${f(r.fillLogicalVsDisk)}x) | ${v.worstRelativeError.toExponential(2)} |`;
+    }),
+    ...latency.map((l) => `single-block fill + dequantize, ${l.tokensPerBlock} tokens (${f(l.rawBytes / MiB)} MiB raw, ${f(l.diskBytes / MiB)} MiB on disk): p50 ${f(l.p50ms)} ms, p99 ${f(l.p99ms)} ms`),
+  ].join('\n');
+  console.log(table);
+  if (outFile) {
+    writeFileSync(outFile, JSON.stringify(report, null, 2));
+    writeFileSync(outFile.replace(/\.json$/, '.md'), table + '\n');
+  }
+}
+
+await main();
