@@ -7,6 +7,7 @@ import type { Config } from './config.js';
 import { chooseBackend } from './open.js';
 import { addon, openSlotFile, type ProbeResult } from './native.js';
 import { DISK_ALIGN } from './layout.js';
+import { formatWeightsReport, weightsReport } from './weights/report.js';
 
 export interface DiskReport {
   directory: string;
@@ -63,7 +64,8 @@ export async function diskReport(config: Config): Promise<DiskReport> {
   return { directory, filesystem: mount.fs, device: mount.device, directIo: await probeDirectIo(directory) };
 }
 
-export async function doctor(config: Config) {
+/** `weights` (a checkpoint to dry-run) overrides `config.weights.source`. */
+export async function doctor(config: Config, weights?: string) {
   const probe: ProbeResult = await addon.probe();
   let backend;
   try {
@@ -71,7 +73,11 @@ export async function doctor(config: Config) {
   } catch (err) {
     backend = { name: 'none', reason: (err as Error).message };
   }
-  return { probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads };
+  const source = weights ?? config.weights.source;
+  return {
+    probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads,
+    weights: source === undefined ? undefined : await weightsReport({ ...config.weights, source }),
+  };
 }
 
 const GiB = 2 ** 30;
@@ -91,6 +97,7 @@ export function formatDoctor(r: Awaited<ReturnType<typeof doctor>>): string {
     `  O_DIRECT:     ${r.disk.directIo.works ? 'works' : 'does not work'}: ${r.disk.directIo.detail}`,
     `  CPU threads:  ${r.cpuThreads} for the host quantizer`,
     `  backend:      ${r.backend.name}: ${r.backend.reason}`,
+    ...(r.weights ? formatWeightsReport(r.weights) : []),
   ];
   return lines.join('\n');
 }

@@ -94,6 +94,17 @@ export interface GpuTiersOptions {
   io: 'auto' | 'cufile' | 'posix';
 }
 
+/** One device allocation that files are read into (addon/src/device_arena.cc). */
+export interface NativeDeviceArena {
+  openFiles(paths: string[]): void;
+  read(file: number, fileOffset: number, length: number, required: number, arenaOffset: number): Promise<void>;
+  closeFiles(): void;
+  copyOut(offset: number, length: number): Promise<Buffer>;
+  ipcHandle(): Buffer;
+  info(): { bytes: number; io: 'cufile' | 'posix'; ioReason: string; registered: boolean };
+  free(): void;
+}
+
 interface Addon {
   allocArena(bytes: number): Buffer;
   crc32c(buf: Buffer, offset?: number, length?: number): number;
@@ -105,6 +116,7 @@ interface Addon {
   SlotFile: new (path: string, slotBytes: number, slotCount: number, opts: { direct: boolean }) => NativeSlotFile;
   /** Present only when the addon was built with CUDA. */
   GpuTiers?: new (opts: Omit<GpuTiersOptions, 'params'> & { params: NativeParams }) => NativeGpuTiers;
+  DeviceArena?: new (bytes: number, opts: { io: 'auto' | 'cufile' | 'posix'; maxReadBytes: number }) => NativeDeviceArena;
 }
 
 const addonPath = join(projectRoot, 'build', 'spillway.node');
@@ -190,6 +202,16 @@ export function openGpuTiers(opts: GpuTiersOptions): NativeGpuTiers | undefined 
     return new addon.GpuTiers({ ...opts, params: toNative(opts.params) });
   } catch (err) {
     throw fromNative(err, 'GPU tiers');
+  }
+}
+
+/** Allocates a device arena; undefined when the addon was built without CUDA. */
+export function openDeviceArena(bytes: number, io: 'auto' | 'cufile' | 'posix', maxReadBytes: number): NativeDeviceArena | undefined {
+  if (!addon.DeviceArena) return undefined;
+  try {
+    return new addon.DeviceArena(bytes, { io, maxReadBytes });
+  } catch (err) {
+    throw fromNative(err, 'device arena');
   }
 }
 

@@ -2,6 +2,7 @@
 // arguments, runs work off the JS thread and owns native resources.
 #include <napi.h>
 
+#include "device_arena.h"
 #include "gpu_tiers.h"
 #include "host_memory.h"
 #include "probe.h"
@@ -15,6 +16,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("SlotFile", spillway::SlotFile::Define(env));
 #ifdef SW_WITH_CUDA
   exports.Set("GpuTiers", spillway::GpuTiers::Define(env));
+  exports.Set("DeviceArena", spillway::DeviceArena::Define(env));
 #endif
   return exports;
 }

@@ -59,6 +59,25 @@ const Api* Open(std::string* why) {
   return opened;
 }
 
+Handle RegisterFile(const Api* api, int fd, std::string* why) {
+  Descr descr{};
+  descr.type = kHandleOpaqueFd;
+  descr.handle.fd = fd;
+  Handle handle = nullptr;
+  Error e = api->HandleRegister(&handle, &descr);
+  if (e.err == kSuccess) return handle;
+  if (why)
+    *why = "cuFileHandleRegister failed with cuFile error " + std::to_string(e.err) +
+           (e.err == 5027 ? " (cannot read the disk's attributes: in a container, mount /run/udev)" : "");
+  return nullptr;
+}
+
+std::string ModeDescription() {
+  std::string nvfs = NvfsVersion();
+  return nvfs.empty() ? "cuFile in compatibility mode: nvidia-fs is not loaded, so cuFile moves data through its own bounce buffers"
+                      : "cuFile with GPUDirect Storage (nvidia-fs " + nvfs + ")";
+}
+
 std::string NvfsVersion() {
   std::ifstream f("/proc/driver/nvidia-fs/version");
   std::string line;

@@ -49,6 +49,13 @@ const Api* Load(std::string* why);
 // Loads the library and opens the driver, once per process. nullptr and `why` on failure.
 const Api* Open(std::string* why);
 
+// Registers an open file with cuFile. nullptr (and `why`) when it cannot: in a container
+// without /run/udev, registration fails with error 5027, which `why` explains.
+Handle RegisterFile(const Api* api, int fd, std::string* why);
+
+// How cuFile moves data on this machine, for status: GPUDirect Storage or compatibility mode.
+std::string ModeDescription();
+
 // The nvidia-fs kernel module's version, or "" when it is not loaded (then cuFile can only
 // run in compatibility mode: its own POSIX path through bounce buffers).
 std::string NvfsVersion();

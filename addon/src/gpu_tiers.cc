@@ -129,21 +129,11 @@ void GpuTiers::OpenIo(const std::string& io) {
   }
   std::string why;
   const cufile::Api* api = cufile::Open(&why);
-  if (api) {
-    cufile::Descr descr{};
-    descr.type = cufile::kHandleOpaqueFd;
-    descr.handle.fd = file_.fd;
-    cufile::Error e = api->HandleRegister(&handle_, &descr);
-    if (e.err == cufile::kSuccess) {
-      cufile_ = api;
-      std::string nvfs = cufile::NvfsVersion();
-      cufile_mode_ = nvfs.empty() ? "compat" : "gds";
-      io_reason_ = nvfs.empty() ? "cuFile in compatibility mode: nvidia-fs is not loaded, so cuFile moves data through its own bounce buffers"
-                                : "cuFile with GPUDirect Storage (nvidia-fs " + nvfs + ")";
-      return;
-    }
-    why = "cuFileHandleRegister failed with cuFile error " + std::to_string(e.err) +
-          (e.err == 5027 ? " (cannot read the disk's attributes: in a container, mount /run/udev)" : "");
+  if (api && (handle_ = cufile::RegisterFile(api, file_.fd, &why))) {
+    cufile_ = api;
+    cufile_mode_ = cufile::NvfsVersion().empty() ? "compat" : "gds";
+    io_reason_ = cufile::ModeDescription();
+    return;
   }
   if (io == "cufile") throw CodedError("IO_ERROR", "cuFile requested but unusable: " + why);
   io_reason_ = "POSIX path with pinned bounce buffers: " + why;

@@ -1,0 +1,240 @@
+#ifdef SW_WITH_CUDA
+#include "device_arena.h"
+
+#include <cuda_runtime.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "disk_io.h"
+
+namespace spillway {
+namespace {
+
+void Check(cudaError_t rc, const std::string& what) {
+  if (rc == cudaSuccess) return;
+  throw CodedError(rc == cudaErrorMemoryAllocation ? "OUT_OF_MEMORY" : "INTERNAL", what + ": " + cudaGetErrorName(rc) + " (" + cudaGetErrorString(rc) + ")");
+}
+
+}  // namespace
+
+Napi::Function DeviceArena::Define(Napi::Env env) {
+  return DefineClass(env, "DeviceArena",
+                     {InstanceMethod("openFiles", &DeviceArena::OpenFiles), InstanceMethod("read", &DeviceArena::Read),
+                      InstanceMethod("closeFiles", &DeviceArena::CloseFiles), InstanceMethod("copyOut", &DeviceArena::CopyOut),
+                      InstanceMethod("ipcHandle", &DeviceArena::IpcHandle), InstanceMethod("info", &DeviceArena::Info),
+                      InstanceMethod("free", &DeviceArena::Free)});
+}
+
+// new DeviceArena(bytes, { io: 'auto' | 'cufile' | 'posix', maxReadBytes })
+DeviceArena::DeviceArena(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceArena>(info) {
+  Napi::Env env = info.Env();
+  bytes_ = ArgU64(info, 0, "bytes");
+  std::string io = "auto";
+  staging_bytes_ = 16u << 20;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Object o = info[1].As<Napi::Object>();
+    if (o.Get("io").IsString()) io = o.Get("io").As<Napi::String>().Utf8Value();
+    if (o.Get("maxReadBytes").IsNumber()) staging_bytes_ = RoundUp(static_cast<uint64_t>(o.Get("maxReadBytes").As<Napi::Number>().DoubleValue()), kDiskAlign);
+  }
+  size_t free_bytes = 0, total = 0;
+  cudaSetDevice(0);
+  cudaMemGetInfo(&free_bytes, &total);
+  cudaError_t rc = cudaMalloc(reinterpret_cast<void**>(&base_), bytes_ ? bytes_ : 1);
+  if (rc != cudaSuccess)
+    throw MakeError(env, "OUT_OF_MEMORY", "cannot allocate " + std::to_string(bytes_) + " bytes of device memory for the arena (" +
+                                              std::to_string(free_bytes) + " free): " + cudaGetErrorString(rc));
+  std::string why;
+  if (io != "posix" && (cufile_ = cufile::Open(&why))) {
+    use_cufile_ = true;
+    // Registration lets GPUDirect DMA land in place; an unregistered arena still works.
+    registered_ = cufile_->BufRegister(base_, bytes_, 0).err == cufile::kSuccess;
+    io_reason_ = cufile::ModeDescription();
+  } else if (io == "cufile") {
+    Release();
+    throw MakeError(env, "IO_ERROR", "cuFile requested but unusable: " + why);
+  } else {
+    io_reason_ = io == "posix" ? "POSIX path requested by configuration" : "POSIX path with pinned bounce buffers: " + why;
+  }
+}
+
+DeviceArena::~DeviceArena() { Release(); }
+
+void DeviceArena::CloseAll() {
+  for (File& f : files_) {
+    if (f.handle && cufile_) cufile_->HandleDeregister(f.handle);
+    if (f.fd >= 0) close(f.fd);
+  }
+  files_.clear();
+}
+
+void DeviceArena::Release() {
+  CloseAll();
+  for (uint8_t* p : all_staging_) cudaFreeHost(p);
+  all_staging_.clear();
+  free_staging_.clear();
+  if (registered_ && cufile_) cufile_->BufDeregister(base_);
+  registered_ = false;
+  cudaFree(base_);
+  base_ = nullptr;
+}
+
+void DeviceArena::CheckLive(Napi::Env env) const {
+  if (!base_) throw MakeError(env, "CLOSED", "the device arena has been freed");
+}
+
+Napi::Promise DeviceArena::Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result) {
+  in_flight_++;
+  keep.push_back(Value());
+  return AsyncTask::Run(env, std::move(keep), [this, work = std::move(work)] {
+    struct Done {
+      std::atomic<int>& n;
+      ~Done() { n--; }
+    } done{in_flight_};
+    Check(cudaSetDevice(0), "cudaSetDevice");
+    work();
+  }, std::move(result));
+}
+
+// openFiles(paths: string[]): opens each file for reading (O_DIRECT where allowed) and
+// registers it with cuFile where cuFile is in use. Files are then named by index.
+Napi::Value DeviceArena::OpenFiles(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckLive(env);
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "paths must be an array of strings");
+  Napi::Array paths = info[0].As<Napi::Array>();
+  CloseAll();
+  for (uint32_t i = 0; i < paths.Length(); i++) {
+    File f;
+    f.path = paths.Get(i).ToString().Utf8Value();
+    f.fd = open(f.path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    f.direct = f.fd >= 0;
+    if (f.fd < 0) f.fd = open(f.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (f.fd < 0) {
+      int err = errno;
+      CloseAll();
+      throw MakeError(env, "IO_ERROR", "cannot open " + f.path + ": " + strerror(err));
+    }
+    if (use_cufile_) {
+      std::string why;
+      f.handle = cufile::RegisterFile(cufile_, f.fd, &why);
+      if (!f.handle) {
+        close(f.fd);
+        CloseAll();
+        throw MakeError(env, "IO_ERROR", f.path + ": " + why);
+      }
+    }
+    files_.push_back(f);
+  }
+  return env.Undefined();
+}
+
+uint8_t* DeviceArena::TakeStaging() {
+  {
+    std::lock_guard<std::mutex> lock(staging_mu_);
+    if (!free_staging_.empty()) {
+      uint8_t* p = free_staging_.back();
+      free_staging_.pop_back();
+      return p;
+    }
+  }
+  uint8_t* p = nullptr;
+  Check(cudaHostAlloc(reinterpret_cast<void**>(&p), staging_bytes_, cudaHostAllocDefault), "pinned bounce buffer");
+  std::lock_guard<std::mutex> lock(staging_mu_);
+  all_staging_.push_back(p);
+  return p;
+}
+
+void DeviceArena::GiveStaging(uint8_t* p) {
+  std::lock_guard<std::mutex> lock(staging_mu_);
+  free_staging_.push_back(p);
+}
+
+// read(file, fileOffset, length, required, arenaOffset): delivers at least `required` of
+// the `length` bytes at fileOffset (the rest may lie past the end of the file) to the arena.
+Napi::Value DeviceArena::Read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckLive(env);
+  uint32_t file = ArgU32(info, 0, "file");
+  uint64_t offset = ArgU64(info, 1, "fileOffset");
+  uint64_t length = ArgU64(info, 2, "length");
+  uint64_t required = ArgU64(info, 3, "required");
+  uint64_t at = ArgU64(info, 4, "arenaOffset");
+  if (file >= files_.size()) throw Napi::RangeError::New(env, "file " + std::to_string(file) + " is not open");
+  if (required > length || at > bytes_ || length > bytes_ - at) throw Napi::RangeError::New(env, "read does not fit the arena");
+  if (!use_cufile_ && length > staging_bytes_) throw Napi::RangeError::New(env, "read is larger than maxReadBytes");
+  File f = files_[file];
+  return Run(env, {}, [this, f, offset, length, required, at] {
+    std::string what = "read of " + std::to_string(length) + " bytes at " + std::to_string(offset) + " in " + f.path;
+    size_t got = 0;
+    if (use_cufile_) {
+      ssize_t n = cufile_->Read(f.handle, base_, length, static_cast<off_t>(offset), static_cast<off_t>(at));
+      if (n == -1) ThrowIo(what, errno);
+      if (n < 0) throw CodedError("IO_ERROR", what + ": cuFile error " + std::to_string(-n));
+      got = static_cast<size_t>(n);
+    } else {
+      uint8_t* staging = TakeStaging();
+      struct Back {
+        DeviceArena* a;
+        uint8_t* p;
+        ~Back() { a->GiveStaging(p); }
+      } back{this, staging};
+      got = FullPread(f.fd, staging, length, offset, what);
+      if (got >= required) Check(cudaMemcpy(base_ + at, staging, got, cudaMemcpyHostToDevice), "copy to device");
+    }
+    if (got < required) throw CodedError("IO_ERROR", what + ": short read, " + std::to_string(got) + " of " + std::to_string(required) + " bytes");
+  });
+}
+
+Napi::Value DeviceArena::CloseFiles(const Napi::CallbackInfo& info) {
+  if (in_flight_.load() > 0) throw MakeError(info.Env(), "BUSY", "reads are in flight");
+  CloseAll();
+  return info.Env().Undefined();
+}
+
+// copyOut(offset, length): Promise<Buffer> with arena bytes, to check what landed there.
+Napi::Value DeviceArena::CopyOut(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckLive(env);
+  uint64_t offset = ArgU64(info, 0, "offset");
+  uint64_t length = ArgU64(info, 1, "length");
+  if (offset > bytes_ || length > bytes_ - offset) throw Napi::RangeError::New(env, "range is outside the arena");
+  auto out = Napi::Buffer<uint8_t>::New(env, length);
+  uint8_t* dst = out.Data();
+  const uint8_t* src = base_ + offset;
+  return Run(
+      env, {out}, [dst, src, length] { Check(cudaMemcpy(dst, src, length, cudaMemcpyDeviceToHost), "copy from device"); },
+      [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
+}
+
+// ipcHandle(): Buffer with the cudaIpcMemHandle_t of the arena, for cudaIpcOpenMemHandle
+// in another process on the same GPU.
+Napi::Value DeviceArena::IpcHandle(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckLive(env);
+  cudaIpcMemHandle_t h;
+  cudaError_t rc = cudaIpcGetMemHandle(&h, base_);
+  if (rc != cudaSuccess) throw MakeError(env, "INTERNAL", std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
+  return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&h), sizeof h);
+}
+
+Napi::Value DeviceArena::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("bytes", static_cast<double>(bytes_));
+  o.Set("io", use_cufile_ ? "cufile" : "posix");
+  o.Set("ioReason", io_reason_);
+  o.Set("registered", registered_);
+  return o;
+}
+
+Napi::Value DeviceArena::Free(const Napi::CallbackInfo& info) {
+  if (in_flight_.load() > 0) throw MakeError(info.Env(), "BUSY", "reads are in flight");
+  Release();
+  return info.Env().Undefined();
+}
+
+}  // namespace spillway
+#endif  // SW_WITH_CUDA
