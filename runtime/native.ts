@@ -66,6 +66,8 @@ export interface GpuTiersInfo {
   rawArenaBytes: number;
   quantArenaBytes: number;
   stagingBuffers: number;
+  rawSlotBytes: number;
+  quantSlotBytes: number;
 }
 
 /** Device tiers (addon/src/gpu_tiers.cc); tier 0 is raw, tier 1 quantized. */
@@ -80,6 +82,8 @@ export interface NativeGpuTiers {
   readDisk(diskSlot: number, key: number, generation: number): Promise<Buffer>;
   injectFault(op: 'read' | 'write', errno: number, count: number): void;
   info(): GpuTiersInfo;
+  /** The arena's cudaIpcMemHandle_t (64 bytes). */
+  ipcHandle(tier: 0 | 1): Buffer;
   close(): void;
 }
 

@@ -70,6 +70,7 @@ Napi::Function GpuTiers::Define(Napi::Env env) {
                       InstanceMethod("dequantizeBytes", &GpuTiers::DequantizeBytes), InstanceMethod("spill", &GpuTiers::Spill),
                       InstanceMethod("fill", &GpuTiers::Fill), InstanceMethod("readDisk", &GpuTiers::ReadDisk),
                       InstanceMethod("injectFault", &GpuTiers::InjectFault), InstanceMethod("info", &GpuTiers::Info),
+                      InstanceMethod("ipcHandle", &GpuTiers::IpcHandle),
                       InstanceMethod("close", &GpuTiers::Close)});
 }
 
@@ -501,7 +502,22 @@ Napi::Value GpuTiers::Info(const Napi::CallbackInfo& info) {
   o.Set("rawArenaBytes", static_cast<double>(static_cast<uint64_t>(raw_slots_) * raw_bytes_));
   o.Set("quantArenaBytes", static_cast<double>(static_cast<uint64_t>(quant_slots_) * quant_bytes_));
   o.Set("stagingBuffers", static_cast<double>(all_staging_.size()));
+  o.Set("rawSlotBytes", static_cast<double>(raw_bytes_));
+  o.Set("quantSlotBytes", static_cast<double>(quant_bytes_));
   return o;
+}
+
+// ipcHandle(tier): Buffer with the cudaIpcMemHandle_t of a tier's arena, which another
+// process on the same GPU maps once with cudaIpcOpenMemHandle and addresses by slot.
+Napi::Value GpuTiers::IpcHandle(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  uint32_t tier = ArgU32(info, 0, "tier");
+  if (tier > 1) throw Napi::RangeError::New(env, "tier must be 0 (raw) or 1 (quantized)");
+  cudaIpcMemHandle_t h;
+  cudaError_t rc = cudaIpcGetMemHandle(&h, tier == 0 ? raw_ : quant_);
+  if (rc != cudaSuccess) throw MakeError(env, "INTERNAL", std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
+  return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&h), sizeof h);
 }
 
 Napi::Value GpuTiers::Close(const Napi::CallbackInfo& info) {
