@@ -8,6 +8,9 @@
 // registers for strides below E and through warp shuffles above, in the reference's stride
 // order, and each lane packs its own 32-bit word of every code plane. Norms are summed in
 // the order the reference mimics, so codes match it bit for bit on finite input.
+//
+// For head_dim 128 in bf16/fp16 with at most 32 tokens per block a second pair of kernels
+// (quantize_fast / dequantize_fast, "fast path" below) gives each vector to one lane; see there.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -572,6 +575,555 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const __grid_const
   }
 }
 
+// ---- fast path: one thread per vector -----------------------------------------------------
+//
+// For the common geometry (head_dim 128, 2-byte dtypes, at most 32 tokens per block) a warp
+// takes a tile of whole groups, 32 rows at most, and each lane codes one row (one token of
+// one group) alone: the whole vector sits in the lane's registers, so the Hadamard transform
+// needs no shuffles, and every per-coordinate constant (sign diagonals, the dequantize scale)
+// is the same for all lanes at the same instruction and is read straight from the kernel
+// parameters (constant bank operands). Rows are staged per warp with 16-byte cp.async,
+// double-buffered, 16 bytes of padding per row so a quarter-warp's 16-byte reads of 8
+// different rows hit 8 different bank quads; no CTA-wide barriers.
+constexpr int kFastD = 128;                 // head_dim of the fast path
+constexpr int kFastWarps = 4;               // warps per CTA
+constexpr int kFastThreads = 32 * kFastWarps;
+constexpr uint32_t kFastRow = kFastD * 2 + 16;   // staged row stride (bytes)
+constexpr uint32_t kFastBuf = 32 * kFastRow;     // one tile of rows
+// Sign tables: [0, D) integer rate (dim D, sub 0), [D, 3D/2) and [3D/2, 2D) the two halves of a
+// fractional rate (dim D/2, sub 0 and 1).
+constexpr int kSignSets = 2 * kFastD;
+
+struct FastArgs {
+  Args a;
+  float rot[kSignSets];  // rotation signs as +-1
+  float qjl[kSignSets];  // QJL signs as +-1
+  float dq[kSignSets];   // rotation sign times 1/sqrt(dim): the dequantizer's last multiply
+  uint32_t groups_per_tile, tiles_per_block;
+  uint32_t warp_smem;    // bytes of shared memory per warp
+};
+
+// Codes of one sub-vector of DIM values held by the lane, x in channel order (signs not yet
+// applied). OFF selects the sign tables. Planes go to codes + p * DIM / 8.
+template <int DIM> struct PlaneVec;
+template <> struct PlaneVec<128> {
+  static __device__ __forceinline__ void store(uint8_t* p, const uint32_t* w) {
+    *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+  static __device__ __forceinline__ void load(const uint8_t* p, uint32_t* w) {
+    uint4 v = *reinterpret_cast<const uint4*>(p);
+    w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+  }
+};
+template <> struct PlaneVec<64> {
+  static __device__ __forceinline__ void store(uint8_t* p, const uint32_t* w) {
+    *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+  }
+  static __device__ __forceinline__ void load(const uint8_t* p, uint32_t* w) {
+    uint2 v = *reinterpret_cast<const uint2*>(p);
+    w[0] = v.x, w[1] = v.y;
+  }
+};
+
+// In-register Walsh-Hadamard stages h = H0, 2 H0, ..., DIM/2, (a + b, a - b), as the reference.
+template <int DIM, int H0> __device__ __forceinline__ void fwht_regs(float* x) {
+#pragma unroll
+  for (int h = H0; h < DIM; h *= 2)
+#pragma unroll
+    for (int i = 0; i < DIM; ++i)
+      if (!(i & h)) {
+        const float p = x[i], q = x[i + h];
+        x[i] = __fadd_rn(p, q);
+        x[i + h] = __fsub_rn(p, q);
+      }
+}
+
+// First stage with the sign diagonal folded in: s_i x_i +- s_{i+1} x_{i+1}, each rounded
+// once, the same values as flipping first.
+template <int DIM> __device__ __forceinline__ void fwht_signed(float* x, const float* sg) {
+#pragma unroll
+  for (int i = 0; i < DIM; i += 2) {
+    const float u = __fmul_rn(x[i + 1], sg[i + 1]), p = x[i];
+    x[i] = __fmaf_rn(p, sg[i], u);
+    x[i + 1] = __fmaf_rn(p, sg[i], -u);
+  }
+  fwht_regs<DIM, 2>(x);
+}
+
+// The reference's norm: 32 consecutive squares fused in sequence, then a tree over the parts.
+template <int DIM> __device__ __forceinline__ float lane_norm(const float* x) {
+  constexpr int P = DIM / 32;
+  float part[P];
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    float acc = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) acc = __fmaf_rn(x[32 * p + i], x[32 * p + i], acc);
+    part[p] = acc;
+  }
+#pragma unroll
+  for (int o = 1; o < P; o *= 2)
+#pragma unroll
+    for (int l = 0; l < P; l += 2 * o) part[l] = __fadd_rn(part[l], part[l + o]);
+  return sqrtf(part[0]);
+}
+
+// Bit 31 set iff a > t, for finite a >= 0 and t: the sign of t - a rounded, which is
+// negative exactly when t < a (a difference of finite floats rounds to zero only when they are
+// equal, and then to +0). One FP32 add instead of a compare on the integer pipe.
+__device__ __forceinline__ uint32_t above(float a, float t) { return __float_as_uint(__fsub_rn(t, a)); }
+
+template <int DIM, int MSE, bool QJL, int OFF, class Load>
+__device__ __forceinline__ void quant_vec(const FastArgs& fa, const tq_sub_plan& sp, const Load& load, uint8_t* codes,
+                                          float* norm_out, float* rnorm_out) {
+  constexpr int kW = DIM / 32;
+  float x[DIM];
+  load(x);
+  constexpr int kMag = MSE ? 1 << (MSE - 1) : 1;
+  constexpr int kNB = MSE > 1 ? MSE - 1 : 0;  // magnitude bits
+  constexpr int kThr = kMag - 1;              // positive boundaries
+  const float norm = lane_norm<DIM>(x);
+  fwht_signed<DIM>(x, fa.rot + OFF);
+  const float scale = __fmul_rn(norm, sp.sqrt_d);
+  float thr[kThr > 0 ? kThr : 1];
+#pragma unroll
+  for (int k = 0; k < kThr; ++k) thr[k] = __fmul_rn(sp.thr[k], scale);
+  uint32_t cent[kMag];
+#pragma unroll
+  for (int k = 0; k < kMag; ++k) cent[k] = __float_as_uint(sp.cent[k]);
+  uint32_t planes[MSE + 1][kW];
+#pragma unroll
+  for (int w = 0; w < kW; ++w) {
+#pragma unroll
+    for (int p = 0; p <= MSE; ++p) planes[p][w] = 0;
+    // element i ends at bit i after 32 funnel shifts
+#pragma unroll
+    for (int i = 31; i >= 0; --i) {
+      const float y = x[32 * w + i], a = fabsf(y);
+      // thermometer bits t_k = [a > thr_k] in bit 31; magnitude = their count, whose binary
+      // digits are parities of the thermometer: bit b = XOR of t_k over k = j * 2^b
+      uint32_t mag[kNB > 0 ? kNB : 1];
+      if (kNB == 1) {
+        mag[0] = above(a, thr[0]);
+      } else if (kNB == 2) {
+        const uint32_t t1 = above(a, thr[0]), t2 = above(a, thr[1]), t3 = above(a, thr[2]);
+        mag[1] = t2;
+        mag[0] = t1 ^ t2 ^ t3;
+      } else if (kNB == 3) {
+        uint32_t t[7];
+#pragma unroll
+        for (int k = 0; k < 7; ++k) t[k] = above(a, thr[k]);
+        mag[2] = t[3];
+        mag[1] = t[1] ^ t[3] ^ t[5];
+        mag[0] = (t[0] ^ t[1] ^ t[2]) ^ t[3] ^ (t[4] ^ t[5] ^ t[6]);
+      }
+#pragma unroll
+      for (int p = 0; p < kNB; ++p) planes[p][w] = __funnelshift_l(mag[p], planes[p][w], 1);
+      if (MSE) planes[kNB][w] = __funnelshift_l(__float_as_uint(y), planes[kNB][w], 1);  // sign
+      if (QJL) {
+        float cs = 0.0f;
+        if (MSE) {
+          uint32_t m[kNB > 0 ? kNB : 1];
+#pragma unroll
+          for (int p = 0; p < kNB; ++p) m[p] = (uint32_t)((int32_t)mag[p] >> 31);
+          cs = __uint_as_float(select_tree<kMag>(cent, m) ^ (__float_as_uint(y) & 0x80000000u));
+        }
+        x[32 * w + i] = __fmaf_rn(-cs, scale, y);  // the residual, in place
+      }
+    }
+  }
+  *norm_out = norm;
+  if (QJL) {
+    *rnorm_out = __fmul_rn(lane_norm<DIM>(x), sp.inv_sqrt_d);
+    fwht_signed<DIM>(x, fa.qjl + OFF);
+#pragma unroll
+    for (int w = 0; w < kW; ++w) {
+      uint32_t s = 0;
+#pragma unroll
+      for (int i = 31; i >= 0; --i) s = __funnelshift_l(__float_as_uint(x[32 * w + i]), s, 1);
+      planes[MSE][w] = s;
+    }
+  }
+#pragma unroll
+  for (int p = 0; p < MSE + (QJL ? 1 : 0); ++p) PlaneVec<DIM>::store(codes + p * (DIM / 8), planes[p]);
+}
+
+template <int DIM, int MSE, bool QJL, int OFF, class Store>
+__device__ __forceinline__ void dequant_vec(const FastArgs& fa, const tq_sub_plan& sp, const uint8_t* codes,
+                                            float norm, float rnorm, const Store& store) {
+  constexpr int kW = DIM / 32;
+  float v[DIM];
+  constexpr int kMag = MSE ? 1 << (MSE - 1) : 1;
+  constexpr int kNB = MSE > 1 ? MSE - 1 : 0;
+  uint32_t planes[MSE + 1][kW];
+#pragma unroll
+  for (int p = 0; p < MSE + (QJL ? 1 : 0); ++p) PlaneVec<DIM>::load(codes + p * (DIM / 8), planes[p]);
+  float cn[kMag];
+#pragma unroll
+  for (int k = 0; k < kMag; ++k) cn[k] = __fmul_rn(sp.cent[k], norm);
+  if (QJL) {
+    // sign(S r) as +-1, then S^T = D2 H: the transform of +-1 values is exact in any order
+#pragma unroll
+    for (int i = 0; i < DIM; ++i) v[i] = (planes[MSE][i / 32] >> (i % 32)) & 1u ? -1.0f : 1.0f;
+    fwht_regs<DIM, 1>(v);
+  }
+  const float kr = __fmul_rn(sp.qjl_scale, rnorm);
+#pragma unroll
+  for (int i = 0; i < DIM; ++i) {
+    float c = 0.0f;
+    if (MSE) {
+      const int w = i / 32, b = i % 32;
+      float t[kMag];
+#pragma unroll
+      for (int k = 0; k < kMag; ++k) t[k] = cn[k];
+#pragma unroll
+      for (int n = kMag, p = 0; n > 1; n /= 2, ++p) {
+        const bool bit = (planes[p][w] >> b) & 1u;
+#pragma unroll
+        for (int k = 0; k < n / 2; ++k) t[k] = bit ? t[2 * k + 1] : t[2 * k];
+      }
+      c = (planes[kNB][w] >> b) & 1u ? -t[0] : t[0];
+    }
+    v[i] = QJL ? __fmaf_rn(__fmul_rn(v[i], fa.qjl[OFF + i]), kr, c) : c;
+  }
+  fwht_regs<DIM, 1>(v);
+#pragma unroll
+  for (int i = 0; i < DIM; ++i) v[i] = __fmul_rn(v[i], fa.dq[OFF + i]);
+  store(v);
+}
+
+// (mse bits, qjl) dispatch of one sub-vector; at most 4 bits in all.
+#define TQ_FAST_CASES(X) X(0, 1) X(1, 0) X(1, 1) X(2, 0) X(2, 1) X(3, 0) X(3, 1) X(4, 0)
+
+template <int DIM, int OFF, class Load>
+__device__ __forceinline__ void quant_sub(const FastArgs& fa, const tq_sub_plan& sp, const Load& load, uint8_t* codes,
+                                          float* norm, float* rnorm) {
+  switch (sp.mse_bits * 2 + (sp.bits != sp.mse_bits)) {
+#define TQ_Q(M, J) \
+  case M * 2 + J: quant_vec<DIM, M, J, OFF>(fa, sp, load, codes, norm, rnorm); break;
+    TQ_FAST_CASES(TQ_Q)
+#undef TQ_Q
+  }
+}
+
+template <int DIM, int OFF, class Store>
+__device__ __forceinline__ void dequant_sub(const FastArgs& fa, const tq_sub_plan& sp, const uint8_t* codes,
+                                            float norm, float rnorm, const Store& store) {
+  switch (sp.mse_bits * 2 + (sp.bits != sp.mse_bits)) {
+#define TQ_D(M, J) \
+  case M * 2 + J: dequant_vec<DIM, M, J, OFF>(fa, sp, codes, norm, rnorm, store); break;
+    TQ_FAST_CASES(TQ_D)
+#undef TQ_D
+  }
+}
+
+template <int DT> __device__ __forceinline__ void unpack8(uint4 q, float* x) {
+  const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (DT == SW_DTYPE_BF16) {
+      x[2 * k] = __uint_as_float(w[k] << 16);
+      x[2 * k + 1] = __uint_as_float(w[k] & 0xFFFF0000u);
+    } else {
+      const float2 h = __half22float2(*reinterpret_cast<const __half2*>(&w[k]));
+      x[2 * k] = h.x, x[2 * k + 1] = h.y;
+    }
+  }
+}
+
+template <int DT> __device__ __forceinline__ float unpack1(const uint8_t* p) {
+  const uint16_t h = *reinterpret_cast<const uint16_t*>(p);
+  return DT == SW_DTYPE_BF16 ? __uint_as_float((uint32_t)h << 16) : __half2float(__ushort_as_half(h));
+}
+
+template <int DT> __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
+  if (DT == SW_DTYPE_BF16) {
+    __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&b);
+  }
+  __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+template <int DT> __device__ __forceinline__ uint16_t pack_one(float v) {
+  return DT == SW_DTYPE_BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
+}
+
+struct Tile {
+  uint32_t block, g0, ng;
+};
+__device__ __forceinline__ Tile fast_tile(const FastArgs& fa, uint64_t tile) {
+  Tile t;
+  t.block = (uint32_t)(tile / fa.tiles_per_block);
+  t.g0 = (uint32_t)(tile - (uint64_t)t.block * fa.tiles_per_block) * fa.groups_per_tile;
+  t.ng = min(fa.groups_per_tile, fa.a.groups - t.g0);
+  return t;
+}
+
+// Per-warp scratch after the row buffers (fractional rates only): energies, then the channel
+// lists (u8, outliers ascending then the rest ascending) of every group of the tile.
+__host__ __device__ __forceinline__ uint32_t fast_scratch_bytes(uint32_t groups_per_tile) {
+  return kFastD * 4 + groups_per_tile * kFastD;
+}
+
+// Outlier mask of one group from energies (lane holds channels k*32 + lane), as outlier_mask.
+__device__ __forceinline__ void fast_outlier_mask(const float* energy, uint32_t* mask) {
+  constexpr int S = kFastD / 32;
+  const uint32_t lane = threadIdx.x & 31;
+  uint32_t e[S];
+#pragma unroll
+  for (int k = 0; k < S; ++k) e[k] = __float_as_uint(energy[k * 32 + lane]);
+  uint32_t x = 0;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t cand = x | (1u << bit);
+    uint32_t n = 0;
+#pragma unroll
+    for (int k = 0; k < S; ++k) n += e[k] >= cand;
+    if (__reduce_add_sync(0xFFFFFFFFu, n) >= kFastD / 2) x = cand;
+  }
+  uint32_t above_n = 0;
+#pragma unroll
+  for (int k = 0; k < S; ++k) above_n += e[k] > x;
+  uint32_t need = kFastD / 2 - __reduce_add_sync(0xFFFFFFFFu, above_n);
+#pragma unroll
+  for (int k = 0; k < S; ++k) {
+    const uint32_t eq = __ballot_sync(0xFFFFFFFFu, e[k] == x);
+    const uint32_t rank = __popc(eq & ((1u << lane) - 1u));
+    mask[k] = __ballot_sync(0xFFFFFFFFu, e[k] > x || (e[k] == x && rank < need));
+    need -= min(need, (uint32_t)__popc(eq));
+  }
+}
+
+// Channel lists from a mask (warp-uniform words), as split_channels.
+__device__ __forceinline__ void fast_split(const uint32_t* mask, uint8_t* chans) {
+  constexpr int S = kFastD / 32;
+  const uint32_t lane = threadIdx.x & 31;
+  uint32_t total = 0;
+#pragma unroll
+  for (int k = 0; k < S; ++k) total += __popc(mask[k]);
+  const bool ok = total == kFastD / 2;
+  uint32_t before = 0;
+#pragma unroll
+  for (int k = 0; k < S; ++k) {
+    const uint32_t c = k * 32 + lane;
+    const uint32_t below = before + __popc(mask[k] & ((1u << lane) - 1u));
+    const bool out = (mask[k] >> lane) & 1u;
+    if (ok) chans[out ? below : kFastD / 2 + c - below] = (uint8_t)c;
+    else chans[c] = (uint8_t)c;
+    before += __popc(mask[k]);
+  }
+}
+
+__device__ __forceinline__ void fast_zero(uint8_t* p, uint32_t from, uint32_t to) {
+  for (uint32_t i = from + (threadIdx.x & 31); i < to; i += 32) p[i] = 0;
+}
+
+template <int DT> __device__ __forceinline__ void fast_issue(const FastArgs& fa, uint64_t tile, uint8_t* buf) {
+  const Args& a = fa.a;
+  const Tile t = fast_tile(fa, tile);
+  const uint8_t* src = a.raw_base + a.raw_slots[t.block] * a.raw_stride + (uint64_t)t.g0 * a.group_raw_bytes;
+  const uint32_t n = t.ng * a.tokens * (kFastD * 2 / 16);
+  for (uint32_t i = threadIdx.x & 31; i < n; i += 32)
+    cp_async16(buf + (i / (kFastD * 2 / 16)) * kFastRow + (i % (kFastD * 2 / 16)) * 16, src + (size_t)i * 16);
+}
+
+template <int DT> __global__ void __launch_bounds__(kFastThreads, 3) quantize_fast(const __grid_constant__ FastArgs fa) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  const Args& a = fa.a;
+  const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  uint8_t* bufs = smem + warp * fa.warp_smem;
+  float* energy = reinterpret_cast<float*>(bufs + 2 * kFastBuf);
+  uint8_t* chans = bufs + 2 * kFastBuf + kFastD * 4;
+  const uint64_t tiles = (uint64_t)a.n_blocks * fa.tiles_per_block, step = (uint64_t)gridDim.x * kFastWarps;
+  uint64_t tile = (uint64_t)blockIdx.x * kFastWarps + warp;
+  if (tile < tiles) fast_issue<DT>(fa, tile, bufs);
+  cp_async_commit();
+  for (int b = 0; tile < tiles; b ^= 1) {
+    const uint64_t next = tile + step;
+    if (next < tiles) fast_issue<DT>(fa, next, bufs + (b ^ 1) * kFastBuf);
+    cp_async_commit();
+    const Tile t = fast_tile(fa, tile);
+    uint8_t* q = a.q_base + a.q_slots[t.block] * a.q_stride;
+    const uint8_t* buf = bufs + b * kFastBuf;
+    if (t.g0 == 0 && lane < SW_TQ_HEADER_BYTES / 4) reinterpret_cast<uint32_t*>(q)[lane] = a.header[lane];
+    cp_async_wait_prior();
+    __syncwarp();
+    for (uint32_t gi = 0; gi < t.ng; ++gi) {
+      const uint32_t g = t.g0 + gi;
+      const tq_kind& k = a.kind[(g / a.kv_heads) & 1u];
+      uint8_t* rec = q + record_offset(a, g);
+      fast_zero(rec, k.norms_off + a.tokens * k.nsub * 4, k.rnorms_off);
+      if (k.qjl) fast_zero(rec, k.rnorms_off + a.tokens * k.nsub * 4, k.codes_off);
+      fast_zero(rec, k.codes_off + a.tokens * k.token_bytes, k.record_bytes);
+      if (k.fractional) {
+        // per-channel sum of squares in token order; lane: channels 2 lane, 2 lane + 1, +64
+        const uint8_t* rows = buf + gi * a.tokens * kFastRow;
+        float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (uint32_t r = 0; r < a.tokens; ++r) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const uint32_t w = *reinterpret_cast<const uint32_t*>(rows + r * kFastRow + 4 * lane + 128 * h);
+            float lo, hi;
+            if (DT == SW_DTYPE_BF16) {
+              lo = __uint_as_float(w << 16), hi = __uint_as_float(w & 0xFFFF0000u);
+            } else {
+              const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w));
+              lo = f.x, hi = f.y;
+            }
+            e[2 * h] = __fmaf_rn(lo, lo, e[2 * h]);
+            e[2 * h + 1] = __fmaf_rn(hi, hi, e[2 * h + 1]);
+          }
+        }
+        __syncwarp();
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          energy[64 * h + 2 * lane] = e[2 * h];
+          energy[64 * h + 2 * lane + 1] = e[2 * h + 1];
+        }
+        __syncwarp();
+        uint32_t mask[kFastD / 32];
+        fast_outlier_mask(energy, mask);
+        fast_split(mask, chans + gi * kFastD);
+        if (lane < kFastD / 32) {
+          uint32_t m = mask[0];
+#pragma unroll
+          for (int kk = 1; kk < kFastD / 32; ++kk) m = lane == (uint32_t)kk ? mask[kk] : m;
+          reinterpret_cast<uint32_t*>(rec)[lane] = m;
+        }
+        fast_zero(rec, kFastD / 8, k.mask_bytes);
+      }
+    }
+    __syncwarp();
+    const uint32_t rows = t.ng * a.tokens;
+    if (lane < rows) {
+      const uint32_t gi = lane / a.tokens, tok = lane - gi * a.tokens, g = t.g0 + gi;
+      const tq_kind& k = a.kind[(g / a.kv_heads) & 1u];
+      uint8_t* rec = q + record_offset(a, g);
+      const uint8_t* row = buf + lane * kFastRow;
+      float* norms = reinterpret_cast<float*>(rec + k.norms_off) + tok * k.nsub;
+      float* rnorms = reinterpret_cast<float*>(rec + k.rnorms_off) + tok * k.nsub;
+      uint8_t* codes = rec + k.codes_off + (size_t)tok * k.token_bytes;
+      if (!k.fractional) {
+        quant_sub<kFastD, 0>(
+            fa, k.sub[0],
+            [&](float* x) {
+#pragma unroll
+              for (int c = 0; c < kFastD / 8; ++c) unpack8<DT>(*reinterpret_cast<const uint4*>(row + 16 * c), x + 8 * c);
+            },
+            codes, norms, rnorms);
+      } else {
+        const uint8_t* ch = chans + gi * kFastD;
+        quant_sub<kFastD / 2, kFastD>(
+            fa, k.sub[0],
+            [&](float* x) {
+#pragma unroll
+              for (int i = 0; i < kFastD / 2; ++i) x[i] = unpack1<DT>(row + 2 * ch[i]);
+            },
+            codes, norms, rnorms);
+        quant_sub<kFastD / 2, kFastD * 3 / 2>(
+            fa, k.sub[1],
+            [&](float* x) {
+#pragma unroll
+              for (int i = 0; i < kFastD / 2; ++i) x[i] = unpack1<DT>(row + 2 * ch[kFastD / 2 + i]);
+            },
+            codes + k.sub_off[1], norms + 1, rnorms + 1);
+      }
+    }
+    __syncwarp();
+    tile = next;
+  }
+}
+
+template <int DT> __global__ void __launch_bounds__(kFastThreads, 3) dequantize_fast(const __grid_constant__ FastArgs fa) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  const Args& a = fa.a;
+  const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  uint8_t* buf = smem + warp * fa.warp_smem;
+  uint8_t* chans = buf + kFastBuf + kFastD * 4;
+  const uint64_t tiles = (uint64_t)a.n_blocks * fa.tiles_per_block, step = (uint64_t)gridDim.x * kFastWarps;
+  for (uint64_t tile = (uint64_t)blockIdx.x * kFastWarps + warp; tile < tiles; tile += step) {
+    const Tile t = fast_tile(fa, tile);
+    const uint8_t* q = a.q_base + a.q_slots[t.block] * a.q_stride;
+    for (uint32_t gi = 0; gi < t.ng; ++gi) {
+      const uint32_t g = t.g0 + gi;
+      const tq_kind& k = a.kind[(g / a.kv_heads) & 1u];
+      if (k.fractional) {
+        const uint32_t* rec = reinterpret_cast<const uint32_t*>(q + record_offset(a, g));
+        uint32_t mask[kFastD / 32];
+#pragma unroll
+        for (int kk = 0; kk < kFastD / 32; ++kk) mask[kk] = rec[kk];
+        fast_split(mask, chans + gi * kFastD);
+      }
+    }
+    __syncwarp();
+    const uint32_t rows = t.ng * a.tokens;
+    if (lane < rows) {
+      const uint32_t gi = lane / a.tokens, tok = lane - gi * a.tokens, g = t.g0 + gi;
+      const tq_kind& k = a.kind[(g / a.kv_heads) & 1u];
+      const uint8_t* rec = q + record_offset(a, g);
+      uint8_t* row = buf + lane * kFastRow;
+      const float* norms = reinterpret_cast<const float*>(rec + k.norms_off) + tok * k.nsub;
+      const float* rnorms = reinterpret_cast<const float*>(rec + k.rnorms_off) + tok * k.nsub;
+      const uint8_t* codes = rec + k.codes_off + (size_t)tok * k.token_bytes;
+      if (!k.fractional) {
+        dequant_sub<kFastD, 0>(fa, k.sub[0], codes, norms[0], k.qjl ? rnorms[0] : 0.0f, [&](const float* v) {
+#pragma unroll
+          for (int c = 0; c < kFastD / 8; ++c)
+            *reinterpret_cast<uint4*>(row + 16 * c) =
+                make_uint4(pack_pair<DT>(v[8 * c], v[8 * c + 1]), pack_pair<DT>(v[8 * c + 2], v[8 * c + 3]),
+                           pack_pair<DT>(v[8 * c + 4], v[8 * c + 5]), pack_pair<DT>(v[8 * c + 6], v[8 * c + 7]));
+        });
+      } else {
+        const uint8_t* ch = chans + gi * kFastD;
+        dequant_sub<kFastD / 2, kFastD>(fa, k.sub[0], codes, norms[0], k.qjl ? rnorms[0] : 0.0f, [&](const float* v) {
+#pragma unroll
+          for (int i = 0; i < kFastD / 2; ++i) *reinterpret_cast<uint16_t*>(row + 2 * ch[i]) = pack_one<DT>(v[i]);
+        });
+        dequant_sub<kFastD / 2, kFastD * 3 / 2>(fa, k.sub[1], codes + k.sub_off[1], norms[1], k.qjl ? rnorms[1] : 0.0f,
+                                                [&](const float* v) {
+#pragma unroll
+                                                  for (int i = 0; i < kFastD / 2; ++i)
+                                                    *reinterpret_cast<uint16_t*>(row + 2 * ch[kFastD / 2 + i]) =
+                                                        pack_one<DT>(v[i]);
+                                                });
+      }
+    }
+    __syncwarp();
+    uint8_t* dst = const_cast<uint8_t*>(a.raw_base) + a.raw_slots[t.block] * a.raw_stride + (uint64_t)t.g0 * a.group_raw_bytes;
+    const uint32_t n = rows * (kFastD * 2 / 16);
+    for (uint32_t i = lane; i < n; i += 32)
+      reinterpret_cast<uint4*>(dst)[i] =
+          *reinterpret_cast<const uint4*>(buf + (i / (kFastD * 2 / 16)) * kFastRow + (i % (kFastD * 2 / 16)) * 16);
+    __syncwarp();
+  }
+}
+
+// Host: whether the fast path takes these parameters, and its arguments.
+bool fast_eligible(const sw_tq_params* p) {
+  return p->head_dim == (uint32_t)kFastD && p->tokens <= 32 && (p->dtype == SW_DTYPE_BF16 || p->dtype == SW_DTYPE_FP16);
+}
+
+void fast_args(bool quant, const sw_tq_params* p, const Args& a, FastArgs& fa) {
+  fa.a = a;
+  const uint32_t D = kFastD;
+  for (uint32_t set = 0; set < 3; ++set) {
+    const uint32_t dim = set ? D / 2 : D, sub = set ? set - 1 : 0, off = set == 0 ? 0 : set == 1 ? D : D * 3 / 2;
+    const float inv = 1.0f / __builtin_sqrtf((float)dim);
+    for (uint32_t j = 0; j < dim; ++j) {
+      const bool r = (tq_sign_word(p->seed, dim, sub, TQ_SIGNS_ROTATION, j / 32) >> (j % 32)) & 1u;
+      const bool s = (tq_sign_word(p->seed, dim, sub, TQ_SIGNS_QJL, j / 32) >> (j % 32)) & 1u;
+      fa.rot[off + j] = r ? -1.0f : 1.0f;
+      fa.qjl[off + j] = s ? -1.0f : 1.0f;
+      fa.dq[off + j] = r ? -inv : inv;
+    }
+  }
+  fa.groups_per_tile = 32 / p->tokens;
+  if (fa.groups_per_tile > a.groups) fa.groups_per_tile = a.groups;
+  fa.tiles_per_block = (a.groups + fa.groups_per_tile - 1) / fa.groups_per_tile;
+  const bool frac = a.kind[0].fractional || a.kind[1].fractional;
+  fa.warp_smem = (quant ? 2 : 1) * kFastBuf + (frac ? tq_align16(fast_scratch_bytes(fa.groups_per_tile)) : 0u);
+}
+
 int fail(char* err, size_t len, int code, const char* msg, const char* detail) {
   if (err && len) snprintf(err, len, "%s%s%s", msg, detail ? ": " : "", detail ? detail : "");
   return code;
@@ -607,20 +1159,40 @@ int launch(bool quant, const sw_tq_params* p, const void* raw_base, size_t raw_s
   a.q_stride = q_stride;
   a.q_slots = q_slots;
   a.n_blocks = n_blocks;
-  const size_t smem = (quant ? 2u : 1u) * a.chunk * a.row_bytes;
-  const void* fn = quant ? reinterpret_cast<const void*>(quantize_kernel) : reinterpret_cast<const void*>(dequantize_kernel);
   int device = 0, sms = 0, per_sm = 0;
   cudaError_t e = cudaGetDevice(&device);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, smem);
   if (e != cudaSuccess) return fail(err, len, SW_TQ_ECUDA, "CUDA quantizer: device query failed", cudaGetErrorString(e));
-  const uint64_t work = (uint64_t)n_blocks * a.groups;
-  uint64_t grid = (uint64_t)sms * (per_sm > 0 ? per_sm : 1);
-  if (grid > work) grid = work;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  if (quant) quantize_kernel<<<(unsigned)grid, kThreads, smem, s>>>(a);
-  else dequantize_kernel<<<(unsigned)grid, kThreads, smem, s>>>(a);
-  e = cudaGetLastError();
+  if (fast_eligible(p)) {
+    FastArgs fa;
+    fast_args(quant, p, a, fa);
+    const bool bf16 = p->dtype == SW_DTYPE_BF16;
+    const void* fn = quant ? (bf16 ? reinterpret_cast<const void*>(quantize_fast<SW_DTYPE_BF16>)
+                                   : reinterpret_cast<const void*>(quantize_fast<SW_DTYPE_FP16>))
+                           : (bf16 ? reinterpret_cast<const void*>(dequantize_fast<SW_DTYPE_BF16>)
+                                   : reinterpret_cast<const void*>(dequantize_fast<SW_DTYPE_FP16>));
+    const size_t smem = (size_t)fa.warp_smem * kFastWarps;
+    e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kFastThreads, smem);
+    if (e != cudaSuccess) return fail(err, len, SW_TQ_ECUDA, "CUDA quantizer: device query failed", cudaGetErrorString(e));
+    const uint64_t ctas_needed = ((uint64_t)n_blocks * fa.tiles_per_block + kFastWarps - 1) / kFastWarps;
+    uint64_t grid = (uint64_t)sms * (per_sm > 0 ? per_sm : 1);
+    if (grid > ctas_needed) grid = ctas_needed;
+    void* args[] = {&fa};
+    e = cudaLaunchKernel(fn, dim3((unsigned)grid), dim3(kFastThreads), args, smem, s);
+  } else {
+    const size_t smem = (quant ? 2u : 1u) * a.chunk * a.row_bytes;
+    const void* fn = quant ? reinterpret_cast<const void*>(quantize_kernel) : reinterpret_cast<const void*>(dequantize_kernel);
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, smem);
+    if (e != cudaSuccess) return fail(err, len, SW_TQ_ECUDA, "CUDA quantizer: device query failed", cudaGetErrorString(e));
+    const uint64_t work = (uint64_t)n_blocks * a.groups;
+    uint64_t grid = (uint64_t)sms * (per_sm > 0 ? per_sm : 1);
+    if (grid > work) grid = work;
+    if (quant) quantize_kernel<<<(unsigned)grid, kThreads, smem, s>>>(a);
+    else dequantize_kernel<<<(unsigned)grid, kThreads, smem, s>>>(a);
+    e = cudaGetLastError();
+  }
   if (e != cudaSuccess)
     return fail(err, len, SW_TQ_ECUDA, quant ? "CUDA quantize launch failed" : "CUDA dequantize launch failed",
                 cudaGetErrorString(e));
