@@ -8,18 +8,10 @@
 
 #include <cstring>
 
+#include "device_task.h"
 #include "disk_io.h"
 
 namespace spillway {
-namespace {
-
-void Check(cudaError_t rc, const std::string& what) {
-  if (rc == cudaSuccess) return;
-  throw CodedError(rc == cudaErrorMemoryAllocation ? "OUT_OF_MEMORY" : "INTERNAL", what + ": " + cudaGetErrorName(rc) + " (" + cudaGetErrorString(rc) + ")");
-}
-
-}  // namespace
-
 Napi::Function DeviceArena::Define(Napi::Env env) {
   return DefineClass(env, "DeviceArena",
                      {InstanceMethod("openFiles", &DeviceArena::OpenFiles), InstanceMethod("read", &DeviceArena::Read),
@@ -86,16 +78,7 @@ void DeviceArena::CheckLive(Napi::Env env) const {
 }
 
 Napi::Promise DeviceArena::Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result) {
-  in_flight_++;
-  keep.push_back(Value());
-  return AsyncTask::Run(env, std::move(keep), [this, work = std::move(work)] {
-    struct Done {
-      std::atomic<int>& n;
-      ~Done() { n--; }
-    } done{in_flight_};
-    Check(cudaSetDevice(0), "cudaSetDevice");
-    work();
-  }, std::move(result));
+  return RunOnDevice(env, Value(), std::move(keep), in_flight_, std::move(work), std::move(result));
 }
 
 // openFiles(paths: string[]): opens each file for reading (O_DIRECT where allowed) and
@@ -141,7 +124,7 @@ uint8_t* DeviceArena::TakeStaging() {
     }
   }
   uint8_t* p = nullptr;
-  Check(cudaHostAlloc(reinterpret_cast<void**>(&p), staging_bytes_, cudaHostAllocDefault), "pinned bounce buffer");
+  CheckCuda(cudaHostAlloc(reinterpret_cast<void**>(&p), staging_bytes_, cudaHostAllocDefault), "pinned bounce buffer");
   std::lock_guard<std::mutex> lock(staging_mu_);
   all_staging_.push_back(p);
   return p;
@@ -182,7 +165,7 @@ Napi::Value DeviceArena::Read(const Napi::CallbackInfo& info) {
         ~Back() { a->GiveStaging(p); }
       } back{this, staging};
       got = FullPread(f.fd, staging, length, offset, what);
-      if (got >= required) Check(cudaMemcpy(base_ + at, staging, got, cudaMemcpyHostToDevice), "copy to device");
+      if (got >= required) CheckCuda(cudaMemcpy(base_ + at, staging, got, cudaMemcpyHostToDevice), "copy to device");
     }
     if (got < required) throw CodedError("IO_ERROR", what + ": short read, " + std::to_string(got) + " of " + std::to_string(required) + " bytes");
   });
@@ -205,7 +188,7 @@ Napi::Value DeviceArena::CopyOut(const Napi::CallbackInfo& info) {
   uint8_t* dst = out.Data();
   const uint8_t* src = base_ + offset;
   return Run(
-      env, {out}, [dst, src, length] { Check(cudaMemcpy(dst, src, length, cudaMemcpyDeviceToHost), "copy from device"); },
+      env, {out}, [dst, src, length] { CheckCuda(cudaMemcpy(dst, src, length, cudaMemcpyDeviceToHost), "copy from device"); },
       [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
 }
 

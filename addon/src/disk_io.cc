@@ -124,4 +124,22 @@ void ThrowPayloadMismatch(const std::string& what) {
   throw CodedError("CHECKSUM_MISMATCH", what + ": payload checksum does not match");
 }
 
+int FaultInjector::Take(bool write) {
+  std::atomic<int>& count = count_[write];
+  int left = count.load();
+  while (left > 0)
+    if (count.compare_exchange_weak(left, left - 1)) return errno_[write].load();
+  return 0;
+}
+
+Napi::Value FaultInjector::Arm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string op = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (op != "read" && op != "write") throw Napi::TypeError::New(env, "op must be 'read' or 'write'");
+  bool write = op == "write";
+  errno_[write] = static_cast<int>(ArgU32(info, 1, "errno"));
+  count_[write] = static_cast<int>(ArgU32(info, 2, "count"));
+  return env.Undefined();
+}
+
 }  // namespace spillway

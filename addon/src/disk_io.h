@@ -2,6 +2,9 @@
 // and reservation, whole-buffer positional I/O, and the 64-byte slot header that names the
 // block and carries its checksum. docs/ARCHITECTURE.md documents the slot layout.
 #pragma once
+#include <napi.h>
+
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -59,5 +62,19 @@ ChecksumKind KindOf(const SlotHeader& h);
 uint32_t PayloadChecksum(ChecksumKind kind, const void* data, size_t length);
 uint32_t FoldChecksum(uint64_t sum);
 [[noreturn]] void ThrowPayloadMismatch(const std::string& what);
+
+// Test seam shared by both disk paths: the next `count` reads or writes fail with `errno`,
+// exercising the error paths the way a failing disk would.
+class FaultInjector {
+ public:
+  // Returns the errno this operation must fail with, or 0, consuming one armed fault.
+  int Take(bool write);
+  // injectFault(op: 'read' | 'write', errno, count) from JS.
+  Napi::Value Arm(const Napi::CallbackInfo& info);
+
+ private:
+  std::atomic<int> count_[2] = {0, 0};
+  std::atomic<int> errno_[2] = {0, 0};
+};
 
 }  // namespace spillway

@@ -18,6 +18,7 @@
 
 #include "async_task.h"
 #include "cufile_api.h"
+#include "device_task.h"
 #include "disk_io.h"
 #include "quantize.h"
 #include "slot_checksum.h"
@@ -28,14 +29,8 @@ namespace {
 
 constexpr uint32_t kMaxBatch = 4096;
 
-void Check(cudaError_t rc, const std::string& what) {
-  if (rc == cudaSuccess) return;
-  throw CodedError(rc == cudaErrorMemoryAllocation ? "OUT_OF_MEMORY" : "INTERNAL",
-                   what + ": " + cudaGetErrorName(rc) + " (" + cudaGetErrorString(rc) + ")");
-}
-
-// Requests the addon's worker threads make run on the one device spillway uses.
-void UseDevice() { Check(cudaSetDevice(0), "cudaSetDevice"); }
+// Requests run on whichever worker thread is free: point each at the one device in use.
+void UseDevice() { CheckCuda(cudaSetDevice(0), "cudaSetDevice"); }
 
 }  // namespace
 
@@ -178,11 +173,11 @@ GpuTiers::Staging* GpuTiers::AcquireStaging() {
   UseDevice();
   auto* s = new Staging();
   try {
-    Check(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
-    Check(cudaMalloc(&s->dev, disk_slot_bytes_), "staging buffer");
-    Check(cudaMalloc(&s->sum, sizeof(uint64_t)), "checksum word");
-    Check(cudaMalloc(&s->slots, 2 * kMaxBatch * sizeof(uint32_t)), "slot list");
-    if (!cufile_) Check(cudaHostAlloc(&s->host, disk_slot_bytes_, cudaHostAllocDefault), "pinned bounce buffer");
+    CheckCuda(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    CheckCuda(cudaMalloc(&s->dev, disk_slot_bytes_), "staging buffer");
+    CheckCuda(cudaMalloc(&s->sum, sizeof(uint64_t)), "checksum word");
+    CheckCuda(cudaMalloc(&s->slots, 2 * kMaxBatch * sizeof(uint32_t)), "slot list");
+    if (!cufile_) CheckCuda(cudaHostAlloc(&s->host, disk_slot_bytes_, cudaHostAllocDefault), "pinned bounce buffer");
     // Registered buffers let cuFile skip its own staging; unregistered ones still work.
     if (cufile_) s->registered = cufile_->BufRegister(s->dev, disk_slot_bytes_, 0).err == cufile::kSuccess;
   } catch (...) {
@@ -220,13 +215,6 @@ void GpuTiers::CheckOpen(Napi::Env env) const {
   if (!raw_) throw MakeError(env, "CLOSED", "GPU tiers are closed");
 }
 
-int GpuTiers::TakeFault(std::atomic<int>& count) {
-  int left = count.load();
-  while (left > 0)
-    if (count.compare_exchange_weak(left, left - 1)) return 1;
-  return 0;
-}
-
 // writeRaw(slot, src: Buffer): copies a raw block into a tier-0 slot.
 Napi::Value GpuTiers::WriteRaw(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -239,8 +227,8 @@ Napi::Value GpuTiers::WriteRaw(const Napi::CallbackInfo& info) {
   const uint8_t* data = src.Data();
   return Run(env, {src}, [this, dst, data] {
     Lease s(this);
-    Check(cudaMemcpyAsync(dst, data, raw_bytes_, cudaMemcpyHostToDevice, s->stream), "copy to tier 0");
-    Check(cudaStreamSynchronize(s->stream), "copy to tier 0");
+    CheckCuda(cudaMemcpyAsync(dst, data, raw_bytes_, cudaMemcpyHostToDevice, s->stream), "copy to tier 0");
+    CheckCuda(cudaStreamSynchronize(s->stream), "copy to tier 0");
   });
 }
 
@@ -259,8 +247,8 @@ Napi::Value GpuTiers::ReadSlot(const Napi::CallbackInfo& info) {
       env, {out},
       [this, src, dst, bytes] {
         Lease s(this);
-        Check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s->stream), "copy from device");
-        Check(cudaStreamSynchronize(s->stream), "copy from device");
+        CheckCuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s->stream), "copy from device");
+        CheckCuda(cudaStreamSynchronize(s->stream), "copy from device");
       },
       [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
 }
@@ -291,13 +279,13 @@ Napi::Value GpuTiers::Convert(const Napi::CallbackInfo& info, bool quantize) {
   return Run(env, {}, [this, from = std::move(from), to = std::move(to), quantize] {
     Lease s(this);
     uint32_t n = static_cast<uint32_t>(from.size());
-    Check(cudaMemcpyAsync(s->slots, from.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
-    Check(cudaMemcpyAsync(s->slots + kMaxBatch, to.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
+    CheckCuda(cudaMemcpyAsync(s->slots, from.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
+    CheckCuda(cudaMemcpyAsync(s->slots + kMaxBatch, to.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
     char err[256] = {0};
     int rc = quantize ? sw_tq_quantize_cuda(&params_, raw_, raw_bytes_, s->slots, quant_, quant_bytes_, s->slots + kMaxBatch, n, s->stream, err, sizeof err)
                       : sw_tq_dequantize_cuda(&params_, quant_, quant_bytes_, s->slots, raw_, raw_bytes_, s->slots + kMaxBatch, n, s->stream, err, sizeof err);
     if (rc != SW_TQ_OK) throw CodedError("INTERNAL", std::string(quantize ? "quantize" : "dequantize") + " kernel: " + err);
-    Check(cudaStreamSynchronize(s->stream), quantize ? "quantize kernel" : "dequantize kernel");
+    CheckCuda(cudaStreamSynchronize(s->stream), quantize ? "quantize kernel" : "dequantize kernel");
   });
 }
 
@@ -315,16 +303,16 @@ Napi::Value GpuTiers::DequantizeBytes(const Napi::CallbackInfo& info) {
       [this, in, dst] {
         CheckQuantHeader(in);
         Lease s(this);
-        if (!s->raw_scratch) Check(cudaMalloc(&s->raw_scratch, raw_bytes_), "scratch block");
-        if (!s->quant_scratch) Check(cudaMalloc(&s->quant_scratch, quant_bytes_), "scratch block");
+        if (!s->raw_scratch) CheckCuda(cudaMalloc(&s->raw_scratch, raw_bytes_), "scratch block");
+        if (!s->quant_scratch) CheckCuda(cudaMalloc(&s->quant_scratch, quant_bytes_), "scratch block");
         uint32_t zero = 0;
-        Check(cudaMemcpyAsync(s->quant_scratch, in, quant_bytes_, cudaMemcpyHostToDevice, s->stream), "copy to device");
-        Check(cudaMemcpyAsync(s->slots, &zero, sizeof zero, cudaMemcpyHostToDevice, s->stream), "slot list");
+        CheckCuda(cudaMemcpyAsync(s->quant_scratch, in, quant_bytes_, cudaMemcpyHostToDevice, s->stream), "copy to device");
+        CheckCuda(cudaMemcpyAsync(s->slots, &zero, sizeof zero, cudaMemcpyHostToDevice, s->stream), "slot list");
         char err[256] = {0};
         if (sw_tq_dequantize_cuda(&params_, s->quant_scratch, quant_bytes_, s->slots, s->raw_scratch, raw_bytes_, s->slots, 1, s->stream, err, sizeof err) != SW_TQ_OK)
           throw CodedError("INTERNAL", std::string("dequantize kernel: ") + err);
-        Check(cudaMemcpyAsync(dst, s->raw_scratch, raw_bytes_, cudaMemcpyDeviceToHost, s->stream), "copy from device");
-        Check(cudaStreamSynchronize(s->stream), "dequantize bytes");
+        CheckCuda(cudaMemcpyAsync(dst, s->raw_scratch, raw_bytes_, cudaMemcpyDeviceToHost, s->stream), "copy from device");
+        CheckCuda(cudaStreamSynchronize(s->stream), "dequantize bytes");
       },
       [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
 }
@@ -346,30 +334,29 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
   CheckSlot(env, tier, slot);
   DiskRequest r = DiskArgs(info, 2, tier);
   const uint8_t* src = SlotAddress(tier, slot);
-  bool fault = TakeFault(write_faults_);
-  int fault_errno = write_fault_errno_;
-  return Run(env, {}, [this, r, src, fault, fault_errno] {
+  int fault = faults_.Take(true);
+  return Run(env, {}, [this, r, src, fault] {
     std::string what = "write of slot " + std::to_string(r.disk_slot) + " in " + path_;
-    if (fault) ThrowIo(what, fault_errno);
+    if (fault) ThrowIo(what, fault);
     Lease s(this);
     size_t io = RoundUp(kSlotHeaderBytes + r.bytes, kDiskAlign);
     uint8_t* payload = s->dev + kSlotHeaderBytes;
-    Check(cudaMemcpyAsync(payload, src, r.bytes, cudaMemcpyDeviceToDevice, s->stream), "stage block");
-    Check(cudaMemsetAsync(payload + r.bytes, 0, io - kSlotHeaderBytes - r.bytes, s->stream), "stage padding");
-    Check(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
+    CheckCuda(cudaMemcpyAsync(payload, src, r.bytes, cudaMemcpyDeviceToDevice, s->stream), "stage block");
+    CheckCuda(cudaMemsetAsync(payload + r.bytes, 0, io - kSlotHeaderBytes - r.bytes, s->stream), "stage padding");
+    CheckCuda(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
     uint64_t sum = 0;
-    Check(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
-    Check(cudaStreamSynchronize(s->stream), "stage block");
+    CheckCuda(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
+    CheckCuda(cudaStreamSynchronize(s->stream), "stage block");
     SlotHeader h = MakeSlotHeader(r.key, r.generation, static_cast<uint32_t>(r.bytes), ChecksumKind::kMixSum64, FoldChecksum(sum));
     uint64_t offset = static_cast<uint64_t>(r.disk_slot) * disk_slot_bytes_;
     if (cufile_) {
-      Check(cudaMemcpyAsync(s->dev, &h, sizeof h, cudaMemcpyHostToDevice, s->stream), "stage header");
-      Check(cudaStreamSynchronize(s->stream), "stage header");
+      CheckCuda(cudaMemcpyAsync(s->dev, &h, sizeof h, cudaMemcpyHostToDevice, s->stream), "stage header");
+      CheckCuda(cudaStreamSynchronize(s->stream), "stage header");
       ssize_t n = cufile_->Write(handle_, s->dev, io, static_cast<off_t>(offset), 0);
       CheckCufileResult(n, io, what);
     } else {
-      Check(cudaMemcpyAsync(s->host + kSlotHeaderBytes, payload, io - kSlotHeaderBytes, cudaMemcpyDeviceToHost, s->stream), "copy to bounce buffer");
-      Check(cudaStreamSynchronize(s->stream), "copy to bounce buffer");
+      CheckCuda(cudaMemcpyAsync(s->host + kSlotHeaderBytes, payload, io - kSlotHeaderBytes, cudaMemcpyDeviceToHost, s->stream), "copy to bounce buffer");
+      CheckCuda(cudaStreamSynchronize(s->stream), "copy to bounce buffer");
       std::memcpy(s->host, &h, sizeof h);
       FullPwrite(file_.fd, s->host, io, offset, what);
     }
@@ -385,13 +372,12 @@ Napi::Value GpuTiers::Fill(const Napi::CallbackInfo& info) {
   CheckSlot(env, tier, slot);
   DiskRequest r = DiskArgs(info, 2, tier);
   uint8_t* dst = SlotAddress(tier, slot);
-  bool fault = TakeFault(read_faults_);
-  int fault_errno = read_fault_errno_;
-  return Run(env, {}, [this, r, dst, tier, fault, fault_errno] {
+  int fault = faults_.Take(false);
+  return Run(env, {}, [this, r, dst, tier, fault] {
     Lease s(this);
-    ReadVerified(s.get(), r, tier == 1, fault ? fault_errno : 0);
-    Check(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDeviceToDevice, s->stream), "copy into tier");
-    Check(cudaStreamSynchronize(s->stream), "copy into tier");
+    ReadVerified(s.get(), r, tier == 1, fault);
+    CheckCuda(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDeviceToDevice, s->stream), "copy into tier");
+    CheckCuda(cudaStreamSynchronize(s->stream), "copy into tier");
   });
 }
 
@@ -402,15 +388,14 @@ Napi::Value GpuTiers::ReadDisk(const Napi::CallbackInfo& info) {
   DiskRequest r = DiskArgs(info, 0, 1);
   auto out = Napi::Buffer<uint8_t>::New(env, r.bytes);
   uint8_t* dst = out.Data();
-  bool fault = TakeFault(read_faults_);
-  int fault_errno = read_fault_errno_;
+  int fault = faults_.Take(false);
   return Run(
       env, {out},
-      [this, r, dst, fault, fault_errno] {
+      [this, r, dst, fault] {
         Lease s(this);
-        ReadVerified(s.get(), r, true, fault ? fault_errno : 0);
-        Check(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDeviceToHost, s->stream), "copy from device");
-        Check(cudaStreamSynchronize(s->stream), "copy from device");
+        ReadVerified(s.get(), r, true, fault);
+        CheckCuda(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDeviceToHost, s->stream), "copy from device");
+        CheckCuda(cudaStreamSynchronize(s->stream), "copy from device");
       },
       [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
 }
@@ -439,24 +424,24 @@ void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, in
   if (cufile_) {
     ssize_t n = cufile_->Read(handle_, s->dev, io, static_cast<off_t>(offset), 0);
     CheckCufileResult(n, io, what);
-    Check(cudaMemcpyAsync(&h, s->dev, sizeof h, cudaMemcpyDeviceToHost, s->stream), "read header");
+    CheckCuda(cudaMemcpyAsync(&h, s->dev, sizeof h, cudaMemcpyDeviceToHost, s->stream), "read header");
   } else {
     size_t got = FullPread(file_.fd, s->host, io, offset, what);
     if (got < io) throw CodedError("IO_ERROR", what + ": short read, " + std::to_string(got) + " of " + std::to_string(io) + " bytes");
     std::memcpy(&h, s->host, sizeof h);
-    Check(cudaMemcpyAsync(payload, s->host + kSlotHeaderBytes, r.bytes, cudaMemcpyHostToDevice, s->stream), "copy from bounce buffer");
+    CheckCuda(cudaMemcpyAsync(payload, s->host + kSlotHeaderBytes, r.bytes, cudaMemcpyHostToDevice, s->stream), "copy from bounce buffer");
   }
-  Check(cudaStreamSynchronize(s->stream), "read header");
+  CheckCuda(cudaStreamSynchronize(s->stream), "read header");
   VerifySlotHeader(h, r.key, r.generation, static_cast<uint32_t>(r.bytes), what);
   if (KindOf(h) != ChecksumKind::kMixSum64) throw CodedError("CHECKSUM_MISMATCH", what + ": slot was not written by the GPU path");
   uint64_t sum = 0;
-  Check(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
-  Check(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
-  Check(cudaStreamSynchronize(s->stream), "checksum");
+  CheckCuda(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
+  CheckCuda(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
+  CheckCuda(cudaStreamSynchronize(s->stream), "checksum");
   if (FoldChecksum(sum) != h.payload_checksum) ThrowPayloadMismatch(what);
   if (quantized) {
     uint8_t header[SW_TQ_HEADER_BYTES];
-    Check(cudaMemcpy(header, payload, sizeof header, cudaMemcpyDeviceToHost), "read block header");
+    CheckCuda(cudaMemcpy(header, payload, sizeof header, cudaMemcpyDeviceToHost), "read block header");
     CheckQuantHeader(header);
   }
 }
@@ -468,23 +453,7 @@ void GpuTiers::CheckCufileResult(ssize_t n, size_t expected, const std::string& 
   throw CodedError("IO_ERROR", what + ": short transfer, " + std::to_string(n) + " of " + std::to_string(expected) + " bytes");
 }
 
-Napi::Value GpuTiers::InjectFault(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "op must be 'read' or 'write'");
-  std::string op = info[0].As<Napi::String>().Utf8Value();
-  int err = static_cast<int>(ArgU32(info, 1, "errno"));
-  int count = static_cast<int>(ArgU32(info, 2, "count"));
-  if (op == "write") {
-    write_fault_errno_ = err;
-    write_faults_ = count;
-  } else if (op == "read") {
-    read_fault_errno_ = err;
-    read_faults_ = count;
-  } else {
-    throw Napi::TypeError::New(env, "op must be 'read' or 'write'");
-  }
-  return env.Undefined();
-}
+Napi::Value GpuTiers::InjectFault(const Napi::CallbackInfo& info) { return faults_.Arm(info); }
 
 Napi::Value GpuTiers::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -528,16 +497,7 @@ Napi::Value GpuTiers::Close(const Napi::CallbackInfo& info) {
 
 // Runs work off the JS thread, counting it so that Close() never frees memory in use.
 Napi::Promise GpuTiers::Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result) {
-  in_flight_++;
-  keep.push_back(Value());
-  return AsyncTask::Run(env, std::move(keep), [this, work = std::move(work)] {
-    struct Done {
-      std::atomic<int>& n;
-      ~Done() { n--; }
-    } done{in_flight_};
-    UseDevice();
-    work();
-  }, std::move(result));
+  return RunOnDevice(env, Value(), std::move(keep), in_flight_, std::move(work), std::move(result));
 }
 
 }  // namespace spillway

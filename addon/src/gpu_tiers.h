@@ -60,7 +60,6 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   void ReadVerified(Staging* s, const DiskRequest& r, bool quantized, int fault_errno);
   void CheckQuantHeader(const uint8_t* host_header) const;
   static void CheckCufileResult(ssize_t n, size_t expected, const std::string& what);
-  static int TakeFault(std::atomic<int>& count);
 
   sw_tq_params params_{};
   size_t raw_bytes_ = 0, quant_bytes_ = 0;
@@ -76,8 +75,7 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   std::string io_reason_;
   std::mutex staging_mu_;
   std::vector<Staging*> free_staging_, all_staging_;
-  std::atomic<int> write_faults_{0}, read_faults_{0};
-  int write_fault_errno_ = 0, read_fault_errno_ = 0;
+  FaultInjector faults_;
   std::atomic<int> in_flight_{0};
 };
 

@@ -43,43 +43,33 @@ Napi::Value Sizes(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// quantize(params, src, srcOffset, dst, dstOffset): Promise<void>
-Napi::Value Quantize(const Napi::CallbackInfo& info) {
+// quantize(params, src, srcOffset, dst, dstOffset) and dequantize(...): Promise<void>.
+// Dequantize refuses bytes whose header names another format version or other parameters.
+Napi::Value Convert(const Napi::CallbackInfo& info, bool quantize) {
   Napi::Env env = info.Env();
   sw_tq_params p = ParamsFromJs(env, info[0]);
   auto src = ArgBuffer(info, 1, "src");
   uint64_t src_off = ArgU64(info, 2, "srcOffset");
   auto dst = ArgBuffer(info, 3, "dst");
   uint64_t dst_off = ArgU64(info, 4, "dstOffset");
-  CheckRange(env, src, src_off, sw_tq_raw_bytes(&p), "src");
-  CheckRange(env, dst, dst_off, sw_tq_quantized_bytes(&p), "dst");
+  size_t raw = sw_tq_raw_bytes(&p), quantized = sw_tq_quantized_bytes(&p);
+  CheckRange(env, src, src_off, quantize ? raw : quantized, "src");
+  CheckRange(env, dst, dst_off, quantize ? quantized : raw, "dst");
   const uint8_t* in = src.Data() + src_off;
   uint8_t* out = dst.Data() + dst_off;
-  return AsyncTask::Run(env, {src, dst}, [p, in, out] {
-    sw_tq_write_header(&p, out);
-    ParallelFor(sw_tq_groups(&p), [&](uint32_t b, uint32_t e) { sw_tq_quantize_groups(&p, in, out, b, e - b); });
-  });
-}
-
-// dequantize(params, src, srcOffset, dst, dstOffset): Promise<void>
-// Refuses bytes whose header names another format version or other parameters.
-Napi::Value Dequantize(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  sw_tq_params p = ParamsFromJs(env, info[0]);
-  auto src = ArgBuffer(info, 1, "src");
-  uint64_t src_off = ArgU64(info, 2, "srcOffset");
-  auto dst = ArgBuffer(info, 3, "dst");
-  uint64_t dst_off = ArgU64(info, 4, "dstOffset");
-  CheckRange(env, src, src_off, sw_tq_quantized_bytes(&p), "src");
-  CheckRange(env, dst, dst_off, sw_tq_raw_bytes(&p), "dst");
-  const uint8_t* in = src.Data() + src_off;
-  uint8_t* out = dst.Data() + dst_off;
-  return AsyncTask::Run(env, {src, dst}, [p, in, out] {
-    char err[256];
-    int rc = sw_tq_check_header(&p, in, err, sizeof err);
-    if (rc == SW_TQ_EFORMAT) throw CodedError("QUANT_FORMAT", err);
-    if (rc != SW_TQ_OK) throw CodedError("QUANT_MISMATCH", err);
-    ParallelFor(sw_tq_groups(&p), [&](uint32_t b, uint32_t e) { sw_tq_dequantize_groups(&p, in, out, b, e - b); });
+  return AsyncTask::Run(env, {src, dst}, [p, in, out, quantize] {
+    if (quantize) {
+      sw_tq_write_header(&p, out);
+    } else {
+      char err[256];
+      int rc = sw_tq_check_header(&p, in, err, sizeof err);
+      if (rc == SW_TQ_EFORMAT) throw CodedError("QUANT_FORMAT", err);
+      if (rc != SW_TQ_OK) throw CodedError("QUANT_MISMATCH", err);
+    }
+    ParallelFor(sw_tq_groups(&p), [&](uint32_t b, uint32_t e) {
+      if (quantize) sw_tq_quantize_groups(&p, in, out, b, e - b);
+      else sw_tq_dequantize_groups(&p, in, out, b, e - b);
+    });
   });
 }
 
@@ -87,8 +77,8 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
 
 void InitQuantize(Napi::Env env, Napi::Object exports) {
   exports.Set("quantSizes", Napi::Function::New(env, Sizes, "quantSizes"));
-  exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));
-  exports.Set("dequantize", Napi::Function::New(env, Dequantize, "dequantize"));
+  exports.Set("quantize", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return Convert(info, true); }, "quantize"));
+  exports.Set("dequantize", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return Convert(info, false); }, "dequantize"));
   exports.Set("poolThreads", Napi::Number::New(env, PoolThreads()));
 }
 

@@ -45,14 +45,6 @@ SlotFile::~SlotFile() {
   if (fd_ >= 0) close(fd_);
 }
 
-int SlotFile::TakeFault(std::atomic<int>& count, int err) {
-  int left = count.load();
-  while (left > 0) {
-    if (count.compare_exchange_weak(left, left - 1)) return err;
-  }
-  return 0;
-}
-
 // write(slot, key, generation, src, srcOffset, length): Promise<void>
 Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -67,7 +59,7 @@ Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
   if (length + kSlotHeaderBytes > slot_bytes_) throw Napi::RangeError::New(env, "length does not fit in a slot");
   CheckRange(env, src, offset, length, "src");
   const uint8_t* data = src.Data() + offset;
-  int fault = TakeFault(write_faults_, write_fault_errno_);
+  int fault = faults_.Take(true);
   in_flight_++;
   return AsyncTask::Run(env, {src, Value()}, [this, slot, key, generation, data, length, fault] {
     struct Done { std::atomic<int>& n; ~Done() { n--; } } done{in_flight_};
@@ -99,7 +91,7 @@ Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
   if (length + kSlotHeaderBytes > slot_bytes_) throw Napi::RangeError::New(env, "length does not fit in a slot");
   CheckRange(env, dst, offset, length, "dst");
   uint8_t* out = dst.Data() + offset;
-  int fault = TakeFault(read_faults_, read_fault_errno_);
+  int fault = faults_.Take(false);
   in_flight_++;
   return AsyncTask::Run(env, {dst, Value()}, [this, slot, key, generation, out, length, fault] {
     struct Done { std::atomic<int>& n; ~Done() { n--; } } done{in_flight_};
@@ -125,25 +117,7 @@ Napi::Value SlotFile::Close(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// injectFault(op: 'read' | 'write', errno, count): the next `count` operations fail with
-// `errno`, exercising the error paths in tests the way a failing disk would.
-Napi::Value SlotFile::InjectFault(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "op must be 'read' or 'write'");
-  std::string op = info[0].As<Napi::String>().Utf8Value();
-  int err = static_cast<int>(ArgU32(info, 1, "errno"));
-  int count = static_cast<int>(ArgU32(info, 2, "count"));
-  if (op == "write") {
-    write_fault_errno_ = err;
-    write_faults_ = count;
-  } else if (op == "read") {
-    read_fault_errno_ = err;
-    read_faults_ = count;
-  } else {
-    throw Napi::TypeError::New(env, "op must be 'read' or 'write'");
-  }
-  return env.Undefined();
-}
+Napi::Value SlotFile::InjectFault(const Napi::CallbackInfo& info) { return faults_.Arm(info); }
 
 Napi::Value SlotFile::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

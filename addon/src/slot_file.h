@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <string>
 
+#include "disk_io.h"
+
 namespace spillway {
 
 class SlotFile : public Napi::ObjectWrap<SlotFile> {
@@ -25,8 +27,6 @@ class SlotFile : public Napi::ObjectWrap<SlotFile> {
   Napi::Value InjectFault(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
 
-  // Returns the errno to fail this operation with, consuming one injected fault.
-  int TakeFault(std::atomic<int>& count, int err);
   uint64_t SlotOffset(uint32_t slot) const { return static_cast<uint64_t>(slot) * slot_bytes_; }
 
   std::string path_;
@@ -36,8 +36,7 @@ class SlotFile : public Napi::ObjectWrap<SlotFile> {
   std::string direct_reason_;
   uint64_t slot_bytes_ = 0;
   uint32_t slot_count_ = 0;
-  std::atomic<int> write_faults_{0}, read_faults_{0};
-  int write_fault_errno_ = 0, read_fault_errno_ = 0;
+  FaultInjector faults_;
   std::atomic<int> in_flight_{0};
 };
 

@@ -1,8 +1,7 @@
 #!/bin/sh
 # Builds the quantizer benches into build/bench/: selftest, quality and host_speed with g++,
 # gpu with nvcc (cudart linked statically, for sm_80 and sm_90a, or the -gencode flags in
-# $NVCC_ARCH) where nvcc is found, with the first kernels (turboquant_v0.cu) beside the current
-# ones. ptxas's resource report (registers, spills) goes to build/bench/ptxas-*.txt.
+# $NVCC_ARCH) where nvcc is found. ptxas's resource report (registers, spills) goes to build/bench/ptxas-*.txt.
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out="$root/build/bench"
@@ -16,16 +15,10 @@ NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 if [ -x "$NVCC" ]; then
   arch=${NVCC_ARCH:-"-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a"}
   "$NVCC" -std=c++17 -O3 $arch -I"$root/kernels" -Xptxas -v -c "$root/kernels/turboquant.cu" \
-    -o "$out/turboquant_cu.o" 2> "$out/ptxas-turboquant.txt" &
-  cur=$!
-  "$NVCC" -std=c++17 -O3 $arch -I"$root/kernels" -Xptxas -v -c "$root/bench/quant/turboquant_v0.cu" \
-    -o "$out/turboquant_v0_cu.o" 2> "$out/ptxas-turboquant_v0.txt" &
-  v0=$!
-  wait $cur || { cat "$out/ptxas-turboquant.txt" >&2; exit 1; }
-  wait $v0 || { cat "$out/ptxas-turboquant_v0.txt" >&2; exit 1; }
+    -o "$out/turboquant_cu.o" 2> "$out/ptxas-turboquant.txt" || { cat "$out/ptxas-turboquant.txt" >&2; exit 1; }
   g++ $CXXFLAGS -c "$ref" -o "$out/turboquant_ref.o"
   "$NVCC" -std=c++17 -O3 $arch -I"$root/kernels" -Xcompiler -mf16c -o "$out/gpu" "$root/bench/quant/gpu.cu" \
-    "$out/turboquant_cu.o" "$out/turboquant_v0_cu.o" "$out/turboquant_ref.o" -cudart static
+    "$out/turboquant_cu.o" "$out/turboquant_ref.o" -cudart static
 else
   echo "build.sh: nvcc not found; skipped the GPU bench" >&2
 fi

@@ -1,7 +1,6 @@
 // GPU quantizer bench: (a) agreement of the CUDA kernels with the C++ reference, code by
 // code and value by value; (b) quantize/dequantize throughput over >= 1 GiB of bf16 KV
-// beside a device-to-device copy of the same raw bytes in the same run, and beside the first
-// version of the kernels (turboquant_v0.cu, entry points sw_tq_v0_*) for comparison.
+// beside a device-to-device copy of the same raw bytes in the same run.
 // Usage: gpu [json path]
 #include <cuda_runtime.h>
 
@@ -31,15 +30,6 @@
       std::exit(2);                                                       \
     }                                                                     \
   } while (0)
-
-extern "C" int sw_tq_v0_quantize_cuda(const sw_tq_params* p, const void* raw_base, size_t raw_stride,
-                                      const uint32_t* raw_slots, void* q_base, size_t q_stride,
-                                      const uint32_t* q_slots, uint32_t n_blocks, void* stream, char* err,
-                                      size_t err_len);
-extern "C" int sw_tq_v0_dequantize_cuda(const sw_tq_params* p, const void* q_base, size_t q_stride,
-                                        const uint32_t* q_slots, void* raw_base, size_t raw_stride,
-                                        const uint32_t* raw_slots, uint32_t n_blocks, void* stream, char* err,
-                                        size_t err_len);
 
 namespace {
 
@@ -267,7 +257,7 @@ int main(int argc, char** argv) {
   // (b) speed: Llama-3-8B-like blocks, 1 GiB of bf16 raw KV
   const uint32_t n_blocks = 512;
   std::fprintf(json, "\n  ],\n  \"speed\": [\n");
-  std::printf("\n| K=V bits | variant | raw GiB | quantize GB/s | dequantize GB/s | D2D copy GB/s | quantize / copy | dequantize / copy | v0 quantize (/ copy) | v0 dequantize (/ copy) |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("\n| K=V bits | variant | raw GiB | quantize GB/s | dequantize GB/s | D2D copy GB/s | quantize / copy | dequantize / copy |\n|---|---|---|---|---|---|---|---|\n");
   bool first = true;
   for (uint32_t variant : {SW_TQ_MSE, SW_TQ_PROD})
     for (uint32_t bx2 : {8u, 7u, 5u, 4u}) {
@@ -289,27 +279,17 @@ int main(int argc, char** argv) {
         TQ_OK(sw_tq_dequantize_cuda(&p, dq.p, qb, ds.p, draw.p, rb, ds.p, n_blocks, nullptr, err_, sizeof err_));
       }, 10);
       const double tc = median_ms([&] { CUDA_OK(cudaMemcpyAsync(dcopy.p, draw.p, rb * n_blocks, cudaMemcpyDeviceToDevice)); }, 10);
-      const double tq0 = median_ms([&] {
-        TQ_OK(sw_tq_v0_quantize_cuda(&p, draw.p, rb, ds.p, dq.p, qb, ds.p, n_blocks, nullptr, err_, sizeof err_));
-      }, 10);
-      const double td0 = median_ms([&] {
-        TQ_OK(sw_tq_v0_dequantize_cuda(&p, dq.p, qb, ds.p, draw.p, rb, ds.p, n_blocks, nullptr, err_, sizeof err_));
-      }, 10);
       CUDA_OK(cudaGetLastError());
       const double gq = bytes / tq / 1e6, gd = bytes / td / 1e6, gc = 2.0 * rb * n_blocks / tc / 1e6;
-      const double gq0 = bytes / tq0 / 1e6, gd0 = bytes / td0 / 1e6;
       const char* vname = variant ? "prod" : "mse";
-      std::printf("| %.1f | %s | %.2f | %.0f | %.0f | %.0f | %.2f | %.2f | %.0f (%.2f) | %.0f (%.2f) |\n", bx2 / 2.0, vname,
-                  rb * static_cast<double>(n_blocks) / (1 << 30), gq, gd, gc, gq / gc, gd / gc, gq0, gq0 / gc, gd0,
-                  gd0 / gc);
+      std::printf("| %.1f | %s | %.2f | %.0f | %.0f | %.0f | %.2f | %.2f |\n", bx2 / 2.0, vname,
+                  rb * static_cast<double>(n_blocks) / (1 << 30), gq, gd, gc, gq / gc, gd / gc);
       std::fprintf(json,
                    "%s    {\"bits\": %.1f, \"variant\": \"%s\", \"raw_bytes\": %zu, \"quantized_bytes\": %zu, "
                    "\"quantize_ms\": %.4f, \"dequantize_ms\": %.4f, \"copy_ms\": %.4f, \"quantize_gbs\": %.1f, "
-                   "\"dequantize_gbs\": %.1f, \"copy_gbs\": %.1f, \"quantize_vs_copy\": %.3f, \"dequantize_vs_copy\": %.3f, "
-                   "\"v0_quantize_gbs\": %.1f, \"v0_dequantize_gbs\": %.1f, \"v0_quantize_vs_copy\": %.3f, "
-                   "\"v0_dequantize_vs_copy\": %.3f}",
+                   "\"dequantize_gbs\": %.1f, \"copy_gbs\": %.1f, \"quantize_vs_copy\": %.3f, \"dequantize_vs_copy\": %.3f}",
                    first ? "" : ",\n", bx2 / 2.0, vname, rb * n_blocks, sw_tq_quantized_bytes(&p) * n_blocks, tq, td, tc,
-                   gq, gd, gc, gq / gc, gd / gc, gq0, gd0, gq0 / gc, gd0 / gc);
+                   gq, gd, gc, gq / gc, gd / gc);
       first = false;
     }
   std::fprintf(json, "\n  ]\n}\n");
