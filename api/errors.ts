@@ -2,21 +2,27 @@
  * One JSON shape for every error: { error: { code, message, ...details } }, with the
  * HTTP status of the code from runtime/errors.ts. Validation errors name the field.
  */
-import type { FastifyError, FastifyInstance } from 'fastify';
-import type { z } from 'zod';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SpillwayError } from '../runtime/errors.js';
 
 export function errorBody(err: SpillwayError) {
   return { error: { code: err.code, message: err.message, ...err.details } };
 }
 
-/** Validates `value` with a zod schema; a failure is INVALID_ARGUMENT naming the field. */
-export function parse<S extends z.ZodType>(schema: S, value: unknown, where: string): z.infer<S> {
-  const result = schema.safeParse(value);
-  if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
-  const field = [where, ...issue.path.map(String)].join('.');
-  throw new SpillwayError('INVALID_ARGUMENT', `${field}: ${issue.message}`, { field });
+/** What fastify's own request errors are about, for the `field` of the answer. */
+const FASTIFY_FIELDS: Record<string, string> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'content-type',
+  FST_ERR_CTP_INVALID_TYPE: 'content-type',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'body',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'body',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'body',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'content-length',
+  FST_ERR_BAD_URL: 'url',
+};
+
+/** Errors fastify raises before routing (a path that is not valid URL encoding): same shape. */
+export function answerFrameworkError(err: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  void reply.status(400).send({ error: { code: 'INVALID_ARGUMENT', message: err.message, field: FASTIFY_FIELDS[err.code] ?? 'url' } });
 }
 
 export function installErrorHandler(app: FastifyInstance): void {
@@ -25,10 +31,15 @@ export function installErrorHandler(app: FastifyInstance): void {
       if (err.status >= 500) request.log.error({ err }, 'request failed');
       return reply.status(err.status).send(errorBody(err));
     }
-    const status = (err as FastifyError).statusCode ?? 500;
-    const code = status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'INVALID_ARGUMENT' : status < 500 ? 'INVALID_ARGUMENT' : 'INTERNAL';
-    if (status >= 500) request.log.error({ err }, 'request failed');
-    return reply.status(status).send({ error: { code, message: status >= 500 ? 'internal error' : err.message } });
+    const status = err.statusCode ?? 500;
+    if (status >= 500) {
+      request.log.error({ err }, 'request failed');
+      return reply.status(500).send({ error: { code: 'INTERNAL', message: 'internal error' } });
+    }
+    const field = FASTIFY_FIELDS[err.code] ?? (err instanceof SyntaxError ? 'body' : undefined);
+    const details = status === 413 ? { limitBytes: request.routeOptions.bodyLimit } : {};
+    const code = status === 413 ? 'PAYLOAD_TOO_LARGE' : 'INVALID_ARGUMENT';
+    return reply.status(status).send({ error: { code, message: err.message, ...(field ? { field } : {}), ...details } });
   });
   app.setNotFoundHandler((request, reply) => {
     reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });

@@ -1,36 +1,140 @@
 /**
  * The HTTP API: a fastify app over one BlockStore. Routes are plugins, one file per
- * resource; errors go through one handler (api/errors.ts).
+ * resource, validated by their zod schemas (api/schemas.ts); errors go through one handler
+ * (api/errors.ts). Scopes, outermost first:
+ *
+ *   open:       /v1/health, /v1/ready, the dashboard page, /docs (pages hold no data)
+ *   guarded:    the bearer token, when one is configured: status, limits, telemetry
+ *   data plane: also shed with 503 + Retry-After under load: sequences, blocks, prefix
  */
-import Fastify, { type FastifyInstance } from 'fastify';
-import type { Config } from '../runtime/config.js';
+import type { Socket } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import { Unpackr } from 'msgpackr';
+import { projectRoot, type Config } from '../runtime/config.js';
+import { SpillwayError } from '../runtime/errors.js';
 import { openStore } from '../runtime/open.js';
 import type { BlockStore } from '../runtime/store.js';
-import { installErrorHandler } from './errors.js';
+import { requireBearer } from './auth.js';
+import type { ApiContext } from './context.js';
+import { answerFrameworkError, installErrorHandler } from './errors.js';
+import { LoadMonitor, shedWhenSaturated } from './load.js';
+import { ApiMetrics } from './metrics.js';
+import { batchRoutes } from './routes/batch.js';
 import { blockRoutes } from './routes/blocks.js';
+import { dashboardRoutes } from './routes/dashboard.js';
+import { limitsRoutes } from './routes/limits.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { prefixRoutes } from './routes/prefix.js';
 import { sequenceRoutes } from './routes/sequences.js';
-import { statusRoutes } from './routes/status.js';
+import { healthRoutes, statusRoutes } from './routes/status.js';
+import { telemetryRoutes } from './routes/telemetry.js';
+import { TelemetrySampler } from './sampler.js';
+import { jsonSerializerCompiler, openApiTransform, zodValidatorCompiler } from './validation.js';
 
 export interface ServerOptions {
-  logger?: boolean;
+  /** Log with pino: true for stdout, or a stream to write the lines to. */
+  logger?: boolean | { stream: NodeJS.WritableStream };
+}
+
+/** How often the event loop's delay is sampled for load shedding. */
+const LOAD_SAMPLE_MS = 250;
+
+const version = (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version;
+
+/** Maps, never msgpackr's shared record structures: each body stands alone. */
+const unpackr = new Unpackr({ useRecords: false });
+
+/** Requests node's HTTP parser refuses never reach fastify: answer them in the API's error shape. */
+function answerClientError(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, text, message] = err.code === 'HPE_HEADER_OVERFLOW'
+    ? [431, 'Request Header Fields Too Large', 'request headers are too large']
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'Request Timeout', 'the request was not received in time']
+      : [400, 'Bad Request', 'malformed HTTP request'];
+  const body = JSON.stringify({ error: { code: 'INVALID_ARGUMENT', message } });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy();
 }
 
 export async function buildServer(store: BlockStore, options: ServerOptions = {}): Promise<FastifyInstance> {
+  const config = store.config.server;
   const app = Fastify({
-    logger: options.logger ?? false,
-    // A block plus room for headers of a batch; larger bodies are refused with 413.
+    logger: options.logger
+      ? { ...(options.logger === true ? {} : options.logger), redact: { paths: ['req.headers.authorization'], censor: '[redacted]' } }
+      : false,
+    // An engine makes many small requests: log failures (errors.ts), not each request.
+    logController: new LogController({ disableRequestLogging: true }),
+    // One block and room to spare; batch writes have their own limit (server.maxBatchBytes).
     bodyLimit: store.layout.rawBlockBytes + 64 * 1024,
+    clientErrorHandler: answerClientError,
+    frameworkErrors: answerFrameworkError,
   });
+  app.setValidatorCompiler(zodValidatorCompiler);
+  app.setSerializerCompiler(jsonSerializerCompiler);
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser(['application/msgpack', 'application/x-msgpack'], { parseAs: 'buffer' }, (_req, body, done) => {
+    try {
+      done(null, unpackr.unpack(body as Buffer));
+    } catch (err) {
+      done(new SpillwayError('INVALID_ARGUMENT', `body is not valid msgpack: ${(err as Error).message}`, { field: 'body' }));
+    }
+  });
   installErrorHandler(app);
-  await app.register(statusRoutes, { store });
-  await app.register(sequenceRoutes, { store });
-  await app.register(blockRoutes, { store });
-  await app.register(prefixRoutes, { store });
-  await app.register(metricsRoutes, { store });
-  app.addHook('onClose', async () => store.close());
+
+  const metrics = new ApiMetrics(store.telemetry.registry);
+  const load = new LoadMonitor(store);
+  load.start(LOAD_SAMPLE_MS, metrics);
+  const sampler = new TelemetrySampler(store, load, metrics, config.telemetryIntervalMs);
+  await sampler.start();
+  let closing = false;
+  const ctx: ApiContext = { store, load, sampler, metrics, closing: () => closing };
+
+  app.addHook('onResponse', (request, reply, done) => {
+    metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+    done();
+  });
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onClose', async () => {
+    sampler.stop();
+    load.stop();
+    metrics.remove();
+    await store.close();
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'spillway', version, description: 'KV-cache tiering runtime: blocks on raw, quantized and disk tiers' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+    transform: openApiTransform,
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(healthRoutes, { ctx });
+  await app.register(dashboardRoutes, { ctx });
+  await app.register(async (guarded) => {
+    if (config.token !== undefined) guarded.addHook('onRequest', requireBearer(config.token));
+    await guarded.register(statusRoutes, { ctx });
+    await guarded.register(limitsRoutes, { ctx });
+    await guarded.register(metricsRoutes, { ctx });
+    await guarded.register(telemetryRoutes, { ctx });
+    await guarded.register(async (data) => {
+      data.addHook('onRequest', shedWhenSaturated(load, metrics));
+      await data.register(sequenceRoutes, { ctx });
+      await data.register(blockRoutes, { ctx });
+      await data.register(batchRoutes, { ctx });
+      await data.register(prefixRoutes, { ctx });
+    });
+  });
   return app;
 }
 
@@ -39,7 +143,7 @@ export async function serve(config: Config): Promise<FastifyInstance> {
   const store = await openStore(config);
   const app = await buildServer(store, { logger: true });
   const b = store.describeBackend();
-  app.log.info({ backend: b.name, reason: b.reason, paths: b.paths, capacity: store.capacity() }, 'spillway store open');
+  app.log.info({ backend: b.name, reason: b.reason, paths: b.paths, capacity: store.capacity(), auth: config.server.token !== undefined }, 'spillway store open');
   await app.listen({ host: config.server.host, port: config.server.port });
   const stop = async () => {
     await app.close();

@@ -10,9 +10,13 @@ export const ErrorCodes = {
   NOT_FOUND: 404,
   SEQUENCE_NOT_FOUND: 404,
   BLOCK_NOT_FOUND: 404,
+  /** A zero-copy lease that expired, was ended, or never existed. */
+  LEASE_NOT_FOUND: 404,
   BLOCK_NOT_WRITTEN: 409,
   BLOCK_IMMUTABLE: 409,
   SEQUENCE_EXISTS: 409,
+  /** Zero-copy export asked of a backend whose tier 0 is not device memory (the host backend). */
+  NO_DEVICE_MEMORY: 409,
   PAYLOAD_TOO_LARGE: 413,
   LIMIT_EXCEEDED: 429,
   TIER_BUSY: 503,

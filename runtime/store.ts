@@ -15,13 +15,17 @@
  *   by a sequence is never dropped.
  * - One operation at a time touches a block's slots (BlockLock); evictors pass over busy
  *   and pinned blocks.
+ * - Zero-copy: a block acquired under a lease has a tier-0 slot and one pin per lease
+ *   holding it, so its slot is never moved or reused until every lease has released it
+ *   (or expired); a block no sequence references any more is dropped only then.
  */
 import { performance } from 'node:perf_hooks';
-import { Gauge } from 'prom-client';
-import type { Backend, BackendDescription } from './backends/backend.js';
+import { Counter, Gauge } from 'prom-client';
+import type { Backend, BackendDescription, RawPoolExport } from './backends/backend.js';
 import type { Config } from './config.js';
 import { SpillwayError, type ErrorCode } from './errors.js';
 import { computeLayout, TIER_NAMES, type Layout, type TierIndex } from './layout.js';
+import { LeaseManager, type LeaseInfo } from './leases.js';
 import { BlockLock } from './lock.js';
 import { createPolicy, type EvictionPolicy } from './policy.js';
 import { blockHash, ROOT_HASH } from './prefix.js';
@@ -45,6 +49,8 @@ interface Block {
   disk: number | null;
   lock: BlockLock;
   dead: boolean;
+  /** Zero-copy leases holding the block in tier 0; each also counts one pin. */
+  leases: Set<string>;
 }
 
 interface Sequence {
@@ -93,6 +99,41 @@ export interface BlockRef {
   blockId: number;
 }
 
+/** Tier 0 for an engine on the same GPU: the IPC handle and how to address blocks in it. */
+export interface PoolExport extends RawPoolExport {
+  dtype: Config['model']['dtype'];
+  elementBytes: number;
+  /** The raw block layout: [layer][kv: 0 = K, 1 = V][kv_head][token][head_dim]. */
+  shape: [number, number, number, number, number];
+  layers: number;
+  kvHeads: number;
+  tokensPerBlock: number;
+  headDim: number;
+}
+
+export interface AcquireResult {
+  /** The block's tier-0 slot: bytes [slot * slotBytes, (slot + 1) * slotBytes) of the pool. */
+  slot: number;
+  blockId: number;
+  /** Whether the slot holds the block's data; false: a new block, for the engine to write in place. */
+  written: boolean;
+  /** Whether the data went through quantization (within the quantizer's error bound). */
+  lossy: boolean;
+  /** The tier the block was found in; null for a block not yet written. */
+  tier: (typeof TIER_NAMES)[number] | null;
+  /** Whether it was brought up into tier 0 for this call. */
+  promoted: boolean;
+  pins: number;
+}
+
+export interface ReleaseResult {
+  blockId: number;
+  pins: number;
+  written: boolean;
+  /** Bumped by a release with written: true, as by a write. */
+  generation: number;
+}
+
 const SEQUENCE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export class BlockStore {
@@ -114,6 +155,13 @@ export class BlockStore {
   private readonly arriving: [number, number, number] = [0, 0, 0];
   private progressWaiters: Array<() => void> = [];
   private closed = false;
+  private readonly leases = new LeaseManager((id, held) => {
+    this.leasesExpired.inc();
+    void this.releaseLeaseHolds(id, held);
+  });
+  private readonly leasesExpired = new Counter({
+    name: 'spillway_zero_copy_leases_expired_total', help: 'Zero-copy leases that expired holding blocks or not', registers: [this.telemetry.registry],
+  });
 
   constructor(config: Config, backend: Backend, layout: Layout = computeLayout(config)) {
     this.config = config;
@@ -277,7 +325,8 @@ export class BlockStore {
     for (const b of seq.blocks) {
       if (!b.owners.delete(seq.id) || b.owners.size > 0) continue;
       this.liveBlocks--;
-      b.pins = 0;
+      // Explicit pins go with the sequence; a zero-copy lease keeps its pin until released.
+      b.pins = b.leases.size;
       if (b.hash !== null && b.written && !b.lost) {
         cached++;
       } else {
@@ -299,6 +348,99 @@ export class BlockStore {
     return found.map((b) => ({ hash: b.hash!, blockId: b.id, tier: TIER_NAMES[this.tierOf(b)] }));
   }
 
+  // ---- zero-copy access ---------------------------------------------------------------
+
+  /** Tier 0 as a CUDA IPC handle with its geometry; NO_DEVICE_MEMORY where tier 0 is host memory. */
+  exportPool(): PoolExport {
+    this.assertOpen();
+    const e = this.backend.exportRaw?.();
+    if (!e) {
+      const name = this.backend.describe().name;
+      throw new SpillwayError('NO_DEVICE_MEMORY', `the ${name} backend keeps tier 0 in host memory: there is no device memory to share; zero-copy access needs the GPU backend`, { backend: name });
+    }
+    const m = this.config.model;
+    const elementBytes = m.dtype === 'fp32' ? 4 : 2;
+    return {
+      ...e, dtype: m.dtype, elementBytes, shape: [m.layers, 2, m.kvHeads, m.tokensPerBlock, m.headDim],
+      layers: m.layers, kvHeads: m.kvHeads, tokensPerBlock: m.tokensPerBlock, headDim: m.headDim,
+    };
+  }
+
+  /** Opens a lease for zero-copy acquisitions: renewed by heartbeat() or any call naming it. */
+  createLease(client: string, ttlMs?: number): LeaseInfo {
+    this.assertOpen();
+    return this.leases.create(client, ttlMs);
+  }
+
+  heartbeat(lease: string): LeaseInfo {
+    this.assertOpen();
+    return this.leases.touch(lease);
+  }
+
+  /** Ends a lease, releasing every block it holds (as a release without written). */
+  async endLease(lease: string): Promise<{ released: number }> {
+    this.assertOpen();
+    return { released: await this.releaseLeaseHolds(lease, this.leases.end(lease)) };
+  }
+
+  /**
+   * Makes a block resident in tier 0 and pins it under `lease`, returning its slot. A
+   * written block is promoted (filled from disk and dequantized as needed); a block not
+   * yet written gets a tier-0 slot for the engine to write in place, and becomes written
+   * when released with `written: true`. Like a write, it waits up to eviction.waitMs for
+   * a slot while every candidate is busy, but without holding the block's lock meanwhile.
+   * Acquiring a block the lease already holds answers the same slot and adds no pin.
+   */
+  async acquire(sequenceId: string, index: number, options: { lease: string }): Promise<AcquireResult> {
+    this.assertOpen();
+    const { lease } = options;
+    this.leases.touch(lease);
+    const b = this.blockAt(this.sequence(sequenceId), index);
+    const started = performance.now();
+    const deadline = Date.now() + this.config.eviction.waitMs;
+    for (;;) {
+      try {
+        const result = await this.withBlock(b, (ctx) => this.acquireLocked(b, lease, { held: ctx.held, wait: false }));
+        this.telemetry.opSeconds.observe({ op: 'acquire' }, (performance.now() - started) / 1000);
+        return result;
+      } catch (err) {
+        if ((err as { code?: ErrorCode }).code !== 'TIER_BUSY' || Date.now() >= deadline) throw err;
+      }
+      await this.waitForProgress(deadline);
+    }
+  }
+
+  /**
+   * Lets go of a block acquired under `lease`. With `written: true` the slot's contents
+   * become the block's bytes, as a write of them would: exact, a new generation, lower
+   * copies dropped. A block committed to the prefix cache or shared cannot be written
+   * (BLOCK_IMMUTABLE; the lease keeps it until released without written).
+   */
+  async release(sequenceId: string, index: number, options: { lease: string; written?: boolean }): Promise<ReleaseResult> {
+    this.assertOpen();
+    const { lease } = options;
+    this.leases.touch(lease);
+    const b = this.blockAt(this.sequence(sequenceId), index);
+    const notHeld = () => new SpillwayError('INVALID_ARGUMENT', `block ${index} of ${sequenceId} is not acquired under lease ${lease}`, { field: 'lease', index });
+    if (!b.leases.has(lease)) throw notHeld();
+    return this.withBlock(b, async () => {
+      if (!b.leases.has(lease)) throw notHeld();
+      if (options.written) {
+        if (b.hash !== null || b.owners.size > 1) {
+          throw new SpillwayError('BLOCK_IMMUTABLE', `block ${index} of ${sequenceId} is ${b.hash ? 'committed to the prefix cache' : 'shared'} and cannot be rewritten; release it without written`, { index });
+        }
+        this.releaseCopies(b, [1, 2]);
+        b.generation++;
+        b.written = true;
+        b.exact = true;
+        b.lost = false;
+        this.telemetry.writes.inc();
+      }
+      this.unhold(b, lease, false);
+      return { blockId: b.id, pins: b.pins, written: b.written, generation: b.generation };
+    });
+  }
+
   // ---- limits, capacity and stats ----------------------------------------------------
 
   get limits(): Limits {
@@ -317,6 +459,17 @@ export class BlockStore {
       tokensPerBlock, rawBlockBytes, quantizedBlockBytes, compressionRatio, totalBlocks, totalTokens,
       tiers: tiers.map((t) => ({ name: t.name, slots: t.slots, slotBytes: t.slotBytes, bytes: t.bytes, tokens: t.tokens })),
     };
+  }
+
+  /** Live sequences and tokens and slots in use per tier, without walking every block as stats() does. */
+  occupancy(): { sequences: number; liveTokens: number; slotsUsed: [number, number, number] } {
+    const [raw, quantized, disk] = this.pools;
+    return { sequences: this.sequences.size, liveTokens: this.liveBlocks * this.layout.tokensPerBlock, slotsUsed: [raw.used, quantized.used, disk.used] };
+  }
+
+  /** Disk operations in flight now; cheap enough to ask on every request (stats() is not). */
+  get diskQueueDepth(): number {
+    return this.diskInFlight;
   }
 
   describeBackend(): BackendDescription {
@@ -341,7 +494,7 @@ export class BlockStore {
       lostBlocks: lost,
       liveTokens: this.liveBlocks * this.layout.tokensPerBlock,
       diskInFlight: this.diskInFlight,
-      tiers: this.pools.map((p, t) => ({ name: TIER_NAMES[t], slots: p.size, used: p.used, free: p.available })),
+      tiers: this.pools.map((p, t) => ({ name: TIER_NAMES[t as TierIndex], slots: p.size, used: p.used, free: p.available })),
     };
   }
 
@@ -353,6 +506,7 @@ export class BlockStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.leases.close();
     while (this.diskInFlight > 0) await this.waitForProgress(Date.now() + 1000);
     await this.backend.close();
   }
@@ -368,9 +522,11 @@ export class BlockStore {
       if (b.dead) fail(`dead block ${b.id} is still listed`);
       if (b.owners.size > 0) live++;
       if (b.pins < 0) fail(`block ${b.id} has negative pins`);
+      if (b.pins < b.leases.size) fail(`block ${b.id} has ${b.pins} pins for ${b.leases.size} leases`);
+      if (b.leases.size > 0 && b.raw === null) fail(`block ${b.id} is held by a lease without a tier-0 slot`);
       if (b.exact && (b.raw === null || b.quant !== null || b.disk !== null)) fail(`exact block ${b.id} has copies ${b.raw}/${b.quant}/${b.disk}`);
       if (b.written && !b.exact && !b.lost && b.quant === null && b.disk === null) fail(`quantized block ${b.id} has no quantized copy`);
-      if (b.owners.size === 0 && b.hash === null && !b.lock.locked) fail(`unreferenced uncached block ${b.id} was not released`);
+      if (b.owners.size === 0 && b.hash === null && !b.lock.locked && b.leases.size === 0) fail(`unreferenced uncached block ${b.id} was not released`);
       const slots = [b.raw, b.quant, b.disk];
       slots.forEach((slot, t) => {
         if (slot === null) return;
@@ -383,6 +539,72 @@ export class BlockStore {
     this.pools.forEach((p, t) => {
       if (p.used !== owner[t]!.size) fail(`tier ${t} reports ${p.used} slots used, blocks hold ${owner[t]!.size}`);
     });
+  }
+
+  // ---- zero-copy internals ----------------------------------------------------------
+
+  private async acquireLocked(b: Block, lease: string, ctx: OpContext): Promise<AcquireResult> {
+    if (b.lost) throw new SpillwayError('BLOCK_LOST', `block ${b.id} failed verification on disk and must be written again`, { blockId: b.id });
+    const found = b.written ? this.tierOf(b) : null;
+    if (b.raw === null) {
+      if (b.written) {
+        await this.promoteToRaw(b, ctx);
+      } else {
+        b.raw = await this.acquireSlot(0, ctx);
+        this.policies[0].insert(b.id);
+      }
+    }
+    if (!this.leases.has(lease)) {
+      // The lease expired while the block was brought up: give back a slot no one holds.
+      if (!b.written && b.pins === 0) this.releaseCopies(b, [0]);
+      this.leases.touch(lease); // throws LEASE_NOT_FOUND
+    }
+    this.leases.touch(lease);
+    if (!b.leases.has(lease)) {
+      b.leases.add(lease);
+      b.pins++;
+      this.leases.hold(lease, b.id);
+    }
+    this.policies[0].touch(b.id);
+    return {
+      slot: b.raw!, blockId: b.id, written: b.written, lossy: b.written && !b.exact,
+      tier: found === null ? null : TIER_NAMES[found], promoted: found !== null && found > 0, pins: b.pins,
+    };
+  }
+
+  /**
+   * Drops one lease's hold on a block; the caller holds its lock. A block not written
+   * gives its slot back once no one holds it; an abandoned hold (lease ended or expired)
+   * also drops the raw cache of a quantized block, which the engine may have scribbled
+   * on, since the quantized truth stays below.
+   */
+  private unhold(b: Block, lease: string, abandoned: boolean): void {
+    if (!b.leases.delete(lease)) return;
+    b.pins--;
+    this.leases.unhold(lease, b.id);
+    if (b.pins === 0 && b.raw !== null && (!b.written || (abandoned && !b.exact && !b.lost))) this.releaseCopies(b, [0]);
+    if (b.owners.size === 0 && b.leases.size === 0 && (b.hash === null || b.lost || !b.written)) this.dropBlock(b);
+    this.notifyProgress();
+  }
+
+  /** Releases the holds of a lease that ended or expired. */
+  private async releaseLeaseHolds(lease: string, blockIds: number[]): Promise<number> {
+    let released = 0;
+    for (const id of blockIds) {
+      const b = this.blocks.get(id);
+      if (!b) continue;
+      await b.lock.acquire();
+      try {
+        if (!b.dead && b.leases.has(lease)) {
+          this.unhold(b, lease, true);
+          released++;
+        }
+      } finally {
+        b.lock.release();
+        this.notifyProgress();
+      }
+    }
+    return released;
   }
 
   // ---- reading ------------------------------------------------------------------------
@@ -420,7 +642,7 @@ export class BlockStore {
   /** The block's quantized bytes from tier 1, or from disk without taking a tier-1 slot. */
   private async storedBytes(b: Block): Promise<Buffer> {
     if (b.quant !== null) return this.backend.readQuantized(b.quant);
-    return this.diskOp(b, () => this.backend.readDisk(b.disk!, { key: b.id, generation: b.generation }));
+    return this.diskOp(b, 'read', () => this.backend.readDisk(b.disk!, { key: b.id, generation: b.generation }));
   }
 
   /** Brings a quantized block up to tier 0, through tier 1. The caller holds its lock. */
@@ -428,7 +650,7 @@ export class BlockStore {
     if (b.raw !== null) return;
     if (b.quant === null) {
       await this.move('promote', b, 2, 1, ctx, async (slot) => {
-        await this.diskOp(b, () => this.backend.fill(b.disk!, { key: b.id, generation: b.generation }, slot));
+        await this.diskOp(b, 'read', () => this.backend.fill(b.disk!, { key: b.id, generation: b.generation }, slot));
         b.quant = slot;
       });
     }
@@ -507,7 +729,7 @@ export class BlockStore {
             victim.quant = dest;
             victim.exact = false;
           } else {
-            await this.diskOp(victim, () => this.backend.spill(slot, dest, { key: victim.id, generation: victim.generation }));
+            await this.diskOp(victim, 'write', () => this.backend.spill(slot, dest, { key: victim.id, generation: victim.generation }));
             victim.disk = dest;
           }
         });
@@ -555,12 +777,14 @@ export class BlockStore {
     this.telemetry.recordMove({ kind: 'demote', blockId: b.id, sequences: [...b.owners], from: TIER_NAMES[from], to: TIER_NAMES[to], bytes: 0, durationMs: 0, copied: false });
   }
 
-  /** Runs a disk operation with queue accounting; a failed verification loses the block. */
-  private async diskOp<T>(b: Block, op: () => Promise<T>): Promise<T> {
+  /** Runs a disk operation of one slot with queue and byte accounting; a failed verification loses the block. */
+  private async diskOp<T>(b: Block, direction: 'read' | 'write', op: () => Promise<T>): Promise<T> {
     this.diskInFlight++;
     this.telemetry.diskQueue.set(this.diskInFlight);
     try {
-      return await op();
+      const result = await op();
+      this.telemetry.diskBytes.inc({ direction }, this.layout.tiers[2].slotBytes);
+      return result;
     } catch (err) {
       const code = (err as { code?: ErrorCode }).code ?? 'INTERNAL';
       this.telemetry.diskErrors.inc({ kind: code });
@@ -608,7 +832,7 @@ export class BlockStore {
   private async dropWhenIdle(b: Block): Promise<void> {
     await b.lock.acquire();
     try {
-      if (!b.dead && b.owners.size === 0 && (b.hash === null || b.lost || !b.written)) this.dropBlock(b);
+      if (!b.dead && b.owners.size === 0 && b.leases.size === 0 && (b.hash === null || b.lost || !b.written)) this.dropBlock(b);
     } finally {
       b.lock.release();
       this.notifyProgress();
@@ -651,7 +875,7 @@ export class BlockStore {
   private newBlock(): Block {
     const b: Block = {
       id: this.nextBlockId++, generation: 0, owners: new Set(), pins: 0, hash: null, written: false, exact: false,
-      lost: false, raw: null, quant: null, disk: null, lock: new BlockLock(), dead: false,
+      lost: false, raw: null, quant: null, disk: null, lock: new BlockLock(), dead: false, leases: new Set(),
     };
     this.blocks.set(b.id, b);
     return b;
@@ -670,7 +894,8 @@ export class BlockStore {
     if (cached.owners.size === 0) this.liveBlocks++;
     cached.owners.add(seq.id);
     seq.blocks[index] = cached;
-    if (own.owners.size === 0) this.dropBlock(own);
+    // A block a zero-copy lease still holds is dropped when the lease lets go of it.
+    if (own.owners.size === 0 && own.leases.size === 0) this.dropBlock(own);
   }
 
   private sequence(id: string): Sequence {

@@ -2,46 +2,41 @@
  * One block's bytes: PUT writes application/octet-stream (optionally committing it to the
  * prefix cache with its token ids), GET reads them, pin/unpin keep it in place.
  */
-import type { FastifyPluginAsync } from 'fastify';
-import { z } from 'zod';
-import type { BlockStore } from '../../runtime/store.js';
-import { SpillwayError } from '../../runtime/errors.js';
-import { parse } from '../errors.js';
+import type { RoutePlugin } from '../context.js';
+import { BlockBytes, BlockParams, ErrorResponse, PinResponse, ReadQuery, WriteQuery, WriteResponse } from '../schemas.js';
 
-const BlockParams = z.object({ id: z.string(), index: z.coerce.number().int().min(0) });
-const Bool = z.enum(['true', 'false']).transform((v) => v === 'true');
-const ReadQuery = z.object({ promote: Bool.optional(), format: z.enum(['raw', 'stored']).optional() }).strict();
-const WriteQuery = z.object({ tokens: z.string().regex(/^\d+(,\d+)*$/, 'tokens is a comma-separated list of token ids').optional() }).strict();
+export const blockRoutes: RoutePlugin = async (app, { ctx }) => {
+  const { store } = ctx;
+  app.put('/v1/sequences/:id/blocks/:index', {
+    schema: {
+      tags: ['blocks'], summary: 'Write one block; with tokens, commit it to the prefix cache',
+      params: BlockParams, querystring: WriteQuery, body: BlockBytes, consumes: ['application/octet-stream'],
+      response: { 200: WriteResponse, default: ErrorResponse },
+    },
+  }, async (request) => store.write(request.params.id, request.params.index, request.body, request.query.tokens));
 
-export const blockRoutes: FastifyPluginAsync<{ store: BlockStore }> = async (app, { store }) => {
-  app.put('/v1/sequences/:id/blocks/:index', async (request) => {
-    const { id, index } = parse(BlockParams, request.params, 'params');
-    const query = parse(WriteQuery, request.query, 'query');
-    if (!Buffer.isBuffer(request.body)) {
-      throw new SpillwayError('INVALID_ARGUMENT', 'a block is sent as application/octet-stream', { field: 'body' });
-    }
-    const tokens = query.tokens?.split(',').map(Number);
-    return store.write(id, index, request.body, tokens);
-  });
-
-  app.get('/v1/sequences/:id/blocks/:index', async (request, reply) => {
-    const { id, index } = parse(BlockParams, request.params, 'params');
-    const query = parse(ReadQuery, request.query, 'query');
-    const result = await store.read(id, index, query);
+  app.get('/v1/sequences/:id/blocks/:index', {
+    schema: {
+      tags: ['blocks'], summary: 'Read one block; headers say the tier it was found in, its format and whether it is lossy',
+      params: BlockParams, querystring: ReadQuery,
+      response: {
+        200: { description: 'the block; headers spillway-tier, spillway-format, spillway-lossy', content: { 'application/octet-stream': { schema: BlockBytes } } },
+        default: ErrorResponse,
+      },
+    },
+  }, async (request, reply) => {
+    const result = await store.read(request.params.id, request.params.index, request.query);
     reply.header('content-type', 'application/octet-stream');
     reply.header('spillway-tier', result.tier);
     reply.header('spillway-format', result.format);
     reply.header('spillway-lossy', String(result.lossy));
+    reply.header('spillway-promoted', String(result.promoted));
     return result.data;
   });
 
-  app.post('/v1/sequences/:id/blocks/:index/pin', async (request) => {
-    const { id, index } = parse(BlockParams, request.params, 'params');
-    return store.pin(id, index);
-  });
-
-  app.post('/v1/sequences/:id/blocks/:index/unpin', async (request) => {
-    const { id, index } = parse(BlockParams, request.params, 'params');
-    return store.unpin(id, index);
-  });
+  const pinSchema = { tags: ['blocks'], params: BlockParams, response: { 200: PinResponse, default: ErrorResponse } };
+  app.post('/v1/sequences/:id/blocks/:index/pin', { schema: { ...pinSchema, summary: 'Pin a block: it never moves until unpinned' } },
+    async (request) => store.pin(request.params.id, request.params.index));
+  app.post('/v1/sequences/:id/blocks/:index/unpin', { schema: { ...pinSchema, summary: 'Undo one pin' } },
+    async (request) => store.unpin(request.params.id, request.params.index));
 };

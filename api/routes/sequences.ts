@@ -1,30 +1,33 @@
 /** Sequences: create (optionally attaching a cached prefix), allocate blocks, free. */
-import type { FastifyPluginAsync } from 'fastify';
-import { z } from 'zod';
-import type { BlockStore } from '../../runtime/store.js';
-import { parse } from '../errors.js';
+import type { RoutePlugin } from '../context.js';
+import { AllocateBody, AllocateResponse, CreateSequenceBody, CreateSequenceResponse, ErrorResponse, FreeResponse, SequenceParams } from '../schemas.js';
 
-const Hash = z.string().regex(/^[0-9a-f]{32}$/, 'a block hash is 32 lowercase hex digits');
-const CreateBody = z.object({ id: z.string().optional(), prefix: z.array(Hash).max(1 << 20).optional() }).strict();
-const AllocateBody = z.object({ count: z.number().int().min(1).max(1 << 20) }).strict();
-const SeqParams = z.object({ id: z.string() });
-
-export const sequenceRoutes: FastifyPluginAsync<{ store: BlockStore }> = async (app, { store }) => {
-  app.post('/v1/sequences', async (request, reply) => {
-    const body = parse(CreateBody, request.body ?? {}, 'body');
+export const sequenceRoutes: RoutePlugin = async (app, { ctx }) => {
+  const { store } = ctx;
+  app.post('/v1/sequences', {
+    schema: {
+      tags: ['sequences'], summary: 'Create a sequence, attaching the cached leading blocks of a prefix',
+      body: CreateSequenceBody.optional(), response: { 201: CreateSequenceResponse, default: ErrorResponse },
+    },
+  }, async (request, reply) => {
     reply.status(201);
-    return store.createSequence(body.id, body.prefix);
+    return store.createSequence(request.body?.id, request.body?.prefix);
   });
 
-  app.post('/v1/sequences/:id/blocks', async (request, reply) => {
-    const { id } = parse(SeqParams, request.params, 'params');
-    const body = parse(AllocateBody, request.body, 'body');
+  app.post('/v1/sequences/:id/blocks', {
+    schema: {
+      tags: ['sequences'], summary: 'Allocate blocks at the end of a sequence (they take no slot until written)',
+      params: SequenceParams, body: AllocateBody, response: { 201: AllocateResponse, default: ErrorResponse },
+    },
+  }, async (request, reply) => {
     reply.status(201);
-    return { blocks: store.allocate(id, body.count) };
+    return { blocks: store.allocate(request.params.id, request.body.count) };
   });
 
-  app.delete('/v1/sequences/:id', async (request) => {
-    const { id } = parse(SeqParams, request.params, 'params');
-    return store.freeSequence(id);
-  });
+  app.delete('/v1/sequences/:id', {
+    schema: {
+      tags: ['sequences'], summary: 'Free a sequence; its committed blocks stay cached for reuse',
+      params: SequenceParams, response: { 200: FreeResponse, default: ErrorResponse },
+    },
+  }, async (request) => store.freeSequence(request.params.id));
 };

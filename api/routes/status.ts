@@ -1,18 +1,68 @@
-/** Health, readiness, effective configuration, capacity and the active backend. */
-import type { FastifyPluginAsync } from 'fastify';
-import type { BlockStore } from '../../runtime/store.js';
+/** Liveness, readiness, and status: backend, I/O paths, capacity, limits, load, configuration. */
+import type { z } from 'zod';
+import type { BackendDescription } from '../../runtime/backends/backend.js';
+import type { RoutePlugin } from '../context.js';
+import { ErrorResponse, HealthResponse, ReadyResponse, StatusResponse } from '../schemas.js';
 
-export const statusRoutes: FastifyPluginAsync<{ store: BlockStore }> = async (app, { store }) => {
-  app.get('/v1/health', async () => ({ ok: true }));
+/** Liveness and readiness: answered without a token, for orchestrators' probes. */
+export const healthRoutes: RoutePlugin = async (app, { ctx }) => {
+  app.get('/v1/health', {
+    schema: { tags: ['status'], summary: 'Liveness: the process answers', security: [], response: { 200: HealthResponse } },
+  }, async () => ({ ok: true as const }));
 
-  app.get('/v1/status', async () => {
-    const { token: _token, ...server } = store.config.server;
+  app.get('/v1/ready', {
+    schema: {
+      tags: ['status'], summary: 'Readiness: 200 while data-plane requests are accepted, 503 while closing or shedding load',
+      security: [], response: { 200: ReadyResponse, 503: ReadyResponse },
+    },
+  }, async (_request, reply) => {
+    const pressure = ctx.load.pressure();
+    const reason = ctx.closing() ? 'closing' : pressure ? `${pressure.reason} ${pressure.value} over ${pressure.limit}` : undefined;
+    if (reason) reply.status(503);
+    return reason ? { ready: false, reason } : { ready: true };
+  });
+};
+
+export const statusRoutes: RoutePlugin = async (app, { ctx }) => {
+  const { store, load, sampler } = ctx;
+  const { token, ...server } = store.config.server;
+  const capacity = store.capacity();
+  const config = { ...store.config, server: { ...server, auth: token !== undefined } };
+
+  // Capacity and configuration never change while serving, and the backend's description
+  // only once a telemetry sample: their JSON (most of the answer) is kept and spliced in,
+  // so that a status request serializes only what moves.
+  let keptFor: BackendDescription | undefined;
+  let keptJson = '';
+  const steadyJson = () => {
+    if (keptFor !== sampler.backend) {
+      keptFor = sampler.backend;
+      keptJson = JSON.stringify({ backend: keptFor, capacity, config }).slice(1, -1);
+    }
+    return keptJson;
+  };
+  type Status = z.input<typeof StatusResponse>;
+  const serialize = (s: Status) => `${JSON.stringify({ limits: s.limits, stats: s.stats, load: s.load }).slice(0, -1)},${steadyJson()}}`;
+
+  app.get('/v1/status', {
+    schema: {
+      tags: ['status'], summary: 'Backend and I/O path per tier (as of the last telemetry sample), capacity per tier, limits, live stats, load, effective configuration',
+      response: { 200: StatusResponse, default: ErrorResponse },
+    },
+    serializerCompiler: ({ httpStatus }) => (httpStatus === '200' ? (data) => serialize(data as Status) : (data) => JSON.stringify(data)),
+  }, async () => {
+    const pressure = load.pressure();
     return {
-      backend: store.describeBackend(),
-      capacity: store.capacity(),
+      backend: sampler.backend,
+      capacity,
       limits: store.limits,
       stats: store.stats(),
-      config: { ...store.config, server: { ...server, auth: _token !== undefined } },
+      load: {
+        diskQueue: store.diskQueueDepth, maxDiskQueue: load.maxDiskQueue,
+        eventLoopDelayMs: load.eventLoopDelayMs, maxEventLoopDelayMs: load.maxEventLoopDelayMs,
+        shedding: pressure ? pressure.reason : null,
+      },
+      config,
     };
   });
 };

@@ -21,8 +21,24 @@ export interface DiskTag {
   generation: number;
 }
 
+/** Tier 0 as memory another process on the same GPU can map (zero-copy). */
+export interface RawPoolExport {
+  /** The arena's cudaIpcMemHandle_t (64 bytes): cudaIpcOpenMemHandle maps it once. */
+  handle: Buffer;
+  /** The GPU the arena lives on, by name. */
+  device: string;
+  /** Bytes of one slot: one raw block; slot i starts at i * slotBytes. */
+  slotBytes: number;
+  slots: number;
+}
+
 export interface Backend {
   describe(): BackendDescription;
+  /**
+   * Tier 0 for zero-copy access, or undefined where tier 0 is not device memory that can
+   * be shared (the host backend). Slot indices are the store's tier-0 slots.
+   */
+  exportRaw?(): RawPoolExport | undefined;
   /** Copies a whole raw block into a tier-0 slot. */
   writeRaw(slot: number, src: Uint8Array): Promise<void>;
   /** Copies a tier-0 slot out. */

@@ -6,17 +6,19 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { nativeCall, SpillwayError } from '../errors.js';
+import { fromNative, nativeCall, SpillwayError } from '../errors.js';
 import type { Layout } from '../layout.js';
 import { openGpuTiers, type NativeGpuTiers } from '../native.js';
-import type { Backend, BackendDescription, DiskTag } from './backend.js';
+import type { Backend, BackendDescription, DiskTag, RawPoolExport } from './backend.js';
 
 export class GpuBackend implements Backend {
   private readonly tiers: NativeGpuTiers;
   private readonly reason: string;
+  private readonly rawSlots: number;
 
   constructor(layout: Layout, diskPath: string, direct: boolean, io: 'auto' | 'cufile' | 'posix', reason: string) {
     this.reason = reason;
+    this.rawSlots = layout.tiers[0].slots;
     mkdirSync(dirname(diskPath), { recursive: true });
     const tiers = openGpuTiers({
       params: layout.quant,
@@ -43,6 +45,16 @@ export class GpuBackend implements Backend {
       paths: { raw: `HBM on ${i.device}`, quantized: `HBM on ${i.device}, CUDA quantization kernels`, disk: `${disk}: ${i.ioReason}` },
       disk: { path: i.path, direct: i.direct, directReason: i.directReason, preallocated: i.preallocated },
     };
+  }
+
+  /** Tier 0's arena as a CUDA IPC handle: slot i at byte i * rawSlotBytes of the mapping. */
+  exportRaw(): RawPoolExport {
+    try {
+      const i = this.tiers.info();
+      return { handle: this.tiers.ipcHandle(0), device: i.device, slotBytes: i.rawSlotBytes, slots: this.rawSlots };
+    } catch (err) {
+      throw fromNative(err, 'export of tier 0');
+    }
   }
 
   writeRaw(slot: number, src: Uint8Array): Promise<void> {

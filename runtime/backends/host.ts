@@ -44,6 +44,11 @@ export class HostBackend implements Backend {
     };
   }
 
+  /** Tier 0 is host memory here: there is no device memory to share. */
+  exportRaw(): undefined {
+    return undefined;
+  }
+
   private rawOffset(slot: number): number {
     return slot * this.layout.rawBlockBytes;
   }

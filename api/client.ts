@@ -1,0 +1,193 @@
+/**
+ * A typed client for the HTTP API, on the global fetch. Its types come from the same zod
+ * schemas the server validates with (api/schemas.ts). Control goes as JSON, one block as
+ * application/octet-stream, batches as application/msgpack. A failed request throws the
+ * server's SpillwayError (code, message and details as sent).
+ */
+import { Packr } from 'msgpackr';
+import type { z } from 'zod';
+import { ErrorCodes, SpillwayError, type ErrorCode } from '../runtime/errors.js';
+import type { MoveEvent } from '../runtime/telemetry.js';
+import type * as S from './schemas.js';
+import { takeSseMessages } from './dashboard/sse.js';
+
+type Out<T extends z.ZodType> = z.output<T>;
+type In<T extends z.ZodType> = z.input<T>;
+
+export interface ClientOptions {
+  /** e.g. http://127.0.0.1:8420 */
+  baseUrl: string;
+  /** The server's bearer token, when it has one. */
+  token?: string;
+}
+
+export interface BlockRead {
+  data: Buffer;
+  tier: Out<typeof S.TierName>;
+  format: 'raw' | 'quantized';
+  lossy: boolean;
+  promoted: boolean;
+}
+
+export type BatchBlock = Out<typeof S.BatchReadResponse>['blocks'][number] & { data: Buffer };
+
+export interface ServerEvent {
+  event: 'move' | 'dropped';
+  data: MoveEvent | { dropped: number };
+}
+
+const packr = new Packr({ useRecords: false });
+
+export class SpillwayClient {
+  private readonly base: string;
+  private readonly auth: Record<string, string>;
+
+  constructor(options: ClientOptions) {
+    this.base = options.baseUrl.replace(/\/$/, '');
+    this.auth = options.token ? { authorization: `Bearer ${options.token}` } : {};
+  }
+
+  // ---- status and limits ------------------------------------------------------------
+
+  health(): Promise<Out<typeof S.HealthResponse>> {
+    return this.json('GET', '/v1/health');
+  }
+
+  ready(): Promise<Out<typeof S.ReadyResponse>> {
+    return this.json('GET', '/v1/ready', undefined, [200, 503]);
+  }
+
+  status(): Promise<Out<typeof S.StatusResponse>> {
+    return this.json('GET', '/v1/status');
+  }
+
+  limits(): Promise<Out<typeof S.LimitsResponse>> {
+    return this.json('GET', '/v1/limits');
+  }
+
+  /** Changes the limits named; the others stay. */
+  setLimits(changes: In<typeof S.LimitsPatch>): Promise<Out<typeof S.LimitsResponse>> {
+    return this.json('PATCH', '/v1/limits', changes);
+  }
+
+  telemetry(since?: number): Promise<Out<typeof S.TelemetryResponse>> {
+    return this.json('GET', since === undefined ? '/v1/telemetry' : `/v1/telemetry?since=${since}`);
+  }
+
+  async metrics(): Promise<string> {
+    return (await this.send('GET', '/metrics')).text();
+  }
+
+  // ---- sequences and blocks ---------------------------------------------------------
+
+  createSequence(body: In<typeof S.CreateSequenceBody> = {}): Promise<Out<typeof S.CreateSequenceResponse>> {
+    return this.json('POST', '/v1/sequences', body);
+  }
+
+  async allocate(sequence: string, count: number): Promise<Out<typeof S.AllocateResponse>['blocks']> {
+    return (await this.json<Out<typeof S.AllocateResponse>>('POST', `/v1/sequences/${seg(sequence)}/blocks`, { count })).blocks;
+  }
+
+  freeSequence(sequence: string): Promise<Out<typeof S.FreeResponse>> {
+    return this.json('DELETE', `/v1/sequences/${seg(sequence)}`);
+  }
+
+  /** Writes one block; with `tokens`, commits it to the prefix cache. */
+  async writeBlock(sequence: string, index: number, data: Uint8Array, tokens?: number[]): Promise<Out<typeof S.WriteResponse>> {
+    const query = tokens ? `?tokens=${tokens.join(',')}` : '';
+    const res = await this.send('PUT', `/v1/sequences/${seg(sequence)}/blocks/${index}${query}`, data, 'application/octet-stream');
+    return (await res.json()) as Out<typeof S.WriteResponse>;
+  }
+
+  async readBlock(sequence: string, index: number, options: { promote?: boolean; format?: 'raw' | 'stored' } = {}): Promise<BlockRead> {
+    const query = new URLSearchParams();
+    if (options.promote !== undefined) query.set('promote', String(options.promote));
+    if (options.format !== undefined) query.set('format', options.format);
+    const q = query.size > 0 ? `?${query}` : '';
+    const res = await this.send('GET', `/v1/sequences/${seg(sequence)}/blocks/${index}${q}`);
+    return {
+      data: Buffer.from(await res.arrayBuffer()),
+      tier: res.headers.get('spillway-tier') as BlockRead['tier'],
+      format: res.headers.get('spillway-format') as BlockRead['format'],
+      lossy: res.headers.get('spillway-lossy') === 'true',
+      promoted: res.headers.get('spillway-promoted') === 'true',
+    };
+  }
+
+  /** Writes many blocks in one msgpack request, in order. */
+  async writeBlocks(sequence: string, blocks: In<typeof S.BatchWriteBody>['blocks']): Promise<Out<typeof S.BatchWriteResponse>['blocks']> {
+    const res = await this.send('POST', `/v1/sequences/${seg(sequence)}/blocks/write`, packr.pack({ blocks }), 'application/msgpack');
+    return ((await res.json()) as Out<typeof S.BatchWriteResponse>).blocks;
+  }
+
+  /** Reads many blocks in one request; the answer comes as msgpack. */
+  async readBlocks(sequence: string, indices: number[], options: { promote?: boolean; format?: 'raw' | 'stored' } = {}): Promise<BatchBlock[]> {
+    const res = await this.send('POST', `/v1/sequences/${seg(sequence)}/blocks/read`, JSON.stringify({ indices, ...options }), 'application/json');
+    return (packr.unpack(Buffer.from(await res.arrayBuffer())) as { blocks: BatchBlock[] }).blocks;
+  }
+
+  pin(sequence: string, index: number): Promise<Out<typeof S.PinResponse>> {
+    return this.json('POST', `/v1/sequences/${seg(sequence)}/blocks/${index}/pin`);
+  }
+
+  unpin(sequence: string, index: number): Promise<Out<typeof S.PinResponse>> {
+    return this.json('POST', `/v1/sequences/${seg(sequence)}/blocks/${index}/unpin`);
+  }
+
+  lookupPrefix(body: In<typeof S.LookupBody>): Promise<Out<typeof S.LookupResponse>> {
+    return this.json('POST', '/v1/prefix/lookup', body);
+  }
+
+  /** Follows /v1/events until `signal` aborts or the server ends the stream. */
+  async *events(options: { kinds?: Array<'demote' | 'promote' | 'drop'>; signal?: AbortSignal } = {}): AsyncGenerator<ServerEvent> {
+    const query = options.kinds ? `?kinds=${options.kinds.join(',')}` : '';
+    const res = await this.send('GET', `/v1/events${query}`, undefined, undefined, options.signal);
+    const decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        const taken = takeSseMessages(buffer + decoder.decode(chunk, { stream: true }));
+        buffer = taken.rest;
+        for (const { event, data } of taken.messages) {
+          if (event === 'move' || event === 'dropped') yield { event, data: JSON.parse(data) as ServerEvent['data'] };
+        }
+      }
+    } catch (err) {
+      if (!options.signal?.aborted) throw err;
+    }
+  }
+
+  // ---- transport --------------------------------------------------------------------
+
+  private async json<T>(method: string, path: string, body?: unknown, accept: number[] = []): Promise<T> {
+    const res = await this.send(method, path, body === undefined ? undefined : JSON.stringify(body), body === undefined ? undefined : 'application/json', undefined, accept);
+    return (await res.json()) as T;
+  }
+
+  private async send(method: string, path: string, body?: string | Uint8Array, contentType?: string, signal?: AbortSignal, accept: number[] = []): Promise<Response> {
+    const headers: Record<string, string> = { ...this.auth };
+    if (contentType) headers['content-type'] = contentType;
+    // A Uint8Array over any ArrayBufferLike is a valid body; the DOM typings want ArrayBuffer.
+    const res = await fetch(`${this.base}${path}`, { method, headers, body: body as BodyInit | undefined, signal });
+    if (res.ok || accept.includes(res.status)) return res;
+    throw await toError(res);
+  }
+}
+
+function seg(s: string): string {
+  return encodeURIComponent(s);
+}
+
+/** The server's error body as a SpillwayError; details keep the HTTP status. */
+async function toError(res: Response): Promise<SpillwayError> {
+  const text = await res.text();
+  let error: { code?: string; message?: string } & Record<string, unknown> = {};
+  try {
+    error = (JSON.parse(text) as { error: typeof error }).error ?? {};
+  } catch {
+    // not the API's error shape (a proxy, say): keep the text
+  }
+  const { code, message, ...details } = error;
+  const known = typeof code === 'string' && code in ErrorCodes ? (code as ErrorCode) : 'INTERNAL';
+  return new SpillwayError(known, message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`, { ...details, httpStatus: res.status, ...(known !== code ? { serverCode: code } : {}) });
+}

@@ -1,0 +1,78 @@
+/**
+ * Load shedding. When the disk queue or the event loop is saturated, data-plane requests
+ * are answered 503 with Retry-After at once, rather than queued without bound behind the
+ * work already in flight. Control and telemetry routes stay served, so an operator can
+ * see why.
+ */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import type { onRequestHookHandler } from 'fastify';
+import { SpillwayError } from '../runtime/errors.js';
+import type { BlockStore } from '../runtime/store.js';
+import type { ApiMetrics } from './metrics.js';
+
+const RESOLUTION_MS = 10;
+export const RETRY_AFTER_SECONDS = 1;
+
+export interface Pressure {
+  reason: 'disk-queue' | 'event-loop';
+  value: number;
+  limit: number;
+}
+
+export class LoadMonitor {
+  readonly maxDiskQueue: number;
+  readonly maxEventLoopDelayMs: number;
+  private readonly store: BlockStore;
+  private readonly histogram: IntervalHistogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
+  private timer: NodeJS.Timeout | undefined;
+  private delayMs = 0;
+
+  constructor(store: BlockStore) {
+    this.store = store;
+    this.maxDiskQueue = store.config.server.maxDiskQueue;
+    this.maxEventLoopDelayMs = store.config.server.maxEventLoopDelayMs;
+  }
+
+  /** Samples the event loop's delay every `intervalMs`: its mean over the interval, less the timer's own period. */
+  start(intervalMs: number, metrics: ApiMetrics): void {
+    this.histogram.enable();
+    this.timer = setInterval(() => {
+      const mean = this.histogram.mean / 1e6;
+      // No sample at all means the loop was blocked for the whole interval.
+      this.delayMs = Number.isFinite(mean) ? Math.max(0, mean - RESOLUTION_MS) : intervalMs;
+      metrics.eventLoopDelay.set(this.delayMs / 1000);
+      this.histogram.reset();
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.histogram.disable();
+  }
+
+  get eventLoopDelayMs(): number {
+    return this.delayMs;
+  }
+
+  /** What is saturated now, or null. */
+  pressure(): Pressure | null {
+    const queue = this.store.diskQueueDepth;
+    if (queue > this.maxDiskQueue) return { reason: 'disk-queue', value: queue, limit: this.maxDiskQueue };
+    if (this.delayMs > this.maxEventLoopDelayMs) return { reason: 'event-loop', value: Math.round(this.delayMs * 10) / 10, limit: this.maxEventLoopDelayMs };
+    return null;
+  }
+}
+
+/** An onRequest hook answering 503 + Retry-After while the monitor reports pressure. */
+export function shedWhenSaturated(monitor: LoadMonitor, metrics: ApiMetrics): onRequestHookHandler {
+  return (_request, reply, done) => {
+    const p = monitor.pressure();
+    if (p === null) return done();
+    metrics.shed.inc({ reason: p.reason });
+    reply.header('retry-after', String(RETRY_AFTER_SECONDS));
+    done(new SpillwayError('BUSY', `server overloaded (${p.reason} ${p.value} over ${p.limit}); retry after ${RETRY_AFTER_SECONDS} s`, {
+      reason: p.reason, value: p.value, limit: p.limit, retryAfterSeconds: RETRY_AFTER_SECONDS,
+    }));
+  };
+}

@@ -1,0 +1,47 @@
+/**
+ * The API's own metrics, kept in the store's registry so that /metrics serves one page:
+ * request durations per route, requests shed under load, and the event stream's clients
+ * and the events it dropped for clients that did not keep up.
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+const HTTP_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+
+export class ApiMetrics {
+  private readonly requestSeconds: Histogram<'method' | 'route' | 'status'>;
+  readonly shed: Counter<'reason'>;
+  readonly eventsDropped: Counter;
+  readonly eventClients: Gauge;
+  readonly eventLoopDelay: Gauge;
+  private readonly registry: Registry;
+  private readonly names: string[];
+  private readonly requestChildren = new Map<string, { observe(value: number): void }>();
+
+  constructor(registry: Registry) {
+    this.registry = registry;
+    const before = new Set(registry.getMetricsAsArray().map((m) => m.name));
+    const registers = [registry];
+    this.requestSeconds = new Histogram({ name: 'spillway_http_request_seconds', help: 'HTTP request duration by route', labelNames: ['method', 'route', 'status'], buckets: HTTP_BUCKETS, registers });
+    this.shed = new Counter({ name: 'spillway_http_shed_total', help: 'Requests answered 503 because the server was overloaded', labelNames: ['reason'], registers });
+    this.eventsDropped = new Counter({ name: 'spillway_events_dropped_total', help: 'Move events not sent to event-stream clients that fell behind', registers });
+    this.eventClients = new Gauge({ name: 'spillway_event_clients', help: 'Connected event-stream clients', registers });
+    this.eventLoopDelay = new Gauge({ name: 'spillway_event_loop_delay_seconds', help: 'Mean event loop delay over the last sample', registers });
+    this.names = registry.getMetricsAsArray().map((m) => m.name).filter((n) => !before.has(n));
+  }
+
+  /** Records one request; label children are kept per route and status, so the hot path does not hash labels. */
+  observeRequest(method: string, route: string, status: number, seconds: number): void {
+    const key = `${method} ${route} ${status}`;
+    let child = this.requestChildren.get(key);
+    if (!child) {
+      child = this.requestSeconds.labels({ method, route, status });
+      this.requestChildren.set(key, child);
+    }
+    child.observe(seconds);
+  }
+
+  /** Takes the metrics out of the registry, so that another server may use the store. */
+  remove(): void {
+    for (const name of this.names) this.registry.removeSingleMetric(name);
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Many blocks of one sequence in one request, as msgpack: a batch read answers
+ * { blocks: [{ index, tier, format, lossy, promoted, data }] }, a batch write takes
+ * { blocks: [{ index, data, tokens? }] } and writes them in order (so that each prefix
+ * commit finds its parent committed). Errors name the entry that failed.
+ */
+import { Packr } from 'msgpackr';
+import { SpillwayError } from '../../runtime/errors.js';
+import type { RoutePlugin } from '../context.js';
+import { BatchReadBody, BatchReadResponse, BatchWriteBody, BatchWriteResponse, ErrorResponse, SequenceParams } from '../schemas.js';
+import { encodedResponse } from '../validation.js';
+
+/** Maps, not msgpackr's record extension, so that any msgpack decoder reads the answer. */
+const packr = new Packr({ useRecords: false });
+
+/** The store's error, restated for one entry of a batch. */
+function atEntry(err: unknown, field: string, extra: Record<string, unknown> = {}): unknown {
+  if (!(err instanceof SpillwayError)) return err;
+  return new SpillwayError(err.code, `${field}: ${err.message}`, { ...err.details, ...extra, field });
+}
+
+export const batchRoutes: RoutePlugin = async (app, { ctx }) => {
+  const { store } = ctx;
+  const maxBytes = store.config.server.maxBatchBytes;
+  const maxReadBlocks = Math.max(1, Math.floor(maxBytes / store.layout.rawBlockBytes));
+
+  app.post('/v1/sequences/:id/blocks/read', {
+    schema: {
+      tags: ['blocks'], summary: `Read many blocks of a sequence (at most server.maxBatchBytes of blocks); the answer is application/msgpack`,
+      params: SequenceParams, body: BatchReadBody,
+      response: { 200: encodedResponse('application/msgpack', BatchReadResponse, 'the blocks, in the order asked'), default: ErrorResponse },
+    },
+  }, async (request, reply) => {
+    const { id } = request.params;
+    const { indices, ...options } = request.body;
+    if (indices.length > maxReadBlocks) {
+      throw new SpillwayError('INVALID_ARGUMENT', `body.indices: at most ${maxReadBlocks} blocks a batch (server.maxBatchBytes)`, {
+        field: 'body.indices', max: maxReadBlocks,
+      });
+    }
+    const results = await Promise.all(indices.map((index, k) =>
+      store.read(id, index, options).catch((err: unknown) => { throw atEntry(err, `body.indices.${k}`, { index }); })));
+    const blocks = results.map((r, k) => ({ index: indices[k]!, tier: r.tier, format: r.format, lossy: r.lossy, promoted: r.promoted, data: r.data }));
+    return reply.header('content-type', 'application/msgpack').send(packr.pack({ blocks }));
+  });
+
+  app.post('/v1/sequences/:id/blocks/write', {
+    bodyLimit: maxBytes,
+    schema: {
+      tags: ['blocks'], summary: 'Write many blocks of a sequence in order, from application/msgpack (at most server.maxBatchBytes)',
+      params: SequenceParams, body: BatchWriteBody, consumes: ['application/msgpack'],
+      response: { 200: BatchWriteResponse, default: ErrorResponse },
+    },
+  }, async (request) => {
+    const { id } = request.params;
+    const { blocks } = request.body;
+    const expected = store.layout.rawBlockBytes;
+    blocks.forEach((b, k) => {
+      if (b.data.byteLength !== expected) {
+        throw new SpillwayError('WRONG_SIZE', `body.blocks.${k}.data: a block is ${expected} bytes for this geometry, got ${b.data.byteLength}`, {
+          field: `body.blocks.${k}.data`, expected, got: b.data.byteLength,
+        });
+      }
+    });
+    const written = [];
+    for (const [k, b] of blocks.entries()) {
+      try {
+        written.push({ index: b.index, ...(await store.write(id, b.index, b.data, b.tokens)) });
+      } catch (err) {
+        throw atEntry(err, `body.blocks.${k}`, { index: b.index, written: written.length });
+      }
+    }
+    return { blocks: written };
+  });
+};

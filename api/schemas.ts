@@ -1,0 +1,189 @@
+/**
+ * Every request and response shape of the HTTP API, as zod schemas. They are the single
+ * source of validation (api/validation.ts compiles them for fastify), of the OpenAPI
+ * document served at /docs, and of the types of the TypeScript client (api/client.ts).
+ */
+import { z } from 'zod';
+
+const MAX_INDEX = 2 ** 31 - 1;
+
+export const TierName = z.enum(['raw', 'quantized', 'disk']);
+export const Hash = z.string().regex(/^[0-9a-f]{32}$/, 'a block hash is 32 lowercase hex digits');
+const TokenId = z.number().int().min(0).max(0xffffffff);
+const Count = z.number().int().nonnegative();
+/** Path segments arrive as strings; only plain decimal digits are an index. */
+const IndexParam = z.string().regex(/^(0|[1-9]\d{0,9})$/, 'a block index is a non-negative integer').transform(Number)
+  .pipe(z.number().max(MAX_INDEX));
+const Index = z.number().int().min(0).max(MAX_INDEX);
+const BoolParam = z.enum(['true', 'false']).transform((v) => v === 'true');
+const ReadFormat = z.enum(['raw', 'stored']).describe("'raw' (default): the raw block layout; 'stored': the bytes as held (quantized below tier 0)");
+/** Bytes inside a msgpack body (msgpack bin); documented as binary. */
+const Bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected bytes (msgpack bin)').meta({ type: 'string', format: 'binary' });
+/** A whole request or response body of bytes (application/octet-stream). */
+export const BlockBytes = z.custom<Buffer>((v) => Buffer.isBuffer(v), 'a block is sent as application/octet-stream')
+  .meta({ type: 'string', format: 'binary', description: 'one block in the raw layout [layer][K,V][kv_head][token][head_dim], little-endian' });
+
+// ---- errors -------------------------------------------------------------------------
+
+export const ErrorResponse = z.object({
+  error: z.looseObject({
+    code: z.string().describe('stable code (runtime/errors.ts)'),
+    message: z.string(),
+    field: z.string().optional().describe('the offending field, where one is to blame'),
+  }),
+}).describe('An error; further fields say what is left or what was expected');
+
+// ---- status, limits -----------------------------------------------------------------
+
+export const HealthResponse = z.object({ ok: z.literal(true) });
+export const ReadyResponse = z.object({
+  ready: z.boolean(),
+  reason: z.string().optional().describe('why not ready: closing, or the load that sheds requests'),
+});
+
+const TierCapacity = z.object({ name: TierName, slots: Count, slotBytes: Count, bytes: Count, tokens: Count });
+export const Capacity = z.object({
+  tokensPerBlock: Count, rawBlockBytes: Count, quantizedBlockBytes: Count, compressionRatio: z.number(),
+  totalBlocks: Count, totalTokens: Count, tiers: z.array(TierCapacity),
+});
+export const Limits = z.object({
+  maxTokensPerSequence: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  maxLiveSequences: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  maxTotalTokens: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+});
+export const Backend = z.object({
+  name: z.enum(['host', 'gpu']),
+  reason: z.string(),
+  paths: z.object({ raw: z.string(), quantized: z.string(), disk: z.string() }).describe('how each tier holds and moves bytes'),
+  disk: z.object({ path: z.string(), direct: z.boolean(), directReason: z.string(), preallocated: z.boolean() }),
+});
+export const Stats = z.object({
+  sequences: Count, blocks: Count, liveBlocks: Count, cachedBlocks: Count, pinnedBlocks: Count, lostBlocks: Count,
+  liveTokens: Count, diskInFlight: Count,
+  tiers: z.array(z.object({ name: TierName, slots: Count, used: Count, free: Count })),
+});
+export const Load = z.object({
+  diskQueue: Count, maxDiskQueue: Count, eventLoopDelayMs: z.number(), maxEventLoopDelayMs: z.number(),
+  shedding: z.string().nullable().describe('why data-plane requests are answered 503 now, or null'),
+});
+export const StatusResponse = z.object({
+  backend: Backend,
+  capacity: Capacity,
+  limits: Limits,
+  stats: Stats,
+  load: Load,
+  config: z.record(z.string(), z.unknown()).describe('the effective configuration; server.auth says whether a token is set, never the token'),
+});
+
+export const LimitsResponse = z.object({
+  limits: Limits,
+  capacityTokens: Count.describe('token limits above this are held at it: the ladder holds no more'),
+  live: z.object({ sequences: Count, tokens: Count }),
+  remaining: z.object({ sequences: Count, tokens: Count }),
+});
+export const LimitsReplace = Limits.strict();
+export const LimitsPatch = Limits.partial().strict()
+  .refine((v) => Object.keys(v).length > 0, 'name at least one of maxTokensPerSequence, maxLiveSequences, maxTotalTokens');
+
+// ---- sequences and blocks -----------------------------------------------------------
+
+export const SequenceParams = z.object({ id: z.string() });
+export const BlockParams = z.object({ id: z.string(), index: IndexParam });
+const BlockRef = z.object({ index: Index, blockId: Count });
+
+export const CreateSequenceBody = z.object({
+  id: z.string().optional().describe('1-128 characters of A-Z a-z 0-9 . _ : -; generated when left out'),
+  prefix: z.array(Hash).max(1 << 20).optional().describe('block hashes of a prefix: the leading ones cached are attached'),
+}).strict();
+export const CreateSequenceResponse = z.object({ id: z.string(), attached: z.array(BlockRef) });
+
+export const AllocateBody = z.object({ count: z.number().int().min(1).max(1 << 20) }).strict();
+export const AllocateResponse = z.object({ blocks: z.array(BlockRef) });
+
+export const FreeResponse = z.object({
+  released: Count.describe('blocks whose slots were released'),
+  cached: Count.describe('committed blocks kept in the prefix cache'),
+});
+export const PinResponse = z.object({ pins: Count });
+
+export const WriteQuery = z.object({
+  tokens: z.string().regex(/^\d{1,10}(,\d{1,10})*$/, 'tokens is a comma-separated list of token ids')
+    .transform((s) => s.split(',').map(Number))
+    .optional()
+    .describe('the block\'s token ids: commits it to the prefix cache under its chained hash'),
+}).strict();
+export const WriteResponse = z.object({
+  blockId: Count,
+  hash: Hash.nullable(),
+  deduplicated: z.boolean().describe('the prefix was cached already: the sequence now shares that block'),
+});
+
+export const ReadQuery = z.object({
+  promote: BoolParam.optional().describe('move the block up to tier 0 (default true)'),
+  format: ReadFormat.optional(),
+}).strict();
+
+export const BatchReadBody = z.object({
+  indices: z.array(Index).min(1).max(1 << 16),
+  promote: z.boolean().optional(),
+  format: ReadFormat.optional(),
+}).strict();
+export const BatchReadResponse = z.object({
+  blocks: z.array(z.object({
+    index: Index, tier: TierName, format: z.enum(['raw', 'quantized']), lossy: z.boolean(), promoted: z.boolean(), data: Bytes,
+  })),
+}).describe('msgpack map; data is msgpack bin');
+
+export const BatchWriteBody = z.object({
+  blocks: z.array(z.object({ index: Index, data: Bytes, tokens: z.array(TokenId).optional() }).strict()).min(1).max(1 << 16),
+}).strict().describe('msgpack map; data is msgpack bin; written in order');
+export const BatchWriteResponse = z.object({ blocks: z.array(WriteResponse.extend({ index: Index })) });
+
+// ---- prefix cache -------------------------------------------------------------------
+
+export const LookupBody = z.union([
+  z.object({ hashes: z.array(Hash).max(1 << 20) }).strict(),
+  z.object({ tokens: z.array(TokenId).max(1 << 24) }).strict(),
+]);
+export const LookupResponse = z.object({
+  requested: Count,
+  cached: z.array(z.object({ hash: Hash, blockId: Count, tier: TierName })),
+  hashes: z.array(Hash),
+});
+
+// ---- telemetry ----------------------------------------------------------------------
+
+const PerTier = z.object({ raw: Count, quantized: Count, disk: Count });
+export const TelemetrySample = z.object({
+  at: z.number().describe('ms since the epoch'),
+  blocks: PerTier.describe('slots in use per tier'),
+  movesPerSecond: z.object({ demote: z.number(), promote: z.number(), drop: z.number() }),
+  readsPerSecond: z.number(),
+  hitRate: z.number().nullable().describe('share of reads served from tier 0 over the interval; null without reads'),
+  prefixHitRate: z.number().nullable().describe('share of looked-up prefix blocks found cached; null without lookups'),
+  diskBytesPerSecond: z.object({ read: z.number(), write: z.number() }),
+  diskQueue: Count,
+  eventLoopDelayMs: z.number(),
+});
+export const TelemetryQuery = z.object({
+  since: z.string().regex(/^\d{1,16}$/, 'since is ms since the epoch').transform(Number).optional()
+    .describe('also return the samples taken after this time (ms since the epoch)'),
+}).strict();
+export const TelemetryResponse = TelemetrySample.extend({
+  intervalMs: Count,
+  slots: PerTier,
+  totals: z.object({
+    demotions: Count, promotions: Count, drops: Count, reads: Count, hits: Count,
+    diskBytes: z.object({ read: Count, write: Count }), eventsDropped: Count,
+  }),
+  path: z.object({ backend: z.string(), raw: z.string(), quantized: z.string(), disk: z.string(), direct: z.boolean() }),
+  history: z.array(TelemetrySample).optional(),
+});
+
+const MoveKind = z.enum(['demote', 'promote', 'drop']);
+export const EventsQuery = z.object({
+  kinds: z.string().regex(/^(demote|promote|drop)(,(demote|promote|drop))*$/, 'kinds is a comma-separated list of demote, promote, drop')
+    .transform((s) => new Set(s.split(',') as Array<z.infer<typeof MoveKind>>))
+    .optional()
+    .describe('only these kinds of move (default all)'),
+}).strict();
