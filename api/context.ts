@@ -1,6 +1,7 @@
 /** What the route plugins share: the store and the server's monitors. */
 import type { FastifyPluginAsync, RawServerDefault } from 'fastify';
 import type { BlockStore } from '../runtime/store.js';
+import type { MemoryBudget, ModelWeights } from '../runtime/weights/model.js';
 import type { LoadMonitor } from './load.js';
 import type { ApiMetrics } from './metrics.js';
 import type { TelemetrySampler } from './sampler.js';
@@ -11,6 +12,9 @@ export interface ApiContext {
   load: LoadMonitor;
   sampler: TelemetrySampler;
   metrics: ApiMetrics;
+  /** The model's weights, when the configuration names them. */
+  weights: ModelWeights | undefined;
+  memory: MemoryBudget;
   /** True once the server has begun to close. */
   closing(): boolean;
 }

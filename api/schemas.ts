@@ -38,13 +38,21 @@ export const ErrorResponse = z.object({
 export const HealthResponse = z.object({ ok: z.literal(true) });
 export const ReadyResponse = z.object({
   ready: z.boolean(),
-  reason: z.string().optional().describe('why not ready: closing, or the load that sheds requests'),
+  reason: z.string().optional().describe('why not ready: weights loading (or failed), closing, or the load that sheds requests'),
 });
 
 const TierCapacity = z.object({ name: TierName, slots: Count, slotBytes: Count, bytes: Count, tokens: Count });
+const MemoryBudget = z.object({
+  memory: z.enum(['host', 'gpu']).describe('where the upper tiers and the weights live'),
+  tierBytes: Count.describe('tiers 0 and 1'),
+  weightsBytes: Count.describe('the weights arena, alignment padding included; 0 without weights'),
+  totalBytes: Count,
+  deviceFreeBytes: Count.nullable().describe('device memory free before any of it was allocated; null on the host backend'),
+  fits: z.boolean().nullable().describe('whether the total fits the free device memory; null where that is not known'),
+}).describe('the memory the KV tiers and the weights share');
 export const Capacity = z.object({
   tokensPerBlock: Count, rawBlockBytes: Count, quantizedBlockBytes: Count, compressionRatio: z.number(),
-  totalBlocks: Count, totalTokens: Count, tiers: z.array(TierCapacity),
+  totalBlocks: Count, totalTokens: Count, tiers: z.array(TierCapacity), memory: MemoryBudget,
 });
 export const Limits = z.object({
   maxTokensPerSequence: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),

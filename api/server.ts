@@ -16,7 +16,10 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import { Unpackr } from 'msgpackr';
 import { projectRoot, type Config } from '../runtime/config.js';
 import { SpillwayError } from '../runtime/errors.js';
-import { openStore } from '../runtime/open.js';
+import { addon } from '../runtime/native.js';
+import { chooseBackend, openStore } from '../runtime/open.js';
+import { assertBudgetFits, memoryBudget, ModelWeights, type MemoryBudget } from '../runtime/weights/model.js';
+import { formatBytes, terminalProgress, type OnProgress } from '../runtime/weights/progress.js';
 import type { BlockStore } from '../runtime/store.js';
 import { requireBearer } from './auth.js';
 import type { ApiContext } from './context.js';
@@ -32,12 +35,17 @@ import { prefixRoutes } from './routes/prefix.js';
 import { sequenceRoutes } from './routes/sequences.js';
 import { healthRoutes, statusRoutes } from './routes/status.js';
 import { telemetryRoutes } from './routes/telemetry.js';
+import { weightsRoutes } from './routes/weights.js';
 import { TelemetrySampler } from './sampler.js';
 import { jsonSerializerCompiler, openApiTransform, zodValidatorCompiler } from './validation.js';
 
 export interface ServerOptions {
   /** Log with pino: true for stdout, or a stream to write the lines to. */
   logger?: boolean | { stream: NodeJS.WritableStream };
+  /** The model's weights, planned; serve() loads them once listening. */
+  weights?: ModelWeights;
+  /** The memory budget checked when the store was opened (serve() probes the device for it). */
+  memory?: MemoryBudget;
 }
 
 /** How often the event loop's delay is sampled for load shedding. */
@@ -94,7 +102,9 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
   const sampler = new TelemetrySampler(store, load, metrics, config.telemetryIntervalMs);
   await sampler.start();
   let closing = false;
-  const ctx: ApiContext = { store, load, sampler, metrics, closing: () => closing };
+  const { weights } = options;
+  const memory = options.memory ?? memoryBudget(store.config, store.describeBackend().name, undefined, weights?.bytes ?? 0);
+  const ctx: ApiContext = { store, load, sampler, metrics, weights, memory, closing: () => closing };
 
   app.addHook('onResponse', (request, reply, done) => {
     metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
@@ -107,6 +117,7 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
     sampler.stop();
     load.stop();
     metrics.remove();
+    weights?.free();
     await store.close();
   });
 
@@ -127,6 +138,7 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
     await guarded.register(limitsRoutes, { ctx });
     await guarded.register(metricsRoutes, { ctx });
     await guarded.register(telemetryRoutes, { ctx });
+    await guarded.register(weightsRoutes, { ctx });
     await guarded.register(async (data) => {
       data.addHook('onRequest', shedWhenSaturated(load, metrics));
       await data.register(sequenceRoutes, { ctx });
@@ -138,18 +150,49 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
   return app;
 }
 
-/** Opens the store and listens; stops cleanly on SIGINT/SIGTERM. */
-export async function serve(config: Config): Promise<FastifyInstance> {
-  const store = await openStore(config);
-  const app = await buildServer(store, { logger: true });
-  const b = store.describeBackend();
-  app.log.info({ backend: b.name, reason: b.reason, paths: b.paths, capacity: store.capacity(), auth: config.server.token !== undefined }, 'spillway store open');
-  await app.listen({ host: config.server.host, port: config.server.port });
-  const stop = async () => {
-    await app.close();
-    process.exit(0);
+/** A progress bar on a terminal; otherwise a log line every tenth of the way. */
+function weightsProgress(app: FastifyInstance): OnProgress {
+  const bar = terminalProgress('weights');
+  if (bar) return bar;
+  let logged = -1;
+  return (p) => {
+    const tenth = p.bytesTotal > 0 ? Math.floor((10 * p.bytesDone) / p.bytesTotal) : 10;
+    if (tenth === logged) return;
+    logged = tenth;
+    app.log.info({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, gbps: Number(p.gbps.toFixed(3)), etaSeconds: p.etaSeconds }, `weights ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)}`);
   };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+}
+
+/**
+ * Plans the weights and checks that they and the KV tiers fit the device, opens the store,
+ * listens (not ready while the weights load), then loads the weights. A failed load ends
+ * the process with its error. Stops cleanly on SIGINT/SIGTERM.
+ */
+export async function serve(config: Config): Promise<FastifyInstance> {
+  const probe = await addon.probe();
+  const backend = chooseBackend(config, probe);
+  const weights = await ModelWeights.plan(config, backend.name, probe);
+  const memory = memoryBudget(config, backend.name, probe, weights?.bytes ?? 0);
+  assertBudgetFits(memory);
+  const store = await openStore(config, probe);
+  const app = await buildServer(store, { logger: true, weights, memory });
+  const b = store.describeBackend();
+  app.log.info({ backend: b.name, reason: b.reason, paths: b.paths, capacity: store.capacity(), memory, auth: config.server.token !== undefined }, 'spillway store open');
+  await app.listen({ host: config.server.host, port: config.server.port });
+  const stop = async (code: number) => {
+    await app.close();
+    process.exit(code);
+  };
+  process.once('SIGINT', () => void stop(0));
+  process.once('SIGTERM', () => void stop(0));
+  if (weights) {
+    try {
+      await weights.load(weightsProgress(app));
+      app.log.info({ ...weights.describe(), progress: undefined }, 'weights loaded; ready');
+    } catch (err) {
+      app.log.error({ err }, 'weights load failed');
+      await stop(1);
+    }
+  }
   return app;
 }

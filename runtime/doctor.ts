@@ -7,6 +7,7 @@ import type { Config } from './config.js';
 import { chooseBackend } from './open.js';
 import { addon, openSlotFile, type ProbeResult } from './native.js';
 import { DISK_ALIGN } from './layout.js';
+import { formatBudget, memoryBudget } from './weights/model.js';
 import { formatWeightsReport, weightsReport } from './weights/report.js';
 
 export interface DiskReport {
@@ -67,17 +68,16 @@ export async function diskReport(config: Config): Promise<DiskReport> {
 /** `weights` (a checkpoint to dry-run) overrides `config.weights.source`. */
 export async function doctor(config: Config, weights?: string) {
   const probe: ProbeResult = await addon.probe();
-  let backend;
+  let backend: { name: 'host' | 'gpu' | 'none'; reason: string };
   try {
     backend = chooseBackend(config, probe);
   } catch (err) {
     backend = { name: 'none', reason: (err as Error).message };
   }
   const source = weights ?? config.weights.source;
-  return {
-    probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads,
-    weights: source === undefined ? undefined : await weightsReport({ ...config.weights, source }),
-  };
+  const weightsFound = source === undefined ? undefined : await weightsReport({ ...config.weights, source });
+  const memory = backend.name === 'none' ? undefined : memoryBudget(config, backend.name, probe, weightsFound?.rankBytes[config.weights.rank] ?? 0);
+  return { probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads, memory, weights: weightsFound };
 }
 
 const GiB = 2 ** 30;
@@ -97,6 +97,7 @@ export function formatDoctor(r: Awaited<ReturnType<typeof doctor>>): string {
     `  O_DIRECT:     ${r.disk.directIo.works ? 'works' : 'does not work'}: ${r.disk.directIo.detail}`,
     `  CPU threads:  ${r.cpuThreads} for the host quantizer`,
     `  backend:      ${r.backend.name}: ${r.backend.reason}`,
+    ...(r.memory ? [`  memory:       ${formatBudget(r.memory)}`] : []),
     ...(r.weights ? formatWeightsReport(r.weights) : []),
   ];
   return lines.join('\n');

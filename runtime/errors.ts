@@ -31,6 +31,8 @@ export const ErrorCodes = {
   QUANT_MISMATCH: 500,
   OUT_OF_MEMORY: 507,
   CLOSED: 503,
+  /** Asked of something still being prepared (weights loading). */
+  NOT_READY: 503,
   BUSY: 503,
   /** A safetensors file, index or split manifest is malformed or inconsistent. */
   WEIGHTS_FORMAT: 500,

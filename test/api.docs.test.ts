@@ -33,6 +33,7 @@ test('the OpenAPI document lists every API route with its schemas', async () => 
   const expected = [
     'GET /v1/health', 'GET /v1/ready', 'GET /v1/status', 'GET /v1/limits', 'PUT /v1/limits', 'PATCH /v1/limits',
     'GET /metrics', 'GET /v1/metrics', 'GET /v1/telemetry', 'GET /v1/events',
+    'GET /v1/weights', 'GET /v1/weights/tensors', 'GET /v1/weights/ipc',
     'POST /v1/sequences', 'POST /v1/sequences/{id}/blocks', 'DELETE /v1/sequences/{id}',
     'PUT /v1/sequences/{id}/blocks/{index}', 'GET /v1/sequences/{id}/blocks/{index}',
     'POST /v1/sequences/{id}/blocks/{index}/pin', 'POST /v1/sequences/{id}/blocks/{index}/unpin',

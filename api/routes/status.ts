@@ -12,12 +12,16 @@ export const healthRoutes: RoutePlugin = async (app, { ctx }) => {
 
   app.get('/v1/ready', {
     schema: {
-      tags: ['status'], summary: 'Readiness: 200 while data-plane requests are accepted, 503 while closing or shedding load',
+      tags: ['status'], summary: 'Readiness: 200 while data-plane requests are accepted and the weights are loaded, 503 while they load, while closing or shedding load',
       security: [], response: { 200: ReadyResponse, 503: ReadyResponse },
     },
   }, async (_request, reply) => {
     const pressure = ctx.load.pressure();
-    const reason = ctx.closing() ? 'closing' : pressure ? `${pressure.reason} ${pressure.value} over ${pressure.limit}` : undefined;
+    const weights = ctx.weights?.state;
+    const reason = ctx.closing() ? 'closing'
+      : weights === 'loading' ? 'weights loading'
+        : weights === 'failed' ? 'weights load failed'
+          : pressure ? `${pressure.reason} ${pressure.value} over ${pressure.limit}` : undefined;
     if (reason) reply.status(503);
     return reason ? { ready: false, reason } : { ready: true };
   });
@@ -26,7 +30,7 @@ export const healthRoutes: RoutePlugin = async (app, { ctx }) => {
 export const statusRoutes: RoutePlugin = async (app, { ctx }) => {
   const { store, load, sampler } = ctx;
   const { token, ...server } = store.config.server;
-  const capacity = store.capacity();
+  const capacity = { ...store.capacity(), memory: ctx.memory };
   const config = { ...store.config, server: { ...server, auth: token !== undefined } };
 
   // Capacity and configuration never change while serving, and the backend's description

@@ -3,7 +3,7 @@
  * the shard files (or pread through pinned bounce buffers where cuFile cannot be used,
  * said in `describe()`), many reads in flight on the addon's worker threads.
  */
-import { nativeCall, SpillwayError } from '../errors.js';
+import { fromNative, nativeCall, SpillwayError } from '../errors.js';
 import { openDeviceArena, type NativeDeviceArena } from '../native.js';
 import type { LoadPlan, PlannedTensor, ReadRequest } from './plan.js';
 import type { WeightsSink } from './sink.js';
@@ -42,9 +42,19 @@ export class DeviceSink implements WeightsSink {
     return nativeCall('copy from the weights arena', () => arena.copyOut(t.arenaOffset, t.bytes));
   }
 
-  describe(): { bytes: number; io: string; ioReason: string } {
+  describe(): { bytes: number; io: 'cufile' | 'posix'; ioReason: string } {
     const { bytes, io, ioReason } = this.live().info();
     return { bytes, io, ioReason };
+  }
+
+  /** The arena's cudaIpcMemHandle_t (64 bytes), for an engine process on the same GPU. */
+  ipcHandle(): Buffer {
+    const arena = this.live();
+    try {
+      return arena.ipcHandle();
+    } catch (err) {
+      throw fromNative(err, 'export of the weights arena');
+    }
   }
 
   free(): void {
