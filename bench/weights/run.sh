@@ -4,6 +4,8 @@
 # dropped before each:
 #   torch     safetensors.torch.load_file(path, device="cuda") over every shard
 #   spillway  our loader (node, sink $SINK: host now), $CONCURRENCY reads in flight
+#   serve     `spillway serve` with weights.source set, as `npm start` loads them (its own
+#             sink: device memory on the GPU backend); the time to ready and /v1/weights' rate
 #   dd        $STREAMS parallel dd streams with O_DIRECT into /dev/null: what the disk gives
 # Each run's JSON, and weights.json gathering them with the machine's description, go to
 # $OUT (default build/bench/weights/out). A run that fails is recorded, not fatal.
@@ -85,6 +87,8 @@ dd_streams() {
 measure torch python3 "$here/torch_load.py" "$ckpt"
 measure spillway env UV_THREADPOOL_SIZE="$concurrency" node "$root/dist/bench/weights/load.js" \
   --source "$ckpt" --sink "$sink" --concurrency "$concurrency" --request-bytes "$request"
+measure serve env UV_THREADPOOL_SIZE="$concurrency" node "$root/dist/bench/weights/serve.js" --source "$ckpt" \
+  --set weights.concurrency="$concurrency" --set weights.requestBytes="$request"
 measure dd dd_streams
 
 python3 - "$out" "$ckpt" <<'PY'
@@ -99,7 +103,7 @@ def run(*cmd):
     except OSError as e:
         return f"unavailable: {e}"
 results = []
-for name in ("torch", "spillway", "dd"):
+for name in ("torch", "spillway", "serve", "dd"):
     r = load(f"{name}.json")
     r["pageCache"] = load(f"{name}.cache.json")
     results.append(r)
