@@ -4,6 +4,7 @@
  * document served at /docs, and of the types of the TypeScript client (api/client.ts).
  */
 import { z } from 'zod';
+import { LEASE_CLIENT_ID, LEASE_TTL_DEFAULT_MS, LEASE_TTL_MAX_MS, LEASE_TTL_MIN_MS } from '../runtime/leases.js';
 
 const MAX_INDEX = 2 ** 31 - 1;
 
@@ -195,3 +196,52 @@ export const EventsQuery = z.object({
     .optional()
     .describe('only these kinds of move (default all)'),
 }).strict();
+
+// ---- zero-copy ----------------------------------------------------------------------
+
+const Dtype = z.enum(['bf16', 'fp16', 'fp32']);
+export const PoolResponse = z.object({
+  handle: z.string().describe('cudaIpcMemHandle_t of the tier-0 arena, base64; map it once with cudaIpcOpenMemHandle'),
+  handleBytes: Count,
+  device: z.string().describe('the GPU the arena lives on: map it from a process on the same GPU'),
+  slotBytes: Count.describe('bytes of one slot (one raw block): slot i starts at byte i * slotBytes of the mapping'),
+  slots: Count,
+  dtype: Dtype,
+  elementBytes: Count,
+  layout: z.literal('[layer][kv][kv_head][token][head_dim]').describe('row-major; kv 0 = K, 1 = V; little-endian'),
+  shape: z.array(Count).length(5).describe('[layers, 2, kvHeads, tokensPerBlock, headDim]'),
+  layers: Count, kvHeads: Count, tokensPerBlock: Count, headDim: Count,
+});
+
+const LeaseId = z.string().regex(/^lease-[0-9a-f]{24}$/, 'a lease id is lease- and 24 hex digits');
+export const LeaseParams = z.object({ id: LeaseId });
+export const CreateLeaseBody = z.object({
+  client: z.string().regex(LEASE_CLIENT_ID, 'client is 1-128 characters of A-Z a-z 0-9 . _ : -').describe('who holds the lease, for logs'),
+  ttlMs: z.number().int().min(LEASE_TTL_MIN_MS).max(LEASE_TTL_MAX_MS).optional()
+    .describe(`how long the lease lives without a heartbeat or a call naming it (default ${LEASE_TTL_DEFAULT_MS} ms)`),
+}).strict();
+export const LeaseResponse = z.object({
+  id: z.string(), client: z.string(), ttlMs: Count,
+  expiresAt: z.number().describe('ms since the epoch, unless renewed'),
+  blocks: Count.describe('blocks held under the lease'),
+});
+export const EndLeaseResponse = z.object({ released: Count.describe('blocks the lease held, now released') });
+
+export const AcquireBody = z.object({ sequence: z.string(), index: Index }).strict();
+export const AcquireResponse = z.object({
+  slot: Count.describe('the block\'s tier-0 slot, pinned until released; its data is there when this answer comes'),
+  blockId: Count.describe('names the block in release'),
+  written: z.boolean().describe('false: a new block; write it in place and release it with written: true'),
+  lossy: z.boolean().describe('the bytes went through quantization (within the quantizer\'s error bound)'),
+  tier: TierName.nullable().describe('where the block was found; null for a block not yet written'),
+  promoted: z.boolean().describe('brought up into tier 0 by this call'),
+  pins: Count,
+});
+export const ReleaseBody = z.object({
+  blockId: Count,
+  written: z.boolean().optional().describe('the engine wrote the slot and synchronized: its contents become the block, exact, as a PUT would'),
+}).strict();
+export const ReleaseResponse = z.object({
+  blockId: Count, pins: Count, written: z.boolean(),
+  generation: Count.describe('bumped by a release with written: true, as by a write'),
+});

@@ -4,7 +4,8 @@
  * (api/errors.ts). Scopes, outermost first:
  *
  *   open:       /v1/health, /v1/ready, the dashboard page, /docs (pages hold no data)
- *   guarded:    the bearer token, when one is configured: status, limits, telemetry
+ *   guarded:    the bearer token, when one is configured: status, limits, telemetry,
+ *               zero-copy pool and leases
  *   data plane: also shed with 503 + Retry-After under load: sequences, blocks, prefix
  */
 import type { Socket } from 'node:net';
@@ -36,6 +37,7 @@ import { sequenceRoutes } from './routes/sequences.js';
 import { healthRoutes, statusRoutes } from './routes/status.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { weightsRoutes } from './routes/weights.js';
+import { zeroCopyRoutes } from './routes/zerocopy.js';
 import { TelemetrySampler } from './sampler.js';
 import { jsonSerializerCompiler, openApiTransform, zodValidatorCompiler } from './validation.js';
 
@@ -139,6 +141,8 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
     await guarded.register(metricsRoutes, { ctx });
     await guarded.register(telemetryRoutes, { ctx });
     await guarded.register(weightsRoutes, { ctx });
+    // Sheds only its acquire route: leases must be renewable under load (routes/zerocopy.ts).
+    await guarded.register(zeroCopyRoutes, { ctx });
     await guarded.register(async (data) => {
       data.addHook('onRequest', shedWhenSaturated(load, metrics));
       await data.register(sequenceRoutes, { ctx });

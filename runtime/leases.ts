@@ -12,7 +12,7 @@ import { SpillwayError } from './errors.js';
 export const LEASE_TTL_MIN_MS = 50;
 export const LEASE_TTL_MAX_MS = 10 * 60_000;
 export const LEASE_TTL_DEFAULT_MS = 30_000;
-const CLIENT_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+export const LEASE_CLIENT_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export interface LeaseInfo {
   id: string;
@@ -47,7 +47,7 @@ export class LeaseManager {
   }
 
   create(client: string, ttlMs: number = LEASE_TTL_DEFAULT_MS): LeaseInfo {
-    if (!CLIENT_ID.test(client)) {
+    if (!LEASE_CLIENT_ID.test(client)) {
       throw new SpillwayError('INVALID_ARGUMENT', 'client must be 1-128 characters of A-Z a-z 0-9 . _ : -', { field: 'client' });
     }
     if (!Number.isInteger(ttlMs) || ttlMs < LEASE_TTL_MIN_MS || ttlMs > LEASE_TTL_MAX_MS) {

@@ -306,7 +306,11 @@ export class BlockStore {
   unpin(sequenceId: string, index: number): { pins: number } {
     this.assertOpen();
     const b = this.blockAt(this.sequence(sequenceId), index);
-    if (b.pins === 0) throw new SpillwayError('INVALID_ARGUMENT', `block ${index} of ${sequenceId} is not pinned`, { index });
+    // A zero-copy lease's pin is undone only by its release, never by an unpin.
+    if (b.pins === b.leases.size) {
+      const held = b.leases.size > 0 ? ' (zero-copy leases hold it: release it under them)' : '';
+      throw new SpillwayError('INVALID_ARGUMENT', `block ${index} of ${sequenceId} is not pinned${held}`, { field: 'index', index });
+    }
     b.pins--;
     this.notifyProgress();
     return { pins: b.pins };
@@ -390,10 +394,11 @@ export class BlockStore {
    * when released with `written: true`. Like a write, it waits up to eviction.waitMs for
    * a slot while every candidate is busy, but without holding the block's lock meanwhile.
    * Acquiring a block the lease already holds answers the same slot and adds no pin.
+   * The answer comes once the data is in the slot: each backend operation completes on
+   * the device before it resolves.
    */
-  async acquire(sequenceId: string, index: number, options: { lease: string }): Promise<AcquireResult> {
+  async acquire(lease: string, sequenceId: string, index: number): Promise<AcquireResult> {
     this.assertOpen();
-    const { lease } = options;
     this.leases.touch(lease);
     const b = this.blockAt(this.sequence(sequenceId), index);
     const started = performance.now();
@@ -411,29 +416,34 @@ export class BlockStore {
   }
 
   /**
-   * Lets go of a block acquired under `lease`. With `written: true` the slot's contents
-   * become the block's bytes, as a write of them would: exact, a new generation, lower
-   * copies dropped. A block committed to the prefix cache or shared cannot be written
-   * (BLOCK_IMMUTABLE; the lease keeps it until released without written).
+   * Lets go of a block acquired under `lease`, by the id acquire answered (so a block
+   * whose sequence was freed, or whose index now names a shared twin, can still be
+   * released). With `written: true` the slot's contents become the block's bytes, as a
+   * write of them would: exact, a new generation, lower copies dropped. A block committed
+   * to the prefix cache or shared cannot be written (BLOCK_IMMUTABLE; the lease keeps it
+   * until released without written). A lease that expired has lost its holds: its
+   * releases answer LEASE_NOT_FOUND and its writes are not taken.
    */
-  async release(sequenceId: string, index: number, options: { lease: string; written?: boolean }): Promise<ReleaseResult> {
+  async release(lease: string, blockId: number, options: { written?: boolean } = {}): Promise<ReleaseResult> {
     this.assertOpen();
-    const { lease } = options;
     this.leases.touch(lease);
-    const b = this.blockAt(this.sequence(sequenceId), index);
-    const notHeld = () => new SpillwayError('INVALID_ARGUMENT', `block ${index} of ${sequenceId} is not acquired under lease ${lease}`, { field: 'lease', index });
-    if (!b.leases.has(lease)) throw notHeld();
+    const b = this.heldBlock(lease, blockId);
     return this.withBlock(b, async () => {
-      if (!b.leases.has(lease)) throw notHeld();
+      // Checked again under the lock: the lease may have expired, or the hold been released, meanwhile.
+      this.leases.touch(lease);
+      this.heldBlock(lease, blockId);
       if (options.written) {
         if (b.hash !== null || b.owners.size > 1) {
-          throw new SpillwayError('BLOCK_IMMUTABLE', `block ${index} of ${sequenceId} is ${b.hash ? 'committed to the prefix cache' : 'shared'} and cannot be rewritten; release it without written`, { index });
+          throw new SpillwayError('BLOCK_IMMUTABLE', `block ${blockId} is ${b.hash ? 'committed to the prefix cache' : 'shared'} and cannot be rewritten; release it without written`, {
+            field: 'written', blockId,
+          });
         }
         this.releaseCopies(b, [1, 2]);
         b.generation++;
         b.written = true;
         b.exact = true;
         b.lost = false;
+        this.policies[0].touch(b.id);
         this.telemetry.writes.inc();
       }
       this.unhold(b, lease, false);
@@ -544,6 +554,7 @@ export class BlockStore {
   // ---- zero-copy internals ----------------------------------------------------------
 
   private async acquireLocked(b: Block, lease: string, ctx: OpContext): Promise<AcquireResult> {
+    this.leases.touch(lease); // it may have expired while the lock was awaited
     if (b.lost) throw new SpillwayError('BLOCK_LOST', `block ${b.id} failed verification on disk and must be written again`, { blockId: b.id });
     const found = b.written ? this.tierOf(b) : null;
     if (b.raw === null) {
@@ -554,11 +565,9 @@ export class BlockStore {
         this.policies[0].insert(b.id);
       }
     }
-    if (!this.leases.has(lease)) {
-      // The lease expired while the block was brought up: give back a slot no one holds.
-      if (!b.written && b.pins === 0) this.releaseCopies(b, [0]);
-      this.leases.touch(lease); // throws LEASE_NOT_FOUND
-    }
+    // The lease may have expired while the block was brought up: then an unwritten block
+    // gives back the slot no one holds (a written one keeps it, as a promoted cache).
+    if (!this.leases.has(lease) && !b.written && b.pins === 0) this.releaseCopies(b, [0]);
     this.leases.touch(lease);
     if (!b.leases.has(lease)) {
       b.leases.add(lease);
@@ -585,6 +594,16 @@ export class BlockStore {
     if (b.pins === 0 && b.raw !== null && (!b.written || (abandoned && !b.exact && !b.lost))) this.releaseCopies(b, [0]);
     if (b.owners.size === 0 && b.leases.size === 0 && (b.hash === null || b.lost || !b.written)) this.dropBlock(b);
     this.notifyProgress();
+  }
+
+  private heldBlock(lease: string, blockId: number): Block {
+    const b = this.blocks.get(blockId);
+    if (!b?.leases.has(lease)) {
+      throw new SpillwayError('INVALID_ARGUMENT', `block ${blockId} is not held by lease ${lease}: it was released already, or acquired under another lease, or never`, {
+        field: 'blockId', blockId,
+      });
+    }
+    return b;
   }
 
   /** Releases the holds of a lease that ended or expired. */

@@ -38,6 +38,8 @@ test('the OpenAPI document lists every API route with its schemas', async () => 
     'PUT /v1/sequences/{id}/blocks/{index}', 'GET /v1/sequences/{id}/blocks/{index}',
     'POST /v1/sequences/{id}/blocks/{index}/pin', 'POST /v1/sequences/{id}/blocks/{index}/unpin',
     'POST /v1/sequences/{id}/blocks/read', 'POST /v1/sequences/{id}/blocks/write', 'POST /v1/prefix/lookup',
+    'GET /v1/zero-copy/pool', 'POST /v1/zero-copy/leases', 'POST /v1/zero-copy/leases/{id}/heartbeat', 'DELETE /v1/zero-copy/leases/{id}',
+    'POST /v1/zero-copy/leases/{id}/acquire', 'POST /v1/zero-copy/leases/{id}/release',
   ];
   assert.deepEqual(operations.sort(), expected.sort());
 

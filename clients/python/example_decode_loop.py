@@ -19,9 +19,8 @@ import math
 import os
 import random
 import struct
-import sys
 
-from spillway_client import SpillwayClient, chain_hashes
+from spillway_client import Mismatch, SpillwayClient, chain_hashes, run_example
 
 # Quantized blocks come back within the quantizer's error (about 1% of the norm at 4 bits,
 # docs/QUANTIZATION.md); misplaced or wrong data is off by ~200%.
@@ -54,10 +53,6 @@ def relative_error(expected: bytes, got: bytes, dtype: str) -> float:
     err = sum((x - y) ** 2 for x, y in zip(a, b))
     norm = sum(x * x for x in a)
     return math.inf if norm == 0 else err / norm
-
-
-class Mismatch(Exception):
-    pass
 
 
 def check(what: str, expected: bytes, block, dtype: str) -> None:
@@ -142,8 +137,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Mismatch as err:
-        print(f"mismatch: {err}", file=sys.stderr)
-        sys.exit(1)
+    run_example(main)

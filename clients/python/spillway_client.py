@@ -9,6 +9,15 @@ msgpack, which the standard library does not; use the single-block routes from P
     client.write_block(seq, 0, data, tokens=[...])
     block = client.read_block(seq, 0)
 
+An engine on the same GPU can skip the bytes: zero_copy_pool() gives tier 0 as a CUDA IPC
+handle, and under a lease (kept alive by a heartbeat thread) acquire() answers a block's
+slot in it, pinned until release() (zero_copy_engine.py shows the whole loop):
+
+    with client.lease("engine-0") as lease:
+        held = lease.acquire(seq, 0)       # {"slot", "blockId", "written", ...}
+        ...                                # read or write the slot on the GPU, synchronize
+        lease.release(held["blockId"], written=True)
+
 Block hashes are computed as the server computes them (runtime/prefix.ts):
 hash(block i) = SHA-256(hash(block i-1) || token ids as u32 little-endian)[0:16], hex,
 with 16 zero bytes as the parent of block 0.
@@ -20,9 +29,11 @@ import hashlib
 import http.client
 import json
 import struct
+import sys
+import threading
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 ROOT_HASH = "0" * 32
 
@@ -40,6 +51,19 @@ def chain_hashes(tokens: Sequence[int], tokens_per_block: int) -> list[str]:
         parent = block_hash(parent, tokens[start:start + tokens_per_block])
         hashes.append(parent)
     return hashes
+
+
+class Mismatch(Exception):
+    """A block read back is not what was written (the examples' checks raise it)."""
+
+
+def run_example(main: Callable[[], int]) -> None:
+    """Exits with main's status, or with 1 and the message where a check found a mismatch."""
+    try:
+        sys.exit(main())
+    except Mismatch as err:
+        print(f"mismatch: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 class SpillwayError(Exception):
@@ -63,6 +87,8 @@ class Block:
 
 class SpillwayClient:
     def __init__(self, base_url: str, token: Optional[str] = None, timeout: float = 30.0):
+        self._base_url = base_url
+        self._token = token
         url = urllib.parse.urlsplit(base_url)
         if url.scheme != "http" or not url.hostname:
             raise ValueError(f"expected http://host:port, got {base_url!r}")
@@ -76,6 +102,10 @@ class SpillwayClient:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def clone(self) -> "SpillwayClient":
+        """Another client to the same server, with its own connection (one per thread)."""
+        return SpillwayClient(self._base_url, self._token, self._timeout)
 
     # ---- status and limits ----------------------------------------------------------
 
@@ -137,6 +167,42 @@ class SpillwayClient:
             raise ValueError("give tokens or hashes")
         return self._json("POST", "/v1/prefix/lookup", {"tokens": list(tokens)} if tokens is not None else {"hashes": hashes})
 
+    # ---- zero-copy (an engine on the same GPU) ----------------------------------------
+
+    def zero_copy_pool(self) -> dict:
+        """Tier 0 as a CUDA IPC handle (base64) with its slot geometry; 409 on the host backend."""
+        return self._json("GET", "/v1/zero-copy/pool")
+
+    def create_lease(self, client: str, ttl_ms: Optional[int] = None) -> dict:
+        body: dict[str, Any] = {"client": client}
+        if ttl_ms is not None:
+            body["ttlMs"] = ttl_ms
+        return self._json("POST", "/v1/zero-copy/leases", body)
+
+    def heartbeat(self, lease: str) -> dict:
+        return self._json("POST", f"/v1/zero-copy/leases/{_seg(lease)}/heartbeat")
+
+    def end_lease(self, lease: str) -> dict:
+        return self._json("DELETE", f"/v1/zero-copy/leases/{_seg(lease)}")
+
+    def acquire(self, lease: str, sequence: str, index: int) -> dict:
+        """Brings a block into tier 0, pinned under the lease; answers once its data is in the slot."""
+        return self._json("POST", f"/v1/zero-copy/leases/{_seg(lease)}/acquire", {"sequence": sequence, "index": index})
+
+    def release(self, lease: str, block_id: int, written: bool = False) -> dict:
+        """Unpins a block; written=True (after synchronizing the writes) makes the slot the block."""
+        return self._json("POST", f"/v1/zero-copy/leases/{_seg(lease)}/release", {"blockId": block_id, "written": written})
+
+    def lease(self, client: str, ttl_ms: int = 10_000) -> "Lease":
+        return Lease(self, client, ttl_ms)
+
+    def weights_ipc(self) -> dict:
+        """The weights arena as a CUDA IPC handle, where the server loaded weights onto the GPU."""
+        return self._json("GET", "/v1/weights/ipc")
+
+    def weights_tensors(self) -> list[dict]:
+        return self._json("GET", "/v1/weights/tensors")["tensors"]
+
     # ---- transport ------------------------------------------------------------------
 
     def _json(self, method: str, path: str, body: Optional[dict] = None) -> Any:
@@ -179,3 +245,42 @@ def _error(status: int, body: bytes) -> SpillwayError:
     code = str(error.pop("code", "HTTP_ERROR"))
     message = str(error.pop("message", ""))
     return SpillwayError(status, code, message, error)
+
+
+class Lease:
+    """A zero-copy lease, renewed by a heartbeat thread on its own connection until closed.
+
+    An engine that dies stops the heartbeat: the server releases its blocks once the TTL
+    passes, so nothing stays pinned for longer than that.
+    """
+
+    def __init__(self, owner: SpillwayClient, client: str, ttl_ms: int):
+        self._owner = owner
+        self.id: str = owner.create_lease(client, ttl_ms)["id"]
+        self._beat = owner.clone()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._heartbeat, args=(ttl_ms / 3000.0,), daemon=True)
+        self._thread.start()
+
+    def _heartbeat(self, period_s: float) -> None:
+        while not self._stop.wait(period_s):
+            self._beat.heartbeat(self.id)
+
+    def acquire(self, sequence: str, index: int) -> dict:
+        return self._owner.acquire(self.id, sequence, index)
+
+    def release(self, block_id: int, written: bool = False) -> dict:
+        return self._owner.release(self.id, block_id, written)
+
+    def close(self) -> dict:
+        """Stops the heartbeat and ends the lease, releasing what it still holds."""
+        self._stop.set()
+        self._thread.join()
+        self._beat.close()
+        return self._owner.end_lease(self.id)
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

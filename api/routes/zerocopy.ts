@@ -1,0 +1,73 @@
+/**
+ * Zero-copy data plane for an engine on the same GPU: the tier-0 pool as a CUDA IPC
+ * handle with its slot geometry, leases, and acquire/release of blocks by slot index.
+ *
+ * Only acquire is shed under load (it may fill from disk). The pool, the lease routes and
+ * release are not: a heartbeat refused with 503 would let a lease expire under an engine
+ * that is alive, and a release only gives resources back.
+ *
+ * Synchronization: acquire answers after the promotion that lands the block in its slot
+ * has completed on the GPU (each backend operation synchronizes its stream before it
+ * resolves), so the engine may read the slot as soon as it has the answer. In the other
+ * direction the engine finishes its own writes to a slot (synchronizes its stream) before
+ * it releases the block with written: true.
+ */
+import type { RoutePlugin } from '../context.js';
+import { shedWhenSaturated } from '../load.js';
+import {
+  AcquireBody, AcquireResponse, CreateLeaseBody, EndLeaseResponse, ErrorResponse, LeaseParams, LeaseResponse, PoolResponse,
+  ReleaseBody, ReleaseResponse,
+} from '../schemas.js';
+import type { ZodTypeProvider } from '../validation.js';
+
+const tags = ['zero-copy'];
+
+export const zeroCopyRoutes: RoutePlugin = async (app, { ctx }) => {
+  const { store } = ctx;
+
+  app.get('/v1/zero-copy/pool', {
+    schema: {
+      tags, summary: 'The tier-0 pool as a CUDA IPC handle with its slot geometry (409 NO_DEVICE_MEMORY on the host backend)',
+      response: { 200: PoolResponse, default: ErrorResponse },
+    },
+  }, async () => {
+    const { handle, ...rest } = store.exportPool();
+    return { ...rest, handle: handle.toString('base64'), handleBytes: handle.length, layout: '[layer][kv][kv_head][token][head_dim]' as const };
+  });
+
+  app.post('/v1/zero-copy/leases', {
+    schema: { tags, summary: 'Open a lease to acquire blocks under', body: CreateLeaseBody, response: { 201: LeaseResponse, default: ErrorResponse } },
+  }, async (request, reply) => {
+    reply.status(201);
+    return store.createLease(request.body.client, request.body.ttlMs);
+  });
+
+  app.post('/v1/zero-copy/leases/:id/heartbeat', {
+    schema: { tags, summary: 'Renew a lease for another TTL', params: LeaseParams, response: { 200: LeaseResponse, default: ErrorResponse } },
+  }, async (request) => store.heartbeat(request.params.id));
+
+  app.delete('/v1/zero-copy/leases/:id', {
+    schema: {
+      tags, summary: 'End a lease, releasing every block it holds (without written)', params: LeaseParams,
+      response: { 200: EndLeaseResponse, default: ErrorResponse },
+    },
+  }, async (request) => store.endLease(request.params.id));
+
+  app.post('/v1/zero-copy/leases/:id/release', {
+    schema: {
+      tags, summary: 'Unpin a block held under the lease; with written: true its slot becomes the block',
+      params: LeaseParams, body: ReleaseBody, response: { 200: ReleaseResponse, default: ErrorResponse },
+    },
+  }, async (request) => store.release(request.params.id, request.body.blockId, request.body));
+
+  await app.register(async (scope) => {
+    const data = scope.withTypeProvider<ZodTypeProvider>();
+    data.addHook('onRequest', shedWhenSaturated(ctx.load, ctx.metrics));
+    data.post('/v1/zero-copy/leases/:id/acquire', {
+      schema: {
+        tags, summary: 'Bring a block into tier 0 and pin it under the lease; answers its slot once the data is there',
+        params: LeaseParams, body: AcquireBody, response: { 200: AcquireResponse, default: ErrorResponse },
+      },
+    }, async (request) => store.acquire(request.params.id, request.body.sequence, request.body.index));
+  });
+};
