@@ -29,6 +29,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import sys
 import time
 
@@ -202,7 +203,8 @@ def main() -> int:
     moved = blocks * pool.block_bytes * 2  # written once and read once
     report = {
         "device": torch.cuda.get_device_name(args.device),
-        "backend": status["backend"]["paths"],
+        # How each tier moves bytes, without the disk file's path.
+        "backend": {tier: re.sub(r" on /\S+:", ":", path) for tier, path in status["backend"]["paths"].items()},
         "pool": {k: info[k] for k in ("slots", "slotBytes", "dtype", "shape")},
         "blocks": blocks,
         "blockBytes": pool.block_bytes,
