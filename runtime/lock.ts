@@ -4,7 +4,8 @@
  */
 export class BlockLock {
   private held = false;
-  private readonly waiters: Array<() => void> = [];
+  /** Made on first contention: every block has a lock, few ever have a waiter. */
+  private waiters: Array<() => void> | null = null;
 
   get locked(): boolean {
     return this.held;
@@ -18,12 +19,12 @@ export class BlockLock {
 
   acquire(): Promise<void> {
     if (this.tryAcquire()) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
+    return new Promise((resolve) => (this.waiters ??= []).push(resolve));
   }
 
   /** Hands the lock straight to the next waiter, if any, so that no one can barge in. */
   release(): void {
-    const next = this.waiters.shift();
+    const next = this.waiters?.shift();
     if (next) next();
     else this.held = false;
   }
