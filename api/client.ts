@@ -8,6 +8,7 @@ import { Packr } from 'msgpackr';
 import type { z } from 'zod';
 import { ErrorCodes, SpillwayError, type ErrorCode } from '../runtime/errors.js';
 import type { MoveEvent } from '../runtime/telemetry.js';
+import type * as W from './routes/weights.js';
 import type * as S from './schemas.js';
 import { takeSseMessages } from './dashboard/sse.js';
 
@@ -136,6 +137,47 @@ export class SpillwayClient {
 
   lookupPrefix(body: In<typeof S.LookupBody>): Promise<Out<typeof S.LookupResponse>> {
     return this.json('POST', '/v1/prefix/lookup', body);
+  }
+
+  // ---- weights ----------------------------------------------------------------------
+
+  weights(): Promise<Out<typeof W.WeightsResponse>> {
+    return this.json('GET', '/v1/weights');
+  }
+
+  async weightsTensors(): Promise<Out<typeof W.WeightsTensorsResponse>['tensors']> {
+    return (await this.json<Out<typeof W.WeightsTensorsResponse>>('GET', '/v1/weights/tensors')).tensors;
+  }
+
+  weightsIpc(): Promise<Out<typeof W.WeightsIpcResponse>> {
+    return this.json('GET', '/v1/weights/ipc');
+  }
+
+  // ---- zero-copy (GPU backend: the pool; leases work on any backend) ---------------
+
+  pool(): Promise<Out<typeof S.PoolResponse>> {
+    return this.json('GET', '/v1/zero-copy/pool');
+  }
+
+  createLease(body: In<typeof S.CreateLeaseBody>): Promise<Out<typeof S.LeaseResponse>> {
+    return this.json('POST', '/v1/zero-copy/leases', body);
+  }
+
+  heartbeat(lease: string): Promise<Out<typeof S.LeaseResponse>> {
+    return this.json('POST', `/v1/zero-copy/leases/${seg(lease)}/heartbeat`);
+  }
+
+  endLease(lease: string): Promise<Out<typeof S.EndLeaseResponse>> {
+    return this.json('DELETE', `/v1/zero-copy/leases/${seg(lease)}`);
+  }
+
+  /** Pins a block in tier 0 under the lease; answers its slot once the data is there. */
+  acquire(lease: string, body: In<typeof S.AcquireBody>): Promise<Out<typeof S.AcquireResponse>> {
+    return this.json('POST', `/v1/zero-copy/leases/${seg(lease)}/acquire`, body);
+  }
+
+  release(lease: string, body: In<typeof S.ReleaseBody>): Promise<Out<typeof S.ReleaseResponse>> {
+    return this.json('POST', `/v1/zero-copy/leases/${seg(lease)}/release`, body);
   }
 
   /** Follows /v1/events until `signal` aborts or the server ends the stream. */

@@ -76,3 +76,36 @@ test('the client runs a decode loop: allocate, write with tokens, look up, attac
     dir.cleanup();
   }
 });
+
+test('the client holds a zero-copy lease: acquire pins in tier 0, release lets go; weights and pool answer what this backend has', async () => {
+  const dir = tempDir();
+  const store = await tinyStore(dir.path, { raw: 2, quantized: 2, disk: 8 });
+  const app = await buildServer(store);
+  try {
+    const client = new SpillwayClient({ baseUrl: await app.listen({ host: '127.0.0.1', port: 0 }) });
+    await client.createSequence({ id: 's' });
+    await client.allocate('s', 4);
+    for (let i = 0; i < 4; i++) await client.writeBlock('s', i, blockContent(700 + i));
+
+    const lease = await client.createLease({ client: 'engine-0', ttlMs: 60_000 });
+    const held = await client.acquire(lease.id, { sequence: 's', index: 0 });
+    assert.equal(held.written, true);
+    assert.equal(held.pins, 1);
+    assert.equal((await client.heartbeat(lease.id)).blocks, 1);
+    const released = await client.release(lease.id, { blockId: held.blockId });
+    assert.equal(released.pins, 0);
+    assert.deepEqual(await client.endLease(lease.id), { released: 0 });
+    await assert.rejects(client.heartbeat(lease.id), { code: 'LEASE_NOT_FOUND' });
+
+    const backend = (await client.status()).backend.name;
+    if (backend === 'host') await assert.rejects(client.pool(), { code: 'NO_DEVICE_MEMORY' });
+    else assert.equal(Buffer.from((await client.pool()).handle, 'base64').length, 64);
+    assert.deepEqual(await client.weights(), { state: 'none' });
+    assert.deepEqual(await client.weightsTensors(), []);
+    await assert.rejects(client.weightsIpc(), { code: 'NOT_FOUND' });
+    store.checkInvariants();
+  } finally {
+    await app.close();
+    dir.cleanup();
+  }
+});
