@@ -68,6 +68,7 @@ export const Backend = z.object({
 });
 export const Stats = z.object({
   sequences: Count, blocks: Count, liveBlocks: Count, cachedBlocks: Count, pinnedBlocks: Count, lostBlocks: Count,
+  leases: Count.describe('zero-copy leases open'), leasedBlocks: Count.describe('blocks held in tier 0 by at least one lease'),
   liveTokens: Count, diskInFlight: Count,
   tiers: z.array(z.object({ name: TierName, slots: Count, used: Count, free: Count })),
 });

@@ -490,10 +490,12 @@ export class BlockStore {
     let pinned = 0;
     let cached = 0;
     let lost = 0;
+    let leased = 0;
     for (const b of this.blocks.values()) {
       if (b.pins > 0) pinned++;
       if (b.owners.size === 0 && b.hash !== null) cached++;
       if (b.lost) lost++;
+      if (b.leases.size > 0) leased++;
     }
     return {
       sequences: this.sequences.size,
@@ -502,6 +504,8 @@ export class BlockStore {
       cachedBlocks: cached,
       pinnedBlocks: pinned,
       lostBlocks: lost,
+      leases: this.leases.size,
+      leasedBlocks: leased,
       liveTokens: this.liveBlocks * this.layout.tokensPerBlock,
       diskInFlight: this.diskInFlight,
       tiers: this.pools.map((p, t) => ({ name: TIER_NAMES[t as TierIndex], slots: p.size, used: p.used, free: p.available })),

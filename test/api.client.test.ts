@@ -92,6 +92,8 @@ test('the client holds a zero-copy lease: acquire pins in tier 0, release lets g
     assert.equal(held.written, true);
     assert.equal(held.pins, 1);
     assert.equal((await client.heartbeat(lease.id)).blocks, 1);
+    const { leases, leasedBlocks } = (await client.status()).stats;
+    assert.deepEqual({ leases, leasedBlocks }, { leases: 1, leasedBlocks: 1 });
     const released = await client.release(lease.id, { blockId: held.blockId });
     assert.equal(released.pins, 0);
     assert.deepEqual(await client.endLease(lease.id), { released: 0 });
