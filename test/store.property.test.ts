@@ -1,6 +1,7 @@
 /**
  * Model-based property test of the store: random interleavings of create, allocate,
- * write, commit (prefix), read, concurrent reads, pin, unpin and free, against a plain
+ * write, commit (prefix), read, concurrent reads, pin, unpin, free, and zero-copy acquire
+ * and release under a lease (released with or without written), against a plain
  * in-memory model, on tiers of 2 + 2 + 8 slots so that blocks move down and up all the
  * time. Raw data reads back bit-exact; quantized data within the 4-bit bound, and the
  * same bytes every time until rewritten (no drift from re-quantization).
@@ -22,7 +23,9 @@ type Op =
   | { kind: 'pin'; seq: number; index: number }
   | { kind: 'unpin'; seq: number; index: number }
   | { kind: 'free'; seq: number }
-  | { kind: 'attach'; seq: number };
+  | { kind: 'attach'; seq: number }
+  | { kind: 'acquire'; seq: number; index: number }
+  | { kind: 'release'; written: boolean };
 
 const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ kind: 'create' as const }) },
@@ -35,6 +38,8 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('unpin' as const), seq: fc.nat(3), index: fc.nat(6) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('free' as const), seq: fc.nat(3) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('attach' as const), seq: fc.nat(3) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('acquire' as const), seq: fc.nat(3), index: fc.nat(6) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('release' as const), written: fc.boolean() }) },
 );
 
 const TOKENS_PER_BLOCK = 4;
@@ -52,6 +57,8 @@ interface ModelBlock {
 class Model {
   seqs: Array<{ id: string; blocks: ModelBlock[] }> = [];
   blocks = new Map<number, ModelBlock>();
+  /** Blocks the one zero-copy lease holds in tier 0, by id (they may have lost every owner). */
+  leased = new Map<number, ModelBlock>();
   /** Hash -> content of every committed chain ever written (content is a function of it). */
   chains: string[][] = [];
 
@@ -63,8 +70,8 @@ class Model {
 
   pinned(): number {
     let n = 0;
-    for (const b of this.blocks.values()) if (b.pins > 0 && b.owners > 0) n++;
-    return n;
+    for (const b of this.blocks.values()) if (b.pins > 0 && b.owners > 0 && !this.leased.has(b.id)) n++;
+    return n + this.leased.size;
   }
 
   block(id: number, content: Buffer | null = null): ModelBlock {
@@ -115,6 +122,7 @@ async function runOps(ops: Op[]): Promise<void> {
   const store = await tinyStore(dir.path, { raw: 2, quantized: 2, disk: 8 }, { limits: { maxLiveSequences: 4 } });
   const model = new Model();
   let seqCounter = 0;
+  const lease = store.createLease('property').id;
   store.telemetry.moves.on('move', (e: { kind: string; from: string; to: string }) => {
     const key = `${e.kind} ${e.from}->${e.to}`;
     movesSeen.set(key, (movesSeen.get(key) ?? 0) + 1);
@@ -261,6 +269,36 @@ async function runOps(ops: Op[]): Promise<void> {
           });
           model.seqs.push({ id, blocks });
           for (let i = 0; i < blocks.length; i++) await checkRead(store, model, model.seqs[model.seqs.length - 1]!, i, true);
+          break;
+        }
+        case 'acquire': {
+          // One block held at a time, as with pins: the 2-slot raw tier must keep a free slot.
+          const b = seq?.blocks[o.index];
+          if (!seq || !b?.content || model.pinned() > 0) break;
+          const held = await store.acquire(lease, seq.id, o.index);
+          assert.equal(held.blockId, b.id);
+          assert.equal(held.written, true);
+          model.leased.set(b.id, b);
+          break;
+        }
+        case 'release': {
+          const [b] = model.leased.values();
+          if (!b) break;
+          if (o.written && (b.hash !== null || b.owners > 1)) {
+            await expectCode(store.release(lease, b.id, { written: true }), 'BLOCK_IMMUTABLE');
+            break; // the lease keeps it until released without written
+          }
+          // What an engine would find in the slot: the block's bytes as tier 0 holds them.
+          const owner = model.seqs.find((x) => x.blocks.includes(b));
+          const slot = o.written && owner ? (await store.read(owner.id, owner.blocks.indexOf(b), { promote: false })).data : null;
+          await store.release(lease, b.id, { written: o.written });
+          model.leased.delete(b.id);
+          if (slot) {
+            b.content = slot;
+            b.lastLossy = null;
+          }
+          if (b.owners === 0 && (b.hash === null || b.content === null)) model.blocks.delete(b.id);
+          await new Promise((r) => setImmediate(r)); // let the deferred drop run
           break;
         }
       }
