@@ -30,6 +30,7 @@ import { ApiMetrics } from './metrics.js';
 import { batchRoutes } from './routes/batch.js';
 import { blockRoutes } from './routes/blocks.js';
 import { dashboardRoutes } from './routes/dashboard.js';
+import { faultRoutes } from './routes/faults.js';
 import { limitsRoutes } from './routes/limits.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { prefixRoutes } from './routes/prefix.js';
@@ -141,6 +142,7 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
     await guarded.register(metricsRoutes, { ctx });
     await guarded.register(telemetryRoutes, { ctx });
     await guarded.register(weightsRoutes, { ctx });
+    if (config.faults) await guarded.register(faultRoutes, { ctx });
     // Sheds only its acquire route: leases must be renewable under load (routes/zerocopy.ts).
     await guarded.register(zeroCopyRoutes, { ctx });
     await guarded.register(async (data) => {

@@ -96,6 +96,8 @@ export const ConfigSchema = z.object({
     eventBufferBytes: Bytes.default(2 ** 20),
     /** How often telemetry is sampled for /v1/telemetry and the dashboard. */
     telemetryIntervalMs: z.number().int().min(50).max(60_000).default(1000),
+    /** Serves POST /v1/faults/disk (api/routes/faults.ts) for soak tests; never in production. */
+    faults: z.boolean().default(false),
   }).strict().prefault({}),
 }).strict();
 
