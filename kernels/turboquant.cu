@@ -10,7 +10,8 @@
 // the order the reference mimics, so codes match it bit for bit on finite input.
 //
 // For head_dim 128 in bf16/fp16 with at most 32 tokens per block a second pair of kernels
-// (quantize_fast / dequantize_fast, "fast path" below) gives each vector to one lane; see there.
+// (quantize_fast / dequantize_fast, "fast path" below) gives each vector to one or two lanes;
+// see there.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -575,55 +576,74 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const __grid_const
   }
 }
 
-// ---- fast path: one thread per vector -----------------------------------------------------
+// ---- fast path: head_dim 128, 2-byte dtypes, at most 32 tokens per block --------------------
 //
-// For the common geometry (head_dim 128, 2-byte dtypes, at most 32 tokens per block) a warp
-// takes a tile of whole groups, 32 rows at most, and each lane codes one row (one token of
-// one group) alone: the whole vector sits in the lane's registers, so the Hadamard transform
-// needs no shuffles, and every per-coordinate constant (sign diagonals, the dequantize scale)
-// is the same for all lanes at the same instruction and is read straight from the kernel
-// parameters (constant bank operands). Rows are staged per warp with 16-byte cp.async,
-// double-buffered, 16 bytes of padding per row so a quarter-warp's 16-byte reads of 8
-// different rows hit 8 different bank quads; no CTA-wide barriers.
+// A warp takes a tile of whole groups of one kind (keys or values) and codes it from
+// registers, each lane holding 64 values of one row. Integer rates: two lanes per vector
+// (lanes r and r + 16 hold channels [0, 64) and [64, 128) of row r), so only the Hadamard
+// transform's last stage crosses lanes (one shuffle per value) and a lane's registers (128)
+// leave room for four CTAs per SM rather than three. Fractional rates:
+// one lane per row and its two 64-channel sub-vectors in turn (the halves have different
+// widths: paired lanes would diverge). Every per-coordinate constant (sign diagonals, the
+// dequantize scale) that is the same for all lanes at the same instruction is read straight
+// from the kernel parameters (constant-bank operands); those that depend on the lane's half
+// are read from a per-CTA copy in shared memory, 16 bytes at a time. Rotation signs are
+// applied as the values are unpacked; dequantization gathers each value's code into a byte
+// and looks its signed centroid up in shared memory. Rows are staged per warp with 16-byte
+// cp.async (double-buffered for quantize), 16 bytes of padding per row so a quarter-warp's
+// 16-byte reads of 8 different rows hit 8 different bank quads; no CTA-wide barriers after
+// the start.
 constexpr int kFastD = 128;                 // head_dim of the fast path
+constexpr int kLaneD = 64;                  // values per lane
 constexpr int kFastWarps = 4;               // warps per CTA
 constexpr int kFastThreads = 32 * kFastWarps;
+constexpr int kFastCtas = 4;                // CTAs per SM that registers are budgeted for
 constexpr uint32_t kFastRow = kFastD * 2 + 16;   // staged row stride (bytes)
-constexpr uint32_t kFastBuf = 32 * kFastRow;     // one tile of rows
 // Sign tables: [0, D) integer rate (dim D, sub 0), [D, 3D/2) and [3D/2, 2D) the two halves of a
 // fractional rate (dim D/2, sub 0 and 1).
 constexpr int kSignSets = 2 * kFastD;
 
 struct FastArgs {
   Args a;
-  float rot[kSignSets];  // rotation signs as +-1
-  float qjl[kSignSets];  // QJL signs as +-1
-  float dq[kSignSets];   // rotation sign times 1/sqrt(dim): the dequantizer's last multiply
-  uint32_t groups_per_tile, tiles_per_block;
-  uint32_t warp_smem;    // bytes of shared memory per warp
+  alignas(16) uint32_t rot[kSignSets];  // rotation signs as bit-31 masks
+  alignas(16) uint32_t qjl[kSignSets];  // QJL signs as bit-31 masks
+  alignas(16) float dq[kSignSets];      // rotation sign times 1/sqrt(dim): the dequantizer's last multiply
+  float cent[4][16];        // per kind and sub-vector: signed centroid by code (magnitude bits, then sign)
+  uint32_t groups_per_tile, tiles_per_seg, tiles_per_block;  // a segment: the groups of one layer and kind
+  uint32_t tile_bytes, warp_smem;  // staged rows of one tile; shared memory per warp
 };
 
-// Codes of one sub-vector of DIM values held by the lane, x in channel order (signs not yet
-// applied). OFF selects the sign tables. Planes go to codes + p * DIM / 8.
-template <int DIM> struct PlaneVec;
-template <> struct PlaneVec<128> {
-  static __device__ __forceinline__ void store(uint8_t* p, const uint32_t* w) {
-    *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
-  }
-  static __device__ __forceinline__ void load(const uint8_t* p, uint32_t* w) {
-    uint4 v = *reinterpret_cast<const uint4*>(p);
-    w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
-  }
+// Per-CTA copies of the integer rate's constants by half (the second half 4 words on, so
+// the halves' 16-byte reads fall in different banks) and of the centroid tables.
+struct __align__(16) FastShared {
+  uint32_t rot[2][kLaneD + 4], qjl[2][kLaneD + 4];
+  float dq[2][kLaneD + 4];
+  float cent[4][16];
 };
-template <> struct PlaneVec<64> {
-  static __device__ __forceinline__ void store(uint8_t* p, const uint32_t* w) {
-    *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+
+__device__ __forceinline__ void fast_shared_init(const FastArgs& fa, FastShared& sh) {
+  for (uint32_t i = threadIdx.x; i < kFastD; i += blockDim.x) {
+    sh.rot[i / kLaneD][i % kLaneD] = fa.rot[i];
+    sh.qjl[i / kLaneD][i % kLaneD] = fa.qjl[i];
+    sh.dq[i / kLaneD][i % kLaneD] = fa.dq[i];
   }
-  static __device__ __forceinline__ void load(const uint8_t* p, uint32_t* w) {
-    uint2 v = *reinterpret_cast<const uint2*>(p);
-    w[0] = v.x, w[1] = v.y;
-  }
-};
+  for (uint32_t i = threadIdx.x; i < 64; i += blockDim.x) sh.cent[i / 16][i % 16] = fa.cent[i / 16][i % 16];
+  __syncthreads();
+}
+
+__device__ __forceinline__ uint4 load16(const void* p) { return *reinterpret_cast<const uint4*>(p); }
+
+// The low or high value of a pair of bf16/fp16 bits as float, its sign flipped by the mask m
+// (bit 31). For bf16 the mask is added to the shifted bits: a carry out of bit 31 is lost, so
+// the sum is the XOR in one instruction.
+template <int DT> __device__ __forceinline__ float lo_signed(uint32_t w, uint32_t m) {
+  if (DT == SW_DTYPE_BF16) return __uint_as_float((w << 16) + m);
+  return flip(__half2float(__ushort_as_half((unsigned short)(w & 0xFFFFu))), m);
+}
+template <int DT> __device__ __forceinline__ float hi_signed(uint32_t w, uint32_t m) {
+  if (DT == SW_DTYPE_BF16) return __uint_as_float((w & 0xFFFF0000u) ^ m);
+  return flip(__half2float(__ushort_as_half((unsigned short)(w >> 16))), m);
+}
 
 // In-register Walsh-Hadamard stages h = H0, 2 H0, ..., DIM/2, (a + b, a - b), as the reference.
 template <int DIM, int H0> __device__ __forceinline__ void fwht_regs(float* x) {
@@ -638,34 +658,31 @@ template <int DIM, int H0> __device__ __forceinline__ void fwht_regs(float* x) {
       }
 }
 
-// First stage with the sign diagonal folded in: s_i x_i +- s_{i+1} x_{i+1}, each rounded
-// once, the same values as flipping first.
-template <int DIM> __device__ __forceinline__ void fwht_signed(float* x, const float* sg) {
+// All stages over the lane's 64 values; with SPLIT the last one (stride 64) pairs lane r with
+// lane r + 16: lower x + other, upper other - x, one exact-sign FMA either way.
+template <bool SPLIT> __device__ __forceinline__ void fwht64(float* x) {
+  fwht_regs<kLaneD, 1>(x);
+  if (SPLIT) {
+    const float sgn = (threadIdx.x & 16) ? -1.0f : 1.0f;
 #pragma unroll
-  for (int i = 0; i < DIM; i += 2) {
-    const float u = __fmul_rn(x[i + 1], sg[i + 1]), p = x[i];
-    x[i] = __fmaf_rn(p, sg[i], u);
-    x[i + 1] = __fmaf_rn(p, sg[i], -u);
+    for (int i = 0; i < kLaneD; ++i) x[i] = __fmaf_rn(x[i], sgn, __shfl_xor_sync(0xFFFFFFFFu, x[i], 16));
   }
-  fwht_regs<DIM, 2>(x);
 }
 
-// The reference's norm: 32 consecutive squares fused in sequence, then a tree over the parts.
-template <int DIM> __device__ __forceinline__ float lane_norm(const float* x) {
-  constexpr int P = DIM / 32;
-  float part[P];
+// The reference's norm: runs of 32 squares fused in sequence, then a tree over the runs; with
+// SPLIT the partner lane's two runs are the tree's other branch (addition commutes).
+template <bool SPLIT> __device__ __forceinline__ float norm64(const float* x) {
+  float part[2];
 #pragma unroll
-  for (int p = 0; p < P; ++p) {
+  for (int p = 0; p < 2; ++p) {
     float acc = 0.0f;
 #pragma unroll
     for (int i = 0; i < 32; ++i) acc = __fmaf_rn(x[32 * p + i], x[32 * p + i], acc);
     part[p] = acc;
   }
-#pragma unroll
-  for (int o = 1; o < P; o *= 2)
-#pragma unroll
-    for (int l = 0; l < P; l += 2 * o) part[l] = __fadd_rn(part[l], part[l + o]);
-  return sqrtf(part[0]);
+  float s = __fadd_rn(part[0], part[1]);
+  if (SPLIT) s = __fadd_rn(s, __shfl_xor_sync(0xFFFFFFFFu, s, 16));
+  return sqrtf(s);
 }
 
 // Bit 31 set iff a > t, for finite a >= 0 and t: the sign of t - a rounded, which is
@@ -673,17 +690,27 @@ template <int DIM> __device__ __forceinline__ float lane_norm(const float* x) {
 // equal, and then to +0). One FP32 add instead of a compare on the integer pipe.
 __device__ __forceinline__ uint32_t above(float a, float t) { return __float_as_uint(__fsub_rn(t, a)); }
 
-template <int DIM, int MSE, bool QJL, int OFF, class Load>
-__device__ __forceinline__ void quant_vec(const FastArgs& fa, const tq_sub_plan& sp, const Load& load, uint8_t* codes,
-                                          float* norm_out, float* rnorm_out) {
-  constexpr int kW = DIM / 32;
-  float x[DIM];
+// Where a lane's 64 values go: SPLIT, the lower or upper half of a 128-value vector (words
+// 0-1 or 2-3 of each plane; the lower lane writes the norms); else a whole 64-value sub-vector.
+template <bool SPLIT> struct LaneCodes {
+  static constexpr uint32_t kPlaneBytes = SPLIT ? 16 : 8;
+  static __device__ __forceinline__ uint32_t offset() { return SPLIT && (threadIdx.x & 16) ? 8 : 0; }
+  static __device__ __forceinline__ bool writes_norms() { return !SPLIT || !(threadIdx.x & 16); }
+};
+
+// Codes of the lane's 64 values: load(x) gives them in channel order with the rotation signs
+// applied; qm: their 64 QJL sign masks.
+template <int MSE, bool QJL, bool SPLIT, class Load>
+__device__ __forceinline__ void quant64(const tq_sub_plan& sp, const Load& load, const uint32_t* qm, uint8_t* codes,
+                                        float* norm_out, float* rnorm_out) {
+  using LC = LaneCodes<SPLIT>;
+  float x[kLaneD];
   load(x);
   constexpr int kMag = MSE ? 1 << (MSE - 1) : 1;
   constexpr int kNB = MSE > 1 ? MSE - 1 : 0;  // magnitude bits
   constexpr int kThr = kMag - 1;              // positive boundaries
-  const float norm = lane_norm<DIM>(x);
-  fwht_signed<DIM>(x, fa.rot + OFF);
+  const float norm = norm64<SPLIT>(x);
+  fwht64<SPLIT>(x);
   const float scale = __fmul_rn(norm, sp.sqrt_d);
   float thr[kThr > 0 ? kThr : 1];
 #pragma unroll
@@ -691,9 +718,9 @@ __device__ __forceinline__ void quant_vec(const FastArgs& fa, const tq_sub_plan&
   uint32_t cent[kMag];
 #pragma unroll
   for (int k = 0; k < kMag; ++k) cent[k] = __float_as_uint(sp.cent[k]);
-  uint32_t planes[MSE + 1][kW];
+  uint32_t planes[MSE + 1][2];
 #pragma unroll
-  for (int w = 0; w < kW; ++w) {
+  for (int w = 0; w < 2; ++w) {
 #pragma unroll
     for (int p = 0; p <= MSE; ++p) planes[p][w] = 0;
     // element i ends at bit i after 32 funnel shifts
@@ -732,108 +759,131 @@ __device__ __forceinline__ void quant_vec(const FastArgs& fa, const tq_sub_plan&
       }
     }
   }
-  *norm_out = norm;
+  if (LC::writes_norms()) *norm_out = norm;
   if (QJL) {
-    *rnorm_out = __fmul_rn(lane_norm<DIM>(x), sp.inv_sqrt_d);
-    fwht_signed<DIM>(x, fa.qjl + OFF);
+    const float rn = __fmul_rn(norm64<SPLIT>(x), sp.inv_sqrt_d);
+    if (LC::writes_norms()) *rnorm_out = rn;
 #pragma unroll
-    for (int w = 0; w < kW; ++w) {
+    for (int k = 0; k < kLaneD / 4; ++k) {
+      const uint4 m = load16(qm + 4 * k);
+      x[4 * k] = flip(x[4 * k], m.x), x[4 * k + 1] = flip(x[4 * k + 1], m.y);
+      x[4 * k + 2] = flip(x[4 * k + 2], m.z), x[4 * k + 3] = flip(x[4 * k + 3], m.w);
+    }
+    fwht64<SPLIT>(x);
+#pragma unroll
+    for (int w = 0; w < 2; ++w) {
       uint32_t s = 0;
 #pragma unroll
       for (int i = 31; i >= 0; --i) s = __funnelshift_l(__float_as_uint(x[32 * w + i]), s, 1);
       planes[MSE][w] = s;
     }
   }
+  constexpr int kPlanes = MSE + (QJL ? 1 : 0);
+  int p = 0;
+  if (SPLIT) {
+    // planes in pairs: the lower lane trades its half of plane p + 1 for the upper lane's half
+    // of plane p, and each stores a whole plane, so a store fills whole 32-byte sectors
+    const bool up = threadIdx.x & 16;
 #pragma unroll
-  for (int p = 0; p < MSE + (QJL ? 1 : 0); ++p) PlaneVec<DIM>::store(codes + p * (DIM / 8), planes[p]);
+    for (; p + 1 < kPlanes; p += 2) {
+      uint32_t w[2][2];  // [kept, given][word]
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        w[0][i] = up ? planes[p + 1][i] : planes[p][i];
+        w[1][i] = __shfl_xor_sync(0xFFFFFFFFu, up ? planes[p][i] : planes[p + 1][i], 16);
+      }
+      *reinterpret_cast<uint4*>(codes + (p + up) * LC::kPlaneBytes) =
+          up ? make_uint4(w[1][0], w[1][1], w[0][0], w[0][1]) : make_uint4(w[0][0], w[0][1], w[1][0], w[1][1]);
+    }
+  }
+#pragma unroll
+  for (; p < kPlanes; ++p)
+    *reinterpret_cast<uint2*>(codes + p * LC::kPlaneBytes + LC::offset()) = make_uint2(planes[p][0], planes[p][1]);
 }
 
-template <int DIM, int MSE, bool QJL, int OFF, class Store>
-__device__ __forceinline__ void dequant_vec(const FastArgs& fa, const tq_sub_plan& sp, const uint8_t* codes,
-                                            float norm, float rnorm, const Store& store) {
-  constexpr int kW = DIM / 32;
-  float v[DIM];
-  constexpr int kMag = MSE ? 1 << (MSE - 1) : 1;
-  constexpr int kNB = MSE > 1 ? MSE - 1 : 0;
-  uint32_t planes[MSE + 1][kW];
+// The lane's 64 values back from codes (see quant64), in channel order, rotation undone.
+// table: byte offset of the sub-vector's centroids in sh.cent; qm, dq: the 64 QJL sign masks
+// and final scales of these coordinates; store(v) takes the values.
+template <int MSE, bool QJL, bool SPLIT, class Store>
+__device__ __forceinline__ void dequant64(const tq_sub_plan& sp, const FastShared& sh, uint32_t table,
+                                          const uint32_t* qm, const float* dq, const uint8_t* codes, float norm,
+                                          float rnorm, const Store& store) {
+  using LC = LaneCodes<SPLIT>;
+  float v[kLaneD];
+  uint32_t planes[MSE + 1][2];
 #pragma unroll
-  for (int p = 0; p < MSE + (QJL ? 1 : 0); ++p) PlaneVec<DIM>::load(codes + p * (DIM / 8), planes[p]);
-  float cn[kMag];
-#pragma unroll
-  for (int k = 0; k < kMag; ++k) cn[k] = __fmul_rn(sp.cent[k], norm);
+  for (int p = 0; p < MSE + (QJL ? 1 : 0); ++p) {
+    const uint2 w = *reinterpret_cast<const uint2*>(codes + p * LC::kPlaneBytes + LC::offset());
+    planes[p][0] = w.x, planes[p][1] = w.y;
+  }
   if (QJL) {
     // sign(S r) as +-1, then S^T = D2 H: the transform of +-1 values is exact in any order
 #pragma unroll
-    for (int i = 0; i < DIM; ++i) v[i] = (planes[MSE][i / 32] >> (i % 32)) & 1u ? -1.0f : 1.0f;
-    fwht_regs<DIM, 1>(v);
+    for (int i = 0; i < kLaneD; ++i) v[i] = __uint_as_float(0x3F800000u | (planes[MSE][i / 32] << (31 - i % 32) & 0x80000000u));
+    fwht64<SPLIT>(v);
+#pragma unroll
+    for (int k = 0; k < kLaneD / 4; ++k) {
+      const uint4 m = load16(qm + 4 * k);
+      v[4 * k] = flip(v[4 * k], m.x), v[4 * k + 1] = flip(v[4 * k + 1], m.y);
+      v[4 * k + 2] = flip(v[4 * k + 2], m.z), v[4 * k + 3] = flip(v[4 * k + 3], m.w);
+    }
   }
   const float kr = __fmul_rn(sp.qjl_scale, rnorm);
+  const uint8_t* cent = reinterpret_cast<const uint8_t*>(&sh.cent[0][0]);
 #pragma unroll
-  for (int i = 0; i < DIM; ++i) {
-    float c = 0.0f;
-    if (MSE) {
-      const int w = i / 32, b = i % 32;
-      float t[kMag];
+  for (int w = 0; w < 2; ++w)
 #pragma unroll
-      for (int k = 0; k < kMag; ++k) t[k] = cn[k];
+    for (int m = 0; m < 8; ++m) {
+      // byte j: 4 * code of value 8 j + m plus the table's offset (bit p of the code from plane p)
+      uint32_t bytes = table * 0x01010101u;
 #pragma unroll
-      for (int n = kMag, p = 0; n > 1; n /= 2, ++p) {
-        const bool bit = (planes[p][w] >> b) & 1u;
-#pragma unroll
-        for (int k = 0; k < n / 2; ++k) t[k] = bit ? t[2 * k + 1] : t[2 * k];
+      for (int p = 0; p < MSE; ++p) {
+        const int s = 2 + p - m;
+        bytes |= (s >= 0 ? planes[p][w] << s : planes[p][w] >> -s) & (0x04040404u << p);
       }
-      c = (planes[kNB][w] >> b) & 1u ? -t[0] : t[0];
-    }
-    v[i] = QJL ? __fmaf_rn(__fmul_rn(v[i], fa.qjl[OFF + i]), kr, c) : c;
-  }
-  fwht_regs<DIM, 1>(v);
 #pragma unroll
-  for (int i = 0; i < DIM; ++i) v[i] = __fmul_rn(v[i], fa.dq[OFF + i]);
+      for (int j = 0; j < 4; ++j) {
+        const int i = 32 * w + 8 * j + m;
+        const uint32_t off = j == 0 ? bytes & 0xFFu : j == 3 ? bytes >> 24 : __byte_perm(bytes, 0u, 0x4440u + j);
+        // (+-c) * norm rounds like +-(c * norm), the reference's order
+        const float c = MSE ? __fmul_rn(*reinterpret_cast<const float*>(cent + off), norm) : 0.0f;
+        v[i] = QJL ? __fmaf_rn(v[i], kr, c) : c;
+      }
+    }
+  fwht64<SPLIT>(v);
+#pragma unroll
+  for (int k = 0; k < kLaneD / 4; ++k) {
+    const float4 s = *reinterpret_cast<const float4*>(dq + 4 * k);
+    v[4 * k] = __fmul_rn(v[4 * k], s.x), v[4 * k + 1] = __fmul_rn(v[4 * k + 1], s.y);
+    v[4 * k + 2] = __fmul_rn(v[4 * k + 2], s.z), v[4 * k + 3] = __fmul_rn(v[4 * k + 3], s.w);
+  }
   store(v);
 }
 
 // (mse bits, qjl) dispatch of one sub-vector; at most 4 bits in all.
 #define TQ_FAST_CASES(X) X(0, 1) X(1, 0) X(1, 1) X(2, 0) X(2, 1) X(3, 0) X(3, 1) X(4, 0)
 
-template <int DIM, int OFF, class Load>
-__device__ __forceinline__ void quant_sub(const FastArgs& fa, const tq_sub_plan& sp, const Load& load, uint8_t* codes,
+template <bool SPLIT, class Load>
+__device__ __forceinline__ void quant_sub(const tq_sub_plan& sp, const Load& load, const uint32_t* qm, uint8_t* codes,
                                           float* norm, float* rnorm) {
   switch (sp.mse_bits * 2 + (sp.bits != sp.mse_bits)) {
 #define TQ_Q(M, J) \
-  case M * 2 + J: quant_vec<DIM, M, J, OFF>(fa, sp, load, codes, norm, rnorm); break;
+  case M * 2 + J: quant64<M, J, SPLIT>(sp, load, qm, codes, norm, rnorm); break;
     TQ_FAST_CASES(TQ_Q)
 #undef TQ_Q
   }
 }
 
-template <int DIM, int OFF, class Store>
-__device__ __forceinline__ void dequant_sub(const FastArgs& fa, const tq_sub_plan& sp, const uint8_t* codes,
-                                            float norm, float rnorm, const Store& store) {
+template <bool SPLIT, class Store>
+__device__ __forceinline__ void dequant_sub(const tq_sub_plan& sp, const FastShared& sh, uint32_t table,
+                                            const uint32_t* qm, const float* dq, const uint8_t* codes, float norm,
+                                            float rnorm, const Store& store) {
   switch (sp.mse_bits * 2 + (sp.bits != sp.mse_bits)) {
 #define TQ_D(M, J) \
-  case M * 2 + J: dequant_vec<DIM, M, J, OFF>(fa, sp, codes, norm, rnorm, store); break;
+  case M * 2 + J: dequant64<M, J, SPLIT>(sp, sh, table, qm, dq, codes, norm, rnorm, store); break;
     TQ_FAST_CASES(TQ_D)
 #undef TQ_D
   }
-}
-
-template <int DT> __device__ __forceinline__ void unpack8(uint4 q, float* x) {
-  const uint32_t w[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    if (DT == SW_DTYPE_BF16) {
-      x[2 * k] = __uint_as_float(w[k] << 16);
-      x[2 * k + 1] = __uint_as_float(w[k] & 0xFFFF0000u);
-    } else {
-      const float2 h = __half22float2(*reinterpret_cast<const __half2*>(&w[k]));
-      x[2 * k] = h.x, x[2 * k + 1] = h.y;
-    }
-  }
-}
-
-template <int DT> __device__ __forceinline__ float unpack1(const uint8_t* p) {
-  const uint16_t h = *reinterpret_cast<const uint16_t*>(p);
-  return DT == SW_DTYPE_BF16 ? __uint_as_float((uint32_t)h << 16) : __half2float(__ushort_as_half(h));
 }
 
 template <int DT> __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
@@ -849,15 +899,31 @@ template <int DT> __device__ __forceinline__ uint16_t pack_one(float v) {
   return DT == SW_DTYPE_BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
 }
 
+// A tile: groups [g0, g0 + ng) of one block, all keys (kv 0) or all values (kv 1).
 struct Tile {
-  uint32_t block, g0, ng;
+  uint32_t block, g0, ng, kv;
 };
 __device__ __forceinline__ Tile fast_tile(const FastArgs& fa, uint64_t tile) {
   Tile t;
-  t.block = (uint32_t)(tile / fa.tiles_per_block);
-  t.g0 = (uint32_t)(tile - (uint64_t)t.block * fa.tiles_per_block) * fa.groups_per_tile;
-  t.ng = min(fa.groups_per_tile, fa.a.groups - t.g0);
+  // 32-bit division where the index fits: the 64-bit one is a long subroutine
+  t.block = (uint32_t)(tile >> 32 ? tile / fa.tiles_per_block : (uint32_t)tile / fa.tiles_per_block);
+  const uint32_t r = (uint32_t)(tile - (uint64_t)t.block * fa.tiles_per_block), seg = r / fa.tiles_per_seg,
+                 first = (r - seg * fa.tiles_per_seg) * fa.groups_per_tile;
+  t.kv = seg & 1u;
+  t.g0 = seg * fa.a.kv_heads + first;
+  t.ng = min(fa.groups_per_tile, fa.a.kv_heads - first);
   return t;
+}
+
+// Where row r of a tile codes to: the tile's groups are consecutive heads of one kind, so
+// their records follow each other from rec0, the first group's.
+struct RowRec {
+  uint8_t* rec;
+  uint32_t tok;
+};
+__device__ __forceinline__ RowRec fast_row(const FastArgs& fa, const tq_kind& k, uint8_t* rec0, uint32_t r) {
+  const uint32_t gi = r / fa.a.tokens;
+  return {rec0 + gi * k.record_bytes, r - gi * fa.a.tokens};
 }
 
 // Per-warp scratch after the row buffers (fractional rates only): energies, then the channel
@@ -927,31 +993,34 @@ template <int DT> __device__ __forceinline__ void fast_issue(const FastArgs& fa,
     cp_async16(buf + (i / (kFastD * 2 / 16)) * kFastRow + (i % (kFastD * 2 / 16)) * 16, src + (size_t)i * 16);
 }
 
-template <int DT> __global__ void __launch_bounds__(kFastThreads, 3) quantize_fast(const __grid_constant__ FastArgs fa) {
+template <int DT>
+__global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const __grid_constant__ FastArgs fa) {
   extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ FastShared sh;
+  fast_shared_init(fa, sh);
   const Args& a = fa.a;
   const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   uint8_t* bufs = smem + warp * fa.warp_smem;
-  float* energy = reinterpret_cast<float*>(bufs + 2 * kFastBuf);
-  uint8_t* chans = bufs + 2 * kFastBuf + kFastD * 4;
+  float* energy = reinterpret_cast<float*>(bufs + 2 * fa.tile_bytes);
+  uint8_t* chans = bufs + 2 * fa.tile_bytes + kFastD * 4;
   const uint64_t tiles = (uint64_t)a.n_blocks * fa.tiles_per_block, step = (uint64_t)gridDim.x * kFastWarps;
   uint64_t tile = (uint64_t)blockIdx.x * kFastWarps + warp;
   if (tile < tiles) fast_issue<DT>(fa, tile, bufs);
   cp_async_commit();
   for (int b = 0; tile < tiles; b ^= 1) {
     const uint64_t next = tile + step;
-    if (next < tiles) fast_issue<DT>(fa, next, bufs + (b ^ 1) * kFastBuf);
+    if (next < tiles) fast_issue<DT>(fa, next, bufs + (b ^ 1) * fa.tile_bytes);
     cp_async_commit();
     const Tile t = fast_tile(fa, tile);
+    const tq_kind& k = a.kind[t.kv];
     uint8_t* q = a.q_base + a.q_slots[t.block] * a.q_stride;
-    const uint8_t* buf = bufs + b * kFastBuf;
+    uint8_t* rec0 = q + record_offset(a, t.g0);
+    const uint8_t* buf = bufs + b * fa.tile_bytes;
     if (t.g0 == 0 && lane < SW_TQ_HEADER_BYTES / 4) reinterpret_cast<uint32_t*>(q)[lane] = a.header[lane];
     cp_async_wait_prior();
     __syncwarp();
     for (uint32_t gi = 0; gi < t.ng; ++gi) {
-      const uint32_t g = t.g0 + gi;
-      const tq_kind& k = a.kind[(g / a.kv_heads) & 1u];
-      uint8_t* rec = q + record_offset(a, g);
+      uint8_t* rec = rec0 + gi * k.record_bytes;
       fast_zero(rec, k.norms_off + a.tokens * k.nsub * 4, k.rnorms_off);
       if (k.qjl) fast_zero(rec, k.rnorms_off + a.tokens * k.nsub * 4, k.codes_off);
       fast_zero(rec, k.codes_off + a.tokens * k.token_bytes, k.record_bytes);
@@ -963,13 +1032,7 @@ template <int DT> __global__ void __launch_bounds__(kFastThreads, 3) quantize_fa
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const uint32_t w = *reinterpret_cast<const uint32_t*>(rows + r * kFastRow + 4 * lane + 128 * h);
-            float lo, hi;
-            if (DT == SW_DTYPE_BF16) {
-              lo = __uint_as_float(w << 16), hi = __uint_as_float(w & 0xFFFF0000u);
-            } else {
-              const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w));
-              lo = f.x, hi = f.y;
-            }
+            const float lo = lo_signed<DT>(w, 0u), hi = hi_signed<DT>(w, 0u);
             e[2 * h] = __fmaf_rn(lo, lo, e[2 * h]);
             e[2 * h + 1] = __fmaf_rn(hi, hi, e[2 * h + 1]);
           }
@@ -995,60 +1058,69 @@ template <int DT> __global__ void __launch_bounds__(kFastThreads, 3) quantize_fa
     }
     __syncwarp();
     const uint32_t rows = t.ng * a.tokens;
-    if (lane < rows) {
-      const uint32_t gi = lane / a.tokens, tok = lane - gi * a.tokens, g = t.g0 + gi;
-      const tq_kind& k = a.kind[(g / a.kv_heads) & 1u];
-      uint8_t* rec = q + record_offset(a, g);
-      const uint8_t* row = buf + lane * kFastRow;
-      float* norms = reinterpret_cast<float*>(rec + k.norms_off) + tok * k.nsub;
-      float* rnorms = reinterpret_cast<float*>(rec + k.rnorms_off) + tok * k.nsub;
-      uint8_t* codes = rec + k.codes_off + (size_t)tok * k.token_bytes;
-      if (!k.fractional) {
-        quant_sub<kFastD, 0>(
-            fa, k.sub[0],
+    if (!k.fractional) {
+      // lanes past the tile's rows recode its last row alongside (same values, same bytes)
+      for (uint32_t r0 = 0; r0 < rows; r0 += 16) {
+        const uint32_t r = min(r0 + (lane & 15), rows - 1), h = lane >> 4;
+        const RowRec rr = fast_row(fa, k, rec0, r);
+        const uint8_t* src = buf + r * kFastRow + h * (kLaneD * 2);
+        const uint32_t* rm = sh.rot[h];
+        quant_sub<true>(
+            k.sub[0],
             [&](float* x) {
 #pragma unroll
-              for (int c = 0; c < kFastD / 8; ++c) unpack8<DT>(*reinterpret_cast<const uint4*>(row + 16 * c), x + 8 * c);
+              for (int c = 0; c < kLaneD / 8; ++c) {
+                const uint4 d = load16(src + 16 * c), m0 = load16(rm + 8 * c), m1 = load16(rm + 8 * c + 4);
+                x[8 * c] = lo_signed<DT>(d.x, m0.x), x[8 * c + 1] = hi_signed<DT>(d.x, m0.y);
+                x[8 * c + 2] = lo_signed<DT>(d.y, m0.z), x[8 * c + 3] = hi_signed<DT>(d.y, m0.w);
+                x[8 * c + 4] = lo_signed<DT>(d.z, m1.x), x[8 * c + 5] = hi_signed<DT>(d.z, m1.y);
+                x[8 * c + 6] = lo_signed<DT>(d.w, m1.z), x[8 * c + 7] = hi_signed<DT>(d.w, m1.w);
+              }
             },
-            codes, norms, rnorms);
-      } else {
-        const uint8_t* ch = chans + gi * kFastD;
-        quant_sub<kFastD / 2, kFastD>(
-            fa, k.sub[0],
-            [&](float* x) {
-#pragma unroll
-              for (int i = 0; i < kFastD / 2; ++i) x[i] = unpack1<DT>(row + 2 * ch[i]);
-            },
-            codes, norms, rnorms);
-        quant_sub<kFastD / 2, kFastD * 3 / 2>(
-            fa, k.sub[1],
-            [&](float* x) {
-#pragma unroll
-              for (int i = 0; i < kFastD / 2; ++i) x[i] = unpack1<DT>(row + 2 * ch[kFastD / 2 + i]);
-            },
-            codes + k.sub_off[1], norms + 1, rnorms + 1);
+            sh.qjl[h], rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes,
+            reinterpret_cast<float*>(rr.rec + k.norms_off) + rr.tok, reinterpret_cast<float*>(rr.rec + k.rnorms_off) + rr.tok);
       }
+    } else if (lane < rows) {
+      const RowRec rr = fast_row(fa, k, rec0, lane);
+      const uint8_t* row = buf + lane * kFastRow;
+      const uint8_t* ch = chans + (lane / a.tokens) * kFastD;
+      float* norms = reinterpret_cast<float*>(rr.rec + k.norms_off) + rr.tok * 2;
+      float* rnorms = reinterpret_cast<float*>(rr.rec + k.rnorms_off) + rr.tok * 2;
+      uint8_t* codes = rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes;
+#pragma unroll
+      for (int s = 0; s < 2; ++s)
+        quant_sub<false>(
+            k.sub[s],
+            [&](float* x) {
+#pragma unroll
+              for (int i = 0; i < kLaneD; ++i)
+                x[i] = lo_signed<DT>(*reinterpret_cast<const uint16_t*>(row + 2 * ch[kLaneD * s + i]),
+                                     fa.rot[kFastD + kLaneD * s + i]);
+            },
+            fa.qjl + kFastD + kLaneD * s, codes + k.sub_off[s], norms + s, rnorms + s);
     }
     __syncwarp();
     tile = next;
   }
 }
 
-template <int DT> __global__ void __launch_bounds__(kFastThreads, 3) dequantize_fast(const __grid_constant__ FastArgs fa) {
+template <int DT>
+__global__ void __launch_bounds__(kFastThreads, kFastCtas) dequantize_fast(const __grid_constant__ FastArgs fa) {
   extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ FastShared sh;
+  fast_shared_init(fa, sh);
   const Args& a = fa.a;
   const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   uint8_t* buf = smem + warp * fa.warp_smem;
-  uint8_t* chans = buf + kFastBuf + kFastD * 4;
+  uint8_t* chans = buf + fa.tile_bytes + kFastD * 4;
   const uint64_t tiles = (uint64_t)a.n_blocks * fa.tiles_per_block, step = (uint64_t)gridDim.x * kFastWarps;
   for (uint64_t tile = (uint64_t)blockIdx.x * kFastWarps + warp; tile < tiles; tile += step) {
     const Tile t = fast_tile(fa, tile);
-    const uint8_t* q = a.q_base + a.q_slots[t.block] * a.q_stride;
-    for (uint32_t gi = 0; gi < t.ng; ++gi) {
-      const uint32_t g = t.g0 + gi;
-      const tq_kind& k = a.kind[(g / a.kv_heads) & 1u];
-      if (k.fractional) {
-        const uint32_t* rec = reinterpret_cast<const uint32_t*>(q + record_offset(a, g));
+    const tq_kind& k = a.kind[t.kv];
+    uint8_t* rec0 = a.q_base + a.q_slots[t.block] * a.q_stride + record_offset(a, t.g0);
+    if (k.fractional) {
+      for (uint32_t gi = 0; gi < t.ng; ++gi) {
+        const uint32_t* rec = reinterpret_cast<const uint32_t*>(rec0 + gi * k.record_bytes);
         uint32_t mask[kFastD / 32];
 #pragma unroll
         for (int kk = 0; kk < kFastD / 32; ++kk) mask[kk] = rec[kk];
@@ -1056,37 +1128,40 @@ template <int DT> __global__ void __launch_bounds__(kFastThreads, 3) dequantize_
       }
     }
     __syncwarp();
-    const uint32_t rows = t.ng * a.tokens;
-    if (lane < rows) {
-      const uint32_t gi = lane / a.tokens, tok = lane - gi * a.tokens, g = t.g0 + gi;
-      const tq_kind& k = a.kind[(g / a.kv_heads) & 1u];
-      const uint8_t* rec = q + record_offset(a, g);
-      uint8_t* row = buf + lane * kFastRow;
-      const float* norms = reinterpret_cast<const float*>(rec + k.norms_off) + tok * k.nsub;
-      const float* rnorms = reinterpret_cast<const float*>(rec + k.rnorms_off) + tok * k.nsub;
-      const uint8_t* codes = rec + k.codes_off + (size_t)tok * k.token_bytes;
-      if (!k.fractional) {
-        dequant_sub<kFastD, 0>(fa, k.sub[0], codes, norms[0], k.qjl ? rnorms[0] : 0.0f, [&](const float* v) {
+    const uint32_t rows = t.ng * a.tokens, table = t.kv * sizeof sh.cent[0] * 2;
+    if (!k.fractional) {
+      // lanes past the tile's rows decode its last row alongside (same values, same bytes)
+      for (uint32_t r0 = 0; r0 < rows; r0 += 16) {
+        const uint32_t r = min(r0 + (lane & 15), rows - 1), h = lane >> 4;
+        const RowRec rr = fast_row(fa, k, rec0, r);
+        const float* norms = reinterpret_cast<const float*>(rr.rec + k.norms_off) + rr.tok;
+        const float* rnorms = reinterpret_cast<const float*>(rr.rec + k.rnorms_off) + rr.tok;
+        uint8_t* dst = buf + r * kFastRow + h * (kLaneD * 2);
+        dequant_sub<true>(k.sub[0], sh, table, sh.qjl[h], sh.dq[h], rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes,
+                          norms[0], k.qjl ? rnorms[0] : 0.0f, [&](const float* v) {
 #pragma unroll
-          for (int c = 0; c < kFastD / 8; ++c)
-            *reinterpret_cast<uint4*>(row + 16 * c) =
-                make_uint4(pack_pair<DT>(v[8 * c], v[8 * c + 1]), pack_pair<DT>(v[8 * c + 2], v[8 * c + 3]),
-                           pack_pair<DT>(v[8 * c + 4], v[8 * c + 5]), pack_pair<DT>(v[8 * c + 6], v[8 * c + 7]));
-        });
-      } else {
-        const uint8_t* ch = chans + gi * kFastD;
-        dequant_sub<kFastD / 2, kFastD>(fa, k.sub[0], codes, norms[0], k.qjl ? rnorms[0] : 0.0f, [&](const float* v) {
-#pragma unroll
-          for (int i = 0; i < kFastD / 2; ++i) *reinterpret_cast<uint16_t*>(row + 2 * ch[i]) = pack_one<DT>(v[i]);
-        });
-        dequant_sub<kFastD / 2, kFastD * 3 / 2>(fa, k.sub[1], codes + k.sub_off[1], norms[1], k.qjl ? rnorms[1] : 0.0f,
-                                                [&](const float* v) {
-#pragma unroll
-                                                  for (int i = 0; i < kFastD / 2; ++i)
-                                                    *reinterpret_cast<uint16_t*>(row + 2 * ch[kFastD / 2 + i]) =
-                                                        pack_one<DT>(v[i]);
-                                                });
+                            for (int c = 0; c < kLaneD / 8; ++c)
+                              *reinterpret_cast<uint4*>(dst + 16 * c) = make_uint4(
+                                  pack_pair<DT>(v[8 * c], v[8 * c + 1]), pack_pair<DT>(v[8 * c + 2], v[8 * c + 3]),
+                                  pack_pair<DT>(v[8 * c + 4], v[8 * c + 5]), pack_pair<DT>(v[8 * c + 6], v[8 * c + 7]));
+                          });
       }
+    } else if (lane < rows) {
+      const RowRec rr = fast_row(fa, k, rec0, lane);
+      uint8_t* row = buf + lane * kFastRow;
+      const uint8_t* ch = chans + (lane / a.tokens) * kFastD;
+      const float* norms = reinterpret_cast<const float*>(rr.rec + k.norms_off) + rr.tok * 2;
+      const float* rnorms = reinterpret_cast<const float*>(rr.rec + k.rnorms_off) + rr.tok * 2;
+      const uint8_t* codes = rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes;
+#pragma unroll
+      for (int s = 0; s < 2; ++s)
+        dequant_sub<false>(k.sub[s], sh, table + sizeof sh.cent[0] * s, fa.qjl + kFastD + kLaneD * s,
+                           fa.dq + kFastD + kLaneD * s, codes + k.sub_off[s], norms[s], k.qjl ? rnorms[s] : 0.0f,
+                           [&](const float* v) {
+#pragma unroll
+                             for (int i = 0; i < kLaneD; ++i)
+                               *reinterpret_cast<uint16_t*>(row + 2 * ch[kLaneD * s + i]) = pack_one<DT>(v[i]);
+                           });
     }
     __syncwarp();
     uint8_t* dst = const_cast<uint8_t*>(a.raw_base) + a.raw_slots[t.block] * a.raw_stride + (uint64_t)t.g0 * a.group_raw_bytes;
@@ -1112,16 +1187,28 @@ void fast_args(bool quant, const sw_tq_params* p, const Args& a, FastArgs& fa) {
     for (uint32_t j = 0; j < dim; ++j) {
       const bool r = (tq_sign_word(p->seed, dim, sub, TQ_SIGNS_ROTATION, j / 32) >> (j % 32)) & 1u;
       const bool s = (tq_sign_word(p->seed, dim, sub, TQ_SIGNS_QJL, j / 32) >> (j % 32)) & 1u;
-      fa.rot[off + j] = r ? -1.0f : 1.0f;
-      fa.qjl[off + j] = s ? -1.0f : 1.0f;
+      fa.rot[off + j] = r ? 0x80000000u : 0u;
+      fa.qjl[off + j] = s ? 0x80000000u : 0u;
       fa.dq[off + j] = r ? -inv : inv;
     }
   }
-  fa.groups_per_tile = 32 / p->tokens;
-  if (fa.groups_per_tile > a.groups) fa.groups_per_tile = a.groups;
-  fa.tiles_per_block = (a.groups + fa.groups_per_tile - 1) / fa.groups_per_tile;
+  for (uint32_t t = 0; t < 4; ++t) {
+    const tq_sub_plan& sp = a.kind[t / 2].sub[t % 2];
+    const uint32_t nb = sp.mse_bits > 1 ? sp.mse_bits - 1 : 0;
+    for (uint32_t code = 0; code < 16; ++code) {
+      const float c = sp.mse_bits ? sp.cent[code & ((1u << nb) - 1u)] : 0.0f;
+      fa.cent[t][code] = (code >> nb) & 1u ? -c : c;
+    }
+  }
+  // integer rates code 16 rows per pass of a warp, fractional rates 32
   const bool frac = a.kind[0].fractional || a.kind[1].fractional;
-  fa.warp_smem = (quant ? 2 : 1) * kFastBuf + (frac ? tq_align16(fast_scratch_bytes(fa.groups_per_tile)) : 0u);
+  fa.groups_per_tile = (frac ? 32 : 16) / p->tokens;
+  if (fa.groups_per_tile < 1) fa.groups_per_tile = 1;
+  if (fa.groups_per_tile > p->kv_heads) fa.groups_per_tile = p->kv_heads;
+  fa.tiles_per_seg = (p->kv_heads + fa.groups_per_tile - 1) / fa.groups_per_tile;
+  fa.tiles_per_block = 2 * p->layers * fa.tiles_per_seg;
+  fa.tile_bytes = fa.groups_per_tile * p->tokens * kFastRow;
+  fa.warp_smem = (quant ? 2 : 1) * fa.tile_bytes + (frac ? tq_align16(fast_scratch_bytes(fa.groups_per_tile)) : 0u);
 }
 
 int fail(char* err, size_t len, int code, const char* msg, const char* detail) {
