@@ -259,11 +259,12 @@ export class BlockStore {
         this.replaceInSequence(seq, index, b, cached);
         return { blockId: cached.id, hash, deduplicated: true };
       }
-      this.releaseCopies(b, [1, 2]);
+      // The slot first: a write refused for room (DISK_FULL, TIER_BUSY) leaves the block as it was.
       if (b.raw === null) {
         b.raw = await this.acquireSlot(0, ctx);
         this.policies[0].insert(b.id);
       }
+      this.releaseCopies(b, [1, 2]);
       await this.backend.writeRaw(b.raw, data);
       b.generation++;
       b.written = true;

@@ -84,6 +84,23 @@ test('ENOSPC while spilling fails the write that needed room, and loses nothing'
   }
 });
 
+test('a rewrite refused by a full disk leaves the block as it was, readable', async () => {
+  const dir = tempDir();
+  const store = await tinyStore(dir.path, { raw: 1, quantized: 1, disk: 8 });
+  try {
+    const { id } = store.createSequence();
+    const data = await writeBlocks(store, id, 3); // block 0 on disk only, block 1 in tier 1, block 2 raw
+    store.injectDiskFault('write', ENOSPC, 1);
+    // Room for block 0 in tier 0 needs block 1 spilled: the disk refuses it.
+    await assert.rejects(store.write(id, 0, blockContent(99)), (err: SpillwayError) => err.code === 'DISK_FULL');
+    store.checkInvariants();
+    await assertIntact(store, id, data);
+  } finally {
+    await store.close();
+    dir.cleanup();
+  }
+});
+
 test('a corrupted slot on disk is refused by its checksum; that block is lost, others are not', async () => {
   const dir = tempDir();
   const store = await tinyStore(dir.path, { raw: 2, quantized: 2, disk: 8 });
