@@ -98,7 +98,7 @@ export function summarize(r: SoakReport): string {
     `reads checked: ${t.readsChecked} (${t.readsExact} bit-exact, ${t.readsLossy} quantized, worst relative error ${t.maxRelativeError.toExponential(2)} against ${t.bound}); mismatches: ${t.mismatches}`,
     `sequences: ${t.sequencesStarted} started, ${t.sequencesFinished} finished, ${t.preempted} ended early for room, longest ${t.longestSequenceTokens} tokens; ${t.attachedBlocks} prefix blocks attached, ${t.deduplicated} deduplicated`,
     `moves: ${t.moves.demotions} demotions, ${t.moves.promotions} promotions, ${t.moves.drops} drops; ${(t.bytesWritten / 2 ** 30).toFixed(1)} GiB written, ${(t.bytesRead / 2 ** 30).toFixed(1)} GiB read and checked`,
-    `retries: ${JSON.stringify(t.retries)}; fault errors seen: ${JSON.stringify(t.faultErrors)}`,
+    `retries: ${JSON.stringify(t.retries)}; fault errors seen: ${JSON.stringify(t.faultErrors)}; rewrites refused by the full disk and read back as before: ${t.refusedRewritesReadBack}`,
     `latency p50/p99: ${lat}`,
     verdict('RSS', r.leak.rss, mib),
     verdict('open fds', r.leak.fds, (x) => (x === null ? '-' : x.toFixed(1))),

@@ -115,6 +115,8 @@ export interface SoakReport {
     sequencesFinished: number;
     preempted: number;
     admissionWaits: number;
+    /** Rewrites refused by the full disk whose block then read back as before. */
+    refusedRewritesReadBack: number;
     deduplicated: number;
     attachedBlocks: number;
     longestSequenceTokens: number;
@@ -215,7 +217,7 @@ class Soak {
     ops: Object.fromEntries(OPS.map((k) => [k, 0])) as Record<OpKind, number>,
     readsChecked: 0, readsExact: 0, readsLossy: 0, maxRelativeError: 0, mismatches: 0,
     retries: {} as Record<string, number>, faultErrors: {} as Record<string, number>,
-    sequencesStarted: 0, sequencesFinished: 0, preempted: 0, admissionWaits: 0, deduplicated: 0, attachedBlocks: 0,
+    sequencesStarted: 0, sequencesFinished: 0, preempted: 0, admissionWaits: 0, refusedRewritesReadBack: 0, deduplicated: 0, attachedBlocks: 0,
     longestSequenceTokens: 0, bytesWritten: 0, bytesRead: 0,
   };
   private readonly latency = Object.fromEntries(OPS.map((k) => [k, new LatencyHistogram()])) as Record<OpKind, LatencyHistogram>;
@@ -285,10 +287,10 @@ class Soak {
 
   /**
    * Runs one request through the gate, timing it. "Not now" answers are retried after a
-   * pause; so is DISK_FULL while the disk-full fault is armed. A failure around a restart
-   * abandons the sequence.
+   * pause; so is DISK_FULL while the disk-full fault is armed, after `onFull`. A failure
+   * around a restart abandons the sequence.
    */
-  private async op<T>(kind: OpKind, seq: SequenceModel, fn: (client: SpillwayClient) => Promise<T>, gated = true): Promise<T> {
+  private async op<T>(kind: OpKind, seq: SequenceModel, fn: (client: SpillwayClient) => Promise<T>, gated = true, onFull?: () => Promise<void>): Promise<T> {
     for (;;) {
       if (gated) await this.gate.enter();
       const epoch = this.epoch;
@@ -309,7 +311,10 @@ class Soak {
         if (this.restarting || epoch !== this.epoch) throw ABANDON;
         const code = codeOf(err);
         const expectedFull = code === 'DISK_FULL' && this.diskFullArmed;
-        if (expectedFull) this.t.faultErrors.DISK_FULL = (this.t.faultErrors.DISK_FULL ?? 0) + 1;
+        if (expectedFull) {
+          this.t.faultErrors.DISK_FULL = (this.t.faultErrors.DISK_FULL ?? 0) + 1;
+          await onFull?.();
+        }
         if ((RETRY.has(code) || expectedFull) && !this.stopping) {
           this.t.retries[code] = (this.t.retries[code] ?? 0) + 1;
           await sleep(20 + Math.random() * 80);
@@ -352,9 +357,22 @@ class Soak {
 
   /** Writes the next version of a decode block. */
   private async writeDecode(seq: SequenceModel, index: number, gated = true): Promise<void> {
-    seq.versions[index] = (seq.versions[index] ?? 0) + 1;
+    const previous = seq.versions[index] ?? 0;
+    seq.versions[index] = previous + 1;
     const data = await this.verifier.make(this.workload.seedOf(seq, index), this.rawBytes);
-    await this.op('write', seq, (c) => c.writeBlock(seq.id, index, data), gated);
+    // A rewrite refused for room must leave the block as it was: read that back before retrying
+    // (in place, so that the read needs no room; outside the gate, which this write holds).
+    const readBack = previous === 0 ? undefined : async () => {
+      seq.versions[index] = previous;
+      try {
+        const r = await this.op('read', seq, (c) => c.readBlock(seq.id, index, { promote: false }), false);
+        await this.check(seq, index, r, 'read after a rewrite refused by the full disk');
+        this.t.refusedRewritesReadBack++;
+      } finally {
+        seq.versions[index] = previous + 1;
+      }
+    };
+    await this.op('write', seq, (c) => c.writeBlock(seq.id, index, data), gated, readBack);
     this.t.bytesWritten += data.length;
     this.note(seq, index, `written (version ${seq.versions[index]})`);
   }
@@ -428,8 +446,10 @@ class Soak {
       await this.writeDecode(seq, index);
       seq.written++;
       this.t.longestSequenceTokens = Math.max(this.t.longestSequenceTokens, seq.written * this.o.model.tokensPerBlock);
-      // The tail block is rewritten now and then, as an engine completes a partial block.
-      if (index >= seq.prompt.blocks && w.uniform() < this.o.rewriteShare) await this.writeDecode(seq, index);
+      // Now and then a decoded block is written again (a tail completed late, a rollback),
+      // recent ones most often: many have moved down by then. While the disk is full, half
+      // the steps do, so that rewrites refused for room are met often enough to check.
+      if (w.uniform() < (this.diskFullArmed ? 0.5 : this.o.rewriteShare)) await this.writeDecode(seq, seq.written - 1 - w.zipfRank(seq.written - seq.prompt.blocks));
       for (let k = 0; k < this.o.readsPerStep; k++) {
         // Half the reads favour recent blocks, half a scattered hot set: both Zipf-skewed.
         const rank = w.zipfRank(seq.written);
@@ -450,6 +470,11 @@ class Soak {
     const seq = this.workload.arrival(this.epoch);
     try {
       if (await this.prefill(seq)) await this.decode(seq);
+    } catch (err) {
+      // A write the ladder has no room for (every slot held by live blocks that cannot move,
+      // as when a rewrite needs a second slot): the sequence ends, as an engine preempts.
+      if (!FULL.has(codeOf(err))) throw err;
+      this.t.preempted++;
     } finally {
       if (this.live.delete(seq) && seq.epoch === this.epoch && !this.restarting) {
         await this.op('free', seq, (c) => c.freeSequence(seq.id));
