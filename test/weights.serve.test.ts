@@ -123,16 +123,16 @@ test('spillway serve loads configured weights, logging progress, and is ready on
   const dir = tempDir();
   try {
     const source = await writeCheckpoint(dir.path, tinyLlama(), 3);
-    const server = await startServe(['--set', `weights.source=${source}`, '--set', `tiers.disk.path=${join(dir.path, 'tier2.slots')}`]);
+    const served = await startServe(['--set', `weights.source=${source}`, '--set', `tiers.disk.path=${join(dir.path, 'tier2.slots')}`]);
     try {
-      await server.until('/v1/ready');
-      const w = (await (await fetch(`${server.url}/v1/weights`)).json()) as { state: string; result: { gbps: number } };
+      await served.until('/v1/ready');
+      const w = (await (await fetch(`${served.url}/v1/weights`)).json()) as { state: string; result: { gbps: number } };
       assert.equal(w.state, 'ready');
       assert.ok(w.result.gbps > 0);
-      assert.match(server.output(), /"msg":"weights [\d.]+ (B|KiB|MiB) of [\d.]+ (B|KiB|MiB)"/, 'progress logged when not on a terminal');
-      assert.match(server.output(), /weights loaded; ready/);
+      assert.match(served.server.output(), /"msg":"weights [\d.]+ (B|KiB|MiB) of [\d.]+ (B|KiB|MiB)"/, 'progress logged when not on a terminal');
+      assert.match(served.server.output(), /weights loaded; ready/);
     } finally {
-      await server.stop();
+      await served.server.stop();
     }
   } finally {
     dir.cleanup();
@@ -144,10 +144,12 @@ test('spillway serve refuses weights that are malformed before it listens, namin
   try {
     const source = await writeCheckpoint(dir.path, tinyLlama(), 2, false);
     truncateSync(join(source, 'model-00001-of-00002.safetensors'), 4);
-    const server = await startServe(['--set', `weights.source=${source}`, '--set', `tiers.disk.path=${join(dir.path, 'tier2.slots')}`]);
-    const code = await new Promise((r) => server.child.once('exit', r));
-    assert.equal(code, 1);
-    assert.match(server.output(), /model-00001-of-00002\.safetensors/);
+    const start = startServe(['--set', `weights.source=${source}`, '--set', `tiers.disk.path=${join(dir.path, 'tier2.slots')}`]);
+    await assert.rejects(start, (err: Error) => {
+      assert.match(err.message, /exited \(code 1,/);
+      assert.match(err.message, /model-00001-of-00002\.safetensors/);
+      return true;
+    });
   } finally {
     dir.cleanup();
   }

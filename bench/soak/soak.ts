@@ -14,7 +14,7 @@ import { SpillwayClient } from '../../api/client.js';
 import type { ConfigInput } from '../../runtime/config.js';
 import { SpillwayError } from '../../runtime/errors.js';
 import { FOUR_BIT_BOUND } from '../../test/blocks.js';
-import { ServerProcess } from './server.js';
+import { ServerProcess } from '../../api/process.js';
 import { judgeGrowth, LatencyHistogram, quantile, type GrowthRule, type GrowthVerdict } from './stats.js';
 import { Verifier } from './verifier.js';
 import { SequenceModel, Workload, type WorkloadOptions } from './workload.js';
@@ -258,7 +258,7 @@ class Soak {
   }
 
   private async startServer(): Promise<void> {
-    this.server = await ServerProcess.start(this.configPath, this.logPath);
+    this.server = await ServerProcess.start({ args: ['--config', this.configPath], logPath: this.logPath });
     this.client = new SpillwayClient({ baseUrl: this.server.url });
     const life = ++this.life;
     const server = this.server;

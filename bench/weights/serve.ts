@@ -6,15 +6,13 @@
  *
  *   node dist/bench/weights/serve.js --source DIR [--set path=value ...]
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { projectRoot } from '../../runtime/config.js';
+import { ServerProcess } from '../../api/process.js';
 
-const PORT = 18420;
 const TIMEOUT_MS = 300_000;
 
 async function main(argv: string[]): Promise<void> {
@@ -24,24 +22,22 @@ async function main(argv: string[]): Promise<void> {
   const sets = argv.filter((_, i) => i !== at && i !== at + 1);
   const scratch = mkdtempSync(join(tmpdir(), 'spillway-serve-bench-'));
   const start = performance.now();
-  const child = spawn(process.execPath, [
-    join(projectRoot, 'dist', 'runtime', 'cli.js'), 'serve',
-    '--set', `weights.source=${source}`, '--set', `server.port=${PORT}`, '--set', `tiers.disk.path=${join(scratch, 'tier2.slots')}`, ...sets,
-  ], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const server = await ServerProcess.start({
+    args: ['--set', `weights.source=${source}`, '--set', 'server.port=0', '--set', `tiers.disk.path=${join(scratch, 'tier2.slots')}`, ...sets],
+    timeoutMs: TIMEOUT_MS,
+  });
   try {
-    const base = `http://127.0.0.1:${PORT}`;
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`spillway serve exited with ${child.exitCode}`);
       if (performance.now() - start > TIMEOUT_MS) throw new Error(`not ready after ${TIMEOUT_MS / 1000} s`);
-      const ready = await fetch(`${base}/v1/ready`).then((r) => r.status, () => 0);
+      const ready = await fetch(`${server.url}/v1/ready`).then((r) => r.status, () => 0);
       if (ready === 200) break;
       await sleep(50);
     }
     const readySeconds = (performance.now() - start) / 1000;
-    const w = (await (await fetch(`${base}/v1/weights`)).json()) as {
+    const w = (await (await fetch(`${server.url}/v1/weights`)).json()) as {
       memory: string; io: string; files: number; tensors: number; progress: { bytesDone: number }; result: { seconds: number; gbps: number };
     };
-    const ipc = await fetch(`${base}/v1/weights/ipc`);
+    const ipc = await fetch(`${server.url}/v1/weights/ipc`);
     console.log(JSON.stringify({
       loader: `spillway serve (${w.memory} memory, io ${w.io})`,
       files: w.files,
@@ -53,8 +49,7 @@ async function main(argv: string[]): Promise<void> {
       ipcHandle: ipc.status === 200 ? 'exported' : `${ipc.status} ${((await ipc.json()) as { error: { code: string } }).error.code}`,
     }));
   } finally {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    await server.stop();
     rmSync(scratch, { recursive: true, force: true });
   }
 }

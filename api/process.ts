@@ -1,19 +1,32 @@
 /**
- * The server under soak, as a user runs it: `spillway serve --config FILE` in its own
- * process, so that its memory and descriptors can be read from /proc and it can be killed
- * and started again. It listens on a port the kernel picks; the port is read from its log.
+ * `spillway serve` in its own process, as a user runs it: for tests, benches and the soak,
+ * which need its exit code and log, its memory and descriptors from /proc, or to kill it.
+ * It resolves once the server logs that it listens, and takes its URL from that line, so
+ * a configuration may ask for port 0.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, readdirSync, readFileSync, type WriteStream } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { projectRoot } from '../../runtime/config.js';
+import { projectRoot } from '../runtime/config.js';
 
 const CLI = join(projectRoot, 'dist', 'runtime', 'cli.js');
-const LISTENING = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/;
+const LISTENING = /Server listening at (http:\/\/[^\s"]+)/;
+/** The end of the log that error messages and output() show. */
+const TAIL_CHARS = 64 * 1024;
 
 export interface Exit {
   code: number | null;
   signal: NodeJS.Signals | null;
+}
+
+export interface ServerProcessOptions {
+  /** After `serve`: --config FILE, --set path=value ... */
+  args?: string[];
+  /** Added to this process's environment. */
+  env?: NodeJS.ProcessEnv;
+  /** Appends the server's stdout and stderr to this file. */
+  logPath?: string;
+  timeoutMs?: number;
 }
 
 export class ServerProcess {
@@ -21,10 +34,8 @@ export class ServerProcess {
   readonly url: string;
   /** Settles when the process exits, for whatever reason. */
   readonly exited: Promise<Exit>;
-  private readonly child: ChildProcess;
 
-  private constructor(child: ChildProcess, url: string, exited: Promise<Exit>) {
-    this.child = child;
+  private constructor(private readonly child: ChildProcess, url: string, exited: Promise<Exit>, private readonly tail: () => string) {
     this.pid = child.pid!;
     this.url = url;
     this.exited = exited;
@@ -32,18 +43,19 @@ export class ServerProcess {
 
   /**
    * Starts the server and resolves once it listens; rejects with the end of its log if it
-   * exits first or does not listen within `timeoutMs`. Its output is appended to `logPath`.
+   * exits first or does not listen within `timeoutMs`.
    */
-  static start(configPath: string, logPath: string, timeoutMs = 120_000): Promise<ServerProcess> {
-    const log: WriteStream = createWriteStream(logPath, { flags: 'a' });
-    const child = spawn(process.execPath, [CLI, 'serve', '--config', configPath], {
+  static start(options: ServerProcessOptions = {}): Promise<ServerProcess> {
+    const { args = [], env = {}, logPath, timeoutMs = 120_000 } = options;
+    const log = logPath === undefined ? undefined : createWriteStream(logPath, { flags: 'a' });
+    const child = spawn(process.execPath, [CLI, 'serve', ...args], {
       // The CLI's own default, as `npm start` sets it: libuv's pool runs the disk operations.
-      env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
+      env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let tail = '';
     const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => {
-      log.end();
+      log?.end();
       resolve({ code, signal });
     }));
     return new Promise((resolve, reject) => {
@@ -53,14 +65,13 @@ export class ServerProcess {
       }, timeoutMs);
       let listening = false;
       const onData = (chunk: Buffer) => {
-        log.write(chunk);
-        if (listening) return;
-        tail = (tail + chunk.toString()).slice(-4000);
-        const m = LISTENING.exec(tail);
+        log?.write(chunk);
+        tail = (tail + chunk.toString()).slice(-TAIL_CHARS);
+        const m = listening ? null : LISTENING.exec(tail);
         if (m) {
           listening = true;
           clearTimeout(timer);
-          resolve(new ServerProcess(child, m[1]!, exited));
+          resolve(new ServerProcess(child, m[1]!, exited, () => tail));
         }
       };
       child.stdout!.on('data', onData);
@@ -70,6 +81,11 @@ export class ServerProcess {
         reject(new Error(`server exited (code ${code}, signal ${signal}) before listening: ${tail}`));
       });
     });
+  }
+
+  /** The end of the server's stdout and stderr so far. */
+  output(): string {
+    return this.tail();
   }
 
   /** Resident memory in bytes (VmRSS), or null once the process is gone. */
@@ -93,5 +109,11 @@ export class ServerProcess {
 
   kill(signal: NodeJS.Signals): void {
     this.child.kill(signal);
+  }
+
+  /** SIGTERM (a clean stop), and waits for the exit. */
+  async stop(): Promise<Exit> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM');
+    return this.exited;
   }
 }
