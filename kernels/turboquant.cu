@@ -56,9 +56,11 @@ __device__ __forceinline__ uint64_t record_offset(const Args& a, uint32_t g) {
          head * (kv ? vrec : krec);
 }
 
+__device__ __forceinline__ void cp_async16(uint32_t smem_addr, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr), "l"(gmem));
+}
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+  cp_async16((uint32_t)__cvta_generic_to_shared(smem), gmem);
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_prior() { asm volatile("cp.async.wait_group 1;\n" ::); }
@@ -592,7 +594,10 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const __grid_const
 // and looks its signed centroid up in shared memory. Rows are staged per warp with 16-byte
 // cp.async (double-buffered for quantize), 16 bytes of padding per row so a quarter-warp's
 // 16-byte reads of 8 different rows hit 8 different bank quads; no CTA-wide barriers after
-// the start.
+// the start. Each kernel is compiled for one rate (bits and variant), so its coding loop is
+// straight-line code; keys and values share a launch when they share a rate. Tile indices
+// are divided by multiply-high (FastDiv), not by the division subroutine: at 16 rows a tile
+// that bookkeeping is paid once per 2048 values.
 constexpr int kFastD = 128;                 // head_dim of the fast path
 constexpr int kLaneD = 64;                  // values per lane
 constexpr int kFastWarps = 4;               // warps per CTA
@@ -603,13 +608,36 @@ constexpr uint32_t kFastRow = kFastD * 2 + 16;   // staged row stride (bytes)
 // fractional rate (dim D/2, sub 0 and 1).
 constexpr int kSignSets = 2 * kFastD;
 
+// Division by a divisor fixed at launch as a multiply-high and a shift (Granlund and
+// Montgomery, in the form of CUTLASS's FastDivmod): exact for dividends below 2^31, and a
+// few instructions where a division is a long subroutine.
+struct FastDiv {
+  uint32_t d, mul, shift;
+  void set(uint32_t divisor) {
+    uint32_t log2 = 0;
+    while ((1ull << log2) < divisor) ++log2;
+    d = divisor;
+    mul = divisor == 1 ? 0u : (uint32_t)(((1ull << (31 + log2)) + divisor - 1) / divisor);
+    shift = divisor == 1 ? 0u : log2 - 1;
+  }
+  __device__ __forceinline__ uint32_t div(uint32_t n) const { return d == 1 ? n : __umulhi(n, mul) >> shift; }
+};
+
+// A launch codes the blocks' groups of one rate: both kinds when keys and values share it
+// (their records are then alike), else one kind, and a second launch takes the other.
 struct FastArgs {
   Args a;
   alignas(16) uint32_t rot[kSignSets];  // rotation signs as bit-31 masks
   alignas(16) uint32_t qjl[kSignSets];  // QJL signs as bit-31 masks
   alignas(16) float dq[kSignSets];      // rotation sign times 1/sqrt(dim): the dequantizer's last multiply
   float cent[4][16];        // per kind and sub-vector: signed centroid by code (magnitude bits, then sign)
-  uint32_t groups_per_tile, tiles_per_seg, tiles_per_block;  // a segment: the groups of one layer and kind
+  uint32_t kv_first, kv_count;   // the kinds coded: kv_first, or both (kv_count 2)
+  uint32_t groups_per_tile, tiles;  // tiles: of this launch, below 2^31
+  FastDiv tiles_per_seg, tiles_per_block, tokens;  // a segment: the groups of one layer and kind
+  tq_kind kind;                    // the kind coded (both kinds are alike when kv_count is 2)
+  uint32_t record_bytes;           // of one group's record of the kind coded
+  uint32_t padded;                 // whether records have padding bytes, which quantize zeroes
+  uint64_t layer_q_bytes;          // quantized bytes of one layer (both kinds)
   uint32_t tile_bytes, warp_smem;  // staged rows of one tile; shared memory per warp
 };
 
@@ -742,7 +770,7 @@ __device__ __forceinline__ void quant64(const tq_sub_plan& sp, const Load& load,
         for (int k = 0; k < 7; ++k) t[k] = above(a, thr[k]);
         mag[2] = t[3];
         mag[1] = t[1] ^ t[3] ^ t[5];
-        mag[0] = (t[0] ^ t[1] ^ t[2]) ^ t[3] ^ (t[4] ^ t[5] ^ t[6]);
+        mag[0] = t[0] ^ t[2] ^ (t[4] ^ t[6] ^ mag[1]);  // three 3-input XORs for both bits
       }
 #pragma unroll
       for (int p = 0; p < kNB; ++p) planes[p][w] = __funnelshift_l(mag[p], planes[p][w], 1);
@@ -860,31 +888,10 @@ __device__ __forceinline__ void dequant64(const tq_sub_plan& sp, const FastShare
   store(v);
 }
 
-// (mse bits, qjl) dispatch of one sub-vector; at most 4 bits in all.
-#define TQ_FAST_CASES(X) X(0, 1) X(1, 0) X(1, 1) X(2, 0) X(2, 1) X(3, 0) X(3, 1) X(4, 0)
-
-template <bool SPLIT, class Load>
-__device__ __forceinline__ void quant_sub(const tq_sub_plan& sp, const Load& load, const uint32_t* qm, uint8_t* codes,
-                                          float* norm, float* rnorm) {
-  switch (sp.mse_bits * 2 + (sp.bits != sp.mse_bits)) {
-#define TQ_Q(M, J) \
-  case M * 2 + J: quant64<M, J, SPLIT>(sp, load, qm, codes, norm, rnorm); break;
-    TQ_FAST_CASES(TQ_Q)
-#undef TQ_Q
-  }
-}
-
-template <bool SPLIT, class Store>
-__device__ __forceinline__ void dequant_sub(const tq_sub_plan& sp, const FastShared& sh, uint32_t table,
-                                            const uint32_t* qm, const float* dq, const uint8_t* codes, float norm,
-                                            float rnorm, const Store& store) {
-  switch (sp.mse_bits * 2 + (sp.bits != sp.mse_bits)) {
-#define TQ_D(M, J) \
-  case M * 2 + J: dequant64<M, J, SPLIT>(sp, sh, table, qm, dq, codes, norm, rnorm, store); break;
-    TQ_FAST_CASES(TQ_D)
-#undef TQ_D
-  }
-}
+// The rates of the fast kernels as (mse bits, qjl): of the vector at integer rates, of the
+// narrower half at fractional ones (the other half has one bit more); at most 4 bits in all.
+#define TQ_INT_CASES(X) X(0, 1) X(1, 0) X(1, 1) X(2, 0) X(2, 1) X(3, 0) X(3, 1) X(4, 0)
+#define TQ_FRAC_CASES(X) X(0, 1) X(1, 0) X(1, 1) X(2, 0) X(2, 1) X(3, 0)
 
 template <int DT> __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
   if (DT == SW_DTYPE_BF16) {
@@ -899,31 +906,34 @@ template <int DT> __device__ __forceinline__ uint16_t pack_one(float v) {
   return DT == SW_DTYPE_BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
 }
 
-// A tile: groups [g0, g0 + ng) of one block, all keys (kv 0) or all values (kv 1).
+// A tile: groups [g0, g0 + ng) of one block, all of one kind, their records from rec_off on
+// (consecutive heads of one kind: one record after the other).
 struct Tile {
-  uint32_t block, g0, ng, kv;
+  uint32_t block, g0, ng;
+  uint64_t rec_off;
 };
-__device__ __forceinline__ Tile fast_tile(const FastArgs& fa, uint64_t tile) {
+__device__ __forceinline__ Tile fast_tile(const FastArgs& fa, uint32_t tile) {
   Tile t;
-  // 32-bit division where the index fits: the 64-bit one is a long subroutine
-  t.block = (uint32_t)(tile >> 32 ? tile / fa.tiles_per_block : (uint32_t)tile / fa.tiles_per_block);
-  const uint32_t r = (uint32_t)(tile - (uint64_t)t.block * fa.tiles_per_block), seg = r / fa.tiles_per_seg,
-                 first = (r - seg * fa.tiles_per_seg) * fa.groups_per_tile;
-  t.kv = seg & 1u;
-  t.g0 = seg * fa.a.kv_heads + first;
+  t.block = fa.tiles_per_block.div(tile);
+  const uint32_t r = tile - t.block * fa.tiles_per_block.d, seg = fa.tiles_per_seg.div(r),
+                 first = (r - seg * fa.tiles_per_seg.d) * fa.groups_per_tile;
+  // segments in block order: (layer, kind) pairs, or the layers of the one kind
+  const uint32_t layer = seg >> (fa.kv_count - 1), kv = fa.kv_count == 2 ? seg & 1u : fa.kv_first;
+  t.g0 = (2 * layer + kv) * fa.a.kv_heads + first;
   t.ng = min(fa.groups_per_tile, fa.a.kv_heads - first);
+  t.rec_off = SW_TQ_HEADER_BYTES + layer * fa.layer_q_bytes +
+              (kv ? (uint64_t)fa.a.kv_heads * fa.a.kind[0].record_bytes : 0u) + (uint64_t)first * fa.record_bytes;
   return t;
 }
 
-// Where row r of a tile codes to: the tile's groups are consecutive heads of one kind, so
-// their records follow each other from rec0, the first group's.
+// Where row r of a tile codes to.
 struct RowRec {
   uint8_t* rec;
   uint32_t tok;
 };
-__device__ __forceinline__ RowRec fast_row(const FastArgs& fa, const tq_kind& k, uint8_t* rec0, uint32_t r) {
-  const uint32_t gi = r / fa.a.tokens;
-  return {rec0 + gi * k.record_bytes, r - gi * fa.a.tokens};
+__device__ __forceinline__ RowRec fast_row(const FastArgs& fa, uint8_t* rec0, uint32_t r) {
+  const uint32_t gi = fa.tokens.div(r);
+  return {rec0 + gi * fa.record_bytes, r - gi * fa.tokens.d};
 }
 
 // Per-warp scratch after the row buffers (fractional rates only): energies, then the channel
@@ -984,47 +994,59 @@ __device__ __forceinline__ void fast_zero(uint8_t* p, uint32_t from, uint32_t to
   for (uint32_t i = from + (threadIdx.x & 31); i < to; i += 32) p[i] = 0;
 }
 
-template <int DT> __device__ __forceinline__ void fast_issue(const FastArgs& fa, uint64_t tile, uint8_t* buf) {
+// Starts the copy of a tile's raw rows into buf: 16-byte pieces, piece i of the tile to row
+// i / 16, so lane l's pieces are 2 rows apart.
+__device__ __forceinline__ void fast_issue(const FastArgs& fa, const Tile& t, uint8_t* buf) {
   const Args& a = fa.a;
-  const Tile t = fast_tile(fa, tile);
-  const uint8_t* src = a.raw_base + a.raw_slots[t.block] * a.raw_stride + (uint64_t)t.g0 * a.group_raw_bytes;
-  const uint32_t n = t.ng * a.tokens * (kFastD * 2 / 16);
-  for (uint32_t i = threadIdx.x & 31; i < n; i += 32)
-    cp_async16(buf + (i / (kFastD * 2 / 16)) * kFastRow + (i % (kFastD * 2 / 16)) * 16, src + (size_t)i * 16);
+  const uint32_t lane = threadIdx.x & 31, n = t.ng * a.tokens * (kFastD * 2 / 16);
+  const uint8_t* src = a.raw_base + a.raw_slots[t.block] * a.raw_stride + (uint64_t)t.g0 * a.group_raw_bytes + lane * 16;
+  uint32_t dst = (uint32_t)__cvta_generic_to_shared(buf + (lane >> 4) * kFastRow + (lane & 15) * 16);
+#pragma unroll 4
+  for (uint32_t i = lane; i < n; i += 32, src += 512, dst += 2 * kFastRow) cp_async16(dst, src);
 }
 
-template <int DT>
+// Codes the tiles of one rate (FRAC, MSE, QJL: see TQ_INT_CASES), each warp its own tiles,
+// double-buffered: the next tile's rows are on their way while this one is coded.
+template <int DT, bool FRAC, int MSE, bool QJL>
 __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const __grid_constant__ FastArgs fa) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ FastShared sh;
   fast_shared_init(fa, sh);
   const Args& a = fa.a;
-  const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const tq_kind& k = fa.kind;
+  const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, step = gridDim.x * kFastWarps;
   uint8_t* bufs = smem + warp * fa.warp_smem;
   float* energy = reinterpret_cast<float*>(bufs + 2 * fa.tile_bytes);
   uint8_t* chans = bufs + 2 * fa.tile_bytes + kFastD * 4;
-  const uint64_t tiles = (uint64_t)a.n_blocks * fa.tiles_per_block, step = (uint64_t)gridDim.x * kFastWarps;
-  uint64_t tile = (uint64_t)blockIdx.x * kFastWarps + warp;
-  if (tile < tiles) fast_issue<DT>(fa, tile, bufs);
+  uint32_t tile = blockIdx.x * kFastWarps + warp;
+  Tile next_t{};
+  if (tile < fa.tiles) {
+    next_t = fast_tile(fa, tile);
+    fast_issue(fa, next_t, bufs);
+  }
   cp_async_commit();
-  for (int b = 0; tile < tiles; b ^= 1) {
-    const uint64_t next = tile + step;
-    if (next < tiles) fast_issue<DT>(fa, next, bufs + (b ^ 1) * fa.tile_bytes);
+  for (int b = 0; tile < fa.tiles; b ^= 1) {
+    const Tile t = next_t;
+    const uint32_t next = tile + step;
+    if (next < fa.tiles) {
+      next_t = fast_tile(fa, next);
+      fast_issue(fa, next_t, bufs + (b ^ 1) * fa.tile_bytes);
+    }
     cp_async_commit();
-    const Tile t = fast_tile(fa, tile);
-    const tq_kind& k = a.kind[t.kv];
     uint8_t* q = a.q_base + a.q_slots[t.block] * a.q_stride;
-    uint8_t* rec0 = q + record_offset(a, t.g0);
+    uint8_t* rec0 = q + t.rec_off;
     const uint8_t* buf = bufs + b * fa.tile_bytes;
     if (t.g0 == 0 && lane < SW_TQ_HEADER_BYTES / 4) reinterpret_cast<uint32_t*>(q)[lane] = a.header[lane];
     cp_async_wait_prior();
     __syncwarp();
     for (uint32_t gi = 0; gi < t.ng; ++gi) {
-      uint8_t* rec = rec0 + gi * k.record_bytes;
-      fast_zero(rec, k.norms_off + a.tokens * k.nsub * 4, k.rnorms_off);
-      if (k.qjl) fast_zero(rec, k.rnorms_off + a.tokens * k.nsub * 4, k.codes_off);
-      fast_zero(rec, k.codes_off + a.tokens * k.token_bytes, k.record_bytes);
-      if (k.fractional) {
+      uint8_t* rec = rec0 + gi * fa.record_bytes;
+      if (fa.padded) {
+        fast_zero(rec, k.norms_off + a.tokens * k.nsub * 4, k.rnorms_off);
+        if (QJL) fast_zero(rec, k.rnorms_off + a.tokens * k.nsub * 4, k.codes_off);
+        fast_zero(rec, k.codes_off + a.tokens * k.token_bytes, fa.record_bytes);
+      }
+      if (FRAC) {
         // per-channel sum of squares in token order; lane: channels 2 lane, 2 lane + 1, +64
         const uint8_t* rows = buf + gi * a.tokens * kFastRow;
         float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -1058,17 +1080,17 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
     }
     __syncwarp();
     const uint32_t rows = t.ng * a.tokens;
-    if (!k.fractional) {
+    if constexpr (!FRAC) {
       // lanes past the tile's rows recode its last row alongside (same values, same bytes)
       for (uint32_t r0 = 0; r0 < rows; r0 += 16) {
         const uint32_t r = min(r0 + (lane & 15), rows - 1), h = lane >> 4;
-        const RowRec rr = fast_row(fa, k, rec0, r);
+        const RowRec rr = fast_row(fa, rec0, r);
         const uint8_t* src = buf + r * kFastRow + h * (kLaneD * 2);
         const uint32_t* rm = sh.rot[h];
-        quant_sub<true>(
+        quant64<MSE, QJL, true>(
             k.sub[0],
             [&](float* x) {
-#pragma unroll
+  #pragma unroll
               for (int c = 0; c < kLaneD / 8; ++c) {
                 const uint4 d = load16(src + 16 * c), m0 = load16(rm + 8 * c), m1 = load16(rm + 8 * c + 4);
                 x[8 * c] = lo_signed<DT>(d.x, m0.x), x[8 * c + 1] = hi_signed<DT>(d.x, m0.y);
@@ -1081,46 +1103,47 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
             reinterpret_cast<float*>(rr.rec + k.norms_off) + rr.tok, reinterpret_cast<float*>(rr.rec + k.rnorms_off) + rr.tok);
       }
     } else if (lane < rows) {
-      const RowRec rr = fast_row(fa, k, rec0, lane);
+      const RowRec rr = fast_row(fa, rec0, lane);
       const uint8_t* row = buf + lane * kFastRow;
       const uint8_t* ch = chans + (lane / a.tokens) * kFastD;
       float* norms = reinterpret_cast<float*>(rr.rec + k.norms_off) + rr.tok * 2;
       float* rnorms = reinterpret_cast<float*>(rr.rec + k.rnorms_off) + rr.tok * 2;
       uint8_t* codes = rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes;
+      // half s: its channels gathered in list order, the half's rotation signs applied
+      auto gather = [&](int s) {
+        return [&, s](float* x) {
 #pragma unroll
-      for (int s = 0; s < 2; ++s)
-        quant_sub<false>(
-            k.sub[s],
-            [&](float* x) {
-#pragma unroll
-              for (int i = 0; i < kLaneD; ++i)
-                x[i] = lo_signed<DT>(*reinterpret_cast<const uint16_t*>(row + 2 * ch[kLaneD * s + i]),
-                                     fa.rot[kFastD + kLaneD * s + i]);
-            },
-            fa.qjl + kFastD + kLaneD * s, codes + k.sub_off[s], norms + s, rnorms + s);
+          for (int i = 0; i < kLaneD; ++i)
+            x[i] = lo_signed<DT>(*reinterpret_cast<const uint16_t*>(row + 2 * ch[kLaneD * s + i]),
+                                 fa.rot[kFastD + kLaneD * s + i]);
+        };
+      };
+      quant64<MSE + 1, QJL, false>(k.sub[0], gather(0), fa.qjl + kFastD, codes, norms, rnorms);
+      quant64<MSE, QJL, false>(k.sub[1], gather(1), fa.qjl + kFastD + kLaneD, codes + k.sub_off[1], norms + 1,
+                               rnorms + 1);
     }
     __syncwarp();
     tile = next;
   }
 }
 
-template <int DT>
+template <int DT, bool FRAC, int MSE, bool QJL>
 __global__ void __launch_bounds__(kFastThreads, kFastCtas) dequantize_fast(const __grid_constant__ FastArgs fa) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ FastShared sh;
   fast_shared_init(fa, sh);
   const Args& a = fa.a;
-  const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const tq_kind& k = fa.kind;
+  const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, step = gridDim.x * kFastWarps;
+  const uint32_t table = fa.kv_first * sizeof sh.cent[0] * 2;
   uint8_t* buf = smem + warp * fa.warp_smem;
   uint8_t* chans = buf + fa.tile_bytes + kFastD * 4;
-  const uint64_t tiles = (uint64_t)a.n_blocks * fa.tiles_per_block, step = (uint64_t)gridDim.x * kFastWarps;
-  for (uint64_t tile = (uint64_t)blockIdx.x * kFastWarps + warp; tile < tiles; tile += step) {
+  for (uint32_t tile = blockIdx.x * kFastWarps + warp; tile < fa.tiles; tile += step) {
     const Tile t = fast_tile(fa, tile);
-    const tq_kind& k = a.kind[t.kv];
-    uint8_t* rec0 = a.q_base + a.q_slots[t.block] * a.q_stride + record_offset(a, t.g0);
-    if (k.fractional) {
+    uint8_t* rec0 = a.q_base + a.q_slots[t.block] * a.q_stride + t.rec_off;
+    if (FRAC) {
       for (uint32_t gi = 0; gi < t.ng; ++gi) {
-        const uint32_t* rec = reinterpret_cast<const uint32_t*>(rec0 + gi * k.record_bytes);
+        const uint32_t* rec = reinterpret_cast<const uint32_t*>(rec0 + gi * fa.record_bytes);
         uint32_t mask[kFastD / 32];
 #pragma unroll
         for (int kk = 0; kk < kFastD / 32; ++kk) mask[kk] = rec[kk];
@@ -1128,40 +1151,43 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) dequantize_fast(const
       }
     }
     __syncwarp();
-    const uint32_t rows = t.ng * a.tokens, table = t.kv * sizeof sh.cent[0] * 2;
-    if (!k.fractional) {
+    const uint32_t rows = t.ng * a.tokens;
+    if constexpr (!FRAC) {
       // lanes past the tile's rows decode its last row alongside (same values, same bytes)
       for (uint32_t r0 = 0; r0 < rows; r0 += 16) {
         const uint32_t r = min(r0 + (lane & 15), rows - 1), h = lane >> 4;
-        const RowRec rr = fast_row(fa, k, rec0, r);
+        const RowRec rr = fast_row(fa, rec0, r);
         const float* norms = reinterpret_cast<const float*>(rr.rec + k.norms_off) + rr.tok;
         const float* rnorms = reinterpret_cast<const float*>(rr.rec + k.rnorms_off) + rr.tok;
         uint8_t* dst = buf + r * kFastRow + h * (kLaneD * 2);
-        dequant_sub<true>(k.sub[0], sh, table, sh.qjl[h], sh.dq[h], rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes,
-                          norms[0], k.qjl ? rnorms[0] : 0.0f, [&](const float* v) {
-#pragma unroll
-                            for (int c = 0; c < kLaneD / 8; ++c)
-                              *reinterpret_cast<uint4*>(dst + 16 * c) = make_uint4(
-                                  pack_pair<DT>(v[8 * c], v[8 * c + 1]), pack_pair<DT>(v[8 * c + 2], v[8 * c + 3]),
-                                  pack_pair<DT>(v[8 * c + 4], v[8 * c + 5]), pack_pair<DT>(v[8 * c + 6], v[8 * c + 7]));
-                          });
+        dequant64<MSE, QJL, true>(k.sub[0], sh, table, sh.qjl[h], sh.dq[h], rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes,
+                                  norms[0], QJL ? rnorms[0] : 0.0f, [&](const float* v) {
+  #pragma unroll
+                                    for (int c = 0; c < kLaneD / 8; ++c)
+                                      *reinterpret_cast<uint4*>(dst + 16 * c) = make_uint4(
+                                          pack_pair<DT>(v[8 * c], v[8 * c + 1]), pack_pair<DT>(v[8 * c + 2], v[8 * c + 3]),
+                                          pack_pair<DT>(v[8 * c + 4], v[8 * c + 5]), pack_pair<DT>(v[8 * c + 6], v[8 * c + 7]));
+                                  });
       }
     } else if (lane < rows) {
-      const RowRec rr = fast_row(fa, k, rec0, lane);
+      const RowRec rr = fast_row(fa, rec0, lane);
       uint8_t* row = buf + lane * kFastRow;
       const uint8_t* ch = chans + (lane / a.tokens) * kFastD;
       const float* norms = reinterpret_cast<const float*>(rr.rec + k.norms_off) + rr.tok * 2;
       const float* rnorms = reinterpret_cast<const float*>(rr.rec + k.rnorms_off) + rr.tok * 2;
       const uint8_t* codes = rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes;
+      // half s: values back to their channels
+      auto scatter = [&](int s) {
+        return [&, s](const float* v) {
 #pragma unroll
-      for (int s = 0; s < 2; ++s)
-        dequant_sub<false>(k.sub[s], sh, table + sizeof sh.cent[0] * s, fa.qjl + kFastD + kLaneD * s,
-                           fa.dq + kFastD + kLaneD * s, codes + k.sub_off[s], norms[s], k.qjl ? rnorms[s] : 0.0f,
-                           [&](const float* v) {
-#pragma unroll
-                             for (int i = 0; i < kLaneD; ++i)
-                               *reinterpret_cast<uint16_t*>(row + 2 * ch[kLaneD * s + i]) = pack_one<DT>(v[i]);
-                           });
+          for (int i = 0; i < kLaneD; ++i) *reinterpret_cast<uint16_t*>(row + 2 * ch[kLaneD * s + i]) = pack_one<DT>(v[i]);
+        };
+      };
+      dequant64<MSE + 1, QJL, false>(k.sub[0], sh, table, fa.qjl + kFastD, fa.dq + kFastD, codes, norms[0],
+                                     QJL ? rnorms[0] : 0.0f, scatter(0));
+      dequant64<MSE, QJL, false>(k.sub[1], sh, table + sizeof sh.cent[0], fa.qjl + kFastD + kLaneD,
+                                 fa.dq + kFastD + kLaneD, codes + k.sub_off[1], norms[1], QJL ? rnorms[1] : 0.0f,
+                                 scatter(1));
     }
     __syncwarp();
     uint8_t* dst = const_cast<uint8_t*>(a.raw_base) + a.raw_slots[t.block] * a.raw_stride + (uint64_t)t.g0 * a.group_raw_bytes;
@@ -1178,7 +1204,8 @@ bool fast_eligible(const sw_tq_params* p) {
   return p->head_dim == (uint32_t)kFastD && p->tokens <= 32 && (p->dtype == SW_DTYPE_BF16 || p->dtype == SW_DTYPE_FP16);
 }
 
-void fast_args(bool quant, const sw_tq_params* p, const Args& a, FastArgs& fa) {
+// The arguments of the launch that codes kinds [kv_first, kv_first + kv_count).
+void fast_args(bool quant, const sw_tq_params* p, const Args& a, uint32_t kv_first, uint32_t kv_count, FastArgs& fa) {
   fa.a = a;
   const uint32_t D = kFastD;
   for (uint32_t set = 0; set < 3; ++set) {
@@ -1200,15 +1227,74 @@ void fast_args(bool quant, const sw_tq_params* p, const Args& a, FastArgs& fa) {
       fa.cent[t][code] = (code >> nb) & 1u ? -c : c;
     }
   }
+  const tq_kind& k = a.kind[kv_first];
+  fa.kv_first = kv_first;
+  fa.kv_count = kv_count;
   // integer rates code 16 rows per pass of a warp, fractional rates 32
-  const bool frac = a.kind[0].fractional || a.kind[1].fractional;
-  fa.groups_per_tile = (frac ? 32 : 16) / p->tokens;
+  fa.groups_per_tile = (k.fractional ? 32 : 16) / p->tokens;
   if (fa.groups_per_tile < 1) fa.groups_per_tile = 1;
   if (fa.groups_per_tile > p->kv_heads) fa.groups_per_tile = p->kv_heads;
-  fa.tiles_per_seg = (p->kv_heads + fa.groups_per_tile - 1) / fa.groups_per_tile;
-  fa.tiles_per_block = 2 * p->layers * fa.tiles_per_seg;
+  fa.tiles_per_seg.set((p->kv_heads + fa.groups_per_tile - 1) / fa.groups_per_tile);
+  fa.tiles_per_block.set(p->layers * kv_count * fa.tiles_per_seg.d);
+  fa.tokens.set(p->tokens);
+  fa.kind = k;
+  fa.record_bytes = k.record_bytes;
+  const uint32_t norms_end = k.norms_off + p->tokens * k.nsub * 4;
+  fa.padded = norms_end != k.rnorms_off || (k.qjl && k.rnorms_off + p->tokens * k.nsub * 4 != k.codes_off) ||
+              k.codes_off + p->tokens * k.token_bytes != k.record_bytes;
+  fa.layer_q_bytes = (uint64_t)p->kv_heads * (a.kind[0].record_bytes + a.kind[1].record_bytes);
   fa.tile_bytes = fa.groups_per_tile * p->tokens * kFastRow;
-  fa.warp_smem = (quant ? 2 : 1) * fa.tile_bytes + (frac ? tq_align16(fast_scratch_bytes(fa.groups_per_tile)) : 0u);
+  fa.warp_smem = (quant ? 2 : 1) * fa.tile_bytes + (k.fractional ? tq_align16(fast_scratch_bytes(fa.groups_per_tile)) : 0u);
+}
+
+template <int DT> const void* fast_kernel(bool quant, const tq_kind& k) {
+  switch ((k.fractional ? 16 : 0) + k.sub[k.nsub - 1].mse_bits * 2 + k.qjl) {
+#define TQ_CASE(F, M, J)                                                                   \
+  case (F ? 16 : 0) + M * 2 + J:                                                           \
+    return quant ? reinterpret_cast<const void*>(quantize_fast<DT, F, M, J>)              \
+                 : reinterpret_cast<const void*>(dequantize_fast<DT, F, M, J>);
+#define TQ_INT(M, J) TQ_CASE(false, M, J)
+#define TQ_FRAC(M, J) TQ_CASE(true, M, J)
+    TQ_INT_CASES(TQ_INT)
+    TQ_FRAC_CASES(TQ_FRAC)
+#undef TQ_FRAC
+#undef TQ_INT
+#undef TQ_CASE
+  }
+  return nullptr;
+}
+
+// One launch for both kinds when they share a rate, else one for each; blocks in chunks
+// whose tiles number below 2^31 (FastDiv's range).
+cudaError_t launch_fast(bool quant, const sw_tq_params* p, const Args& a, int sms, cudaStream_t s) {
+  const uint32_t kv_count = p->key_bits_x2 == p->value_bits_x2 ? 2 : 1;
+  for (uint32_t kv = 0; kv < 2; kv += kv_count) {
+    FastArgs fa;
+    fast_args(quant, p, a, kv, kv_count, fa);
+    const void* fn = p->dtype == SW_DTYPE_BF16 ? fast_kernel<SW_DTYPE_BF16>(quant, a.kind[kv])
+                                               : fast_kernel<SW_DTYPE_FP16>(quant, a.kind[kv]);
+    if (!fn) return cudaErrorInvalidValue;
+    const size_t smem = (size_t)fa.warp_smem * kFastWarps;
+    int per_sm = 0;
+    cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kFastThreads, smem);
+    if (e != cudaSuccess) return e;
+    const uint32_t chunk = 0x7FFFFFFFu / fa.tiles_per_block.d;
+    for (uint64_t b0 = 0; b0 < a.n_blocks; b0 += chunk) {
+      const uint32_t nb = (uint32_t)(a.n_blocks - b0 < chunk ? a.n_blocks - b0 : chunk);
+      fa.a.raw_slots = a.raw_slots + b0;
+      fa.a.q_slots = a.q_slots + b0;
+      fa.a.n_blocks = nb;
+      fa.tiles = nb * fa.tiles_per_block.d;
+      const uint32_t ctas_needed = (fa.tiles + kFastWarps - 1) / kFastWarps;
+      uint32_t grid = (uint32_t)sms * (per_sm > 0 ? per_sm : 1);
+      if (grid > ctas_needed) grid = ctas_needed;
+      void* args[] = {&fa};
+      e = cudaLaunchKernel(fn, dim3(grid), dim3(kFastThreads), args, smem, s);
+      if (e != cudaSuccess) return e;
+    }
+  }
+  return cudaSuccess;
 }
 
 int fail(char* err, size_t len, int code, const char* msg, const char* detail) {
@@ -1252,22 +1338,7 @@ int launch(bool quant, const sw_tq_params* p, const void* raw_base, size_t raw_s
   if (e != cudaSuccess) return fail(err, len, SW_TQ_ECUDA, "CUDA quantizer: device query failed", cudaGetErrorString(e));
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (fast_eligible(p)) {
-    FastArgs fa;
-    fast_args(quant, p, a, fa);
-    const bool bf16 = p->dtype == SW_DTYPE_BF16;
-    const void* fn = quant ? (bf16 ? reinterpret_cast<const void*>(quantize_fast<SW_DTYPE_BF16>)
-                                   : reinterpret_cast<const void*>(quantize_fast<SW_DTYPE_FP16>))
-                           : (bf16 ? reinterpret_cast<const void*>(dequantize_fast<SW_DTYPE_BF16>)
-                                   : reinterpret_cast<const void*>(dequantize_fast<SW_DTYPE_FP16>));
-    const size_t smem = (size_t)fa.warp_smem * kFastWarps;
-    e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kFastThreads, smem);
-    if (e != cudaSuccess) return fail(err, len, SW_TQ_ECUDA, "CUDA quantizer: device query failed", cudaGetErrorString(e));
-    const uint64_t ctas_needed = ((uint64_t)n_blocks * fa.tiles_per_block + kFastWarps - 1) / kFastWarps;
-    uint64_t grid = (uint64_t)sms * (per_sm > 0 ? per_sm : 1);
-    if (grid > ctas_needed) grid = ctas_needed;
-    void* args[] = {&fa};
-    e = cudaLaunchKernel(fn, dim3((unsigned)grid), dim3(kFastThreads), args, smem, s);
+    e = launch_fast(quant, p, a, sms, s);
   } else {
     const size_t smem = (quant ? 2u : 1u) * a.chunk * a.row_bytes;
     const void* fn = quant ? reinterpret_cast<const void*>(quantize_kernel) : reinterpret_cast<const void*>(dequantize_kernel);
