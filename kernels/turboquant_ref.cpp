@@ -14,6 +14,8 @@
 namespace {
 
 constexpr uint32_t kW = 8;  // tokens per batch: one AVX register of floats
+// One coordinate of kW tokens, for the loops the compiler does not vectorize by itself.
+typedef float Row __attribute__((vector_size(kW * sizeof(float))));
 constexpr uint32_t kMaxPlanes = 4;
 
 struct Batch {
@@ -58,12 +60,16 @@ uint32_t dtype_bytes(uint32_t dtype) { return dtype == SW_DTYPE_FP32 ? 4u : 2u; 
 void fwht(float (*v)[kW], uint32_t dim) {
   for (uint32_t h = 1; h < dim; h *= 2)
     for (uint32_t i = 0; i < dim; i += 2 * h)
-      for (uint32_t j = i; j < i + h; ++j)
-        for (uint32_t w = 0; w < kW; ++w) {
-          float a = v[j][w], b = v[j + h][w];
-          v[j][w] = a + b;
-          v[j + h][w] = a - b;
-        }
+      for (uint32_t j = i; j < i + h; ++j) {
+        // whole rows as vectors: as a loop over w the compiler cannot tell rows j and j + h
+        // apart and keeps it scalar
+        Row a, b;
+        std::memcpy(&a, v[j], sizeof a);
+        std::memcpy(&b, v[j + h], sizeof b);
+        const Row sum = a + b, diff = a - b;
+        std::memcpy(v[j], &sum, sizeof sum);
+        std::memcpy(v[j + h], &diff, sizeof diff);
+      }
 }
 
 // sqrt of the sum of squares in the CUDA kernels' order: each lane of a team fuses its
