@@ -23,6 +23,7 @@ struct Batch {
   alignas(32) float r[TQ_MAX_DIM][kW];  // QJL residual, then its sketch
   alignas(32) uint32_t planes[kMaxPlanes][TQ_MAX_SIGN_WORDS][kW];
   alignas(32) float norm[kW], rnorm[kW];
+  alignas(32) uint16_t bits[TQ_MAX_DIM][kW];  // 2-byte values to be written
 };
 
 template <uint32_t DT> float load(const uint8_t* base, size_t i) {
@@ -41,15 +42,14 @@ template <uint32_t DT> float load(const uint8_t* base, size_t i) {
   }
 }
 
-template <uint32_t DT> void store(uint8_t* base, size_t i, float f) {
-  if constexpr (DT == SW_DTYPE_FP32) {
-    std::memcpy(base + 4 * i, &f, 4);
-  } else if constexpr (DT == SW_DTYPE_FP16) {
+template <uint32_t DT> uint16_t narrow(float f) {
+  if constexpr (DT == SW_DTYPE_FP16) {
     _Float16 h = static_cast<_Float16>(f);  // round to nearest even
-    std::memcpy(base + 2 * i, &h, 2);
+    uint16_t u;
+    std::memcpy(&u, &h, 2);
+    return u;
   } else {
-    uint16_t h = tq_f32_to_bf16(f);
-    std::memcpy(base + 2 * i, &h, 2);
+    return tq_f32_to_bf16(f);
   }
 }
 
@@ -325,9 +325,17 @@ void dequantize_groups(const sw_tq_params* p, const uint8_t* q, uint8_t* raw, ui
             }
         }
         kDequantizeSub[sp.mse_bits][k.qjl](sp, b);
+        // 2-byte values are rounded in a loop of their own, which vectorizes; the stores
+        // to the token-major block cannot
+        if constexpr (DT != SW_DTYPE_FP32)
+          for (uint32_t j = 0; j < sp.dim; ++j)
+            for (uint32_t w = 0; w < kW; ++w) b.bits[j][w] = narrow<DT>(b.v[j][w]);
         for (uint32_t j = 0; j < sp.dim; ++j) {
-          uint32_t c = k.fractional ? idx[s][j] : j;
-          for (uint32_t w = 0; w < nw; ++w) store<DT>(dst, static_cast<size_t>(t0 + w) * D + c, b.v[j][w]);
+          uint8_t* out = dst + (static_cast<size_t>(t0) * D + (k.fractional ? idx[s][j] : j)) * dtype_bytes(DT);
+          for (uint32_t w = 0; w < nw; ++w) {
+            if constexpr (DT == SW_DTYPE_FP32) std::memcpy(out + static_cast<size_t>(w) * D * 4, &b.v[j][w], 4);
+            else std::memcpy(out + static_cast<size_t>(w) * D * 2, &b.bits[j][w], 2);
+          }
         }
       }
     }
