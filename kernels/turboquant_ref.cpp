@@ -136,14 +136,14 @@ template <uint32_t MSE, bool QJL> void quantize_sub(const tq_sub_plan& sp, Batch
       const uint32_t neg = bits_of(y) >> 31;
       const uint32_t code = (neg << (MSE ? MSE - 1 : 0)) | mag;
       for (uint32_t p = 0; p < MSE; ++p) b.planes[p][word][w] |= ((code >> p) & 1u) << bit;
-      if (QJL) {
-        // residual of the MSE code in the rotated frame (all of y when MSE == 0)
-        const float cs = MSE ? float_of(c ^ (neg << 31)) : 0.0f;
-        b.r[j][w] = std::fma(-cs, scale[w], y);
-      }
+      if (QJL) b.r[j][w] = MSE ? float_of(c ^ (neg << 31)) : 0.0f;  // the signed centroid, for now
     }
   }
   if (!QJL) return;
+  // residual of the MSE code in the rotated frame (all of y when MSE == 0), in a loop of its
+  // own: inside the one above it kept that loop from vectorizing
+  for (uint32_t j = 0; j < dim; ++j)
+    for (uint32_t w = 0; w < kW; ++w) b.r[j][w] = std::fma(-b.r[j][w], scale[w], b.v[j][w]);
   tree_norm(b.r, dim, b.rnorm);
   for (uint32_t w = 0; w < kW; ++w) b.rnorm[w] *= sp.inv_sqrt_d;
   for (uint32_t j = 0; j < dim; ++j) {
