@@ -584,17 +584,15 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const __grid_const
 // registers, each lane holding 64 values of one row. Integer rates: two lanes per vector
 // (lanes r and r + 16 hold channels [0, 64) and [64, 128) of row r), so only the Hadamard
 // transform's last stage crosses lanes (one shuffle per value) and a lane's registers (128)
-// leave room for four CTAs per SM rather than three. Fractional rates:
-// one lane per row and its two 64-channel sub-vectors in turn (the halves have different
-// widths: paired lanes would diverge). Every per-coordinate constant (sign diagonals, the
-// dequantize scale) that is the same for all lanes at the same instruction is read straight
-// from the kernel parameters (constant-bank operands); those that depend on the lane's half
-// are read from a per-CTA copy in shared memory, 16 bytes at a time. Rotation signs are
+// leave room for four CTAs per SM rather than three. Fractional rates: one lane per row and
+// its two 64-channel sub-vectors in turn, both through the wider half's code path (FastBook),
+// so the kernel holds that path once. Per-coordinate constants (sign diagonals, the dequantize
+// scale) are read from a per-CTA copy in shared memory, 16 bytes at a time. Rotation signs are
 // applied as the values are unpacked; dequantization gathers each value's code into a byte
 // and looks its signed centroid up in shared memory. Rows are staged per warp with 16-byte
-// cp.async (double-buffered for quantize), 16 bytes of padding per row so a quarter-warp's
-// 16-byte reads of 8 different rows hit 8 different bank quads; no CTA-wide barriers after
-// the start. Each kernel is compiled for one rate (bits and variant), so its coding loop is
+// cp.async (double-buffered for quantize; a whole 16-row tile's copies in straight-line code),
+// 16 bytes of padding per row so a quarter-warp's 16-byte reads of 8 different rows hit 8
+// different bank quads; no CTA-wide barriers after the start. Each kernel is compiled for one rate (bits and variant), so its coding loop is
 // straight-line code; keys and values share a launch when they share a rate. Tile indices
 // are divided by multiply-high (FastDiv), not by the division subroutine: at 16 rows a tile
 // that bookkeeping is paid once per 2048 values.
@@ -604,9 +602,6 @@ constexpr int kFastWarps = 4;               // warps per CTA
 constexpr int kFastThreads = 32 * kFastWarps;
 constexpr int kFastCtas = 4;                // CTAs per SM that registers are budgeted for
 constexpr uint32_t kFastRow = kFastD * 2 + 16;   // staged row stride (bytes)
-// Sign tables: [0, D) integer rate (dim D, sub 0), [D, 3D/2) and [3D/2, 2D) the two halves of a
-// fractional rate (dim D/2, sub 0 and 1).
-constexpr int kSignSets = 2 * kFastD;
 
 // Division by a divisor fixed at launch as a multiply-high and a shift (Granlund and
 // Montgomery, in the form of CUTLASS's FastDivmod): exact for dividends below 2^31, and a
@@ -625,11 +620,22 @@ struct FastDiv {
 
 // A launch codes the blocks' groups of one rate: both kinds when keys and values share it
 // (their records are then alike), else one kind, and a second launch takes the other.
+// The codebook of a sub-vector as the fast kernels read it. A fractional rate codes its narrower
+// half with the wider half's code (one code path for both): boundaries past its own are +inf,
+// so the top magnitude bit stays 0 and is not stored, and centroids past its own are 0.
+struct FastBook {
+  float thr[7];   // positive boundaries, ascending
+  float cent[8];  // nonnegative centroids by magnitude
+  uint32_t sign;  // bit 31 where the sub-vector has an MSE code: the value's sign goes to its centroid
+};
+
 struct FastArgs {
   Args a;
-  alignas(16) uint32_t rot[kSignSets];  // rotation signs as bit-31 masks
-  alignas(16) uint32_t qjl[kSignSets];  // QJL signs as bit-31 masks
-  alignas(16) float dq[kSignSets];      // rotation sign times 1/sqrt(dim): the dequantizer's last multiply
+  // per coordinate, in the launch's sub-vectors (one of 128 or two of 64 values):
+  alignas(16) uint32_t rot[kFastD];  // rotation signs as bit-31 masks
+  alignas(16) uint32_t qjl[kFastD];  // QJL signs as bit-31 masks
+  alignas(16) float dq[kFastD];      // rotation sign times 1/sqrt(dim): the dequantizer's last multiply
+  FastBook book[2];                  // per sub-vector of the kind coded
   float cent[4][16];        // per kind and sub-vector: signed centroid by code (magnitude bits, then sign)
   uint32_t kv_first, kv_count;   // the kinds coded: kv_first, or both (kv_count 2)
   uint32_t groups_per_tile, tiles;  // tiles: of this launch, below 2^31
@@ -637,12 +643,14 @@ struct FastArgs {
   tq_kind kind;                    // the kind coded (both kinds are alike when kv_count is 2)
   uint32_t record_bytes;           // of one group's record of the kind coded
   uint32_t padded;                 // whether records have padding bytes, which quantize zeroes
-  uint64_t layer_q_bytes;          // quantized bytes of one layer (both kinds)
+  // offsets within a block, below 2^32 on this path (fast_eligible)
+  uint32_t layer_q_bytes;          // quantized bytes of one layer (both kinds)
+  uint32_t values_off;             // of a layer's value records from its first key record
   uint32_t tile_bytes, warp_smem;  // staged rows of one tile; shared memory per warp
 };
 
-// Per-CTA copies of the integer rate's constants by half (the second half 4 words on, so
-// the halves' 16-byte reads fall in different banks) and of the centroid tables.
+// Per-CTA copies of the per-coordinate constants by half (the second half 4 words on, so the
+// halves' 16-byte reads fall in different banks) and of the centroid tables.
 struct __align__(16) FastShared {
   uint32_t rot[2][kLaneD + 4], qjl[2][kLaneD + 4];
   float dq[2][kLaneD + 4];
@@ -718,6 +726,14 @@ template <bool SPLIT> __device__ __forceinline__ float norm64(const float* x) {
 // equal, and then to +0). One FP32 add instead of a compare on the integer pipe.
 __device__ __forceinline__ uint32_t above(float a, float t) { return __float_as_uint(__fsub_rn(t, a)); }
 
+// Where plane p of an MSE-bit code is stored: at p, or for the narrower half of a fractional rate
+// (one bit less) one plane down past the dropped one (the top magnitude plane, or the sign plane
+// of a 1-bit code), -1 for the dropped one.
+template <int MSE> __device__ __forceinline__ int narrow_plane(int p, bool narrow) {
+  constexpr int kDrop = MSE > 1 ? MSE - 2 : 0;
+  return !narrow || p < kDrop ? p : p == kDrop ? -1 : p - 1;
+}
+
 // Where a lane's 64 values go: SPLIT, the lower or upper half of a 128-value vector (words
 // 0-1 or 2-3 of each plane; the lower lane writes the norms); else a whole 64-value sub-vector.
 template <bool SPLIT> struct LaneCodes {
@@ -727,10 +743,11 @@ template <bool SPLIT> struct LaneCodes {
 };
 
 // Codes of the lane's 64 values: load(x) gives them in channel order with the rotation signs
-// applied; qm: their 64 QJL sign masks.
-template <int MSE, bool QJL, bool SPLIT, class Load>
-__device__ __forceinline__ void quant64(const tq_sub_plan& sp, const Load& load, const uint32_t* qm, uint8_t* codes,
-                                        float* norm_out, float* rnorm_out) {
+// applied; qm: their 64 QJL sign masks. narrow: a fractional rate's narrower half, whose planes
+// are stored without the top magnitude plane (without the sign plane when MSE is 1).
+template <int MSE, bool QJL, bool SPLIT, bool ROLL, class Load>
+__device__ __forceinline__ void quant64(const tq_sub_plan& sp, const FastBook& bk, const Load& load, const uint32_t* qm,
+                                        uint8_t* codes, float* norm_out, float* rnorm_out, bool narrow = false) {
   using LC = LaneCodes<SPLIT>;
   float x[kLaneD];
   load(x);
@@ -742,19 +759,18 @@ __device__ __forceinline__ void quant64(const tq_sub_plan& sp, const Load& load,
   const float scale = __fmul_rn(norm, sp.sqrt_d);
   float thr[kThr > 0 ? kThr : 1];
 #pragma unroll
-  for (int k = 0; k < kThr; ++k) thr[k] = __fmul_rn(sp.thr[k], scale);
+  for (int k = 0; k < kThr; ++k) thr[k] = __fmul_rn(bk.thr[k], scale);
   uint32_t cent[kMag];
 #pragma unroll
-  for (int k = 0; k < kMag; ++k) cent[k] = __float_as_uint(sp.cent[k]);
-  uint32_t planes[MSE + 1][2];
+  for (int k = 0; k < kMag; ++k) cent[k] = __float_as_uint(bk.cent[k]);
+  // codes 32 values xw[0, 32) into one word of each plane, pw; with QJL leaves the residuals in xw
+  auto code_word = [&](float* xw, uint32_t* pw) {
 #pragma unroll
-  for (int w = 0; w < 2; ++w) {
-#pragma unroll
-    for (int p = 0; p <= MSE; ++p) planes[p][w] = 0;
+    for (int p = 0; p <= MSE; ++p) pw[p] = 0;
     // element i ends at bit i after 32 funnel shifts
 #pragma unroll
     for (int i = 31; i >= 0; --i) {
-      const float y = x[32 * w + i], a = fabsf(y);
+      const float y = xw[i], a = fabsf(y);
       // thermometer bits t_k = [a > thr_k] in bit 31; magnitude = their count, whose binary
       // digits are parities of the thermometer: bit b = XOR of t_k over k = j * 2^b
       uint32_t mag[kNB > 0 ? kNB : 1];
@@ -773,17 +789,43 @@ __device__ __forceinline__ void quant64(const tq_sub_plan& sp, const Load& load,
         mag[0] = t[0] ^ t[2] ^ (t[4] ^ t[6] ^ mag[1]);  // three 3-input XORs for both bits
       }
 #pragma unroll
-      for (int p = 0; p < kNB; ++p) planes[p][w] = __funnelshift_l(mag[p], planes[p][w], 1);
-      if (MSE) planes[kNB][w] = __funnelshift_l(__float_as_uint(y), planes[kNB][w], 1);  // sign
+      for (int p = 0; p < kNB; ++p) pw[p] = __funnelshift_l(mag[p], pw[p], 1);
+      if (MSE) pw[kNB] = __funnelshift_l(__float_as_uint(y), pw[kNB], 1);  // sign
       if (QJL) {
         float cs = 0.0f;
         if (MSE) {
           uint32_t m[kNB > 0 ? kNB : 1];
 #pragma unroll
           for (int p = 0; p < kNB; ++p) m[p] = (uint32_t)((int32_t)mag[p] >> 31);
-          cs = __uint_as_float(select_tree<kMag>(cent, m) ^ (__float_as_uint(y) & 0x80000000u));
+          cs = __uint_as_float(select_tree<kMag>(cent, m) ^ (__float_as_uint(y) & bk.sign));
         }
-        x[32 * w + i] = __fmaf_rn(-cs, scale, y);  // the residual, in place
+        xw[i] = __fmaf_rn(-cs, scale, y);  // the residual, in place
+      }
+    }
+  };
+  uint32_t planes[MSE + 1][2];
+  if constexpr (!ROLL) {
+    uint32_t pw[2][MSE + 1];
+    code_word(x, pw[0]);
+    code_word(x + 32, pw[1]);
+#pragma unroll
+    for (int p = 0; p <= MSE; ++p) planes[p][0] = pw[0][p], planes[p][1] = pw[1][p];
+  } else {
+    static_assert(!QJL, "a rolled coding loop keeps no residuals");
+    // the coding loop's code once, half the instruction-cache footprint: pass 0 codes x[0, 32)
+    // and moves x[32, 64) there for pass 1
+#pragma unroll 1
+    for (int w = 0; w < 2; ++w) {
+      uint32_t pw[MSE + 1];
+      code_word(x, pw);
+#pragma unroll
+      for (int p = 0; p <= MSE; ++p) {
+        planes[p][0] = w ? planes[p][0] : pw[p];  // no register arrays indexed by w
+        planes[p][1] = pw[p];
+      }
+      if (w == 0) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) x[i] = x[32 + i];
       }
     }
   }
@@ -825,8 +867,11 @@ __device__ __forceinline__ void quant64(const tq_sub_plan& sp, const Load& load,
     }
   }
 #pragma unroll
-  for (; p < kPlanes; ++p)
-    *reinterpret_cast<uint2*>(codes + p * LC::kPlaneBytes + LC::offset()) = make_uint2(planes[p][0], planes[p][1]);
+  for (; p < kPlanes; ++p) {
+    const int d = narrow_plane<MSE>(p, narrow);
+    if (d >= 0)
+      *reinterpret_cast<uint2*>(codes + d * LC::kPlaneBytes + LC::offset()) = make_uint2(planes[p][0], planes[p][1]);
+  }
 }
 
 // The lane's 64 values back from codes (see quant64), in channel order, rotation undone.
@@ -835,13 +880,14 @@ __device__ __forceinline__ void quant64(const tq_sub_plan& sp, const Load& load,
 template <int MSE, bool QJL, bool SPLIT, class Store>
 __device__ __forceinline__ void dequant64(const tq_sub_plan& sp, const FastShared& sh, uint32_t table,
                                           const uint32_t* qm, const float* dq, const uint8_t* codes, float norm,
-                                          float rnorm, const Store& store) {
+                                          float rnorm, const Store& store, bool narrow = false) {
   using LC = LaneCodes<SPLIT>;
   float v[kLaneD];
   uint32_t planes[MSE + 1][2];
 #pragma unroll
   for (int p = 0; p < MSE + (QJL ? 1 : 0); ++p) {
-    const uint2 w = *reinterpret_cast<const uint2*>(codes + p * LC::kPlaneBytes + LC::offset());
+    const int d = narrow_plane<MSE>(p, narrow);
+    const uint2 w = d >= 0 ? *reinterpret_cast<const uint2*>(codes + d * LC::kPlaneBytes + LC::offset()) : make_uint2(0, 0);
     planes[p][0] = w.x, planes[p][1] = w.y;
   }
   if (QJL) {
@@ -910,7 +956,7 @@ template <int DT> __device__ __forceinline__ uint16_t pack_one(float v) {
 // (consecutive heads of one kind: one record after the other).
 struct Tile {
   uint32_t block, g0, ng;
-  uint64_t rec_off;
+  uint32_t rec_off;
 };
 __device__ __forceinline__ Tile fast_tile(const FastArgs& fa, uint32_t tile) {
   Tile t;
@@ -921,8 +967,7 @@ __device__ __forceinline__ Tile fast_tile(const FastArgs& fa, uint32_t tile) {
   const uint32_t layer = seg >> (fa.kv_count - 1), kv = fa.kv_count == 2 ? seg & 1u : fa.kv_first;
   t.g0 = (2 * layer + kv) * fa.a.kv_heads + first;
   t.ng = min(fa.groups_per_tile, fa.a.kv_heads - first);
-  t.rec_off = SW_TQ_HEADER_BYTES + layer * fa.layer_q_bytes +
-              (kv ? (uint64_t)fa.a.kv_heads * fa.a.kind[0].record_bytes : 0u) + (uint64_t)first * fa.record_bytes;
+  t.rec_off = SW_TQ_HEADER_BYTES + layer * fa.layer_q_bytes + (kv ? fa.values_off : 0u) + first * fa.record_bytes;
   return t;
 }
 
@@ -949,13 +994,23 @@ __device__ __forceinline__ void fast_outlier_mask(const float* energy, uint32_t*
   uint32_t e[S];
 #pragma unroll
   for (int k = 0; k < S; ++k) e[k] = __float_as_uint(energy[k * 32 + lane]);
-  uint32_t x = 0;
-  for (int bit = 31; bit >= 0; --bit) {
+  // bits above the highest one where the least and the largest energy differ are common to
+  // all, so the search starts below them; it stops early once exactly head_dim/2 are >= x
+  uint32_t lo = min(min(e[0], e[1]), min(e[2], e[3])), hi = max(max(e[0], e[1]), max(e[2], e[3]));
+  lo = __reduce_min_sync(0xFFFFFFFFu, lo);
+  hi = __reduce_max_sync(0xFFFFFFFFu, hi);
+  const int top = 31 - __clz(lo ^ hi);  // -1 when all are equal
+  uint32_t x = top < 0 ? lo : lo & ~(0xFFFFFFFFu >> (31 - top));
+  for (int bit = top; bit >= 0; --bit) {
     const uint32_t cand = x | (1u << bit);
     uint32_t n = 0;
 #pragma unroll
     for (int k = 0; k < S; ++k) n += e[k] >= cand;
-    if (__reduce_add_sync(0xFFFFFFFFu, n) >= kFastD / 2) x = cand;
+    n = __reduce_add_sync(0xFFFFFFFFu, n);
+    if (n >= kFastD / 2) {
+      x = cand;
+      if (n == kFastD / 2) break;
+    }
   }
   uint32_t above_n = 0;
 #pragma unroll
@@ -994,13 +1049,25 @@ __device__ __forceinline__ void fast_zero(uint8_t* p, uint32_t from, uint32_t to
   for (uint32_t i = from + (threadIdx.x & 31); i < to; i += 32) p[i] = 0;
 }
 
+// Pieces J.. of a whole 16-row tile's copy (8 per lane), at constant offsets from the lane's
+// first: piece j 2 rows further in shared memory and 512 bytes further in the block.
+template <int J = 0> __device__ __forceinline__ void fast_issue16(uint32_t dst, const uint8_t* src) {
+  if constexpr (J < 8) {
+    asm volatile("cp.async.cg.shared.global [%0+%2], [%1+%3], 16;\n" ::"r"(dst), "l"(src), "n"(J * 2 * kFastRow),
+                 "n"(J * 512));
+    fast_issue16<J + 1>(dst, src);
+  }
+}
+
 // Starts the copy of a tile's raw rows into buf: 16-byte pieces, piece i of the tile to row
 // i / 16, so lane l's pieces are 2 rows apart.
 __device__ __forceinline__ void fast_issue(const FastArgs& fa, const Tile& t, uint8_t* buf) {
   const Args& a = fa.a;
   const uint32_t lane = threadIdx.x & 31, n = t.ng * a.tokens * (kFastD * 2 / 16);
-  const uint8_t* src = a.raw_base + a.raw_slots[t.block] * a.raw_stride + (uint64_t)t.g0 * a.group_raw_bytes + lane * 16;
+  const uint8_t* src =
+      a.raw_base + a.raw_slots[t.block] * a.raw_stride + (t.g0 * (uint32_t)a.group_raw_bytes + lane * 16);
   uint32_t dst = (uint32_t)__cvta_generic_to_shared(buf + (lane >> 4) * kFastRow + (lane & 15) * 16);
+  if (n == 16 * 16) return fast_issue16(dst, src);  // the usual tile: straight-line code, no counting
 #pragma unroll 4
   for (uint32_t i = lane; i < n; i += 32, src += 512, dst += 2 * kFastRow) cp_async16(dst, src);
 }
@@ -1039,7 +1106,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
     if (t.g0 == 0 && lane < SW_TQ_HEADER_BYTES / 4) reinterpret_cast<uint32_t*>(q)[lane] = a.header[lane];
     cp_async_wait_prior();
     __syncwarp();
-    for (uint32_t gi = 0; gi < t.ng; ++gi) {
+    for (uint32_t gi = 0; (FRAC || fa.padded) && gi < t.ng; ++gi) {
       uint8_t* rec = rec0 + gi * fa.record_bytes;
       if (fa.padded) {
         fast_zero(rec, k.norms_off + a.tokens * k.nsub * 4, k.rnorms_off);
@@ -1087,8 +1154,8 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
         const RowRec rr = fast_row(fa, rec0, r);
         const uint8_t* src = buf + r * kFastRow + h * (kLaneD * 2);
         const uint32_t* rm = sh.rot[h];
-        quant64<MSE, QJL, true>(
-            k.sub[0],
+        quant64<MSE, QJL, true, false>(
+            k.sub[0], fa.book[0],
             [&](float* x) {
   #pragma unroll
               for (int c = 0; c < kLaneD / 8; ++c) {
@@ -1109,18 +1176,33 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
       float* norms = reinterpret_cast<float*>(rr.rec + k.norms_off) + rr.tok * 2;
       float* rnorms = reinterpret_cast<float*>(rr.rec + k.rnorms_off) + rr.tok * 2;
       uint8_t* codes = rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes;
-      // half s: its channels gathered in list order, the half's rotation signs applied
-      auto gather = [&](int s) {
-        return [&, s](float* x) {
+      // the halves in turn through one code path (the wider half's): its channels gathered in
+      // list order, four list bytes at a time, the half's rotation signs applied. With the
+      // 4-bit code (3.5 bits a value) that path, with the per-group work before it, outgrows
+      // the instruction cache (a quarter of stalls waiting for instructions): its coding
+      // loop is then rolled, which costs a move per two values and gained 0.41 -> 0.45 of the
+      // copy; at 2.5 bits it lost (0.54 -> 0.52), so there it stays unrolled
+      constexpr bool kRollFrac = !QJL && MSE + 1 == 4;
+#pragma unroll 1
+      for (uint32_t s = 0; s < 2; ++s) {
+        const uint8_t* chs = ch + kLaneD * s;
+        const uint32_t* rm = sh.rot[s];
+        quant64<MSE + 1, QJL, false, kRollFrac>(
+            k.sub[0], fa.book[s],
+            [&](float* x) {
 #pragma unroll
-          for (int i = 0; i < kLaneD; ++i)
-            x[i] = lo_signed<DT>(*reinterpret_cast<const uint16_t*>(row + 2 * ch[kLaneD * s + i]),
-                                 fa.rot[kFastD + kLaneD * s + i]);
-        };
-      };
-      quant64<MSE + 1, QJL, false>(k.sub[0], gather(0), fa.qjl + kFastD, codes, norms, rnorms);
-      quant64<MSE, QJL, false>(k.sub[1], gather(1), fa.qjl + kFastD + kLaneD, codes + k.sub_off[1], norms + 1,
-                               rnorms + 1);
+              for (int c = 0; c < kLaneD / 4; ++c) {
+                const uint32_t cw = *reinterpret_cast<const uint32_t*>(chs + 4 * c);
+                const uint4 m = load16(rm + 4 * c);
+                const uint32_t mm[4] = {m.x, m.y, m.z, m.w};
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                  x[4 * c + j] =
+                      lo_signed<DT>(*reinterpret_cast<const uint16_t*>(row + 2 * ((cw >> (8 * j)) & 0xFFu)), mm[j]);
+              }
+            },
+            sh.qjl[s], codes + k.sub_off[s], norms + s, rnorms + s, s == 1);
+      }
     }
     __syncwarp();
     tile = next;
@@ -1176,21 +1258,22 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) dequantize_fast(const
       const float* norms = reinterpret_cast<const float*>(rr.rec + k.norms_off) + rr.tok * 2;
       const float* rnorms = reinterpret_cast<const float*>(rr.rec + k.rnorms_off) + rr.tok * 2;
       const uint8_t* codes = rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes;
-      // half s: values back to their channels
-      auto scatter = [&](int s) {
-        return [&, s](const float* v) {
+      // the halves in turn through one code path (the wider half's), values back to their channels
+#pragma unroll 1
+      for (uint32_t s = 0; s < 2; ++s) {
+        const uint8_t* chs = ch + kLaneD * s;
+        dequant64<MSE + 1, QJL, false>(
+            k.sub[0], sh, table + s * sizeof sh.cent[0], sh.qjl[s], sh.dq[s], codes + k.sub_off[s], norms[s],
+            QJL ? rnorms[s] : 0.0f,
+            [&](const float* v) {
 #pragma unroll
-          for (int i = 0; i < kLaneD; ++i) *reinterpret_cast<uint16_t*>(row + 2 * ch[kLaneD * s + i]) = pack_one<DT>(v[i]);
-        };
-      };
-      dequant64<MSE + 1, QJL, false>(k.sub[0], sh, table, fa.qjl + kFastD, fa.dq + kFastD, codes, norms[0],
-                                     QJL ? rnorms[0] : 0.0f, scatter(0));
-      dequant64<MSE, QJL, false>(k.sub[1], sh, table + sizeof sh.cent[0], fa.qjl + kFastD + kLaneD,
-                                 fa.dq + kFastD + kLaneD, codes + k.sub_off[1], norms[1], QJL ? rnorms[1] : 0.0f,
-                                 scatter(1));
+              for (int i = 0; i < kLaneD; ++i) *reinterpret_cast<uint16_t*>(row + 2 * chs[i]) = pack_one<DT>(v[i]);
+            },
+            s == 1);
+      }
     }
     __syncwarp();
-    uint8_t* dst = const_cast<uint8_t*>(a.raw_base) + a.raw_slots[t.block] * a.raw_stride + (uint64_t)t.g0 * a.group_raw_bytes;
+    uint8_t* dst = const_cast<uint8_t*>(a.raw_base) + a.raw_slots[t.block] * a.raw_stride + t.g0 * (uint32_t)a.group_raw_bytes;
     const uint32_t n = rows * (kFastD * 2 / 16);
     for (uint32_t i = lane; i < n; i += 32)
       reinterpret_cast<uint4*>(dst)[i] =
@@ -1201,33 +1284,44 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) dequantize_fast(const
 
 // Host: whether the fast path takes these parameters, and its arguments.
 bool fast_eligible(const sw_tq_params* p) {
-  return p->head_dim == (uint32_t)kFastD && p->tokens <= 32 && (p->dtype == SW_DTYPE_BF16 || p->dtype == SW_DTYPE_FP16);
+  return p->head_dim == (uint32_t)kFastD && p->tokens <= 32 && (p->dtype == SW_DTYPE_BF16 || p->dtype == SW_DTYPE_FP16) &&
+         sw_tq_raw_bytes(p) < (1ull << 32) && sw_tq_quantized_bytes(p) < (1ull << 32);
 }
 
 // The arguments of the launch that codes kinds [kv_first, kv_first + kv_count).
 void fast_args(bool quant, const sw_tq_params* p, const Args& a, uint32_t kv_first, uint32_t kv_count, FastArgs& fa) {
   fa.a = a;
-  const uint32_t D = kFastD;
-  for (uint32_t set = 0; set < 3; ++set) {
-    const uint32_t dim = set ? D / 2 : D, sub = set ? set - 1 : 0, off = set == 0 ? 0 : set == 1 ? D : D * 3 / 2;
+  const tq_kind& k = a.kind[kv_first];
+  // sign tables of the kind coded: one 128-value sub-vector, or two of 64
+  for (uint32_t sub = 0; sub < k.nsub; ++sub) {
+    const uint32_t dim = kFastD / k.nsub;
     const float inv = 1.0f / __builtin_sqrtf((float)dim);
     for (uint32_t j = 0; j < dim; ++j) {
       const bool r = (tq_sign_word(p->seed, dim, sub, TQ_SIGNS_ROTATION, j / 32) >> (j % 32)) & 1u;
       const bool s = (tq_sign_word(p->seed, dim, sub, TQ_SIGNS_QJL, j / 32) >> (j % 32)) & 1u;
-      fa.rot[off + j] = r ? 0x80000000u : 0u;
-      fa.qjl[off + j] = s ? 0x80000000u : 0u;
-      fa.dq[off + j] = r ? -inv : inv;
+      fa.rot[sub * dim + j] = r ? 0x80000000u : 0u;
+      fa.qjl[sub * dim + j] = s ? 0x80000000u : 0u;
+      fa.dq[sub * dim + j] = r ? -inv : inv;
     }
   }
+  // codebooks and centroid tables in the code of the kind's first (at fractional rates the
+  // wider) sub-vector: nb magnitude bits, then the sign
   for (uint32_t t = 0; t < 4; ++t) {
-    const tq_sub_plan& sp = a.kind[t / 2].sub[t % 2];
-    const uint32_t nb = sp.mse_bits > 1 ? sp.mse_bits - 1 : 0;
+    const tq_kind& kt = a.kind[t / 2];
+    const tq_sub_plan& sp = kt.sub[t % 2];
+    const uint32_t nb = kt.sub[0].mse_bits > 1 ? kt.sub[0].mse_bits - 1 : 0;
+    const uint32_t levels = sp.mse_bits == 0 ? 0 : 1u << (sp.mse_bits - 1);
     for (uint32_t code = 0; code < 16; ++code) {
-      const float c = sp.mse_bits ? sp.cent[code & ((1u << nb) - 1u)] : 0.0f;
+      const uint32_t mag = code & ((1u << nb) - 1u);
+      const float c = mag < levels ? sp.cent[mag] : 0.0f;
       fa.cent[t][code] = (code >> nb) & 1u ? -c : c;
     }
+    if (t / 2 != kv_first) continue;
+    FastBook& bk = fa.book[t % 2];
+    for (uint32_t i = 0; i < 7; ++i) bk.thr[i] = i + 1 < levels ? sp.thr[i] : __builtin_inff();
+    for (uint32_t i = 0; i < 8; ++i) bk.cent[i] = i < levels ? sp.cent[i] : 0.0f;
+    bk.sign = levels ? 0x80000000u : 0u;
   }
-  const tq_kind& k = a.kind[kv_first];
   fa.kv_first = kv_first;
   fa.kv_count = kv_count;
   // integer rates code 16 rows per pass of a warp, fractional rates 32
@@ -1242,7 +1336,8 @@ void fast_args(bool quant, const sw_tq_params* p, const Args& a, uint32_t kv_fir
   const uint32_t norms_end = k.norms_off + p->tokens * k.nsub * 4;
   fa.padded = norms_end != k.rnorms_off || (k.qjl && k.rnorms_off + p->tokens * k.nsub * 4 != k.codes_off) ||
               k.codes_off + p->tokens * k.token_bytes != k.record_bytes;
-  fa.layer_q_bytes = (uint64_t)p->kv_heads * (a.kind[0].record_bytes + a.kind[1].record_bytes);
+  fa.layer_q_bytes = p->kv_heads * (a.kind[0].record_bytes + a.kind[1].record_bytes);
+  fa.values_off = p->kv_heads * a.kind[0].record_bytes;
   fa.tile_bytes = fa.groups_per_tile * p->tokens * kFastRow;
   fa.warp_smem = (quant ? 2 : 1) * fa.tile_bytes + (k.fractional ? tq_align16(fast_scratch_bytes(fa.groups_per_tile)) : 0u);
 }

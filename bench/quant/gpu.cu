@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -109,24 +111,30 @@ void compare_block(const sw_tq_params& p, const uint8_t* gpu, const uint8_t* ref
 
 struct Config {
   uint32_t dim, tokens, dtype, kb, vb, variant;
+  uint32_t blocks = 3, kv_heads = 2;  // many blocks: each warp of the head_dim-128 kernels walks several tiles
 };
 
 // Quantizes `blocks` random blocks on the GPU through shuffled slots and on the host, and
 // compares; then dequantizes the same (GPU-made) bytes on both and compares the values.
 void agree(const Config& c, Agreement& ag) {
-  const sw_tq_params p = bench::params(2, 2, c.dim, c.tokens, c.dtype, c.kb, c.vb, c.variant, 0x5EED + c.dim);
-  const size_t blocks = 3, rb = sw_tq_raw_bytes(&p), qb = sw_tq_quantized_bytes(&p);
+  const sw_tq_params p = bench::params(2, c.kv_heads, c.dim, c.tokens, c.dtype, c.kb, c.vb, c.variant, 0x5EED + c.dim);
+  const size_t blocks = c.blocks, rb = sw_tq_raw_bytes(&p), qb = sw_tq_quantized_bytes(&p);
   const size_t rstride = (rb + 15) / 16 * 16 + 16, qstride = (qb + 15) / 16 * 16 + 32;
   std::vector<uint8_t> raw;
   bench::encode(random_kv(p, blocks, c.dim * 131 + c.kb * 7 + c.vb + c.dtype * 3 + c.variant), c.dtype, raw);
-  const uint32_t raw_slots[blocks] = {2, 0, 1}, q_slots[blocks] = {1, 2, 0};
+  std::vector<uint32_t> raw_slots(blocks), q_slots(blocks);  // shuffled: block b at raw_slots[b] and q_slots[b]
+  std::iota(raw_slots.begin(), raw_slots.end(), 0u);
+  std::iota(q_slots.begin(), q_slots.end(), 0u);
+  std::mt19937 rng(blocks);
+  std::shuffle(raw_slots.begin(), raw_slots.end(), rng);
+  std::shuffle(q_slots.begin(), q_slots.end(), rng);
   std::vector<uint8_t> raw_strided(rstride * blocks, 0);
   for (size_t b = 0; b < blocks; ++b) std::memcpy(&raw_strided[raw_slots[b] * rstride], &raw[b * rb], rb);
   DeviceBuf<uint8_t> draw(rstride * blocks), dq(qstride * blocks), dout(rstride * blocks);
   DeviceBuf<uint32_t> drs(blocks), dqs(blocks);
   CUDA_OK(cudaMemcpy(draw.p, raw_strided.data(), raw_strided.size(), cudaMemcpyHostToDevice));
-  CUDA_OK(cudaMemcpy(drs.p, raw_slots, sizeof raw_slots, cudaMemcpyHostToDevice));
-  CUDA_OK(cudaMemcpy(dqs.p, q_slots, sizeof q_slots, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(drs.p, raw_slots.data(), blocks * 4, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(dqs.p, q_slots.data(), blocks * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemset(dq.p, 0xAB, qstride * blocks));  // poison: every byte must be written
   CUDA_OK(cudaMemset(dout.p, 0xCD, rstride * blocks));
   TQ_OK(sw_tq_quantize_cuda(&p, draw.p, rstride, drs.p, dq.p, qstride, dqs.p, blocks, nullptr, err_, sizeof err_));
@@ -206,23 +214,28 @@ int main(int argc, char** argv) {
         configs.push_back({dim, 16, dtype, 7, 4, variant});
         configs.push_back({dim, 16, dtype, 2, 3, variant});
         configs.push_back({dim, 5, dtype, 6, 6, variant});
-        if (dim == 128) {  // more tile shapes of the head_dim-128 path: 1 and 32 tokens
+        if (dim == 128) {  // more tile shapes of the head_dim-128 path: 1 and 32 tokens, long tile walks
           configs.push_back({dim, 32, dtype, 7, 3, variant});
           configs.push_back({dim, 1, dtype, 4, 8, variant});
+          if (dtype != SW_DTYPE_FP32) {
+            configs.push_back({dim, 8, dtype, 8, 8, variant, 700, 3});
+            configs.push_back({dim, 16, dtype, 7, 7, variant, 700, 3});
+            configs.push_back({dim, 16, dtype, 8, 5, variant, 500, 3});
+          }
         }
       }
   // TQ_BENCH_SPEED_ONLY=1 skips the agreement part (for profiling the speed part alone)
   const char* speed_only = std::getenv("TQ_BENCH_SPEED_ONLY");
   if (speed_only && std::atoi(speed_only)) configs.clear();
   Agreement total;
-  std::printf("\n| head_dim | dtype | K/V bits | variant | vectors | vectors differing | codes differing | max level diff | dequant values differing |\n|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("\n| head_dim | dtype | K/V bits | variant | tokens x kv heads x blocks | vectors | vectors differing | codes differing | max level diff | dequant values differing |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < configs.size(); ++i) {
     const Config& c = configs[i];
     Agreement ag;
     agree(c, ag);
     const char* dt[] = {"fp32", "fp16", "bf16"};
-    std::printf("| %u | %s | %.1f/%.1f | %s | %llu | %llu | %llu | %u | %llu of %llu |\n", c.dim, dt[c.dtype], c.kb / 2.0,
-                c.vb / 2.0, c.variant ? "prod" : "mse", (unsigned long long)ag.vectors,
+    std::printf("| %u | %s | %.1f/%.1f | %s | %u x %u x %u | %llu | %llu | %llu | %u | %llu of %llu |\n", c.dim, dt[c.dtype],
+                c.kb / 2.0, c.vb / 2.0, c.variant ? "prod" : "mse", c.tokens, c.kv_heads, c.blocks, (unsigned long long)ag.vectors,
                 (unsigned long long)ag.vectors_differing, (unsigned long long)ag.codes_differing, ag.max_level_diff,
                 (unsigned long long)ag.values_differing, (unsigned long long)ag.values);
     if (ag.norms_differing || ag.masks_differing || ag.bytes_differing)
@@ -231,12 +244,12 @@ int main(int argc, char** argv) {
                   (unsigned long long)ag.bytes_differing);
     std::fprintf(json,
                  "%s    {\"head_dim\": %u, \"dtype\": \"%s\", \"key_bits\": %.1f, \"value_bits\": %.1f, \"variant\": \"%s\", "
-                 "\"tokens\": %u, \"vectors\": %llu, \"vectors_differing\": %llu, \"codes\": %llu, \"codes_differing\": %llu, "
+                 "\"tokens\": %u, \"kv_heads\": %u, \"blocks\": %u, \"vectors\": %llu, \"vectors_differing\": %llu, \"codes\": %llu, \"codes_differing\": %llu, "
                  "\"max_level_diff\": %u, \"qjl_bits_differing\": %llu, \"norms_differing\": %llu, "
                  "\"masks_differing\": %llu, \"bytes_differing\": %llu, \"values\": %llu, "
                  "\"values_differing\": %llu, \"max_value_diff_rel_rms\": %.3g}",
                  i ? ",\n" : "", c.dim, dt[c.dtype], c.kb / 2.0, c.vb / 2.0, c.variant ? "prod" : "mse", c.tokens,
-                 (unsigned long long)ag.vectors, (unsigned long long)ag.vectors_differing,
+                 c.kv_heads, c.blocks, (unsigned long long)ag.vectors, (unsigned long long)ag.vectors_differing,
                  (unsigned long long)ag.codes, (unsigned long long)ag.codes_differing, ag.max_level_diff,
                  (unsigned long long)ag.qjl_bits_differing, (unsigned long long)ag.norms_differing,
                  (unsigned long long)ag.masks_differing, (unsigned long long)ag.bytes_differing,

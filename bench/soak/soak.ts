@@ -358,23 +358,29 @@ class Soak {
   /** Writes the next version of a decode block. */
   private async writeDecode(seq: SequenceModel, index: number, gated = true): Promise<void> {
     const previous = seq.versions[index] ?? 0;
-    seq.versions[index] = previous + 1;
-    const data = await this.verifier.make(this.workload.seedOf(seq, index), this.rawBytes);
+    const next = previous + 1;
+    const data = await this.verifier.make(this.workload.seedOf(seq, index, next), this.rawBytes);
     // A rewrite refused for room must leave the block as it was: read that back before retrying
     // (in place, so that the read needs no room; outside the gate, which this write holds).
     const readBack = previous === 0 ? undefined : async () => {
-      seq.versions[index] = previous;
-      try {
-        const r = await this.op('read', seq, (c) => c.readBlock(seq.id, index, { promote: false }), false);
-        await this.check(seq, index, r, 'read after a rewrite refused by the full disk');
-        this.t.refusedRewritesReadBack++;
-      } finally {
-        seq.versions[index] = previous + 1;
-      }
+      const r = await this.op('read', seq, (c) => c.readBlock(seq.id, index, { promote: false }), false);
+      await this.check(seq, index, r, 'read after a rewrite refused by the full disk');
+      this.t.refusedRewritesReadBack++;
     };
-    await this.op('write', seq, (c) => c.writeBlock(seq.id, index, data), gated, readBack);
+    // The model takes the new version when the write is sent and keeps it once it succeeds: a
+    // write still waiting at the gate (to be admitted, or retried after DISK_FULL) has not
+    // changed the block, and a sweep in between must expect the old version.
+    await this.op('write', seq, async (c) => {
+      seq.versions[index] = next;
+      try {
+        return await c.writeBlock(seq.id, index, data);
+      } catch (err) {
+        seq.versions[index] = previous;
+        throw err;
+      }
+    }, gated, readBack);
     this.t.bytesWritten += data.length;
-    this.note(seq, index, `written (version ${seq.versions[index]})`);
+    this.note(seq, index, `written (version ${next})`);
   }
 
   private async readOne(seq: SequenceModel, index: number, promote: boolean): Promise<void> {

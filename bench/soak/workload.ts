@@ -119,12 +119,12 @@ export class Workload {
     this.finished = [];
   }
 
-  /** The seed of what block `index` of `seq` holds now. */
-  seedOf(seq: SequenceModel, index: number): number {
+  /** The seed of what block `index` of `seq` holds now (a decode block: at `version`). */
+  seedOf(seq: SequenceModel, index: number, version = seq.versions[index] ?? 0): number {
     const p = seq.prompt;
     if (index < p.familyBlocks) return seedOf(this.o.seed, FAMILY, p.family, index);
     if (index < p.blocks) return seedOf(this.o.seed, PROMPT, p.uid, index);
-    return seedOf(this.o.seed, DECODE, seq.uid, index, seq.versions[index] ?? 0);
+    return seedOf(this.o.seed, DECODE, seq.uid, index, version);
   }
 
   /** Token ids of a prompt block (committed to the prefix cache). */
