@@ -1275,7 +1275,14 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) dequantize_fast(const
             QJL ? rnorms[s] : 0.0f,
             [&](const float* v) {
 #pragma unroll
-              for (int i = 0; i < kLaneD; ++i) *reinterpret_cast<uint16_t*>(row + 2 * chs[i]) = pack_one<DT>(v[i]);
+              for (int c = 0; c < kLaneD / 4; ++c) {
+                // four list bytes a load: a byte load per value kept the shared-memory queue
+                // full (3.5-bit mse dequantize 0.68 -> 0.74 of the copy)
+                const uint32_t cw = *reinterpret_cast<const uint32_t*>(chs + 4 * c);
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                  *reinterpret_cast<uint16_t*>(row + 2 * ((cw >> (8 * j)) & 0xFFu)) = pack_one<DT>(v[4 * c + j]);
+              }
             },
             s == 1);
       }
