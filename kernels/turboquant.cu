@@ -593,8 +593,9 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const __grid_const
 // and looks its signed centroid up in shared memory. Rows are staged per warp with 16-byte
 // cp.async (double-buffered for quantize; a whole 16-row tile's copies in straight-line code),
 // 16 bytes of padding per row so a quarter-warp's 16-byte reads of 8 different rows hit 8
-// different bank quads; no CTA-wide barriers after the start. Each kernel is compiled for one rate (bits and variant), so its coding loop is
-// straight-line code; keys and values share a launch when they share a rate. Tile indices
+// different bank quads; no CTA-wide barriers after the start. Each kernel is compiled for one
+// rate (bits and variant), so its coding loop is straight-line code; keys and values share a
+// launch when they share a rate. Tile indices
 // are divided by multiply-high (FastDiv), not by the division subroutine: at 16 rows a tile
 // that bookkeeping is paid once per 2048 values.
 constexpr int kFastD = 128;                 // head_dim of the fast path
@@ -619,8 +620,6 @@ struct FastDiv {
   __device__ __forceinline__ uint32_t div(uint32_t n) const { return d == 1 ? n : __umulhi(n, mul) >> shift; }
 };
 
-// A launch codes the blocks' groups of one rate: both kinds when keys and values share it
-// (their records are then alike), else one kind, and a second launch takes the other.
 // The codebook of a sub-vector as the fast kernels read it. A fractional rate codes its narrower
 // half with the wider half's code (one code path for both): boundaries past its own are +inf,
 // so the top magnitude bit stays 0 and is not stored, and centroids past its own are 0.
@@ -630,6 +629,8 @@ struct FastBook {
   uint32_t sign;  // bit 31 where the sub-vector has an MSE code: the value's sign goes to its centroid
 };
 
+// A launch codes the blocks' groups of one rate: both kinds when keys and values share it
+// (their records are then alike), else one kind, and a second launch takes the other.
 struct FastArgs {
   Args a;
   // per coordinate, in the launch's sub-vectors (one of 128 or two of 64 values):
@@ -642,7 +643,6 @@ struct FastArgs {
   uint32_t groups_per_tile, tiles;  // tiles: of this launch, below 2^31
   FastDiv tiles_per_seg, tiles_per_block, tokens;  // a segment: the groups of one layer and kind
   tq_kind kind;                    // the kind coded (both kinds are alike when kv_count is 2)
-  uint32_t record_bytes;           // of one group's record of the kind coded
   uint32_t padded;                 // whether records have padding bytes, which quantize zeroes
   // offsets within a block, below 2^32 on this path (fast_eligible)
   uint32_t layer_q_bytes;          // quantized bytes of one layer (both kinds)
@@ -968,7 +968,7 @@ __device__ __forceinline__ Tile fast_tile(const FastArgs& fa, uint32_t tile) {
   const uint32_t layer = seg >> (fa.kv_count - 1), kv = fa.kv_count == 2 ? seg & 1u : fa.kv_first;
   t.g0 = (2 * layer + kv) * fa.a.kv_heads + first;
   t.ng = min(fa.groups_per_tile, fa.a.kv_heads - first);
-  t.rec_off = SW_TQ_HEADER_BYTES + layer * fa.layer_q_bytes + (kv ? fa.values_off : 0u) + first * fa.record_bytes;
+  t.rec_off = SW_TQ_HEADER_BYTES + layer * fa.layer_q_bytes + (kv ? fa.values_off : 0u) + first * fa.kind.record_bytes;
   return t;
 }
 
@@ -979,7 +979,7 @@ struct RowRec {
 };
 __device__ __forceinline__ RowRec fast_row(const FastArgs& fa, uint8_t* rec0, uint32_t r) {
   const uint32_t gi = fa.tokens.div(r);
-  return {rec0 + gi * fa.record_bytes, r - gi * fa.tokens.d};
+  return {rec0 + gi * fa.kind.record_bytes, r - gi * fa.tokens.d};
 }
 
 // Per-warp scratch after the row buffers (fractional rates only): energies, then the channel
@@ -1108,11 +1108,11 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
     cp_async_wait_prior();
     __syncwarp();
     for (uint32_t gi = 0; (FRAC || fa.padded) && gi < t.ng; ++gi) {
-      uint8_t* rec = rec0 + gi * fa.record_bytes;
+      uint8_t* rec = rec0 + gi * k.record_bytes;
       if (fa.padded) {
         fast_zero(rec, k.norms_off + a.tokens * k.nsub * 4, k.rnorms_off);
         if (QJL) fast_zero(rec, k.rnorms_off + a.tokens * k.nsub * 4, k.codes_off);
-        fast_zero(rec, k.codes_off + a.tokens * k.token_bytes, fa.record_bytes);
+        fast_zero(rec, k.codes_off + a.tokens * k.token_bytes, k.record_bytes);
       }
       if (FRAC) {
         // per-channel sum of squares in token order; lane: channels 2 lane, 2 lane + 1, +64
@@ -1158,7 +1158,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
         quant64<MSE, QJL, true, false>(
             k.sub[0], fa.book[0],
             [&](float* x) {
-  #pragma unroll
+#pragma unroll
               for (int c = 0; c < kLaneD / 8; ++c) {
                 const uint4 d = load16(src + 16 * c), m0 = load16(rm + 8 * c), m1 = load16(rm + 8 * c + 4);
                 x[8 * c] = lo_signed<DT>(d.x, m0.x), x[8 * c + 1] = hi_signed<DT>(d.x, m0.y);
@@ -1233,7 +1233,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) dequantize_fast(const
     uint8_t* rec0 = a.q_base + a.q_slots[t.block] * a.q_stride + t.rec_off;
     if (FRAC) {
       for (uint32_t gi = 0; gi < t.ng; ++gi) {
-        const uint32_t* rec = reinterpret_cast<const uint32_t*>(rec0 + gi * fa.record_bytes);
+        const uint32_t* rec = reinterpret_cast<const uint32_t*>(rec0 + gi * k.record_bytes);
         uint32_t mask[kFastD / 32];
 #pragma unroll
         for (int kk = 0; kk < kFastD / 32; ++kk) mask[kk] = rec[kk];
@@ -1252,7 +1252,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) dequantize_fast(const
         uint8_t* dst = buf + r * kFastRow + h * (kLaneD * 2);
         dequant64<MSE, QJL, true>(k.sub[0], sh, table, sh.qjl[h], sh.dq[h], rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes,
                                   norms[0], QJL ? rnorms[0] : 0.0f, [&](const float* v) {
-  #pragma unroll
+#pragma unroll
                                     for (int c = 0; c < kLaneD / 8; ++c)
                                       *reinterpret_cast<uint4*>(dst + 16 * c) = make_uint4(
                                           pack_pair<DT>(v[8 * c], v[8 * c + 1]), pack_pair<DT>(v[8 * c + 2], v[8 * c + 3]),
@@ -1347,7 +1347,6 @@ void fast_args(bool quant, const sw_tq_params* p, const Args& a, uint32_t kv_fir
   fa.tiles_per_block.set(p->layers * kv_count * fa.tiles_per_seg.d);
   fa.tokens.set(p->tokens);
   fa.kind = k;
-  fa.record_bytes = k.record_bytes;
   const uint32_t norms_end = k.norms_off + p->tokens * k.nsub * 4;
   fa.padded = norms_end != k.rnorms_off || (k.qjl && k.rnorms_off + p->tokens * k.nsub * 4 != k.codes_off) ||
               k.codes_off + p->tokens * k.token_bytes != k.record_bytes;
