@@ -151,8 +151,12 @@ export class BlockStore {
   private nextSequenceId = 1;
   private liveBlocks = 0;
   private diskInFlight = 0;
-  /** Slots taken by moves still copying in: not yet in the tier's list, but soon evictable. */
-  private readonly arriving: [number, number, number] = [0, 0, 0];
+  /**
+   * Slots in transit per tier: handed out by acquireSlot (free, or freed by an eviction)
+   * and not yet listed in the tier's policy. Such a slot holds no victim yet, but will
+   * soon, so a tier whose only unlisted slots are in transit is busy, not full.
+   */
+  private readonly inTransit: [number, number, number] = [0, 0, 0];
   private progressWaiters: Array<() => void> = [];
   private closed = false;
   private readonly leases = new LeaseManager((id, held) => {
@@ -250,7 +254,11 @@ export class BlockStore {
     }
     const hash = tokens === undefined ? null : blockHash(this.parentHash(seq, index), this.checkTokens(tokens));
     const started = performance.now();
-    return this.withBlock(b, async (ctx) => {
+    // A block without a tier-0 copy needs a slot, taken before the block's lock (and its
+    // lower copies) is held: a writer that waits for room then holds nothing another
+    // waiting writer could need, so every wait points down the ladder (docs/ARCHITECTURE.md).
+    let slot: number | null = null;
+    const attempt = () => this.withBlock(b, async () => {
       if (b.hash !== null || b.owners.size > 1) {
         throw new SpillwayError('BLOCK_IMMUTABLE', `block ${index} of ${sequenceId} is ${b.hash ? 'committed to the prefix cache' : 'shared'} and cannot be rewritten`, { index });
       }
@@ -259,11 +267,13 @@ export class BlockStore {
         this.replaceInSequence(seq, index, b, cached);
         return { blockId: cached.id, hash, deduplicated: true };
       }
-      // The slot first: a write refused for room (DISK_FULL, TIER_BUSY) leaves the block as it was.
       if (b.raw === null) {
-        b.raw = await this.acquireSlot(0, ctx);
-        this.policies[0].insert(b.id);
+        if (slot === null) return null;
+        b.raw = slot;
+        slot = null;
+        this.placeSlot(0, b);
       }
+      // The lower copies go only now: a write refused for room (DISK_FULL, TIER_BUSY) leaves the block as it was.
       this.releaseCopies(b, [1, 2]);
       await this.backend.writeRaw(b.raw, data);
       b.generation++;
@@ -279,6 +289,38 @@ export class BlockStore {
       this.telemetry.opSeconds.observe({ op: 'write' }, (performance.now() - started) / 1000);
       return { blockId: b.id, hash, deduplicated: false };
     });
+    try {
+      const done = await attempt();
+      if (done !== null) return done;
+      slot = await this.rawSlotForWrite(b);
+      // Not null: the slot is used, or goes back if the block went into tier 0 meanwhile.
+      return (await attempt())!;
+    } finally {
+      if (slot !== null) this.returnSlot(0, slot);
+    }
+  }
+
+  /**
+   * A tier-0 slot for a write of `b`, taken without holding its lock. When the ladder is
+   * full and only the block's own lower copies can make room, those copies are given up
+   * first (the block reads as not written until the write lands): a rewrite never fails
+   * for room that the block itself holds.
+   */
+  private async rawSlotForWrite(b: Block): Promise<number> {
+    try {
+      return await this.acquireSlot(0, { held: new Set(), wait: true });
+    } catch (err) {
+      if ((err as { code?: ErrorCode }).code !== 'CAPACITY_EXCEEDED') throw err;
+      const gaveUp = await this.withBlock(b, async () => {
+        if (b.raw !== null || (b.quant === null && b.disk === null) || b.pins > 0) return false;
+        this.releaseCopies(b, [1, 2]);
+        b.written = false;
+        b.generation++;
+        return true;
+      });
+      if (!gaveUp) throw err;
+      return this.acquireSlot(0, { held: new Set(), wait: true });
+    }
   }
 
   /** Reads a block: by default promoting it into tier 0 and returning its raw bytes. */
@@ -567,7 +609,7 @@ export class BlockStore {
         await this.promoteToRaw(b, ctx);
       } else {
         b.raw = await this.acquireSlot(0, ctx);
-        this.policies[0].insert(b.id);
+        this.placeSlot(0, b);
       }
     }
     // The lease may have expired while the block was brought up: then an unwritten block
@@ -673,10 +715,22 @@ export class BlockStore {
   private async promoteToRaw(b: Block, ctx: OpContext): Promise<void> {
     if (b.raw !== null) return;
     if (b.quant === null) {
-      await this.move('promote', b, 2, 1, ctx, async (slot) => {
-        await this.diskOp(b, 'read', () => this.backend.fill(b.disk!, { key: b.id, generation: b.generation }, slot));
-        b.quant = slot;
-      });
+      const tag = { key: b.id, generation: b.generation };
+      try {
+        await this.move('promote', b, 2, 1, ctx, async (slot) => {
+          await this.diskOp(b, 'read', () => this.backend.fill(b.disk!, tag, slot));
+          b.quant = slot;
+        });
+      } catch (err) {
+        if ((err as { code?: ErrorCode }).code !== 'CAPACITY_EXCEEDED') throw err;
+        // Tier 1 cannot take it (its blocks have no room on disk), but tier 0 may: come up straight from disk.
+        await this.move('promote', b, 2, 0, ctx, async (slot) => {
+          const stored = await this.diskOp(b, 'read', () => this.backend.readDisk(b.disk!, tag));
+          await this.backend.writeRaw(slot, await this.backend.dequantizeBytes(stored));
+          b.raw = slot;
+        });
+        return;
+      }
     }
     await this.move('promote', b, 1, 0, ctx, async (slot) => {
       await this.backend.dequantize(b.quant!, slot);
@@ -689,14 +743,29 @@ export class BlockStore {
   /**
    * Takes a free slot in `tier`, evicting a victim down the ladder if none is free. Waits
    * for in-flight moves to finish when every candidate is busy, up to eviction.waitMs.
+   * The slot comes back in transit: the caller records it on a block with placeSlot, or
+   * gives it back with returnSlot.
    */
   private async acquireSlot(tier: TierIndex, ctx: OpContext): Promise<number> {
     const deadline = Date.now() + this.config.eviction.waitMs;
+    // Victims whose move down found no room: the next candidate may still move (or move free).
+    const noRoomBelow = new Set<number>();
     for (;;) {
       const free = this.pools[tier].take();
-      if (free !== undefined) return free;
-      const victim = this.pickVictim(tier, ctx);
-      if (victim) return this.evict(tier, victim, ctx);
+      if (free !== undefined) {
+        this.inTransit[tier]++;
+        return free;
+      }
+      const victim = this.pickVictim(tier, ctx, noRoomBelow);
+      if (victim) {
+        try {
+          return await this.evict(tier, victim, ctx);
+        } catch (err) {
+          if ((err as { code?: ErrorCode }).code !== 'CAPACITY_EXCEEDED') throw err;
+          noRoomBelow.add(victim.id);
+          continue;
+        }
+      }
       if (!this.anyBusy(tier, ctx)) {
         const t = TIER_NAMES[tier];
         throw new SpillwayError('CAPACITY_EXCEEDED', `tier ${t} is full: all ${this.pools[tier].size} slots hold pinned or referenced blocks that cannot move down`, {
@@ -707,23 +776,29 @@ export class BlockStore {
         throw new SpillwayError('TIER_BUSY', `tier ${TIER_NAMES[tier]} has no free slot and every candidate is busy; try again`, { tier: TIER_NAMES[tier] });
       }
       await this.waitForProgress(deadline);
+      noRoomBelow.clear();
     }
   }
 
-  /** The first block the policy offers that may leave `tier` now; locked on return. */
-  private pickVictim(tier: TierIndex, ctx: OpContext): Block | undefined {
+  /** The first block the policy offers that may leave `tier` now; locked (by this operation) on return. */
+  private pickVictim(tier: TierIndex, ctx: OpContext, passOver: Set<number>): Block | undefined {
     for (const id of this.policies[tier].candidates()) {
       const b = this.blocks.get(id);
-      if (!b || ctx.held.has(id) || b.pins > 0) continue;
+      if (!b || b.pins > 0 || passOver.has(id)) continue;
       // Leaving the bottom tier loses bytes unless a tier-1 copy stays or no one needs the block.
       if (tier === 2 && b.quant === null && b.owners.size > 0) continue;
+      // A block this operation holds may still give up a disk copy that its tier-1 copy makes redundant.
+      if (ctx.held.has(id)) {
+        if (tier === 2 && b.quant !== null) return b;
+        continue;
+      }
       if (b.lock.tryAcquire()) return b;
     }
     return undefined;
   }
 
   private anyBusy(tier: TierIndex, ctx: OpContext): boolean {
-    if (this.arriving[tier] > 0) return true;
+    if (this.inTransit[tier] > 0) return true;
     for (const id of this.policies[tier].candidates()) {
       const b = this.blocks.get(id);
       if (b && !ctx.held.has(id) && b.lock.locked && b.pins === 0) return true;
@@ -733,12 +808,14 @@ export class BlockStore {
 
   /** Moves `victim` out of `tier` and returns its freed slot there, to the caller alone. */
   private async evict(tier: TierIndex, victim: Block, ctx: OpContext): Promise<number> {
+    const lockedHere = !ctx.held.has(victim.id);
     ctx.held.add(victim.id);
     try {
       if (tier === 2) {
         const slot = victim.disk!;
         victim.disk = null;
         this.policies[2].remove(victim.id);
+        this.inTransit[2]++;
         if (victim.quant === null) this.dropBlock(victim);
         return slot;
       }
@@ -746,27 +823,38 @@ export class BlockStore {
       const to = (tier + 1) as 1 | 2;
       // A clean copy below (the quantized truth, or its disk copy) makes the move free.
       const copyBelow = tier === 0 ? !victim.exact : victim.disk !== null;
+      let drop = false;
       if (!copyBelow) {
-        await this.move('demote', victim, tier, to, ctx, async (dest) => {
-          if (tier === 0) {
-            await this.backend.quantize(slot, dest);
-            victim.quant = dest;
-            victim.exact = false;
-          } else {
-            await this.diskOp(victim, 'write', () => this.backend.spill(slot, dest, { key: victim.id, generation: victim.generation }));
-            victim.disk = dest;
-          }
-        });
+        try {
+          await this.move('demote', victim, tier, to, ctx, async (dest) => {
+            if (tier === 0) {
+              await this.backend.quantize(slot, dest);
+              victim.quant = dest;
+              victim.exact = false;
+            } else {
+              await this.diskOp(victim, 'write', () => this.backend.spill(slot, dest, { key: victim.id, generation: victim.generation }));
+              victim.disk = dest;
+            }
+          });
+        } catch (err) {
+          // A block no sequence references is only cache: with no room below, it goes.
+          if ((err as { code?: ErrorCode }).code !== 'CAPACITY_EXCEEDED' || victim.owners.size > 0) throw err;
+          drop = true;
+        }
       } else {
         this.recordFreeMove(victim, tier, to);
       }
       if (tier === 0) victim.raw = null;
       else victim.quant = null;
       this.policies[tier].remove(victim.id);
+      this.inTransit[tier]++;
+      if (drop) this.dropBlock(victim, tier);
       return slot;
     } finally {
-      ctx.held.delete(victim.id);
-      victim.lock.release();
+      if (lockedHere) {
+        ctx.held.delete(victim.id);
+        victim.lock.release();
+      }
       this.notifyProgress();
     }
   }
@@ -779,22 +867,32 @@ export class BlockStore {
   private async move(kind: MoveKind, b: Block, from: TierIndex, to: TierIndex, ctx: OpContext, work: (slot: number) => Promise<void>): Promise<void> {
     const slot = await this.acquireSlot(to, ctx);
     const started = performance.now();
-    this.arriving[to]++;
     try {
       await work(slot);
     } catch (err) {
-      this.pools[to].release(slot);
+      this.returnSlot(to, slot);
       throw err;
-    } finally {
-      this.arriving[to]--;
-      this.notifyProgress();
     }
-    this.policies[to].insert(b.id);
+    this.placeSlot(to, b);
     const bytes = to === 0 ? this.layout.rawBlockBytes : this.layout.quantizedBlockBytes;
     this.telemetry.recordMove({
       kind, blockId: b.id, sequences: [...b.owners], from: TIER_NAMES[from], to: TIER_NAMES[to], bytes,
       durationMs: performance.now() - started, copied: true,
     });
+  }
+
+  /** A slot in transit now recorded on `b` (b.raw, b.quant or b.disk): listed in the tier's policy. */
+  private placeSlot(tier: TierIndex, b: Block): void {
+    this.policies[tier].insert(b.id);
+    this.inTransit[tier]--;
+    this.notifyProgress();
+  }
+
+  /** A slot in transit that no block took, back to its pool. */
+  private returnSlot(tier: TierIndex, slot: number): void {
+    this.pools[tier].release(slot);
+    this.inTransit[tier]--;
+    this.notifyProgress();
   }
 
   private recordFreeMove(b: Block, from: TierIndex, to: TierIndex): void {
@@ -844,8 +942,8 @@ export class BlockStore {
   }
 
   /** Releases every slot of a block no one references. The caller holds its lock. */
-  private dropBlock(b: Block): void {
-    const from = TIER_NAMES[this.tierOf(b)];
+  private dropBlock(b: Block, fromTier: TierIndex = this.tierOf(b)): void {
+    const from = TIER_NAMES[fromTier];
     this.releaseCopies(b, [0, 1, 2]);
     if (b.hash !== null && this.prefixIndex.get(b.hash) === b) this.prefixIndex.delete(b.hash);
     b.dead = true;

@@ -1,9 +1,10 @@
 /**
  * Model-based property test of the store: random interleavings of create, allocate,
- * write, commit (prefix), read, concurrent reads, pin, unpin, free, and zero-copy acquire
- * and release under a lease (released with or without written), against a plain
- * in-memory model, on tiers of 2 + 2 + 8 slots so that blocks move down and up all the
- * time. Raw data reads back bit-exact; quantized data within the 4-bit bound, and the
+ * write, commit (prefix), read, concurrent reads, reads racing rewrites of another
+ * sequence (whose evictions take the very slots the reads promote into), pin, unpin,
+ * free, and zero-copy acquire and release under a lease (released with or without
+ * written), against a plain in-memory model, on tiers of 2 + 2 + 8 slots so that blocks
+ * move down and up all the time. Raw data reads back bit-exact; quantized data within the 4-bit bound, and the
  * same bytes every time until rewritten (no drift from re-quantization).
  */
 import assert from 'node:assert/strict';
@@ -20,6 +21,7 @@ type Op =
   | { kind: 'commit'; seq: number; pattern: number }
   | { kind: 'read'; seq: number; index: number; promote: boolean }
   | { kind: 'readAll'; seq: number }
+  | { kind: 'race'; seq: number; other: number; seed: number }
   | { kind: 'pin'; seq: number; index: number }
   | { kind: 'unpin'; seq: number; index: number }
   | { kind: 'free'; seq: number }
@@ -34,6 +36,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('commit' as const), seq: fc.nat(3), pattern: fc.nat(1) }) },
   { weight: 5, arbitrary: fc.record({ kind: fc.constant('read' as const), seq: fc.nat(3), index: fc.nat(6), promote: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('readAll' as const), seq: fc.nat(3) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('race' as const), seq: fc.nat(3), other: fc.nat(3), seed: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('pin' as const), seq: fc.nat(3), index: fc.nat(6) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('unpin' as const), seq: fc.nat(3), index: fc.nat(6) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('free' as const), seq: fc.nat(3) }) },
@@ -65,6 +68,13 @@ class Model {
   live(): number {
     let n = 0;
     for (const b of this.blocks.values()) if (b.owners > 0) n++;
+    return n;
+  }
+
+  /** Blocks holding data that someone references: each takes at least one slot of the ladder. */
+  writtenLive(): number {
+    let n = 0;
+    for (const b of this.blocks.values()) if (b.content !== null && b.owners > 0) n++;
     return n;
   }
 
@@ -119,7 +129,8 @@ const movesSeen = new Map<string, number>();
 
 async function runOps(ops: Op[]): Promise<void> {
   const dir = tempDir();
-  const store = await tinyStore(dir.path, { raw: 2, quantized: 2, disk: 8 }, { limits: { maxLiveSequences: 4 } });
+  // A short wait for room: a writer that waits it out at a full ladder fails in 1 s, not 5.
+  const store = await tinyStore(dir.path, { raw: 2, quantized: 2, disk: 8 }, { limits: { maxLiveSequences: 4 }, eviction: { waitMs: 1000 } });
   const model = new Model();
   let seqCounter = 0;
   const lease = store.createLease('property').id;
@@ -221,6 +232,30 @@ async function runOps(ops: Op[]): Promise<void> {
           await Promise.all(seq.blocks.map((_, i) => checkRead(store, model, seq, i, i % 2 === 0)));
           break;
         }
+        case 'race': {
+          // Reads of one sequence (promoting, or not, by turns) while rewrites of another
+          // evict: nothing is pinned, so every write must succeed, however busy the ladder.
+          const other = model.seqs[o.other % Math.max(1, model.seqs.length)];
+          if (!seq || !other || other === seq) break;
+          const rewritable = other.blocks.map((b, i) => ({ b, i })).filter(({ b }) => b.hash === null && b.owners === 1);
+          const reads = seq.blocks.map((_, i) => checkRead(store, model, seq, i, (o.seed + i) % 3 !== 0));
+          const writes = rewritable.map(async ({ b, i }, k) => {
+            const data = blockContent(o.seed + k);
+            try {
+              await store.write(other.id, i, data);
+            } catch (err) {
+              // Only a pin (or a lease's pin) in the 2-slot raw tier, or a ladder whose every slot
+              // holds a live block, may leave concurrent writers without room (or waiting it out).
+              assert.ok(model.pinned() > 0 || model.writtenLive() === CAPACITY, `write racing reads failed: ${(err as Error).message}`);
+              assert.ok(['CAPACITY_EXCEEDED', 'TIER_BUSY'].includes((err as { code?: string }).code!), (err as Error).message);
+              return;
+            }
+            b.content = data;
+            b.lastLossy = null;
+          });
+          await Promise.all([...reads, ...writes]);
+          break;
+        }
         case 'pin': {
           const b = seq?.blocks[o.index];
           if (!seq || !b || model.pinned() > 0) break;
@@ -275,7 +310,15 @@ async function runOps(ops: Op[]): Promise<void> {
           // One block held at a time, as with pins: the 2-slot raw tier must keep a free slot.
           const b = seq?.blocks[o.index];
           if (!seq || !b?.content || model.pinned() > 0) break;
-          const held = await store.acquire(lease, seq.id, o.index);
+          let held;
+          try {
+            held = await store.acquire(lease, seq.id, o.index);
+          } catch (err) {
+            // With every slot holding a live block, a block on disk has no room to come up through.
+            assert.equal(model.writtenLive(), CAPACITY, `acquire failed below a full ladder: ${(err as Error).message}`);
+            assert.ok(['CAPACITY_EXCEEDED', 'TIER_BUSY'].includes((err as { code?: string }).code!), (err as Error).message);
+            break;
+          }
           assert.equal(held.blockId, b.id);
           assert.equal(held.written, true);
           model.leased.set(b.id, b);
@@ -318,7 +361,7 @@ test('store matches the model under random operations with constant demotion and
     fc.asyncProperty(fc.array(op, { minLength: 20, maxLength: 150 }), async (ops) => {
       await runOps([{ kind: 'create' }, { kind: 'create' }, ...ops]);
     }),
-    { numRuns: Number(process.env.SPILLWAY_PROPERTY_RUNS ?? 200), seed: process.env.SPILLWAY_PROPERTY_SEED ? Number(process.env.SPILLWAY_PROPERTY_SEED) : undefined },
+    { includeErrorInReport: true, numRuns: Number(process.env.SPILLWAY_PROPERTY_RUNS ?? 200), seed: process.env.SPILLWAY_PROPERTY_SEED ? Number(process.env.SPILLWAY_PROPERTY_SEED) : undefined },
   );
 });
 
