@@ -2,7 +2,7 @@
 import type { FastifyPluginAsync, RawServerDefault } from 'fastify';
 import type { BlockStore } from '../runtime/store.js';
 import type { MemoryBudget, ModelWeights } from '../runtime/weights/model.js';
-import type { LoadMonitor } from './load.js';
+import type { BodyBudget, LoadMonitor } from './load.js';
 import type { ApiMetrics } from './metrics.js';
 import type { TelemetrySampler } from './sampler.js';
 import type { ZodTypeProvider } from './validation.js';
@@ -10,6 +10,8 @@ import type { ZodTypeProvider } from './validation.js';
 export interface ApiContext {
   store: BlockStore;
   load: LoadMonitor;
+  /** Request body and batch-read answer bytes held at once. */
+  budget: BodyBudget;
   sampler: TelemetrySampler;
   metrics: ApiMetrics;
   /** The model's weights, when the configuration names them. */

@@ -38,10 +38,15 @@ export function installErrorHandler(app: FastifyInstance): void {
     }
     const field = FASTIFY_FIELDS[err.code] ?? (err instanceof SyntaxError ? 'body' : undefined);
     const details = status === 413 ? { limitBytes: request.routeOptions.bodyLimit } : {};
-    const code = status === 413 ? 'PAYLOAD_TOO_LARGE' : 'INVALID_ARGUMENT';
+    const code = status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'INVALID_ARGUMENT';
     return reply.status(status).send({ error: { code, message: err.message, ...(field ? { field } : {}), ...details } });
   });
   app.setNotFoundHandler((request, reply) => {
-    reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
+    reply.status(404).send(errorBody(noRoute(request)));
   });
+}
+
+/** The answer to a path and method that name no route. */
+export function noRoute(request: FastifyRequest): SpillwayError {
+  return new SpillwayError('NOT_FOUND', `no route ${request.method} ${request.url}`);
 }

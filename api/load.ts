@@ -2,10 +2,11 @@
  * Load shedding. When the disk queue or the event loop is saturated, data-plane requests
  * are answered 503 with Retry-After at once, rather than queued without bound behind the
  * work already in flight. Control and telemetry routes stay served, so an operator can
- * see why.
+ * see why. Every request is also shed when the bytes of the bodies (and batch-read
+ * answers) the server holds would go past their budget, whatever its route.
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import type { onRequestHookHandler } from 'fastify';
+import type { FastifyReply, onRequestHookHandler } from 'fastify';
 import { SpillwayError } from '../runtime/errors.js';
 import type { BlockStore } from '../runtime/store.js';
 import type { ApiMetrics } from './metrics.js';
@@ -64,15 +65,60 @@ export class LoadMonitor {
   }
 }
 
+/** The 503 BUSY error of a request shed for `p`, with Retry-After on its reply; counted. */
+function shed(reply: FastifyReply, metrics: ApiMetrics, p: Pressure | { reason: 'body-bytes'; value: number; limit: number }): SpillwayError {
+  metrics.shed.inc({ reason: p.reason });
+  reply.header('retry-after', String(RETRY_AFTER_SECONDS));
+  return new SpillwayError('BUSY', `server overloaded (${p.reason} ${p.value} over ${p.limit}); retry after ${RETRY_AFTER_SECONDS} s`, {
+    reason: p.reason, value: p.value, limit: p.limit, retryAfterSeconds: RETRY_AFTER_SECONDS,
+  });
+}
+
 /** An onRequest hook answering 503 + Retry-After while the monitor reports pressure. */
 export function shedWhenSaturated(monitor: LoadMonitor, metrics: ApiMetrics): onRequestHookHandler {
   return (_request, reply, done) => {
     const p = monitor.pressure();
-    if (p === null) return done();
-    metrics.shed.inc({ reason: p.reason });
-    reply.header('retry-after', String(RETRY_AFTER_SECONDS));
-    done(new SpillwayError('BUSY', `server overloaded (${p.reason} ${p.value} over ${p.limit}); retry after ${RETRY_AFTER_SECONDS} s`, {
-      reason: p.reason, value: p.value, limit: p.limit, retryAfterSeconds: RETRY_AFTER_SECONDS,
-    }));
+    done(p === null ? undefined : shed(reply, metrics, p));
   };
+}
+
+/**
+ * The bytes of request bodies and batch-read answers held at once (server.maxBodyBytesInFlight).
+ * A request holds its share from before the first byte is read until its response closes:
+ * sent, failed, or its connection gone.
+ */
+export class BodyBudget {
+  readonly limit: number;
+  private readonly metrics: ApiMetrics;
+  private held = 0;
+
+  constructor(limit: number, metrics: ApiMetrics) {
+    this.limit = limit;
+    this.metrics = metrics;
+  }
+
+  /**
+   * Holds `bytes` for `reply` until its response closes. Throws BUSY (503, Retry-After) while
+   * the budget has no room for them, PAYLOAD_TOO_LARGE when it never will.
+   */
+  hold(reply: FastifyReply, bytes: number, what: string): void {
+    if (bytes > this.limit) {
+      throw new SpillwayError('PAYLOAD_TOO_LARGE', `${what} of up to ${bytes} bytes is more than server.maxBodyBytesInFlight (${this.limit})`, {
+        field: 'body', limitBytes: this.limit,
+      });
+    }
+    if (this.held + bytes > this.limit) throw shed(reply, this.metrics, { reason: 'body-bytes', value: this.held + bytes, limit: this.limit });
+    this.held += bytes;
+    this.metrics.bodyBytesInFlight.set(this.held);
+    let holding = true;
+    const give = () => {
+      if (!holding) return;
+      holding = false;
+      this.held -= bytes;
+      this.metrics.bodyBytesInFlight.set(this.held);
+    };
+    reply.raw.once('close', give);
+    // A response already gone emits no further 'close'.
+    if (reply.raw.destroyed) give();
+  }
 }

@@ -1,7 +1,7 @@
 /**
  * The API's own metrics, kept in the store's registry so that /metrics serves one page:
- * request durations per route, requests shed under load, and the event stream's clients
- * and the events it dropped for clients that did not keep up.
+ * request durations per route, requests shed under load, request body bytes held, and the
+ * event stream's clients and the events it dropped for clients that did not keep up.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
@@ -10,6 +10,7 @@ const HTTP_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
 export class ApiMetrics {
   private readonly requestSeconds: Histogram<'method' | 'route' | 'status'>;
   readonly shed: Counter<'reason'>;
+  readonly bodyBytesInFlight: Gauge;
   readonly eventsDropped: Counter;
   readonly eventClients: Gauge;
   readonly eventLoopDelay: Gauge;
@@ -23,6 +24,7 @@ export class ApiMetrics {
     const registers = [registry];
     this.requestSeconds = new Histogram({ name: 'spillway_http_request_seconds', help: 'HTTP request duration by route', labelNames: ['method', 'route', 'status'], buckets: HTTP_BUCKETS, registers });
     this.shed = new Counter({ name: 'spillway_http_shed_total', help: 'Requests answered 503 because the server was overloaded', labelNames: ['reason'], registers });
+    this.bodyBytesInFlight = new Gauge({ name: 'spillway_http_body_bytes_in_flight', help: 'Request body and batch-read answer bytes held (server.maxBodyBytesInFlight)', registers });
     this.eventsDropped = new Counter({ name: 'spillway_events_dropped_total', help: 'Move events not sent to event-stream clients that fell behind', registers });
     this.eventClients = new Gauge({ name: 'spillway_event_clients', help: 'Connected event-stream clients', registers });
     this.eventLoopDelay = new Gauge({ name: 'spillway_event_loop_delay_seconds', help: 'Mean event loop delay over the last sample', registers });

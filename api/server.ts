@@ -7,6 +7,9 @@
  *   guarded:    the bearer token, when one is configured: status, limits, telemetry,
  *               zero-copy pool and leases
  *   data plane: also shed with 503 + Retry-After under load: sequences, blocks, prefix
+ *
+ * Before any scope, every request's body is checked against its route's media types and
+ * its bytes are reserved from the body byte budget (api/bodies.ts).
  */
 import type { Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
@@ -14,18 +17,17 @@ import { join } from 'node:path';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
-import { Unpackr } from 'msgpackr';
 import { projectRoot, type Config } from '../runtime/config.js';
-import { SpillwayError } from '../runtime/errors.js';
 import { addon } from '../runtime/native.js';
 import { chooseBackend, openStore } from '../runtime/open.js';
 import { assertBudgetFits, memoryBudget, ModelWeights, type MemoryBudget } from '../runtime/weights/model.js';
 import { formatBytes, terminalProgress, type OnProgress } from '../runtime/weights/progress.js';
 import type { BlockStore } from '../runtime/store.js';
 import { requireBearer } from './auth.js';
+import { installBodyRules } from './bodies.js';
 import type { ApiContext } from './context.js';
 import { answerFrameworkError, installErrorHandler } from './errors.js';
-import { LoadMonitor, shedWhenSaturated } from './load.js';
+import { BodyBudget, LoadMonitor, shedWhenSaturated } from './load.js';
 import { ApiMetrics } from './metrics.js';
 import { batchRoutes } from './routes/batch.js';
 import { blockRoutes } from './routes/blocks.js';
@@ -56,9 +58,6 @@ const LOAD_SAMPLE_MS = 250;
 
 const version = (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version;
 
-/** Maps, never msgpackr's shared record structures: each body stands alone. */
-const unpackr = new Unpackr({ useRecords: false });
-
 /** Requests node's HTTP parser refuses never reach fastify: answer them in the API's error shape. */
 function answerClientError(err: Error & { code?: string }, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
@@ -82,24 +81,19 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
       : false,
     // An engine makes many small requests: log failures (errors.ts), not each request.
     logController: new LogController({ disableRequestLogging: true }),
-    // One block and room to spare; batch writes have their own limit (server.maxBatchBytes).
+    // One block and room to spare, for the single-block PUT; JSON routes and batch writes
+    // have their own limits (server.maxJsonBytes, server.maxBatchBytes), other routes take no body.
     bodyLimit: store.layout.rawBlockBytes + 64 * 1024,
     clientErrorHandler: answerClientError,
     frameworkErrors: answerFrameworkError,
   });
   app.setValidatorCompiler(zodValidatorCompiler);
   app.setSerializerCompiler(jsonSerializerCompiler);
-  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
-  app.addContentTypeParser(['application/msgpack', 'application/x-msgpack'], { parseAs: 'buffer' }, (_req, body, done) => {
-    try {
-      done(null, unpackr.unpack(body as Buffer));
-    } catch (err) {
-      done(new SpillwayError('INVALID_ARGUMENT', `body is not valid msgpack: ${(err as Error).message}`, { field: 'body' }));
-    }
-  });
   installErrorHandler(app);
 
   const metrics = new ApiMetrics(store.telemetry.registry);
+  const budget = new BodyBudget(config.maxBodyBytesInFlight, metrics);
+  installBodyRules(app, budget, config.maxJsonBytes);
   const load = new LoadMonitor(store);
   load.start(LOAD_SAMPLE_MS, metrics);
   const sampler = new TelemetrySampler(store, load, metrics, config.telemetryIntervalMs);
@@ -107,7 +101,7 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
   let closing = false;
   const { weights } = options;
   const memory = options.memory ?? memoryBudget(store.config, store.describeBackend().name, undefined, weights?.bytes ?? 0);
-  const ctx: ApiContext = { store, load, sampler, metrics, weights, memory, closing: () => closing };
+  const ctx: ApiContext = { store, load, budget, sampler, metrics, weights, memory, closing: () => closing };
 
   app.addHook('onResponse', (request, reply, done) => {
     metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);

@@ -33,6 +33,9 @@ const Bits = z.number().min(1).max(4).refine((b) => Number.isInteger(b * 2), 'bi
 const PowerOfTwo = (min: number, max: number) =>
   z.number().int().min(min).max(max).refine((v) => (v & (v - 1)) === 0, `must be a power of two from ${min} to ${max}`);
 
+/** The largest body one request may send, but for a single block (api/server.ts). */
+const largestBody = (s: { maxBatchBytes: number; maxJsonBytes: number }) => Math.max(s.maxBatchBytes, s.maxJsonBytes);
+
 export const ConfigSchema = z.object({
   model: z.object({
     layers: z.number().int().min(1).max(1024).default(32),
@@ -88,6 +91,13 @@ export const ConfigSchema = z.object({
     token: z.string().min(16).optional(),
     /** Largest batch request body (msgpack batch writes); a batch read returns at most this much. */
     maxBatchBytes: Bytes.default(64 * 2 ** 20),
+    /** Largest JSON request body: a prefix lookup of 131072 token ids of ten digits is 1.4 MB. */
+    maxJsonBytes: Bytes.refine((b) => b > 0, 'must be positive').default(2 * 2 ** 20),
+    /**
+     * Request bodies and batch-read answers held at once, all requests together: a request
+     * past it gets 503. Four of the largest body (maxBatchBytes or maxJsonBytes) by default.
+     */
+    maxBodyBytesInFlight: Bytes.optional(),
     /** Data-plane requests get 503 while more disk operations than this are in flight. */
     maxDiskQueue: z.number().int().nonnegative().default(256),
     /** ... or while the event loop's mean delay over a sample exceeds this. */
@@ -98,7 +108,12 @@ export const ConfigSchema = z.object({
     telemetryIntervalMs: z.number().int().min(50).max(60_000).default(1000),
     /** Serves POST /v1/faults/disk (api/routes/faults.ts) for soak tests; never in production. */
     faults: z.boolean().default(false),
-  }).strict().prefault({}),
+  }).strict()
+    .transform((s) => ({ ...s, maxBodyBytesInFlight: s.maxBodyBytesInFlight ?? 4 * largestBody(s) }))
+    .refine((s) => s.maxBodyBytesInFlight >= largestBody(s), {
+      message: 'must be at least the largest request body (server.maxBatchBytes, server.maxJsonBytes)', path: ['maxBodyBytesInFlight'],
+    })
+    .prefault({}),
 }).strict();
 
 export type Config = z.infer<typeof ConfigSchema>;

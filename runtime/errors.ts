@@ -18,6 +18,8 @@ export const ErrorCodes = {
   /** Zero-copy export asked of a backend whose tier 0 is not device memory (the host backend). */
   NO_DEVICE_MEMORY: 409,
   PAYLOAD_TOO_LARGE: 413,
+  /** A request body of a media type its route does not take. */
+  UNSUPPORTED_MEDIA_TYPE: 415,
   LIMIT_EXCEEDED: 429,
   TIER_BUSY: 503,
   CAPACITY_EXCEEDED: 507,

@@ -54,7 +54,7 @@ test('the OpenAPI document lists every API route with its schemas', async () => 
   assert.equal(write.requestBody!.content['application/octet-stream']!.schema.format, 'binary');
   assert.ok(write.parameters!.some((p) => p.in === 'query' && p.name === 'tokens'));
   assert.ok(doc.paths['/v1/sequences/{id}/blocks/{index}']!.get!.responses['200']!.content!['application/octet-stream']);
-  assert.deepEqual(Object.keys(doc.paths['/v1/sequences/{id}/blocks/write']!.post!.requestBody!.content), ['application/msgpack']);
+  assert.deepEqual(Object.keys(doc.paths['/v1/sequences/{id}/blocks/write']!.post!.requestBody!.content), ['application/msgpack', 'application/x-msgpack']);
   assert.ok(doc.paths['/v1/sequences/{id}/blocks/read']!.post!.responses['200']!.content!['application/msgpack']);
   assert.deepEqual(doc.paths['/v1/health']!.get!.security, [], 'health needs no token');
 });

@@ -38,3 +38,15 @@ test('CLI flags and the environment feed the same schema', () => {
   assert.throws(() => loadConfig(['--set', 'model.layers=zero']), /model\.layers/);
   assert.throws(() => loadConfig([], { PORT: '99999' }), /server\.port/);
 });
+
+test('request body limits: the JSON limit, and a body byte budget of at least the largest body, four of it by default', () => {
+  const c = parseConfig({});
+  assert.equal(c.server.maxJsonBytes, 2 * 2 ** 20);
+  assert.equal(c.server.maxBodyBytesInFlight, 4 * c.server.maxBatchBytes);
+  assert.equal(parseConfig({ server: { maxBatchBytes: '1KiB' } }).server.maxBodyBytesInFlight, 4 * 2 * 2 ** 20, 'four JSON bodies when they are the largest');
+  assert.equal(parseConfig({ server: { maxBodyBytesInFlight: '1GiB' } }).server.maxBodyBytesInFlight, 2 ** 30);
+  for (const server of [{ maxBodyBytesInFlight: '63MiB' }, { maxBatchBytes: '1MiB', maxBodyBytesInFlight: '1MiB' }]) {
+    assert.throws(() => parseConfig({ server }), (err: SpillwayError) => err.code === 'INVALID_CONFIG' && /^config server\.maxBodyBytesInFlight: must be at least the largest request body/.test(err.message), JSON.stringify(server));
+  }
+  assert.throws(() => parseConfig({ server: { maxJsonBytes: 0 } }), /server\.maxJsonBytes: must be positive/);
+});

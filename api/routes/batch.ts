@@ -20,9 +20,14 @@ function atEntry(err: unknown, field: string, extra: Record<string, unknown> = {
 }
 
 export const batchRoutes: RoutePlugin = async (app, { ctx }) => {
-  const { store } = ctx;
+  const { store, budget } = ctx;
   const maxBytes = store.config.server.maxBatchBytes;
-  const maxReadBlocks = Math.max(1, Math.floor(maxBytes / store.layout.rawBlockBytes));
+  const { rawBlockBytes, tokensPerBlock } = store.layout;
+  const maxBlocks = Math.max(1, Math.floor(maxBytes / rawBlockBytes));
+  // What a batch write of maxBlocks blocks holds: { blocks: [{ index, data, tokens: [...] }] },
+  // 3 values around the list and, per block, a map, 3 keys, index, data and the tokens
+  // array with its tokens; 64 to spare. The tokens array is the fourth level.
+  const writeBounds = { maxValues: 3 + maxBlocks * (7 + tokensPerBlock) + 64, maxDepth: 4 };
 
   app.post('/v1/sequences/:id/blocks/read', {
     schema: {
@@ -33,11 +38,13 @@ export const batchRoutes: RoutePlugin = async (app, { ctx }) => {
   }, async (request, reply) => {
     const { id } = request.params;
     const { indices, ...options } = request.body;
-    if (indices.length > maxReadBlocks) {
-      throw new SpillwayError('INVALID_ARGUMENT', `body.indices: at most ${maxReadBlocks} blocks a batch (server.maxBatchBytes)`, {
-        field: 'body.indices', max: maxReadBlocks,
+    if (indices.length > maxBlocks) {
+      throw new SpillwayError('INVALID_ARGUMENT', `body.indices: at most ${maxBlocks} blocks a batch (server.maxBatchBytes)`, {
+        field: 'body.indices', max: maxBlocks,
       });
     }
+    // The answer is held while it is built and sent, as a body would be.
+    budget.hold(reply, indices.length * rawBlockBytes, 'a batch answer');
     const results = await Promise.all(indices.map((index, k) =>
       store.read(id, index, options).catch((err: unknown) => { throw atEntry(err, `body.indices.${k}`, { index }); })));
     const blocks = results.map((r, k) => ({ index: indices[k]!, tier: r.tier, format: r.format, lossy: r.lossy, promoted: r.promoted, data: r.data }));
@@ -46,15 +53,16 @@ export const batchRoutes: RoutePlugin = async (app, { ctx }) => {
 
   app.post('/v1/sequences/:id/blocks/write', {
     bodyLimit: maxBytes,
+    config: { msgpack: writeBounds },
     schema: {
       tags: ['blocks'], summary: 'Write many blocks of a sequence in order, from application/msgpack (at most server.maxBatchBytes)',
-      params: SequenceParams, body: BatchWriteBody, consumes: ['application/msgpack'],
+      params: SequenceParams, body: BatchWriteBody, consumes: ['application/msgpack', 'application/x-msgpack'],
       response: { 200: BatchWriteResponse, default: ErrorResponse },
     },
   }, async (request) => {
     const { id } = request.params;
     const { blocks } = request.body;
-    const expected = store.layout.rawBlockBytes;
+    const expected = rawBlockBytes;
     blocks.forEach((b, k) => {
       if (b.data.byteLength !== expected) {
         throw new SpillwayError('WRONG_SIZE', `body.blocks.${k}.data: a block is ${expected} bytes for this geometry, got ${b.data.byteLength}`, {
