@@ -180,6 +180,20 @@ export class SpillwayClient {
     return this.json('POST', `/v1/zero-copy/leases/${seg(lease)}/release`, body);
   }
 
+  /** Pins many blocks in tier 0 as one pipeline; answers every slot (or that entry's error) once all are there. */
+  acquireMany(lease: string, body: In<typeof S.AcquireManyBody>): Promise<Out<typeof S.AcquireManyResponse>> {
+    return this.json('POST', `/v1/zero-copy/leases/${seg(lease)}/acquire-many`, body);
+  }
+
+  releaseMany(lease: string, body: In<typeof S.ReleaseManyBody>): Promise<Out<typeof S.ReleaseManyResponse>> {
+    return this.json('POST', `/v1/zero-copy/leases/${seg(lease)}/release-many`, body);
+  }
+
+  /** A new sequence on the cached part of a prefix, with `allocate` blocks more, all acquired. */
+  attach(lease: string, body: In<typeof S.AttachBody>): Promise<Out<typeof S.AttachResponse>> {
+    return this.json('POST', `/v1/zero-copy/leases/${seg(lease)}/attach`, body);
+  }
+
   /** Follows /v1/events until `signal` aborts or the server ends the stream. */
   async *events(options: { kinds?: Array<'demote' | 'promote' | 'drop'>; signal?: AbortSignal } = {}): AsyncGenerator<ServerEvent> {
     const query = options.kinds ? `?kinds=${options.kinds.join(',')}` : '';

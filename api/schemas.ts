@@ -246,3 +246,36 @@ export const ReleaseResponse = z.object({
   blockId: Count, pins: Count, written: z.boolean(),
   generation: Count.describe('bumped by a release with written: true, as by a write'),
 });
+
+// ---- zero-copy batches --------------------------------------------------------------
+
+/** One error that one entry of a batch met; the other entries stand. */
+const EntryError = z.object({ code: z.string(), message: z.string() });
+/** Most entries one batch may name (tier 0 bounds it further: see acquire-many). */
+const MAX_BATCH_ENTRIES = 1 << 16;
+
+export const AcquireManyBody = z.union([
+  z.object({ sequence: z.string(), indices: z.array(Index).min(1).max(MAX_BATCH_ENTRIES) }).strict(),
+  z.object({ sequence: z.string(), start: Index, count: z.number().int().min(1).max(MAX_BATCH_ENTRIES) }).strict(),
+]).describe('the blocks by index, or a range of `count` indices from `start`');
+export const AcquireEntry = z.union([
+  AcquireResponse.extend({ index: Index }),
+  z.object({ index: Index, error: EntryError }),
+]);
+export const AcquireManyResponse = z.object({
+  blocks: z.array(AcquireEntry).describe('in the order asked; an entry with `error` failed alone (lost, corrupt, no room)'),
+});
+export const ReleaseManyBody = z.object({ blocks: z.array(ReleaseBody).min(1).max(MAX_BATCH_ENTRIES) }).strict();
+export const ReleaseManyResponse = z.object({
+  blocks: z.array(z.union([ReleaseResponse, z.object({ blockId: Count, error: EntryError })])),
+});
+export const AttachBody = z.object({
+  id: z.string().optional().describe('the new sequence\'s id (generated if absent)'),
+  prefix: z.array(Hash).max(1 << 20).describe('block hashes of the prefix; its cached leading blocks are attached'),
+  allocate: z.number().int().min(0).max(MAX_BATCH_ENTRIES).optional().describe('new blocks after the prefix, acquired unwritten'),
+}).strict();
+export const AttachResponse = z.object({
+  id: z.string(),
+  attached: Count.describe('leading blocks of the prefix found cached, now blocks 0..attached-1'),
+  blocks: z.array(AcquireEntry),
+});

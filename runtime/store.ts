@@ -20,6 +20,7 @@
  *   (or expired); a block no sequence references any more is dropped only then.
  */
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Counter, Gauge } from 'prom-client';
 import type { Backend, BackendDescription, RawPoolExport } from './backends/backend.js';
 import type { Config } from './config.js';
@@ -134,7 +135,17 @@ export interface ReleaseResult {
   generation: number;
 }
 
+/** One entry of a batch answer: the operation's result, or the error that entry alone met, under its key. */
+export type BatchEntry<T, Key extends keyof T> = T | (Pick<T, Key> & { error: { code: ErrorCode; message: string } });
+type AcquireEntry = BatchEntry<AcquireResult & { index: number }, 'index'>;
+
+function entryError(err: unknown): { code: ErrorCode; message: string } {
+  return err instanceof SpillwayError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: String((err as Error)?.message ?? err) };
+}
+
 const SEQUENCE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Longest random pause before an acquire that met busy blocks tries again. */
+const RETRY_JITTER_MS = 2;
 
 export class BlockStore {
   readonly config: Config;
@@ -454,7 +465,10 @@ export class BlockStore {
       } catch (err) {
         if ((err as { code?: ErrorCode }).code !== 'TIER_BUSY' || Date.now() >= deadline) throw err;
       }
+      // Acquires that found each other's blocks busy would retry in lockstep and find them busy
+      // again: a random pause after the progress breaks the tie.
       await this.waitForProgress(deadline);
+      await sleep(Math.random() * RETRY_JITTER_MS);
     }
   }
 
@@ -492,6 +506,72 @@ export class BlockStore {
       this.unhold(b, lease, false);
       return { blockId: b.id, pins: b.pins, written: b.written, generation: b.generation };
     });
+  }
+
+  /**
+   * Acquires many blocks of a sequence under one lease, as one pipeline: every block's
+   * promotion runs at once (disk reads in flight together, dequantizations coalesced by
+   * the backend, the evictions that make room overlapped with the fills), and the answer
+   * comes when every block is in its slot. A block that fails (lost, corrupt, no room) is
+   * reported in its entry without failing the rest. A batch larger than tier 0 can hold
+   * for this lease now is refused up front, saying how many fit.
+   */
+  async acquireMany(lease: string, sequenceId: string, indices: number[]): Promise<AcquireEntry[]> {
+    this.assertOpen();
+    this.leases.touch(lease);
+    const seq = this.sequence(sequenceId);
+    indices.forEach((index, k) => this.blockAt(seq, index, `indices.${k}`));
+    const batch = new Set(indices.map((i) => seq.blocks[i]!.id));
+    const fit = this.tier0Room(batch);
+    const wanted = batch.size;
+    if (wanted > fit) {
+      throw new SpillwayError('INVALID_ARGUMENT', `${wanted} blocks do not fit tier 0 for this lease: at most ${fit} can be held now (${this.pools[0].size} slots, the rest pinned by others)`, {
+        field: 'indices', max: fit, requested: wanted,
+      });
+    }
+    return Promise.all(indices.map((index) => this.acquire(lease, sequenceId, index).then(
+      (r) => ({ index, ...r }),
+      (err: unknown) => ({ index, error: entryError(err) }),
+    )));
+  }
+
+  /** Releases many blocks held under one lease; each entry answers for itself. */
+  async releaseMany(lease: string, blocks: Array<{ blockId: number; written?: boolean }>): Promise<BatchEntry<ReleaseResult, 'blockId'>[]> {
+    this.assertOpen();
+    this.leases.touch(lease);
+    return Promise.all(blocks.map(({ blockId, written }) => this.release(lease, blockId, { written }).catch(
+      (err: unknown) => ({ blockId, error: entryError(err) }),
+    )));
+  }
+
+  /**
+   * Creates a sequence with the cached leading blocks of `prefix` attached and `allocate`
+   * new blocks after them, and acquires them all under the lease: an engine's "restore
+   * this prefix and give me room to continue" in one call.
+   */
+  async attachAndAcquire(lease: string, prefix: string[], allocate = 0, id?: string): Promise<{ id: string; attached: number; blocks: AcquireEntry[] }> {
+    this.assertOpen();
+    this.leases.touch(lease);
+    const cached = this.cachedPrefix(prefix);
+    const attached = cached.length;
+    const fit = this.tier0Room(new Set(cached.map((b) => b.id)));
+    if (attached + allocate > fit) {
+      throw new SpillwayError('INVALID_ARGUMENT', `${attached} cached and ${allocate} new blocks do not fit tier 0 for this lease: at most ${fit} can be held now`, {
+        field: 'allocate', max: fit, requested: attached + allocate,
+      });
+    }
+    const created = this.createSequence(id, prefix);
+    if (allocate > 0) {
+      try {
+        this.allocate(created.id, allocate);
+      } catch (err) {
+        this.freeSequence(created.id);
+        throw err;
+      }
+    }
+    const count = created.attached.length + allocate;
+    const blocks = await this.acquireMany(lease, created.id, Array.from({ length: count }, (_, i) => i));
+    return { id: created.id, attached: created.attached.length, blocks };
   }
 
   // ---- limits, capacity and stats ----------------------------------------------------
@@ -643,6 +723,15 @@ export class BlockStore {
     this.notifyProgress();
   }
 
+  /** How many blocks a batch could hold in tier 0 at once now: every slot but those pinned by blocks outside it. */
+  private tier0Room(batch: Set<number>): number {
+    let pinnedOutside = 0;
+    for (const id of this.policies[0].candidates()) {
+      if (!batch.has(id) && (this.blocks.get(id)?.pins ?? 0) > 0) pinnedOutside++;
+    }
+    return this.pools[0].size - pinnedOutside;
+  }
+
   private heldBlock(lease: string, blockId: number): Block {
     const b = this.blocks.get(blockId);
     if (!b?.leases.has(lease)) {
@@ -784,7 +873,7 @@ export class BlockStore {
   private pickVictim(tier: TierIndex, ctx: OpContext, passOver: Set<number>): Block | undefined {
     for (const id of this.policies[tier].candidates()) {
       const b = this.blocks.get(id);
-      if (!b || b.pins > 0 || passOver.has(id)) continue;
+      if (!b || this.pinnedHere(b, tier) || passOver.has(id)) continue;
       // Leaving the bottom tier loses bytes unless a tier-1 copy stays or no one needs the block.
       if (tier === 2 && b.quant === null && b.owners.size > 0) continue;
       // A block this operation holds may still give up a disk copy that its tier-1 copy makes redundant.
@@ -797,11 +886,19 @@ export class BlockStore {
     return undefined;
   }
 
+  /**
+   * A pin holds a block where it is: its top copy never moves. The copies below a pinned
+   * tier-0 copy (clean quantized copies) still move down or go, as any block's do.
+   */
+  private pinnedHere(b: Block, tier: TierIndex): boolean {
+    return b.pins > 0 && this.tierOf(b) === tier;
+  }
+
   private anyBusy(tier: TierIndex, ctx: OpContext): boolean {
     if (this.inTransit[tier] > 0) return true;
     for (const id of this.policies[tier].candidates()) {
       const b = this.blocks.get(id);
-      if (b && !ctx.held.has(id) && b.lock.locked && b.pins === 0) return true;
+      if (b && !ctx.held.has(id) && b.lock.locked && !this.pinnedHere(b, tier)) return true;
     }
     return false;
   }
@@ -1026,11 +1123,11 @@ export class BlockStore {
     return seq;
   }
 
-  private blockAt(seq: Sequence, index: number): Block {
+  private blockAt(seq: Sequence, index: number, field = 'index'): Block {
     const b = Number.isInteger(index) && index >= 0 ? seq.blocks[index] : undefined;
     if (!b) {
       throw new SpillwayError('BLOCK_NOT_FOUND', `sequence ${seq.id} has ${seq.blocks.length} blocks; there is no block ${index}`, {
-        field: 'index', blocks: seq.blocks.length,
+        field, blocks: seq.blocks.length,
       });
     }
     return b;

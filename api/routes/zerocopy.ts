@@ -15,8 +15,8 @@
 import type { RoutePlugin } from '../context.js';
 import { shedWhenSaturated } from '../load.js';
 import {
-  AcquireBody, AcquireResponse, CreateLeaseBody, EndLeaseResponse, ErrorResponse, LeaseParams, LeaseResponse, PoolResponse,
-  ReleaseBody, ReleaseResponse,
+  AcquireBody, AcquireManyBody, AcquireManyResponse, AcquireResponse, AttachBody, AttachResponse, CreateLeaseBody, EndLeaseResponse,
+  ErrorResponse, LeaseParams, LeaseResponse, PoolResponse, ReleaseBody, ReleaseManyBody, ReleaseManyResponse, ReleaseResponse,
 } from '../schemas.js';
 import type { ZodTypeProvider } from '../validation.js';
 
@@ -60,6 +60,13 @@ export const zeroCopyRoutes: RoutePlugin = async (app, { ctx }) => {
     },
   }, async (request) => store.release(request.params.id, request.body.blockId, request.body));
 
+  app.post('/v1/zero-copy/leases/:id/release-many', {
+    schema: {
+      tags, summary: 'Unpin many blocks held under the lease in one call; each entry answers (or fails) alone',
+      params: LeaseParams, body: ReleaseManyBody, response: { 200: ReleaseManyResponse, default: ErrorResponse },
+    },
+  }, async (request) => ({ blocks: await store.releaseMany(request.params.id, request.body.blocks) }));
+
   await app.register(async (scope) => {
     const data = scope.withTypeProvider<ZodTypeProvider>();
     data.addHook('onRequest', shedWhenSaturated(ctx.load, ctx.metrics));
@@ -69,5 +76,24 @@ export const zeroCopyRoutes: RoutePlugin = async (app, { ctx }) => {
         params: LeaseParams, body: AcquireBody, response: { 200: AcquireResponse, default: ErrorResponse },
       },
     }, async (request) => store.acquire(request.params.id, request.body.sequence, request.body.index));
+    data.post('/v1/zero-copy/leases/:id/acquire-many', {
+      schema: {
+        tags, summary: 'Bring many blocks of a sequence into tier 0 as one pipeline and pin them; answers every slot once all the data is there',
+        params: LeaseParams, body: AcquireManyBody, response: { 200: AcquireManyResponse, default: ErrorResponse },
+      },
+    }, async (request) => {
+      const b = request.body;
+      const indices = 'indices' in b ? b.indices : Array.from({ length: b.count }, (_, i) => b.start + i);
+      return { blocks: await store.acquireMany(request.params.id, b.sequence, indices) };
+    });
+    data.post('/v1/zero-copy/leases/:id/attach', {
+      schema: {
+        tags, summary: 'Create a sequence on the cached part of a prefix, allocate more blocks, and acquire them all in one call',
+        params: LeaseParams, body: AttachBody, response: { 201: AttachResponse, default: ErrorResponse },
+      },
+    }, async (request, reply) => {
+      reply.status(201);
+      return store.attachAndAcquire(request.params.id, request.body.prefix, request.body.allocate, request.body.id);
+    });
   });
 };

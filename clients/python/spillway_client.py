@@ -193,6 +193,31 @@ class SpillwayClient:
         """Unpins a block; written=True (after synchronizing the writes) makes the slot the block."""
         return self._json("POST", f"/v1/zero-copy/leases/{_seg(lease)}/release", {"blockId": block_id, "written": written})
 
+    def acquire_many(self, lease: str, sequence: str, indices: Optional[Sequence[int]] = None,
+                     start: Optional[int] = None, count: Optional[int] = None) -> list[dict]:
+        """Brings many blocks into tier 0 as one pipeline, pinned under the lease: by `indices`, or
+        `count` indices from `start`. Answers every entry once all the data is in the slots; an entry
+        with "error" failed alone."""
+        body: dict[str, Any] = {"sequence": sequence}
+        if indices is not None:
+            body["indices"] = list(indices)
+        else:
+            body["start"], body["count"] = start, count
+        return self._json("POST", f"/v1/zero-copy/leases/{_seg(lease)}/acquire-many", body)["blocks"]
+
+    def release_many(self, lease: str, blocks: Sequence[tuple[int, bool]]) -> list[dict]:
+        """Unpins many blocks, given as (block_id, written) pairs; an entry with "error" failed alone."""
+        body = {"blocks": [{"blockId": b, "written": w} for b, w in blocks]}
+        return self._json("POST", f"/v1/zero-copy/leases/{_seg(lease)}/release-many", body)["blocks"]
+
+    def attach(self, lease: str, prefix: list[str], allocate: int = 0, id: Optional[str] = None) -> dict:
+        """Creates a sequence on the cached part of `prefix` (block hashes) with `allocate` blocks
+        more, and acquires them all: {"id", "attached", "blocks": [... as acquire_many ...]}."""
+        body: dict[str, Any] = {"prefix": prefix, "allocate": allocate}
+        if id is not None:
+            body["id"] = id
+        return self._json("POST", f"/v1/zero-copy/leases/{_seg(lease)}/attach", body)
+
     def lease(self, client: str, ttl_ms: int = 10_000) -> "Lease":
         return Lease(self, client, ttl_ms)
 
@@ -271,6 +296,16 @@ class Lease:
 
     def release(self, block_id: int, written: bool = False) -> dict:
         return self._owner.release(self.id, block_id, written)
+
+    def acquire_many(self, sequence: str, indices: Optional[Sequence[int]] = None,
+                     start: Optional[int] = None, count: Optional[int] = None) -> list[dict]:
+        return self._owner.acquire_many(self.id, sequence, indices, start, count)
+
+    def release_many(self, blocks: Sequence[tuple[int, bool]]) -> list[dict]:
+        return self._owner.release_many(self.id, blocks)
+
+    def attach(self, prefix: list[str], allocate: int = 0, id: Optional[str] = None) -> dict:
+        return self._owner.attach(self.id, prefix, allocate, id)
 
     def close(self) -> dict:
         """Stops the heartbeat and ends the lease, releasing what it still holds."""

@@ -10,11 +10,17 @@ import { fromNative, nativeCall, SpillwayError } from '../errors.js';
 import type { Layout } from '../layout.js';
 import { openGpuTiers, type NativeGpuTiers } from '../native.js';
 import type { Backend, BackendDescription, DiskTag, RawPoolExport } from './backend.js';
+import { SlotPairCoalescer } from './coalescer.js';
+
+/** Most blocks one kernel launch quantizes or dequantizes when calls are coalesced. */
+const MAX_LAUNCH_BLOCKS = 1024;
 
 export class GpuBackend implements Backend {
   private readonly tiers: NativeGpuTiers;
   private readonly reason: string;
   private readonly rawSlots: number;
+  private readonly quantizes: SlotPairCoalescer;
+  private readonly dequantizes: SlotPairCoalescer;
 
   constructor(layout: Layout, diskPath: string, direct: boolean, io: 'auto' | 'cufile' | 'posix', reason: string) {
     this.reason = reason;
@@ -32,6 +38,8 @@ export class GpuBackend implements Backend {
     });
     if (!tiers) throw new SpillwayError('INVALID_CONFIG', 'the addon was built without CUDA', { field: 'backend' });
     this.tiers = tiers;
+    this.quantizes = new SlotPairCoalescer((raw, quant) => nativeCall('quantize', () => tiers.quantize(raw, quant)), MAX_LAUNCH_BLOCKS);
+    this.dequantizes = new SlotPairCoalescer((quant, raw) => nativeCall('dequantize', () => tiers.dequantize(quant, raw)), MAX_LAUNCH_BLOCKS);
   }
 
   describe(): BackendDescription {
@@ -71,11 +79,11 @@ export class GpuBackend implements Backend {
   }
 
   quantize(rawSlot: number, quantSlot: number): Promise<void> {
-    return nativeCall('quantize', () => this.tiers.quantize(Uint32Array.of(rawSlot), Uint32Array.of(quantSlot)));
+    return this.quantizes.submit(rawSlot, quantSlot);
   }
 
   dequantize(quantSlot: number, rawSlot: number): Promise<void> {
-    return nativeCall('dequantize', () => this.tiers.dequantize(Uint32Array.of(quantSlot), Uint32Array.of(rawSlot)));
+    return this.dequantizes.submit(quantSlot, rawSlot);
   }
 
   dequantizeBytes(stored: Buffer): Promise<Buffer> {
