@@ -88,14 +88,22 @@ const checkBodyType: onRequestHookHandler = (request, _reply, done) => {
   }));
 };
 
-/** onRequest: holds what the body may make the server hold, its length or (chunked) its route's limit. */
+/**
+ * onRequest: holds what the body may make the server hold, its length or (chunked) its
+ * route's limit. A declared length over the limit is answered 413 here, its body left
+ * unread: fastify's parser would answer it too, but by closing the connection, which can
+ * reset it before a client still sending has read the answer.
+ */
 function reserveBody(budget: BodyBudget): onRequestHookHandler {
   return (request, reply, done) => {
     const length = declaredLength(request.raw.headers);
     if (length === 0) return done();
     const limit = request.routeOptions.bodyLimit;
+    if (length !== undefined && length > limit) {
+      return done(new SpillwayError('PAYLOAD_TOO_LARGE', `body too large: ${length} bytes, at most ${limit} here`, { field: 'body', limitBytes: limit }));
+    }
     try {
-      budget.hold(reply, Math.min(length ?? limit, limit), 'a request body');
+      budget.hold(reply, length ?? limit, 'a request body');
     } catch (err) {
       return done(err as Error);
     }

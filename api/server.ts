@@ -61,6 +61,12 @@ const version = (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf
 /** Requests node's HTTP parser refuses never reach fastify: answer them in the API's error shape. */
 function answerClientError(err: Error & { code?: string }, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  // The client ended its side mid-request: it sends nothing more, and may have its answer
+  // already (a body refused before it was read), which a second one would garble.
+  if (err.code === 'HPE_INVALID_EOF_STATE') {
+    socket.destroy();
+    return;
+  }
   const [status, text, message] = err.code === 'HPE_HEADER_OVERFLOW'
     ? [431, 'Request Header Fields Too Large', 'request headers are too large']
     : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'

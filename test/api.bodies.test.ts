@@ -5,14 +5,14 @@
  * batch-read answer held from the same budget, the JSON limit and the msgpack bounds.
  */
 import assert from 'node:assert/strict';
-import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders } from 'node:http';
+import { request as httpRequest, type ClientRequest } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { pack } from 'msgpackr';
 import { buildServer } from '../api/server.js';
 import type { BlockStore } from '../runtime/store.js';
-import { blockContent, tempDir, tinyStore, TINY_RAW } from './helpers.js';
+import { blockContent, httpSend, tempDir, tinyStore, TINY_RAW } from './helpers.js';
 
 const MAX_BATCH = 4 * TINY_RAW + 1024;
 const MAX_JSON = 8 * 1024;
@@ -39,21 +39,10 @@ after(async () => {
   dir.cleanup();
 });
 
-/** One request on its own connection; GET and DELETE may carry a body too. */
-function send(method: string, path: string, headers: Record<string, string>, body?: Buffer) {
-  return new Promise<{ status: number; headers: IncomingHttpHeaders; text: string; error?: Record<string, unknown> }>((resolve, reject) => {
-    const req = httpRequest(url + path, { method, headers: body ? { ...headers, 'content-length': String(body.length) } : headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
-        const status = res.statusCode!;
-        resolve({ status, headers: res.headers, text, error: status >= 400 ? (JSON.parse(text) as { error: Record<string, unknown> }).error : undefined });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
+/** The answer, with its body as text. */
+async function send(method: string, path: string, headers: Record<string, string>, body?: Buffer) {
+  const answer = await httpSend(url + path, method, headers, body);
+  return { ...answer, text: answer.body.toString() };
 }
 
 const held = async () => Number(/^spillway_http_body_bytes_in_flight (\d+)$/m.exec((await app.inject({ url: '/metrics' })).body)?.[1]);
@@ -194,6 +183,7 @@ test('JSON bodies are limited to server.maxJsonBytes and nest at most 8 deep; ms
   const over = await send('PATCH', '/v1/limits', { 'content-type': 'application/json' }, Buffer.from(`{"maxLiveSequences":1${' '.repeat(MAX_JSON)}}`));
   assert.equal(over.status, 413, over.text);
   assert.equal(over.error!.limitBytes, MAX_JSON);
+  assert.equal(over.headers.connection, 'keep-alive', 'refused before it is read: no reset to race the answer');
   const deep = await send('POST', '/v1/prefix/lookup', { 'content-type': 'application/json' }, Buffer.from(`${'['.repeat(9)}${']'.repeat(9)}`));
   assert.equal(deep.status, 400);
   assert.match(String(deep.error!.message), /JSON nested deeper than 8/);

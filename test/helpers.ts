@@ -1,5 +1,6 @@
 /** Shared test fixtures: tiny geometries, seeded block contents, error measures. */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, type Config, type ConfigInput } from '../runtime/config.js';
@@ -41,4 +42,32 @@ export async function tinyStore(dir: string, slots: { raw: number; quantized: nu
 /** The backend this machine gives an 'auto' configuration: 'gpu' where there is one. */
 export async function expectedBackend(): Promise<'host' | 'gpu'> {
   return chooseBackend(parseConfig({}), await addon.probe()).name;
+}
+
+export interface HttpAnswer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  /** The API's error object of a non-2xx JSON answer. */
+  error?: Record<string, unknown>;
+}
+
+/** One request with any method, headers and body (GET and DELETE included, which fetch will not send with a body). */
+export function httpSend(url: string, method: string, headers: Record<string, string>, body?: Buffer): Promise<HttpAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method, headers: body ? { ...headers, 'content-length': String(body.length) } : headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const answer: HttpAnswer = { status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) };
+        if (answer.status >= 300 && String(res.headers['content-type']).startsWith('application/json')) {
+          answer.error = (JSON.parse(answer.body.toString()) as { error: Record<string, unknown> }).error;
+        }
+        resolve(answer);
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
