@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { buildServer } from '../api/server.js';
 import { projectRoot } from '../runtime/config.js';
 import { addon } from '../runtime/native.js';
-import { tempDir, tinyStore, TINY_MODEL, TINY_RAW } from './helpers.js';
+import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, tinyStore, TINY_MODEL, TINY_RAW } from './helpers.js';
 
 const probe = await addon.probe();
 const noGpu = probe.gpu.present && addon.GpuTiers ? false : `no GPU backend here: ${probe.gpu.error || 'addon built without CUDA'}`;
@@ -60,6 +60,36 @@ test('GPU: an engine in another process writes slots, forces eviction and reads 
     }
   } finally {
     await app.close();
+    dir.cleanup();
+  }
+});
+
+test('GPU: acquire-many brings blocks from disk and tier 1 into tier 0 in one pipeline, each within the quantization bound', { skip: noGpu }, async () => {
+  const dir = tempDir();
+  const store = await tinyStore(dir.path, { raw: 16, quantized: 4, disk: 64 });
+  try {
+    store.createSequence('many');
+    store.allocate('many', 40);
+    const data = Array.from({ length: 40 }, (_, i) => blockContent(700 + i));
+    for (let i = 0; i < 40; i++) await store.write('many', i, data[i]!);
+    const lease = store.createLease('engine').id;
+    const got = await store.acquireMany(lease, 'many', Array.from({ length: 16 }, (_, i) => i));
+    const tiers = new Map<string, number>();
+    const ids: number[] = [];
+    for (const e of got) {
+      if ('error' in e) assert.fail(JSON.stringify(e));
+      ids.push(e.blockId);
+      tiers.set(String(e.tier), (tiers.get(String(e.tier)) ?? 0) + 1);
+      const now = await store.read('many', e.index, { promote: false });
+      assert.equal(now.tier, 'raw');
+      assert.ok(relativeError(data[e.index]!, now.data) < FOUR_BIT_BOUND, `block ${e.index}`);
+    }
+    assert.ok((tiers.get('disk') ?? 0) >= 8, `most came from disk: ${JSON.stringify([...tiers])}`);
+    const released = await store.releaseMany(lease, ids.map((blockId) => ({ blockId })));
+    assert.ok(released.every((e) => !('error' in e) && e.pins === 0));
+    store.checkInvariants();
+  } finally {
+    await store.close();
     dir.cleanup();
   }
 });
