@@ -9,7 +9,8 @@
  * - an empty body is no body, whatever its content-type says;
  * - the bytes a body may make the server hold are reserved from the server's budget
  *   (BodyBudget, api/load.ts) until its response closes;
- * - JSON bodies are limited to server.maxJsonBytes and to nesting JSON_MAX_DEPTH deep;
+ * - JSON bodies are limited to server.maxJsonBytes, to nesting 8 deep and to objects of
+ *   64 members;
  * - a msgpack body is checked against its route's bounds (`config.msgpack`) before it is
  *   decoded (api/msgpack-bounds.ts).
  */
@@ -29,8 +30,11 @@ declare module 'fastify' {
 }
 
 const JSON_TYPES = ['application/json'];
-/** JSON bodies nest two deep ({ tokens: [...] }); deeper nesting would only cost JSON.parse time. */
-const JSON_MAX_DEPTH = 8;
+/**
+ * JSON bodies nest two deep ({ tokens: [...] }) and their objects have at most a handful of
+ * members: more would only cost JSON.parse (and the validator) time.
+ */
+const JSON_BOUNDS = { maxDepth: 8, maxMembers: 64 };
 const MSGPACK_TYPES = ['application/msgpack', 'application/x-msgpack'];
 
 /** Maps, never msgpackr's shared record structures: each body stands alone. */
@@ -49,8 +53,15 @@ function declaredLength(headers: IncomingHttpHeaders): number | undefined {
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
-/** Throws INVALID_ARGUMENT naming `body` for JSON nested deeper than `maxDepth`: one pass over the bytes. */
-function checkJsonDepth(body: Uint8Array, maxDepth: number): void {
+/**
+ * Throws INVALID_ARGUMENT naming `body` for JSON nested deeper than JSON_BOUNDS.maxDepth or
+ * with an object of more than JSON_BOUNDS.maxMembers members: one pass over the bytes,
+ * counting brackets and colons outside strings.
+ */
+function checkJsonBounds(body: Uint8Array): void {
+  const { maxDepth, maxMembers } = JSON_BOUNDS;
+  const members = new Uint32Array(maxDepth + 1);
+  const refuse = (what: string, at: number) => new SpillwayError('INVALID_ARGUMENT', `body: JSON ${what} (at byte ${at})`, { field: 'body' });
   let depth = 0;
   let inString = false;
   for (let i = 0; i < body.length; i++) {
@@ -61,9 +72,13 @@ function checkJsonDepth(body: Uint8Array, maxDepth: number): void {
     } else if (c === 0x22) {
       inString = true;
     } else if (c === 0x5b || c === 0x7b) {
-      if (++depth > maxDepth) throw new SpillwayError('INVALID_ARGUMENT', `body: JSON nested deeper than ${maxDepth} (at byte ${i})`, { field: 'body' });
+      if (depth === maxDepth) throw refuse(`nested deeper than ${maxDepth}`, i);
+      members[++depth] = 0;
     } else if (c === 0x5d || c === 0x7d) {
-      depth--;
+      depth = Math.max(0, depth - 1);
+    } else if (c === 0x3a) {
+      members[depth]!++;
+      if (members[depth]! > maxMembers) throw refuse(`object of more than ${maxMembers} members`, i);
     }
   }
 }
@@ -126,7 +141,7 @@ export function installBodyRules(app: FastifyInstance, budget: BodyBudget, maxJs
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     try {
-      checkJsonDepth(body as Buffer, JSON_MAX_DEPTH);
+      checkJsonBounds(body as Buffer);
     } catch (err) {
       return done(err as Error, undefined);
     }

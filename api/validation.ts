@@ -21,12 +21,22 @@ function invalidArgument(error: z.ZodError, where: string): SpillwayError {
 
 const PART_NAMES: Record<string, string> = { body: 'body', params: 'params', querystring: 'query', headers: 'headers' };
 
+/** Unknown keys named in an answer: zod would list them all, and a JSON body may hold a hundred thousand. */
+const KEYS_NAMED = 3;
+
 /**
  * Only the first issue is reported, so the parse stops at it: zod would otherwise build an
  * issue for every bad item of an array, a second of work for a JSON body of a million.
  * (`abortEarly` is zod's own option for its `validate`; a zod without it parses on.)
  */
-const FIRST_ISSUE = { abortEarly: true } as z.core.ParseContext<z.core.$ZodIssue>;
+const FIRST_ISSUE = {
+  abortEarly: true,
+  error: (issue: z.core.$ZodRawIssue) => {
+    if (issue.code !== 'unrecognized_keys' || issue.keys.length <= KEYS_NAMED) return undefined;
+    const named = issue.keys.slice(0, KEYS_NAMED).map((k) => JSON.stringify(k.slice(0, 64))).join(', ');
+    return `Unrecognized keys: ${named} and ${issue.keys.length - KEYS_NAMED} more`;
+  },
+} as z.core.ParseContext<z.core.$ZodIssue>;
 
 export const zodValidatorCompiler: FastifySchemaCompiler<z.ZodType> = ({ schema, httpPart }) => {
   const where = PART_NAMES[httpPart ?? 'body'] ?? String(httpPart);

@@ -179,7 +179,7 @@ test('past the body byte budget requests get 503 BUSY with Retry-After; what a r
   await heldBecomes(0);
 });
 
-test('JSON bodies are limited to server.maxJsonBytes and nest at most 8 deep; msgpack batch bodies to their route bounds', async () => {
+test('JSON bodies are limited to server.maxJsonBytes, 8 levels and 64 members an object; msgpack batch bodies to their route bounds', async () => {
   const over = await send('PATCH', '/v1/limits', { 'content-type': 'application/json' }, Buffer.from(`{"maxLiveSequences":1${' '.repeat(MAX_JSON)}}`));
   assert.equal(over.status, 413, over.text);
   assert.equal(over.error!.limitBytes, MAX_JSON);
@@ -190,6 +190,9 @@ test('JSON bodies are limited to server.maxJsonBytes and nest at most 8 deep; ms
   const quoted = await send('POST', '/v1/prefix/lookup', { 'content-type': 'application/json' }, Buffer.from(`{"hashes":["${'[{'.repeat(20)}\\"x"]}`));
   assert.equal(quoted.status, 400);
   assert.equal(quoted.error!.field, 'body.hashes.0', 'brackets inside strings are not nesting');
+  const wide = await send('PATCH', '/v1/limits', { 'content-type': 'application/json' }, Buffer.from(JSON.stringify(Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}:`, i])))));
+  assert.equal(wide.status, 400);
+  assert.match(String(wide.error!.message), /JSON object of more than 64 members/);
 
   // maxBatchBytes holds 4 blocks: 3 around the list, 11 a block (4 tokens), 64 to spare.
   const write = (blocks: unknown[]) => send('POST', '/v1/sequences/s/blocks/write', { 'content-type': 'application/msgpack' }, pack({ blocks }));

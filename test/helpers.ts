@@ -52,10 +52,17 @@ export interface HttpAnswer {
   error?: Record<string, unknown>;
 }
 
-/** One request with any method, headers and body (GET and DELETE included, which fetch will not send with a body). */
+/**
+ * One request with any method, headers and body (GET and DELETE included, which fetch will
+ * not send with a body). An event stream is answered by its headers, then closed.
+ */
 export function httpSend(url: string, method: string, headers: Record<string, string>, body?: Buffer): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(url, { method, headers: body ? { ...headers, 'content-length': String(body.length) } : headers }, (res) => {
+      if (res.headers['content-type'] === 'text/event-stream') {
+        res.destroy();
+        return resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.alloc(0) });
+      }
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', reject);
