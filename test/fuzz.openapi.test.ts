@@ -4,11 +4,12 @@
  * knows (and none), 1 MiB of junk of every type, bodies at and over each limit, and
  * hostile msgpack (deep nesting, huge declared lengths, many tiny values). Every answer
  * is a 2xx or the API's error shape, no 5xx but 503; every 1 MiB body is answered within
- * 50 ms of event-loop time (measured in this process, which runs the server); and the
- * blocks written before are read back byte for byte after.
+ * 50 ms of event-loop time (the CPU time of this process's main thread, which runs the
+ * server); and the blocks written before are read back byte for byte after.
  */
 import assert from 'node:assert/strict';
-import { performance } from 'node:perf_hooks';
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { pack } from 'msgpackr';
@@ -23,6 +24,12 @@ const MAX_BATCH = 2 * MiB;
 const MAX_JSON = 2 * MiB;
 const BLOCK_LIMIT = TINY_RAW + 64 * 1024;
 const LOOP_MS = 50;
+/**
+ * CPU time of this process's main thread, which runs the event loop (the server's and the
+ * client's), in ms: unlike wall time, not stretched when other processes share the cores.
+ * The kernel brings it up to date when the thread sleeps: read it after a timer.
+ */
+const loopCpuMs = () => Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
 const TYPES = ['application/json', 'application/msgpack', 'application/x-msgpack', 'application/octet-stream', 'text/plain', 'none'] as const;
 type Type = (typeof TYPES)[number];
 const PROTECTED = ['p0', 'p1', 'p2', 'p3'];
@@ -81,6 +88,8 @@ interface Operation {
   /** With {id} and {index} in it. */
   path: string;
   consumes: string[] | null;
+  /** Statuses with an answer of their own (readiness's 503), not the error shape. */
+  documented: string[];
 }
 
 /** The route's body limit for a body of `type`: what the route takes, or nothing for a type it does not. */
@@ -137,10 +146,10 @@ function bigBodies(type: Type, taken: boolean): Array<[string, Buffer]> {
 const HUGE_DECLARED = [[0xdd, 0xff, 0xff, 0xff, 0xff], [0xdf, 0xff, 0xff, 0xff, 0xff, 0x01], [0xdb, 0xff, 0xff, 0xff, 0xff, 0x61], [0xc6, 0xff, 0xff, 0xff, 0xff],
   [0x81, 0xa6, ...Buffer.from('blocks'), 0xdc, 0xff, 0xff, 0x80]].map((b) => Buffer.from(b));
 
-function check(answer: HttpAnswer, what: string): void {
+function check(answer: HttpAnswer, op: Operation, what: string): void {
   const { status } = answer;
   assert.ok(status < 500 || status === 503, `${what} -> ${status} ${answer.body.toString().slice(0, 300)}`);
-  if (status < 300) return;
+  if (status < 300 || op.documented.includes(String(status))) return;
   assert.equal(typeof answer.error?.code, 'string', `${what} -> ${status} ${answer.body.toString().slice(0, 300)}`);
   assert.equal(typeof answer.error?.message, 'string', what);
   if (status === 415) assert.equal(answer.error!.field, 'content-type', what);
@@ -151,34 +160,38 @@ const send = (method: string, path: string, type: Type, body?: Buffer) =>
   httpSend(url + path, method, type === 'none' ? {} : { 'content-type': type }, body);
 
 test('every operation of the OpenAPI document answers hostile requests in the error shape, quickly, and corrupts nothing', async (t) => {
-  const doc = (await app.inject({ url: '/docs/json' })).json() as { paths: Record<string, Record<string, { requestBody?: { content: Record<string, unknown> } }>> };
+  type Documented = { requestBody?: { content: Record<string, unknown> }; responses: Record<string, unknown> };
+  const doc = (await app.inject({ url: '/docs/json' })).json() as { paths: Record<string, Record<string, Documented>> };
   const ops: Operation[] = Object.entries(doc.paths).flatMap(([path, methods]) => Object.entries(methods).map(([method, op]) => ({
     method: method.toUpperCase(), path, consumes: op.requestBody ? Object.keys(op.requestBody.content) : null,
+    documented: Object.keys(op.responses).filter((s) => s !== 'default' && Number(s) >= 300),
   })));
   assert.ok(ops.length >= 29 && ops.some((o) => o.consumes?.includes('application/msgpack')) && ops.some((o) => o.consumes?.includes('application/octet-stream')));
 
-  const loop = performance.eventLoopUtilization;
   const statuses = new Map<number, number>();
   const slowest: Array<{ ms: number; what: string }> = [];
   let requests = 0;
-  const run = async (method: string, path: string, type: Type, body: Buffer | undefined, label: string) => {
+  const run = async (op: Operation, path: string, type: Type, body: Buffer | undefined, label: string) => {
+    const { method } = op;
     const answer = await send(method, path, type, body);
     requests++;
     statuses.set(answer.status, (statuses.get(answer.status) ?? 0) + 1);
-    check(answer, `${method} ${path.slice(0, 100)} [${type}] ${label}`);
+    check(answer, op, `${method} ${path.slice(0, 100)} [${type}] ${label}`);
     return answer;
   };
-  /** A 1 MiB body: the event loop's busy time while it is sent and answered, best of three (the machine may be busy). */
-  const timed = async (method: string, path: string, type: Type, body: Buffer, label: string) => {
+  /** A 1 MiB body: the event loop's CPU time while it is sent and answered, best of three (a collection may fall in one). */
+  const timed = async (op: Operation, path: string, type: Type, body: Buffer, label: string) => {
     let best = Infinity;
     for (let attempt = 0; attempt < 3 && best > LOOP_MS; attempt++) {
-      const start = loop();
-      await run(method, path, type, body, label);
-      await new Promise((r) => setImmediate(r));
-      best = Math.min(best, loop(start).active);
+      await sleep(1);
+      const start = loopCpuMs();
+      await run(op, path, type, body, label);
+      await sleep(1);
+      best = Math.min(best, loopCpuMs() - start);
     }
-    slowest.push({ ms: best, what: `${method} ${path} [${type}] ${label}` });
-    assert.ok(best <= LOOP_MS, `${method} ${path} [${type}] ${label}: ${best.toFixed(1)} ms of event-loop time`);
+    const what = `${op.method} ${path} [${type}] ${label}`;
+    slowest.push({ ms: best, what });
+    assert.ok(best <= LOOP_MS, `${what}: ${best.toFixed(1)} ms of event-loop CPU time`);
   };
 
   const limits = store.limits;
@@ -187,31 +200,31 @@ test('every operation of the OpenAPI document answers hostile requests in the er
     const [good, ...wrong] = urls(op);
     for (const path of [good!, ...wrong]) {
       for (const type of TYPES) {
-        await run(op.method, path, type, undefined, 'empty');
-        await run(op.method, path, type, randomBytes(1 + Math.floor(next() * 64)), 'malformed');
+        await run(op, path, type, undefined, 'empty');
+        await run(op, path, type, randomBytes(1 + Math.floor(next() * 64)), 'malformed');
       }
-      for (const body of HUGE_DECLARED) for (const type of ['application/msgpack', 'application/x-msgpack'] as const) await run(op.method, path, type, body, 'huge declared');
+      for (const body of HUGE_DECLARED) for (const type of ['application/msgpack', 'application/x-msgpack'] as const) await run(op, path, type, body, 'huge declared');
     }
-    for (const [own, body] of WELL_FORMED) for (const type of TYPES) await run(op.method, good!, type, body, `meant as ${own}`);
+    for (const [own, body] of WELL_FORMED) for (const type of TYPES) await run(op, good!, type, body, `meant as ${own}`);
     for (const type of TYPES) {
-      for (const [label, body] of bigBodies(type, op.consumes?.includes(type) ?? false)) await timed(op.method, good!, type, body, `1 MiB ${label}`);
+      for (const [label, body] of bigBodies(type, op.consumes?.includes(type) ?? false)) await timed(op, good!, type, body, `1 MiB ${label}`);
       const limit = limitFor(op, type);
       if (limit === null) continue;
-      const at = await run(op.method, good!, type, Buffer.alloc(limit, 'x'), 'at the limit');
+      const at = await run(op, good!, type, Buffer.alloc(limit, 'x'), 'at the limit');
       assert.notEqual(at.status, 413, `${op.method} ${op.path} [${type}] at its limit of ${limit}`);
-      const over = await run(op.method, good!, type, Buffer.alloc(limit + 1, 'x'), 'over the limit');
+      const over = await run(op, good!, type, Buffer.alloc(limit + 1, 'x'), 'over the limit');
       assert.equal(over.status, 413, `${op.method} ${op.path} [${type}] over its limit of ${limit}`);
       assert.equal(over.error!.limitBytes, limit);
     }
     // Over the batch limit, of a type the route does not take: refused unread.
     const foreign = TYPES.find((type) => type !== 'none' && !op.consumes?.includes(type))!;
-    const beyond = await run(op.method, good!, foreign, Buffer.alloc(MAX_BATCH + 1, 'x'), 'beyond every limit');
+    const beyond = await run(op, good!, foreign, Buffer.alloc(MAX_BATCH + 1, 'x'), 'beyond every limit');
     assert.equal(beyond.status, op.consumes ? 415 : 400);
   }
 
   slowest.sort((a, b) => b.ms - a.ms);
   t.diagnostic(`${requests} requests; statuses ${[...statuses].sort(([a], [b]) => a - b).map(([s, n]) => `${s}:${n}`).join(' ')}`);
-  t.diagnostic(`1 MiB bodies: ${slowest.length}, event-loop time median ${slowest[slowest.length >> 1]!.ms.toFixed(1)} ms, slowest ${slowest.slice(0, 3).map((s) => `${s.ms.toFixed(1)} ms (${s.what})`).join('; ')}`);
+  t.diagnostic(`1 MiB bodies: ${slowest.length}, event-loop CPU time: 90th percentile ${slowest[Math.floor(slowest.length / 10)]!.ms.toFixed(1)} ms, slowest ${slowest.slice(0, 3).map((s) => `${s.ms.toFixed(1)} ms (${s.what})`).join('; ')}`);
   assert.ok((statuses.get(200) ?? 0) + (statuses.get(201) ?? 0) > 0, 'some requests succeed');
 
   assert.equal((await send('GET', '/v1/health', 'none')).status, 200);

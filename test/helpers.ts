@@ -54,9 +54,11 @@ export interface HttpAnswer {
 
 /**
  * One request with any method, headers and body (GET and DELETE included, which fetch will
- * not send with a body). An event stream is answered by its headers, then closed.
+ * not send with a body). An event stream is answered by its headers, then closed. With
+ * `rest`, only the first half of the body goes at once, the second once `rest` resolves:
+ * requests that overlap as slow uploads do.
  */
-export function httpSend(url: string, method: string, headers: Record<string, string>, body?: Buffer): Promise<HttpAnswer> {
+export function httpSend(url: string, method: string, headers: Record<string, string>, body?: Buffer, rest?: Promise<void>): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(url, { method, headers: body ? { ...headers, 'content-length': String(body.length) } : headers }, (res) => {
       if (res.headers['content-type'] === 'text/event-stream') {
@@ -75,6 +77,8 @@ export function httpSend(url: string, method: string, headers: Record<string, st
       });
     });
     req.on('error', reject);
-    req.end(body);
+    if (!body || !rest) return req.end(body);
+    req.write(body.subarray(0, body.length >> 1));
+    void rest.then(() => req.end(body.subarray(body.length >> 1)));
   });
 }
