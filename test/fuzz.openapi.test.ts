@@ -92,7 +92,7 @@ interface Operation {
   documented: string[];
 }
 
-/** The route's body limit for a body of `type`: what the route takes, or nothing for a type it does not. */
+/** The route's body limit for a body of `type`; null for a type the route does not take. */
 function limitFor(op: Operation, type: Type): number | null {
   if (!op.consumes?.includes(type)) return null;
   return type === 'application/octet-stream' ? BLOCK_LIMIT : type === 'application/json' ? MAX_JSON : MAX_BATCH;
