@@ -146,6 +146,8 @@ function entryError(err: unknown): { code: ErrorCode; message: string } {
 const SEQUENCE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Longest random pause before an acquire that met busy blocks tries again. */
 const RETRY_JITTER_MS = 2;
+/** Most acquires of one batch in flight at once (fewer where tier 1 is small). */
+const MAX_ACQUIRES_IN_FLIGHT = 256;
 
 export class BlockStore {
   readonly config: Config;
@@ -529,10 +531,24 @@ export class BlockStore {
         field: 'indices', max: fit, requested: wanted,
       });
     }
-    return Promise.all(indices.map((index) => this.acquire(lease, sequenceId, index).then(
-      (r) => ({ index, ...r }),
-      (err: unknown) => ({ index, error: entryError(err) }),
-    )));
+    // A window of acquires in flight, in index order: enough to keep the disk's queue and
+    // the coalesced dequantizations full, few enough that the blocks on their way up do not
+    // crowd tier 1 and wait out eviction.waitMs behind one another.
+    const window = Math.max(1, Math.min(MAX_ACQUIRES_IN_FLIGHT, Math.floor(this.pools[1].size / 2)));
+    const entries = new Array<AcquireEntry>(indices.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < indices.length) {
+        const k = next++;
+        const index = indices[k]!;
+        entries[k] = await this.acquire(lease, sequenceId, index).then(
+          (r) => ({ index, ...r }),
+          (err: unknown) => ({ index, error: entryError(err) }),
+        );
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(window, indices.length) }, worker));
+    return entries;
   }
 
   /** Releases many blocks held under one lease; each entry answers for itself. */

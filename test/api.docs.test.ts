@@ -39,7 +39,8 @@ test('the OpenAPI document lists every API route with its schemas', async () => 
     'POST /v1/sequences/{id}/blocks/{index}/pin', 'POST /v1/sequences/{id}/blocks/{index}/unpin',
     'POST /v1/sequences/{id}/blocks/read', 'POST /v1/sequences/{id}/blocks/write', 'POST /v1/prefix/lookup',
     'GET /v1/zero-copy/pool', 'POST /v1/zero-copy/leases', 'POST /v1/zero-copy/leases/{id}/heartbeat', 'DELETE /v1/zero-copy/leases/{id}',
-    'POST /v1/zero-copy/leases/{id}/acquire', 'POST /v1/zero-copy/leases/{id}/release',
+    'POST /v1/zero-copy/leases/{id}/acquire', 'POST /v1/zero-copy/leases/{id}/release', 'POST /v1/zero-copy/leases/{id}/acquire-many',
+    'POST /v1/zero-copy/leases/{id}/release-many', 'POST /v1/zero-copy/leases/{id}/attach',
   ];
   assert.deepEqual(operations.sort(), expected.sort());
 
