@@ -29,3 +29,25 @@ export class BlockLock {
     else this.held = false;
   }
 }
+
+/** At most `permits` holders at once; the others are served in the order they came. */
+export class Semaphore {
+  private readonly waiters: Array<() => void> = [];
+
+  constructor(private permits: number) {}
+
+  acquire(): Promise<void> {
+    if (this.permits > 0) {
+      this.permits--;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Hands the permit straight to the next waiter, if any. */
+  release(): void {
+    const next = this.waiters.shift();
+    if (next) next();
+    else this.permits++;
+  }
+}

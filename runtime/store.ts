@@ -27,7 +27,7 @@ import type { Config } from './config.js';
 import { SpillwayError, type ErrorCode } from './errors.js';
 import { computeLayout, TIER_NAMES, type Layout, type TierIndex } from './layout.js';
 import { LeaseManager, type LeaseInfo } from './leases.js';
-import { BlockLock } from './lock.js';
+import { BlockLock, Semaphore } from './lock.js';
 import { createPolicy, type EvictionPolicy } from './policy.js';
 import { blockHash, ROOT_HASH } from './prefix.js';
 import { SlotPool } from './slots.js';
@@ -146,7 +146,7 @@ function entryError(err: unknown): { code: ErrorCode; message: string } {
 const SEQUENCE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Longest random pause before an acquire that met busy blocks tries again. */
 const RETRY_JITTER_MS = 2;
-/** Most acquires of one batch in flight at once (fewer where tier 1 is small). */
+/** Most acquires of batches in flight at once, all batches together (fewer where tier 1 is small). */
 const MAX_ACQUIRES_IN_FLIGHT = 256;
 
 export class BlockStore {
@@ -176,6 +176,13 @@ export class BlockStore {
     this.leasesExpired.inc();
     void this.releaseLeaseHolds(id, held);
   });
+  /**
+   * The acquires of every batch in flight at once, in the order they came: enough to keep
+   * the disk's queue and the coalesced dequantizations full, few enough that the blocks on
+   * their way up through tier 1 do not crowd it and wait out eviction.waitMs behind one
+   * another (an acquire's wait starts when it gets through).
+   */
+  private readonly batchWindow: Semaphore;
   private readonly leasesExpired = new Counter({
     name: 'spillway_zero_copy_leases_expired_total', help: 'Zero-copy leases that expired holding blocks or not', registers: [this.telemetry.registry],
   });
@@ -198,6 +205,7 @@ export class BlockStore {
       createPolicy(policy, layout.tiers[2].slots),
     ];
     this.limitsNow = this.validateLimits(config.limits);
+    this.batchWindow = new Semaphore(Math.max(1, Math.min(MAX_ACQUIRES_IN_FLIGHT, Math.floor(layout.tiers[1].slots / 2))));
     const pools = this.pools;
     new Gauge({
       name: 'spillway_tier_slots', help: 'Slots per tier by state', labelNames: ['tier', 'state'], registers: [this.telemetry.registry],
@@ -531,24 +539,16 @@ export class BlockStore {
         field: 'indices', max: fit, requested: wanted,
       });
     }
-    // A window of acquires in flight, in index order: enough to keep the disk's queue and
-    // the coalesced dequantizations full, few enough that the blocks on their way up do not
-    // crowd tier 1 and wait out eviction.waitMs behind one another.
-    const window = Math.max(1, Math.min(MAX_ACQUIRES_IN_FLIGHT, Math.floor(this.pools[1].size / 2)));
-    const entries = new Array<AcquireEntry>(indices.length);
-    let next = 0;
-    const worker = async () => {
-      while (next < indices.length) {
-        const k = next++;
-        const index = indices[k]!;
-        entries[k] = await this.acquire(lease, sequenceId, index).then(
-          (r) => ({ index, ...r }),
-          (err: unknown) => ({ index, error: entryError(err) }),
-        );
+    return Promise.all(indices.map(async (index) => {
+      await this.batchWindow.acquire();
+      try {
+        return { index, ...(await this.acquire(lease, sequenceId, index)) };
+      } catch (err) {
+        return { index, error: entryError(err) };
+      } finally {
+        this.batchWindow.release();
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(window, indices.length) }, worker));
-    return entries;
+    }));
   }
 
   /** Releases many blocks held under one lease; each entry answers for itself. */
