@@ -39,6 +39,19 @@ export async function tinyStore(dir: string, slots: { raw: number; quantized: nu
   return openStore(tinyConfig(dir, slots, extra));
 }
 
+/** Runs `fn` over a tiny host-backend store, then checks its invariants and closes it. */
+export async function withHostStore(slots: { raw: number; quantized: number; disk: number }, fn: (store: BlockStore) => Promise<void>): Promise<void> {
+  const dir = tempDir();
+  const store = await tinyStore(dir.path, slots, { backend: 'host' });
+  try {
+    await fn(store);
+    store.checkInvariants();
+  } finally {
+    await store.close();
+    dir.cleanup();
+  }
+}
+
 /** The backend this machine gives an 'auto' configuration: 'gpu' where there is one. */
 export async function expectedBackend(): Promise<'host' | 'gpu'> {
   return chooseBackend(parseConfig({}), await addon.probe()).name;

@@ -10,22 +10,10 @@ import { buildServer } from '../api/server.js';
 import { blockHash, ROOT_HASH } from '../runtime/prefix.js';
 import type { SpillwayError } from '../runtime/errors.js';
 import type { BlockStore } from '../runtime/store.js';
-import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, TINY_MODEL, tinyStore } from './helpers.js';
+import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, TINY_MODEL, tinyStore, withHostStore } from './helpers.js';
 
 const LADDER = { raw: 6, quantized: 2, disk: 32 };
 const EIO = 5;
-
-async function withStore(fn: (store: BlockStore) => Promise<void>): Promise<void> {
-  const dir = tempDir();
-  const store = await tinyStore(dir.path, LADDER, { backend: 'host' });
-  try {
-    await fn(store);
-    store.checkInvariants();
-  } finally {
-    await store.close();
-    dir.cleanup();
-  }
-}
 
 async function writeBlocks(store: BlockStore, id: string, count: number, seed: number): Promise<Buffer[]> {
   store.createSequence(id);
@@ -36,7 +24,7 @@ async function writeBlocks(store: BlockStore, id: string, count: number, seed: n
 }
 
 test('acquire-many brings blocks from every tier into tier 0 at once; one failed fill fails its entry alone', async () => {
-  await withStore(async (store) => {
+  await withHostStore(LADDER, async (store) => {
     const data = await writeBlocks(store, 'ctx', 12, 100);
     const lease = store.createLease('engine').id;
     // Blocks 0-3 went down to disk, 10-11 are still raw; one disk read fails.
@@ -70,7 +58,7 @@ test('acquire-many brings blocks from every tier into tier 0 at once; one failed
 });
 
 test('acquire-many refuses up front a batch tier 0 cannot hold, saying how many fit', async () => {
-  await withStore(async (store) => {
+  await withHostStore(LADDER, async (store) => {
     await writeBlocks(store, 'big', 10, 200);
     const a = store.createLease('a').id;
     const b = store.createLease('b').id;
@@ -91,7 +79,7 @@ test('acquire-many refuses up front a batch tier 0 cannot hold, saying how many 
 });
 
 test('attach restores a cached prefix and acquires it with new blocks to continue, in one call', async () => {
-  await withStore(async (store) => {
+  await withHostStore(LADDER, async (store) => {
     store.createSequence('first');
     store.allocate('first', 5);
     const hashes: string[] = [];

@@ -15,23 +15,11 @@ import type { Backend } from '../runtime/backends/backend.js';
 import type { SpillwayError } from '../runtime/errors.js';
 import { computeLayout } from '../runtime/layout.js';
 import { BlockStore } from '../runtime/store.js';
-import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, tinyConfig, tinyStore } from './helpers.js';
+import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, tinyConfig, tinyStore, withHostStore } from './helpers.js';
 
 type Slots = { raw: number; quantized: number; disk: number };
 const LADDER: Slots = { raw: 2, quantized: 2, disk: 16 };
 
-/** Runs `fn` over a host-backend store, closing it after. */
-async function withStore(slots: Slots, fn: (store: BlockStore) => Promise<void>): Promise<void> {
-  const dir = tempDir();
-  const store = await tinyStore(dir.path, slots, { backend: 'host' });
-  try {
-    await fn(store);
-    store.checkInvariants();
-  } finally {
-    await store.close();
-    dir.cleanup();
-  }
-}
 
 async function writeBlocks(store: BlockStore, id: string, count: number): Promise<Buffer[]> {
   store.createSequence(id);
@@ -53,7 +41,7 @@ async function rejectsWith(call: () => unknown, code: string, field?: string): P
 const used = (store: BlockStore) => store.stats().tiers.map((t) => t.used);
 
 test('a lease is created, renewed by heartbeat and ended; an unknown or ended lease is LEASE_NOT_FOUND', async () => {
-  await withStore(LADDER, async (store) => {
+  await withHostStore(LADDER, async (store) => {
     const lease = store.createLease('engine-0', 5000);
     assert.match(lease.id, /^lease-[0-9a-f]{24}$/);
     assert.equal(lease.ttlMs, 5000);
@@ -71,7 +59,7 @@ test('a lease is created, renewed by heartbeat and ended; an unknown or ended le
 });
 
 test('an acquired block is never evicted under pressure and keeps its slot; one pin per lease', async () => {
-  await withStore(LADDER, async (store) => {
+  await withHostStore(LADDER, async (store) => {
     const data = await writeBlocks(store, 'a', 1);
     const lease = store.createLease('engine').id;
     const first = await store.acquire(lease, 'a', 0);
@@ -105,7 +93,7 @@ test('an acquired block is never evicted under pressure and keeps its slot; one 
 });
 
 test('acquire promotes a block from disk; release with written makes the slot\'s bytes the block, exact', async () => {
-  await withStore(LADDER, async (store) => {
+  await withHostStore(LADDER, async (store) => {
     const data = await writeBlocks(store, 'p', 6);
     const lease = store.createLease('engine').id;
     const got = await store.acquire(lease, 'p', 0);
@@ -126,7 +114,7 @@ test('acquire promotes a block from disk; release with written makes the slot\'s
 });
 
 test('a new block is acquired for writing in place; released without written, its slot goes back', async () => {
-  await withStore(LADDER, async (store) => {
+  await withHostStore(LADDER, async (store) => {
     store.createSequence('n');
     store.allocate('n', 1);
     const lease = store.createLease('engine').id;
@@ -150,7 +138,7 @@ test('a new block is acquired for writing in place; released without written, it
 });
 
 test('release names the block by id: double release, another lease, a committed block and a freed sequence', async () => {
-  await withStore(LADDER, async (store) => {
+  await withHostStore(LADDER, async (store) => {
     store.createSequence('r');
     store.allocate('r', 2);
     await store.write('r', 0, blockContent(1), [1, 2, 3, 4]);
@@ -180,7 +168,7 @@ test('release names the block by id: double release, another lease, a committed 
 });
 
 test('an expired lease releases its pins: promoted caches dropped, unwritten slots freed, pinned blocks evictable', async () => {
-  await withStore({ raw: 3, quantized: 2, disk: 16 }, async (store) => {
+  await withHostStore({ raw: 3, quantized: 2, disk: 16 }, async (store) => {
     const data = await writeBlocks(store, 'e', 5); // 0 and 1 below tier 0; 2, 3, 4 in it
     store.allocate('e', 2);
     const lease = store.createLease('doomed', 100).id;
@@ -254,7 +242,7 @@ test('a lease that expires while an acquire is in flight leaves nothing held', a
 });
 
 test('pool export on the host backend is refused, naming the reason', async () => {
-  await withStore(LADDER, async (store) => {
+  await withHostStore(LADDER, async (store) => {
     await assert.rejects(async () => store.exportPool(), (err: SpillwayError) => {
       assert.equal(err.code, 'NO_DEVICE_MEMORY');
       assert.equal(err.status, 409);
