@@ -18,13 +18,17 @@ const RUNS = Number(process.env.SPILLWAY_STRESS_RUNS ?? 3);
 test(`the store's concurrency suites pass ${RUNS} runs in a row with fresh seeds`, { timeout: RUNS * 120_000 }, () => {
   for (let run = 1; run <= RUNS; run++) {
     const seed = randomInt(-(2 ** 31), 2 ** 31 - 1);
-    const child = spawnSync(process.execPath, ['--test', '--test-reporter=dot', ...SUITES], {
-      env: { ...process.env, SPILLWAY_PROPERTY_SEED: String(seed) },
+    // Without NODE_TEST_CONTEXT: under it, a nested runner reports to its parent instead of running.
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const child = spawnSync(process.execPath, ['--test', '--test-reporter=tap', ...SUITES], {
+      env: { ...env, SPILLWAY_PROPERTY_SEED: String(seed) },
       encoding: 'utf8',
       timeout: 110_000,
     });
     const output = `${child.stdout}${child.stderr}`;
+    const passed = Number(/^# pass (\d+)$/m.exec(output)?.[1] ?? 0);
     assert.equal(child.status, 0, `run ${run} of ${RUNS} failed (SPILLWAY_PROPERTY_SEED=${seed} reproduces the property run):\n${output.slice(-6000)}`);
+    assert.ok(passed >= 10, `run ${run} of ${RUNS} ran ${passed} tests, not the suites:\n${output.slice(-2000)}`);
     if (RUNS > 3) process.stdout.write(`# stress run ${run}/${RUNS} passed (seed ${seed})\n`);
   }
 });
