@@ -10,9 +10,11 @@
  *   written. Quantized: a quantized copy in tier 1 and/or tier 2 is the truth, and a raw
  *   copy in tier 0, if any, is its dequantized cache. So quantization error never
  *   accumulates, and a block whose quantized form is already on disk is not written again.
- * - Every used slot belongs to exactly one live block; every free slot to none.
- * - A pinned block never moves; reference counts never go negative; a block referenced
- *   by a sequence is never dropped.
+ * - Every used slot belongs to exactly one live block, or is in transit to one; every
+ *   free slot to none.
+ * - A pinned block stays where it is: its top copy never moves (clean copies below it may
+ *   go). Reference counts never go negative; a block referenced by a sequence is never
+ *   dropped.
  * - One operation at a time touches a block's slots (BlockLock); evictors pass over busy
  *   and pinned blocks.
  * - Zero-copy: a block acquired under a lease has a tier-0 slot and one pin per lease
