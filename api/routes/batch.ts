@@ -4,14 +4,11 @@
  * { blocks: [{ index, data, tokens? }] } and writes them in order (so that each prefix
  * commit finds its parent committed). Errors name the entry that failed.
  */
-import { Packr } from 'msgpackr';
 import { SpillwayError } from '../../runtime/errors.js';
 import type { RoutePlugin } from '../context.js';
+import { encodeBlockBatch } from '../msgpack-blocks.js';
 import { BatchReadBody, BatchReadResponse, BatchWriteBody, BatchWriteResponse, ErrorResponse, SequenceParams } from '../schemas.js';
 import { encodedResponse } from '../validation.js';
-
-/** Maps, not msgpackr's record extension, so that any msgpack decoder reads the answer. */
-const packr = new Packr({ useRecords: false });
 
 /** The store's error, restated for one entry of a batch. */
 function atEntry(err: unknown, field: string, extra: Record<string, unknown> = {}): unknown {
@@ -48,7 +45,7 @@ export const batchRoutes: RoutePlugin = async (app, { ctx }) => {
     const results = await Promise.all(indices.map((index, k) =>
       store.read(id, index, options).catch((err: unknown) => { throw atEntry(err, `body.indices.${k}`, { index }); })));
     const blocks = results.map((r, k) => ({ index: indices[k]!, tier: r.tier, format: r.format, lossy: r.lossy, promoted: r.promoted, data: r.data }));
-    return reply.header('content-type', 'application/msgpack').send(packr.pack({ blocks }));
+    return reply.header('content-type', 'application/msgpack').send(encodeBlockBatch(blocks));
   });
 
   app.post('/v1/sequences/:id/blocks/write', {

@@ -1,0 +1,50 @@
+/**
+ * The batch-read answer, { blocks: [{ index, tier, format, lossy, promoted, data }] }, as
+ * msgpack written by hand: headers around the blocks' own buffers, joined by one copy.
+ * msgpackr's general encoder takes ~5 ms a MiB of bin data (300-400 ms for a 64 MiB
+ * answer), which made the route run at a fifth of a GB/s.
+ */
+
+export interface BlockEntry {
+  index: number;
+  tier: string;
+  format: string;
+  lossy: boolean;
+  promoted: boolean;
+  data: Uint8Array;
+}
+
+/** A msgpack str of at most 31 bytes (fixstr): every key and enum value here is one. */
+function fixstr(s: string): Buffer {
+  const bytes = Buffer.from(s, 'utf8');
+  if (bytes.length > 31) throw new RangeError(`"${s}" is longer than a msgpack fixstr`);
+  return Buffer.concat([Buffer.of(0xa0 | bytes.length), bytes]);
+}
+
+const KEYS = Object.fromEntries(['blocks', 'index', 'tier', 'format', 'lossy', 'promoted', 'data'].map((k) => [k, fixstr(k)])) as Record<string, Buffer>;
+const TRUE = Buffer.of(0xc3);
+const FALSE = Buffer.of(0xc2);
+
+function uint32(tag: number, n: number): Buffer {
+  const b = Buffer.alloc(5);
+  b[0] = tag;
+  b.writeUInt32BE(n, 1);
+  return b;
+}
+
+/** Encodes the answer; decodes with any msgpack decoder to the same value msgpackr would have written. */
+export function encodeBlockBatch(blocks: BlockEntry[]): Buffer {
+  const parts: Uint8Array[] = [Buffer.of(0x81), KEYS.blocks!, uint32(0xdd, blocks.length)];
+  for (const b of blocks) {
+    parts.push(
+      Buffer.of(0x86),
+      KEYS.index!, uint32(0xce, b.index),
+      KEYS.tier!, fixstr(b.tier),
+      KEYS.format!, fixstr(b.format),
+      KEYS.lossy!, b.lossy ? TRUE : FALSE,
+      KEYS.promoted!, b.promoted ? TRUE : FALSE,
+      KEYS.data!, uint32(0xc6, b.data.byteLength), b.data,
+    );
+  }
+  return Buffer.concat(parts);
+}
