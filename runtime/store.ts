@@ -64,9 +64,10 @@ interface Sequence {
 /**
  * What an operation holds and may do. `held`: blocks it has locked, which evictions it
  * triggers must pass over. `wait`: whether it may wait for busy blocks to free a slot.
- * Only writes wait (their chain of waits points strictly down the ladder); promotions
- * never do, so that no cycle of waits can form, and a read whose promotion finds no
- * slot at once is served from where the block is.
+ * Only a write's search for its tier-0 slot waits, holding no block of its own (its chain
+ * of waits points strictly down the ladder); an operation holding a block's lock never
+ * waits, so that no cycle of waits can form: a read whose promotion finds no slot at once
+ * is served from where the block is, an acquire lets go and tries again.
  */
 interface OpContext {
   held: Set<number>;
@@ -471,7 +472,7 @@ export class BlockStore {
     const deadline = Date.now() + this.config.eviction.waitMs;
     for (;;) {
       try {
-        const result = await this.withBlock(b, (ctx) => this.acquireLocked(b, lease, { held: ctx.held, wait: false }));
+        const result = await this.withBlock(b, (ctx) => this.acquireLocked(b, lease, ctx));
         this.telemetry.opSeconds.observe({ op: 'acquire' }, (performance.now() - started) / 1000);
         return result;
       } catch (err) {
@@ -535,10 +536,9 @@ export class BlockStore {
     indices.forEach((index, k) => this.blockAt(seq, index, `indices.${k}`));
     const batch = new Set(indices.map((i) => seq.blocks[i]!.id));
     const fit = this.tier0Room(batch);
-    const wanted = batch.size;
-    if (wanted > fit) {
-      throw new SpillwayError('INVALID_ARGUMENT', `${wanted} blocks do not fit tier 0 for this lease: at most ${fit} can be held now (${this.pools[0].size} slots, the rest pinned by others)`, {
-        field: 'indices', max: fit, requested: wanted,
+    if (batch.size > fit) {
+      throw new SpillwayError('INVALID_ARGUMENT', `${batch.size} blocks do not fit tier 0 for this lease: at most ${fit} can be held now (${this.pools[0].size} slots, the rest pinned by others)`, {
+        field: 'indices', max: fit, requested: batch.size,
       });
     }
     return Promise.all(indices.map(async (index) => {
@@ -571,8 +571,8 @@ export class BlockStore {
     this.assertOpen();
     this.leases.touch(lease);
     const cached = this.cachedPrefix(prefix);
-    const attached = cached.length;
     const fit = this.tier0Room(new Set(cached.map((b) => b.id)));
+    const attached = cached.length;
     if (attached + allocate > fit) {
       throw new SpillwayError('INVALID_ARGUMENT', `${attached} cached and ${allocate} new blocks do not fit tier 0 for this lease: at most ${fit} can be held now`, {
         field: 'allocate', max: fit, requested: attached + allocate,
@@ -587,9 +587,8 @@ export class BlockStore {
         throw err;
       }
     }
-    const count = created.attached.length + allocate;
-    const blocks = await this.acquireMany(lease, created.id, Array.from({ length: count }, (_, i) => i));
-    return { id: created.id, attached: created.attached.length, blocks };
+    const blocks = await this.acquireMany(lease, created.id, Array.from({ length: attached + allocate }, (_, i) => i));
+    return { id: created.id, attached, blocks };
   }
 
   // ---- limits, capacity and stats ----------------------------------------------------
@@ -745,7 +744,8 @@ export class BlockStore {
   private tier0Room(batch: Set<number>): number {
     let pinnedOutside = 0;
     for (const id of this.policies[0].candidates()) {
-      if (!batch.has(id) && (this.blocks.get(id)?.pins ?? 0) > 0) pinnedOutside++;
+      const b = this.blocks.get(id);
+      if (b && !batch.has(id) && this.pinnedHere(b, 0)) pinnedOutside++;
     }
     return this.pools[0].size - pinnedOutside;
   }
@@ -798,7 +798,7 @@ export class BlockStore {
       }
       if (promote && found > 0) {
         try {
-          await this.promoteToRaw(b, { held: ctx.held, wait: false });
+          await this.promoteToRaw(b, ctx);
         } catch (err) {
           const code = (err as SpillwayError).code;
           if (code !== 'CAPACITY_EXCEEDED' && code !== 'TIER_BUSY') throw err;
@@ -1094,11 +1094,12 @@ export class BlockStore {
 
   // ---- helpers ------------------------------------------------------------------------
 
+  /** Runs `fn` holding `b`'s lock; whatever it does under the lock never waits for room. */
   private async withBlock<T>(b: Block, fn: (ctx: OpContext) => Promise<T>): Promise<T> {
     await b.lock.acquire();
     try {
       if (b.dead) throw new SpillwayError('BLOCK_NOT_FOUND', `block ${b.id} was released`, { blockId: b.id });
-      return await fn({ held: new Set([b.id]), wait: true });
+      return await fn({ held: new Set([b.id]), wait: false });
     } finally {
       b.lock.release();
       this.notifyProgress();
