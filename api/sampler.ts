@@ -5,12 +5,19 @@
  */
 import type { z } from 'zod';
 import type { BackendDescription } from '../runtime/backends/backend.js';
+import type { Layout } from '../runtime/layout.js';
 import type { BlockStore } from '../runtime/store.js';
 import type { LoadMonitor } from './load.js';
 import type { ApiMetrics } from './metrics.js';
 import type { TelemetrySample } from './schemas.js';
 
 export type Sample = z.output<typeof TelemetrySample>;
+type PerTier = Sample['blocks'];
+
+/** One number per tier of the layout, keyed by tier name (host only where the ladder has it). */
+export function perTier(layout: Layout, values: number[]): PerTier {
+  return Object.fromEntries(layout.tiers.map((t, i) => [t.name, values[i]!])) as PerTier;
+}
 
 /** Cumulative counts read from the store's counters. */
 export interface Totals {
@@ -106,10 +113,9 @@ export class TelemetrySampler {
     const rate = (now: number, before: number) => (now - before) / seconds;
     const share = (part: number, whole: number) => (whole > 0 ? part / whole : null);
     const p = prev.totals;
-    const [raw, quantized, disk] = this.store.occupancy().slotsUsed;
     const sample: Sample = {
       at,
-      blocks: { raw, quantized, disk },
+      blocks: perTier(this.store.layout, this.store.occupancy().slotsUsed),
       movesPerSecond: {
         demote: rate(totals.demotions, p.demotions),
         promote: rate(totals.promotions, p.promotions),

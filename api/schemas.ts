@@ -4,11 +4,12 @@
  * document served at /docs, and of the types of the TypeScript client (api/client.ts).
  */
 import { z } from 'zod';
+import { TIER_NAMES } from '../runtime/layout.js';
 import { LEASE_CLIENT_ID, LEASE_TTL_DEFAULT_MS, LEASE_TTL_MAX_MS, LEASE_TTL_MIN_MS } from '../runtime/leases.js';
 
 const MAX_INDEX = 2 ** 31 - 1;
 
-export const TierName = z.enum(['raw', 'quantized', 'disk']);
+export const TierName = z.enum(TIER_NAMES);
 export const Hash = z.string().regex(/^[0-9a-f]{32}$/, 'a block hash is 32 lowercase hex digits');
 const TokenId = z.number().int().min(0).max(0xffffffff);
 const Count = z.number().int().nonnegative();
@@ -63,7 +64,7 @@ export const Limits = z.object({
 export const Backend = z.object({
   name: z.enum(['host', 'gpu']),
   reason: z.string(),
-  paths: z.object({ raw: z.string(), quantized: z.string(), disk: z.string() }).describe('how each tier holds and moves bytes'),
+  paths: z.object({ raw: z.string(), quantized: z.string(), host: z.string().optional(), disk: z.string() }).describe('how each tier holds and moves bytes (host: only where the ladder has a host tier)'),
   disk: z.object({ path: z.string(), direct: z.boolean(), directReason: z.string(), preallocated: z.boolean() }),
 });
 export const Stats = z.object({
@@ -163,7 +164,7 @@ export const LookupResponse = z.object({
 
 // ---- telemetry ----------------------------------------------------------------------
 
-const PerTier = z.object({ raw: Count, quantized: Count, disk: Count });
+const PerTier = z.object({ raw: Count, quantized: Count, host: Count.optional().describe('only where the ladder has a host tier'), disk: Count });
 export const TelemetrySample = z.object({
   at: z.number().describe('ms since the epoch'),
   blocks: PerTier.describe('slots in use per tier'),
@@ -186,7 +187,7 @@ export const TelemetryResponse = TelemetrySample.extend({
     demotions: Count, promotions: Count, drops: Count, reads: Count, hits: Count,
     diskBytes: z.object({ read: Count, write: Count }), eventsDropped: Count,
   }),
-  path: z.object({ backend: z.string(), raw: z.string(), quantized: z.string(), disk: z.string(), direct: z.boolean() }),
+  path: z.object({ backend: z.string(), raw: z.string(), quantized: z.string(), host: z.string().optional(), disk: z.string(), direct: z.boolean() }),
   history: z.array(TelemetrySample).optional(),
 });
 

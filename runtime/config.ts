@@ -47,6 +47,12 @@ export const ConfigSchema = z.object({
   tiers: z.object({
     raw: z.object({ bytes: Bytes.default(512 * 2 ** 20) }).strict().prefault({}),
     quantized: z.object({ bytes: Bytes.default(512 * 2 ** 20) }).strict().prefault({}),
+    /**
+     * Quantized blocks in host memory (pinned on the GPU backend), between the memory tiers
+     * and the disk. None by default: it takes memory from the engine's host and the page
+     * cache, so its size is the operator's call (README: twice the HBM tiers is a start).
+     */
+    host: z.object({ bytes: Bytes.default(0) }).strict().prefault({}),
     disk: z.object({
       path: z.string().min(1).default('data/tier2.slots'),
       bytes: Bytes.default(2 * 2 ** 30),

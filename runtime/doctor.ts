@@ -2,11 +2,12 @@
  * `spillway doctor`: what the machine offers and what spillway will do with it.
  */
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { freemem } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Config } from './config.js';
 import { chooseBackend } from './open.js';
 import { addon, openSlotFile, type ProbeResult } from './native.js';
-import { DISK_ALIGN } from './layout.js';
+import { computeLayout, DISK_ALIGN, tierNamed } from './layout.js';
 import { formatBudget, memoryBudget } from './weights/model.js';
 import { formatWeightsReport, weightsReport } from './weights/report.js';
 
@@ -77,7 +78,20 @@ export async function doctor(config: Config, weights?: string) {
   const source = weights ?? config.weights.source;
   const weightsFound = source === undefined ? undefined : await weightsReport({ ...config.weights, source });
   const memory = backend.name === 'none' ? undefined : memoryBudget(config, backend.name, probe, weightsFound?.rankBytes[config.weights.rank] ?? 0);
-  return { probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads, memory, weights: weightsFound };
+  return { probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads, memory, hostTier: hostTierReport(config), weights: weightsFound };
+}
+
+/** The host tier as configured, against the host memory available now. */
+function hostTierReport(config: Config) {
+  const tier = tierNamed(computeLayout(config), 'host');
+  const availableBytes = freemem();
+  return { bytes: tier?.bytes ?? 0, slots: tier?.slots ?? 0, tokens: tier?.tokens ?? 0, availableBytes, fits: (tier?.bytes ?? 0) <= availableBytes };
+}
+
+function formatHostTier(h: ReturnType<typeof hostTierReport>): string {
+  const gib = (n: number) => `${(n / GiB).toFixed(2)} GiB`;
+  if (h.slots === 0) return `none configured (tiers.host.bytes); ${gib(h.availableBytes)} of host memory available`;
+  return `${gib(h.bytes)}: ${h.slots} blocks, ${h.tokens} tokens; ${gib(h.availableBytes)} available: ${h.fits ? 'fits' : 'does not fit'}`;
 }
 
 const GiB = 2 ** 30;
@@ -98,6 +112,7 @@ export function formatDoctor(r: Awaited<ReturnType<typeof doctor>>): string {
     `  CPU threads:  ${r.cpuThreads} for the host quantizer`,
     `  backend:      ${r.backend.name}: ${r.backend.reason}`,
     ...(r.memory ? [`  memory:       ${formatBudget(r.memory)}`] : []),
+    `  host tier:    ${formatHostTier(r.hostTier)}`,
     ...(r.weights ? formatWeightsReport(r.weights) : []),
   ];
   return lines.join('\n');

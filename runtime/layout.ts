@@ -1,7 +1,7 @@
 /**
  * Block geometry and tier capacity for a configuration: how big a block is raw and
- * quantized, how many slots each tier has, and how many tokens that holds. This is what
- * an engine reads to set its context limits.
+ * quantized, which tiers the ladder has, how many slots each holds, and how many tokens
+ * that is. This is what an engine reads to set its context limits.
  */
 import type { Config } from './config.js';
 import { Quantizer, type QuantParams } from './native.js';
@@ -10,12 +10,24 @@ import { Quantizer, type QuantParams } from './native.js';
 export const DISK_ALIGN = 4096;
 export const DISK_SLOT_HEADER = 64;
 
-export type TierIndex = 0 | 1 | 2;
-export const TIER_NAMES = ['raw', 'quantized', 'disk'] as const;
+/** Every tier the ladder may have, top first; a configuration leaves out the host tier when it has no bytes. */
+export const TIER_NAMES = ['raw', 'quantized', 'host', 'disk'] as const;
+export type TierName = (typeof TIER_NAMES)[number];
+
+/**
+ * What a tier holds, which decides how blocks move in and out of it: raw blocks (tier 0
+ * only), quantized blocks in memory (device or host), or quantized blocks in disk slots
+ * (the bottom tier only).
+ */
+export type TierKind = 'raw' | 'quantized' | 'disk';
+
+/** A tier's position on the ladder: 0 is the top (raw), tiers.length - 1 the disk. */
+export type TierIndex = number;
 
 export interface TierLayout {
   tier: TierIndex;
-  name: (typeof TIER_NAMES)[number];
+  name: TierName;
+  kind: TierKind;
   slots: number;
   slotBytes: number;
   bytes: number;
@@ -27,7 +39,8 @@ export interface Layout {
   rawBlockBytes: number;
   quantizedBlockBytes: number;
   tokensPerBlock: number;
-  tiers: [TierLayout, TierLayout, TierLayout];
+  /** Top to bottom: raw, quantized, host (where configured), disk. */
+  tiers: TierLayout[];
   totalBlocks: number;
   totalTokens: number;
   /** Raw bytes per quantized byte: how much more KV the quantized tiers hold. */
@@ -48,16 +61,17 @@ export function computeLayout(config: Config): Layout {
   const quantizer = new Quantizer(quant);
   const tpb = config.model.tokensPerBlock;
   const diskSlotBytes = Math.ceil((quantizer.quantizedBytes + DISK_SLOT_HEADER) / DISK_ALIGN) * DISK_ALIGN;
-  const tier = (t: TierIndex, slotBytes: number, budget: number): TierLayout => {
-    const slots = Math.floor(budget / slotBytes);
-    return { tier: t, name: TIER_NAMES[t], slots, slotBytes, bytes: slots * slotBytes, tokens: slots * tpb };
-  };
-  const tiers: Layout['tiers'] = [
-    tier(0, quantizer.rawBytes, config.tiers.raw.bytes),
-    tier(1, quantizer.quantizedBytes, config.tiers.quantized.bytes),
-    tier(2, diskSlotBytes, config.tiers.disk.bytes),
+  const specs: Array<[TierName, TierKind, number, number]> = [
+    ['raw', 'raw', quantizer.rawBytes, config.tiers.raw.bytes],
+    ['quantized', 'quantized', quantizer.quantizedBytes, config.tiers.quantized.bytes],
+    ...(config.tiers.host.bytes > 0 ? [['host', 'quantized', quantizer.quantizedBytes, config.tiers.host.bytes] as [TierName, TierKind, number, number]] : []),
+    ['disk', 'disk', diskSlotBytes, config.tiers.disk.bytes],
   ];
-  const totalBlocks = tiers[0].slots + tiers[1].slots + tiers[2].slots;
+  const tiers = specs.map(([name, kind, slotBytes, budget], tier): TierLayout => {
+    const slots = Math.floor(budget / slotBytes);
+    return { tier, name, kind, slots, slotBytes, bytes: slots * slotBytes, tokens: slots * tpb };
+  });
+  const totalBlocks = tiers.reduce((n, t) => n + t.slots, 0);
   return {
     quant,
     rawBlockBytes: quantizer.rawBytes,
@@ -68,4 +82,14 @@ export function computeLayout(config: Config): Layout {
     totalTokens: totalBlocks * tpb,
     compressionRatio: quantizer.rawBytes / quantizer.quantizedBytes,
   };
+}
+
+/** The tier a configuration names, or undefined where the ladder has no such tier. */
+export function tierNamed(layout: Layout, name: TierName): TierLayout | undefined {
+  return layout.tiers.find((t) => t.name === name);
+}
+
+/** The disk tier: always the bottom one. */
+export function diskTier(layout: Layout): TierLayout {
+  return layout.tiers[layout.tiers.length - 1]!;
 }

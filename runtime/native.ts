@@ -65,20 +65,25 @@ export interface GpuTiersInfo {
   preallocated: boolean;
   rawArenaBytes: number;
   quantArenaBytes: number;
+  /** Pinned host memory of the host tier; 0 without one. */
+  hostArenaBytes: number;
   stagingBuffers: number;
   rawSlotBytes: number;
   quantSlotBytes: number;
 }
 
-/** Device tiers (addon/src/gpu_tiers.cc); tier 0 is raw, tier 1 quantized. */
+/** The GPU backend's tiers (addon/src/gpu_tiers.cc): 0 raw and 1 quantized in HBM, 2 quantized in pinned host memory. */
 export interface NativeGpuTiers {
   writeRaw(slot: number, src: Buffer): Promise<void>;
-  readSlot(tier: 0 | 1, slot: number): Promise<Buffer>;
+  /** Tiers: 0 raw (device), 1 quantized (device), 2 quantized (pinned host memory). */
+  readSlot(tier: 0 | 1 | 2, slot: number): Promise<Buffer>;
   quantize(rawSlots: Uint32Array, quantSlots: Uint32Array): Promise<void>;
   dequantize(quantSlots: Uint32Array, rawSlots: Uint32Array): Promise<void>;
   dequantizeBytes(stored: Buffer): Promise<Buffer>;
-  spill(tier: 0 | 1, slot: number, diskSlot: number, key: number, generation: number): Promise<void>;
-  fill(tier: 0 | 1, slot: number, diskSlot: number, key: number, generation: number): Promise<void>;
+  /** Quantized blocks between tier 1 and tier 2, fromSlots[i] to toSlots[i], one synchronization. */
+  copy(fromTier: 1 | 2, fromSlots: Uint32Array, toTier: 1 | 2, toSlots: Uint32Array): Promise<void>;
+  spill(tier: 0 | 1 | 2, slot: number, diskSlot: number, key: number, generation: number): Promise<void>;
+  fill(tier: 0 | 1 | 2, slot: number, diskSlot: number, key: number, generation: number): Promise<void>;
   readDisk(diskSlot: number, key: number, generation: number): Promise<Buffer>;
   injectFault(op: 'read' | 'write', errno: number, count: number): void;
   info(): GpuTiersInfo;
@@ -91,6 +96,8 @@ export interface GpuTiersOptions {
   params: QuantParams;
   rawSlots: number;
   quantSlots: number;
+  /** Slots of the pinned host tier; 0 for none. */
+  hostSlots: number;
   diskPath: string;
   diskSlots: number;
   diskSlotBytes: number;

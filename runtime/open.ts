@@ -2,12 +2,13 @@
  * Opens a store on the backend the machine supports: the probe says what is there, the
  * configuration what is wanted, and the choice and its reason are kept for status.
  */
+import { freemem } from 'node:os';
 import type { Backend } from './backends/backend.js';
 import { GpuBackend } from './backends/gpu.js';
 import { HostBackend } from './backends/host.js';
 import type { Config } from './config.js';
 import { SpillwayError } from './errors.js';
-import { computeLayout } from './layout.js';
+import { computeLayout, tierNamed, type Layout } from './layout.js';
 import { addon, type ProbeResult } from './native.js';
 import { BlockStore } from './store.js';
 
@@ -29,10 +30,27 @@ export function chooseBackend(config: Config, probe: ProbeResult): BackendChoice
   return { name: 'host', reason: why };
 }
 
+/**
+ * Refuses a ladder whose host memory (the host tier, and on the host backend tiers 0 and 1
+ * too) is more than the machine has available now: pinning it would fail part-way or push
+ * the engine's own memory out.
+ */
+export function checkHostMemory(layout: Layout, backend: BackendChoice['name'], available = freemem()): void {
+  const host = tierNamed(layout, 'host')?.bytes ?? 0;
+  const memoryTiers = backend === 'host' ? layout.tiers[0]!.bytes + layout.tiers[1]!.bytes : 0;
+  if (host + memoryTiers <= available) return;
+  const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+  const others = memoryTiers > 0 ? ` (plus ${gib(memoryTiers)} for tiers raw and quantized, which the host backend keeps in host memory)` : '';
+  throw new SpillwayError('INVALID_CONFIG', `tiers.host.bytes: the host tier's ${gib(host)}${others} do not fit the ${gib(available)} of host memory available`, {
+    field: 'tiers.host.bytes', requested: host + memoryTiers, available,
+  });
+}
+
 export async function openStore(config: Config, probe?: ProbeResult): Promise<BlockStore> {
   const found = probe ?? (await addon.probe());
   const choice = chooseBackend(config, found);
   const layout = computeLayout(config);
+  checkHostMemory(layout, choice.name);
   const { path, direct, io } = config.tiers.disk;
   const backend: Backend = choice.name === 'gpu'
     ? new GpuBackend(layout, path, direct, io, choice.reason)

@@ -1,15 +1,15 @@
 /**
- * The tiered KV block store. Sequences own ordered lists of blocks; each block's bytes
- * live on a ladder of tiers and move down under pressure and up when read:
- *
- *   tier 0 (raw) --quantize--> tier 1 (quantized) --spill--> tier 2 (disk) --drop-->
- *   tier 0 <--dequantize-- tier 1 <--fill-- tier 2
+ * The tiered KV block store: sequences own ordered lists of blocks, committed blocks are
+ * shared through the prefix index, and zero-copy leases hold blocks in tier 0. Where a
+ * block's bytes live, and how they move between tiers, is the ladder's (runtime/ladder.ts):
+ * down under pressure, up when read.
  *
  * Invariants (checked by `checkInvariants`, exercised by the property test):
  * - A block's bytes are in one of two states. Exact: only a raw copy, holding what was
- *   written. Quantized: a quantized copy in tier 1 and/or tier 2 is the truth, and a raw
- *   copy in tier 0, if any, is its dequantized cache. So quantization error never
- *   accumulates, and a block whose quantized form is already on disk is not written again.
+ *   written. Quantized: quantized copies (in any memory tier and/or on disk, all the same
+ *   bytes) are the truth, and a raw copy in tier 0, if any, is their dequantized cache. So
+ *   quantization error never accumulates, and a block whose quantized form is already
+ *   below is not written again.
  * - Every used slot belongs to exactly one live block, or is in transit to one; every
  *   free slot to none.
  * - A pinned block stays where it is: its top copy never moves (clean copies below it may
@@ -23,34 +23,23 @@
  */
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Counter, Gauge } from 'prom-client';
+import { Counter } from 'prom-client';
 import type { Backend, BackendDescription, RawPoolExport } from './backends/backend.js';
 import type { Config } from './config.js';
 import { SpillwayError, type ErrorCode } from './errors.js';
-import { computeLayout, TIER_NAMES, type Layout, type TierIndex } from './layout.js';
+import { Ladder, type LadderBlock, type OpContext } from './ladder.js';
+import { computeLayout, type Layout, type TierIndex, type TierName } from './layout.js';
 import { LeaseManager, type LeaseInfo } from './leases.js';
 import { BlockLock, Semaphore } from './lock.js';
-import { createPolicy, type EvictionPolicy } from './policy.js';
 import { blockHash, ROOT_HASH } from './prefix.js';
-import { SlotPool } from './slots.js';
-import { Telemetry, type MoveKind } from './telemetry.js';
+import { Telemetry } from './telemetry.js';
 
-interface Block {
-  id: number;
-  /** Bumped on every write; disk slots carry it so that stale bytes are refused. */
-  generation: number;
+interface Block extends LadderBlock {
   owners: Set<string>;
-  pins: number;
   hash: string | null;
   written: boolean;
-  /** The raw copy is exactly what was written (never quantized). */
-  exact: boolean;
   /** Its only copy failed verification; reads fail until it is written again. */
   lost: boolean;
-  raw: number | null;
-  quant: number | null;
-  disk: number | null;
-  lock: BlockLock;
   dead: boolean;
   /** Zero-copy leases holding the block in tier 0; each also counts one pin. */
   leases: Set<string>;
@@ -59,19 +48,6 @@ interface Block {
 interface Sequence {
   id: string;
   blocks: Block[];
-}
-
-/**
- * What an operation holds and may do. `held`: blocks it has locked, which evictions it
- * triggers must pass over. `wait`: whether it may wait for busy blocks to free a slot.
- * Only a write's search for its tier-0 slot waits, holding no block of its own (its chain
- * of waits points strictly down the ladder); an operation holding a block's lock never
- * waits, so that no cycle of waits can form: a read whose promotion finds no slot at once
- * is served from where the block is, an acquire lets go and tries again.
- */
-interface OpContext {
-  held: Set<number>;
-  wait: boolean;
 }
 
 export interface Limits {
@@ -90,7 +66,7 @@ export interface ReadOptions {
 export interface ReadResult {
   data: Buffer;
   /** The tier the bytes were found in. */
-  tier: (typeof TIER_NAMES)[number];
+  tier: TierName;
   /** Whether the block is now in tier 0 (false when not asked, or when the ladder is full). */
   promoted: boolean;
   format: 'raw' | 'quantized';
@@ -124,7 +100,7 @@ export interface AcquireResult {
   /** Whether the data went through quantization (within the quantizer's error bound). */
   lossy: boolean;
   /** The tier the block was found in; null for a block not yet written. */
-  tier: (typeof TIER_NAMES)[number] | null;
+  tier: TierName | null;
   /** Whether it was brought up into tier 0 for this call. */
   promoted: boolean;
   pins: number;
@@ -157,8 +133,7 @@ export class BlockStore {
   readonly layout: Layout;
   readonly telemetry = new Telemetry();
   private readonly backend: Backend;
-  private readonly pools: [SlotPool, SlotPool, SlotPool];
-  private readonly policies: [EvictionPolicy, EvictionPolicy, EvictionPolicy];
+  private readonly ladder: Ladder;
   private readonly blocks = new Map<number, Block>();
   private readonly sequences = new Map<string, Sequence>();
   private readonly prefixIndex = new Map<string, Block>();
@@ -166,14 +141,6 @@ export class BlockStore {
   private nextBlockId = 1;
   private nextSequenceId = 1;
   private liveBlocks = 0;
-  private diskInFlight = 0;
-  /**
-   * Slots in transit per tier: handed out by acquireSlot (free, or freed by an eviction)
-   * and not yet listed in the tier's policy. Such a slot holds no victim yet, but will
-   * soon, so a tier whose only unlisted slots are in transit is busy, not full.
-   */
-  private readonly inTransit: [number, number, number] = [0, 0, 0];
-  private progressWaiters: Array<() => void> = [];
   private closed = false;
   private readonly leases = new LeaseManager((id, held) => {
     this.leasesExpired.inc();
@@ -194,31 +161,20 @@ export class BlockStore {
     this.config = config;
     this.layout = layout;
     this.backend = backend;
-    if (layout.tiers[0].slots < 1 || layout.tiers[1].slots < 1) {
+    if (layout.tiers[0]!.slots < 1 || layout.tiers[1]!.slots < 1) {
       throw new SpillwayError('INVALID_CONFIG', 'tiers.raw and tiers.quantized must each hold at least one block', {
         rawBlockBytes: layout.rawBlockBytes,
         quantizedBlockBytes: layout.quantizedBlockBytes,
       });
     }
-    this.pools = [new SlotPool(layout.tiers[0].slots), new SlotPool(layout.tiers[1].slots), new SlotPool(layout.tiers[2].slots)];
-    const policy = config.eviction.policy;
-    this.policies = [
-      createPolicy(policy, layout.tiers[0].slots),
-      createPolicy(policy, layout.tiers[1].slots),
-      createPolicy(policy, layout.tiers[2].slots),
-    ];
-    this.limitsNow = this.validateLimits(config.limits);
-    this.batchWindow = new Semaphore(Math.max(1, Math.min(MAX_ACQUIRES_IN_FLIGHT, Math.floor(layout.tiers[1].slots / 2))));
-    const pools = this.pools;
-    new Gauge({
-      name: 'spillway_tier_slots', help: 'Slots per tier by state', labelNames: ['tier', 'state'], registers: [this.telemetry.registry],
-      collect() {
-        pools.forEach((p, t) => {
-          this.set({ tier: TIER_NAMES[t], state: 'used' }, p.used);
-          this.set({ tier: TIER_NAMES[t], state: 'free' }, p.available);
-        });
-      },
+    this.ladder = new Ladder({ layout, backend, telemetry: this.telemetry, policy: config.eviction.policy, waitMs: config.eviction.waitMs });
+    this.ladder.serve({
+      block: (id) => this.blocks.get(id),
+      drop: (b, fromTier) => this.dropBlock(b as Block, fromTier),
+      lose: (b) => this.markLost(b as Block),
     });
+    this.limitsNow = this.validateLimits(config.limits);
+    this.batchWindow = new Semaphore(Math.max(1, Math.min(MAX_ACQUIRES_IN_FLIGHT, Math.floor(layout.tiers[1]!.slots / 2))));
   }
 
   // ---- sequences and blocks -------------------------------------------------------------
@@ -291,20 +247,19 @@ export class BlockStore {
         this.replaceInSequence(seq, index, b, cached);
         return { blockId: cached.id, hash, deduplicated: true };
       }
-      if (b.raw === null) {
+      if (b.copies[0] === null) {
         if (slot === null) return null;
-        b.raw = slot;
+        this.ladder.place(b, 0, slot);
         slot = null;
-        this.placeSlot(0, b);
       }
       // The lower copies go only now: a write refused for room (DISK_FULL, TIER_BUSY) leaves the block as it was.
-      this.releaseCopies(b, [1, 2]);
-      await this.backend.writeRaw(b.raw, data);
+      this.ladder.releaseQuantized(b);
+      await this.backend.writeRaw(b.copies[0]!, data);
       b.generation++;
       b.written = true;
       b.exact = true;
       b.lost = false;
-      this.policies[0].touch(b.id);
+      this.ladder.touch(b);
       if (hash !== null) {
         b.hash = hash;
         this.prefixIndex.set(hash, b);
@@ -320,7 +275,7 @@ export class BlockStore {
       // Not null: the slot is used, or goes back if the block went into tier 0 meanwhile.
       return (await attempt())!;
     } finally {
-      if (slot !== null) this.returnSlot(0, slot);
+      if (slot !== null) this.ladder.returnSlot(0, slot);
     }
   }
 
@@ -332,18 +287,18 @@ export class BlockStore {
    */
   private async rawSlotForWrite(b: Block): Promise<number> {
     try {
-      return await this.acquireSlot(0, { held: new Set(), wait: true });
+      return await this.ladder.acquireSlot(0, { held: new Set(), wait: true });
     } catch (err) {
       if ((err as { code?: ErrorCode }).code !== 'CAPACITY_EXCEEDED') throw err;
       const gaveUp = await this.withBlock(b, async () => {
-        if (b.raw !== null || (b.quant === null && b.disk === null) || b.pins > 0) return false;
-        this.releaseCopies(b, [1, 2]);
+        if (b.copies[0] !== null || !this.ladder.hasQuantizedCopy(b) || b.pins > 0) return false;
+        this.ladder.releaseQuantized(b);
         b.written = false;
         b.generation++;
         return true;
       });
       if (!gaveUp) throw err;
-      return this.acquireSlot(0, { held: new Set(), wait: true });
+      return this.ladder.acquireSlot(0, { held: new Set(), wait: true });
     }
   }
 
@@ -379,7 +334,7 @@ export class BlockStore {
       throw new SpillwayError('INVALID_ARGUMENT', `block ${index} of ${sequenceId} is not pinned${held}`, { field: 'index', index });
     }
     b.pins--;
-    this.notifyProgress();
+    this.ladder.notifyProgress();
     return { pins: b.pins };
   }
 
@@ -406,17 +361,17 @@ export class BlockStore {
       }
     }
     this.telemetry.frees.inc(released);
-    this.notifyProgress();
+    this.ladder.notifyProgress();
     return { released, cached };
   }
 
   /** The leading blocks of a hash chain that are cached, and where each one is now. */
-  lookupPrefix(hashes: string[]): Array<{ hash: string; blockId: number; tier: (typeof TIER_NAMES)[number] }> {
+  lookupPrefix(hashes: string[]): Array<{ hash: string; blockId: number; tier: TierName }> {
     this.assertOpen();
     const found = this.cachedPrefix(hashes);
     this.telemetry.prefixLookups.inc({ result: 'hit' }, found.length);
     this.telemetry.prefixLookups.inc({ result: 'miss' }, hashes.length - found.length);
-    return found.map((b) => ({ hash: b.hash!, blockId: b.id, tier: TIER_NAMES[this.tierOf(b)] }));
+    return found.map((b) => ({ hash: b.hash!, blockId: b.id, tier: this.layout.tiers[this.ladder.top(b)]!.name }));
   }
 
   // ---- zero-copy access ---------------------------------------------------------------
@@ -480,7 +435,7 @@ export class BlockStore {
       }
       // Acquires that found each other's blocks busy would retry in lockstep and find them busy
       // again: a random pause after the progress breaks the tie.
-      await this.waitForProgress(deadline);
+      await this.ladder.waitForProgress(deadline);
       await sleep(Math.random() * RETRY_JITTER_MS);
     }
   }
@@ -508,12 +463,12 @@ export class BlockStore {
             field: 'written', blockId,
           });
         }
-        this.releaseCopies(b, [1, 2]);
+        this.ladder.releaseQuantized(b);
         b.generation++;
         b.written = true;
         b.exact = true;
         b.lost = false;
-        this.policies[0].touch(b.id);
+        this.ladder.touch(b);
         this.telemetry.writes.inc();
       }
       this.unhold(b, lease, false);
@@ -537,7 +492,7 @@ export class BlockStore {
     const batch = new Set(indices.map((i) => seq.blocks[i]!.id));
     const fit = this.tier0Room(batch);
     if (batch.size > fit) {
-      throw new SpillwayError('INVALID_ARGUMENT', `${batch.size} blocks do not fit tier 0 for this lease: at most ${fit} can be held now (${this.pools[0].size} slots, the rest pinned by others)`, {
+      throw new SpillwayError('INVALID_ARGUMENT', `${batch.size} blocks do not fit tier 0 for this lease: at most ${fit} can be held now (${this.ladder.size(0)} slots, the rest pinned by others)`, {
         field: 'indices', max: fit, requested: batch.size,
       });
     }
@@ -612,14 +567,13 @@ export class BlockStore {
   }
 
   /** Live sequences and tokens and slots in use per tier, without walking every block as stats() does. */
-  occupancy(): { sequences: number; liveTokens: number; slotsUsed: [number, number, number] } {
-    const [raw, quantized, disk] = this.pools;
-    return { sequences: this.sequences.size, liveTokens: this.liveBlocks * this.layout.tokensPerBlock, slotsUsed: [raw.used, quantized.used, disk.used] };
+  occupancy(): { sequences: number; liveTokens: number; slotsUsed: number[] } {
+    return { sequences: this.sequences.size, liveTokens: this.liveBlocks * this.layout.tokensPerBlock, slotsUsed: this.ladder.slotsUsed() };
   }
 
   /** Disk operations in flight now; cheap enough to ask on every request (stats() is not). */
   get diskQueueDepth(): number {
-    return this.diskInFlight;
+    return this.ladder.diskQueueDepth;
   }
 
   describeBackend(): BackendDescription {
@@ -647,8 +601,8 @@ export class BlockStore {
       leases: this.leases.size,
       leasedBlocks: leased,
       liveTokens: this.liveBlocks * this.layout.tokensPerBlock,
-      diskInFlight: this.diskInFlight,
-      tiers: this.pools.map((p, t) => ({ name: TIER_NAMES[t as TierIndex], slots: p.size, used: p.used, free: p.available })),
+      diskInFlight: this.ladder.diskQueueDepth,
+      tiers: this.layout.tiers.map((t, i) => ({ name: t.name, slots: t.slots, used: this.ladder.slotsUsed()[i]!, free: this.ladder.slotsFree()[i]! })),
     };
   }
 
@@ -661,14 +615,13 @@ export class BlockStore {
     if (this.closed) return;
     this.closed = true;
     this.leases.close();
-    while (this.diskInFlight > 0) await this.waitForProgress(Date.now() + 1000);
+    await this.ladder.drainDisk();
     await this.backend.close();
   }
 
   /** Throws if any invariant in the header comment is broken. For tests. */
   checkInvariants(): void {
-    const owner: Array<Map<number, number>> = [new Map(), new Map(), new Map()];
-    const fail = (msg: string) => {
+    const fail = (msg: string): never => {
       throw new Error(`store invariant broken: ${msg}`);
     };
     let live = 0;
@@ -677,22 +630,13 @@ export class BlockStore {
       if (b.owners.size > 0) live++;
       if (b.pins < 0) fail(`block ${b.id} has negative pins`);
       if (b.pins < b.leases.size) fail(`block ${b.id} has ${b.pins} pins for ${b.leases.size} leases`);
-      if (b.leases.size > 0 && b.raw === null) fail(`block ${b.id} is held by a lease without a tier-0 slot`);
-      if (b.exact && (b.raw === null || b.quant !== null || b.disk !== null)) fail(`exact block ${b.id} has copies ${b.raw}/${b.quant}/${b.disk}`);
-      if (b.written && !b.exact && !b.lost && b.quant === null && b.disk === null) fail(`quantized block ${b.id} has no quantized copy`);
+      if (b.leases.size > 0 && b.copies[0] === null) fail(`block ${b.id} is held by a lease without a tier-0 slot`);
+      if (b.exact && (b.copies[0] === null || this.ladder.hasQuantizedCopy(b))) fail(`exact block ${b.id} has copies ${b.copies.join('/')}`);
+      if (b.written && !b.exact && !b.lost && !this.ladder.hasQuantizedCopy(b)) fail(`quantized block ${b.id} has no quantized copy`);
       if (b.owners.size === 0 && b.hash === null && !b.lock.locked && b.leases.size === 0) fail(`unreferenced uncached block ${b.id} was not released`);
-      const slots = [b.raw, b.quant, b.disk];
-      slots.forEach((slot, t) => {
-        if (slot === null) return;
-        const prev = owner[t]!.get(slot);
-        if (prev !== undefined) fail(`tier ${t} slot ${slot} held by blocks ${prev} and ${b.id}`);
-        owner[t]!.set(slot, b.id);
-      });
     }
     if (live !== this.liveBlocks) fail(`live block count ${this.liveBlocks}, counted ${live}`);
-    this.pools.forEach((p, t) => {
-      if (p.used !== owner[t]!.size) fail(`tier ${t} reports ${p.used} slots used, blocks hold ${owner[t]!.size}`);
-    });
+    this.ladder.checkSlots(this.blocks.values(), fail);
   }
 
   // ---- zero-copy internals ----------------------------------------------------------
@@ -700,28 +644,24 @@ export class BlockStore {
   private async acquireLocked(b: Block, lease: string, ctx: OpContext): Promise<AcquireResult> {
     this.leases.touch(lease); // it may have expired while the lock was awaited
     if (b.lost) throw new SpillwayError('BLOCK_LOST', `block ${b.id} failed verification on disk and must be written again`, { blockId: b.id });
-    const found = b.written ? this.tierOf(b) : null;
-    if (b.raw === null) {
-      if (b.written) {
-        await this.promoteToRaw(b, ctx);
-      } else {
-        b.raw = await this.acquireSlot(0, ctx);
-        this.placeSlot(0, b);
-      }
+    const found = b.written ? this.ladder.top(b) : null;
+    if (b.copies[0] === null) {
+      if (b.written) await this.ladder.promoteToRaw(b, ctx);
+      else this.ladder.place(b, 0, await this.ladder.acquireSlot(0, ctx));
     }
     // The lease may have expired while the block was brought up: then an unwritten block
     // gives back the slot no one holds (a written one keeps it, as a promoted cache).
-    if (!this.leases.has(lease) && !b.written && b.pins === 0) this.releaseCopies(b, [0]);
+    if (!this.leases.has(lease) && !b.written && b.pins === 0) this.ladder.releaseCopies(b, [0]);
     this.leases.touch(lease);
     if (!b.leases.has(lease)) {
       b.leases.add(lease);
       b.pins++;
       this.leases.hold(lease, b.id);
     }
-    this.policies[0].touch(b.id);
+    this.ladder.touch(b);
     return {
-      slot: b.raw!, blockId: b.id, written: b.written, lossy: b.written && !b.exact,
-      tier: found === null ? null : TIER_NAMES[found], promoted: found !== null && found > 0, pins: b.pins,
+      slot: b.copies[0]!, blockId: b.id, written: b.written, lossy: b.written && !b.exact,
+      tier: found === null ? null : this.layout.tiers[found]!.name, promoted: found !== null && found > 0, pins: b.pins,
     };
   }
 
@@ -735,19 +675,19 @@ export class BlockStore {
     if (!b.leases.delete(lease)) return;
     b.pins--;
     this.leases.unhold(lease, b.id);
-    if (b.pins === 0 && b.raw !== null && (!b.written || (abandoned && !b.exact && !b.lost))) this.releaseCopies(b, [0]);
+    if (b.pins === 0 && b.copies[0] !== null && (!b.written || (abandoned && !b.exact && !b.lost))) this.ladder.releaseCopies(b, [0]);
     if (b.owners.size === 0 && b.leases.size === 0 && (b.hash === null || b.lost || !b.written)) this.dropBlock(b);
-    this.notifyProgress();
+    this.ladder.notifyProgress();
   }
 
   /** How many blocks a batch could hold in tier 0 at once now: every slot but those pinned by blocks outside it. */
   private tier0Room(batch: Set<number>): number {
     let pinnedOutside = 0;
-    for (const id of this.policies[0].candidates()) {
+    for (const id of this.ladder.candidates(0)) {
       const b = this.blocks.get(id);
-      if (b && !batch.has(id) && this.pinnedHere(b, 0)) pinnedOutside++;
+      if (b && !batch.has(id) && this.ladder.pinnedHere(b, 0)) pinnedOutside++;
     }
-    return this.pools[0].size - pinnedOutside;
+    return this.ladder.size(0) - pinnedOutside;
   }
 
   private heldBlock(lease: string, blockId: number): Block {
@@ -774,7 +714,7 @@ export class BlockStore {
         }
       } finally {
         b.lock.release();
-        this.notifyProgress();
+        this.ladder.notifyProgress();
       }
     }
     return released;
@@ -789,277 +729,43 @@ export class BlockStore {
     const result = await this.withBlock(b, async (ctx) => {
       if (b.lost) throw new SpillwayError('BLOCK_LOST', `block ${b.id} failed verification on disk and must be written again`, { blockId: b.id });
       if (!b.written) throw new SpillwayError('BLOCK_NOT_WRITTEN', `block ${b.id} has not been written`, { blockId: b.id });
-      const found = this.tierOf(b);
-      this.telemetry.hits.inc({ tier: TIER_NAMES[found] });
-      for (let t = 0; t < found; t++) this.telemetry.misses.inc({ tier: TIER_NAMES[t] });
+      const found = this.ladder.top(b);
+      const tier = this.layout.tiers[found]!.name;
+      this.telemetry.hits.inc({ tier });
+      for (let t = 0; t < found; t++) this.telemetry.misses.inc({ tier: this.layout.tiers[t]!.name });
       const lossy = !b.exact;
       if (format === 'stored' && found > 0) {
-        return { data: await this.storedBytes(b), tier: TIER_NAMES[found], promoted: false, format: 'quantized' as const, lossy };
+        return { data: await this.ladder.storedBytes(b), tier, promoted: false, format: 'quantized' as const, lossy };
       }
       if (promote && found > 0) {
         try {
-          await this.promoteToRaw(b, ctx);
+          await this.ladder.promoteToRaw(b, ctx);
         } catch (err) {
           const code = (err as SpillwayError).code;
           if (code !== 'CAPACITY_EXCEEDED' && code !== 'TIER_BUSY') throw err;
         }
       }
-      const data = b.raw !== null ? await this.backend.readRaw(b.raw) : await this.backend.dequantizeBytes(await this.storedBytes(b));
-      this.policies[this.tierOf(b)].touch(b.id);
-      return { data, tier: TIER_NAMES[found], promoted: found > 0 && b.raw !== null, format: 'raw' as const, lossy };
+      const raw = b.copies[0]!;
+      const data = raw !== null ? await this.backend.readRaw(raw) : await this.backend.dequantizeBytes(await this.ladder.storedBytes(b));
+      this.ladder.touch(b);
+      return { data, tier, promoted: found > 0 && raw !== null, format: 'raw' as const, lossy };
     });
     this.telemetry.opSeconds.observe({ op: 'read' }, (performance.now() - started) / 1000);
     return result;
   }
 
-  /** The block's quantized bytes from tier 1, or from disk without taking a tier-1 slot. */
-  private async storedBytes(b: Block): Promise<Buffer> {
-    if (b.quant !== null) return this.backend.readQuantized(b.quant);
-    return this.diskOp(b, 'read', () => this.backend.readDisk(b.disk!, { key: b.id, generation: b.generation }));
-  }
-
-  /** Brings a quantized block up to tier 0, through tier 1. The caller holds its lock. */
-  private async promoteToRaw(b: Block, ctx: OpContext): Promise<void> {
-    if (b.raw !== null) return;
-    if (b.quant === null) {
-      const tag = { key: b.id, generation: b.generation };
-      try {
-        await this.move('promote', b, 2, 1, ctx, async (slot) => {
-          await this.diskOp(b, 'read', () => this.backend.fill(b.disk!, tag, slot));
-          b.quant = slot;
-        });
-      } catch (err) {
-        if ((err as { code?: ErrorCode }).code !== 'CAPACITY_EXCEEDED') throw err;
-        // Tier 1 cannot take it (its blocks have no room on disk), but tier 0 may: come up straight from disk.
-        await this.move('promote', b, 2, 0, ctx, async (slot) => {
-          const stored = await this.diskOp(b, 'read', () => this.backend.readDisk(b.disk!, tag));
-          await this.backend.writeRaw(slot, await this.backend.dequantizeBytes(stored));
-          b.raw = slot;
-        });
-        return;
-      }
-    }
-    await this.move('promote', b, 1, 0, ctx, async (slot) => {
-      await this.backend.dequantize(b.quant!, slot);
-      b.raw = slot;
-    });
-  }
-
-  // ---- slots and eviction -------------------------------------------------------------
-
-  /**
-   * Takes a free slot in `tier`, evicting a victim down the ladder if none is free. Waits
-   * for in-flight moves to finish when every candidate is busy, up to eviction.waitMs.
-   * The slot comes back in transit: the caller records it on a block with placeSlot, or
-   * gives it back with returnSlot.
-   */
-  private async acquireSlot(tier: TierIndex, ctx: OpContext): Promise<number> {
-    const deadline = Date.now() + this.config.eviction.waitMs;
-    // Victims whose move down found no room: the next candidate may still move (or move free).
-    const noRoomBelow = new Set<number>();
-    for (;;) {
-      const free = this.pools[tier].take();
-      if (free !== undefined) {
-        this.inTransit[tier]++;
-        return free;
-      }
-      const victim = this.pickVictim(tier, ctx, noRoomBelow);
-      if (victim) {
-        try {
-          return await this.evict(tier, victim, ctx);
-        } catch (err) {
-          if ((err as { code?: ErrorCode }).code !== 'CAPACITY_EXCEEDED') throw err;
-          noRoomBelow.add(victim.id);
-          continue;
-        }
-      }
-      if (!this.anyBusy(tier, ctx)) {
-        const t = TIER_NAMES[tier];
-        throw new SpillwayError('CAPACITY_EXCEEDED', `tier ${t} is full: all ${this.pools[tier].size} slots hold pinned or referenced blocks that cannot move down`, {
-          tier: t, slots: this.pools[tier].size, remaining: 0,
-        });
-      }
-      if (!ctx.wait || Date.now() >= deadline) {
-        throw new SpillwayError('TIER_BUSY', `tier ${TIER_NAMES[tier]} has no free slot and every candidate is busy; try again`, { tier: TIER_NAMES[tier] });
-      }
-      await this.waitForProgress(deadline);
-      noRoomBelow.clear();
-    }
-  }
-
-  /** The first block the policy offers that may leave `tier` now; locked (by this operation) on return. */
-  private pickVictim(tier: TierIndex, ctx: OpContext, passOver: Set<number>): Block | undefined {
-    for (const id of this.policies[tier].candidates()) {
-      const b = this.blocks.get(id);
-      if (!b || this.pinnedHere(b, tier) || passOver.has(id)) continue;
-      // Leaving the bottom tier loses bytes unless a tier-1 copy stays or no one needs the block.
-      if (tier === 2 && b.quant === null && b.owners.size > 0) continue;
-      // A block this operation holds may still give up a disk copy that its tier-1 copy makes redundant.
-      if (ctx.held.has(id)) {
-        if (tier === 2 && b.quant !== null) return b;
-        continue;
-      }
-      if (b.lock.tryAcquire()) return b;
-    }
-    return undefined;
-  }
-
-  /**
-   * A pin holds a block where it is: its top copy never moves. The copies below a pinned
-   * tier-0 copy (clean quantized copies) still move down or go, as any block's do.
-   */
-  private pinnedHere(b: Block, tier: TierIndex): boolean {
-    return b.pins > 0 && this.tierOf(b) === tier;
-  }
-
-  private anyBusy(tier: TierIndex, ctx: OpContext): boolean {
-    if (this.inTransit[tier] > 0) return true;
-    for (const id of this.policies[tier].candidates()) {
-      const b = this.blocks.get(id);
-      if (b && !ctx.held.has(id) && b.lock.locked && !this.pinnedHere(b, tier)) return true;
-    }
-    return false;
-  }
-
-  /** Moves `victim` out of `tier` and returns its freed slot there, to the caller alone. */
-  private async evict(tier: TierIndex, victim: Block, ctx: OpContext): Promise<number> {
-    const lockedHere = !ctx.held.has(victim.id);
-    ctx.held.add(victim.id);
-    try {
-      if (tier === 2) {
-        const slot = victim.disk!;
-        victim.disk = null;
-        this.policies[2].remove(victim.id);
-        this.inTransit[2]++;
-        if (victim.quant === null) this.dropBlock(victim);
-        return slot;
-      }
-      const slot = tier === 0 ? victim.raw! : victim.quant!;
-      const to = (tier + 1) as 1 | 2;
-      // A clean copy below (the quantized truth, or its disk copy) makes the move free.
-      const copyBelow = tier === 0 ? !victim.exact : victim.disk !== null;
-      let drop = false;
-      if (!copyBelow) {
-        try {
-          await this.move('demote', victim, tier, to, ctx, async (dest) => {
-            if (tier === 0) {
-              await this.backend.quantize(slot, dest);
-              victim.quant = dest;
-              victim.exact = false;
-            } else {
-              await this.diskOp(victim, 'write', () => this.backend.spill(slot, dest, { key: victim.id, generation: victim.generation }));
-              victim.disk = dest;
-            }
-          });
-        } catch (err) {
-          // A block no sequence references is only cache: with no room below, it goes.
-          if ((err as { code?: ErrorCode }).code !== 'CAPACITY_EXCEEDED' || victim.owners.size > 0) throw err;
-          drop = true;
-        }
-      } else {
-        this.recordFreeMove(victim, tier, to);
-      }
-      if (tier === 0) victim.raw = null;
-      else victim.quant = null;
-      this.policies[tier].remove(victim.id);
-      this.inTransit[tier]++;
-      if (drop) this.dropBlock(victim, tier);
-      return slot;
-    } finally {
-      if (lockedHere) {
-        ctx.held.delete(victim.id);
-        victim.lock.release();
-      }
-      this.notifyProgress();
-    }
-  }
-
-  /**
-   * Copies `b` from tier `from` into a new slot of tier `to` by `work`, which records the
-   * slot on the block. On failure the new slot is returned to its pool and the block
-   * keeps the copies it had.
-   */
-  private async move(kind: MoveKind, b: Block, from: TierIndex, to: TierIndex, ctx: OpContext, work: (slot: number) => Promise<void>): Promise<void> {
-    const slot = await this.acquireSlot(to, ctx);
-    const started = performance.now();
-    try {
-      await work(slot);
-    } catch (err) {
-      this.returnSlot(to, slot);
-      throw err;
-    }
-    this.placeSlot(to, b);
-    const bytes = to === 0 ? this.layout.rawBlockBytes : this.layout.quantizedBlockBytes;
-    this.telemetry.recordMove({
-      kind, blockId: b.id, sequences: [...b.owners], from: TIER_NAMES[from], to: TIER_NAMES[to], bytes,
-      durationMs: performance.now() - started, copied: true,
-    });
-  }
-
-  /** A slot in transit now recorded on `b` (b.raw, b.quant or b.disk): listed in the tier's policy. */
-  private placeSlot(tier: TierIndex, b: Block): void {
-    this.policies[tier].insert(b.id);
-    this.inTransit[tier]--;
-    this.notifyProgress();
-  }
-
-  /** A slot in transit that no block took, back to its pool. */
-  private returnSlot(tier: TierIndex, slot: number): void {
-    this.pools[tier].release(slot);
-    this.inTransit[tier]--;
-    this.notifyProgress();
-  }
-
-  private recordFreeMove(b: Block, from: TierIndex, to: TierIndex): void {
-    this.telemetry.recordMove({ kind: 'demote', blockId: b.id, sequences: [...b.owners], from: TIER_NAMES[from], to: TIER_NAMES[to], bytes: 0, durationMs: 0, copied: false });
-  }
-
-  /** Runs a disk operation of one slot with queue and byte accounting; a failed verification loses the block. */
-  private async diskOp<T>(b: Block, direction: 'read' | 'write', op: () => Promise<T>): Promise<T> {
-    this.diskInFlight++;
-    this.telemetry.diskQueue.set(this.diskInFlight);
-    try {
-      const result = await op();
-      this.telemetry.diskBytes.inc({ direction }, this.layout.tiers[2].slotBytes);
-      return result;
-    } catch (err) {
-      const code = (err as { code?: ErrorCode }).code ?? 'INTERNAL';
-      this.telemetry.diskErrors.inc({ kind: code });
-      if ((code === 'CHECKSUM_MISMATCH' || code === 'SLOT_MISMATCH') && b.quant === null && b.disk !== null) this.markLost(b);
-      throw err;
-    } finally {
-      this.diskInFlight--;
-      this.telemetry.diskQueue.set(this.diskInFlight);
-      this.notifyProgress();
-    }
-  }
-
   /** The block's only copy is bad: free its slot and leave it unreadable until rewritten. */
   private markLost(b: Block): void {
-    this.releaseCopies(b, [0, 1, 2]);
+    this.ladder.releaseAll(b);
     b.lost = true;
     if (b.hash !== null && this.prefixIndex.get(b.hash) === b) this.prefixIndex.delete(b.hash);
     b.hash = null;
   }
 
-  private releaseCopies(b: Block, tiers: TierIndex[]): void {
-    for (const t of tiers) {
-      const slot = t === 0 ? b.raw : t === 1 ? b.quant : b.disk;
-      if (slot === null) continue;
-      this.pools[t].release(slot);
-      this.policies[t].remove(b.id);
-      if (t === 0) b.raw = null;
-      else if (t === 1) b.quant = null;
-      else b.disk = null;
-    }
-    if (tiers.includes(0)) b.exact = false;
-    this.notifyProgress();
-  }
-
   /** Releases every slot of a block no one references. The caller holds its lock. */
-  private dropBlock(b: Block, fromTier: TierIndex = this.tierOf(b)): void {
-    const from = TIER_NAMES[fromTier];
-    this.releaseCopies(b, [0, 1, 2]);
+  private dropBlock(b: Block, fromTier: TierIndex = this.ladder.top(b)): void {
+    const from = this.layout.tiers[fromTier]!.name;
+    this.ladder.releaseAll(b);
     if (b.hash !== null && this.prefixIndex.get(b.hash) === b) this.prefixIndex.delete(b.hash);
     b.dead = true;
     this.blocks.delete(b.id);
@@ -1072,24 +778,8 @@ export class BlockStore {
       if (!b.dead && b.owners.size === 0 && b.leases.size === 0 && (b.hash === null || b.lost || !b.written)) this.dropBlock(b);
     } finally {
       b.lock.release();
-      this.notifyProgress();
+      this.ladder.notifyProgress();
     }
-  }
-
-  private notifyProgress(): void {
-    const waiters = this.progressWaiters;
-    this.progressWaiters = [];
-    for (const w of waiters) w();
-  }
-
-  private waitForProgress(deadline: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
-      this.progressWaiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
   }
 
   // ---- helpers ------------------------------------------------------------------------
@@ -1102,18 +792,14 @@ export class BlockStore {
       return await fn({ held: new Set([b.id]), wait: false });
     } finally {
       b.lock.release();
-      this.notifyProgress();
+      this.ladder.notifyProgress();
     }
-  }
-
-  private tierOf(b: Block): TierIndex {
-    return b.raw !== null ? 0 : b.quant !== null ? 1 : 2;
   }
 
   private newBlock(): Block {
     const b: Block = {
       id: this.nextBlockId++, generation: 0, owners: new Set(), pins: 0, hash: null, written: false, exact: false,
-      lost: false, raw: null, quant: null, disk: null, lock: new BlockLock(), dead: false, leases: new Set(),
+      lost: false, copies: this.ladder.noCopies(), lock: new BlockLock(), dead: false, leases: new Set(),
     };
     this.blocks.set(b.id, b);
     return b;

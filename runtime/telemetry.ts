@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { TIER_NAMES, type TierIndex } from './layout.js';
+import type { TierName } from './layout.js';
 
 export type MoveKind = 'demote' | 'promote' | 'drop';
 
@@ -13,8 +13,8 @@ export interface MoveEvent {
   kind: MoveKind;
   blockId: number;
   sequences: string[];
-  from: (typeof TIER_NAMES)[number];
-  to: (typeof TIER_NAMES)[number] | 'none';
+  from: TierName;
+  to: TierName | 'none';
   bytes: number;
   durationMs: number;
   /** Whether bytes were moved (false when a clean copy below made the move free). */
@@ -48,9 +48,5 @@ export class Telemetry {
     if (event.copied) this.moveBytes.inc(labels, event.bytes);
     this.moveSeconds.observe(labels, event.durationMs / 1000);
     if (this.moves.listenerCount('move') > 0) this.moves.emit('move', { ...event, at: Date.now() });
-  }
-
-  tierName(t: TierIndex): (typeof TIER_NAMES)[number] {
-    return TIER_NAMES[t];
   }
 }

@@ -32,9 +32,13 @@ async function roundTrips(store: BlockStore, blocks: number): Promise<void> {
     store.checkInvariants();
   }
   const moves = await store.telemetry.moveCount.get();
-  const spills = moves.values.filter((v) => v.labels.from === 'quantized' && v.labels.to === 'disk').reduce((a, v) => a + v.value, 0);
-  const fills = moves.values.filter((v) => v.labels.from === 'disk').reduce((a, v) => a + v.value, 0);
+  const count = (from: string, to: string) => moves.values.filter((v) => v.labels.from === from && v.labels.to === to && v.value > 0).reduce((a, v) => a + v.value, 0);
+  const spills = count('quantized', 'disk') + count('host', 'disk');
+  const fills = count('disk', 'quantized');
   assert.ok(spills > 5 && fills > 5, `the ladder must have moved: ${spills} spills, ${fills} fills`);
+  if (store.layout.tiers.some((t) => t.name === 'host')) {
+    assert.ok(count('quantized', 'host') > 5 && count('host', 'quantized') > 5, `blocks must have passed through host memory: ${JSON.stringify(moves.values)}`);
+  }
 }
 
 test('GPU: spill and fill round trips under pressure through cuFile', { skip: noGpu }, async () => {
@@ -51,6 +55,20 @@ test('GPU: spill and fill round trips under pressure through cuFile', { skip: no
   }
 });
 
+for (const io of ['auto', 'posix'] as const) {
+  test(`GPU: a pinned host tier between HBM and disk keeps every block (disk I/O ${io})`, { skip: noGpu }, async () => {
+    const dir = tempDir();
+    const store = await tinyStore(dir.path, { raw: 2, quantized: 2, host: 6, disk: 24 }, { tiers: { disk: { io } } });
+    try {
+      assert.match(store.describeBackend().paths.host ?? '', /pinned host memory/);
+      await roundTrips(store, 24);
+    } finally {
+      await store.close();
+      dir.cleanup();
+    }
+  });
+}
+
 test('GPU: the POSIX fallback, forced on, keeps every block and says it is in use', { skip: noGpu }, async () => {
   const dir = tempDir();
   const store = await tinyStore(dir.path, { raw: 2, quantized: 2, disk: 24 }, { tiers: { disk: { io: 'posix' } } });
@@ -65,15 +83,18 @@ test('GPU: the POSIX fallback, forced on, keeps every block and says it is in us
 
 test('GPU and host quantize a block to the same stored bytes', { skip: noGpu }, async () => {
   const dirs = [tempDir(), tempDir()];
-  const gpu = await tinyStore(dirs[0]!.path, { raw: 1, quantized: 4, disk: 4 });
-  const host = await tinyStore(dirs[1]!.path, { raw: 1, quantized: 4, disk: 4 }, { backend: 'host' });
+  // Blocks 0-1 end in the host tier, block 2 in tier 1: stored bytes come from both.
+  const ladder = { raw: 1, quantized: 1, host: 2, disk: 4 };
+  const gpu = await tinyStore(dirs[0]!.path, ladder);
+  const host = await tinyStore(dirs[1]!.path, ladder, { backend: 'host' });
   try {
     let differing = 0;
     for (const store of [gpu, host]) {
       const { id } = store.createSequence('agree');
       store.allocate(id, 4);
-      for (let i = 0; i < 4; i++) await store.write(id, i, blockContent(42 + i)); // blocks 0-2 demoted to tier 1
+      for (let i = 0; i < 4; i++) await store.write(id, i, blockContent(42 + i));
     }
+    assert.deepEqual((await Promise.all([0, 1, 2].map((i) => gpu.read('agree', i, { promote: false })))).map((r) => r.tier), ['host', 'host', 'quantized']);
     for (let i = 0; i < 3; i++) {
       const a = await gpu.read('agree', i, { format: 'stored' });
       const b = await host.read('agree', i, { format: 'stored' });

@@ -22,25 +22,34 @@ export function tempDir(prefix = 'spillway-test-'): { path: string; cleanup: () 
   return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
 }
 
-/** A config with `raw`, `quantized` and `disk` slots of the tiny geometry. */
-export function tinyConfig(dir: string, slots: { raw: number; quantized: number; disk: number }, extra: ConfigInput = {}): Config {
+/** Slots per tier of a tiny ladder; without `host`, the ladder has no host tier. */
+export interface TinySlots {
+  raw: number;
+  quantized: number;
+  host?: number;
+  disk: number;
+}
+
+/** A config with the given slots of the tiny geometry in each tier. */
+export function tinyConfig(dir: string, slots: TinySlots, extra: ConfigInput = {}): Config {
   return parseConfig({
     ...extra,
     model: TINY_MODEL,
     tiers: {
       raw: { bytes: slots.raw * TINY_RAW },
       quantized: { bytes: slots.quantized * TINY_QUANT },
+      host: { bytes: (slots.host ?? 0) * TINY_QUANT },
       disk: { ...extra.tiers?.disk, path: join(dir, 'tier2.slots'), bytes: slots.disk * 4096 },
     },
   });
 }
 
-export async function tinyStore(dir: string, slots: { raw: number; quantized: number; disk: number }, extra: ConfigInput = {}): Promise<BlockStore> {
+export async function tinyStore(dir: string, slots: TinySlots, extra: ConfigInput = {}): Promise<BlockStore> {
   return openStore(tinyConfig(dir, slots, extra));
 }
 
 /** Runs `fn` over a tiny host-backend store, then checks its invariants and closes it. */
-export async function withHostStore(slots: { raw: number; quantized: number; disk: number }, fn: (store: BlockStore) => Promise<void>): Promise<void> {
+export async function withHostStore(slots: TinySlots, fn: (store: BlockStore) => Promise<void>): Promise<void> {
   const dir = tempDir();
   const store = await tinyStore(dir.path, slots, { backend: 'host' });
   try {

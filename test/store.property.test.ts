@@ -3,16 +3,17 @@
  * write, commit (prefix), read, concurrent reads, reads racing rewrites of another
  * sequence (whose evictions take the very slots the reads promote into), pin, unpin,
  * free, and zero-copy acquire and release under a lease (released with or without
- * written), against a plain in-memory model, on tiers of 2 + 2 + 8 slots so that blocks
- * move down and up all the time. Raw data reads back bit-exact; quantized data within the 4-bit bound, and the
- * same bytes every time until rewritten (no drift from re-quantization).
+ * written), against a plain in-memory model, on ladders of 12 slots so that blocks move
+ * down and up all the time: raw 2 + quantized 2 + disk 8, and the same with a host tier
+ * (2 + 2 + 3 + 5). Raw data reads back bit-exact; quantized data within the 4-bit bound,
+ * and the same bytes every time until rewritten (no drift from re-quantization).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { blockHash, ROOT_HASH } from '../runtime/prefix.js';
 import type { BlockStore } from '../runtime/store.js';
-import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, tinyStore } from './helpers.js';
+import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, tinyStore, type TinySlots } from './helpers.js';
 
 type Op =
   | { kind: 'create' }
@@ -46,7 +47,12 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 );
 
 const TOKENS_PER_BLOCK = 4;
+/** Both ladders hold 12 blocks: what the model's "every slot holds a live block" condition counts. */
 const CAPACITY = 12;
+const LADDERS: Record<string, TinySlots> = {
+  'raw, quantized, disk': { raw: 2, quantized: 2, disk: 8 },
+  'raw, quantized, host, disk': { raw: 2, quantized: 2, host: 3, disk: 5 },
+};
 
 interface ModelBlock {
   id: number;
@@ -124,13 +130,13 @@ async function checkRead(store: BlockStore, model: Model, seq: { id: string; blo
   void model;
 }
 
-/** Moves seen across all runs, by "kind from->to": the test must have exercised the ladder. */
+/** Moves seen across all runs, by "kind from->to": the test must have exercised every ladder. */
 const movesSeen = new Map<string, number>();
 
-async function runOps(ops: Op[]): Promise<void> {
+async function runOps(slots: TinySlots, ops: Op[]): Promise<void> {
   const dir = tempDir();
   // A short wait for room: a writer that waits it out at a full ladder fails in 1 s, not 5.
-  const store = await tinyStore(dir.path, { raw: 2, quantized: 2, disk: 8 }, { limits: { maxLiveSequences: 4 }, eviction: { waitMs: 1000 } });
+  const store = await tinyStore(dir.path, slots, { limits: { maxLiveSequences: 4 }, eviction: { waitMs: 1000 } });
   const model = new Model();
   let seqCounter = 0;
   const lease = store.createLease('property').id;
@@ -356,17 +362,21 @@ async function runOps(ops: Op[]): Promise<void> {
   }
 }
 
-test('store matches the model under random operations with constant demotion and promotion', { timeout: 600_000 }, async () => {
-  await fc.assert(
-    fc.asyncProperty(fc.array(op, { minLength: 20, maxLength: 150 }), async (ops) => {
-      await runOps([{ kind: 'create' }, { kind: 'create' }, ...ops]);
-    }),
-    { includeErrorInReport: true, numRuns: Number(process.env.SPILLWAY_PROPERTY_RUNS ?? 200), seed: process.env.SPILLWAY_PROPERTY_SEED ? Number(process.env.SPILLWAY_PROPERTY_SEED) : undefined },
-  );
-});
+for (const [name, slots] of Object.entries(LADDERS)) {
+  test(`store matches the model under random operations with constant demotion and promotion (${name})`, { timeout: 600_000 }, async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 20, maxLength: 150 }), async (ops) => {
+        await runOps(slots, [{ kind: 'create' }, { kind: 'create' }, ...ops]);
+      }),
+      { includeErrorInReport: true, numRuns: Number(process.env.SPILLWAY_PROPERTY_RUNS ?? 200), seed: process.env.SPILLWAY_PROPERTY_SEED ? Number(process.env.SPILLWAY_PROPERTY_SEED) : undefined },
+    );
+  });
+}
 
-test('the property runs moved blocks along the whole ladder', () => {
-  for (const key of ['demote raw->quantized', 'demote quantized->disk', 'promote disk->quantized', 'promote quantized->raw']) {
-    assert.ok((movesSeen.get(key) ?? 0) > 10, `too few "${key}" moves: ${JSON.stringify([...movesSeen])}`);
-  }
+test('the property runs moved blocks along every step of both ladders', () => {
+  const steps = [
+    'demote raw->quantized', 'demote quantized->disk', 'promote disk->quantized', 'promote quantized->raw',
+    'demote quantized->host', 'demote host->disk', 'promote host->quantized',
+  ];
+  for (const key of steps) assert.ok((movesSeen.get(key) ?? 0) > 10, `too few "${key}" moves: ${JSON.stringify([...movesSeen])}`);
 });

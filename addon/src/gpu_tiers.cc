@@ -1,5 +1,6 @@
 // The GPU backend's native half: tier 0 and tier 1 as one cudaMalloc arena each, carved
-// into slots; the disk tier through cuFile (cuFileWrite/cuFileRead straight from device
+// into slots; tier 2 (the host tier, optional) as one pinned host arena of quantized
+// blocks, moved to and from tier 1 by DMA copies; the disk tier through cuFile (cuFileWrite/cuFileRead straight from device
 // staging buffers) or, where cuFile is missing or cannot register the file, through the
 // project's own POSIX path with pinned bounce buffers. Every operation takes a staging
 // context (device buffer, pinned buffer, stream) from a pool, so several run at once on
@@ -62,14 +63,15 @@ Napi::Function GpuTiers::Define(Napi::Env env) {
   return DefineClass(env, "GpuTiers",
                      {InstanceMethod("writeRaw", &GpuTiers::WriteRaw), InstanceMethod("readSlot", &GpuTiers::ReadSlot),
                       InstanceMethod("quantize", &GpuTiers::Quantize), InstanceMethod("dequantize", &GpuTiers::Dequantize),
-                      InstanceMethod("dequantizeBytes", &GpuTiers::DequantizeBytes), InstanceMethod("spill", &GpuTiers::Spill),
+                      InstanceMethod("dequantizeBytes", &GpuTiers::DequantizeBytes), InstanceMethod("copy", &GpuTiers::Copy),
+                      InstanceMethod("spill", &GpuTiers::Spill),
                       InstanceMethod("fill", &GpuTiers::Fill), InstanceMethod("readDisk", &GpuTiers::ReadDisk),
                       InstanceMethod("injectFault", &GpuTiers::InjectFault), InstanceMethod("info", &GpuTiers::Info),
                       InstanceMethod("ipcHandle", &GpuTiers::IpcHandle),
                       InstanceMethod("close", &GpuTiers::Close)});
 }
 
-// new GpuTiers({ params, rawSlots, quantSlots, diskPath, diskSlots, diskSlotBytes, direct, io, staging })
+// new GpuTiers({ params, rawSlots, quantSlots, hostSlots, diskPath, diskSlots, diskSlotBytes, direct, io })
 //   io: 'auto' (cuFile where it works, else POSIX, with the reason) | 'cufile' | 'posix'
 GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(info) {
   Napi::Env env = info.Env();
@@ -90,6 +92,7 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
   quant_bytes_ = sw_tq_quantized_bytes(&params_);
   raw_slots_ = static_cast<uint32_t>(num("rawSlots"));
   quant_slots_ = static_cast<uint32_t>(num("quantSlots"));
+  host_slots_ = static_cast<uint32_t>(num("hostSlots"));
   disk_slots_ = static_cast<uint32_t>(num("diskSlots"));
   disk_slot_bytes_ = num("diskSlotBytes");
   path_ = str("diskPath");
@@ -110,6 +113,12 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
     };
     alloc(&raw_, static_cast<uint64_t>(raw_slots_) * raw_bytes_, "raw");
     alloc(&quant_, static_cast<uint64_t>(quant_slots_) * quant_bytes_, "quantized");
+    if (host_slots_ > 0) {
+      uint64_t bytes = static_cast<uint64_t>(host_slots_) * quant_bytes_;
+      cudaError_t rc = cudaHostAlloc(reinterpret_cast<void**>(&host_), bytes, cudaHostAllocDefault);
+      if (rc != cudaSuccess)
+        throw CodedError("OUT_OF_MEMORY", "cannot pin the host tier's " + std::to_string(bytes) + " bytes of host memory (tiers.host.bytes): " + cudaGetErrorString(rc));
+    }
     file_ = OpenTierFile(path_, disk_slot_bytes_, disk_slots_, direct);
     OpenIo(io);
   } catch (const CodedError& e) {
@@ -158,7 +167,8 @@ void GpuTiers::Release() {
   file_.fd = -1;
   cudaFree(raw_);
   cudaFree(quant_);
-  raw_ = quant_ = nullptr;
+  cudaFreeHost(host_);
+  raw_ = quant_ = host_ = nullptr;
 }
 
 GpuTiers::Staging* GpuTiers::AcquireStaging() {
@@ -200,14 +210,15 @@ void GpuTiers::ReleaseStaging(Staging* s) {
 }
 
 uint8_t* GpuTiers::SlotAddress(uint32_t tier, uint32_t slot) const {
-  return tier == 0 ? raw_ + static_cast<uint64_t>(slot) * raw_bytes_ : quant_ + static_cast<uint64_t>(slot) * quant_bytes_;
+  uint8_t* base = tier == 0 ? raw_ : tier == 1 ? quant_ : host_;
+  return base + static_cast<uint64_t>(slot) * TierBlockBytes(tier);
 }
 
 size_t GpuTiers::TierBlockBytes(uint32_t tier) const { return tier == 0 ? raw_bytes_ : quant_bytes_; }
 
 void GpuTiers::CheckSlot(Napi::Env env, uint32_t tier, uint32_t slot) const {
-  if (tier > 1) throw Napi::RangeError::New(env, "tier must be 0 (raw) or 1 (quantized)");
-  uint32_t n = tier == 0 ? raw_slots_ : quant_slots_;
+  if (tier > 2) throw Napi::RangeError::New(env, "tier must be 0 (raw), 1 (quantized) or 2 (host)");
+  uint32_t n = tier == 0 ? raw_slots_ : tier == 1 ? quant_slots_ : host_slots_;
   if (slot >= n) throw Napi::RangeError::New(env, "slot " + std::to_string(slot) + " is past tier " + std::to_string(tier) + "'s " + std::to_string(n) + " slots");
 }
 
@@ -247,8 +258,9 @@ Napi::Value GpuTiers::ReadSlot(const Napi::CallbackInfo& info) {
       env, {out},
       [this, src, dst, bytes] {
         Lease s(this);
-        CheckCuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s->stream), "copy from device");
-        CheckCuda(cudaStreamSynchronize(s->stream), "copy from device");
+        // Default: a device tier's slot comes over DMA, a host tier's by a host copy.
+        CheckCuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s->stream), "copy out of a tier");
+        CheckCuda(cudaStreamSynchronize(s->stream), "copy out of a tier");
       },
       [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
 }
@@ -317,6 +329,31 @@ Napi::Value GpuTiers::DequantizeBytes(const Napi::CallbackInfo& info) {
       [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
 }
 
+// copy(fromTier, fromSlots: Uint32Array, toTier, toSlots: Uint32Array): quantized blocks
+// between tier 1 (HBM) and tier 2 (pinned host): one DMA transfer per run of consecutive
+// slots, one synchronization for them all.
+Napi::Value GpuTiers::Copy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  uint32_t from_tier = ArgU32(info, 0, "fromTier");
+  uint32_t to_tier = ArgU32(info, 2, "toTier");
+  if (from_tier < 1 || to_tier < 1 || from_tier == to_tier) throw Napi::RangeError::New(env, "copies run between tier 1 and tier 2");
+  std::vector<uint32_t> from = SlotList(info, 1, from_tier, "fromSlots");
+  std::vector<uint32_t> to = SlotList(info, 3, to_tier, "toSlots");
+  if (from.size() != to.size()) throw Napi::RangeError::New(env, "slot lists differ in length");
+  return Run(env, {}, [this, from = std::move(from), to = std::move(to), from_tier, to_tier] {
+    Lease s(this);
+    // Runs of consecutive slots on both sides go as one DMA transfer.
+    for (size_t i = 0; i < from.size();) {
+      size_t run = 1;
+      while (i + run < from.size() && from[i + run] == from[i] + run && to[i + run] == to[i] + run) run++;
+      CheckCuda(cudaMemcpyAsync(SlotAddress(to_tier, to[i]), SlotAddress(from_tier, from[i]), run * quant_bytes_, cudaMemcpyDefault, s->stream), "copy between tiers");
+      i += run;
+    }
+    CheckCuda(cudaStreamSynchronize(s->stream), "copy between tiers");
+  });
+}
+
 void GpuTiers::CheckQuantHeader(const uint8_t* host_header) const {
   char err[256] = {0};
   int rc = sw_tq_check_header(&params_, host_header, err, sizeof err);
@@ -324,8 +361,9 @@ void GpuTiers::CheckQuantHeader(const uint8_t* host_header) const {
   if (rc != SW_TQ_OK) throw CodedError("QUANT_MISMATCH", err);
 }
 
-// spill(tier, slot, diskSlot, key, generation): a tier-0 or tier-1 block to its disk slot,
-// with a GPU-computed checksum in the slot header.
+// spill(tier, slot, diskSlot, key, generation): a block of any tier (the store spills tier 1
+// or the host tier 2) to its disk slot, staged in device memory, with a GPU-computed
+// checksum in the slot header.
 Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
@@ -341,7 +379,7 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
     Lease s(this);
     size_t io = RoundUp(kSlotHeaderBytes + r.bytes, kDiskAlign);
     uint8_t* payload = s->dev + kSlotHeaderBytes;
-    CheckCuda(cudaMemcpyAsync(payload, src, r.bytes, cudaMemcpyDeviceToDevice, s->stream), "stage block");
+    CheckCuda(cudaMemcpyAsync(payload, src, r.bytes, cudaMemcpyDefault, s->stream), "stage block");
     CheckCuda(cudaMemsetAsync(payload + r.bytes, 0, io - kSlotHeaderBytes - r.bytes, s->stream), "stage padding");
     CheckCuda(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
     uint64_t sum = 0;
@@ -375,8 +413,8 @@ Napi::Value GpuTiers::Fill(const Napi::CallbackInfo& info) {
   int fault = faults_.Take(false);
   return Run(env, {}, [this, r, dst, tier, fault] {
     Lease s(this);
-    ReadVerified(s.get(), r, tier == 1, fault);
-    CheckCuda(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDeviceToDevice, s->stream), "copy into tier");
+    ReadVerified(s.get(), r, tier != 0, fault);
+    CheckCuda(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDefault, s->stream), "copy into tier");
     CheckCuda(cudaStreamSynchronize(s->stream), "copy into tier");
   });
 }
@@ -470,6 +508,7 @@ Napi::Value GpuTiers::Info(const Napi::CallbackInfo& info) {
   o.Set("preallocated", file_.preallocated);
   o.Set("rawArenaBytes", static_cast<double>(static_cast<uint64_t>(raw_slots_) * raw_bytes_));
   o.Set("quantArenaBytes", static_cast<double>(static_cast<uint64_t>(quant_slots_) * quant_bytes_));
+  o.Set("hostArenaBytes", static_cast<double>(static_cast<uint64_t>(host_slots_) * quant_bytes_));
   o.Set("stagingBuffers", static_cast<double>(all_staging_.size()));
   o.Set("rawSlotBytes", static_cast<double>(raw_bytes_));
   o.Set("quantSlotBytes", static_cast<double>(quant_bytes_));

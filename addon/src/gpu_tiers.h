@@ -1,4 +1,5 @@
-// GPU tiers: device arenas for tiers 0 and 1 and the disk tier through cuFile or POSIX.
+// GPU tiers: device arenas for tiers 0 and 1, a pinned host arena for tier 2 (the host
+// tier), and the disk tier through cuFile or POSIX.
 // See gpu_tiers.cc. Compiled only where the addon is built with CUDA.
 #pragma once
 #ifdef SW_WITH_CUDA
@@ -37,6 +38,7 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   Napi::Value Quantize(const Napi::CallbackInfo& info);
   Napi::Value Dequantize(const Napi::CallbackInfo& info);
   Napi::Value DequantizeBytes(const Napi::CallbackInfo& info);
+  Napi::Value Copy(const Napi::CallbackInfo& info);
   Napi::Value Spill(const Napi::CallbackInfo& info);
   Napi::Value Fill(const Napi::CallbackInfo& info);
   Napi::Value ReadDisk(const Napi::CallbackInfo& info);
@@ -63,10 +65,11 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
 
   sw_tq_params params_{};
   size_t raw_bytes_ = 0, quant_bytes_ = 0;
-  uint32_t raw_slots_ = 0, quant_slots_ = 0, disk_slots_ = 0;
+  uint32_t raw_slots_ = 0, quant_slots_ = 0, host_slots_ = 0, disk_slots_ = 0;
   uint64_t disk_slot_bytes_ = 0;
   uint8_t* raw_ = nullptr;
   uint8_t* quant_ = nullptr;
+  uint8_t* host_ = nullptr;  // pinned (cudaHostAlloc): DMA-reachable from the device
   std::string path_;
   TierFile file_;
   const cufile::Api* cufile_ = nullptr;

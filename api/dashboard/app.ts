@@ -61,7 +61,7 @@ function chart(id: string, labels: string[], values: Chart['values']): Chart {
 
 const percent = (v: number | null) => (v === null ? null : v * 100);
 const charts = [
-  chart('chart-blocks', ['raw', 'quantized', 'disk'], (s) => [s.blocks.raw, s.blocks.quantized, s.blocks.disk]),
+  chart('chart-blocks', ['raw', 'quantized', 'host', 'disk'], (s) => [s.blocks.raw, s.blocks.quantized, s.blocks.host ?? null, s.blocks.disk]),
   chart('chart-moves', ['demotions', 'promotions', 'drops'], (s) => [s.movesPerSecond.demote, s.movesPerSecond.promote, s.movesPerSecond.drop]),
   chart('chart-hits', ['tier-0 hit rate', 'prefix hit rate'], (s) => [percent(s.hitRate), percent(s.prefixHitRate)]),
   chart('chart-disk', ['read', 'write'], (s) => [s.diskBytesPerSecond.read / 1e6, s.diskBytesPerSecond.write / 1e6]),
@@ -104,6 +104,7 @@ function render(snap: Snapshot): void {
   $('backend').textContent = `${snap.path.backend} backend`;
   $('tile-raw').textContent = `${snap.blocks.raw} / ${snap.slots.raw}`;
   $('tile-quantized').textContent = `${snap.blocks.quantized} / ${snap.slots.quantized}`;
+  $('tile-host').textContent = snap.slots.host === undefined ? 'no host tier' : `${snap.blocks.host ?? 0} / ${snap.slots.host}`;
   $('tile-disk').textContent = `${snap.blocks.disk} / ${snap.slots.disk}`;
   $('tile-demote').textContent = rate(snap.movesPerSecond.demote);
   $('tile-promote').textContent = rate(snap.movesPerSecond.promote);
@@ -119,6 +120,7 @@ function render(snap: Snapshot): void {
   $('path-rows').replaceChildren(
     row(['raw', String(snap.slots.raw), String(snap.blocks.raw), snap.path.raw]),
     row(['quantized', String(snap.slots.quantized), String(snap.blocks.quantized), snap.path.quantized]),
+    ...(snap.slots.host === undefined ? [] : [row(['host', String(snap.slots.host), String(snap.blocks.host ?? 0), snap.path.host ?? ''])]),
     row(['disk', String(snap.slots.disk), String(snap.blocks.disk), disk]),
   );
 }

@@ -11,6 +11,7 @@ import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { MoveEvent } from '../../runtime/telemetry.js';
 import type { ApiMetrics } from '../metrics.js';
+import { perTier } from '../sampler.js';
 import type { RoutePlugin } from '../context.js';
 import { ErrorResponse, EventsQuery, TelemetryQuery, TelemetryResponse } from '../schemas.js';
 
@@ -64,7 +65,7 @@ export const telemetryRoutes: RoutePlugin = async (app, { ctx }) => {
     return {
       ...sample,
       intervalMs: sampler.intervalMs,
-      slots: { raw: slots[0]!.slots, quantized: slots[1]!.slots, disk: slots[2]!.slots },
+      slots: perTier(store.layout, slots.map((t) => t.slots)),
       totals: {
         demotions: totals.demotions, promotions: totals.promotions, drops: totals.drops, reads: totals.reads, hits: totals.hits,
         diskBytes: totals.diskBytes, eventsDropped: totals.eventsDropped,

@@ -1,7 +1,7 @@
 /**
  * Spill and fill through the GPU tiers, against the disk's own best rate, in one run.
  *
- *   UV_THREADPOOL_SIZE=64 node dist/bench/gpu/spill-fill.js --dir DIR [--out FILE.json]
+ *   UV_THREADPOOL_SIZE=64 node dist/bench/gpu/spill-fill.js --dir DIR [--out FILE.json] [--only host-tier]
  *
  * 1. The disk: 8 parallel dd streams writing and 16 reading with O_DIRECT, 16 MiB blocks,
  *    the same total bytes as the 4-bit spill, in DIR (the tier file's filesystem); 16 and 1
@@ -12,6 +12,11 @@
  *    (unquantized blocks through the same path). Physical rate = bytes that hit the disk;
  *    logical rate = bf16 KV bytes moved between HBM and disk.
  * 3. Single-block fill latency (p50/p99) for a few block sizes.
+ * 4. The host tier: N quantized 4-bit blocks demoted from tier 1 (HBM) into pinned host
+ *    memory and filled back, slot lists shuffled as the store's are after churn, in calls of
+ *    1024 blocks as the store coalesces them; against one DMA transfer of the same bytes
+ *    between the same two buffers (consecutive slots), each way. Logical fill rate = bf16
+ *    KV bytes / (host-to-device copy + dequantize).
  * Every filled block is dequantized and compared with what was written.
  */
 import { spawn } from 'node:child_process';
@@ -104,7 +109,7 @@ async function measure(v: Variant, blocks: number, inFlight: number, sources: Bu
   const payload = tier === 0 ? q.rawBytes : q.quantizedBytes;
   const slotBytes = Math.ceil((payload + 64) / 4096) * 4096;
   const path = join(dir, `tier-${v.name}.slots`);
-  const tiers = openGpuTiers({ params, rawSlots: blocks, quantSlots: tier === 1 ? blocks : 1, diskPath: path, diskSlots: blocks, diskSlotBytes: slotBytes, direct: true, io: 'auto' })!;
+  const tiers = openGpuTiers({ params, rawSlots: blocks, quantSlots: tier === 1 ? blocks : 1, hostSlots: 0, diskPath: path, diskSlots: blocks, diskSlotBytes: slotBytes, direct: true, io: 'auto' })!;
   try {
     for (let i = 0; i < blocks; i++) await tiers.writeRaw(i, sources[i % sources.length]!);
     const slots = Uint32Array.from({ length: blocks }, (_, i) => i);
@@ -146,7 +151,7 @@ async function fillLatency(tokens: number, samples: number) {
   const q = new Quantizer(params);
   const slotBytes = Math.ceil((q.quantizedBytes + 64) / 4096) * 4096;
   const path = join(dir, `latency-${tokens}.slots`);
-  const tiers = openGpuTiers({ params, rawSlots: 1, quantSlots: samples, diskPath: path, diskSlots: samples, diskSlotBytes: slotBytes, direct: true, io: 'auto' })!;
+  const tiers = openGpuTiers({ params, rawSlots: 1, quantSlots: samples, hostSlots: 0, diskPath: path, diskSlots: samples, diskSlotBytes: slotBytes, direct: true, io: 'auto' })!;
   try {
     await tiers.writeRaw(0, randomBlock(q.rawBytes, tokens));
     const zero = Uint32Array.of(0);
@@ -170,11 +175,76 @@ async function fillLatency(tokens: number, samples: number) {
   }
 }
 
+/** Median seconds of three runs of `op`. */
+async function median3(op: () => Promise<void>): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const t = performance.now();
+    await op();
+    times.push((performance.now() - t) / 1000);
+  }
+  return times.sort((a, b) => a - b)[1]!;
+}
+
+/** Calls `copy` over the slot lists in pieces of at most `batch` blocks, one after another. */
+async function inBatches(from: Uint32Array, to: Uint32Array, batch: number, copy: (f: Uint32Array, t: Uint32Array) => Promise<void>): Promise<void> {
+  for (let i = 0; i < from.length; i += batch) await copy(from.subarray(i, i + batch), to.subarray(i, i + batch));
+}
+
+async function hostTier(blocks: number, sources: Buffer[]) {
+  const params: QuantParams = { ...LLAMA, tokens: 16, keyBits: 4, valueBits: 4 };
+  const q = new Quantizer(params);
+  const path = join(dir, 'host-tier.slots');
+  const tiers = openGpuTiers({ params, rawSlots: blocks, quantSlots: blocks, hostSlots: blocks, diskPath: path, diskSlots: 1, diskSlotBytes: Math.ceil((q.quantizedBytes + 64) / 4096) * 4096, direct: true, io: 'auto' })!;
+  try {
+    for (let i = 0; i < blocks; i++) await tiers.writeRaw(i, sources[i % sources.length]!);
+    const ordered = Uint32Array.from({ length: blocks }, (_, i) => i);
+    await tiers.quantize(ordered, ordered);
+    // A fixed shuffle (Fisher-Yates over a small LCG): host slots after churn are in no order.
+    const shuffled = ordered.slice();
+    let r = 12345;
+    for (let i = blocks - 1; i > 0; i--) {
+      r = (Math.imul(r, 1664525) + 1013904223) >>> 0;
+      const j = r % (i + 1);
+      [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
+    }
+    const bytes = blocks * q.quantizedBytes;
+    const d2hOne = await median3(() => tiers.copy(1, ordered, 2, ordered));
+    const demote = await median3(() => inBatches(ordered, shuffled, 1024, (f, t) => tiers.copy(1, f, 2, t)));
+    const h2dOne = await median3(() => tiers.copy(2, ordered, 1, ordered));
+    const fill = await median3(() => inBatches(shuffled, ordered, 1024, (f, t) => tiers.copy(2, f, 1, t)));
+    const t = performance.now();
+    await tiers.dequantize(ordered, ordered);
+    const dequantizeS = (performance.now() - t) / 1000;
+    let worst = 0;
+    for (let i = 0; i < blocks; i += Math.max(1, Math.floor(blocks / 16))) {
+      worst = Math.max(worst, relErr(sources[i % sources.length]!, await tiers.readSlot(0, i)));
+    }
+    return {
+      blocks, quantizedBytes: bytes, logicalBytes: blocks * q.rawBytes,
+      pinnedCopy: { deviceToHostGBps: bytes / d2hOne / GB, hostToDeviceGBps: bytes / h2dOne / GB },
+      demote: { physicalGBps: bytes / demote / GB, vsPinnedCopy: d2hOne / demote },
+      fill: { physicalGBps: bytes / fill / GB, vsPinnedCopy: h2dOne / fill, logicalGBps: (blocks * q.rawBytes) / (fill + dequantizeS) / GB, dequantizeS },
+      worstRelativeError: worst,
+    };
+  } finally {
+    tiers.close();
+    rmSync(path, { force: true });
+  }
+}
+
 async function main() {
   const probe = await addon.probe();
   if (!probe.gpu.present || !addon.GpuTiers) throw new Error(`needs a GPU: ${probe.gpu.error}`);
   const blocks = Number(args.get('blocks') ?? 2048);
   const sources = Array.from({ length: 16 }, (_, i) => randomBlock(32 * 2 * 8 * 16 * 128 * 2, i + 1));
+  if (args.get('only') === 'host-tier') {
+    // The host tier alone (--only host-tier): no disk involved.
+    const host = await hostTier(blocks, sources);
+    console.log(JSON.stringify(host, null, 2));
+    if (outFile) writeFileSync(outFile, JSON.stringify({ device: probe.gpu.name, hostTier: host }, null, 2));
+    return;
+  }
   const sweep: Array<Awaited<ReturnType<typeof measure>>> = [];
   for (const k of [4, 8, 16, 32]) sweep.push(await measure({ name: '4bit', bits: 4 }, blocks, k, sources));
   const best = (dirn: 'spill' | 'fill') => sweep.reduce((a, b) => (b[dirn].physicalGBps > a[dirn].physicalGBps ? b : a)).inFlight;
@@ -191,9 +261,10 @@ async function main() {
   };
   for (const n of [1, 8, 16]) for (let i = 0; i < n; i++) rmSync(join(dir, `dd-${n}-${i}`), { force: true });
   const latency = [await fillLatency(16, 200), await fillLatency(64, 100)];
+  const host = await hostTier(blocks, sources);
   const report = {
     device: probe.gpu.name, cufile: probe.cufile, disk, inFlightSweep: sweep.map((s) => ({ inFlight: s.inFlight, spill: s.spill.physicalGBps, fill: s.fill.physicalGBps })),
-    chosenInFlight: k, variants, latency,
+    chosenInFlight: k, variants, latency, hostTier: host,
     ratios: variants.map((v) => ({
       variant: v.variant,
       spillPhysicalVsDisk: v.spill.physicalGBps / disk.write8, fillPhysicalVsDisk: v.fill.physicalGBps / disk.read16,
@@ -211,6 +282,8 @@ async function main() {
       return `| ${v.variant} | ${v.io}${v.cufileMode ? ` (${v.cufileMode})` : ''} | ${f(v.spill.physicalGBps)} (${f(r.spillPhysicalVsDisk)}) | ${f(v.spill.logicalGBps)} (${f(r.spillLogicalVsDisk)}x) | ${f(v.fill.physicalGBps)} (${f(r.fillPhysicalVsDisk)}) | ${f(v.fill.logicalGBps)} (${f(r.fillLogicalVsDisk)}x) | ${v.worstRelativeError.toExponential(2)} |`;
     }),
     ...latency.map((l) => `single-block fill + dequantize, ${l.tokensPerBlock} tokens (${f(l.rawBytes / MiB)} MiB raw, ${f(l.diskBytes / MiB)} MiB on disk): p50 ${f(l.p50ms)} ms, p99 ${f(l.p99ms)} ms`),
+    `host tier, ${host.blocks} 4-bit blocks (${f(host.quantizedBytes / GB)} GB): demote HBM -> host ${f(host.demote.physicalGBps)} GB/s = ${f(host.demote.vsPinnedCopy)} of one pinned device-to-host copy (${f(host.pinnedCopy.deviceToHostGBps)} GB/s); `
+      + `fill host -> HBM ${f(host.fill.physicalGBps)} GB/s = ${f(host.fill.vsPinnedCopy)} of one pinned host-to-device copy (${f(host.pinnedCopy.hostToDeviceGBps)} GB/s), ${f(host.fill.logicalGBps)} GB/s logical with dequantize; worst rel. error ${host.worstRelativeError.toExponential(2)}`,
   ].join('\n');
   console.log(table);
   if (outFile) {

@@ -16,6 +16,9 @@
 #                      the largest sizes the tiers, so a shorter list makes a shorter run
 #   RAW_FACTOR         tier 0 as a multiple of the largest context (and of 32k tokens) [1.25]
 #   QUANT_BYTES        tier 1 [1GiB]
+#   HOST_BYTES         the host tier (pinned host memory) [0: none, evicted contexts go to
+#                      disk]; large enough for the largest context, evictions stop there and
+#                      restores come from host memory
 #   REPEATS, CLIENTS   one-client restores per length [2]; concurrent clients [16]
 #   SPILL_FILL_BLOCKS  blocks of the spill-fill bench [2048]
 #   PORT [8420], DATA_DIR (the tier file and the spill-fill files) [data]
@@ -53,7 +56,7 @@ print((math.ceil(blocks * factor) + 64) * 2 * 2**20, (math.ceil(2.5 * blocks) + 
 EOF
 )
 if [ -z "${max_tokens:-}" ]; then echo "bad LENGTHS: $lengths" >&2; exit 2; fi
-echo "lengths: $lengths; tier 0 $((raw_bytes / 2**20)) MiB, tier 1 ${QUANT_BYTES:-1GiB}, disk tier $((disk_bytes / 2**20)) MiB in $data" | tee "$out/settings.txt"
+echo "lengths: $lengths; tier 0 $((raw_bytes / 2**20)) MiB, tier 1 ${QUANT_BYTES:-1GiB}, host tier ${HOST_BYTES:-0}, disk tier $((disk_bytes / 2**20)) MiB in $data" | tee "$out/settings.txt"
 
 server=
 cleanup() {
@@ -71,6 +74,7 @@ timeout "${SPILL_FILL_TIMEOUT:-150}" node dist/bench/gpu/spill-fill.js --dir "$d
 echo "== server"
 PORT=$port node dist/runtime/cli.js serve \
   --set "tiers.raw.bytes=$raw_bytes" --set "tiers.quantized.bytes=${QUANT_BYTES:-1GiB}" \
+  --set "tiers.host.bytes=${HOST_BYTES:-0}" \
   --set "tiers.disk.bytes=$disk_bytes" --set "tiers.disk.path=$data/restore.slots" \
   --set "limits.maxTokensPerSequence=$max_tokens" --set "limits.maxTotalTokens=$((max_tokens * 64))" \
   --set server.maxDiskQueue=65536 --set server.maxEventLoopDelayMs=1000 \

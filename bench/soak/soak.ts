@@ -30,7 +30,8 @@ export interface SoakOptions {
   sequences: number;
   workload: Omit<WorkloadOptions, 'tokensPerBlock'>;
   model: { layers: number; kvHeads: number; headDim: number; tokensPerBlock: number; dtype: 'bf16' };
-  tiers: { raw: string; quantized: string; disk: string };
+  /** host: the host tier, or none where absent. */
+  tiers: { raw: string; quantized: string; host?: string; disk: string };
   backend: 'auto' | 'host' | 'gpu';
   /** Where the config, the slot file and the server's log go. */
   dir: string;
@@ -198,7 +199,8 @@ class Soak {
   private server!: ServerProcess;
   private client!: SpillwayClient;
   private rawBytes = 0;
-  private slotBytes = [0, 0, 0];
+  /** Bytes of a slot, by tier name. */
+  private slotBytes: Record<string, number> = {};
   private diskSlots = 0;
   private diskPath = '';
   private epoch = 0;
@@ -249,7 +251,7 @@ class Soak {
   private writeConfig(): void {
     const config: ConfigInput = {
       model: this.o.model,
-      tiers: { raw: { bytes: this.o.tiers.raw }, quantized: { bytes: this.o.tiers.quantized }, disk: { path: 'tier2.slots', bytes: this.o.tiers.disk } },
+      tiers: { raw: { bytes: this.o.tiers.raw }, quantized: { bytes: this.o.tiers.quantized }, host: { bytes: this.o.tiers.host ?? 0 }, disk: { path: 'tier2.slots', bytes: this.o.tiers.disk } },
       limits: { maxLiveSequences: this.o.sequences * 2, maxTokensPerSequence: this.o.workload.maxTokens },
       backend: this.o.backend,
       server: { host: '127.0.0.1', port: 0, faults: this.o.faults.includes('disk-full') },
@@ -572,7 +574,7 @@ class Soak {
     const found: number[] = [];
     try {
       for (let slot = 0; slot < this.diskSlots; slot++) {
-        readSync(fd, header, 0, 16, slot * this.slotBytes[2]!);
+        readSync(fd, header, 0, 16, slot * this.slotBytes.disk!);
         if (header.toString('latin1', 0, 4) === 'SWSL' && header.readBigUInt64LE(8) === BigInt(blockId)) found.push(slot);
       }
     } finally {
@@ -587,7 +589,7 @@ class Soak {
     const byte = Buffer.alloc(1);
     try {
       for (const slot of slots) {
-        const at = slot * this.slotBytes[2]! + 64 + 100;
+        const at = slot * this.slotBytes.disk! + 64 + 100;
         readSync(fd, byte, 0, 1, at);
         byte[0] = byte[0]! ^ 0x5a;
         writeSync(fd, byte, 0, 1, at);
@@ -763,9 +765,10 @@ class Soak {
         s.diskBytesPerSecond = tel.diskBytesPerSecond;
         s.rssBytes = this.server.rssBytes();
         s.openFds = this.server.openFds();
-        s.fastTierBytes = tel.blocks.raw * this.slotBytes[0]! + tel.blocks.quantized * this.slotBytes[1]!;
+        // The memory tiers' bytes in use, host memory included (the RSS bound allows for them).
+        s.fastTierBytes = tel.blocks.raw * this.slotBytes.raw! + tel.blocks.quantized * this.slotBytes.quantized! + (tel.blocks.host ?? 0) * (this.slotBytes.host ?? 0);
         s.gpuMemoryBytes = gpu;
-        s.diskSlotBytes = tel.blocks.disk * this.slotBytes[2]!;
+        s.diskSlotBytes = tel.blocks.disk * this.slotBytes.disk!;
         s.diskFileBytes = statSync(this.diskPath).blocks * 512;
         s.liveBlocks = status.stats.liveBlocks;
         s.cachedBlocks = status.stats.cachedBlocks;
@@ -817,14 +820,14 @@ class Soak {
     const status = await this.client.status();
     const cap = status.capacity;
     this.rawBytes = cap.rawBlockBytes;
-    this.slotBytes = cap.tiers.map((t) => t.slotBytes);
-    this.diskSlots = cap.tiers[2]!.slots;
+    this.slotBytes = Object.fromEntries(cap.tiers.map((t) => [t.name, t.slotBytes]));
+    this.diskSlots = cap.tiers[cap.tiers.length - 1]!.slots;
     this.diskPath = status.backend.disk.path;
     this.hasGpu = status.backend.name === 'gpu';
     const quant = status.config.quantization as { keyBits: number; valueBits: number };
     if (quant.keyBits !== 4 || quant.valueBits !== 4) throw new Error('the soak checks quantized reads against the 4-bit bound: run it with 4-bit keys and values');
     this.o.log(`server ${this.server.url} (pid ${this.server.pid}), backend ${status.backend.name}: ${status.backend.reason}`);
-    this.o.log(`slots raw ${cap.tiers[0]!.slots}, quantized ${cap.tiers[1]!.slots}, disk ${cap.tiers[2]!.slots}; ${this.o.sequences} sequences of ${this.o.workload.minTokens}-${this.o.workload.maxTokens} tokens; faults: ${this.o.faults.join(', ') || 'none'}`);
+    this.o.log(`slots ${cap.tiers.map((t) => `${t.name} ${t.slots}`).join(', ')}; ${this.o.sequences} sequences of ${this.o.workload.minTokens}-${this.o.workload.maxTokens} tokens; faults: ${this.o.faults.join(', ') || 'none'}`);
 
     const workers = Array.from({ length: this.o.sequences }, () => this.worker());
     const sampler = this.sampleLoop();

@@ -1,17 +1,20 @@
 /**
- * A backend owns where tier bytes live and moves them: tier 0 (raw blocks) and tier 1
- * (quantized blocks) are slot arrays in device memory (GPU backend) or host memory (host
- * backend); tier 2 is the slot file on disk. The store decides what moves where; a
- * backend only carries out one move at a time per slot and resolves when it is done.
+ * A backend owns where tier bytes live and moves them. Tiers are the layout's, addressed
+ * by index: tier 0 holds raw blocks, tier 1 quantized blocks next to it (device memory on
+ * the GPU backend, host memory on the host backend), an optional host tier more
+ * quantized blocks (pinned host memory, or plain host memory), and the bottom tier is the
+ * slot file on disk. The store decides what moves where; a backend only carries out one
+ * move at a time per slot and resolves when it is done.
  */
-import type { Layout } from '../layout.js';
+import type { TierIndex } from '../layout.js';
 
 export interface BackendDescription {
   name: 'host' | 'gpu';
   /** Why this backend was chosen (or why the GPU one was not). */
   reason: string;
   /** How each tier's bytes are held and moved, in words. */
-  paths: { raw: string; quantized: string; disk: string };
+  /** By tier name; host only where the layout has a host tier. */
+  paths: { raw: string; quantized: string; host?: string; disk: string };
   disk: { path: string; direct: boolean; directReason: string; preallocated: boolean };
 }
 
@@ -43,23 +46,24 @@ export interface Backend {
   writeRaw(slot: number, src: Uint8Array): Promise<void>;
   /** Copies a tier-0 slot out. */
   readRaw(slot: number): Promise<Buffer>;
-  /** Copies a tier-1 slot (stored format) out. */
-  readQuantized(slot: number): Promise<Buffer>;
+  /** Copies a quantized memory tier's slot out (stored format). */
+  readStored(tier: TierIndex, slot: number): Promise<Buffer>;
   /** Tier 0 -> tier 1. */
   quantize(rawSlot: number, quantSlot: number): Promise<void>;
   /** Tier 1 -> tier 0. */
   dequantize(quantSlot: number, rawSlot: number): Promise<void>;
   /** Stored bytes -> a new raw block, leaving the tiers untouched. */
   dequantizeBytes(stored: Buffer): Promise<Buffer>;
-  /** Tier 1 -> tier 2, with the block's checksum. */
-  spill(quantSlot: number, diskSlot: number, tag: DiskTag): Promise<void>;
-  /** Tier 2 -> tier 1, verified. */
-  fill(diskSlot: number, tag: DiskTag, quantSlot: number): Promise<void>;
-  /** Reads a disk slot's stored bytes, verified, without using a tier-1 slot. */
+  /** A quantized block from one memory tier's slot to another's (device to host memory, or back). */
+  copyStored(fromTier: TierIndex, fromSlot: number, toTier: TierIndex, toSlot: number): Promise<void>;
+  /** A quantized memory tier's slot -> a disk slot, with the block's checksum. */
+  spill(tier: TierIndex, slot: number, diskSlot: number, tag: DiskTag): Promise<void>;
+  /** A disk slot -> a quantized memory tier's slot, verified. */
+  fill(diskSlot: number, tag: DiskTag, tier: TierIndex, slot: number): Promise<void>;
+  /** Reads a disk slot's stored bytes, verified, without using a memory slot. */
   readDisk(diskSlot: number, tag: DiskTag): Promise<Buffer>;
   /** Test seam: the next `count` disk operations of a kind fail with errno. */
   injectDiskFault(op: 'read' | 'write', errno: number, count: number): void;
   close(): Promise<void>;
 }
 
-export type BackendFactory = (layout: Layout, diskPath: string, direct: boolean) => Backend;

@@ -1,13 +1,14 @@
 /**
  * The GPU backend: tiers 0 and 1 in HBM (one device arena each, carved into slots), the
- * CUDA kernels for quantization, and the disk tier through cuFile or, where cuFile cannot
- * be used, the POSIX path with pinned bounce buffers. Which disk path runs, and why, is
+ * host tier (where configured) in pinned host memory reached by DMA copies, the CUDA
+ * kernels for quantization, and the disk tier through cuFile or, where cuFile cannot be
+ * used, the POSIX path with pinned bounce buffers. Which disk path runs, and why, is
  * part of describe(): never a silent fallback.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fromNative, nativeCall, SpillwayError } from '../errors.js';
-import type { Layout } from '../layout.js';
+import { diskTier, tierNamed, type Layout, type TierIndex } from '../layout.js';
 import { openGpuTiers, type NativeGpuTiers } from '../native.js';
 import type { Backend, BackendDescription, DiskTag, RawPoolExport } from './backend.js';
 import { SlotPairCoalescer } from './coalescer.js';
@@ -21,18 +22,22 @@ export class GpuBackend implements Backend {
   private readonly rawSlots: number;
   private readonly quantizes: SlotPairCoalescer;
   private readonly dequantizes: SlotPairCoalescer;
+  /** Device-to-host and host-to-device copies of quantized blocks, coalesced per direction. */
+  private readonly copies: Map<string, SlotPairCoalescer> = new Map();
 
   constructor(layout: Layout, diskPath: string, direct: boolean, io: 'auto' | 'cufile' | 'posix', reason: string) {
     this.reason = reason;
-    this.rawSlots = layout.tiers[0].slots;
+    this.rawSlots = layout.tiers[0]!.slots;
     mkdirSync(dirname(diskPath), { recursive: true });
+    const disk = diskTier(layout);
     const tiers = openGpuTiers({
       params: layout.quant,
-      rawSlots: layout.tiers[0].slots,
-      quantSlots: layout.tiers[1].slots,
+      rawSlots: layout.tiers[0]!.slots,
+      quantSlots: layout.tiers[1]!.slots,
+      hostSlots: tierNamed(layout, 'host')?.slots ?? 0,
       diskPath,
-      diskSlots: layout.tiers[2].slots,
-      diskSlotBytes: layout.tiers[2].slotBytes,
+      diskSlots: disk.slots,
+      diskSlotBytes: disk.slotBytes,
       direct,
       io,
     });
@@ -40,6 +45,9 @@ export class GpuBackend implements Backend {
     this.tiers = tiers;
     this.quantizes = new SlotPairCoalescer((raw, quant) => nativeCall('quantize', () => tiers.quantize(raw, quant)), MAX_LAUNCH_BLOCKS);
     this.dequantizes = new SlotPairCoalescer((quant, raw) => nativeCall('dequantize', () => tiers.dequantize(quant, raw)), MAX_LAUNCH_BLOCKS);
+    for (const [from, to] of [[1, 2], [2, 1]] as const) {
+      this.copies.set(`${from}${to}`, new SlotPairCoalescer((f, t) => nativeCall(`copy from tier ${from} to tier ${to}`, () => tiers.copy(from, f, to, t)), MAX_LAUNCH_BLOCKS));
+    }
   }
 
   describe(): BackendDescription {
@@ -50,7 +58,12 @@ export class GpuBackend implements Backend {
     return {
       name: 'gpu',
       reason: this.reason,
-      paths: { raw: `HBM on ${i.device}`, quantized: `HBM on ${i.device}, CUDA quantization kernels`, disk: `${disk}: ${i.ioReason}` },
+      paths: {
+        raw: `HBM on ${i.device}`,
+        quantized: `HBM on ${i.device}, CUDA quantization kernels`,
+        ...(i.hostArenaBytes > 0 ? { host: 'pinned host memory, DMA copies to and from tier 1' } : {}),
+        disk: `${disk}: ${i.ioReason}`,
+      },
       disk: { path: i.path, direct: i.direct, directReason: i.directReason, preallocated: i.preallocated },
     };
   }
@@ -74,8 +87,8 @@ export class GpuBackend implements Backend {
     return nativeCall('read from tier 0', () => this.tiers.readSlot(0, slot));
   }
 
-  readQuantized(slot: number): Promise<Buffer> {
-    return nativeCall('read from tier 1', () => this.tiers.readSlot(1, slot));
+  readStored(tier: TierIndex, slot: number): Promise<Buffer> {
+    return nativeCall(`read from tier ${tier}`, () => this.tiers.readSlot(memoryTier(tier), slot));
   }
 
   quantize(rawSlot: number, quantSlot: number): Promise<void> {
@@ -90,12 +103,18 @@ export class GpuBackend implements Backend {
     return nativeCall('dequantize', () => this.tiers.dequantizeBytes(stored));
   }
 
-  spill(quantSlot: number, diskSlot: number, tag: DiskTag): Promise<void> {
-    return nativeCall(`spill of block ${tag.key}`, () => this.tiers.spill(1, quantSlot, diskSlot, tag.key, tag.generation), { blockId: tag.key });
+  copyStored(fromTier: TierIndex, fromSlot: number, toTier: TierIndex, toSlot: number): Promise<void> {
+    const copies = this.copies.get(`${fromTier}${toTier}`);
+    if (!copies) throw new SpillwayError('INTERNAL', `no copy path from tier ${fromTier} to tier ${toTier}`);
+    return copies.submit(fromSlot, toSlot);
   }
 
-  fill(diskSlot: number, tag: DiskTag, quantSlot: number): Promise<void> {
-    return nativeCall(`fill of block ${tag.key}`, () => this.tiers.fill(1, quantSlot, diskSlot, tag.key, tag.generation), { blockId: tag.key });
+  spill(tier: TierIndex, slot: number, diskSlot: number, tag: DiskTag): Promise<void> {
+    return nativeCall(`spill of block ${tag.key}`, () => this.tiers.spill(quantizedTier(tier), slot, diskSlot, tag.key, tag.generation), { blockId: tag.key });
+  }
+
+  fill(diskSlot: number, tag: DiskTag, tier: TierIndex, slot: number): Promise<void> {
+    return nativeCall(`fill of block ${tag.key}`, () => this.tiers.fill(quantizedTier(tier), slot, diskSlot, tag.key, tag.generation), { blockId: tag.key });
   }
 
   readDisk(diskSlot: number, tag: DiskTag): Promise<Buffer> {
@@ -109,4 +128,16 @@ export class GpuBackend implements Backend {
   async close(): Promise<void> {
     this.tiers.close();
   }
+}
+
+/** The addon's memory tiers are the ladder's, by index: 0 raw, 1 quantized, 2 host. */
+function memoryTier(tier: TierIndex): 0 | 1 | 2 {
+  if (tier !== 0 && tier !== 1 && tier !== 2) throw new SpillwayError('INTERNAL', `tier ${tier} is not a memory tier of the GPU backend`);
+  return tier;
+}
+
+function quantizedTier(tier: TierIndex): 1 | 2 {
+  const t = memoryTier(tier);
+  if (t === 0) throw new SpillwayError('INTERNAL', 'tier 0 holds raw blocks, not quantized ones');
+  return t;
 }

@@ -1,12 +1,12 @@
 /**
- * The host backend: tiers 0 and 1 in page-aligned host memory, tier 2 through the
- * addon's pread/pwrite slot file, quantization by the C++ reference on the addon's
- * thread pool. It is what runs where there is no GPU, and the reference the GPU backend
+ * The host backend: the memory tiers (raw, quantized, and the host tier where configured)
+ * in page-aligned host memory, the disk tier through the addon's pread/pwrite slot file,
+ * quantization by the C++ reference on the addon's thread pool. It is what runs where there is no GPU, and the reference the GPU backend
  * is tested against.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { Layout } from '../layout.js';
+import { diskTier, type Layout, type TierIndex } from '../layout.js';
 import { addon, openSlotFile, Quantizer, type NativeSlotFile } from '../native.js';
 import { nativeCall } from '../errors.js';
 import type { Backend, BackendDescription, DiskTag } from './backend.js';
@@ -14,8 +14,8 @@ import type { Backend, BackendDescription, DiskTag } from './backend.js';
 export class HostBackend implements Backend {
   private readonly layout: Layout;
   private readonly quantizer: Quantizer;
-  private readonly raw: Buffer;
-  private readonly quantized: Buffer;
+  /** One arena per memory tier, by tier index: slot i at i * slotBytes. */
+  private readonly arenas: Buffer[];
   private readonly file: NativeSlotFile;
   private readonly reason: string;
 
@@ -23,11 +23,10 @@ export class HostBackend implements Backend {
     this.layout = layout;
     this.reason = reason;
     this.quantizer = new Quantizer(layout.quant);
-    const [t0, t1, t2] = layout.tiers;
-    this.raw = addon.allocArena(Math.max(1, t0.bytes));
-    this.quantized = addon.allocArena(Math.max(1, t1.bytes));
+    const disk = diskTier(layout);
+    this.arenas = layout.tiers.filter((t) => t.kind !== 'disk').map((t) => addon.allocArena(Math.max(1, t.bytes)));
     mkdirSync(dirname(diskPath), { recursive: true });
-    this.file = openSlotFile(diskPath, t2.slotBytes, t2.slots, direct);
+    this.file = openSlotFile(diskPath, disk.slotBytes, disk.slots, direct);
   }
 
   describe(): BackendDescription {
@@ -38,6 +37,7 @@ export class HostBackend implements Backend {
       paths: {
         raw: 'host memory',
         quantized: `host memory, C++ reference quantizer on ${addon.poolThreads} threads`,
+        ...(this.arenas.length > 2 ? { host: 'host memory' } : {}),
         disk: `pread/pwrite${info.direct ? ' with O_DIRECT' : ' (buffered)'} on ${info.path}`,
       },
       disk: { path: info.path, direct: info.direct, directReason: info.directReason, preallocated: info.preallocated },
@@ -49,34 +49,34 @@ export class HostBackend implements Backend {
     return undefined;
   }
 
-  private rawOffset(slot: number): number {
-    return slot * this.layout.rawBlockBytes;
-  }
-
-  private quantOffset(slot: number): number {
-    return slot * this.layout.quantizedBlockBytes;
+  /** A memory tier's slot as a view of its arena. */
+  private slotView(tier: TierIndex, slot: number): Buffer {
+    const bytes = this.layout.tiers[tier]!.slotBytes;
+    return this.arenas[tier]!.subarray(slot * bytes, (slot + 1) * bytes);
   }
 
   async writeRaw(slot: number, src: Uint8Array): Promise<void> {
-    this.raw.set(src, this.rawOffset(slot));
+    this.slotView(0, slot).set(src);
   }
 
   async readRaw(slot: number): Promise<Buffer> {
-    const off = this.rawOffset(slot);
-    return Buffer.from(this.raw.subarray(off, off + this.layout.rawBlockBytes));
+    return Buffer.from(this.slotView(0, slot));
   }
 
-  async readQuantized(slot: number): Promise<Buffer> {
-    const off = this.quantOffset(slot);
-    return Buffer.from(this.quantized.subarray(off, off + this.layout.quantizedBlockBytes));
+  async readStored(tier: TierIndex, slot: number): Promise<Buffer> {
+    return Buffer.from(this.slotView(tier, slot));
   }
 
   quantize(rawSlot: number, quantSlot: number): Promise<void> {
-    return this.quantizer.quantizeInto(this.raw, this.rawOffset(rawSlot), this.quantized, this.quantOffset(quantSlot));
+    return this.quantizer.quantizeInto(this.slotView(0, rawSlot), 0, this.slotView(1, quantSlot), 0);
   }
 
   dequantize(quantSlot: number, rawSlot: number): Promise<void> {
-    return this.quantizer.dequantizeInto(this.quantized, this.quantOffset(quantSlot), this.raw, this.rawOffset(rawSlot));
+    return this.quantizer.dequantizeInto(this.slotView(1, quantSlot), 0, this.slotView(0, rawSlot), 0);
+  }
+
+  async copyStored(fromTier: TierIndex, fromSlot: number, toTier: TierIndex, toSlot: number): Promise<void> {
+    this.slotView(fromTier, fromSlot).copy(this.slotView(toTier, toSlot));
   }
 
   async dequantizeBytes(stored: Buffer): Promise<Buffer> {
@@ -85,14 +85,14 @@ export class HostBackend implements Backend {
     return out;
   }
 
-  spill(quantSlot: number, diskSlot: number, tag: DiskTag): Promise<void> {
-    const bytes = this.layout.quantizedBlockBytes;
-    return nativeCall(`spill of block ${tag.key}`, () => this.file.write(diskSlot, tag.key, tag.generation, this.quantized, this.quantOffset(quantSlot), bytes), { blockId: tag.key });
+  spill(tier: TierIndex, slot: number, diskSlot: number, tag: DiskTag): Promise<void> {
+    const src = this.slotView(tier, slot);
+    return nativeCall(`spill of block ${tag.key}`, () => this.file.write(diskSlot, tag.key, tag.generation, src, 0, src.length), { blockId: tag.key });
   }
 
-  fill(diskSlot: number, tag: DiskTag, quantSlot: number): Promise<void> {
-    const bytes = this.layout.quantizedBlockBytes;
-    return nativeCall(`fill of block ${tag.key}`, () => this.file.read(diskSlot, tag.key, tag.generation, this.quantized, this.quantOffset(quantSlot), bytes), { blockId: tag.key });
+  fill(diskSlot: number, tag: DiskTag, tier: TierIndex, slot: number): Promise<void> {
+    const dst = this.slotView(tier, slot);
+    return nativeCall(`fill of block ${tag.key}`, () => this.file.read(diskSlot, tag.key, tag.generation, dst, 0, dst.length), { blockId: tag.key });
   }
 
   async readDisk(diskSlot: number, tag: DiskTag): Promise<Buffer> {
