@@ -2,6 +2,7 @@
  * Opens a store on the backend the machine supports: the probe says what is there, the
  * configuration what is wanted, and the choice and its reason are kept for status.
  */
+import { performance } from 'node:perf_hooks';
 import type { Backend } from './backends/backend.js';
 import { GpuBackend } from './backends/gpu.js';
 import { HostBackend } from './backends/host.js';
@@ -9,6 +10,7 @@ import type { Config } from './config.js';
 import { SpillwayError } from './errors.js';
 import { computeLayout } from './layout.js';
 import { addon, type ProbeResult } from './native.js';
+import { scanDiskTier } from './recovery.js';
 import { BlockStore } from './store.js';
 
 export interface BackendChoice {
@@ -29,6 +31,10 @@ export function chooseBackend(config: Config, probe: ProbeResult): BackendChoice
   return { name: 'host', reason: why };
 }
 
+/**
+ * Opens the store and, unless `tiers.disk.recover` is false, adopts the committed blocks
+ * the disk tier holds from before (runtime/recovery.ts) before anything else touches it.
+ */
 export async function openStore(config: Config, probe?: ProbeResult): Promise<BlockStore> {
   const found = probe ?? (await addon.probe());
   const choice = chooseBackend(config, found);
@@ -37,5 +43,15 @@ export async function openStore(config: Config, probe?: ProbeResult): Promise<Bl
   const backend: Backend = choice.name === 'gpu'
     ? new GpuBackend(layout, path, direct, io, choice.reason)
     : new HostBackend(layout, path, direct, choice.reason);
-  return new BlockStore(config, backend, layout);
+  const store = new BlockStore(config, backend, layout);
+  try {
+    const started = performance.now();
+    const { blocks, report } = await scanDiskTier(config, layout, choice.name);
+    store.adoptRecovered(blocks);
+    store.recovery = { ...report, totalMs: performance.now() - started };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  return store;
 }

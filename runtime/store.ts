@@ -32,6 +32,7 @@ import { LeaseManager, type LeaseInfo } from './leases.js';
 import { BlockLock, Semaphore } from './lock.js';
 import { createPolicy, type EvictionPolicy } from './policy.js';
 import { blockHash, ROOT_HASH } from './prefix.js';
+import type { RecoveredBlock, RecoveryReport } from './recovery.js';
 import { SlotPool } from './slots.js';
 import { Telemetry, type MoveKind } from './telemetry.js';
 
@@ -186,6 +187,8 @@ export class BlockStore {
    * another (an acquire's wait starts when it gets through).
    */
   private readonly batchWindow: Semaphore;
+  /** What the recovery of the disk tier found when the store opened (runtime/recovery.ts). */
+  recovery: RecoveryReport | null = null;
   private readonly leasesExpired = new Counter({
     name: 'spillway_zero_copy_leases_expired_total', help: 'Zero-copy leases that expired holding blocks or not', registers: [this.telemetry.registry],
   });
@@ -242,6 +245,24 @@ export class BlockStore {
     for (const b of cached) this.attach(b, seq);
     this.sequences.set(seqId, seq);
     return { id: seqId, attached: seq.blocks.map((b, index) => ({ index, blockId: b.id })) };
+  }
+
+  /**
+   * Adopts the committed blocks a restart found on disk (runtime/recovery.ts) into a store
+   * that holds nothing yet: disk-only, committed, cached and referenced by no sequence, as
+   * blocks cached before the restart were. They keep the ids and generations their slot
+   * headers carry, so reads verify their slots as any; new blocks are numbered after them.
+   */
+  adoptRecovered(found: RecoveredBlock[]): void {
+    if (this.blocks.size > 0) throw new SpillwayError('INTERNAL', 'recovered blocks are adopted only into an empty store');
+    this.pools[2].claim(found.map((f) => f.diskSlot));
+    for (const f of found) {
+      const b = this.newBlock(f.id);
+      Object.assign(b, { generation: f.generation, hash: f.hash, written: true, disk: f.diskSlot });
+      this.policies[2].insert(b.id);
+      this.prefixIndex.set(f.hash, b);
+      this.nextBlockId = Math.max(this.nextBlockId, f.id + 1);
+    }
   }
 
   /** Reserves `count` new blocks at the end of a sequence. They take no slot until written. */
@@ -947,7 +968,7 @@ export class BlockStore {
               victim.quant = dest;
               victim.exact = false;
             } else {
-              await this.diskOp(victim, 'write', () => this.backend.spill(slot, dest, { key: victim.id, generation: victim.generation }));
+              await this.diskOp(victim, 'write', () => this.backend.spill(slot, dest, { key: victim.id, generation: victim.generation, hash: victim.hash }));
               victim.disk = dest;
             }
           });
@@ -1110,9 +1131,9 @@ export class BlockStore {
     return b.raw !== null ? 0 : b.quant !== null ? 1 : 2;
   }
 
-  private newBlock(): Block {
+  private newBlock(id = this.nextBlockId++): Block {
     const b: Block = {
-      id: this.nextBlockId++, generation: 0, owners: new Set(), pins: 0, hash: null, written: false, exact: false,
+      id, generation: 0, owners: new Set(), pins: 0, hash: null, written: false, exact: false,
       lost: false, raw: null, quant: null, disk: null, lock: new BlockLock(), dead: false, leases: new Set(),
     };
     this.blocks.set(b.id, b);

@@ -26,7 +26,7 @@ export function tempDir(prefix = 'spillway-test-'): { path: string; cleanup: () 
 export function tinyConfig(dir: string, slots: { raw: number; quantized: number; disk: number }, extra: ConfigInput = {}): Config {
   return parseConfig({
     ...extra,
-    model: TINY_MODEL,
+    model: { ...TINY_MODEL, ...extra.model },
     tiers: {
       raw: { bytes: slots.raw * TINY_RAW },
       quantized: { bytes: slots.quantized * TINY_QUANT },

@@ -69,6 +69,7 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   uint8_t* quant_ = nullptr;
   std::string path_;
   TierFile file_;
+  WriteMarks marks_;
   const cufile::Api* cufile_ = nullptr;
   cufile::Handle handle_ = nullptr;
   std::string cufile_mode_;

@@ -9,7 +9,7 @@ import { dirname } from 'node:path';
 import type { Layout } from '../layout.js';
 import { addon, openSlotFile, Quantizer, type NativeSlotFile } from '../native.js';
 import { nativeCall } from '../errors.js';
-import type { Backend, BackendDescription, DiskTag } from './backend.js';
+import { prefixHashBytes, type Backend, type BackendDescription, type DiskTag } from './backend.js';
 
 export class HostBackend implements Backend {
   private readonly layout: Layout;
@@ -87,7 +87,7 @@ export class HostBackend implements Backend {
 
   spill(quantSlot: number, diskSlot: number, tag: DiskTag): Promise<void> {
     const bytes = this.layout.quantizedBlockBytes;
-    return nativeCall(`spill of block ${tag.key}`, () => this.file.write(diskSlot, tag.key, tag.generation, this.quantized, this.quantOffset(quantSlot), bytes), { blockId: tag.key });
+    return nativeCall(`spill of block ${tag.key}`, () => this.file.write(diskSlot, tag.key, tag.generation, this.quantized, this.quantOffset(quantSlot), bytes, prefixHashBytes(tag)), { blockId: tag.key });
   }
 
   fill(diskSlot: number, tag: DiskTag, quantSlot: number): Promise<void> {
