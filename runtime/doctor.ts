@@ -6,7 +6,9 @@ import { dirname, join } from 'node:path';
 import type { Config } from './config.js';
 import { chooseBackend } from './open.js';
 import { addon, openSlotFile, type ProbeResult } from './native.js';
-import { DISK_ALIGN } from './layout.js';
+import { computeLayout, DISK_ALIGN } from './layout.js';
+import { scanDiskTier } from './recovery.js';
+import { formatRecovery, type RecoveryReport } from './recovery-report.js';
 import { formatBudget, memoryBudget } from './weights/model.js';
 import { formatWeightsReport, weightsReport } from './weights/report.js';
 
@@ -77,7 +79,17 @@ export async function doctor(config: Config, weights?: string) {
   const source = weights ?? config.weights.source;
   const weightsFound = source === undefined ? undefined : await weightsReport({ ...config.weights, source });
   const memory = backend.name === 'none' ? undefined : memoryBudget(config, backend.name, probe, weightsFound?.rankBytes[config.weights.rank] ?? 0);
-  return { probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads, memory, weights: weightsFound };
+  const recovery = await recoveryDryRun(config, backend.name === 'gpu' ? 'gpu' : 'host');
+  return { probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads, memory, weights: weightsFound, recovery };
+}
+
+/** What `serve` would recover from the disk tier now (read-only), or why it cannot tell. */
+async function recoveryDryRun(config: Config, backend: 'host' | 'gpu'): Promise<RecoveryReport | { error: string }> {
+  try {
+    return (await scanDiskTier(config, computeLayout(config), backend)).report;
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
 }
 
 const GiB = 2 ** 30;
@@ -98,6 +110,7 @@ export function formatDoctor(r: Awaited<ReturnType<typeof doctor>>): string {
     `  CPU threads:  ${r.cpuThreads} for the host quantizer`,
     `  backend:      ${r.backend.name}: ${r.backend.reason}`,
     ...(r.memory ? [`  memory:       ${formatBudget(r.memory)}`] : []),
+    `  recovery:     ${'error' in r.recovery ? `cannot scan the disk tier: ${r.recovery.error}` : formatRecovery(r.recovery)}`,
     ...(r.weights ? formatWeightsReport(r.weights) : []),
   ];
   return lines.join('\n');

@@ -32,7 +32,7 @@ import { LeaseManager, type LeaseInfo } from './leases.js';
 import { BlockLock, Semaphore } from './lock.js';
 import { createPolicy, type EvictionPolicy } from './policy.js';
 import { blockHash, ROOT_HASH } from './prefix.js';
-import type { RecoveredBlock, RecoveryReport } from './recovery.js';
+import type { RecoveredBlock, RecoveryReport } from './recovery-report.js';
 import { SlotPool } from './slots.js';
 import { Telemetry, type MoveKind } from './telemetry.js';
 
