@@ -74,42 +74,63 @@ function readFileAt(path: string, offset: number, length: number): Buffer {
   }
 }
 
-test('committed blocks on disk are found by prefix lookup after a restart and read back as written', async () => {
+const probe = await addon.probe();
+const noGpu = probe.gpu.present && addon.GpuTiers ? false : `no GPU backend here: ${probe.gpu.error || 'addon built without CUDA'}`;
+
+for (const backend of ['host', 'gpu'] as const) {
+  test(`${backend}: committed blocks on disk are found by prefix lookup after a restart and read back as written`, { skip: backend === 'gpu' && noGpu }, async () => {
+    const dir = tempDir();
+    try {
+      await committedOnDisk(dir.path, { backend });
+      const store = await reopen(dir.path, { backend });
+      try {
+        const report = store.recovery!;
+        assert.equal(report.recovered, COMMITTED);
+        assert.deepEqual(Object.values(report.dropped).reduce((a, b) => a + b), 0);
+        assert.deepEqual(Object.values(report.refused).reduce((a, b) => a + b), 0);
+        assert.ok(report.bytesScanned <= SLOTS.disk * 4096);
+
+        const found = store.lookupPrefix(hashes);
+        assert.equal(found.length, COMMITTED, 'the whole chain is cached again');
+        assert.ok(found.every((b) => b.tier === 'disk'));
+        const stats = store.stats();
+        assert.equal(stats.cachedBlocks, COMMITTED);
+        assert.equal(stats.liveBlocks, 0, 'recovered blocks are referenced by no sequence');
+
+        // Attach the chain as a new sequence and read every block: the stored bytes are the
+        // quantized form of what was written, the raw read is within the 4-bit bound.
+        const { id, attached } = store.createSequence('again', hashes);
+        assert.equal(attached.length, COMMITTED);
+        const layout = store.layout;
+        for (let i = 0; i < COMMITTED; i++) {
+          const stored = await store.read(id, i, { format: 'stored', promote: false });
+          assert.ok(stored.data.equals(await quantize(layout.quant, contents[i]!)), `block ${i}: stored bytes as before the restart`);
+          const raw = await store.read(id, i);
+          assert.ok(relativeError(contents[i]!, raw.data) < FOUR_BIT_BOUND, `block ${i} within the 4-bit bound`);
+        }
+        // The chain continues: the next block commits on the recovered parent, with a new id.
+        store.allocate(id, 1);
+        const next = await store.write(id, COMMITTED, blockContent(7), tokens(COMMITTED + 1).slice(COMMITTED * TPB));
+        assert.equal(next.hash, chainHashes(tokens(COMMITTED + 1), TPB)[COMMITTED]);
+        assert.ok(!found.some((b) => b.blockId === next.blockId), 'new blocks are numbered after the recovered ones');
+        store.checkInvariants();
+      } finally {
+        await store.close();
+      }
+    } finally {
+      dir.cleanup();
+    }
+  });
+}
+
+test('GPU: slots the host path wrote (CRC-32C) are refused, not served, by the GPU path', { skip: noGpu }, async () => {
   const dir = tempDir();
   try {
     await committedOnDisk(dir.path);
-    const store = await reopen(dir.path);
+    const store = await reopen(dir.path, { backend: 'gpu' });
     try {
-      const report = store.recovery!;
-      assert.equal(report.recovered, COMMITTED);
-      assert.deepEqual(Object.values(report.dropped).reduce((a, b) => a + b), 0);
-      assert.deepEqual(Object.values(report.refused).reduce((a, b) => a + b), 0);
-      assert.ok(report.bytesScanned <= SLOTS.disk * 4096);
-
-      const found = store.lookupPrefix(hashes);
-      assert.equal(found.length, COMMITTED, 'the whole chain is cached again');
-      assert.ok(found.every((b) => b.tier === 'disk'));
-      const stats = store.stats();
-      assert.equal(stats.cachedBlocks, COMMITTED);
-      assert.equal(stats.liveBlocks, 0, 'recovered blocks are referenced by no sequence');
-
-      // Attach the chain as a new sequence and read every block: the stored bytes are the
-      // quantized form of what was written, the raw read is within the 4-bit bound.
-      const { id, attached } = store.createSequence('again', hashes);
-      assert.equal(attached.length, COMMITTED);
-      const layout = store.layout;
-      for (let i = 0; i < COMMITTED; i++) {
-        const stored = await store.read(id, i, { format: 'stored', promote: false });
-        assert.ok(stored.data.equals(await quantize(layout.quant, contents[i]!)), `block ${i}: stored bytes as before the restart`);
-        const raw = await store.read(id, i);
-        assert.ok(relativeError(contents[i]!, raw.data) < FOUR_BIT_BOUND, `block ${i} within the 4-bit bound`);
-      }
-      // The chain continues: the next block commits on the recovered parent, with a new id.
-      store.allocate(id, 1);
-      const next = await store.write(id, COMMITTED, blockContent(7), tokens(COMMITTED + 1).slice(COMMITTED * TPB));
-      assert.equal(next.hash, chainHashes(tokens(COMMITTED + 1), TPB)[COMMITTED]);
-      assert.ok(!found.some((b) => b.blockId === next.blockId), 'new blocks are numbered after the recovered ones');
-      store.checkInvariants();
+      assert.equal(store.recovery!.refused.checksum, COMMITTED);
+      assert.equal(store.lookupPrefix(hashes).length, 0);
     } finally {
       await store.close();
     }
