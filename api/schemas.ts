@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { TIER_NAMES } from '../runtime/layout.js';
 import { LEASE_CLIENT_ID, LEASE_TTL_DEFAULT_MS, LEASE_TTL_MAX_MS, LEASE_TTL_MIN_MS } from '../runtime/leases.js';
+import { DROP_REASONS, REFUSE_REASONS } from '../runtime/recovery-report.js';
 
 const MAX_INDEX = 2 ** 31 - 1;
 
@@ -77,8 +78,25 @@ export const Load = z.object({
   diskQueue: Count, maxDiskQueue: Count, eventLoopDelayMs: z.number(), maxEventLoopDelayMs: z.number(),
   shedding: z.string().nullable().describe('why data-plane requests are answered 503 now, or null'),
 });
+const ReasonCounts = (reasons: readonly string[]) => z.object(Object.fromEntries(reasons.map((r) => [r, Count])));
+export const Recovery = z.object({
+  enabled: z.boolean().describe('tiers.disk.recover'),
+  path: z.string(),
+  slots: Count,
+  bytesScanned: Count.describe('the heads of the slots, not their payloads'),
+  recovered: Count.describe('committed blocks adopted as cached, disk-only blocks'),
+  empty: Count,
+  uncommitted: Count.describe('valid slots of blocks never committed: not recovered, by design'),
+  dropped: ReasonCounts(DROP_REASONS).describe('torn (a write in flight at the end), corrupt header, stale generation, duplicate'),
+  refused: ReasonCounts(REFUSE_REASONS).describe('written in another slot or block format, geometry, dtype, quantization, or a checksum this backend cannot verify'),
+  examples: z.array(z.object({ slot: Count, reason: z.string(), detail: z.string() })).describe('the first slots dropped or refused'),
+  scanMs: z.number(),
+  totalMs: z.number().describe('the whole recovery; the server listened only after it'),
+}).describe('what the start recovered from the disk tier (docs/ARCHITECTURE.md, "Warm restart")');
+
 export const StatusResponse = z.object({
   backend: Backend,
+  recovery: Recovery.nullable(),
   capacity: Capacity,
   limits: Limits,
   stats: Stats,

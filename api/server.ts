@@ -20,6 +20,7 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import { projectRoot, type Config } from '../runtime/config.js';
 import { addon } from '../runtime/native.js';
 import { chooseBackend, openStore } from '../runtime/open.js';
+import { formatRecovery } from '../runtime/recovery-report.js';
 import { assertBudgetFits, memoryBudget, ModelWeights, type MemoryBudget } from '../runtime/weights/model.js';
 import { formatBytes, terminalProgress, type OnProgress } from '../runtime/weights/progress.js';
 import type { BlockStore } from '../runtime/store.js';
@@ -184,6 +185,7 @@ export async function serve(config: Config): Promise<FastifyInstance> {
   const app = await buildServer(store, { logger: true, weights, memory });
   const b = store.describeBackend();
   app.log.info({ backend: b.name, reason: b.reason, paths: b.paths, capacity: store.capacity(), memory, auth: config.server.token !== undefined }, 'spillway store open');
+  if (store.recovery) app.log.info({ recovery: store.recovery }, `disk tier recovery: ${formatRecovery(store.recovery)}`);
   await app.listen({ host: config.server.host, port: config.server.port });
   const stop = async (code: number) => {
     await app.close();

@@ -59,6 +59,8 @@ export const ConfigSchema = z.object({
       direct: z.boolean().default(true),
       /** GPU backend only: cuFile where it works ('auto'), cuFile or fail, or the POSIX path. */
       io: z.enum(['auto', 'cufile', 'posix']).default('auto'),
+      /** Recover the committed blocks found in the file at start (runtime/recovery.ts); false starts empty. */
+      recover: z.boolean().default(true),
     }).strict().prefault({}),
   }).strict().prefault({}),
   quantization: z.object({

@@ -8,6 +8,8 @@ import type { Config } from './config.js';
 import { chooseBackend } from './open.js';
 import { addon, openSlotFile, type ProbeResult } from './native.js';
 import { computeLayout, DISK_ALIGN, tierNamed } from './layout.js';
+import { scanDiskTier } from './recovery.js';
+import { formatRecovery, type RecoveryReport } from './recovery-report.js';
 import { formatBudget, memoryBudget } from './weights/model.js';
 import { formatWeightsReport, weightsReport } from './weights/report.js';
 
@@ -78,7 +80,8 @@ export async function doctor(config: Config, weights?: string) {
   const source = weights ?? config.weights.source;
   const weightsFound = source === undefined ? undefined : await weightsReport({ ...config.weights, source });
   const memory = backend.name === 'none' ? undefined : memoryBudget(config, backend.name, probe, weightsFound?.rankBytes[config.weights.rank] ?? 0);
-  return { probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads, memory, hostTier: hostTierReport(config), weights: weightsFound };
+  const recovery = await recoveryDryRun(config, backend.name === 'gpu' ? 'gpu' : 'host');
+  return { probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads, memory, hostTier: hostTierReport(config), weights: weightsFound, recovery };
 }
 
 /** The host tier as configured, against the host memory available now. */
@@ -92,6 +95,15 @@ function formatHostTier(h: ReturnType<typeof hostTierReport>): string {
   const gib = (n: number) => `${(n / GiB).toFixed(2)} GiB`;
   if (h.slots === 0) return `none configured (tiers.host.bytes); ${gib(h.availableBytes)} of host memory available`;
   return `${gib(h.bytes)}: ${h.slots} blocks, ${h.tokens} tokens; ${gib(h.availableBytes)} available: ${h.fits ? 'fits' : 'does not fit'}`;
+}
+
+/** What `serve` would recover from the disk tier now (read-only), or why it cannot tell. */
+async function recoveryDryRun(config: Config, backend: 'host' | 'gpu'): Promise<RecoveryReport | { error: string }> {
+  try {
+    return (await scanDiskTier(config, computeLayout(config), backend)).report;
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
 }
 
 const GiB = 2 ** 30;
@@ -113,6 +125,7 @@ export function formatDoctor(r: Awaited<ReturnType<typeof doctor>>): string {
     `  backend:      ${r.backend.name}: ${r.backend.reason}`,
     ...(r.memory ? [`  memory:       ${formatBudget(r.memory)}`] : []),
     `  host tier:    ${formatHostTier(r.hostTier)}`,
+    `  recovery:     ${'error' in r.recovery ? `cannot scan the disk tier: ${r.recovery.error}` : formatRecovery(r.recovery)}`,
     ...(r.weights ? formatWeightsReport(r.weights) : []),
   ];
   return lines.join('\n');

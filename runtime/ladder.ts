@@ -35,6 +35,8 @@ export interface LadderBlock {
   pins: number;
   /** Sequences referencing it: a referenced block is never dropped. */
   readonly owners: ReadonlySet<string>;
+  /** A committed block's prefix hash: disk slots carry it so that a restart can recover the block. */
+  readonly hash: string | null;
   readonly lock: BlockLock;
 }
 
@@ -223,6 +225,15 @@ export class Ladder {
     this.notifyProgress();
   }
 
+  /** Records copies found in place at start (a restart's disk slots): taken from the pools, listed in the policies. */
+  adopt(found: Array<{ block: LadderBlock; tier: TierIndex; slot: number }>): void {
+    this.tiers.forEach((t) => this.pools[t.tier]!.claim(found.filter((f) => f.tier === t.tier).map((f) => f.slot)));
+    for (const { block, tier, slot } of found) {
+      block.copies[tier] = slot;
+      this.policies[tier]!.insert(block.id);
+    }
+  }
+
   /** A slot in transit that no block took, back to its pool. */
   returnSlot(tier: TierIndex, slot: number): void {
     this.pools[tier]!.release(slot);
@@ -324,7 +335,7 @@ export class Ladder {
     const below = tier + 1;
     if (tier === 0) return this.backend.quantize(slot, dest);
     if (this.tiers[below]!.kind === 'disk') {
-      return this.diskOp(b, 'write', () => this.backend.spill(tier, slot, dest, { key: b.id, generation: b.generation }));
+      return this.diskOp(b, 'write', () => this.backend.spill(tier, slot, dest, { key: b.id, generation: b.generation, hash: b.hash }));
     }
     return this.backend.copyStored(tier, slot, below, dest);
   }

@@ -38,7 +38,8 @@ export interface SlotFileInfo {
 }
 
 export interface NativeSlotFile {
-  write(slot: number, key: number, generation: number, src: Buffer, srcOffset: number, length: number): Promise<void>;
+  /** `prefixHash`: 16 bytes for a committed block, recorded in the slot header for recovery. */
+  write(slot: number, key: number, generation: number, src: Buffer, srcOffset: number, length: number, prefixHash?: Buffer): Promise<void>;
   read(slot: number, key: number, generation: number, dst: Buffer, dstOffset: number, length: number): Promise<void>;
   close(): void;
   injectFault(op: 'read' | 'write', errno: number, count: number): void;
@@ -82,7 +83,7 @@ export interface NativeGpuTiers {
   dequantizeBytes(stored: Buffer): Promise<Buffer>;
   /** Quantized blocks between tier 1 and tier 2, fromSlots[i] to toSlots[i], one synchronization. */
   copy(fromTier: 1 | 2, fromSlots: Uint32Array, toTier: 1 | 2, toSlots: Uint32Array): Promise<void>;
-  spill(tier: 0 | 1 | 2, slot: number, diskSlot: number, key: number, generation: number): Promise<void>;
+  spill(tier: 0 | 1 | 2, slot: number, diskSlot: number, key: number, generation: number, prefixHash?: Buffer): Promise<void>;
   fill(tier: 0 | 1 | 2, slot: number, diskSlot: number, key: number, generation: number): Promise<void>;
   readDisk(diskSlot: number, key: number, generation: number): Promise<Buffer>;
   injectFault(op: 'read' | 'write', errno: number, count: number): void;
@@ -116,7 +117,22 @@ export interface NativeDeviceArena {
   free(): void;
 }
 
+/** The slot header's constants (addon/src/disk_io.cc), for reading scanned headers. */
+export interface SlotFormat {
+  magic: number;
+  version: number;
+  headerBytes: number;
+  /** Bytes `scanSlotHeads` returns per slot: the slot header, then the quantized block's header. */
+  scanBytes: number;
+  committedFlag: number;
+  /** What the write marks file adds to the tier file's path. */
+  marksSuffix: string;
+}
+
 interface Addon {
+  slotFormat: SlotFormat;
+  /** The first `slotFormat.scanBytes` of every slot of a tier file; zeros past its end or with no file. */
+  scanSlotHeads(path: string, slotBytes: number, slots: number): Promise<Buffer>;
   allocArena(bytes: number): Buffer;
   crc32c(buf: Buffer, offset?: number, length?: number): number;
   quantSizes(p: NativeParams): { raw: number; quantized: number; groups: number };

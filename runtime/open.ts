@@ -3,6 +3,7 @@
  * configuration what is wanted, and the choice and its reason are kept for status.
  */
 import { freemem } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import type { Backend } from './backends/backend.js';
 import { GpuBackend } from './backends/gpu.js';
 import { HostBackend } from './backends/host.js';
@@ -10,6 +11,7 @@ import type { Config } from './config.js';
 import { SpillwayError } from './errors.js';
 import { computeLayout, tierNamed, type Layout } from './layout.js';
 import { addon, type ProbeResult } from './native.js';
+import { scanDiskTier } from './recovery.js';
 import { BlockStore } from './store.js';
 
 export interface BackendChoice {
@@ -46,6 +48,10 @@ export function checkHostMemory(layout: Layout, backend: BackendChoice['name'], 
   });
 }
 
+/**
+ * Opens the store and, unless `tiers.disk.recover` is false, adopts the committed blocks
+ * the disk tier holds from before (runtime/recovery.ts) before anything else touches it.
+ */
 export async function openStore(config: Config, probe?: ProbeResult): Promise<BlockStore> {
   const found = probe ?? (await addon.probe());
   const choice = chooseBackend(config, found);
@@ -55,5 +61,15 @@ export async function openStore(config: Config, probe?: ProbeResult): Promise<Bl
   const backend: Backend = choice.name === 'gpu'
     ? new GpuBackend(layout, path, direct, io, choice.reason)
     : new HostBackend(layout, path, direct, choice.reason);
-  return new BlockStore(config, backend, layout);
+  const store = new BlockStore(config, backend, layout);
+  try {
+    const started = performance.now();
+    const { blocks, report } = await scanDiskTier(config, layout, choice.name);
+    store.adoptRecovered(blocks);
+    store.recovery = { ...report, totalMs: performance.now() - started };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  return store;
 }

@@ -21,6 +21,14 @@ export class SlotPool {
     return this.free.pop();
   }
 
+  /** Takes these particular slots out of the free list (blocks found in them at start). */
+  claim(slots: number[]): void {
+    const taken = new Set(slots);
+    const free = this.free.filter((s) => !taken.has(s));
+    this.free.length = 0;
+    this.free.push(...free);
+  }
+
   release(slot: number): void {
     this.free.push(slot);
   }

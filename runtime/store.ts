@@ -32,6 +32,7 @@ import { computeLayout, type Layout, type TierIndex, type TierName } from './lay
 import { LeaseManager, type LeaseInfo } from './leases.js';
 import { BlockLock, Semaphore } from './lock.js';
 import { blockHash, ROOT_HASH } from './prefix.js';
+import type { RecoveredBlock, RecoveryReport } from './recovery-report.js';
 import { Telemetry } from './telemetry.js';
 
 interface Block extends LadderBlock {
@@ -153,6 +154,8 @@ export class BlockStore {
    * another (an acquire's wait starts when it gets through).
    */
   private readonly batchWindow: Semaphore;
+  /** What the recovery of the disk tier found when the store opened (runtime/recovery.ts). */
+  recovery: RecoveryReport | null = null;
   private readonly leasesExpired = new Counter({
     name: 'spillway_zero_copy_leases_expired_total', help: 'Zero-copy leases that expired holding blocks or not', registers: [this.telemetry.registry],
   });
@@ -198,6 +201,24 @@ export class BlockStore {
     for (const b of cached) this.attach(b, seq);
     this.sequences.set(seqId, seq);
     return { id: seqId, attached: seq.blocks.map((b, index) => ({ index, blockId: b.id })) };
+  }
+
+  /**
+   * Adopts the committed blocks a restart found on disk (runtime/recovery.ts) into a store
+   * that holds nothing yet: disk-only, committed, cached and referenced by no sequence, as
+   * blocks cached before the restart were. They keep the ids and generations their slot
+   * headers carry, so reads verify their slots as any; new blocks are numbered after them.
+   */
+  adoptRecovered(found: RecoveredBlock[]): void {
+    if (this.blocks.size > 0) throw new SpillwayError('INTERNAL', 'recovered blocks are adopted only into an empty store');
+    const placed = found.map((f) => {
+      const b = this.newBlock(f.id);
+      Object.assign(b, { generation: f.generation, hash: f.hash, written: true });
+      this.prefixIndex.set(f.hash, b);
+      this.nextBlockId = Math.max(this.nextBlockId, f.id + 1);
+      return { block: b, tier: this.ladder.bottom, slot: f.diskSlot };
+    });
+    this.ladder.adopt(placed);
   }
 
   /** Reserves `count` new blocks at the end of a sequence. They take no slot until written. */
@@ -796,9 +817,9 @@ export class BlockStore {
     }
   }
 
-  private newBlock(): Block {
+  private newBlock(id = this.nextBlockId++): Block {
     const b: Block = {
-      id: this.nextBlockId++, generation: 0, owners: new Set(), pins: 0, hash: null, written: false, exact: false,
+      id, generation: 0, owners: new Set(), pins: 0, hash: null, written: false, exact: false,
       lost: false, copies: this.ladder.noCopies(), lock: new BlockLock(), dead: false, leases: new Set(),
     };
     this.blocks.set(b.id, b);

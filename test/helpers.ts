@@ -34,7 +34,7 @@ export interface TinySlots {
 export function tinyConfig(dir: string, slots: TinySlots, extra: ConfigInput = {}): Config {
   return parseConfig({
     ...extra,
-    model: TINY_MODEL,
+    model: { ...TINY_MODEL, ...extra.model },
     tiers: {
       raw: { bytes: slots.raw * TINY_RAW },
       quantized: { bytes: slots.quantized * TINY_QUANT },

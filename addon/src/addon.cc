@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include "device_arena.h"
+#include "disk_io.h"
 #include "gpu_tiers.h"
 #include "host_memory.h"
 #include "probe.h"
@@ -13,6 +14,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   spillway::InitHostMemory(env, exports);
   spillway::InitQuantize(env, exports);
   spillway::InitProbe(env, exports);
+  spillway::InitSlotScan(env, exports);
   exports.Set("SlotFile", spillway::SlotFile::Define(env));
 #ifdef SW_WITH_CUDA
   exports.Set("GpuTiers", spillway::GpuTiers::Define(env));

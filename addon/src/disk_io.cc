@@ -2,20 +2,25 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include "async_task.h"
 #include "checksum.h"
 #include "slot_checksum.h"
+#include "thread_pool.h"
 
 namespace spillway {
 namespace {
 
 constexpr uint32_t kSlotMagic = 0x4C535753;  // "SWSL"
-constexpr uint16_t kSlotVersion = 1;
+// 2: the prefix hash in the header, the header CRC at its end (1 had neither).
+constexpr uint16_t kSlotVersion = 2;
 constexpr size_t kHeaderCrcSpan = offsetof(SlotHeader, header_crc);
 
 std::string ErrnoText(int err) { return std::string(strerror(err)) + " (errno " + std::to_string(err) + ")"; }
@@ -91,11 +96,16 @@ TierFile OpenTierFile(const std::string& path, uint64_t slot_bytes, uint32_t slo
   return f;
 }
 
-SlotHeader MakeSlotHeader(uint64_t key, uint64_t generation, uint32_t payload_bytes, ChecksumKind kind, uint32_t checksum) {
+SlotHeader MakeSlotHeader(uint64_t key, uint64_t generation, uint32_t payload_bytes, ChecksumKind kind, uint32_t checksum,
+                          const uint8_t* prefix_hash) {
   SlotHeader h{};
   h.magic = kSlotMagic;
   h.version = kSlotVersion;
   h.flags = static_cast<uint16_t>(kind);
+  if (prefix_hash) {
+    h.flags |= kSlotCommitted;
+    std::memcpy(h.prefix_hash, prefix_hash, kPrefixHashBytes);
+  }
   h.key = key;
   h.generation = generation;
   h.payload_bytes = payload_bytes;
@@ -122,6 +132,101 @@ uint32_t PayloadChecksum(ChecksumKind kind, const void* data, size_t length) {
 
 void ThrowPayloadMismatch(const std::string& what) {
   throw CodedError("CHECKSUM_MISMATCH", what + ": payload checksum does not match");
+}
+
+PrefixHashArg ArgPrefixHash(const Napi::CallbackInfo& info, size_t i) {
+  PrefixHashArg h;
+  if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return h;
+  auto buf = ArgBuffer(info, i, "prefixHash");
+  if (buf.Length() != kPrefixHashBytes) throw Napi::RangeError::New(info.Env(), "prefixHash must be 16 bytes");
+  std::memcpy(h.bytes, buf.Data(), kPrefixHashBytes);
+  h.present = true;
+  return h;
+}
+
+std::string WriteMarksPath(const std::string& tier_path) { return tier_path + ".writing"; }
+
+void WriteMarks::Open(const std::string& tier_path, uint32_t slots) {
+  std::string path = WriteMarksPath(tier_path);
+  fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw CodedError("IO_ERROR", "cannot open write marks file " + path + ": " + ErrnoText(errno));
+  struct stat st {};
+  if (fstat(fd_, &st) == 0 && static_cast<uint64_t>(st.st_size) < slots && ftruncate(fd_, slots) != 0) {
+    int err = errno;
+    Close();
+    ThrowIo("sizing write marks file " + path, err);
+  }
+}
+
+void WriteMarks::Close() {
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+}
+
+void WriteMarks::Set(uint32_t slot, uint8_t value, const std::string& what) {
+  FullPwrite(fd_, &value, 1, slot, what + " (write mark)");
+}
+
+void ScanSlotHeads(const std::string& path, uint64_t slot_bytes, uint32_t slots, uint8_t* out) {
+  std::memset(out, 0, static_cast<size_t>(slots) * kScanBytes);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+  if (fd < 0 && errno == EINVAL) {
+    fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // Buffered: without this, readahead would read far past each slot's first page.
+    if (fd >= 0) posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+  }
+  if (fd < 0 && errno == ENOENT) return;  // no file yet: nothing to recover
+  if (fd < 0) throw CodedError("IO_ERROR", "cannot open disk tier file " + path + " to scan it: " + ErrnoText(errno));
+  struct Closer { int fd; ~Closer() { close(fd); } } closer{fd};
+  struct stat st {};
+  if (fstat(fd, &st) != 0) ThrowIo("stat of " + path, errno);
+  uint32_t present = static_cast<uint32_t>(std::min<uint64_t>(slots, static_cast<uint64_t>(st.st_size) / slot_bytes));
+  std::string error;
+  std::mutex error_mu;
+  ParallelFor(present, [&](uint32_t begin, uint32_t end) {
+    try {
+      AlignedBuffer page = AllocAligned(kDiskAlign);
+      for (uint32_t slot = begin; slot < end; slot++) {
+        FullPread(fd, page.get(), kDiskAlign, slot * slot_bytes, "scan of slot " + std::to_string(slot) + " in " + path);
+        std::memcpy(out + static_cast<size_t>(slot) * kScanBytes, page.get(), kScanBytes);
+      }
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(error_mu);
+      error = e.what();
+    }
+  });
+  if (!error.empty()) throw CodedError("IO_ERROR", error);
+}
+
+namespace {
+
+// scanSlotHeads(path, slotBytes, slots): Promise<Buffer> of slots * 128 bytes.
+Napi::Value ScanSlotHeadsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  uint64_t slot_bytes = ArgU64(info, 1, "slotBytes");
+  uint32_t slots = ArgU32(info, 2, "slots");
+  if (slot_bytes == 0 || slot_bytes % kDiskAlign != 0) throw MakeError(env, "INVALID_ARGUMENT", "slotBytes must be a positive multiple of 4096");
+  auto out = Napi::Buffer<uint8_t>::New(env, std::max<size_t>(1, static_cast<size_t>(slots) * kScanBytes));
+  uint8_t* dst = out.Data();
+  return AsyncTask::Run(
+      env, {out}, [path, slot_bytes, slots, dst] { ScanSlotHeads(path, slot_bytes, slots, dst); },
+      [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
+}
+
+}  // namespace
+
+void InitSlotScan(Napi::Env env, Napi::Object exports) {
+  exports.Set("scanSlotHeads", Napi::Function::New(env, ScanSlotHeadsJs, "scanSlotHeads"));
+  Napi::Object format = Napi::Object::New(env);
+  format.Set("magic", kSlotMagic);
+  format.Set("version", kSlotVersion);
+  format.Set("headerBytes", kSlotHeaderBytes);
+  format.Set("scanBytes", kScanBytes);
+  format.Set("committedFlag", kSlotCommitted);
+  format.Set("marksSuffix", WriteMarksPath(""));
+  exports.Set("slotFormat", format);
 }
 
 int FaultInjector::Take(bool write) {

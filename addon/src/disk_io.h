@@ -1,6 +1,7 @@
 // What both disk paths (host pread/pwrite and GPU cuFile) share: the tier file's opening
-// and reservation, whole-buffer positional I/O, and the 64-byte slot header that names the
-// block and carries its checksum. docs/ARCHITECTURE.md documents the slot layout.
+// and reservation, whole-buffer positional I/O, the 64-byte slot header that names the
+// block, its prefix hash and its checksum, the marks of slot writes in flight, and the
+// header scan a restart recovers from. docs/ARCHITECTURE.md documents the slot layout.
 #pragma once
 #include <napi.h>
 
@@ -40,21 +41,27 @@ struct TierFile {
 TierFile OpenTierFile(const std::string& path, uint64_t slot_bytes, uint32_t slots, bool want_direct);
 
 enum class ChecksumKind : uint16_t { kCrc32c = 0, kMixSum64 = 1 };
+constexpr uint16_t kSlotCommitted = 2;  // flags bit 1: prefix_hash holds the block's prefix hash
+constexpr uint32_t kPrefixHashBytes = 16;
 
 struct SlotHeader {
   uint32_t magic;
   uint16_t version;
-  uint16_t flags;  // bit 0: ChecksumKind
+  uint16_t flags;  // bit 0: ChecksumKind; bit 1: kSlotCommitted
   uint64_t key;
   uint64_t generation;
   uint32_t payload_bytes;
   uint32_t payload_checksum;
+  uint8_t prefix_hash[kPrefixHashBytes];  // zero unless committed
+  uint8_t reserved[12];
   uint32_t header_crc;  // CRC-32C of the bytes before it
-  uint8_t reserved[kSlotHeaderBytes - 36];
 };
 static_assert(sizeof(SlotHeader) == kSlotHeaderBytes, "slot header is 64 bytes");
+static_assert(offsetof(SlotHeader, header_crc) == 60, "header CRC is the header's last field");
 
-SlotHeader MakeSlotHeader(uint64_t key, uint64_t generation, uint32_t payload_bytes, ChecksumKind kind, uint32_t checksum);
+// `prefix_hash`: the committed block's 16-byte prefix hash, or nullptr for a block that is not.
+SlotHeader MakeSlotHeader(uint64_t key, uint64_t generation, uint32_t payload_bytes, ChecksumKind kind, uint32_t checksum,
+                          const uint8_t* prefix_hash);
 // Checks magic, header CRC, key, generation and length (CHECKSUM_MISMATCH/SLOT_MISMATCH).
 void VerifySlotHeader(const SlotHeader& h, uint64_t key, uint64_t generation, uint32_t payload_bytes, const std::string& what);
 ChecksumKind KindOf(const SlotHeader& h);
@@ -62,6 +69,42 @@ ChecksumKind KindOf(const SlotHeader& h);
 uint32_t PayloadChecksum(ChecksumKind kind, const void* data, size_t length);
 uint32_t FoldChecksum(uint64_t sum);
 [[noreturn]] void ThrowPayloadMismatch(const std::string& what);
+// Argument i: a 16-byte prefix hash Buffer, or undefined/null for a block not committed.
+struct PrefixHashArg {
+  bool present = false;
+  uint8_t bytes[kPrefixHashBytes] = {};
+  const uint8_t* get() const { return present ? bytes : nullptr; }
+};
+PrefixHashArg ArgPrefixHash(const Napi::CallbackInfo& info, size_t i);
+
+// One byte per slot in a file beside the tier file (`<path>.writing`): 1 while a write of the
+// slot is in flight, 0 once it has landed. A restart drops every slot still marked, because
+// a process that died in the middle of a write may have left its header and payload from
+// two different blocks. The marks are buffered writes: they survive the process, not the machine.
+class WriteMarks {
+ public:
+  WriteMarks() = default;
+  WriteMarks(const WriteMarks&) = delete;
+  WriteMarks& operator=(const WriteMarks&) = delete;
+  ~WriteMarks() { Close(); }
+  // Opens (creating) the marks file of `tier_path`, sized for `slots`; keeps existing marks.
+  void Open(const std::string& tier_path, uint32_t slots);
+  void Close();
+  void Begin(uint32_t slot, const std::string& what) { Set(slot, 1, what); }
+  void End(uint32_t slot, const std::string& what) { Set(slot, 0, what); }
+
+ private:
+  void Set(uint32_t slot, uint8_t value, const std::string& what);
+  int fd_ = -1;
+};
+
+std::string WriteMarksPath(const std::string& tier_path);
+
+// Reads the first kScanBytes of every slot (its header and the quantized block's header)
+// into `out` (slots * kScanBytes bytes); a slot past the file's end reads as zeros.
+constexpr uint32_t kScanBytes = 128;
+void ScanSlotHeads(const std::string& path, uint64_t slot_bytes, uint32_t slots, uint8_t* out);
+void InitSlotScan(Napi::Env env, Napi::Object exports);
 
 // Test seam shared by both disk paths: the next `count` reads or writes fail with `errno`,
 // exercising the error paths the way a failing disk would.

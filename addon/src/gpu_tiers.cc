@@ -120,6 +120,7 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
         throw CodedError("OUT_OF_MEMORY", "cannot pin the host tier's " + std::to_string(bytes) + " bytes of host memory (tiers.host.bytes): " + cudaGetErrorString(rc));
     }
     file_ = OpenTierFile(path_, disk_slot_bytes_, disk_slots_, direct);
+    marks_.Open(path_, disk_slots_);
     OpenIo(io);
   } catch (const CodedError& e) {
     Release();
@@ -165,6 +166,7 @@ void GpuTiers::Release() {
   cufile_ = nullptr;
   if (file_.fd >= 0) close(file_.fd);
   file_.fd = -1;
+  marks_.Close();
   cudaFree(raw_);
   cudaFree(quant_);
   cudaFreeHost(host_);
@@ -361,9 +363,10 @@ void GpuTiers::CheckQuantHeader(const uint8_t* host_header) const {
   if (rc != SW_TQ_OK) throw CodedError("QUANT_MISMATCH", err);
 }
 
-// spill(tier, slot, diskSlot, key, generation): a block of any tier (the store spills tier 1
-// or the host tier 2) to its disk slot, staged in device memory, with a GPU-computed
-// checksum in the slot header.
+// spill(tier, slot, diskSlot, key, generation, prefixHash?): a block of any tier (the store
+// spills tier 1 or the host tier 2) to its disk slot, staged in device memory, with a
+// GPU-computed checksum (and the prefix hash of a committed block) in the slot header,
+// bracketed by the slot's write mark.
 Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
@@ -371,9 +374,10 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
   uint32_t slot = ArgU32(info, 1, "slot");
   CheckSlot(env, tier, slot);
   DiskRequest r = DiskArgs(info, 2, tier);
+  PrefixHashArg hash = ArgPrefixHash(info, 5);
   const uint8_t* src = SlotAddress(tier, slot);
   int fault = faults_.Take(true);
-  return Run(env, {}, [this, r, src, fault] {
+  return Run(env, {}, [this, r, src, hash, fault] {
     std::string what = "write of slot " + std::to_string(r.disk_slot) + " in " + path_;
     if (fault) ThrowIo(what, fault);
     Lease s(this);
@@ -385,8 +389,9 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
     uint64_t sum = 0;
     CheckCuda(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
     CheckCuda(cudaStreamSynchronize(s->stream), "stage block");
-    SlotHeader h = MakeSlotHeader(r.key, r.generation, static_cast<uint32_t>(r.bytes), ChecksumKind::kMixSum64, FoldChecksum(sum));
+    SlotHeader h = MakeSlotHeader(r.key, r.generation, static_cast<uint32_t>(r.bytes), ChecksumKind::kMixSum64, FoldChecksum(sum), hash.get());
     uint64_t offset = static_cast<uint64_t>(r.disk_slot) * disk_slot_bytes_;
+    marks_.Begin(r.disk_slot, what);
     if (cufile_) {
       CheckCuda(cudaMemcpyAsync(s->dev, &h, sizeof h, cudaMemcpyHostToDevice, s->stream), "stage header");
       CheckCuda(cudaStreamSynchronize(s->stream), "stage header");
@@ -398,6 +403,7 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
       std::memcpy(s->host, &h, sizeof h);
       FullPwrite(file_.fd, s->host, io, offset, what);
     }
+    marks_.End(r.disk_slot, what);
   });
 }
 

@@ -72,6 +72,7 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   uint8_t* host_ = nullptr;  // pinned (cudaHostAlloc): DMA-reachable from the device
   std::string path_;
   TierFile file_;
+  WriteMarks marks_;
   const cufile::Api* cufile_ = nullptr;
   cufile::Handle handle_ = nullptr;
   std::string cufile_mode_;

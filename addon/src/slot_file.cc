@@ -36,6 +36,7 @@ SlotFile::SlotFile(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SlotFile>(
     direct_ = f.direct;
     preallocated_ = f.preallocated;
     direct_reason_ = f.direct_reason;
+    marks_.Open(path_, slot_count_);
   } catch (const CodedError& e) {
     throw MakeError(env, e.code, e.what());
   }
@@ -45,7 +46,7 @@ SlotFile::~SlotFile() {
   if (fd_ >= 0) close(fd_);
 }
 
-// write(slot, key, generation, src, srcOffset, length): Promise<void>
+// write(slot, key, generation, src, srcOffset, length, prefixHash?): Promise<void>
 Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (fd_ < 0) throw MakeError(env, "CLOSED", "disk tier file is closed");
@@ -55,24 +56,27 @@ Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
   auto src = ArgBuffer(info, 3, "src");
   uint64_t offset = ArgU64(info, 4, "srcOffset");
   uint64_t length = ArgU64(info, 5, "length");
+  PrefixHashArg hash = ArgPrefixHash(info, 6);
   if (slot >= slot_count_) throw Napi::RangeError::New(env, "slot " + std::to_string(slot) + " is past the file's " + std::to_string(slot_count_) + " slots");
   if (length + kSlotHeaderBytes > slot_bytes_) throw Napi::RangeError::New(env, "length does not fit in a slot");
   CheckRange(env, src, offset, length, "src");
   const uint8_t* data = src.Data() + offset;
   int fault = faults_.Take(true);
   in_flight_++;
-  return AsyncTask::Run(env, {src, Value()}, [this, slot, key, generation, data, length, fault] {
+  return AsyncTask::Run(env, {src, Value()}, [this, slot, key, generation, data, length, hash, fault] {
     struct Done { std::atomic<int>& n; ~Done() { n--; } } done{in_flight_};
     std::string what = "write of slot " + std::to_string(slot) + " in " + path_;
     if (fault) ThrowIo(what, fault);
     size_t io_bytes = RoundUp(kSlotHeaderBytes + length, kDiskAlign);
     AlignedBuffer buf = AllocAligned(io_bytes);
     SlotHeader h = MakeSlotHeader(key, generation, static_cast<uint32_t>(length), ChecksumKind::kCrc32c,
-                                  PayloadChecksum(ChecksumKind::kCrc32c, data, length));
+                                  PayloadChecksum(ChecksumKind::kCrc32c, data, length), hash.get());
     std::memcpy(buf.get(), &h, sizeof h);
     std::memcpy(buf.get() + kSlotHeaderBytes, data, length);
     std::memset(buf.get() + kSlotHeaderBytes + length, 0, io_bytes - kSlotHeaderBytes - length);
+    marks_.Begin(slot, what);
     FullPwrite(fd_, buf.get(), io_bytes, SlotOffset(slot), what);
+    marks_.End(slot, what);
   });
 }
 
@@ -114,6 +118,7 @@ Napi::Value SlotFile::Close(const Napi::CallbackInfo& info) {
   if (in_flight_.load() > 0) throw MakeError(info.Env(), "BUSY", "disk tier file has I/O in flight");
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
+  marks_.Close();
   return info.Env().Undefined();
 }
 

@@ -1,8 +1,8 @@
 // The disk tier's slot file on the host path: one preallocated file of fixed-size slots,
 // read and written with pread/pwrite (O_DIRECT where the filesystem allows it) on the
 // addon's worker threads. Every slot starts with a 64-byte header carrying the block's key,
-// generation, payload length and CRC-32C; a read verifies all of them before any byte
-// reaches the caller.
+// generation, prefix hash (committed blocks), payload length and CRC-32C; a read verifies
+// them before any byte reaches the caller. Each write is bracketed by a write mark.
 #pragma once
 #include <napi.h>
 
@@ -36,6 +36,7 @@ class SlotFile : public Napi::ObjectWrap<SlotFile> {
   std::string direct_reason_;
   uint64_t slot_bytes_ = 0;
   uint32_t slot_count_ = 0;
+  WriteMarks marks_;
   FaultInjector faults_;
   std::atomic<int> in_flight_{0};
 };

@@ -41,7 +41,7 @@ export const statusRoutes: RoutePlugin = async (app, { ctx }) => {
   const steadyJson = () => {
     if (keptFor !== sampler.backend) {
       keptFor = sampler.backend;
-      keptJson = JSON.stringify({ backend: keptFor, capacity, config }).slice(1, -1);
+      keptJson = JSON.stringify({ backend: keptFor, capacity, config, recovery: store.recovery }).slice(1, -1);
     }
     return keptJson;
   };
@@ -58,6 +58,7 @@ export const statusRoutes: RoutePlugin = async (app, { ctx }) => {
     const pressure = load.pressure();
     return {
       backend: sampler.backend,
+      recovery: store.recovery,
       capacity,
       limits: store.limits,
       stats: store.stats(),

@@ -22,6 +22,13 @@ export interface BackendDescription {
 export interface DiskTag {
   key: number;
   generation: number;
+  /** A committed block's prefix hash (32 hex digits): written into the slot header so that a restart can recover the block. */
+  hash?: string | null;
+}
+
+/** The slot header's form of a tag's prefix hash. */
+export function prefixHashBytes(tag: DiskTag): Buffer | undefined {
+  return tag.hash ? Buffer.from(tag.hash, 'hex') : undefined;
 }
 
 /** Tier 0 as memory another process on the same GPU can map (zero-copy). */

@@ -10,7 +10,7 @@ import { dirname } from 'node:path';
 import { fromNative, nativeCall, SpillwayError } from '../errors.js';
 import { diskTier, tierNamed, type Layout, type TierIndex } from '../layout.js';
 import { openGpuTiers, type NativeGpuTiers } from '../native.js';
-import type { Backend, BackendDescription, DiskTag, RawPoolExport } from './backend.js';
+import { prefixHashBytes, type Backend, type BackendDescription, type DiskTag, type RawPoolExport } from './backend.js';
 import { SlotPairCoalescer } from './coalescer.js';
 
 /** Most blocks one kernel launch quantizes or dequantizes when calls are coalesced. */
@@ -110,7 +110,7 @@ export class GpuBackend implements Backend {
   }
 
   spill(tier: TierIndex, slot: number, diskSlot: number, tag: DiskTag): Promise<void> {
-    return nativeCall(`spill of block ${tag.key}`, () => this.tiers.spill(quantizedTier(tier), slot, diskSlot, tag.key, tag.generation), { blockId: tag.key });
+    return nativeCall(`spill of block ${tag.key}`, () => this.tiers.spill(quantizedTier(tier), slot, diskSlot, tag.key, tag.generation, prefixHashBytes(tag)), { blockId: tag.key });
   }
 
   fill(diskSlot: number, tag: DiskTag, tier: TierIndex, slot: number): Promise<void> {

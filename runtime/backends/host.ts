@@ -1,15 +1,15 @@
 /**
  * The host backend: the memory tiers (raw, quantized, and the host tier where configured)
  * in page-aligned host memory, the disk tier through the addon's pread/pwrite slot file,
- * quantization by the C++ reference on the addon's thread pool. It is what runs where there is no GPU, and the reference the GPU backend
- * is tested against.
+ * quantization by the C++ reference on the addon's thread pool. It is what runs where
+ * there is no GPU, and the reference the GPU backend is tested against.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { diskTier, type Layout, type TierIndex } from '../layout.js';
 import { addon, openSlotFile, Quantizer, type NativeSlotFile } from '../native.js';
 import { nativeCall } from '../errors.js';
-import type { Backend, BackendDescription, DiskTag } from './backend.js';
+import { prefixHashBytes, type Backend, type BackendDescription, type DiskTag } from './backend.js';
 
 export class HostBackend implements Backend {
   private readonly layout: Layout;
@@ -87,7 +87,7 @@ export class HostBackend implements Backend {
 
   spill(tier: TierIndex, slot: number, diskSlot: number, tag: DiskTag): Promise<void> {
     const src = this.slotView(tier, slot);
-    return nativeCall(`spill of block ${tag.key}`, () => this.file.write(diskSlot, tag.key, tag.generation, src, 0, src.length), { blockId: tag.key });
+    return nativeCall(`spill of block ${tag.key}`, () => this.file.write(diskSlot, tag.key, tag.generation, src, 0, src.length, prefixHashBytes(tag)), { blockId: tag.key });
   }
 
   fill(diskSlot: number, tag: DiskTag, tier: TierIndex, slot: number): Promise<void> {
