@@ -61,6 +61,7 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   void CheckQuantHeader(const uint8_t* host_header) const;
   static void CheckCufileResult(ssize_t n, size_t expected, const std::string& what);
 
+  int device_ = 0;
   sw_tq_params params_{};
   size_t raw_bytes_ = 0, quant_bytes_ = 0;
   uint32_t raw_slots_ = 0, quant_slots_ = 0, disk_slots_ = 0;
