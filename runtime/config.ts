@@ -72,6 +72,13 @@ export const ConfigSchema = z.object({
     waitMs: z.number().int().nonnegative().default(5000),
   }).strict().prefault({}),
   backend: z.enum(['auto', 'host', 'gpu']).default('auto'),
+  gpu: z.object({
+    /**
+     * The GPU this runtime's tiers, kernels and weights use: an index within the visible
+     * devices (CUDA_VISIBLE_DEVICES=2,3 makes physical GPU 3 index 1).
+     */
+    device: z.number().int().min(0).max(1023).default(0),
+  }).strict().prefault({}),
   /** Model weights loaded before serving (docs/WEIGHTS.md); none when `source` is unset. */
   weights: z.object({
     /** A directory (plain, or split by `spillway weights split`), an index JSON, or a list of files. */

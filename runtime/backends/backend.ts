@@ -6,10 +6,19 @@
  */
 import type { Layout } from '../layout.js';
 
+/** The GPU a runtime uses: its visible index, its name and its PCI bus id. */
+export interface DeviceName {
+  index: number;
+  name: string;
+  pciBusId: string;
+}
+
 export interface BackendDescription {
   name: 'host' | 'gpu';
   /** Why this backend was chosen (or why the GPU one was not). */
   reason: string;
+  /** The GPU holding tiers 0 and 1 (GPU backend only). */
+  device?: DeviceName;
   /** How each tier's bytes are held and moved, in words. */
   paths: { raw: string; quantized: string; disk: string };
   disk: { path: string; direct: boolean; directReason: string; preallocated: boolean };
@@ -27,6 +36,9 @@ export interface RawPoolExport {
   handle: Buffer;
   /** The GPU the arena lives on, by name. */
   device: string;
+  /** ... by its index in this process's visible devices, and by PCI bus id (the same in every process). */
+  deviceIndex: number;
+  pciBusId: string;
   /** Bytes of one slot: one raw block; slot i starts at i * slotBytes. */
   slotBytes: number;
   slots: number;

@@ -22,7 +22,7 @@ export class GpuBackend implements Backend {
   private readonly quantizes: SlotPairCoalescer;
   private readonly dequantizes: SlotPairCoalescer;
 
-  constructor(layout: Layout, diskPath: string, direct: boolean, io: 'auto' | 'cufile' | 'posix', reason: string) {
+  constructor(layout: Layout, diskPath: string, direct: boolean, io: 'auto' | 'cufile' | 'posix', device: number, reason: string) {
     this.reason = reason;
     this.rawSlots = layout.tiers[0].slots;
     mkdirSync(dirname(diskPath), { recursive: true });
@@ -35,6 +35,7 @@ export class GpuBackend implements Backend {
       diskSlotBytes: layout.tiers[2].slotBytes,
       direct,
       io,
+      device,
     });
     if (!tiers) throw new SpillwayError('INVALID_CONFIG', 'the addon was built without CUDA', { field: 'backend' });
     this.tiers = tiers;
@@ -47,10 +48,13 @@ export class GpuBackend implements Backend {
     const disk = i.io === 'cufile'
       ? `cuFileWrite/cuFileRead (${i.cufileMode === 'gds' ? 'GPUDirect Storage' : 'compatibility mode'}) on ${i.path}`
       : `POSIX pread/pwrite through pinned bounce buffers on ${i.path}`;
+    const { index, name, pciBusId } = i.device;
+    const gpu = `GPU ${index} (${name}, ${pciBusId})`;
     return {
       name: 'gpu',
       reason: this.reason,
-      paths: { raw: `HBM on ${i.device}`, quantized: `HBM on ${i.device}, CUDA quantization kernels`, disk: `${disk}: ${i.ioReason}` },
+      device: { index, name, pciBusId },
+      paths: { raw: `HBM on ${gpu}`, quantized: `HBM on ${gpu}, CUDA quantization kernels`, disk: `${disk}: ${i.ioReason}` },
       disk: { path: i.path, direct: i.direct, directReason: i.directReason, preallocated: i.preallocated },
     };
   }
@@ -59,7 +63,10 @@ export class GpuBackend implements Backend {
   exportRaw(): RawPoolExport {
     try {
       const i = this.tiers.info();
-      return { handle: this.tiers.ipcHandle(0), device: i.device, slotBytes: i.rawSlotBytes, slots: this.rawSlots };
+      return {
+        handle: this.tiers.ipcHandle(0), device: i.device.name, deviceIndex: i.device.index, pciBusId: i.device.pciBusId,
+        slotBytes: i.rawSlotBytes, slots: this.rawSlots,
+      };
     } catch (err) {
       throw fromNative(err, 'export of tier 0');
     }
