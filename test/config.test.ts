@@ -50,3 +50,11 @@ test('request body limits: the JSON limit, and a body byte budget of at least th
   }
   assert.throws(() => parseConfig({ server: { maxJsonBytes: 0 } }), /server\.maxJsonBytes: must be positive/);
 });
+
+test('gpu.device: 0 by default, a visible device index, refused naming the field otherwise', () => {
+  assert.equal(parseConfig({}).gpu.device, 0);
+  assert.equal(loadConfig({ sets: ['gpu.device=3'] }, {}).gpu.device, 3);
+  for (const device of [-1, 1.5, 'one']) {
+    assert.throws(() => parseConfig({ gpu: { device } }), (err: SpillwayError) => err.code === 'INVALID_CONFIG' && /^config gpu\.device: /.test(err.message), String(device));
+  }
+});
