@@ -9,7 +9,8 @@ import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../runtime/config.js';
 
-const CLI = join(projectRoot, 'dist', 'runtime', 'cli.js');
+/** The built command line, which the processes run. */
+export const CLI = join(projectRoot, 'dist', 'runtime', 'cli.js');
 const LISTENING = /Server listening at (http:\/\/[^\s"]+)/;
 /** The end of the log that error messages and output() show. */
 const TAIL_CHARS = 64 * 1024;

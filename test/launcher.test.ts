@@ -4,13 +4,13 @@
  * both serve, a runtime's exit is reported and stops the other, signals reach both.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { loadConfig, parseConfig, projectRoot } from '../runtime/config.js';
+import { loadConfig, parseConfig } from '../runtime/config.js';
 import { SpillwayError } from '../runtime/errors.js';
 import { parseGpuList, planRanks, rankArgs } from '../runtime/launcher.js';
 import { tempDir } from './helpers.js';
+import { startGroup } from './serve.helpers.js';
 
 test('--gpus takes distinct device indices separated by commas', () => {
   assert.deepEqual(parseGpuList('0,1'), [0, 1]);
@@ -43,45 +43,9 @@ test('a configured weights.world other than the GPU count, or ports past 65535, 
   assert.throws(() => planRanks(parseConfig({ server: { port: 65535 } }), [0, 1]), /config server\.port: 65535 leaves no room for 2 consecutive ports/);
 });
 
-interface Group {
-  /** Rank -> its URL, once both listen. */
-  urls: string[];
-  pids: number[];
-  exited: Promise<{ code: number | null; stderr: string }>;
-  kill(signal: NodeJS.Signals): void;
-}
-
-/** Starts `spillway serve --gpus 0,1` on the host backend, each runtime on a port of its own choosing. */
-async function startGroup(dir: string): Promise<Group> {
-  const cli = join(projectRoot, 'dist', 'runtime', 'cli.js');
-  const env = { ...process.env };
-  delete env.PORT;
-  const child = spawn(process.execPath, [cli, 'serve', '--gpus', '0,1', '--set', 'backend=host', '--set', 'server.port=0',
-    '--set', `tiers.disk.path=${join(dir, 't2.slots')}`, '--set', 'tiers.raw.bytes=16MiB', '--set', 'tiers.quantized.bytes=16MiB', '--set', 'tiers.disk.bytes=64MiB'], { env });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const exited = new Promise<{ code: number | null; stderr: string }>((resolve) => child.once('exit', (code) => resolve({ code, stderr })));
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const listening = [...stdout.matchAll(/Server listening at (http:\/\/[^\s"]+)/g)].map((m) => m[1]!);
-    const pids = [...stderr.matchAll(/rank (\d) of 2 \(GPU \d\): pid (\d+)/g)];
-    if (listening.length === 2 && pids.length === 2) {
-      const urls: string[] = [];
-      for (const url of listening) {
-        const status = (await (await fetch(`${url}/v1/status`)).json()) as { config: { weights: { rank: number } } };
-        urls[status.config.weights.rank] = url;
-      }
-      return { urls, pids: pids.sort((a, b) => Number(a[1]) - Number(b[1])).map((m) => Number(m[2])), exited, kill: (s) => child.kill(s) };
-    }
-    if (Date.now() > deadline || child.exitCode !== null) {
-      child.kill('SIGKILL');
-      throw new Error(`the group did not start: ${stderr}\n${stdout.slice(-4000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** Host-backend runtimes on small tiers, each on a port of its own choosing. */
+const hostGroup = (dir: string) => startGroup('0,1', ['--set', 'backend=host', '--set', 'server.port=0', '--set', `tiers.disk.path=${join(dir, 't2.slots')}`,
+  '--set', 'tiers.raw.bytes=16MiB', '--set', 'tiers.quantized.bytes=16MiB', '--set', 'tiers.disk.bytes=64MiB']);
 
 const alive = (pid: number) => {
   try {
@@ -95,7 +59,7 @@ const alive = (pid: number) => {
 test('serve --gpus 0,1: two runtimes with their ranks; SIGTERM stops both and the launcher exits 0', { timeout: 120_000 }, async () => {
   const dir = tempDir();
   try {
-    const group = await startGroup(dir.path);
+    const group = await hostGroup(dir.path);
     try {
       for (const [rank, url] of group.urls.entries()) {
         const status = (await (await fetch(`${url}/v1/status`)).json()) as {
@@ -122,7 +86,7 @@ test('serve --gpus 0,1: two runtimes with their ranks; SIGTERM stops both and th
 test('serve --gpus 0,1: a runtime that dies is reported, the other is stopped, the launcher exits 1', { timeout: 120_000 }, async () => {
   const dir = tempDir();
   try {
-    const group = await startGroup(dir.path);
+    const group = await hostGroup(dir.path);
     process.kill(group.pids[1]!, 'SIGKILL');
     const { code, stderr } = await group.exited;
     assert.equal(code, 1, stderr);
