@@ -7,14 +7,14 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ServerProcess } from '../api/process.js';
+import { ServerProcess, startServerGroup } from '../api/process.js';
 import { parseConfig } from '../runtime/config.js';
 import { addon } from '../runtime/native.js';
 import { DeviceSink } from '../runtime/weights/device-sink.js';
 import { executePlan, planWeights } from '../runtime/weights/load.js';
 import { splitCheckpoint } from '../runtime/weights/split.js';
 import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, tinyStore } from './helpers.js';
-import { startGroup, startServe } from './serve.helpers.js';
+import { startServe } from './serve.helpers.js';
 import { tinyLlama, writeCheckpoint } from './weights.fixtures.js';
 
 const probe = await addon.probe();
@@ -98,7 +98,7 @@ test('GPU: serve --gpus 0,1 with a split checkpoint: each rank on its GPU, its w
   try {
     const split = join(dir.path, 'split');
     await splitCheckpoint({ input: await writeCheckpoint(join(dir.path, 'ckpt'), tinyLlama()), out: split, world: 2 });
-    const group = await startGroup('0,1', ['--set', 'backend=gpu', '--set', 'server.port=0', '--set', `weights.source=${split}`,
+    const group = await startServerGroup('0,1', ['--set', 'backend=gpu', '--set', 'server.port=0', '--set', `weights.source=${split}`,
       '--set', `tiers.disk.path=${join(dir.path, 't2.slots')}`, ...SMALL]);
     try {
       for (const [rank, url] of group.urls.entries()) {

@@ -10,7 +10,7 @@ import { loadConfig, parseConfig } from '../runtime/config.js';
 import { SpillwayError } from '../runtime/errors.js';
 import { parseGpuList, planRanks, rankArgs } from '../runtime/launcher.js';
 import { tempDir } from './helpers.js';
-import { startGroup } from './serve.helpers.js';
+import { startServerGroup } from '../api/process.js';
 
 test('--gpus takes distinct device indices separated by commas', () => {
   assert.deepEqual(parseGpuList('0,1'), [0, 1]);
@@ -44,7 +44,7 @@ test('a configured weights.world other than the GPU count, or ports past 65535, 
 });
 
 /** Host-backend runtimes on small tiers, each on a port of its own choosing. */
-const hostGroup = (dir: string) => startGroup('0,1', ['--set', 'backend=host', '--set', 'server.port=0', '--set', `tiers.disk.path=${join(dir, 't2.slots')}`,
+const hostGroup = (dir: string) => startServerGroup('0,1', ['--set', 'backend=host', '--set', 'server.port=0', '--set', `tiers.disk.path=${join(dir, 't2.slots')}`,
   '--set', 'tiers.raw.bytes=16MiB', '--set', 'tiers.quantized.bytes=16MiB', '--set', 'tiers.disk.bytes=64MiB']);
 
 const alive = (pid: number) => {

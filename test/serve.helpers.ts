@@ -1,7 +1,6 @@
-/** `spillway serve` as a child process on a port of its own, or a group of them, for the tests that need one. */
-import { spawn } from 'node:child_process';
+/** `spillway serve` as a child process on a port of its own, for the tests that need one. */
 import { createServer } from 'node:net';
-import { CLI, ServerProcess } from '../api/process.js';
+import { ServerProcess } from '../api/process.js';
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -43,54 +42,4 @@ export async function startServe(args: string[] = []): Promise<ServedProcess> {
       }
     },
   };
-}
-
-export interface Group {
-  /** Rank -> its URL, once both listen. */
-  urls: string[];
-  pids: number[];
-  exited: Promise<{ code: number | null; stderr: string }>;
-  kill(signal: NodeJS.Signals): void;
-}
-
-/**
- * Starts `spillway serve --gpus GPUS ARGS` (PORT unset: ARGS say the port) and resolves once
- * every runtime listens, with their URLs by rank and their pids.
- */
-export async function startGroup(gpus: string, args: string[], timeoutMs = 120_000): Promise<Group> {
-  const env = { ...process.env };
-  delete env.PORT;
-  const child = spawn(process.execPath, [CLI, 'serve', '--gpus', gpus, ...args], { env });
-  const world = gpus.split(',').length;
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const exited = new Promise<{ code: number | null; stderr: string }>((resolve) => child.once('exit', (code) => resolve({ code, stderr })));
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const listening = [...stdout.matchAll(/Server listening at (http:\/\/[^\s"]+)/g)].map((m) => m[1]!);
-    const pids = [...stderr.matchAll(/rank (\d+) of \d+ \(GPU \d+\): pid (\d+)/g)];
-    if (listening.length === world && pids.length === world) {
-      const urls: string[] = [];
-      for (const url of listening) {
-        const status = (await (await fetch(`${url}/v1/status`)).json()) as { config: { weights: { rank: number } } };
-        urls[status.config.weights.rank] = url;
-      }
-      return { urls, pids: pids.sort((a, b) => Number(a[1]) - Number(b[1])).map((m) => Number(m[2])), exited, kill: (s) => child.kill(s) };
-    }
-    if (Date.now() > deadline || child.exitCode !== null) {
-      // The runtimes are in process groups of their own: end them too.
-      for (const m of pids) {
-        try {
-          process.kill(Number(m[2]), 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-      child.kill('SIGKILL');
-      throw new Error(`the group did not start: ${stderr}\n${stdout.slice(-4000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
