@@ -99,6 +99,7 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
 
   try {
     UseDevice(device_);
+    device_identity_ = IdentifyDevice(device_);
     auto alloc = [&](uint8_t** p, uint64_t bytes, const char* tier) {
       size_t free_bytes = 0, total = 0;
       cudaMemGetInfo(&free_bytes, &total);
@@ -459,11 +460,7 @@ Napi::Value GpuTiers::InjectFault(const Napi::CallbackInfo& info) { return fault
 Napi::Value GpuTiers::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  try {
-    o.Set("device", DeviceToJs(env, IdentifyDevice(device_)));
-  } catch (const CodedError& e) {
-    throw MakeError(env, e.code, e.what());
-  }
+  o.Set("device", DeviceToJs(env, device_identity_));
   o.Set("io", cufile_ ? "cufile" : "posix");
   o.Set("cufileMode", cufile_mode_);
   o.Set("ioReason", io_reason_);
