@@ -32,10 +32,11 @@ DeviceArena::DeviceArena(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Devi
     if (o.Get("maxReadBytes").IsNumber()) staging_bytes_ = RoundUp(static_cast<uint64_t>(o.Get("maxReadBytes").As<Napi::Number>().DoubleValue()), kDiskAlign);
     device_ = DeviceOption(env, o);
   }
-  size_t free_bytes = 0, total = 0;
   cudaError_t rc = cudaSetDevice(device_);
-  if (rc == cudaSuccess) cudaMemGetInfo(&free_bytes, &total);
-  if (rc == cudaSuccess) rc = cudaMalloc(reinterpret_cast<void**>(&base_), bytes_ ? bytes_ : 1);
+  if (rc != cudaSuccess) throw MakeError(env, "INVALID_ARGUMENT", "device " + std::to_string(device_) + ": " + cudaGetErrorString(rc));
+  size_t free_bytes = 0, total = 0;
+  cudaMemGetInfo(&free_bytes, &total);
+  rc = cudaMalloc(reinterpret_cast<void**>(&base_), bytes_ ? bytes_ : 1);
   if (rc != cudaSuccess)
     throw MakeError(env, "OUT_OF_MEMORY", "cannot allocate " + std::to_string(bytes_) + " bytes of device memory for the arena (" +
                                               std::to_string(free_bytes) + " free): " + cudaGetErrorString(rc));
