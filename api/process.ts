@@ -2,7 +2,8 @@
  * `spillway serve` in its own process, as a user runs it: for tests, benches and the soak,
  * which need its exit code and log, its memory and descriptors from /proc, or to kill it.
  * It resolves once the server logs that it listens, and takes its URL from that line, so
- * a configuration may ask for port 0.
+ * a configuration may ask for port 0. `startServerGroup` does the same for
+ * `spillway serve --gpus`, one runtime per GPU.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
@@ -115,5 +116,61 @@ export class ServerProcess {
   async stop(): Promise<Exit> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM');
     return this.exited;
+  }
+}
+
+/** `spillway serve --gpus`: the launcher and its runtimes. */
+export interface ServerGroup {
+  /** Rank -> its URL, once all listen. */
+  urls: string[];
+  /** Rank -> its runtime's pid. */
+  pids: number[];
+  /** Settles when the launcher exits, with its exit code and everything it wrote to stderr. */
+  exited: Promise<{ code: number | null; stderr: string }>;
+  /** Signals the launcher, which passes SIGINT and SIGTERM on to the runtimes. */
+  kill(signal: NodeJS.Signals): void;
+}
+
+/**
+ * Starts `spillway serve --gpus GPUS ARGS` (PORT unset: ARGS say the port, 0 for each its
+ * own) and resolves once every runtime listens, with their URLs by rank (from their status)
+ * and their pids (from the launcher's lines); rejects with the launcher's output if that
+ * does not happen within `timeoutMs`, having ended whatever it started.
+ */
+export async function startServerGroup(gpus: string, args: string[], timeoutMs = 120_000): Promise<ServerGroup> {
+  const env = { ...process.env };
+  delete env.PORT;
+  const child = spawn(process.execPath, [CLI, 'serve', '--gpus', gpus, ...args], { env });
+  const world = gpus.split(',').length;
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<{ code: number | null; stderr: string }>((resolve) => child.once('exit', (code) => resolve({ code, stderr })));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const listening = [...stdout.matchAll(new RegExp(LISTENING.source, 'g'))].map((m) => m[1]!);
+    const pids = [...stderr.matchAll(/rank (\d+) of \d+ \(GPU \d+\): pid (\d+)/g)];
+    if (listening.length === world && pids.length === world) {
+      const urls: string[] = [];
+      for (const url of listening) {
+        const status = (await (await fetch(`${url}/v1/status`)).json()) as { config: { weights: { rank: number } } };
+        urls[status.config.weights.rank] = url;
+      }
+      return { urls, pids: pids.sort((a, b) => Number(a[1]) - Number(b[1])).map((m) => Number(m[2])), exited, kill: (s) => child.kill(s) };
+    }
+    if (Date.now() > deadline || child.exitCode !== null) {
+      // The runtimes are in process groups of their own: end them too.
+      for (const m of pids) {
+        try {
+          process.kill(Number(m[2]), 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      child.kill('SIGKILL');
+      throw new Error(`the group did not start: ${stderr}\n${stdout.slice(-4000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
   }
 }

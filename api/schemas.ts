@@ -62,9 +62,12 @@ export const Limits = z.object({
   maxLiveSequences: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
   maxTotalTokens: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
 });
+export const DeviceIndex = Count.describe('the GPU\'s index among the devices the server sees (CUDA_VISIBLE_DEVICES)');
+export const PciBusId = z.string().describe('the GPU\'s PCI bus id: names the same GPU in every process, whatever its CUDA_VISIBLE_DEVICES');
 export const Backend = z.object({
   name: z.enum(['host', 'gpu']),
   reason: z.string(),
+  device: z.object({ index: DeviceIndex, name: z.string(), pciBusId: PciBusId }).optional().describe('the GPU holding tiers 0 and 1 (GPU backend)'),
   paths: z.object({ raw: z.string(), quantized: z.string(), host: z.string().optional(), disk: z.string() }).describe('how each tier holds and moves bytes (host: only where the ladder has a host tier)'),
   disk: z.object({ path: z.string(), direct: z.boolean(), directReason: z.string(), preallocated: z.boolean() }),
 });
@@ -224,6 +227,8 @@ export const PoolResponse = z.object({
   handle: z.string().describe('cudaIpcMemHandle_t of the tier-0 arena, base64; map it once with cudaIpcOpenMemHandle'),
   handleBytes: Count,
   device: z.string().describe('the GPU the arena lives on: map it from a process on the same GPU'),
+  deviceIndex: DeviceIndex,
+  pciBusId: PciBusId,
   slotBytes: Count.describe('bytes of one slot (one raw block): slot i starts at byte i * slotBytes of the mapping'),
   slots: Count,
   dtype: Dtype,

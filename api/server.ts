@@ -10,19 +10,16 @@
  *
  * Before any scope, every request's body is checked against its route's media types and
  * its bytes are reserved from the body byte budget (api/bodies.ts).
+ *
+ * The app owns its store, but nothing of the process: listening, signals and the weights
+ * load are api/serve.ts's, so tests build as many apps in one process as they like.
  */
 import type { Socket } from 'node:net';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
-import { projectRoot, type Config } from '../runtime/config.js';
-import { addon } from '../runtime/native.js';
-import { chooseBackend, openStore } from '../runtime/open.js';
-import { formatRecovery } from '../runtime/recovery-report.js';
-import { assertBudgetFits, memoryBudget, ModelWeights, type MemoryBudget } from '../runtime/weights/model.js';
-import { formatBytes, terminalProgress, type OnProgress } from '../runtime/weights/progress.js';
+import { version } from '../runtime/version.js';
+import { memoryBudget, type MemoryBudget, type ModelWeights } from '../runtime/weights/model.js';
 import type { BlockStore } from '../runtime/store.js';
 import { requireBearer } from './auth.js';
 import { installBodyRules } from './bodies.js';
@@ -48,7 +45,7 @@ import { jsonSerializerCompiler, openApiTransform, zodValidatorCompiler } from '
 export interface ServerOptions {
   /** Log with pino: true for stdout, or a stream to write the lines to. */
   logger?: boolean | { stream: NodeJS.WritableStream };
-  /** The model's weights, planned; serve() loads them once listening. */
+  /** The model's weights, planned; serve() (api/serve.ts) loads them once listening. */
   weights?: ModelWeights;
   /** The memory budget checked when the store was opened (serve() probes the device for it). */
   memory?: MemoryBudget;
@@ -56,8 +53,6 @@ export interface ServerOptions {
 
 /** How often the event loop's delay is sampled for load shedding. */
 const LOAD_SAMPLE_MS = 250;
-
-const version = (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version;
 
 /** Requests node's HTTP parser refuses never reach fastify: answer them in the API's error shape. */
 function answerClientError(err: Error & { code?: string }, socket: Socket): void {
@@ -154,53 +149,5 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
       await data.register(prefixRoutes, { ctx });
     });
   });
-  return app;
-}
-
-/** A progress bar on a terminal; otherwise a log line every tenth of the way. */
-function weightsProgress(app: FastifyInstance): OnProgress {
-  const bar = terminalProgress('weights');
-  if (bar) return bar;
-  let logged = -1;
-  return (p) => {
-    const tenth = p.bytesTotal > 0 ? Math.floor((10 * p.bytesDone) / p.bytesTotal) : 10;
-    if (tenth === logged) return;
-    logged = tenth;
-    app.log.info({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, gbps: Number(p.gbps.toFixed(3)), etaSeconds: p.etaSeconds }, `weights ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)}`);
-  };
-}
-
-/**
- * Plans the weights and checks that they and the KV tiers fit the device, opens the store,
- * listens (not ready while the weights load), then loads the weights. A failed load ends
- * the process with its error. Stops cleanly on SIGINT/SIGTERM.
- */
-export async function serve(config: Config): Promise<FastifyInstance> {
-  const probe = await addon.probe();
-  const backend = chooseBackend(config, probe);
-  const weights = await ModelWeights.plan(config, backend.name, probe);
-  const memory = memoryBudget(config, backend.name, probe, weights?.bytes ?? 0);
-  assertBudgetFits(memory);
-  const store = await openStore(config, probe);
-  const app = await buildServer(store, { logger: true, weights, memory });
-  const b = store.describeBackend();
-  app.log.info({ backend: b.name, reason: b.reason, paths: b.paths, capacity: store.capacity(), memory, auth: config.server.token !== undefined }, 'spillway store open');
-  if (store.recovery) app.log.info({ recovery: store.recovery }, `disk tier recovery: ${formatRecovery(store.recovery)}`);
-  await app.listen({ host: config.server.host, port: config.server.port });
-  const stop = async (code: number) => {
-    await app.close();
-    process.exit(code);
-  };
-  process.once('SIGINT', () => void stop(0));
-  process.once('SIGTERM', () => void stop(0));
-  if (weights) {
-    try {
-      await weights.load(weightsProgress(app));
-      app.log.info({ ...weights.describe(), progress: undefined }, 'weights loaded; ready');
-    } catch (err) {
-      app.log.error({ err }, 'weights load failed');
-      await stop(1);
-    }
-  }
   return app;
 }

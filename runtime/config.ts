@@ -80,6 +80,13 @@ export const ConfigSchema = z.object({
     waitMs: z.number().int().nonnegative().default(5000),
   }).strict().prefault({}),
   backend: z.enum(['auto', 'host', 'gpu']).default('auto'),
+  gpu: z.object({
+    /**
+     * The GPU this runtime's tiers, kernels and weights use: an index within the visible
+     * devices (CUDA_VISIBLE_DEVICES=2,3 makes physical GPU 3 index 1).
+     */
+    device: z.number().int().min(0).max(1023).default(0),
+  }).strict().prefault({}),
   /** Model weights loaded before serving (docs/WEIGHTS.md); none when `source` is unset. */
   weights: z.object({
     /** A directory (plain, or split by `spillway weights split`), an index JSON, or a list of files. */
@@ -162,37 +169,33 @@ function coerce(value: string): unknown {
   return value;
 }
 
+/** Where a configuration comes from on the command line: `--config FILE`, `--set path=value ...`. */
+export interface ConfigSources {
+  file?: string;
+  sets?: readonly string[];
+}
+
 /**
- * Builds the effective configuration: the file named by --config (JSON), then
- * `--set path=value` flags, then HOST/PORT/SPILLWAY_TOKEN from the environment. The disk
- * tier's relative path resolves against the config file's folder, or the project root.
+ * Builds the effective configuration: the config file (JSON), then the `path=value`
+ * settings in order, then HOST/PORT/SPILLWAY_TOKEN from the environment. The disk tier's
+ * relative path resolves against the config file's folder, or the project root.
  */
-export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(sources: ConfigSources, env: NodeJS.ProcessEnv = process.env): Config {
   let raw: Record<string, unknown> = {};
   let base = projectRoot;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const next = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new SpillwayError('INVALID_CONFIG', `${arg} needs a value`);
-      return v;
-    };
-    if (arg === '--config') {
-      const file = resolve(next());
-      try {
-        raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-      } catch (err) {
-        throw new SpillwayError('INVALID_CONFIG', `cannot read config file ${file}: ${(err as Error).message}`);
-      }
-      base = dirname(file);
-    } else if (arg === '--set') {
-      const pair = next();
-      const eq = pair.indexOf('=');
-      if (eq <= 0) throw new SpillwayError('INVALID_CONFIG', `--set wants path=value, got "${pair}"`);
-      setPath(raw, pair.slice(0, eq), coerce(pair.slice(eq + 1)));
-    } else {
-      throw new SpillwayError('INVALID_CONFIG', `unknown option ${arg}`);
+  if (sources.file !== undefined) {
+    const file = resolve(sources.file);
+    try {
+      raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new SpillwayError('INVALID_CONFIG', `cannot read config file ${file}: ${(err as Error).message}`);
     }
+    base = dirname(file);
+  }
+  for (const pair of sources.sets ?? []) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new SpillwayError('INVALID_CONFIG', `--set wants path=value, got "${pair}"`);
+    setPath(raw, pair.slice(0, eq), coerce(pair.slice(eq + 1)));
   }
   if (env.HOST) setPath(raw, 'server.host', env.HOST);
   if (env.PORT) setPath(raw, 'server.port', coerce(env.PORT));

@@ -5,7 +5,7 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Config } from './config.js';
-import { chooseBackend } from './open.js';
+import { chooseBackend, probeFor } from './open.js';
 import { addon, openSlotFile, type ProbeResult } from './native.js';
 import { computeLayout, DISK_ALIGN, tierNamed } from './layout.js';
 import { scanDiskTier } from './recovery.js';
@@ -70,7 +70,7 @@ export async function diskReport(config: Config): Promise<DiskReport> {
 
 /** `weights` (a checkpoint to dry-run) overrides `config.weights.source`. */
 export async function doctor(config: Config, weights?: string) {
-  const probe: ProbeResult = await addon.probe();
+  const probe: ProbeResult = await probeFor(config);
   let backend: { name: 'host' | 'gpu' | 'none'; reason: string };
   try {
     backend = chooseBackend(config, probe);
@@ -81,7 +81,10 @@ export async function doctor(config: Config, weights?: string) {
   const weightsFound = source === undefined ? undefined : await weightsReport({ ...config.weights, source });
   const memory = backend.name === 'none' ? undefined : memoryBudget(config, backend.name, probe, weightsFound?.rankBytes[config.weights.rank] ?? 0);
   const recovery = await recoveryDryRun(config, backend.name === 'gpu' ? 'gpu' : 'host');
-  return { probe, disk: await diskReport(config), backend, cpuThreads: addon.poolThreads, memory, hostTier: hostTierReport(config), weights: weightsFound, recovery };
+  return {
+    probe, visibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null, disk: await diskReport(config), backend,
+    cpuThreads: addon.poolThreads, memory, hostTier: hostTierReport(config), weights: weightsFound, recovery,
+  };
 }
 
 /** The host tier as configured, against the host memory available now. */
@@ -112,11 +115,18 @@ function cudaVersion(v: number): string {
   return v ? `${Math.floor(v / 1000)}.${(v % 1000) / 10}` : 'none';
 }
 
+/** One line per visible GPU; the configured one is marked. */
+function formatGpus(r: Awaited<ReturnType<typeof doctor>>): string[] {
+  const mask = r.visibleDevices === null ? '' : ` (CUDA_VISIBLE_DEVICES=${r.visibleDevices})`;
+  return r.probe.gpus.map((d, i) => `  ${i === 0 ? `GPUs:${mask}`.padEnd(14) : ''.padEnd(14)}${d.index === r.probe.gpu.device ? '*' : ' '}${d.index} ${d.name} (sm_${d.computeCapability.replace('.', '')}), PCI ${d.pciBusId}, ${(d.totalBytes / GiB).toFixed(1)} GiB`);
+}
+
 export function formatDoctor(r: Awaited<ReturnType<typeof doctor>>): string {
   const g = r.probe.gpu;
   const lines = [
     'spillway doctor',
-    `  GPU:          ${g.present ? `${g.name} (sm_${g.computeCapability.replace('.', '')}), ${(g.totalBytes / GiB).toFixed(1)} GiB, ${(g.freeBytes / GiB).toFixed(1)} GiB free` : `none: ${g.error}`}`,
+    `  GPU:          ${g.present ? `gpu.device ${g.device}: ${g.name} (sm_${g.computeCapability.replace('.', '')}), PCI ${g.pciBusId}, ${(g.totalBytes / GiB).toFixed(1)} GiB, ${(g.freeBytes / GiB).toFixed(1)} GiB free` : `none: ${g.error}`}`,
+    ...formatGpus(r),
     `  CUDA:         driver ${cudaVersion(g.driverVersion)}, runtime ${cudaVersion(g.runtimeVersion)}; addon ${r.probe.cudaBuilt ? 'built with CUDA kernels' : 'built host-only'}`,
     `  cuFile:       ${r.probe.cufile.status}: ${r.probe.cufile.detail}${r.probe.cufile.nvfsVersion ? ` (nvidia-fs ${r.probe.cufile.nvfsVersion})` : ''}`,
     `  disk tier:    ${r.disk.directory} on ${r.disk.filesystem} (${r.disk.device})`,

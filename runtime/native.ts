@@ -46,17 +46,30 @@ export interface NativeSlotFile {
   info(): SlotFileInfo;
 }
 
+/** A GPU by its index within the visible devices, and what names it across processes. */
+export interface GpuIdentity {
+  index: number;
+  name: string;
+  /** The PCI bus id (domain:bus:device.function): the same whatever CUDA_VISIBLE_DEVICES says. */
+  pciBusId: string;
+  computeCapability: string;
+  totalBytes: number;
+}
+
 export interface ProbeResult {
   cudaBuilt: boolean;
+  /** The device asked about (`device`): present when it is visible and answers. */
   gpu: {
-    present: boolean; error: string; count: number; name: string; computeCapability: string;
+    present: boolean; error: string; count: number; device: number; name: string; pciBusId: string; computeCapability: string;
     totalBytes: number; freeBytes: number; driverVersion: number; runtimeVersion: number;
   };
+  /** Every visible device, in index order. */
+  gpus: GpuIdentity[];
   cufile: { status: 'not-found' | 'driver-error' | 'compat' | 'gds'; detail: string; nvfsVersion: string };
 }
 
 export interface GpuTiersInfo {
-  device: string;
+  device: GpuIdentity;
   io: 'cufile' | 'posix';
   cufileMode: '' | 'compat' | 'gds';
   ioReason: string;
@@ -104,6 +117,8 @@ export interface GpuTiersOptions {
   diskSlotBytes: number;
   direct: boolean;
   io: 'auto' | 'cufile' | 'posix';
+  /** The visible device index the arenas, streams and kernels are on. */
+  device: number;
 }
 
 /** One device allocation that files are read into (addon/src/device_arena.cc). */
@@ -113,7 +128,7 @@ export interface NativeDeviceArena {
   closeFiles(): void;
   copyOut(offset: number, length: number): Promise<Buffer>;
   ipcHandle(): Buffer;
-  info(): { bytes: number; io: 'cufile' | 'posix'; ioReason: string; registered: boolean };
+  info(): { bytes: number; device: number; io: 'cufile' | 'posix'; ioReason: string; registered: boolean };
   free(): void;
 }
 
@@ -138,12 +153,13 @@ interface Addon {
   quantSizes(p: NativeParams): { raw: number; quantized: number; groups: number };
   quantize(p: NativeParams, src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void>;
   dequantize(p: NativeParams, src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void>;
-  probe(): Promise<ProbeResult>;
+  /** What the machine offers; `device` (default 0) is the visible index whose memory is reported. */
+  probe(device?: number): Promise<ProbeResult>;
   poolThreads: number;
   SlotFile: new (path: string, slotBytes: number, slotCount: number, opts: { direct: boolean }) => NativeSlotFile;
   /** Present only when the addon was built with CUDA. */
   GpuTiers?: new (opts: Omit<GpuTiersOptions, 'params'> & { params: NativeParams }) => NativeGpuTiers;
-  DeviceArena?: new (bytes: number, opts: { io: 'auto' | 'cufile' | 'posix'; maxReadBytes: number }) => NativeDeviceArena;
+  DeviceArena?: new (bytes: number, opts: { io: 'auto' | 'cufile' | 'posix'; maxReadBytes: number; device: number }) => NativeDeviceArena;
 }
 
 const addonPath = join(projectRoot, 'build', 'spillway.node');
@@ -233,10 +249,10 @@ export function openGpuTiers(opts: GpuTiersOptions): NativeGpuTiers | undefined 
 }
 
 /** Allocates a device arena; undefined when the addon was built without CUDA. */
-export function openDeviceArena(bytes: number, io: 'auto' | 'cufile' | 'posix', maxReadBytes: number): NativeDeviceArena | undefined {
+export function openDeviceArena(bytes: number, opts: { io: 'auto' | 'cufile' | 'posix'; maxReadBytes: number; device: number }): NativeDeviceArena | undefined {
   if (!addon.DeviceArena) return undefined;
   try {
-    return new addon.DeviceArena(bytes, { io, maxReadBytes });
+    return new addon.DeviceArena(bytes, opts);
   } catch (err) {
     throw fromNative(err, 'device arena');
   }

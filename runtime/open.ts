@@ -19,13 +19,36 @@ export interface BackendChoice {
   reason: string;
 }
 
+/** What the machine offers, with the memory of the configured GPU. */
+export function probeFor(config: Config): Promise<ProbeResult> {
+  return addon.probe(config.gpu.device);
+}
+
+/**
+ * Refuses a `gpu.device` past the visible GPUs: a mistyped index must not fall back to the
+ * host backend or another GPU. With no GPU at all the index is not checked (the host
+ * backend needs none, and backend "gpu" is refused for the missing GPU).
+ */
+function assertDeviceVisible(config: Config, probe: ProbeResult): void {
+  const { device } = config.gpu;
+  const visible = probe.gpu.count;
+  if (visible === 0 || device < visible) return;
+  const mask = process.env.CUDA_VISIBLE_DEVICES;
+  const within = mask === undefined ? '' : ` (CUDA_VISIBLE_DEVICES=${mask}; indices count within it)`;
+  throw new SpillwayError('INVALID_CONFIG', `config gpu.device: ${device} is not a visible GPU: ${visible} visible, indices 0 to ${visible - 1}${within}`, {
+    field: 'gpu.device', visible,
+  });
+}
+
 /** GPU where the machine has one and the addon has CUDA, unless configured otherwise. */
 export function chooseBackend(config: Config, probe: ProbeResult): BackendChoice {
   if (config.backend === 'host') return { name: 'host', reason: 'host backend requested by configuration' };
+  assertDeviceVisible(config, probe);
   const gpuUsable = probe.gpu.present && probe.cudaBuilt && addon.GpuTiers !== undefined;
   if (gpuUsable) {
     const how = config.backend === 'gpu' ? 'requested by configuration' : 'chosen automatically';
-    return { name: 'gpu', reason: `GPU ${probe.gpu.name} (sm_${probe.gpu.computeCapability.replace('.', '')}) found; GPU backend ${how}` };
+    const g = probe.gpu;
+    return { name: 'gpu', reason: `GPU ${g.device} ${g.name} (sm_${g.computeCapability.replace('.', '')}, PCI ${g.pciBusId}) found; GPU backend ${how}` };
   }
   const why = !probe.cudaBuilt ? 'the addon was built without CUDA (nvcc was not found at build time)' : `no usable GPU (${probe.gpu.error})`;
   if (config.backend === 'gpu') throw new SpillwayError('INVALID_CONFIG', `backend "gpu" requested, but ${why}`, { field: 'backend' });
@@ -53,13 +76,13 @@ export function checkHostMemory(layout: Layout, backend: BackendChoice['name'], 
  * the disk tier holds from before (runtime/recovery.ts) before anything else touches it.
  */
 export async function openStore(config: Config, probe?: ProbeResult): Promise<BlockStore> {
-  const found = probe ?? (await addon.probe());
+  const found = probe ?? (await probeFor(config));
   const choice = chooseBackend(config, found);
   const layout = computeLayout(config);
   checkHostMemory(layout, choice.name);
   const { path, direct, io } = config.tiers.disk;
   const backend: Backend = choice.name === 'gpu'
-    ? new GpuBackend(layout, path, direct, io, choice.reason)
+    ? new GpuBackend(layout, path, direct, io, config.gpu.device, choice.reason)
     : new HostBackend(layout, path, direct, choice.reason);
   const store = new BlockStore(config, backend, layout);
   try {

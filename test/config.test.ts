@@ -30,13 +30,13 @@ test('byte sizes accept units, and bad values name their field', () => {
 });
 
 test('CLI flags and the environment feed the same schema', () => {
-  const c = loadConfig(['--set', 'model.layers=4', '--set', 'tiers.disk.path=/tmp/x.slots', '--set', 'eviction.policy=fifo'], { HOST: '0.0.0.0', PORT: '9000' });
+  const c = loadConfig({ sets: ['model.layers=4', 'tiers.disk.path=/tmp/x.slots', 'eviction.policy=fifo'] }, { HOST: '0.0.0.0', PORT: '9000' });
   assert.equal(c.model.layers, 4);
   assert.equal(c.eviction.policy, 'fifo');
   assert.equal(c.server.host, '0.0.0.0');
   assert.equal(c.server.port, 9000);
-  assert.throws(() => loadConfig(['--set', 'model.layers=zero']), /model\.layers/);
-  assert.throws(() => loadConfig([], { PORT: '99999' }), /server\.port/);
+  assert.throws(() => loadConfig({ sets: ['model.layers=zero'] }), /model\.layers/);
+  assert.throws(() => loadConfig({}, { PORT: '99999' }), /server\.port/);
 });
 
 test('request body limits: the JSON limit, and a body byte budget of at least the largest body, four of it by default', () => {
@@ -49,4 +49,12 @@ test('request body limits: the JSON limit, and a body byte budget of at least th
     assert.throws(() => parseConfig({ server }), (err: SpillwayError) => err.code === 'INVALID_CONFIG' && /^config server\.maxBodyBytesInFlight: must be at least the largest request body/.test(err.message), JSON.stringify(server));
   }
   assert.throws(() => parseConfig({ server: { maxJsonBytes: 0 } }), /server\.maxJsonBytes: must be positive/);
+});
+
+test('gpu.device: 0 by default, a visible device index, refused naming the field otherwise', () => {
+  assert.equal(parseConfig({}).gpu.device, 0);
+  assert.equal(loadConfig({ sets: ['gpu.device=3'] }, {}).gpu.device, 3);
+  for (const device of [-1, 1.5, 'one']) {
+    assert.throws(() => parseConfig({ gpu: { device } }), (err: SpillwayError) => err.code === 'INVALID_CONFIG' && /^config gpu\.device: /.test(err.message), String(device));
+  }
 });

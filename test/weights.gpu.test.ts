@@ -22,7 +22,7 @@ for (const io of ['auto', 'posix'] as const) {
       const tensors = tinyLlama();
       const source = await writeCheckpoint(dir.path, tensors, 3);
       const plan = await planWeights(parseConfig({ weights: { source, requestBytes: 8192 } }).weights);
-      const sink = new DeviceSink(io);
+      const sink = new DeviceSink({ io });
       try {
         const loaded = await executePlan(plan, sink, { concurrency: 8 });
         assert.equal(loaded.tensors.length, tensors.length);

@@ -126,7 +126,7 @@ test('configuration: loadWeights reads the configured rank; paths resolve beside
     await writeCheckpoint(join(dir.path, 'ckpt'), tensors);
     const file = join(dir.path, 'spillway.json');
     writeFileSync(file, JSON.stringify({ weights: { source: 'ckpt', requestBytes: '8KiB' } }));
-    const config = loadConfig(['--config', file], {});
+    const config = loadConfig({ file }, {});
     assert.equal(config.weights.source, join(dir.path, 'ckpt'));
     const sink = new HostSink();
     const loaded = await loadWeights(config, sink);
@@ -199,7 +199,7 @@ test('CLI: weights split, then doctor --weights reports the split; a broken chec
     assert.match(broken.stdout, /per rank: +world 3: unknown/);
 
     const usage = run('weights', 'split', '--in', source);
-    assert.equal(usage.status, 1);
+    assert.equal(usage.status, 2);
     assert.match(usage.stderr, /usage: spillway weights split/);
   } finally {
     dir.cleanup();

@@ -20,7 +20,7 @@ Napi::Function DeviceArena::Define(Napi::Env env) {
                       InstanceMethod("free", &DeviceArena::Free)});
 }
 
-// new DeviceArena(bytes, { io: 'auto' | 'cufile' | 'posix', maxReadBytes })
+// new DeviceArena(bytes, { io: 'auto' | 'cufile' | 'posix', maxReadBytes, device })
 DeviceArena::DeviceArena(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceArena>(info) {
   Napi::Env env = info.Env();
   bytes_ = ArgU64(info, 0, "bytes");
@@ -30,11 +30,13 @@ DeviceArena::DeviceArena(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Devi
     Napi::Object o = info[1].As<Napi::Object>();
     if (o.Get("io").IsString()) io = o.Get("io").As<Napi::String>().Utf8Value();
     if (o.Get("maxReadBytes").IsNumber()) staging_bytes_ = RoundUp(static_cast<uint64_t>(o.Get("maxReadBytes").As<Napi::Number>().DoubleValue()), kDiskAlign);
+    device_ = DeviceOption(env, o);
   }
+  cudaError_t rc = cudaSetDevice(device_);
+  if (rc != cudaSuccess) throw MakeError(env, "INVALID_ARGUMENT", "device " + std::to_string(device_) + ": " + cudaGetErrorString(rc));
   size_t free_bytes = 0, total = 0;
-  cudaSetDevice(0);
   cudaMemGetInfo(&free_bytes, &total);
-  cudaError_t rc = cudaMalloc(reinterpret_cast<void**>(&base_), bytes_ ? bytes_ : 1);
+  rc = cudaMalloc(reinterpret_cast<void**>(&base_), bytes_ ? bytes_ : 1);
   if (rc != cudaSuccess)
     throw MakeError(env, "OUT_OF_MEMORY", "cannot allocate " + std::to_string(bytes_) + " bytes of device memory for the arena (" +
                                               std::to_string(free_bytes) + " free): " + cudaGetErrorString(rc));
@@ -64,6 +66,8 @@ void DeviceArena::CloseAll() {
 
 void DeviceArena::Release() {
   CloseAll();
+  // Frees on the object's device; one that cannot be made current holds nothing of ours.
+  (void)cudaSetDevice(device_);
   for (uint8_t* p : all_staging_) cudaFreeHost(p);
   all_staging_.clear();
   free_staging_.clear();
@@ -78,7 +82,7 @@ void DeviceArena::CheckLive(Napi::Env env) const {
 }
 
 Napi::Promise DeviceArena::Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result) {
-  return RunOnDevice(env, Value(), std::move(keep), in_flight_, std::move(work), std::move(result));
+  return RunOnDevice(env, Value(), std::move(keep), in_flight_, device_, std::move(work), std::move(result));
 }
 
 // openFiles(paths: string[]): opens each file for reading (O_DIRECT where allowed) and
@@ -198,7 +202,8 @@ Napi::Value DeviceArena::IpcHandle(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckLive(env);
   cudaIpcMemHandle_t h;
-  cudaError_t rc = cudaIpcGetMemHandle(&h, base_);
+  cudaError_t rc = cudaSetDevice(device_);
+  if (rc == cudaSuccess) rc = cudaIpcGetMemHandle(&h, base_);
   if (rc != cudaSuccess) throw MakeError(env, "INTERNAL", std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
   return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&h), sizeof h);
 }
@@ -207,6 +212,7 @@ Napi::Value DeviceArena::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("bytes", static_cast<double>(bytes_));
+  o.Set("device", device_);
   o.Set("io", use_cufile_ ? "cufile" : "posix");
   o.Set("ioReason", io_reason_);
   o.Set("registered", registered_);

@@ -44,6 +44,7 @@ class DeviceArena : public Napi::ObjectWrap<DeviceArena> {
   uint8_t* TakeStaging();
   void GiveStaging(uint8_t* p);
 
+  int device_ = 0;
   uint8_t* base_ = nullptr;
   uint64_t bytes_ = 0;
   uint64_t staging_bytes_ = 0;

@@ -30,9 +30,6 @@ namespace {
 
 constexpr uint32_t kMaxBatch = 4096;
 
-// Requests run on whichever worker thread is free: point each at the one device in use.
-void UseDevice() { CheckCuda(cudaSetDevice(0), "cudaSetDevice"); }
-
 }  // namespace
 
 struct GpuTiers::Staging {
@@ -71,8 +68,9 @@ Napi::Function GpuTiers::Define(Napi::Env env) {
                       InstanceMethod("close", &GpuTiers::Close)});
 }
 
-// new GpuTiers({ params, rawSlots, quantSlots, hostSlots, diskPath, diskSlots, diskSlotBytes, direct, io })
+// new GpuTiers({ params, rawSlots, quantSlots, hostSlots, diskPath, diskSlots, diskSlotBytes, direct, io, device })
 //   io: 'auto' (cuFile where it works, else POSIX, with the reason) | 'cufile' | 'posix'
+//   device: the visible device index the arenas, streams and kernels live on (0 when absent)
 GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
@@ -88,6 +86,7 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
     return v.As<Napi::String>().Utf8Value();
   };
   params_ = ParamsFromJs(env, o.Get("params"));
+  device_ = DeviceOption(env, o);
   raw_bytes_ = sw_tq_raw_bytes(&params_);
   quant_bytes_ = sw_tq_quantized_bytes(&params_);
   raw_slots_ = static_cast<uint32_t>(num("rawSlots"));
@@ -102,7 +101,8 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
     throw MakeError(env, "INVALID_ARGUMENT", "diskSlotBytes must be a multiple of 4096 that holds a slot header and a quantized block");
 
   try {
-    UseDevice();
+    UseDevice(device_);
+    device_identity_ = IdentifyDevice(device_);
     auto alloc = [&](uint8_t** p, uint64_t bytes, const char* tier) {
       size_t free_bytes = 0, total = 0;
       cudaMemGetInfo(&free_bytes, &total);
@@ -148,6 +148,8 @@ void GpuTiers::OpenIo(const std::string& io) {
 GpuTiers::~GpuTiers() { Release(); }
 
 void GpuTiers::Release() {
+  // Frees on the object's device; one that cannot be made current holds nothing of ours.
+  (void)cudaSetDevice(device_);
   for (Staging* s : all_staging_) {
     if (s->registered && cufile_) cufile_->BufDeregister(s->dev);
     cudaFree(s->dev);
@@ -182,7 +184,7 @@ GpuTiers::Staging* GpuTiers::AcquireStaging() {
       return s;
     }
   }
-  UseDevice();
+  UseDevice(device_);
   auto* s = new Staging();
   try {
     CheckCuda(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -501,10 +503,8 @@ Napi::Value GpuTiers::InjectFault(const Napi::CallbackInfo& info) { return fault
 
 Napi::Value GpuTiers::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  cudaDeviceProp prop{};
-  cudaGetDeviceProperties(&prop, 0);
   Napi::Object o = Napi::Object::New(env);
-  o.Set("device", prop.name);
+  o.Set("device", DeviceToJs(env, device_identity_));
   o.Set("io", cufile_ ? "cufile" : "posix");
   o.Set("cufileMode", cufile_mode_);
   o.Set("ioReason", io_reason_);
@@ -529,7 +529,8 @@ Napi::Value GpuTiers::IpcHandle(const Napi::CallbackInfo& info) {
   uint32_t tier = ArgU32(info, 0, "tier");
   if (tier > 1) throw Napi::RangeError::New(env, "tier must be 0 (raw) or 1 (quantized)");
   cudaIpcMemHandle_t h;
-  cudaError_t rc = cudaIpcGetMemHandle(&h, tier == 0 ? raw_ : quant_);
+  cudaError_t rc = cudaSetDevice(device_);
+  if (rc == cudaSuccess) rc = cudaIpcGetMemHandle(&h, tier == 0 ? raw_ : quant_);
   if (rc != cudaSuccess) throw MakeError(env, "INTERNAL", std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
   return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&h), sizeof h);
 }
@@ -542,7 +543,7 @@ Napi::Value GpuTiers::Close(const Napi::CallbackInfo& info) {
 
 // Runs work off the JS thread, counting it so that Close() never frees memory in use.
 Napi::Promise GpuTiers::Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result) {
-  return RunOnDevice(env, Value(), std::move(keep), in_flight_, std::move(work), std::move(result));
+  return RunOnDevice(env, Value(), std::move(keep), in_flight_, device_, std::move(work), std::move(result));
 }
 
 }  // namespace spillway

@@ -13,6 +13,7 @@
 
 #include "async_task.h"
 #include "cufile_api.h"
+#include "device_task.h"
 #include "disk_io.h"
 #include "turboquant.h"
 
@@ -63,6 +64,8 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   void CheckQuantHeader(const uint8_t* host_header) const;
   static void CheckCufileResult(ssize_t n, size_t expected, const std::string& what);
 
+  int device_ = 0;
+  DeviceIdentity device_identity_;  // read once: status asks for it every telemetry sample
   sw_tq_params params_{};
   size_t raw_bytes_ = 0, quant_bytes_ = 0;
   uint32_t raw_slots_ = 0, quant_slots_ = 0, host_slots_ = 0, disk_slots_ = 0;

@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { SpillwayError } from '../../runtime/errors.js';
 import type { RoutePlugin } from '../context.js';
-import { ErrorResponse } from '../schemas.js';
+import { DeviceIndex, ErrorResponse, PciBusId } from '../schemas.js';
 
 const Count = z.number().int().nonnegative();
 const Progress = z.object({
@@ -34,7 +34,7 @@ export const WeightsTensorsResponse = z.object({
 });
 export const WeightsIpcResponse = z.object({
   handle: z.string().describe('cudaIpcMemHandle_t of the weights arena, base64'),
-  handleBytes: Count, device: z.string(), bytes: Count.describe('size of the mapping'),
+  handleBytes: Count, device: z.string(), deviceIndex: DeviceIndex, pciBusId: PciBusId, bytes: Count.describe('size of the mapping'),
 });
 
 export const weightsRoutes: RoutePlugin = async (app, { ctx }) => {

@@ -1,7 +1,10 @@
 /**
  * Spill and fill through the GPU tiers, against the disk's own best rate, in one run.
  *
- *   UV_THREADPOOL_SIZE=64 node dist/bench/gpu/spill-fill.js --dir DIR [--out FILE.json] [--only host-tier]
+ *   UV_THREADPOOL_SIZE=64 node dist/bench/gpu/spill-fill.js --dir DIR [--out FILE.json] [--device N] [--blocks N] [--only host-tier]
+ *
+ * `--device` picks the GPU (an index within CUDA_VISIBLE_DEVICES), so one run per GPU can
+ * go at the same time.
  *
  * 1. The disk: 8 parallel dd streams writing and 16 reading with O_DIRECT, 16 MiB blocks,
  *    the same total bytes as the 4-bit spill, in DIR (the tier file's filesystem); 16 and 1
@@ -23,12 +26,21 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
 import { addon, openGpuTiers, Quantizer, type NativeGpuTiers, type QuantParams } from '../../runtime/native.js';
 
-const args = new Map<string, string>();
-for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ''), process.argv[i + 1] ?? '');
-const dir = args.get('dir') ?? '/tmp/spillway-bench';
-const outFile = args.get('out');
+const { values: args } = parseArgs({
+  options: {
+    dir: { type: 'string', default: '/tmp/spillway-bench' },
+    out: { type: 'string' },
+    device: { type: 'string', default: '0' },
+    blocks: { type: 'string', default: '2048' },
+    only: { type: 'string' },
+  },
+});
+const dir = args.dir;
+const outFile = args.out;
+const device = Number(args.device);
 mkdirSync(dir, { recursive: true });
 
 const GB = 1e9;
@@ -109,7 +121,7 @@ async function measure(v: Variant, blocks: number, inFlight: number, sources: Bu
   const payload = tier === 0 ? q.rawBytes : q.quantizedBytes;
   const slotBytes = Math.ceil((payload + 64) / 4096) * 4096;
   const path = join(dir, `tier-${v.name}.slots`);
-  const tiers = openGpuTiers({ params, rawSlots: blocks, quantSlots: tier === 1 ? blocks : 1, hostSlots: 0, diskPath: path, diskSlots: blocks, diskSlotBytes: slotBytes, direct: true, io: 'auto' })!;
+  const tiers = openGpuTiers({ params, rawSlots: blocks, quantSlots: tier === 1 ? blocks : 1, hostSlots: 0, diskPath: path, diskSlots: blocks, diskSlotBytes: slotBytes, direct: true, io: 'auto', device })!;
   try {
     for (let i = 0; i < blocks; i++) await tiers.writeRaw(i, sources[i % sources.length]!);
     const slots = Uint32Array.from({ length: blocks }, (_, i) => i);
@@ -151,7 +163,7 @@ async function fillLatency(tokens: number, samples: number) {
   const q = new Quantizer(params);
   const slotBytes = Math.ceil((q.quantizedBytes + 64) / 4096) * 4096;
   const path = join(dir, `latency-${tokens}.slots`);
-  const tiers = openGpuTiers({ params, rawSlots: 1, quantSlots: samples, hostSlots: 0, diskPath: path, diskSlots: samples, diskSlotBytes: slotBytes, direct: true, io: 'auto' })!;
+  const tiers = openGpuTiers({ params, rawSlots: 1, quantSlots: samples, hostSlots: 0, diskPath: path, diskSlots: samples, diskSlotBytes: slotBytes, direct: true, io: 'auto', device })!;
   try {
     await tiers.writeRaw(0, randomBlock(q.rawBytes, tokens));
     const zero = Uint32Array.of(0);
@@ -195,7 +207,7 @@ async function hostTier(blocks: number, sources: Buffer[]) {
   const params: QuantParams = { ...LLAMA, tokens: 16, keyBits: 4, valueBits: 4 };
   const q = new Quantizer(params);
   const path = join(dir, 'host-tier.slots');
-  const tiers = openGpuTiers({ params, rawSlots: blocks, quantSlots: blocks, hostSlots: blocks, diskPath: path, diskSlots: 1, diskSlotBytes: Math.ceil((q.quantizedBytes + 64) / 4096) * 4096, direct: true, io: 'auto' })!;
+  const tiers = openGpuTiers({ params, rawSlots: blocks, quantSlots: blocks, hostSlots: blocks, diskPath: path, diskSlots: 1, diskSlotBytes: Math.ceil((q.quantizedBytes + 64) / 4096) * 4096, direct: true, io: 'auto', device })!;
   try {
     for (let i = 0; i < blocks; i++) await tiers.writeRaw(i, sources[i % sources.length]!);
     const ordered = Uint32Array.from({ length: blocks }, (_, i) => i);
@@ -234,11 +246,11 @@ async function hostTier(blocks: number, sources: Buffer[]) {
 }
 
 async function main() {
-  const probe = await addon.probe();
+  const probe = await addon.probe(device);
   if (!probe.gpu.present || !addon.GpuTiers) throw new Error(`needs a GPU: ${probe.gpu.error}`);
-  const blocks = Number(args.get('blocks') ?? 2048);
+  const blocks = Number(args.blocks);
   const sources = Array.from({ length: 16 }, (_, i) => randomBlock(32 * 2 * 8 * 16 * 128 * 2, i + 1));
-  if (args.get('only') === 'host-tier') {
+  if (args.only === 'host-tier') {
     // The host tier alone (--only host-tier): no disk involved.
     const host = await hostTier(blocks, sources);
     console.log(JSON.stringify(host, null, 2));
@@ -263,7 +275,7 @@ async function main() {
   const latency = [await fillLatency(16, 200), await fillLatency(64, 100)];
   const host = await hostTier(blocks, sources);
   const report = {
-    device: probe.gpu.name, cufile: probe.cufile, disk, inFlightSweep: sweep.map((s) => ({ inFlight: s.inFlight, spill: s.spill.physicalGBps, fill: s.fill.physicalGBps })),
+    device: { index: device, name: probe.gpu.name, pciBusId: probe.gpu.pciBusId }, cufile: probe.cufile, disk, inFlightSweep: sweep.map((s) => ({ inFlight: s.inFlight, spill: s.spill.physicalGBps, fill: s.fill.physicalGBps })),
     chosenInFlight: k, variants, latency, hostTier: host,
     ratios: variants.map((v) => ({
       variant: v.variant,

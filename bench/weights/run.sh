@@ -7,6 +7,10 @@
 #   serve     `spillway serve` with weights.source set, as `npm start` loads them (its own
 #             sink: device memory on the GPU backend); the time to ready and /v1/weights' rate
 #   dd        $STREAMS parallel dd streams with O_DIRECT into /dev/null: what the disk gives
+#   group     with GPUS (e.g. GPUS=0,1): the checkpoint split for that many ranks (once), then
+#             `spillway serve --gpus $GPUS`, every rank loading its part onto its GPU at once;
+#             each rank's rate and the group's (all bytes over the slowest rank's time), to
+#             set against serve (one GPU loading the whole checkpoint alone) and dd
 # Each run's JSON, and weights.json gathering them with the machine's description, go to
 # $OUT (default build/bench/weights/out). A run that fails is recorded, not fatal.
 set -euo pipefail
@@ -20,6 +24,7 @@ streams=${STREAMS:-16}
 sink=${SINK:-host}
 concurrency=${CONCURRENCY:-16}
 request=${REQUEST_BYTES:-16MiB}
+gpus=${GPUS:-}
 mkdir -p "$out"
 
 if [ ! -f "$ckpt/model.safetensors.index.json" ]; then
@@ -28,10 +33,18 @@ fi
 [ -f "$root/dist/bench/weights/load.js" ] || (cd "$root" && npx tsc -p tsconfig.json) ||
   echo "run.sh: could not build dist/bench/weights/load.js; the spillway run will fail" >&2
 files=("$ckpt"/*.safetensors)
+if [ -n "$gpus" ]; then
+  world=$(awk -F, '{print NF}' <<< "$gpus")
+  split=$ckpt-tp$world
+  [ -f "$split/spillway-split.json" ] ||
+    node "$root/dist/runtime/cli.js" weights split --in "$ckpt" --out "$split" --world "$world" --json > "$out/split.json"
+fi
 
-# Drops the checkpoint from the page cache and prints how, and what stayed resident.
+# Drops the checkpoint (and its split) from the page cache and prints how, and what stayed resident.
 drop_cache() {
   sync
+  local cached=("${files[@]}")
+  [ -z "$gpus" ] || cached+=("$split"/rank-*/*.safetensors)
   local how
   if { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null; then
     how=drop_caches
@@ -39,12 +52,12 @@ drop_cache() {
     # Not root, or no such knob: ask the kernel to drop these files' clean pages.
     python3 -c 'import os, sys
 for f in sys.argv[1:]:
-    fd = os.open(f, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "${files[@]}"
+    fd = os.open(f, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "${cached[@]}"
     how=fadvise_dontneed
   fi
   local resident=null
   if command -v fincore > /dev/null; then
-    resident=$(fincore --bytes --noheadings --output RES "${files[@]}" | awk '{s += $1} END {print s + 0}')
+    resident=$(fincore --bytes --noheadings --output RES "${cached[@]}" | awk '{s += $1} END {print s + 0}')
   fi
   printf '{"method": "%s", "residentBytesAfter": %s}' "$how" "$resident"
 }
@@ -90,10 +103,14 @@ measure spillway env UV_THREADPOOL_SIZE="$concurrency" node "$root/dist/bench/we
 measure serve env UV_THREADPOOL_SIZE="$concurrency" node "$root/dist/bench/weights/serve.js" --source "$ckpt" \
   --set weights.concurrency="$concurrency" --set weights.requestBytes="$request"
 measure dd dd_streams
+if [ -n "$gpus" ]; then
+  measure group env UV_THREADPOOL_SIZE="$concurrency" node "$root/dist/bench/weights/serve.js" --source "$split" --gpus "$gpus" \
+    --set weights.concurrency="$concurrency" --set weights.requestBytes="$request"
+fi
 
-python3 - "$out" "$ckpt" <<'PY'
+python3 - "$out" "$ckpt" "$gpus" <<'PY'
 import json, os, platform, subprocess, sys
-out, ckpt = sys.argv[1], sys.argv[2]
+out, ckpt, gpus = sys.argv[1], sys.argv[2], sys.argv[3]
 def load(name):
     with open(os.path.join(out, name)) as f:
         return json.load(f)
@@ -103,7 +120,9 @@ def run(*cmd):
     except OSError as e:
         return f"unavailable: {e}"
 results = []
-for name in ("torch", "spillway", "serve", "dd"):
+for name in ("torch", "spillway", "serve", "dd", "group"):
+    if name == "group" and not gpus:
+        continue
     r = load(f"{name}.json")
     r["pageCache"] = load(f"{name}.cache.json")
     results.append(r)

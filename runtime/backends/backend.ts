@@ -8,10 +8,19 @@
  */
 import type { TierIndex } from '../layout.js';
 
+/** The GPU a runtime uses: its visible index, its name and its PCI bus id. */
+export interface DeviceName {
+  index: number;
+  name: string;
+  pciBusId: string;
+}
+
 export interface BackendDescription {
   name: 'host' | 'gpu';
   /** Why this backend was chosen (or why the GPU one was not). */
   reason: string;
+  /** The GPU holding tiers 0 and 1 (GPU backend only). */
+  device?: DeviceName;
   /** How each tier's bytes are held and moved, in words. */
   /** By tier name; host only where the layout has a host tier. */
   paths: { raw: string; quantized: string; host?: string; disk: string };
@@ -37,6 +46,9 @@ export interface RawPoolExport {
   handle: Buffer;
   /** The GPU the arena lives on, by name. */
   device: string;
+  /** ... by its index in this process's visible devices, and by PCI bus id (the same in every process). */
+  deviceIndex: number;
+  pciBusId: string;
   /** Bytes of one slot: one raw block; slot i starts at i * slotBytes. */
   slotBytes: number;
   slots: number;

@@ -25,7 +25,7 @@ export class GpuBackend implements Backend {
   /** Device-to-host and host-to-device copies of quantized blocks, coalesced per direction. */
   private readonly copies: Map<string, SlotPairCoalescer> = new Map();
 
-  constructor(layout: Layout, diskPath: string, direct: boolean, io: 'auto' | 'cufile' | 'posix', reason: string) {
+  constructor(layout: Layout, diskPath: string, direct: boolean, io: 'auto' | 'cufile' | 'posix', device: number, reason: string) {
     this.reason = reason;
     this.rawSlots = layout.tiers[0]!.slots;
     mkdirSync(dirname(diskPath), { recursive: true });
@@ -40,6 +40,7 @@ export class GpuBackend implements Backend {
       diskSlotBytes: disk.slotBytes,
       direct,
       io,
+      device,
     });
     if (!tiers) throw new SpillwayError('INVALID_CONFIG', 'the addon was built without CUDA', { field: 'backend' });
     this.tiers = tiers;
@@ -55,12 +56,15 @@ export class GpuBackend implements Backend {
     const disk = i.io === 'cufile'
       ? `cuFileWrite/cuFileRead (${i.cufileMode === 'gds' ? 'GPUDirect Storage' : 'compatibility mode'}) on ${i.path}`
       : `POSIX pread/pwrite through pinned bounce buffers on ${i.path}`;
+    const { index, name, pciBusId } = i.device;
+    const gpu = `GPU ${index} (${name}, ${pciBusId})`;
     return {
       name: 'gpu',
       reason: this.reason,
+      device: { index, name, pciBusId },
       paths: {
-        raw: `HBM on ${i.device}`,
-        quantized: `HBM on ${i.device}, CUDA quantization kernels`,
+        raw: `HBM on ${gpu}`,
+        quantized: `HBM on ${gpu}, CUDA quantization kernels`,
         ...(i.hostArenaBytes > 0 ? { host: 'pinned host memory, DMA copies to and from tier 1' } : {}),
         disk: `${disk}: ${i.ioReason}`,
       },
@@ -72,7 +76,10 @@ export class GpuBackend implements Backend {
   exportRaw(): RawPoolExport {
     try {
       const i = this.tiers.info();
-      return { handle: this.tiers.ipcHandle(0), device: i.device, slotBytes: i.rawSlotBytes, slots: this.rawSlots };
+      return {
+        handle: this.tiers.ipcHandle(0), device: i.device.name, deviceIndex: i.device.index, pciBusId: i.device.pciBusId,
+        slotBytes: i.rawSlotBytes, slots: this.rawSlots,
+      };
     } catch (err) {
       throw fromNative(err, 'export of tier 0');
     }

@@ -12,11 +12,20 @@ export class DeviceSink implements WeightsSink {
   readonly name = 'gpu';
   private arena: NativeDeviceArena | undefined;
 
-  constructor(private readonly io: 'auto' | 'cufile' | 'posix' = 'auto', private readonly maxReadBytes = 16 * 2 ** 20) {}
+  private readonly device: number;
+  private readonly io: 'auto' | 'cufile' | 'posix';
+  private readonly maxReadBytes: number;
+
+  /** `device`: the visible device index the arena is allocated on (0 by default). */
+  constructor(options: { device?: number; io?: 'auto' | 'cufile' | 'posix'; maxReadBytes?: number } = {}) {
+    this.device = options.device ?? 0;
+    this.io = options.io ?? 'auto';
+    this.maxReadBytes = options.maxReadBytes ?? 16 * 2 ** 20;
+  }
 
   async begin(plan: LoadPlan): Promise<void> {
     const longest = Math.max(0, ...plan.requests.map((r) => r.length));
-    this.arena = openDeviceArena(plan.arenaBytes, this.io, Math.max(this.maxReadBytes, longest));
+    this.arena = openDeviceArena(plan.arenaBytes, { io: this.io, maxReadBytes: Math.max(this.maxReadBytes, longest), device: this.device });
     if (!this.arena) throw new SpillwayError('INVALID_CONFIG', 'the gpu weights sink needs the addon built with CUDA', { field: 'sink' });
     try {
       this.arena.openFiles(plan.files.map((f) => f.path));

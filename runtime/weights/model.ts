@@ -6,6 +6,7 @@
  */
 import type { Config } from '../config.js';
 import { SpillwayError } from '../errors.js';
+import type { DeviceName } from '../backends/backend.js';
 import type { ProbeResult } from '../native.js';
 import { DeviceSink } from './device-sink.js';
 import { executePlan, planWeights } from './load.js';
@@ -26,7 +27,7 @@ export class ModelWeights {
     private readonly sink: HostSink | DeviceSink,
     private readonly concurrency: number,
     /** The GPU the arena lives on; undefined for host memory. */
-    private readonly device: string | undefined,
+    private readonly device: DeviceName | undefined,
   ) {
     this.progress = { bytesDone: 0, bytesTotal: plan.readBytes, seconds: 0, gbps: 0, etaSeconds: null };
   }
@@ -35,8 +36,9 @@ export class ModelWeights {
   static async plan(config: Config, backend: 'host' | 'gpu', probe: ProbeResult): Promise<ModelWeights | undefined> {
     if (config.weights.source === undefined) return undefined;
     const plan = await planWeights(config.weights);
-    const onGpu = backend === 'gpu';
-    return new ModelWeights(plan, onGpu ? new DeviceSink() : new HostSink(), config.weights.concurrency, onGpu ? probe.gpu.name : undefined);
+    if (backend === 'host') return new ModelWeights(plan, new HostSink(), config.weights.concurrency, undefined);
+    const { device, name, pciBusId } = probe.gpu;
+    return new ModelWeights(plan, new DeviceSink({ device }), config.weights.concurrency, { index: device, name, pciBusId });
   }
 
   /** Device (or host) bytes the weights take, alignment padding included. */
@@ -93,7 +95,7 @@ export class ModelWeights {
   }
 
   /** The arena as a cudaIpcMemHandle_t, once loaded; NO_DEVICE_MEMORY where it is host memory. */
-  ipc(): { handle: string; handleBytes: number; device: string; bytes: number } {
+  ipc(): { handle: string; handleBytes: number; device: string; deviceIndex: number; pciBusId: string; bytes: number } {
     if (!(this.sink instanceof DeviceSink) || this.device === undefined) {
       throw new SpillwayError('NO_DEVICE_MEMORY', 'the weights are in host memory (host backend): there is no device memory to share');
     }
@@ -101,7 +103,8 @@ export class ModelWeights {
       throw new SpillwayError('NOT_READY', `the weights are ${this.currentState === 'loading' ? 'still loading' : 'not loaded (the load failed)'}`, { state: this.currentState });
     }
     const handle = this.sink.ipcHandle();
-    return { handle: handle.toString('base64'), handleBytes: handle.length, device: this.device, bytes: this.plan.arenaBytes };
+    const { index, name, pciBusId } = this.device;
+    return { handle: handle.toString('base64'), handleBytes: handle.length, device: name, deviceIndex: index, pciBusId, bytes: this.plan.arenaBytes };
   }
 
   free(): void {
