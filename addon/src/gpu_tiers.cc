@@ -348,11 +348,28 @@ Napi::Value GpuTiers::Copy(const Napi::CallbackInfo& info) {
   return Run(env, {}, [this, from = std::move(from), to = std::move(to), from_tier, to_tier] {
     Lease s(this);
     // Runs of consecutive slots on both sides go as one DMA transfer.
+    std::vector<void*> dsts;
+    std::vector<const void*> srcs;
+    std::vector<size_t> sizes;
     for (size_t i = 0; i < from.size();) {
       size_t run = 1;
       while (i + run < from.size() && from[i + run] == from[i] + run && to[i + run] == to[i] + run) run++;
-      CheckCuda(cudaMemcpyAsync(SlotAddress(to_tier, to[i]), SlotAddress(from_tier, from[i]), run * quant_bytes_, cudaMemcpyDefault, s->stream), "copy between tiers");
+      dsts.push_back(SlotAddress(to_tier, to[i]));
+      srcs.push_back(SlotAddress(from_tier, from[i]));
+      sizes.push_back(run * quant_bytes_);
       i += run;
+    }
+    // One batched call where the driver has it (CUDA 12.8+): per-copy submission costs
+    // about a fifth of the link's time at half-megabyte blocks.
+    cudaMemcpyAttributes attrs{};
+    attrs.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+    size_t attrs_index = 0;
+    cudaError_t rc = cudaMemcpyBatchAsync(dsts.data(), srcs.data(), sizes.data(), dsts.size(), &attrs, &attrs_index, 1, s->stream);
+    if (rc == cudaErrorNotSupported || rc == cudaErrorCallRequiresNewerDriver) {
+      (void)cudaGetLastError();
+      for (size_t i = 0; i < dsts.size(); i++) CheckCuda(cudaMemcpyAsync(dsts[i], srcs[i], sizes[i], cudaMemcpyDefault, s->stream), "copy between tiers");
+    } else {
+      CheckCuda(rc, "batched copy between tiers");
     }
     CheckCuda(cudaStreamSynchronize(s->stream), "copy between tiers");
   });
