@@ -23,6 +23,7 @@ const FULL: Omit<SoakOptions, 'dir' | 'log'> = {
   faultEveryS: 600,
   diskFullWrites: 64,
   batchBlocks: 8,
+  stepMs: 0,
   readsPerStep: 2,
   readBatchShare: 0.1,
   rewriteShare: 0.05,
@@ -61,6 +62,7 @@ export interface Overrides {
   /** Defaults to the duration: each fault once. */
   faultEveryS?: number;
   seed?: number;
+  stepMs?: number;
   sampleMs?: number;
   events?: boolean;
 }
@@ -73,7 +75,7 @@ export function soakOptions(preset: Preset, o: Overrides): SoakOptions {
   const durationS = o.durationS ?? base.durationS;
   return {
     ...base,
-    ...defined({ sequences: o.sequences, backend: o.backend, faults: o.faults, sampleMs: o.sampleMs, events: o.events }),
+    ...defined({ sequences: o.sequences, backend: o.backend, faults: o.faults, sampleMs: o.sampleMs, events: o.events, stepMs: o.stepMs }),
     durationS,
     faultEveryS: o.faultEveryS ?? durationS,
     workload: { ...base.workload, ...defined({ seed: o.seed, minTokens: o.minTokens, maxTokens: o.maxTokens }) },
@@ -99,7 +101,8 @@ export function summarize(r: SoakReport): string {
     `sequences: ${t.sequencesStarted} started, ${t.sequencesFinished} finished, ${t.preempted} ended early for room, longest ${t.longestSequenceTokens} tokens; ${t.attachedBlocks} prefix blocks attached, ${t.deduplicated} deduplicated`,
     `moves: ${t.moves.demotions} demotions, ${t.moves.promotions} promotions, ${t.moves.drops} drops; ${(t.bytesWritten / 2 ** 30).toFixed(1)} GiB written, ${(t.bytesRead / 2 ** 30).toFixed(1)} GiB read and checked`,
     `retries: ${JSON.stringify(t.retries)}; fault errors seen: ${JSON.stringify(t.faultErrors)}; rewrites refused by the full disk and read back as before: ${t.refusedRewritesReadBack}`,
-    `latency p50/p99: ${lat}`,
+    `latency p50/p99 (${r.options.stepMs > 0 ? `a decode step every ${r.options.stepMs} ms per sequence` : 'every sequence flat out'}): ${lat}`,
+    `store time p50/p99 (histogram bucket bounds, last server life): ${Object.entries(r.storeMs).map(([k, l]) => `${k} ${l.p50 ?? '-'}/${l.p99 ?? '-'} ms`).join(', ')}`,
     verdict('RSS', r.leak.rss, mib),
     verdict('open fds', r.leak.fds, (x) => (x === null ? '-' : x.toFixed(1))),
     verdict('GPU memory', r.leak.gpuMemory, mib),

@@ -43,6 +43,13 @@ export interface SoakOptions {
   diskFullWrites: number;
   /** Blocks prefilled per batch write. */
   batchBlocks: number;
+  /**
+   * An engine's pace: milliseconds between a sequence's decode steps (one block written,
+   * its reads), as a decode of tokensPerBlock tokens takes; 0 runs every sequence flat out.
+   * Latency means something only under a stated load: flat out, it is the sequences in
+   * flight divided by the throughput (Little's law).
+   */
+  stepMs: number;
   /** Single reads per decoded block; a batch read of a window follows with probability readBatchShare. */
   readsPerStep: number;
   readBatchShare: number;
@@ -127,6 +134,11 @@ export interface SoakReport {
     moves: { demotions: number; promotions: number; drops: number };
   };
   latencyMs: Record<string, { count: number; p50: number | null; p99: number | null }>;
+  /**
+   * The store's own time per operation (spillway_operation_seconds, the server's last life):
+   * the upper bound of the histogram bucket holding the quantile, without HTTP or queueing.
+   */
+  storeMs: Record<string, { count: number; p50: number | null; p99: number | null }>;
   leak: { rss: GrowthVerdict; fds: GrowthVerdict; gpuMemory: GrowthVerdict | null };
   faults: FaultRecord[];
   mismatch: Record<string, unknown> | null;
@@ -141,6 +153,24 @@ function codeOf(err: unknown): string {
 }
 
 /** Pauses workers between operations; in-flight operations finish (or fail) on their own. */
+/** p50 and p99 of each store operation from the Prometheus histogram text (bucket upper bounds, ms). */
+export function storeQuantiles(metrics: string): SoakReport['storeMs'] {
+  const buckets = new Map<string, Array<[number, number]>>();
+  for (const m of metrics.matchAll(/^spillway_operation_seconds_bucket\{(?=[^}]*le="([^"]+)")(?=[^}]*op="([^"]+)")[^}]*\} (\d+)/gm)) {
+    const [, le, op, count] = m;
+    if (!buckets.has(op!)) buckets.set(op!, []);
+    buckets.get(op!)!.push([le === '+Inf' ? Infinity : Number(le) * 1000, Number(count)]);
+  }
+  const quantile = (b: Array<[number, number]>, q: number) => {
+    const total = b[b.length - 1]![1];
+    return total === 0 ? null : b.find(([, c]) => c >= q * total)![0];
+  };
+  return Object.fromEntries([...buckets].map(([op, b]) => {
+    b.sort((x, y) => x[0] - y[0]);
+    return [op, { count: b[b.length - 1]![1], p50: quantile(b, 0.5), p99: quantile(b, 0.99) }];
+  }));
+}
+
 class Gate {
   inFlight = 0;
   private closed: Promise<void> | null = null;
@@ -448,7 +478,13 @@ class Soak {
 
   private async decode(seq: SequenceModel): Promise<void> {
     const w = this.workload;
+    let due = performance.now();
     while (seq.written < seq.target && !this.stopping && seq.epoch === this.epoch) {
+      if (this.o.stepMs > 0) {
+        // The next step when the engine would take it; a late step does not bunch the next ones.
+        due = Math.max(due + this.o.stepMs, performance.now());
+        await sleep(due - performance.now());
+      }
       const index = seq.written;
       if (!(await this.grow(seq, 1))) return;
       await this.writeDecode(seq, index);
@@ -873,6 +909,7 @@ class Soak {
     await Promise.all([...workers, sampler, faults]);
     const durationS = this.now();
     await this.countMoves();
+    const storeMs = storeQuantiles(await this.client.metrics());
     this.eventsAbort.abort();
     this.restarting = true;
     this.server.kill('SIGTERM');
@@ -907,6 +944,7 @@ class Soak {
         moves: this.movesBefore,
       },
       latencyMs: Object.fromEntries(OPS.map((k) => [k, { count: this.latency[k].count, p50: this.latency[k].quantile(0.5), p99: this.latency[k].quantile(0.99) }])),
+      storeMs,
       leak,
       faults: this.faultRecords,
       mismatch: this.mismatch,
