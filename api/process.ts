@@ -25,6 +25,8 @@ export interface ServerProcessOptions {
   args?: string[];
   /** Added to this process's environment. */
   env?: NodeJS.ProcessEnv;
+  /** Options for node itself, before the script (e.g. --cpu-prof for a profile of the server). */
+  nodeArgs?: string[];
   /** Appends the server's stdout and stderr to this file. */
   logPath?: string;
   timeoutMs?: number;
@@ -47,9 +49,9 @@ export class ServerProcess {
    * exits first or does not listen within `timeoutMs`.
    */
   static start(options: ServerProcessOptions = {}): Promise<ServerProcess> {
-    const { args = [], env = {}, logPath, timeoutMs = 120_000 } = options;
+    const { args = [], env = {}, nodeArgs = [], logPath, timeoutMs = 120_000 } = options;
     const log = logPath === undefined ? undefined : createWriteStream(logPath, { flags: 'a' });
-    const child = spawn(process.execPath, [CLI, 'serve', ...args], {
+    const child = spawn(process.execPath, [...nodeArgs, CLI, 'serve', ...args], {
       // The CLI's own default, as `npm start` sets it: libuv's pool runs the disk operations.
       env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -64,6 +64,7 @@ export interface Overrides {
   seed?: number;
   stepMs?: number;
   sampleMs?: number;
+  serverProfileDir?: string;
   events?: boolean;
 }
 
@@ -75,7 +76,7 @@ export function soakOptions(preset: Preset, o: Overrides): SoakOptions {
   const durationS = o.durationS ?? base.durationS;
   return {
     ...base,
-    ...defined({ sequences: o.sequences, backend: o.backend, faults: o.faults, sampleMs: o.sampleMs, events: o.events, stepMs: o.stepMs }),
+    ...defined({ sequences: o.sequences, backend: o.backend, faults: o.faults, sampleMs: o.sampleMs, events: o.events, stepMs: o.stepMs, serverProfileDir: o.serverProfileDir }),
     durationS,
     faultEveryS: o.faultEveryS ?? durationS,
     workload: { ...base.workload, ...defined({ seed: o.seed, minTokens: o.minTokens, maxTokens: o.maxTokens }) },
@@ -86,6 +87,8 @@ export function soakOptions(preset: Preset, o: Overrides): SoakOptions {
 }
 
 const mib = (b: number | null) => (b === null ? '-' : `${(b / MiB).toFixed(1)} MiB`);
+
+const quantiles = (q: SoakReport['storeMs']) => Object.entries(q).map(([k, l]) => `${k} ${l.p50 ?? '-'}/${l.p99 ?? '-'} ms`).join(', ');
 
 export function summarize(r: SoakReport): string {
   const t = r.totals;
@@ -102,7 +105,8 @@ export function summarize(r: SoakReport): string {
     `moves: ${t.moves.demotions} demotions, ${t.moves.promotions} promotions, ${t.moves.drops} drops; ${(t.bytesWritten / 2 ** 30).toFixed(1)} GiB written, ${(t.bytesRead / 2 ** 30).toFixed(1)} GiB read and checked`,
     `retries: ${JSON.stringify(t.retries)}; fault errors seen: ${JSON.stringify(t.faultErrors)}; rewrites refused by the full disk and read back as before: ${t.refusedRewritesReadBack}`,
     `latency p50/p99 (${r.options.stepMs > 0 ? `a decode step every ${r.options.stepMs} ms per sequence` : 'every sequence flat out'}): ${lat}`,
-    `store time p50/p99 (histogram bucket bounds, last server life): ${Object.entries(r.storeMs).map(([k, l]) => `${k} ${l.p50 ?? '-'}/${l.p99 ?? '-'} ms`).join(', ')}`,
+    `store time p50/p99 (histogram bucket bounds, last server life): ${quantiles(r.storeMs)}`,
+    `server time of block requests p50/p99 (the same): ${quantiles(r.serverMs)}`,
     verdict('RSS', r.leak.rss, mib),
     verdict('open fds', r.leak.fds, (x) => (x === null ? '-' : x.toFixed(1))),
     verdict('GPU memory', r.leak.gpuMemory, mib),

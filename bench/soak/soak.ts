@@ -59,6 +59,8 @@ export interface SoakOptions {
   gpuMemory: GrowthRule;
   /** Follow /v1/events so that a mismatch can show the block's moves. */
   events: boolean;
+  /** Where the server writes a CPU profile of each life (node --cpu-prof), if anywhere. */
+  serverProfileDir?: string;
   log: (line: string) => void;
 }
 
@@ -139,6 +141,8 @@ export interface SoakReport {
    * the upper bound of the histogram bucket holding the quantile, without HTTP or queueing.
    */
   storeMs: Record<string, { count: number; p50: number | null; p99: number | null }>;
+  /** The same for the block routes' requests, from arrival to answer, as the server timed them. */
+  serverMs: Record<string, { count: number; p50: number | null; p99: number | null }>;
   leak: { rss: GrowthVerdict; fds: GrowthVerdict; gpuMemory: GrowthVerdict | null };
   faults: FaultRecord[];
   mismatch: Record<string, unknown> | null;
@@ -153,23 +157,31 @@ function codeOf(err: unknown): string {
 }
 
 /** Pauses workers between operations; in-flight operations finish (or fail) on their own. */
-/** p50 and p99 of each store operation from the Prometheus histogram text (bucket upper bounds, ms). */
-export function storeQuantiles(metrics: string): SoakReport['storeMs'] {
-  const buckets = new Map<string, Array<[number, number]>>();
-  for (const m of metrics.matchAll(/^spillway_operation_seconds_bucket\{(?=[^}]*le="([^"]+)")(?=[^}]*op="([^"]+)")[^}]*\} (\d+)/gm)) {
-    const [, le, op, count] = m;
-    if (!buckets.has(op!)) buckets.set(op!, []);
-    buckets.get(op!)!.push([le === '+Inf' ? Infinity : Number(le) * 1000, Number(count)]);
+/**
+ * p50 and p99 (bucket upper bounds, ms) of a Prometheus histogram in `metrics`, its series
+ * summed by `keyOf(labels)`; series whose key is undefined are left out.
+ */
+export function histogramQuantiles(metrics: string, name: string, keyOf: (labels: Record<string, string>) => string | undefined): SoakReport['storeMs'] {
+  const buckets = new Map<string, Map<number, number>>();
+  for (const m of metrics.matchAll(new RegExp(`^${name}_bucket\\{([^}]*)\\} (\\d+)`, 'gm'))) {
+    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1]!, l[2]!]));
+    const key = keyOf(labels);
+    if (key === undefined) continue;
+    const le = labels.le === '+Inf' ? Infinity : Number(labels.le) * 1000;
+    if (!buckets.has(key)) buckets.set(key, new Map());
+    const b = buckets.get(key)!;
+    b.set(le, (b.get(le) ?? 0) + Number(m[2]));
   }
-  const quantile = (b: Array<[number, number]>, q: number) => {
-    const total = b[b.length - 1]![1];
-    return total === 0 ? null : b.find(([, c]) => c >= q * total)![0];
-  };
-  return Object.fromEntries([...buckets].map(([op, b]) => {
-    b.sort((x, y) => x[0] - y[0]);
-    return [op, { count: b[b.length - 1]![1], p50: quantile(b, 0.5), p99: quantile(b, 0.99) }];
+  return Object.fromEntries([...buckets].map(([key, b]) => {
+    const sorted = [...b].sort((x, y) => x[0] - y[0]);
+    const total = sorted[sorted.length - 1]![1];
+    const quantile = (q: number) => (total === 0 ? null : sorted.find(([, c]) => c >= q * total)![0]);
+    return [key, { count: total, p50: quantile(0.5), p99: quantile(0.99) }];
   }));
 }
+
+/** The block routes' requests as the server timed them, by method and route. */
+const BLOCK_ROUTES = new Set(['/v1/sequences/:id/blocks/:index', '/v1/sequences/:id/blocks/read', '/v1/sequences/:id/blocks/write']);
 
 class Gate {
   inFlight = 0;
@@ -290,7 +302,8 @@ class Soak {
   }
 
   private async startServer(): Promise<void> {
-    this.server = await ServerProcess.start({ args: ['--config', this.configPath], logPath: this.logPath });
+    const nodeArgs = this.o.serverProfileDir ? ['--cpu-prof', '--cpu-prof-dir', this.o.serverProfileDir] : [];
+    this.server = await ServerProcess.start({ args: ['--config', this.configPath], logPath: this.logPath, nodeArgs });
     this.client = new SpillwayClient({ baseUrl: this.server.url });
     const life = ++this.life;
     const server = this.server;
@@ -909,7 +922,9 @@ class Soak {
     await Promise.all([...workers, sampler, faults]);
     const durationS = this.now();
     await this.countMoves();
-    const storeMs = storeQuantiles(await this.client.metrics());
+    const metrics = await this.client.metrics();
+    const storeMs = histogramQuantiles(metrics, 'spillway_operation_seconds', (l) => l.op);
+    const serverMs = histogramQuantiles(metrics, 'spillway_http_request_seconds', (l) => (BLOCK_ROUTES.has(l.route!) ? `${l.method} ${l.route}` : undefined));
     this.eventsAbort.abort();
     this.restarting = true;
     this.server.kill('SIGTERM');
@@ -945,6 +960,7 @@ class Soak {
       },
       latencyMs: Object.fromEntries(OPS.map((k) => [k, { count: this.latency[k].count, p50: this.latency[k].quantile(0.5), p99: this.latency[k].quantile(0.99) }])),
       storeMs,
+      serverMs,
       leak,
       faults: this.faultRecords,
       mismatch: this.mismatch,
