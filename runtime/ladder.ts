@@ -16,7 +16,7 @@
 import { performance } from 'node:perf_hooks';
 import { Gauge } from 'prom-client';
 import type { Backend } from './backends/backend.js';
-import { SpillwayError, type ErrorCode } from './errors.js';
+import { errors, type ErrorCode } from './errors.js';
 import type { Layout, TierIndex, TierLayout } from './layout.js';
 import type { BlockLock } from './lock.js';
 import { createPolicy, type EvictionPolicy } from './policy.js';
@@ -205,12 +205,10 @@ export class Ladder {
       }
       const name = this.tiers[tier]!.name;
       if (!this.anyBusy(tier, ctx)) {
-        throw new SpillwayError('CAPACITY_EXCEEDED', `tier ${name} is full: all ${this.pools[tier]!.size} slots hold pinned or referenced blocks that cannot move down`, {
-          tier: name, slots: this.pools[tier]!.size, remaining: 0,
-        });
+        throw errors.tierFull(name, this.pools[tier]!.size);
       }
       if (!ctx.wait || Date.now() >= deadline) {
-        throw new SpillwayError('TIER_BUSY', `tier ${name} has no free slot and every candidate is busy; try again`, { tier: name });
+        throw errors.tierBusy(name);
       }
       await this.waitForProgress(deadline);
       noRoomBelow.clear();

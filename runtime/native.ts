@@ -5,7 +5,7 @@
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { projectRoot } from './config.js';
-import { fromNative } from './errors.js';
+import { nativeCall, nativeSync } from './errors.js';
 
 export type Dtype = 'fp32' | 'fp16' | 'bf16';
 export const DTYPE_BYTES: Record<Dtype, number> = { fp32: 4, fp16: 2, bf16: 2 };
@@ -183,30 +183,17 @@ export class Quantizer {
   constructor(params: QuantParams) {
     this.params = params;
     this.native = toNative(params);
-    let sizes;
-    try {
-      sizes = addon.quantSizes(this.native);
-    } catch (err) {
-      throw fromNative(err, 'quantization parameters');
-    }
+    const sizes = nativeSync('quantization parameters', () => addon.quantSizes(this.native));
     this.rawBytes = sizes.raw;
     this.quantizedBytes = sizes.quantized;
   }
 
   async quantizeInto(src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void> {
-    try {
-      await addon.quantize(this.native, src, srcOffset, dst, dstOffset);
-    } catch (err) {
-      throw fromNative(err, 'quantize');
-    }
+    await nativeCall('quantize', () => addon.quantize(this.native, src, srcOffset, dst, dstOffset));
   }
 
   async dequantizeInto(src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void> {
-    try {
-      await addon.dequantize(this.native, src, srcOffset, dst, dstOffset);
-    } catch (err) {
-      throw fromNative(err, 'dequantize');
-    }
+    await nativeCall('dequantize', () => addon.dequantize(this.native, src, srcOffset, dst, dstOffset));
   }
 }
 
@@ -241,27 +228,17 @@ function toBuffer(u: Uint8Array): Buffer {
 /** Opens the GPU tiers; undefined when the addon was built without CUDA. */
 export function openGpuTiers(opts: GpuTiersOptions): NativeGpuTiers | undefined {
   if (!addon.GpuTiers) return undefined;
-  try {
-    return new addon.GpuTiers({ ...opts, params: toNative(opts.params) });
-  } catch (err) {
-    throw fromNative(err, 'GPU tiers');
-  }
+  const GpuTiers = addon.GpuTiers;
+  return nativeSync('GPU tiers', () => new GpuTiers({ ...opts, params: toNative(opts.params) }));
 }
 
 /** Allocates a device arena; undefined when the addon was built without CUDA. */
 export function openDeviceArena(bytes: number, opts: { io: 'auto' | 'cufile' | 'posix'; maxReadBytes: number; device: number }): NativeDeviceArena | undefined {
   if (!addon.DeviceArena) return undefined;
-  try {
-    return new addon.DeviceArena(bytes, opts);
-  } catch (err) {
-    throw fromNative(err, 'device arena');
-  }
+  const DeviceArena = addon.DeviceArena;
+  return nativeSync('device arena', () => new DeviceArena(bytes, opts));
 }
 
 export function openSlotFile(path: string, slotBytes: number, slotCount: number, direct: boolean): NativeSlotFile {
-  try {
-    return new addon.SlotFile(path, slotBytes, slotCount, { direct });
-  } catch (err) {
-    throw fromNative(err, 'disk tier');
-  }
+  return nativeSync('disk tier', () => new addon.SlotFile(path, slotBytes, slotCount, { direct }));
 }

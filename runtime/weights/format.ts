@@ -5,7 +5,7 @@
  * header completely before any tensor byte is read; docs/WEIGHTS.md lists the rules.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { SpillwayError, type ErrorCode } from '../errors.js';
+import { weightsError } from '../errors.js';
 
 /** Bytes per element of every byte-addressable safetensors dtype. */
 export const DTYPE_BYTES = {
@@ -40,12 +40,6 @@ export interface ShardHeader {
   metadata: Record<string, string>;
   /** In data-section order. */
   tensors: TensorEntry[];
-}
-
-/** The one way a weights problem is reported: the file, the tensor when there is one, the problem. */
-export function weightsError(file: string, tensor: string | undefined, problem: string, code: ErrorCode = 'WEIGHTS_FORMAT'): SpillwayError {
-  const where = tensor === undefined ? file : `${file}: tensor "${tensor}"`;
-  return new SpillwayError(code, `${where}: ${problem}`, { file, ...(tensor === undefined ? {} : { tensor }), problem });
 }
 
 export function isDtype(value: unknown): value is WeightDtype {

@@ -5,8 +5,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { SpillwayError } from '../errors.js';
-import { DTYPE_BYTES, isDtype, tensorBytes, weightsError, type WeightDtype } from './format.js';
+import { SpillwayError, weightsError } from '../errors.js';
+import { DTYPE_BYTES, isDtype, tensorBytes, type WeightDtype } from './format.js';
 
 export const SPLIT_KINDS = ['column', 'row', 'replicated'] as const;
 export type SplitKind = (typeof SPLIT_KINDS)[number];
