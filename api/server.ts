@@ -39,7 +39,7 @@ import { sequenceRoutes } from './routes/sequences.js';
 import { healthRoutes, statusRoutes } from './routes/status.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { weightsRoutes } from './routes/weights.js';
-import { zeroCopyRoutes } from './routes/zerocopy.js';
+import { zeroCopyRoutes } from './routes/zero-copy.js';
 import { TelemetrySampler } from './sampler.js';
 import { jsonSerializerCompiler, openApiTransform, zodValidatorCompiler } from './validation.js';
 
@@ -140,7 +140,7 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
     await guarded.register(telemetryRoutes, { ctx });
     await guarded.register(weightsRoutes, { ctx });
     if (config.faults) await guarded.register(faultRoutes, { ctx });
-    // Sheds only its acquire route: leases must be renewable under load (routes/zerocopy.ts).
+    // Sheds only its acquire route: leases must be renewable under load (routes/zero-copy.ts).
     await guarded.register(zeroCopyRoutes, { ctx });
     await guarded.register(async (data) => {
       data.addHook('onRequest', shedWhenSaturated(load, metrics));

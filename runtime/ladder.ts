@@ -333,7 +333,7 @@ export class Ladder {
     const below = tier + 1;
     if (tier === 0) return this.backend.quantize(slot, dest);
     if (this.tiers[below]!.kind === 'disk') {
-      return this.diskOp(b, 'write', () => this.backend.spill(tier, slot, dest, { key: b.id, generation: b.generation, hash: b.hash }));
+      return this.diskOp(b, 'write', () => this.backend.spill(tier, slot, dest, { blockId: b.id, generation: b.generation, hash: b.hash }));
     }
     return this.backend.copyStored(tier, slot, below, dest);
   }
@@ -393,7 +393,7 @@ export class Ladder {
   private copyUp(b: LadderBlock, from: TierIndex, slot: number): Promise<void> {
     const src = b.copies[from]!;
     if (from === this.bottom) {
-      return this.diskOp(b, 'read', () => this.backend.fill(src, { key: b.id, generation: b.generation }, 1, slot));
+      return this.diskOp(b, 'read', () => this.backend.fill(src, { blockId: b.id, generation: b.generation }, 1, slot));
     }
     return this.backend.copyStored(from, src, 1, slot);
   }
@@ -405,7 +405,7 @@ export class Ladder {
       if (slot !== null && slot !== undefined) return this.backend.readStored(t, slot);
     }
     const slot = b.copies[this.bottom]!;
-    return this.diskOp(b, 'read', () => this.backend.readDisk(slot, { key: b.id, generation: b.generation }));
+    return this.diskOp(b, 'read', () => this.backend.readDisk(slot, { blockId: b.id, generation: b.generation }));
   }
 
   /** Runs a disk operation of one slot with queue and byte accounting; a failed verification loses the block. */

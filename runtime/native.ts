@@ -5,10 +5,10 @@
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { projectRoot } from './config.js';
+import type { Dtype } from './dtype.js';
 import { nativeCall, nativeSync } from './errors.js';
+import type { IoMode, IoPath } from './io-mode.js';
 
-export type Dtype = 'fp32' | 'fp16' | 'bf16';
-export const DTYPE_BYTES: Record<Dtype, number> = { fp32: 4, fp16: 2, bf16: 2 };
 const DTYPE_CODE: Record<Dtype, number> = { fp32: 0, fp16: 1, bf16: 2 };
 
 export interface QuantParams {
@@ -39,8 +39,8 @@ export interface SlotFileInfo {
 
 export interface NativeSlotFile {
   /** `prefixHash`: 16 bytes for a committed block, recorded in the slot header for recovery. */
-  write(slot: number, key: number, generation: number, src: Buffer, srcOffset: number, length: number, prefixHash?: Buffer): Promise<void>;
-  read(slot: number, key: number, generation: number, dst: Buffer, dstOffset: number, length: number): Promise<void>;
+  write(slot: number, blockId: number, generation: number, src: Buffer, srcOffset: number, length: number, prefixHash?: Buffer): Promise<void>;
+  read(slot: number, blockId: number, generation: number, dst: Buffer, dstOffset: number, length: number): Promise<void>;
   close(): void;
   injectFault(op: 'read' | 'write', errno: number, count: number): void;
   info(): SlotFileInfo;
@@ -70,7 +70,7 @@ export interface ProbeResult {
 
 export interface GpuTiersInfo {
   device: GpuIdentity;
-  io: 'cufile' | 'posix';
+  io: IoPath;
   cufileMode: '' | 'compat' | 'gds';
   ioReason: string;
   path: string;
@@ -96,9 +96,9 @@ export interface NativeGpuTiers {
   dequantizeBytes(stored: Buffer): Promise<Buffer>;
   /** Quantized blocks between tier 1 and tier 2, fromSlots[i] to toSlots[i], one synchronization. */
   copy(fromTier: 1 | 2, fromSlots: Uint32Array, toTier: 1 | 2, toSlots: Uint32Array): Promise<void>;
-  spill(tier: 0 | 1 | 2, slot: number, diskSlot: number, key: number, generation: number, prefixHash?: Buffer): Promise<void>;
-  fill(tier: 0 | 1 | 2, slot: number, diskSlot: number, key: number, generation: number): Promise<void>;
-  readDisk(diskSlot: number, key: number, generation: number): Promise<Buffer>;
+  spill(tier: 0 | 1 | 2, slot: number, diskSlot: number, blockId: number, generation: number, prefixHash?: Buffer): Promise<void>;
+  fill(tier: 0 | 1 | 2, slot: number, diskSlot: number, blockId: number, generation: number): Promise<void>;
+  readDisk(diskSlot: number, blockId: number, generation: number): Promise<Buffer>;
   injectFault(op: 'read' | 'write', errno: number, count: number): void;
   info(): GpuTiersInfo;
   /** The arena's cudaIpcMemHandle_t (64 bytes). */
@@ -116,7 +116,7 @@ export interface GpuTiersOptions {
   diskSlots: number;
   diskSlotBytes: number;
   direct: boolean;
-  io: 'auto' | 'cufile' | 'posix';
+  io: IoMode;
   /** The visible device index the arenas, streams and kernels are on. */
   device: number;
 }
@@ -128,7 +128,7 @@ export interface NativeDeviceArena {
   closeFiles(): void;
   copyOut(offset: number, length: number): Promise<Buffer>;
   ipcHandle(): Buffer;
-  info(): { bytes: number; device: number; io: 'cufile' | 'posix'; ioReason: string; registered: boolean };
+  info(): { bytes: number; device: number; io: IoPath; ioReason: string; registered: boolean };
   free(): void;
 }
 
@@ -159,7 +159,7 @@ interface Addon {
   SlotFile: new (path: string, slotBytes: number, slotCount: number, opts: { direct: boolean }) => NativeSlotFile;
   /** Present only when the addon was built with CUDA. */
   GpuTiers?: new (opts: Omit<GpuTiersOptions, 'params'> & { params: NativeParams }) => NativeGpuTiers;
-  DeviceArena?: new (bytes: number, opts: { io: 'auto' | 'cufile' | 'posix'; maxReadBytes: number; device: number }) => NativeDeviceArena;
+  DeviceArena?: new (bytes: number, opts: { io: IoMode; maxReadBytes: number; device: number }) => NativeDeviceArena;
 }
 
 const addonPath = join(projectRoot, 'build', 'spillway.node');
@@ -233,7 +233,7 @@ export function openGpuTiers(opts: GpuTiersOptions): NativeGpuTiers | undefined 
 }
 
 /** Allocates a device arena; undefined when the addon was built without CUDA. */
-export function openDeviceArena(bytes: number, opts: { io: 'auto' | 'cufile' | 'posix'; maxReadBytes: number; device: number }): NativeDeviceArena | undefined {
+export function openDeviceArena(bytes: number, opts: { io: IoMode; maxReadBytes: number; device: number }): NativeDeviceArena | undefined {
   if (!addon.DeviceArena) return undefined;
   const DeviceArena = addon.DeviceArena;
   return nativeSync('device arena', () => new DeviceArena(bytes, opts));

@@ -26,6 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Counter } from 'prom-client';
 import type { Backend, BackendDescription, RawPoolExport } from './backends/backend.js';
 import type { Config } from './config.js';
+import { DTYPE_BYTES } from './dtype.js';
 import { errors, SpillwayError, type ErrorCode } from './errors.js';
 import { Ladder, type LadderBlock, type OpContext } from './ladder.js';
 import { computeLayout, type Layout, type TierIndex, type TierName } from './layout.js';
@@ -398,9 +399,8 @@ export class BlockStore {
       throw errors.noDeviceMemory(name);
     }
     const m = this.config.model;
-    const elementBytes = m.dtype === 'fp32' ? 4 : 2;
     return {
-      ...e, dtype: m.dtype, elementBytes, shape: [m.layers, 2, m.kvHeads, m.tokensPerBlock, m.headDim],
+      ...e, dtype: m.dtype, elementBytes: DTYPE_BYTES[m.dtype], shape: [m.layers, 2, m.kvHeads, m.tokensPerBlock, m.headDim],
       layers: m.layers, kvHeads: m.kvHeads, tokensPerBlock: m.tokensPerBlock, headDim: m.headDim,
     };
   }

@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { dequantize, quantize, quantizedBytes, rawBytes, type Dtype, type QuantParams } from '../runtime/native.js';
+import type { Dtype } from '../runtime/dtype.js';
+import { dequantize, quantize, quantizedBytes, rawBytes, type QuantParams } from '../runtime/native.js';
 import { rng } from './helpers.js';
 
 const BASE: QuantParams = {

@@ -1,7 +1,7 @@
 /** Fixtures for the weights suites: tiny checkpoints written on the spot, and a naive slicer. */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DTYPE_BYTES, type WeightDtype } from '../runtime/weights/format.js';
+import { WEIGHT_DTYPE_BYTES, type WeightDtype } from '../runtime/weights/format.js';
 import type { SplitKind } from '../runtime/weights/sharding.js';
 import { writeSafetensors } from '../runtime/weights/writer.js';
 import { rng } from './helpers.js';
@@ -21,7 +21,7 @@ export function randomBytes(seed: number, n: number): Buffer {
 }
 
 export function tensor(name: string, dtype: WeightDtype, shape: number[], seed: number): FixtureTensor {
-  return { name, dtype, shape, data: randomBytes(seed, shape.reduce((a, b) => a * b, DTYPE_BYTES[dtype])) };
+  return { name, dtype, shape, data: randomBytes(seed, shape.reduce((a, b) => a * b, WEIGHT_DTYPE_BYTES[dtype])) };
 }
 
 /**
@@ -86,7 +86,7 @@ export function expectedSlice(t: FixtureTensor, kind: SplitKind, rank: number, w
   const dims = t.shape.length;
   const dim = kind === 'column' && dims >= 1 ? 0 : kind === 'row' && dims >= 2 ? dims - 1 : -1;
   if (dim < 0) return t.data;
-  const size = DTYPE_BYTES[t.dtype];
+  const size = WEIGHT_DTYPE_BYTES[t.dtype];
   const part = t.shape[dim]! / world;
   const out: Buffer[] = [];
   const count = t.data.length / size;

@@ -5,12 +5,12 @@
 # (evictions to tier 1 and disk, then promotions back). With WEIGHTS=<safetensors dir>
 # the server also loads weights, and the example maps their arena and reads it.
 #
-#   bash bench/zerocopy/run.sh [OUT_DIR]        (default bench/zerocopy/results)
+#   bash bench/zero-copy/run.sh [OUT_DIR]        (default bench/zero-copy/results)
 #
 # Needs the built project (npm install), a GPU, and python3 with torch and cupy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-out=${1:-bench/zerocopy/results}
+out=${1:-bench/zero-copy/results}
 port=${PORT:-8420}
 mkdir -p "$out" data
 export UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-16} PYTHONPATH=clients/python PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
