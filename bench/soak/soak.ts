@@ -14,7 +14,7 @@ import { SpillwayClient } from '../../api/client.js';
 import type { ConfigInput } from '../../runtime/config.js';
 import { SpillwayError } from '../../runtime/errors.js';
 import { SLOT_ID_BYTES, SLOT_PAYLOAD_OFFSET, slotBlockId } from '../../runtime/recovery.js';
-import { FOUR_BIT_BOUND } from '../../test/blocks.js';
+import { FOUR_BIT_BOUND } from '../block-content.js';
 import { ServerProcess } from '../../api/process.js';
 import { judgeGrowth, LatencyHistogram, quantile, type GrowthRule, type GrowthVerdict } from './stats.js';
 import { Verifier } from './verifier.js';
