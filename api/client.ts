@@ -6,7 +6,7 @@
  */
 import { Packr } from 'msgpackr';
 import type { z } from 'zod';
-import { ErrorCodes, SpillwayError, type ErrorCode } from '../runtime/errors.js';
+import { isErrorCode, SpillwayError } from '../runtime/errors.js';
 import type { MoveEvent } from '../runtime/telemetry.js';
 import type * as W from './routes/weights.js';
 import type * as S from './schemas.js';
@@ -244,6 +244,6 @@ async function toError(res: Response): Promise<SpillwayError> {
     // not the API's error shape (a proxy, say): keep the text
   }
   const { code, message, ...details } = error;
-  const known = typeof code === 'string' && code in ErrorCodes ? (code as ErrorCode) : 'INTERNAL';
+  const known = isErrorCode(code) ? code : 'INTERNAL';
   return new SpillwayError(known, message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`, { ...details, httpStatus: res.status, ...(known !== code ? { serverCode: code } : {}) });
 }

@@ -22,7 +22,7 @@ const FASTIFY_FIELDS: Record<string, string> = {
 
 /** Errors fastify raises before routing (a path that is not valid URL encoding): same shape. */
 export function answerFrameworkError(err: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
-  void reply.status(400).send({ error: { code: 'INVALID_ARGUMENT', message: err.message, field: FASTIFY_FIELDS[err.code] ?? 'url' } });
+  void reply.status(400).send(errorBody(new SpillwayError('INVALID_ARGUMENT', err.message, { field: FASTIFY_FIELDS[err.code] ?? 'url' })));
 }
 
 export function installErrorHandler(app: FastifyInstance): void {
@@ -34,12 +34,12 @@ export function installErrorHandler(app: FastifyInstance): void {
     const status = err.statusCode ?? 500;
     if (status >= 500) {
       request.log.error({ err }, 'request failed');
-      return reply.status(500).send({ error: { code: 'INTERNAL', message: 'internal error' } });
+      return reply.status(500).send(errorBody(new SpillwayError('INTERNAL', 'internal error')));
     }
     const field = FASTIFY_FIELDS[err.code] ?? (err instanceof SyntaxError ? 'body' : undefined);
     const details = status === 413 ? { limitBytes: request.routeOptions.bodyLimit } : {};
     const code = status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'INVALID_ARGUMENT';
-    return reply.status(status).send({ error: { code, message: err.message, ...(field ? { field } : {}), ...details } });
+    return reply.status(status).send(errorBody(new SpillwayError(code, err.message, { ...(field ? { field } : {}), ...details })));
   });
   app.setNotFoundHandler((request, reply) => {
     reply.status(404).send(errorBody(noRoute(request)));

@@ -4,6 +4,7 @@
  * document served at /docs, and of the types of the TypeScript client (api/client.ts).
  */
 import { z } from 'zod';
+import { DTYPES } from '../runtime/dtype.js';
 import { TIER_NAMES } from '../runtime/layout.js';
 import { LEASE_CLIENT_ID, LEASE_TTL_DEFAULT_MS, LEASE_TTL_MAX_MS, LEASE_TTL_MIN_MS } from '../runtime/leases.js';
 import { DROP_REASONS, REFUSE_REASONS } from '../runtime/recovery-report.js';
@@ -222,7 +223,7 @@ export const EventsQuery = z.object({
 
 // ---- zero-copy ----------------------------------------------------------------------
 
-const Dtype = z.enum(['bf16', 'fp16', 'fp32']);
+const Dtype = z.enum(DTYPES);
 export const PoolResponse = z.object({
   handle: z.string().describe('cudaIpcMemHandle_t of the tier-0 arena, base64; map it once with cudaIpcOpenMemHandle'),
   handleBytes: Count,

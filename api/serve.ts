@@ -10,7 +10,8 @@ import type { Config } from '../runtime/config.js';
 import { chooseBackend, openStore, probeFor } from '../runtime/open.js';
 import { formatRecovery } from '../runtime/recovery-report.js';
 import { assertBudgetFits, memoryBudget, ModelWeights } from '../runtime/weights/model.js';
-import { formatBytes, terminalProgress, type OnProgress } from '../runtime/weights/progress.js';
+import { formatBytes } from '../runtime/bytes.js';
+import { terminalProgress, type OnProgress } from '../runtime/weights/progress.js';
 import { buildServer } from './server.js';
 
 /** A progress bar on a terminal; otherwise a log line every tenth of the way. */

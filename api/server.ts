@@ -18,13 +18,14 @@ import type { Socket } from 'node:net';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import { SpillwayError } from '../runtime/errors.js';
 import { version } from '../runtime/version.js';
 import { memoryBudget, type MemoryBudget, type ModelWeights } from '../runtime/weights/model.js';
 import type { BlockStore } from '../runtime/store.js';
 import { requireBearer } from './auth.js';
 import { installBodyRules } from './bodies.js';
 import type { ApiContext } from './context.js';
-import { answerFrameworkError, installErrorHandler } from './errors.js';
+import { answerFrameworkError, errorBody, installErrorHandler } from './errors.js';
 import { BodyBudget, LoadMonitor, shedWhenSaturated } from './load.js';
 import { ApiMetrics } from './metrics.js';
 import { batchRoutes } from './routes/batch.js';
@@ -38,7 +39,7 @@ import { sequenceRoutes } from './routes/sequences.js';
 import { healthRoutes, statusRoutes } from './routes/status.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { weightsRoutes } from './routes/weights.js';
-import { zeroCopyRoutes } from './routes/zerocopy.js';
+import { zeroCopyRoutes } from './routes/zero-copy.js';
 import { TelemetrySampler } from './sampler.js';
 import { jsonSerializerCompiler, openApiTransform, zodValidatorCompiler } from './validation.js';
 
@@ -68,7 +69,7 @@ function answerClientError(err: Error & { code?: string }, socket: Socket): void
     : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
       ? [408, 'Request Timeout', 'the request was not received in time']
       : [400, 'Bad Request', 'malformed HTTP request'];
-  const body = JSON.stringify({ error: { code: 'INVALID_ARGUMENT', message } });
+  const body = JSON.stringify(errorBody(new SpillwayError('INVALID_ARGUMENT', message)));
   if (socket.writable) {
     socket.write(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   }
@@ -139,7 +140,7 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
     await guarded.register(telemetryRoutes, { ctx });
     await guarded.register(weightsRoutes, { ctx });
     if (config.faults) await guarded.register(faultRoutes, { ctx });
-    // Sheds only its acquire route: leases must be renewable under load (routes/zerocopy.ts).
+    // Sheds only its acquire route: leases must be renewable under load (routes/zero-copy.ts).
     await guarded.register(zeroCopyRoutes, { ctx });
     await guarded.register(async (data) => {
       data.addHook('onRequest', shedWhenSaturated(load, metrics));

@@ -7,7 +7,9 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { DTYPES } from './dtype.js';
 import { SpillwayError } from './errors.js';
+import { IO_MODES } from './io-mode.js';
 
 const UNITS: Record<string, number> = {
   '': 1, b: 1,
@@ -41,7 +43,7 @@ export const ConfigSchema = z.object({
     layers: z.number().int().min(1).max(1024).default(32),
     kvHeads: z.number().int().min(1).max(1024).default(8),
     headDim: PowerOfTwo(16, 512).default(128),
-    dtype: z.enum(['bf16', 'fp16', 'fp32']).default('bf16'),
+    dtype: z.enum(DTYPES).default('bf16'),
     tokensPerBlock: z.number().int().min(1).max(1024).default(16),
   }).strict().prefault({}),
   tiers: z.object({
@@ -58,7 +60,7 @@ export const ConfigSchema = z.object({
       bytes: Bytes.default(2 * 2 ** 30),
       direct: z.boolean().default(true),
       /** GPU backend only: cuFile where it works ('auto'), cuFile or fail, or the POSIX path. */
-      io: z.enum(['auto', 'cufile', 'posix']).default('auto'),
+      io: z.enum(IO_MODES).default('auto'),
       /** Recover the committed blocks found in the file at start (runtime/recovery.ts); false starts empty. */
       recover: z.boolean().default(true),
     }).strict().prefault({}),

@@ -4,6 +4,7 @@
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { dirname, join } from 'node:path';
+import { formatGiB, GiB } from './bytes.js';
 import type { Config } from './config.js';
 import { chooseBackend, probeFor } from './open.js';
 import { addon, openSlotFile, type ProbeResult } from './native.js';
@@ -95,9 +96,8 @@ function hostTierReport(config: Config) {
 }
 
 function formatHostTier(h: ReturnType<typeof hostTierReport>): string {
-  const gib = (n: number) => `${(n / GiB).toFixed(2)} GiB`;
-  if (h.slots === 0) return `none configured (tiers.host.bytes); ${gib(h.availableBytes)} of host memory available`;
-  return `${gib(h.bytes)}: ${h.slots} blocks, ${h.tokens} tokens; ${gib(h.availableBytes)} available: ${h.fits ? 'fits' : 'does not fit'}`;
+  if (h.slots === 0) return `none configured (tiers.host.bytes); ${formatGiB(h.availableBytes)} of host memory available`;
+  return `${formatGiB(h.bytes)}: ${h.slots} blocks, ${h.tokens} tokens; ${formatGiB(h.availableBytes)} available: ${h.fits ? 'fits' : 'does not fit'}`;
 }
 
 /** What `serve` would recover from the disk tier now (read-only), or why it cannot tell. */
@@ -108,8 +108,6 @@ async function recoveryDryRun(config: Config, backend: 'host' | 'gpu'): Promise<
     return { error: (err as Error).message };
   }
 }
-
-const GiB = 2 ** 30;
 
 function cudaVersion(v: number): string {
   return v ? `${Math.floor(v / 1000)}.${(v % 1000) / 10}` : 'none';

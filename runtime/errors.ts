@@ -60,13 +60,31 @@ export class SpillwayError extends Error {
   }
 }
 
-/** Wraps an error from the addon (an Error with a string `code`) as a SpillwayError. */
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ErrorCodes, value);
+}
+
+/**
+ * Wraps an error from the addon (an Error with a string `code`) as a SpillwayError. A code
+ * the table lacks stays visible: the answer is INTERNAL with the addon's code in
+ * `details.nativeCode`, so it can be traced and added to the table.
+ */
 export function fromNative(err: unknown, context: string, details: Record<string, unknown> = {}): SpillwayError {
   if (err instanceof SpillwayError) return err;
   const e = err as { code?: unknown; message?: unknown };
-  const code = typeof e?.code === 'string' && e.code in ErrorCodes ? (e.code as ErrorCode) : 'INTERNAL';
   const message = typeof e?.message === 'string' ? e.message : String(err);
-  return new SpillwayError(code, `${context}: ${message}`, details);
+  if (isErrorCode(e?.code)) return new SpillwayError(e.code, `${context}: ${message}`, details);
+  const nativeCode = typeof e?.code === 'string' ? e.code : err instanceof Error ? err.name : typeof err;
+  return new SpillwayError('INTERNAL', `${context}: ${message}`, { ...details, nativeCode });
+}
+
+/** Runs a synchronous addon call (a constructor, a size query), turning its error into a SpillwayError with `context`. */
+export function nativeSync<T>(context: string, call: () => T): T {
+  try {
+    return call();
+  } catch (err) {
+    throw fromNative(err, context);
+  }
 }
 
 /** Awaits an addon call, turning its error into a SpillwayError with `context`. */
@@ -76,4 +94,71 @@ export async function nativeCall<T>(context: string, call: () => Promise<T>, det
   } catch (err) {
     throw fromNative(err, context, details);
   }
+}
+
+/** The prefix-cache state that makes a block read-only, for messages. */
+const immutableBecause = (committed: boolean) => (committed ? 'committed to the prefix cache' : 'shared');
+
+/**
+ * Every error message the block store and its ladder raise, built here once; callers
+ * `throw errors.sequenceNotFound(id)` and never build messages of their own.
+ */
+export const errors = {
+  tiersTooSmall: (rawBlockBytes: number, quantizedBlockBytes: number) =>
+    new SpillwayError('INVALID_CONFIG', 'tiers.raw and tiers.quantized must each hold at least one block', { rawBlockBytes, quantizedBlockBytes }),
+  badLimit: (field: string) => new SpillwayError('INVALID_ARGUMENT', `limits.${field} must be a positive integer`, { field: `limits.${field}` }),
+  storeClosed: () => new SpillwayError('CLOSED', 'the store is closed'),
+  recoveryIntoNonEmptyStore: () => new SpillwayError('INTERNAL', 'recovered blocks are adopted only into an empty store'),
+
+  liveSequenceLimit: (limit: number) =>
+    new SpillwayError('LIMIT_EXCEEDED', `live sequence limit of ${limit} reached`, { limit: 'maxLiveSequences', value: limit, remaining: 0 }),
+  sequenceTokenLimit: (tokens: number, limit: number, remainingBlocks: number) =>
+    new SpillwayError('LIMIT_EXCEEDED', `sequence would hold ${tokens} tokens, over the limit of ${limit}`, { limit: 'maxTokensPerSequence', value: limit, remainingBlocks }),
+  totalTokenLimit: (tokens: number, limit: number, remainingBlocks: number) =>
+    new SpillwayError('LIMIT_EXCEEDED', `live sequences would hold ${tokens} tokens, over the limit of ${limit}`, { limit: 'maxTotalTokens', value: limit, remainingBlocks }),
+  ladderFull: (capacityBlocks: number, inUse: number) =>
+    new SpillwayError('CAPACITY_EXCEEDED', `the ladder holds ${capacityBlocks} blocks and ${inUse} are in use`, { capacityBlocks, remainingBlocks: Math.max(0, capacityBlocks - inUse) }),
+  tierFull: (tier: string, slots: number) =>
+    new SpillwayError('CAPACITY_EXCEEDED', `tier ${tier} is full: all ${slots} slots hold pinned or referenced blocks that cannot move down`, { tier, slots, remaining: 0 }),
+  tierBusy: (tier: string) => new SpillwayError('TIER_BUSY', `tier ${tier} has no free slot and every candidate is busy; try again`, { tier }),
+
+  badSequenceId: () => new SpillwayError('INVALID_ARGUMENT', 'sequence id must be 1-128 characters of A-Z a-z 0-9 . _ : -', { field: 'id' }),
+  sequenceExists: (id: string) => new SpillwayError('SEQUENCE_EXISTS', `sequence ${id} already exists`, { id }),
+  sequenceNotFound: (id: string) => new SpillwayError('SEQUENCE_NOT_FOUND', `sequence ${id} does not exist`, { id }),
+  badCount: () => new SpillwayError('INVALID_ARGUMENT', 'count must be a positive integer', { field: 'count' }),
+  noBlockAt: (sequenceId: string, blocks: number, index: number, field: string) =>
+    new SpillwayError('BLOCK_NOT_FOUND', `sequence ${sequenceId} has ${blocks} blocks; there is no block ${index}`, { field, blocks }),
+  wrongBlockSize: (expected: number, got: number) =>
+    new SpillwayError('WRONG_SIZE', `a block is ${expected} bytes for this geometry, got ${got}`, { field: 'data', expected, got }),
+  badTokens: (expected: number) =>
+    new SpillwayError('INVALID_ARGUMENT', `tokens must be ${expected} integer token ids from 0 to 2^32-1`, { field: 'tokens', expected }),
+  parentNotCommitted: (sequenceId: string, index: number) =>
+    new SpillwayError('INVALID_ARGUMENT', `block ${index - 1} of ${sequenceId} is not committed with tokens, so block ${index} cannot be`, { field: 'tokens' }),
+  notPinned: (sequenceId: string, index: number, heldByLeases: boolean) =>
+    new SpillwayError('INVALID_ARGUMENT', `block ${index} of ${sequenceId} is not pinned${heldByLeases ? ' (zero-copy leases hold it: release it under them)' : ''}`, { field: 'index', index }),
+
+  blockNotFound: (blockId: number) => new SpillwayError('BLOCK_NOT_FOUND', `block ${blockId} does not exist`, { blockId }),
+  blockReleased: (blockId: number) => new SpillwayError('BLOCK_NOT_FOUND', `block ${blockId} was released`, { blockId }),
+  blockNotWritten: (blockId: number) => new SpillwayError('BLOCK_NOT_WRITTEN', `block ${blockId} has not been written`, { blockId }),
+  blockLost: (blockId: number) => new SpillwayError('BLOCK_LOST', `block ${blockId} failed verification on disk and must be written again`, { blockId }),
+  immutableInSequence: (sequenceId: string, index: number, committed: boolean) =>
+    new SpillwayError('BLOCK_IMMUTABLE', `block ${index} of ${sequenceId} is ${immutableBecause(committed)} and cannot be rewritten`, { index }),
+  immutableUnderLease: (blockId: number, committed: boolean) =>
+    new SpillwayError('BLOCK_IMMUTABLE', `block ${blockId} is ${immutableBecause(committed)} and cannot be rewritten; release it without written`, { field: 'written', blockId }),
+
+  noDeviceMemory: (backend: string) =>
+    new SpillwayError('NO_DEVICE_MEMORY', `the ${backend} backend keeps tier 0 in host memory: there is no device memory to share; zero-copy access needs the GPU backend`, { backend }),
+  leaseDoesNotFit: (requested: number, max: number, tier0Slots: number) =>
+    new SpillwayError('INVALID_ARGUMENT', `${requested} blocks do not fit tier 0 for this lease: at most ${max} can be held now (${tier0Slots} slots, the rest pinned by others)`, { field: 'indices', max, requested }),
+  leaseAllocationDoesNotFit: (cached: number, allocate: number, max: number) =>
+    new SpillwayError('INVALID_ARGUMENT', `${cached} cached and ${allocate} new blocks do not fit tier 0 for this lease: at most ${max} can be held now`, { field: 'allocate', max, requested: cached + allocate }),
+  notHeldByLease: (blockId: number, lease: string) =>
+    new SpillwayError('INVALID_ARGUMENT', `block ${blockId} is not held by lease ${lease}: it was released already, or acquired under another lease, or never`, { field: 'blockId', blockId }),
+
+};
+
+/** The one way a weights problem is reported: the file, the tensor when there is one, the problem. */
+export function weightsError(file: string, tensor: string | undefined, problem: string, code: ErrorCode = 'WEIGHTS_FORMAT'): SpillwayError {
+  const where = tensor === undefined ? file : `${file}: tensor "${tensor}"`;
+  return new SpillwayError(code, `${where}: ${problem}`, { file, ...(tensor === undefined ? {} : { tensor }), problem });
 }

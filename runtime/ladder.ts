@@ -16,7 +16,7 @@
 import { performance } from 'node:perf_hooks';
 import { Gauge } from 'prom-client';
 import type { Backend } from './backends/backend.js';
-import { SpillwayError, type ErrorCode } from './errors.js';
+import { errors, type ErrorCode } from './errors.js';
 import type { Layout, TierIndex, TierLayout } from './layout.js';
 import type { BlockLock } from './lock.js';
 import { createPolicy, type EvictionPolicy } from './policy.js';
@@ -205,12 +205,10 @@ export class Ladder {
       }
       const name = this.tiers[tier]!.name;
       if (!this.anyBusy(tier, ctx)) {
-        throw new SpillwayError('CAPACITY_EXCEEDED', `tier ${name} is full: all ${this.pools[tier]!.size} slots hold pinned or referenced blocks that cannot move down`, {
-          tier: name, slots: this.pools[tier]!.size, remaining: 0,
-        });
+        throw errors.tierFull(name, this.pools[tier]!.size);
       }
       if (!ctx.wait || Date.now() >= deadline) {
-        throw new SpillwayError('TIER_BUSY', `tier ${name} has no free slot and every candidate is busy; try again`, { tier: name });
+        throw errors.tierBusy(name);
       }
       await this.waitForProgress(deadline);
       noRoomBelow.clear();
@@ -335,7 +333,7 @@ export class Ladder {
     const below = tier + 1;
     if (tier === 0) return this.backend.quantize(slot, dest);
     if (this.tiers[below]!.kind === 'disk') {
-      return this.diskOp(b, 'write', () => this.backend.spill(tier, slot, dest, { key: b.id, generation: b.generation, hash: b.hash }));
+      return this.diskOp(b, 'write', () => this.backend.spill(tier, slot, dest, { blockId: b.id, generation: b.generation, hash: b.hash }));
     }
     return this.backend.copyStored(tier, slot, below, dest);
   }
@@ -395,7 +393,7 @@ export class Ladder {
   private copyUp(b: LadderBlock, from: TierIndex, slot: number): Promise<void> {
     const src = b.copies[from]!;
     if (from === this.bottom) {
-      return this.diskOp(b, 'read', () => this.backend.fill(src, { key: b.id, generation: b.generation }, 1, slot));
+      return this.diskOp(b, 'read', () => this.backend.fill(src, { blockId: b.id, generation: b.generation }, 1, slot));
     }
     return this.backend.copyStored(from, src, 1, slot);
   }
@@ -407,7 +405,7 @@ export class Ladder {
       if (slot !== null && slot !== undefined) return this.backend.readStored(t, slot);
     }
     const slot = b.copies[this.bottom]!;
-    return this.diskOp(b, 'read', () => this.backend.readDisk(slot, { key: b.id, generation: b.generation }));
+    return this.diskOp(b, 'read', () => this.backend.readDisk(slot, { blockId: b.id, generation: b.generation }));
   }
 
   /** Runs a disk operation of one slot with queue and byte accounting; a failed verification loses the block. */

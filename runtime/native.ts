@@ -5,10 +5,10 @@
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { projectRoot } from './config.js';
-import { fromNative } from './errors.js';
+import type { Dtype } from './dtype.js';
+import { nativeCall, nativeSync } from './errors.js';
+import type { IoMode, IoPath } from './io-mode.js';
 
-export type Dtype = 'fp32' | 'fp16' | 'bf16';
-export const DTYPE_BYTES: Record<Dtype, number> = { fp32: 4, fp16: 2, bf16: 2 };
 const DTYPE_CODE: Record<Dtype, number> = { fp32: 0, fp16: 1, bf16: 2 };
 
 export interface QuantParams {
@@ -39,8 +39,8 @@ export interface SlotFileInfo {
 
 export interface NativeSlotFile {
   /** `prefixHash`: 16 bytes for a committed block, recorded in the slot header for recovery. */
-  write(slot: number, key: number, generation: number, src: Buffer, srcOffset: number, length: number, prefixHash?: Buffer): Promise<void>;
-  read(slot: number, key: number, generation: number, dst: Buffer, dstOffset: number, length: number): Promise<void>;
+  write(slot: number, blockId: number, generation: number, src: Buffer, srcOffset: number, length: number, prefixHash?: Buffer): Promise<void>;
+  read(slot: number, blockId: number, generation: number, dst: Buffer, dstOffset: number, length: number): Promise<void>;
   close(): void;
   injectFault(op: 'read' | 'write', errno: number, count: number): void;
   info(): SlotFileInfo;
@@ -70,7 +70,7 @@ export interface ProbeResult {
 
 export interface GpuTiersInfo {
   device: GpuIdentity;
-  io: 'cufile' | 'posix';
+  io: IoPath;
   cufileMode: '' | 'compat' | 'gds';
   ioReason: string;
   path: string;
@@ -96,9 +96,9 @@ export interface NativeGpuTiers {
   dequantizeBytes(stored: Buffer): Promise<Buffer>;
   /** Quantized blocks between tier 1 and tier 2, fromSlots[i] to toSlots[i], one synchronization. */
   copy(fromTier: 1 | 2, fromSlots: Uint32Array, toTier: 1 | 2, toSlots: Uint32Array): Promise<void>;
-  spill(tier: 0 | 1 | 2, slot: number, diskSlot: number, key: number, generation: number, prefixHash?: Buffer): Promise<void>;
-  fill(tier: 0 | 1 | 2, slot: number, diskSlot: number, key: number, generation: number): Promise<void>;
-  readDisk(diskSlot: number, key: number, generation: number): Promise<Buffer>;
+  spill(tier: 0 | 1 | 2, slot: number, diskSlot: number, blockId: number, generation: number, prefixHash?: Buffer): Promise<void>;
+  fill(tier: 0 | 1 | 2, slot: number, diskSlot: number, blockId: number, generation: number): Promise<void>;
+  readDisk(diskSlot: number, blockId: number, generation: number): Promise<Buffer>;
   injectFault(op: 'read' | 'write', errno: number, count: number): void;
   info(): GpuTiersInfo;
   /** The arena's cudaIpcMemHandle_t (64 bytes). */
@@ -116,7 +116,7 @@ export interface GpuTiersOptions {
   diskSlots: number;
   diskSlotBytes: number;
   direct: boolean;
-  io: 'auto' | 'cufile' | 'posix';
+  io: IoMode;
   /** The visible device index the arenas, streams and kernels are on. */
   device: number;
 }
@@ -128,7 +128,7 @@ export interface NativeDeviceArena {
   closeFiles(): void;
   copyOut(offset: number, length: number): Promise<Buffer>;
   ipcHandle(): Buffer;
-  info(): { bytes: number; device: number; io: 'cufile' | 'posix'; ioReason: string; registered: boolean };
+  info(): { bytes: number; device: number; io: IoPath; ioReason: string; registered: boolean };
   free(): void;
 }
 
@@ -159,7 +159,7 @@ interface Addon {
   SlotFile: new (path: string, slotBytes: number, slotCount: number, opts: { direct: boolean }) => NativeSlotFile;
   /** Present only when the addon was built with CUDA. */
   GpuTiers?: new (opts: Omit<GpuTiersOptions, 'params'> & { params: NativeParams }) => NativeGpuTiers;
-  DeviceArena?: new (bytes: number, opts: { io: 'auto' | 'cufile' | 'posix'; maxReadBytes: number; device: number }) => NativeDeviceArena;
+  DeviceArena?: new (bytes: number, opts: { io: IoMode; maxReadBytes: number; device: number }) => NativeDeviceArena;
 }
 
 const addonPath = join(projectRoot, 'build', 'spillway.node');
@@ -183,30 +183,17 @@ export class Quantizer {
   constructor(params: QuantParams) {
     this.params = params;
     this.native = toNative(params);
-    let sizes;
-    try {
-      sizes = addon.quantSizes(this.native);
-    } catch (err) {
-      throw fromNative(err, 'quantization parameters');
-    }
+    const sizes = nativeSync('quantization parameters', () => addon.quantSizes(this.native));
     this.rawBytes = sizes.raw;
     this.quantizedBytes = sizes.quantized;
   }
 
   async quantizeInto(src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void> {
-    try {
-      await addon.quantize(this.native, src, srcOffset, dst, dstOffset);
-    } catch (err) {
-      throw fromNative(err, 'quantize');
-    }
+    await nativeCall('quantize', () => addon.quantize(this.native, src, srcOffset, dst, dstOffset));
   }
 
   async dequantizeInto(src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void> {
-    try {
-      await addon.dequantize(this.native, src, srcOffset, dst, dstOffset);
-    } catch (err) {
-      throw fromNative(err, 'dequantize');
-    }
+    await nativeCall('dequantize', () => addon.dequantize(this.native, src, srcOffset, dst, dstOffset));
   }
 }
 
@@ -241,27 +228,17 @@ function toBuffer(u: Uint8Array): Buffer {
 /** Opens the GPU tiers; undefined when the addon was built without CUDA. */
 export function openGpuTiers(opts: GpuTiersOptions): NativeGpuTiers | undefined {
   if (!addon.GpuTiers) return undefined;
-  try {
-    return new addon.GpuTiers({ ...opts, params: toNative(opts.params) });
-  } catch (err) {
-    throw fromNative(err, 'GPU tiers');
-  }
+  const GpuTiers = addon.GpuTiers;
+  return nativeSync('GPU tiers', () => new GpuTiers({ ...opts, params: toNative(opts.params) }));
 }
 
 /** Allocates a device arena; undefined when the addon was built without CUDA. */
-export function openDeviceArena(bytes: number, opts: { io: 'auto' | 'cufile' | 'posix'; maxReadBytes: number; device: number }): NativeDeviceArena | undefined {
+export function openDeviceArena(bytes: number, opts: { io: IoMode; maxReadBytes: number; device: number }): NativeDeviceArena | undefined {
   if (!addon.DeviceArena) return undefined;
-  try {
-    return new addon.DeviceArena(bytes, opts);
-  } catch (err) {
-    throw fromNative(err, 'device arena');
-  }
+  const DeviceArena = addon.DeviceArena;
+  return nativeSync('device arena', () => new DeviceArena(bytes, opts));
 }
 
 export function openSlotFile(path: string, slotBytes: number, slotCount: number, direct: boolean): NativeSlotFile {
-  try {
-    return new addon.SlotFile(path, slotBytes, slotCount, { direct });
-  } catch (err) {
-    throw fromNative(err, 'disk tier');
-  }
+  return nativeSync('disk tier', () => new addon.SlotFile(path, slotBytes, slotCount, { direct }));
 }

@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import type { Backend } from './backends/backend.js';
 import { GpuBackend } from './backends/gpu.js';
 import { HostBackend } from './backends/host.js';
+import { formatGiB } from './bytes.js';
 import type { Config } from './config.js';
 import { SpillwayError } from './errors.js';
 import { computeLayout, tierNamed, type Layout } from './layout.js';
@@ -64,9 +65,8 @@ export function checkHostMemory(layout: Layout, backend: BackendChoice['name'], 
   const host = tierNamed(layout, 'host')?.bytes ?? 0;
   const memoryTiers = backend === 'host' ? layout.tiers[0]!.bytes + layout.tiers[1]!.bytes : 0;
   if (host + memoryTiers <= available) return;
-  const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
-  const others = memoryTiers > 0 ? ` (plus ${gib(memoryTiers)} for tiers raw and quantized, which the host backend keeps in host memory)` : '';
-  throw new SpillwayError('INVALID_CONFIG', `tiers.host.bytes: the host tier's ${gib(host)}${others} do not fit the ${gib(available)} of host memory available`, {
+  const others = memoryTiers > 0 ? ` (plus ${formatGiB(memoryTiers)} for tiers raw and quantized, which the host backend keeps in host memory)` : '';
+  throw new SpillwayError('INVALID_CONFIG', `tiers.host.bytes: the host tier's ${formatGiB(host)}${others} do not fit the ${formatGiB(available)} of host memory available`, {
     field: 'tiers.host.bytes', requested: host + memoryTiers, available,
   });
 }

@@ -38,8 +38,20 @@ export interface DiskTierScan {
 const MAX_EXAMPLES = 16;
 const SLOT_MAGIC_LE = addon.slotFormat.magic;
 /** Offsets in the scanned head of a slot: the slot header (addon/src/disk_io.h), then the quantized block's (docs/QUANTIZATION.md). */
-const HEAD = { version: 4, flags: 6, key: 8, generation: 16, payloadBytes: 24, hash: 32, headerCrc: 60 } as const;
-const BLOCK = addon.slotFormat.headerBytes;
+const HEAD = { version: 4, flags: 6, blockId: 8, generation: 16, payloadBytes: 24, hash: 32, headerCrc: 60 } as const;
+
+/** Bytes of a slot's start that `slotBlockId` reads. */
+export const SLOT_ID_BYTES = HEAD.blockId + 8;
+
+/** The block a slot's header names, or undefined where the slot holds no header (no magic). */
+export function slotBlockId(head: Buffer): number | undefined {
+  return head.readUInt32LE(0) === SLOT_MAGIC_LE ? Number(head.readBigUInt64LE(HEAD.blockId)) : undefined;
+}
+
+/** Where a slot's payload, the quantized block, starts: after the slot header. */
+export const SLOT_PAYLOAD_OFFSET = addon.slotFormat.headerBytes;
+/** The quantized block's header in the scanned head: as long as the slot header (scanBytes holds both). */
+const BLOCK = SLOT_PAYLOAD_OFFSET;
 /** Which fields of the quantized block's header say what; the rest must match too. */
 const BLOCK_FIELDS: Array<{ reason: RefuseReason; start: number; end: number; what: string }> = [
   { reason: 'block-format', start: 0, end: 6, what: 'quantized format magic or version' },
@@ -141,7 +153,7 @@ export async function scanDiskTier(config: Config, layout: Layout, backend: 'hos
       refuse(slot, 'checksum', 'written by the host path (CRC-32C), which the GPU path does not verify');
       continue;
     }
-    const id = Number(head.readBigUInt64LE(HEAD.key));
+    const id = Number(head.readBigUInt64LE(HEAD.blockId));
     const generation = Number(head.readBigUInt64LE(HEAD.generation));
     if (!Number.isSafeInteger(id) || id < 1 || !Number.isSafeInteger(generation)) {
       drop(slot, 'corrupt', `block id ${id} or generation ${generation} out of range`);

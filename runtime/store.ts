@@ -26,7 +26,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Counter } from 'prom-client';
 import type { Backend, BackendDescription, RawPoolExport } from './backends/backend.js';
 import type { Config } from './config.js';
-import { SpillwayError, type ErrorCode } from './errors.js';
+import { DTYPE_BYTES } from './dtype.js';
+import { errors, SpillwayError, type ErrorCode } from './errors.js';
 import { Ladder, type LadderBlock, type OpContext } from './ladder.js';
 import { computeLayout, type Layout, type TierIndex, type TierName } from './layout.js';
 import { LeaseManager, type LeaseInfo } from './leases.js';
@@ -165,10 +166,7 @@ export class BlockStore {
     this.layout = layout;
     this.backend = backend;
     if (layout.tiers[0]!.slots < 1 || layout.tiers[1]!.slots < 1) {
-      throw new SpillwayError('INVALID_CONFIG', 'tiers.raw and tiers.quantized must each hold at least one block', {
-        rawBlockBytes: layout.rawBlockBytes,
-        quantizedBlockBytes: layout.quantizedBlockBytes,
-      });
+      throw errors.tiersTooSmall(layout.rawBlockBytes, layout.quantizedBlockBytes);
     }
     this.ladder = new Ladder({ layout, backend, telemetry: this.telemetry, policy: config.eviction.policy, waitMs: config.eviction.waitMs });
     this.ladder.serve({
@@ -186,15 +184,13 @@ export class BlockStore {
   createSequence(id?: string, prefix: string[] = []): { id: string; attached: BlockRef[] } {
     this.assertOpen();
     if (this.sequences.size >= this.limitsNow.maxLiveSequences) {
-      throw new SpillwayError('LIMIT_EXCEEDED', `live sequence limit of ${this.limitsNow.maxLiveSequences} reached`, {
-        limit: 'maxLiveSequences', value: this.limitsNow.maxLiveSequences, remaining: 0,
-      });
+      throw errors.liveSequenceLimit(this.limitsNow.maxLiveSequences);
     }
     const seqId = id ?? `seq-${this.nextSequenceId++}`;
     if (!SEQUENCE_ID.test(seqId)) {
-      throw new SpillwayError('INVALID_ARGUMENT', 'sequence id must be 1-128 characters of A-Z a-z 0-9 . _ : -', { field: 'id' });
+      throw errors.badSequenceId();
     }
-    if (this.sequences.has(seqId)) throw new SpillwayError('SEQUENCE_EXISTS', `sequence ${seqId} already exists`, { id: seqId });
+    if (this.sequences.has(seqId)) throw errors.sequenceExists(seqId);
     const cached = this.cachedPrefix(prefix);
     this.checkGrowth(0, cached.filter((b) => b.owners.size === 0).length, cached.length);
     const seq: Sequence = { id: seqId, blocks: [] };
@@ -210,7 +206,7 @@ export class BlockStore {
    * headers carry, so reads verify their slots as any; new blocks are numbered after them.
    */
   adoptRecovered(found: RecoveredBlock[]): void {
-    if (this.blocks.size > 0) throw new SpillwayError('INTERNAL', 'recovered blocks are adopted only into an empty store');
+    if (this.blocks.size > 0) throw errors.recoveryIntoNonEmptyStore();
     const placed = found.map((f) => {
       const b = this.newBlock(f.id);
       Object.assign(b, { generation: f.generation, hash: f.hash, written: true });
@@ -226,7 +222,7 @@ export class BlockStore {
     this.assertOpen();
     const seq = this.sequence(sequenceId);
     if (!Number.isInteger(count) || count < 1) {
-      throw new SpillwayError('INVALID_ARGUMENT', 'count must be a positive integer', { field: 'count' });
+      throw errors.badCount();
     }
     this.checkGrowth(seq.blocks.length, count, count);
     const refs: BlockRef[] = [];
@@ -249,9 +245,7 @@ export class BlockStore {
     const seq = this.sequence(sequenceId);
     const b = this.blockAt(seq, index);
     if (data.byteLength !== this.layout.rawBlockBytes) {
-      throw new SpillwayError('WRONG_SIZE', `a block is ${this.layout.rawBlockBytes} bytes for this geometry, got ${data.byteLength}`, {
-        field: 'data', expected: this.layout.rawBlockBytes, got: data.byteLength,
-      });
+      throw errors.wrongBlockSize(this.layout.rawBlockBytes, data.byteLength);
     }
     const hash = tokens === undefined ? null : blockHash(this.parentHash(seq, index), this.checkTokens(tokens));
     const started = performance.now();
@@ -261,7 +255,7 @@ export class BlockStore {
     let slot: number | null = null;
     const attempt = () => this.withBlock(b, async () => {
       if (b.hash !== null || b.owners.size > 1) {
-        throw new SpillwayError('BLOCK_IMMUTABLE', `block ${index} of ${sequenceId} is ${b.hash ? 'committed to the prefix cache' : 'shared'} and cannot be rewritten`, { index });
+        throw errors.immutableInSequence(sequenceId, index, b.hash !== null);
       }
       const cached = hash === null ? undefined : this.prefixIndex.get(hash);
       if (cached && cached !== b) {
@@ -334,7 +328,7 @@ export class BlockStore {
   async readById(blockId: number, options: ReadOptions = {}): Promise<ReadResult> {
     this.assertOpen();
     const b = this.blocks.get(blockId);
-    if (!b) throw new SpillwayError('BLOCK_NOT_FOUND', `block ${blockId} does not exist`, { blockId });
+    if (!b) throw errors.blockNotFound(blockId);
     return this.readBlock(b, options);
   }
 
@@ -351,8 +345,7 @@ export class BlockStore {
     const b = this.blockAt(this.sequence(sequenceId), index);
     // A zero-copy lease's pin is undone only by its release, never by an unpin.
     if (b.pins === b.leases.size) {
-      const held = b.leases.size > 0 ? ' (zero-copy leases hold it: release it under them)' : '';
-      throw new SpillwayError('INVALID_ARGUMENT', `block ${index} of ${sequenceId} is not pinned${held}`, { field: 'index', index });
+      throw errors.notPinned(sequenceId, index, b.leases.size > 0);
     }
     b.pins--;
     this.ladder.notifyProgress();
@@ -403,12 +396,11 @@ export class BlockStore {
     const e = this.backend.exportRaw?.();
     if (!e) {
       const name = this.backend.describe().name;
-      throw new SpillwayError('NO_DEVICE_MEMORY', `the ${name} backend keeps tier 0 in host memory: there is no device memory to share; zero-copy access needs the GPU backend`, { backend: name });
+      throw errors.noDeviceMemory(name);
     }
     const m = this.config.model;
-    const elementBytes = m.dtype === 'fp32' ? 4 : 2;
     return {
-      ...e, dtype: m.dtype, elementBytes, shape: [m.layers, 2, m.kvHeads, m.tokensPerBlock, m.headDim],
+      ...e, dtype: m.dtype, elementBytes: DTYPE_BYTES[m.dtype], shape: [m.layers, 2, m.kvHeads, m.tokensPerBlock, m.headDim],
       layers: m.layers, kvHeads: m.kvHeads, tokensPerBlock: m.tokensPerBlock, headDim: m.headDim,
     };
   }
@@ -480,9 +472,7 @@ export class BlockStore {
       this.heldBlock(lease, blockId);
       if (options.written) {
         if (b.hash !== null || b.owners.size > 1) {
-          throw new SpillwayError('BLOCK_IMMUTABLE', `block ${blockId} is ${b.hash ? 'committed to the prefix cache' : 'shared'} and cannot be rewritten; release it without written`, {
-            field: 'written', blockId,
-          });
+          throw errors.immutableUnderLease(blockId, b.hash !== null);
         }
         this.ladder.releaseQuantized(b);
         b.generation++;
@@ -513,9 +503,7 @@ export class BlockStore {
     const batch = new Set(indices.map((i) => seq.blocks[i]!.id));
     const fit = this.tier0Room(batch);
     if (batch.size > fit) {
-      throw new SpillwayError('INVALID_ARGUMENT', `${batch.size} blocks do not fit tier 0 for this lease: at most ${fit} can be held now (${this.ladder.size(0)} slots, the rest pinned by others)`, {
-        field: 'indices', max: fit, requested: batch.size,
-      });
+      throw errors.leaseDoesNotFit(batch.size, fit, this.ladder.size(0));
     }
     return Promise.all(indices.map(async (index) => {
       await this.batchWindow.acquire();
@@ -550,9 +538,7 @@ export class BlockStore {
     const fit = this.tier0Room(new Set(cached.map((b) => b.id)));
     const attached = cached.length;
     if (attached + allocate > fit) {
-      throw new SpillwayError('INVALID_ARGUMENT', `${attached} cached and ${allocate} new blocks do not fit tier 0 for this lease: at most ${fit} can be held now`, {
-        field: 'allocate', max: fit, requested: attached + allocate,
-      });
+      throw errors.leaseAllocationDoesNotFit(attached, allocate, fit);
     }
     const created = this.createSequence(id, prefix);
     if (allocate > 0) {
@@ -664,7 +650,7 @@ export class BlockStore {
 
   private async acquireLocked(b: Block, lease: string, ctx: OpContext): Promise<AcquireResult> {
     this.leases.touch(lease); // it may have expired while the lock was awaited
-    if (b.lost) throw new SpillwayError('BLOCK_LOST', `block ${b.id} failed verification on disk and must be written again`, { blockId: b.id });
+    if (b.lost) throw errors.blockLost(b.id);
     const found = b.written ? this.ladder.top(b) : null;
     if (b.copies[0] === null) {
       if (b.written) await this.ladder.promoteToRaw(b, ctx);
@@ -714,9 +700,7 @@ export class BlockStore {
   private heldBlock(lease: string, blockId: number): Block {
     const b = this.blocks.get(blockId);
     if (!b?.leases.has(lease)) {
-      throw new SpillwayError('INVALID_ARGUMENT', `block ${blockId} is not held by lease ${lease}: it was released already, or acquired under another lease, or never`, {
-        field: 'blockId', blockId,
-      });
+      throw errors.notHeldByLease(blockId, lease);
     }
     return b;
   }
@@ -748,8 +732,8 @@ export class BlockStore {
     const format = options.format ?? 'raw';
     const started = performance.now();
     const result = await this.withBlock(b, async (ctx) => {
-      if (b.lost) throw new SpillwayError('BLOCK_LOST', `block ${b.id} failed verification on disk and must be written again`, { blockId: b.id });
-      if (!b.written) throw new SpillwayError('BLOCK_NOT_WRITTEN', `block ${b.id} has not been written`, { blockId: b.id });
+      if (b.lost) throw errors.blockLost(b.id);
+      if (!b.written) throw errors.blockNotWritten(b.id);
       const found = this.ladder.top(b);
       const tier = this.layout.tiers[found]!.name;
       this.telemetry.hits.inc({ tier });
@@ -809,7 +793,7 @@ export class BlockStore {
   private async withBlock<T>(b: Block, fn: (ctx: OpContext) => Promise<T>): Promise<T> {
     await b.lock.acquire();
     try {
-      if (b.dead) throw new SpillwayError('BLOCK_NOT_FOUND', `block ${b.id} was released`, { blockId: b.id });
+      if (b.dead) throw errors.blockReleased(b.id);
       return await fn({ held: new Set([b.id]), wait: false });
     } finally {
       b.lock.release();
@@ -845,16 +829,14 @@ export class BlockStore {
 
   private sequence(id: string): Sequence {
     const seq = this.sequences.get(id);
-    if (!seq) throw new SpillwayError('SEQUENCE_NOT_FOUND', `sequence ${id} does not exist`, { id });
+    if (!seq) throw errors.sequenceNotFound(id);
     return seq;
   }
 
   private blockAt(seq: Sequence, index: number, field = 'index'): Block {
     const b = Number.isInteger(index) && index >= 0 ? seq.blocks[index] : undefined;
     if (!b) {
-      throw new SpillwayError('BLOCK_NOT_FOUND', `sequence ${seq.id} has ${seq.blocks.length} blocks; there is no block ${index}`, {
-        field, blocks: seq.blocks.length,
-      });
+      throw errors.noBlockAt(seq.id, seq.blocks.length, index, field);
     }
     return b;
   }
@@ -863,7 +845,7 @@ export class BlockStore {
     if (index === 0) return ROOT_HASH;
     const parent = seq.blocks[index - 1];
     if (!parent?.hash) {
-      throw new SpillwayError('INVALID_ARGUMENT', `block ${index - 1} of ${seq.id} is not committed with tokens, so block ${index} cannot be`, { field: 'tokens' });
+      throw errors.parentNotCommitted(seq.id, index);
     }
     return parent.hash;
   }
@@ -871,7 +853,7 @@ export class BlockStore {
   private checkTokens(tokens: number[]): number[] {
     const n = this.layout.tokensPerBlock;
     if (tokens.length !== n || !tokens.every((t) => Number.isInteger(t) && t >= 0 && t <= 0xffffffff)) {
-      throw new SpillwayError('INVALID_ARGUMENT', `tokens must be ${n} integer token ids from 0 to 2^32-1`, { field: 'tokens', expected: n });
+      throw errors.badTokens(n);
     }
     return tokens;
   }
@@ -892,22 +874,16 @@ export class BlockStore {
     const l = this.limitsNow;
     const seqTokens = (currentBlocks + count) * tpb;
     if (seqTokens > l.maxTokensPerSequence) {
-      throw new SpillwayError('LIMIT_EXCEEDED', `sequence would hold ${seqTokens} tokens, over the limit of ${l.maxTokensPerSequence}`, {
-        limit: 'maxTokensPerSequence', value: l.maxTokensPerSequence, remainingBlocks: Math.max(0, Math.floor(l.maxTokensPerSequence / tpb) - currentBlocks),
-      });
+      throw errors.sequenceTokenLimit(seqTokens, l.maxTokensPerSequence, Math.max(0, Math.floor(l.maxTokensPerSequence / tpb) - currentBlocks));
     }
     const totalTokens = (this.liveBlocks + newLive) * tpb;
     if (totalTokens > l.maxTotalTokens) {
-      throw new SpillwayError('LIMIT_EXCEEDED', `live sequences would hold ${totalTokens} tokens, over the limit of ${l.maxTotalTokens}`, {
-        limit: 'maxTotalTokens', value: l.maxTotalTokens, remainingBlocks: Math.max(0, Math.floor(l.maxTotalTokens / tpb) - this.liveBlocks),
-      });
+      throw errors.totalTokenLimit(totalTokens, l.maxTotalTokens, Math.max(0, Math.floor(l.maxTotalTokens / tpb) - this.liveBlocks));
     }
     // Live blocks (written or only reserved) must fit the ladder; cached blocks no one
     // references are dropped from the bottom tier to make room.
     if (this.liveBlocks + newLive > this.layout.totalBlocks) {
-      throw new SpillwayError('CAPACITY_EXCEEDED', `the ladder holds ${this.layout.totalBlocks} blocks and ${this.liveBlocks} are in use`, {
-        capacityBlocks: this.layout.totalBlocks, remainingBlocks: Math.max(0, this.layout.totalBlocks - this.liveBlocks),
-      });
+      throw errors.ladderFull(this.layout.totalBlocks, this.liveBlocks);
     }
   }
 
@@ -915,7 +891,7 @@ export class BlockStore {
     const cap = this.layout.totalTokens;
     for (const [field, value] of Object.entries(limits)) {
       if (!Number.isInteger(value) || value < 1) {
-        throw new SpillwayError('INVALID_ARGUMENT', `limits.${field} must be a positive integer`, { field: `limits.${field}` });
+        throw errors.badLimit(field);
       }
     }
     return {
@@ -927,6 +903,6 @@ export class BlockStore {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new SpillwayError('CLOSED', 'the store is closed');
+    if (this.closed) throw errors.storeClosed();
   }
 }

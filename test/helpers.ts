@@ -15,7 +15,7 @@ export const TINY_QUANT = 1216;
 
 // Seeded contents and error measures live apart from the store fixtures, so that code
 // without the native addon (the soak's verifier threads) can use them too.
-export { blockContent, FOUR_BIT_BOUND, relativeError, rng } from './blocks.js';
+export { blockContent, FOUR_BIT_BOUND, relativeError, rng } from '../bench/block-content.js';
 
 export function tempDir(prefix = 'spillway-test-'): { path: string; cleanup: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));

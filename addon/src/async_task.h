@@ -42,11 +42,4 @@ class AsyncTask : public Napi::AsyncWorker {
   std::string code_;
 };
 
-// Argument helpers that throw a TypeError naming the argument.
-uint32_t ArgU32(const Napi::CallbackInfo& info, size_t i, const char* name);
-uint64_t ArgU64(const Napi::CallbackInfo& info, size_t i, const char* name);
-Napi::Buffer<uint8_t> ArgBuffer(const Napi::CallbackInfo& info, size_t i, const char* name);
-// Checks that [offset, offset + length) lies inside `buf`.
-void CheckRange(Napi::Env env, const Napi::Buffer<uint8_t>& buf, uint64_t offset, uint64_t length, const char* name);
-
 }  // namespace spillway

@@ -8,8 +8,10 @@
 
 #include <cstring>
 
+#include "args.h"
 #include "device_task.h"
 #include "disk_io.h"
+#include "io_mode.h"
 
 namespace spillway {
 Napi::Function DeviceArena::Define(Napi::Env env) {
@@ -24,11 +26,11 @@ Napi::Function DeviceArena::Define(Napi::Env env) {
 DeviceArena::DeviceArena(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceArena>(info) {
   Napi::Env env = info.Env();
   bytes_ = ArgU64(info, 0, "bytes");
-  std::string io = "auto";
+  IoMode io = IoMode::kAuto;
   staging_bytes_ = 16u << 20;
   if (info.Length() > 1 && info[1].IsObject()) {
     Napi::Object o = info[1].As<Napi::Object>();
-    if (o.Get("io").IsString()) io = o.Get("io").As<Napi::String>().Utf8Value();
+    io = IoModeOption(env, o);
     if (o.Get("maxReadBytes").IsNumber()) staging_bytes_ = RoundUp(static_cast<uint64_t>(o.Get("maxReadBytes").As<Napi::Number>().DoubleValue()), kDiskAlign);
     device_ = DeviceOption(env, o);
   }
@@ -40,18 +42,15 @@ DeviceArena::DeviceArena(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Devi
   if (rc != cudaSuccess)
     throw MakeError(env, "OUT_OF_MEMORY", "cannot allocate " + std::to_string(bytes_) + " bytes of device memory for the arena (" +
                                               std::to_string(free_bytes) + " free): " + cudaGetErrorString(rc));
-  std::string why;
-  if (io != "posix" && (cufile_ = cufile::Open(&why))) {
-    use_cufile_ = true;
-    // Registration lets GPUDirect DMA land in place; an unregistered arena still works.
-    registered_ = cufile_->BufRegister(base_, bytes_, 0).err == cufile::kSuccess;
-    io_reason_ = cufile::ModeDescription();
-  } else if (io == "cufile") {
+  try {
+    io_ = IoChoice(io);
+  } catch (const CodedError& e) {
     Release();
-    throw MakeError(env, "IO_ERROR", "cuFile requested but unusable: " + why);
-  } else {
-    io_reason_ = io == "posix" ? "POSIX path requested by configuration" : "POSIX path with pinned bounce buffers: " + why;
+    throw MakeError(env, e.code, e.what());
   }
+  cufile_ = io_.cufile();
+  // Registration lets GPUDirect DMA land in place; an unregistered arena still works.
+  if (cufile_) registered_ = cufile_->BufRegister(base_, bytes_, 0).err == cufile::kSuccess;
 }
 
 DeviceArena::~DeviceArena() { Release(); }
@@ -62,6 +61,16 @@ void DeviceArena::CloseAll() {
     if (f.fd >= 0) close(f.fd);
   }
   files_.clear();
+}
+
+void DeviceArena::DropCufile() {
+  for (File& f : files_) {
+    if (f.handle) cufile_->HandleDeregister(f.handle);
+    f.handle = nullptr;
+  }
+  if (registered_) cufile_->BufDeregister(base_);
+  registered_ = false;
+  cufile_ = nullptr;
 }
 
 void DeviceArena::Release() {
@@ -91,6 +100,7 @@ Napi::Value DeviceArena::OpenFiles(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckLive(env);
   if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "paths must be an array of strings");
+  if (in_flight_.load() > 0) throw MakeError(env, "BUSY", "reads are in flight");
   Napi::Array paths = info[0].As<Napi::Array>();
   CloseAll();
   for (uint32_t i = 0; i < paths.Length(); i++) {
@@ -104,14 +114,16 @@ Napi::Value DeviceArena::OpenFiles(const Napi::CallbackInfo& info) {
       CloseAll();
       throw MakeError(env, "IO_ERROR", "cannot open " + f.path + ": " + strerror(err));
     }
-    if (use_cufile_) {
-      std::string why;
-      f.handle = cufile::RegisterFile(cufile_, f.fd, &why);
-      if (!f.handle) {
+    if (cufile_) {
+      try {
+        f.handle = io_.Register(f.fd, f.path);
+      } catch (const CodedError& e) {
         close(f.fd);
         CloseAll();
-        throw MakeError(env, "IO_ERROR", f.path + ": " + why);
+        throw MakeError(env, e.code, e.what());
       }
+      // Under 'auto' a file cuFile refuses moves every read to POSIX, as on the disk tier.
+      if (!f.handle) DropCufile();
     }
     files_.push_back(f);
   }
@@ -151,12 +163,12 @@ Napi::Value DeviceArena::Read(const Napi::CallbackInfo& info) {
   uint64_t at = ArgU64(info, 4, "arenaOffset");
   if (file >= files_.size()) throw Napi::RangeError::New(env, "file " + std::to_string(file) + " is not open");
   if (required > length || at > bytes_ || length > bytes_ - at) throw Napi::RangeError::New(env, "read does not fit the arena");
-  if (!use_cufile_ && length > staging_bytes_) throw Napi::RangeError::New(env, "read is larger than maxReadBytes");
+  if (!cufile_ && length > staging_bytes_) throw Napi::RangeError::New(env, "read is larger than maxReadBytes");
   File f = files_[file];
   return Run(env, {}, [this, f, offset, length, required, at] {
     std::string what = "read of " + std::to_string(length) + " bytes at " + std::to_string(offset) + " in " + f.path;
     size_t got = 0;
-    if (use_cufile_) {
+    if (cufile_) {
       ssize_t n = cufile_->Read(f.handle, base_, length, static_cast<off_t>(offset), static_cast<off_t>(at));
       if (n == -1) ThrowIo(what, errno);
       if (n < 0) throw CodedError("IO_ERROR", what + ": cuFile error " + std::to_string(-n));
@@ -213,8 +225,8 @@ Napi::Value DeviceArena::Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("bytes", static_cast<double>(bytes_));
   o.Set("device", device_);
-  o.Set("io", use_cufile_ ? "cufile" : "posix");
-  o.Set("ioReason", io_reason_);
+  o.Set("io", io_.Name());
+  o.Set("ioReason", io_.reason());
   o.Set("registered", registered_);
   return o;
 }

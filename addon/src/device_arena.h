@@ -12,6 +12,7 @@
 
 #include "async_task.h"
 #include "cufile_api.h"
+#include "io_mode.h"
 
 namespace spillway {
 
@@ -40,6 +41,8 @@ class DeviceArena : public Napi::ObjectWrap<DeviceArena> {
   Napi::Promise Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result = nullptr);
   void CheckLive(Napi::Env env) const;
   void CloseAll();
+  // Deregisters the files and the arena from cuFile once the choice has moved to POSIX.
+  void DropCufile();
   void Release();
   uint8_t* TakeStaging();
   void GiveStaging(uint8_t* p);
@@ -48,10 +51,10 @@ class DeviceArena : public Napi::ObjectWrap<DeviceArena> {
   uint8_t* base_ = nullptr;
   uint64_t bytes_ = 0;
   uint64_t staging_bytes_ = 0;
-  bool use_cufile_ = false;
   bool registered_ = false;
+  // The decided path's cuFile entry points (io_.cufile()); null on POSIX.
   const cufile::Api* cufile_ = nullptr;
-  std::string io_reason_;
+  IoChoice io_;
   std::vector<File> files_;
   std::mutex staging_mu_;
   std::vector<uint8_t*> free_staging_, all_staging_;

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "args.h"
 #include "async_task.h"
 #include "checksum.h"
 #include "slot_checksum.h"
@@ -96,7 +97,7 @@ TierFile OpenTierFile(const std::string& path, uint64_t slot_bytes, uint32_t slo
   return f;
 }
 
-SlotHeader MakeSlotHeader(uint64_t key, uint64_t generation, uint32_t payload_bytes, ChecksumKind kind, uint32_t checksum,
+SlotHeader MakeSlotHeader(uint64_t block_id, uint64_t generation, uint32_t payload_bytes, ChecksumKind kind, uint32_t checksum,
                           const uint8_t* prefix_hash) {
   SlotHeader h{};
   h.magic = kSlotMagic;
@@ -106,7 +107,7 @@ SlotHeader MakeSlotHeader(uint64_t key, uint64_t generation, uint32_t payload_by
     h.flags |= kSlotCommitted;
     std::memcpy(h.prefix_hash, prefix_hash, kPrefixHashBytes);
   }
-  h.key = key;
+  h.block_id = block_id;
   h.generation = generation;
   h.payload_bytes = payload_bytes;
   h.payload_checksum = checksum;
@@ -114,12 +115,12 @@ SlotHeader MakeSlotHeader(uint64_t key, uint64_t generation, uint32_t payload_by
   return h;
 }
 
-void VerifySlotHeader(const SlotHeader& h, uint64_t key, uint64_t generation, uint32_t payload_bytes, const std::string& what) {
+void VerifySlotHeader(const SlotHeader& h, uint64_t block_id, uint64_t generation, uint32_t payload_bytes, const std::string& what) {
   if (h.magic != kSlotMagic || h.version != kSlotVersion || h.header_crc != Crc32c(&h, kHeaderCrcSpan))
     throw CodedError("CHECKSUM_MISMATCH", what + ": slot header is corrupt");
-  if (h.key != key || h.generation != generation || h.payload_bytes != payload_bytes)
-    throw CodedError("SLOT_MISMATCH", what + ": slot holds block " + std::to_string(h.key) + " generation " + std::to_string(h.generation) +
-                                          ", expected block " + std::to_string(key) + " generation " + std::to_string(generation));
+  if (h.block_id != block_id || h.generation != generation || h.payload_bytes != payload_bytes)
+    throw CodedError("SLOT_MISMATCH", what + ": slot holds block " + std::to_string(h.block_id) + " generation " + std::to_string(h.generation) +
+                                          ", expected block " + std::to_string(block_id) + " generation " + std::to_string(generation));
 }
 
 ChecksumKind KindOf(const SlotHeader& h) { return static_cast<ChecksumKind>(h.flags & 1); }

@@ -48,7 +48,7 @@ struct SlotHeader {
   uint32_t magic;
   uint16_t version;
   uint16_t flags;  // bit 0: ChecksumKind; bit 1: kSlotCommitted
-  uint64_t key;
+  uint64_t block_id;
   uint64_t generation;
   uint32_t payload_bytes;
   uint32_t payload_checksum;
@@ -60,10 +60,10 @@ static_assert(sizeof(SlotHeader) == kSlotHeaderBytes, "slot header is 64 bytes")
 static_assert(offsetof(SlotHeader, header_crc) == 60, "header CRC is the header's last field");
 
 // `prefix_hash`: the committed block's 16-byte prefix hash, or nullptr for a block that is not.
-SlotHeader MakeSlotHeader(uint64_t key, uint64_t generation, uint32_t payload_bytes, ChecksumKind kind, uint32_t checksum,
+SlotHeader MakeSlotHeader(uint64_t block_id, uint64_t generation, uint32_t payload_bytes, ChecksumKind kind, uint32_t checksum,
                           const uint8_t* prefix_hash);
-// Checks magic, header CRC, key, generation and length (CHECKSUM_MISMATCH/SLOT_MISMATCH).
-void VerifySlotHeader(const SlotHeader& h, uint64_t key, uint64_t generation, uint32_t payload_bytes, const std::string& what);
+// Checks magic, header CRC, block id, generation and length (CHECKSUM_MISMATCH/SLOT_MISMATCH).
+void VerifySlotHeader(const SlotHeader& h, uint64_t block_id, uint64_t generation, uint32_t payload_bytes, const std::string& what);
 ChecksumKind KindOf(const SlotHeader& h);
 // The payload checksum as a header stores it.
 uint32_t PayloadChecksum(ChecksumKind kind, const void* data, size_t length);

@@ -17,10 +17,12 @@
 #include <mutex>
 #include <vector>
 
+#include "args.h"
 #include "async_task.h"
 #include "cufile_api.h"
 #include "device_task.h"
 #include "disk_io.h"
+#include "io_mode.h"
 #include "quantize.h"
 #include "slot_checksum.h"
 #include "turboquant.h"
@@ -44,10 +46,10 @@ struct GpuTiers::Staging {
 };
 
 // Returns a staging context to the pool however the operation ends.
-class GpuTiers::Lease {
+class GpuTiers::StagingGuard {
  public:
-  explicit Lease(GpuTiers* t) : tiers_(t), s_(t->AcquireStaging()) {}
-  ~Lease() { tiers_->ReleaseStaging(s_); }
+  explicit StagingGuard(GpuTiers* t) : tiers_(t), s_(t->AcquireStaging()) {}
+  ~StagingGuard() { tiers_->ReleaseStaging(s_); }
   Staging* operator->() const { return s_; }
   Staging* get() const { return s_; }
 
@@ -75,16 +77,7 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
   Napi::Object o = info[0].As<Napi::Object>();
-  auto num = [&](const char* name) -> uint64_t {
-    Napi::Value v = o.Get(name);
-    if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("options.") + name + " must be a number");
-    return static_cast<uint64_t>(v.As<Napi::Number>().DoubleValue());
-  };
-  auto str = [&](const char* name) -> std::string {
-    Napi::Value v = o.Get(name);
-    if (!v.IsString()) throw Napi::TypeError::New(env, std::string("options.") + name + " must be a string");
-    return v.As<Napi::String>().Utf8Value();
-  };
+  auto num = [&](const char* name) { return static_cast<uint64_t>(FieldNumber(env, o, "options", name)); };
   params_ = ParamsFromJs(env, o.Get("params"));
   device_ = DeviceOption(env, o);
   raw_bytes_ = sw_tq_raw_bytes(&params_);
@@ -94,8 +87,8 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
   host_slots_ = static_cast<uint32_t>(num("hostSlots"));
   disk_slots_ = static_cast<uint32_t>(num("diskSlots"));
   disk_slot_bytes_ = num("diskSlotBytes");
-  path_ = str("diskPath");
-  std::string io = str("io");
+  path_ = FieldString(env, o, "options", "diskPath");
+  IoMode io = IoModeOption(env, o);
   bool direct = o.Get("direct").ToBoolean().Value();
   if (disk_slot_bytes_ % kDiskAlign != 0 || disk_slot_bytes_ < RoundUp(kSlotHeaderBytes + quant_bytes_, kDiskAlign))
     throw MakeError(env, "INVALID_ARGUMENT", "diskSlotBytes must be a multiple of 4096 that holds a slot header and a quantized block");
@@ -128,21 +121,10 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
   }
 }
 
-void GpuTiers::OpenIo(const std::string& io) {
-  if (io == "posix") {
-    io_reason_ = "POSIX path requested by configuration";
-    return;
-  }
-  std::string why;
-  const cufile::Api* api = cufile::Open(&why);
-  if (api && (handle_ = cufile::RegisterFile(api, file_.fd, &why))) {
-    cufile_ = api;
-    cufile_mode_ = cufile::NvfsVersion().empty() ? "compat" : "gds";
-    io_reason_ = cufile::ModeDescription();
-    return;
-  }
-  if (io == "cufile") throw CodedError("IO_ERROR", "cuFile requested but unusable: " + why);
-  io_reason_ = "POSIX path with pinned bounce buffers: " + why;
+void GpuTiers::OpenIo(IoMode mode) {
+  io_ = IoChoice(mode);
+  handle_ = io_.Register(file_.fd, path_);
+  cufile_ = io_.cufile();
 }
 
 GpuTiers::~GpuTiers() { Release(); }
@@ -241,7 +223,7 @@ Napi::Value GpuTiers::WriteRaw(const Napi::CallbackInfo& info) {
   uint8_t* dst = SlotAddress(0, slot);
   const uint8_t* data = src.Data();
   return Run(env, {src}, [this, dst, data] {
-    Lease s(this);
+    StagingGuard s(this);
     CheckCuda(cudaMemcpyAsync(dst, data, raw_bytes_, cudaMemcpyHostToDevice, s->stream), "copy to tier 0");
     CheckCuda(cudaStreamSynchronize(s->stream), "copy to tier 0");
   });
@@ -261,7 +243,7 @@ Napi::Value GpuTiers::ReadSlot(const Napi::CallbackInfo& info) {
   return Run(
       env, {out},
       [this, src, dst, bytes] {
-        Lease s(this);
+        StagingGuard s(this);
         // Default: a device tier's slot comes over DMA, a host tier's by a host copy.
         CheckCuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s->stream), "copy out of a tier");
         CheckCuda(cudaStreamSynchronize(s->stream), "copy out of a tier");
@@ -293,7 +275,7 @@ Napi::Value GpuTiers::Convert(const Napi::CallbackInfo& info, bool quantize) {
   std::vector<uint32_t> to = SlotList(info, 1, quantize ? 1 : 0, quantize ? "quantSlots" : "rawSlots");
   if (from.size() != to.size()) throw Napi::RangeError::New(env, "slot lists differ in length");
   return Run(env, {}, [this, from = std::move(from), to = std::move(to), quantize] {
-    Lease s(this);
+    StagingGuard s(this);
     uint32_t n = static_cast<uint32_t>(from.size());
     CheckCuda(cudaMemcpyAsync(s->slots, from.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
     CheckCuda(cudaMemcpyAsync(s->slots + kMaxBatch, to.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
@@ -318,7 +300,7 @@ Napi::Value GpuTiers::DequantizeBytes(const Napi::CallbackInfo& info) {
       env, {out, src},
       [this, in, dst] {
         CheckQuantHeader(in);
-        Lease s(this);
+        StagingGuard s(this);
         if (!s->raw_scratch) CheckCuda(cudaMalloc(&s->raw_scratch, raw_bytes_), "scratch block");
         if (!s->quant_scratch) CheckCuda(cudaMalloc(&s->quant_scratch, quant_bytes_), "scratch block");
         uint32_t zero = 0;
@@ -346,7 +328,7 @@ Napi::Value GpuTiers::Copy(const Napi::CallbackInfo& info) {
   std::vector<uint32_t> to = SlotList(info, 3, to_tier, "toSlots");
   if (from.size() != to.size()) throw Napi::RangeError::New(env, "slot lists differ in length");
   return Run(env, {}, [this, from = std::move(from), to = std::move(to), from_tier, to_tier] {
-    Lease s(this);
+    StagingGuard s(this);
     // Runs of consecutive slots on both sides go as one DMA transfer.
     std::vector<void*> dsts;
     std::vector<const void*> srcs;
@@ -382,7 +364,7 @@ void GpuTiers::CheckQuantHeader(const uint8_t* host_header) const {
   if (rc != SW_TQ_OK) throw CodedError("QUANT_MISMATCH", err);
 }
 
-// spill(tier, slot, diskSlot, key, generation, prefixHash?): a block of any tier (the store
+// spill(tier, slot, diskSlot, blockId, generation, prefixHash?): a block of any tier (the store
 // spills tier 1 or the host tier 2) to its disk slot, staged in device memory, with a
 // GPU-computed checksum (and the prefix hash of a committed block) in the slot header,
 // bracketed by the slot's write mark.
@@ -399,7 +381,7 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
   return Run(env, {}, [this, r, src, hash, fault] {
     std::string what = "write of slot " + std::to_string(r.disk_slot) + " in " + path_;
     if (fault) ThrowIo(what, fault);
-    Lease s(this);
+    StagingGuard s(this);
     size_t io = RoundUp(kSlotHeaderBytes + r.bytes, kDiskAlign);
     uint8_t* payload = s->dev + kSlotHeaderBytes;
     CheckCuda(cudaMemcpyAsync(payload, src, r.bytes, cudaMemcpyDefault, s->stream), "stage block");
@@ -408,7 +390,7 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
     uint64_t sum = 0;
     CheckCuda(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
     CheckCuda(cudaStreamSynchronize(s->stream), "stage block");
-    SlotHeader h = MakeSlotHeader(r.key, r.generation, static_cast<uint32_t>(r.bytes), ChecksumKind::kMixSum64, FoldChecksum(sum), hash.get());
+    SlotHeader h = MakeSlotHeader(r.block_id, r.generation, static_cast<uint32_t>(r.bytes), ChecksumKind::kMixSum64, FoldChecksum(sum), hash.get());
     uint64_t offset = static_cast<uint64_t>(r.disk_slot) * disk_slot_bytes_;
     marks_.Begin(r.disk_slot, what);
     if (cufile_) {
@@ -426,7 +408,7 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
   });
 }
 
-// fill(tier, slot, diskSlot, key, generation): a disk slot into a tier slot, verified first.
+// fill(tier, slot, diskSlot, blockId, generation): a disk slot into a tier slot, verified first.
 Napi::Value GpuTiers::Fill(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
@@ -437,14 +419,14 @@ Napi::Value GpuTiers::Fill(const Napi::CallbackInfo& info) {
   uint8_t* dst = SlotAddress(tier, slot);
   int fault = faults_.Take(false);
   return Run(env, {}, [this, r, dst, tier, fault] {
-    Lease s(this);
+    StagingGuard s(this);
     ReadVerified(s.get(), r, tier != 0, fault);
     CheckCuda(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDefault, s->stream), "copy into tier");
     CheckCuda(cudaStreamSynchronize(s->stream), "copy into tier");
   });
 }
 
-// readDisk(diskSlot, key, generation): Promise<Buffer> with the stored (quantized) block.
+// readDisk(diskSlot, blockId, generation): Promise<Buffer> with the stored (quantized) block.
 Napi::Value GpuTiers::ReadDisk(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
@@ -455,7 +437,7 @@ Napi::Value GpuTiers::ReadDisk(const Napi::CallbackInfo& info) {
   return Run(
       env, {out},
       [this, r, dst, fault] {
-        Lease s(this);
+        StagingGuard s(this);
         ReadVerified(s.get(), r, true, fault);
         CheckCuda(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDeviceToHost, s->stream), "copy from device");
         CheckCuda(cudaStreamSynchronize(s->stream), "copy from device");
@@ -467,7 +449,7 @@ GpuTiers::DiskRequest GpuTiers::DiskArgs(const Napi::CallbackInfo& info, size_t 
   Napi::Env env = info.Env();
   DiskRequest r;
   r.disk_slot = ArgU32(info, i, "diskSlot");
-  r.key = ArgU64(info, i + 1, "key");
+  r.block_id = ArgU64(info, i + 1, "blockId");
   r.generation = ArgU64(info, i + 2, "generation");
   r.bytes = TierBlockBytes(tier);
   if (r.disk_slot >= disk_slots_) throw Napi::RangeError::New(env, "diskSlot " + std::to_string(r.disk_slot) + " is past the file's " + std::to_string(disk_slots_) + " slots");
@@ -495,7 +477,7 @@ void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, in
     CheckCuda(cudaMemcpyAsync(payload, s->host + kSlotHeaderBytes, r.bytes, cudaMemcpyHostToDevice, s->stream), "copy from bounce buffer");
   }
   CheckCuda(cudaStreamSynchronize(s->stream), "read header");
-  VerifySlotHeader(h, r.key, r.generation, static_cast<uint32_t>(r.bytes), what);
+  VerifySlotHeader(h, r.block_id, r.generation, static_cast<uint32_t>(r.bytes), what);
   if (KindOf(h) != ChecksumKind::kMixSum64) throw CodedError("CHECKSUM_MISMATCH", what + ": slot was not written by the GPU path");
   uint64_t sum = 0;
   CheckCuda(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
@@ -522,9 +504,9 @@ Napi::Value GpuTiers::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("device", DeviceToJs(env, device_identity_));
-  o.Set("io", cufile_ ? "cufile" : "posix");
-  o.Set("cufileMode", cufile_mode_);
-  o.Set("ioReason", io_reason_);
+  o.Set("io", io_.Name());
+  o.Set("cufileMode", io_.cufile_mode());
+  o.Set("ioReason", io_.reason());
   o.Set("path", path_);
   o.Set("direct", file_.direct);
   o.Set("directReason", file_.direct_reason);

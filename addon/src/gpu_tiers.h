@@ -15,6 +15,7 @@
 #include "cufile_api.h"
 #include "device_task.h"
 #include "disk_io.h"
+#include "io_mode.h"
 #include "turboquant.h"
 
 namespace spillway {
@@ -27,10 +28,10 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
 
  private:
   struct Staging;
-  class Lease;
+  class StagingGuard;
   struct DiskRequest {
     uint32_t disk_slot;
-    uint64_t key, generation;
+    uint64_t block_id, generation;
     size_t bytes;
   };
 
@@ -50,7 +51,8 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
 
   Napi::Promise Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result = nullptr);
   Napi::Value Convert(const Napi::CallbackInfo& info, bool quantize);
-  void OpenIo(const std::string& io);
+  // Decides the disk path once (io_mode.h) and registers the tier file where cuFile is chosen.
+  void OpenIo(IoMode mode);
   void Release();
   Staging* AcquireStaging();
   void ReleaseStaging(Staging* s);
@@ -76,10 +78,10 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   std::string path_;
   TierFile file_;
   WriteMarks marks_;
+  // The decided path's cuFile entry points (io_.cufile()); null on POSIX and once closed.
   const cufile::Api* cufile_ = nullptr;
   cufile::Handle handle_ = nullptr;
-  std::string cufile_mode_;
-  std::string io_reason_;
+  IoChoice io_;
   std::mutex staging_mu_;
   std::vector<Staging*> free_staging_, all_staging_;
   FaultInjector faults_;

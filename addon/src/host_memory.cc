@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "args.h"
 #include "async_task.h"
 #include "checksum.h"
 

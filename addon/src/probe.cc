@@ -5,6 +5,7 @@
 // listed from their properties, so a runtime per GPU holds memory on its own GPU alone.
 #include "probe.h"
 
+#include "args.h"
 #include "async_task.h"
 #include "cufile_api.h"
 

@@ -2,6 +2,7 @@
 // one block per call, reading and writing inside caller-owned buffers (the tier arenas).
 #include "quantize.h"
 
+#include "args.h"
 #include "async_task.h"
 #include "thread_pool.h"
 #include "turboquant.h"
@@ -11,11 +12,7 @@ namespace spillway {
 sw_tq_params ParamsFromJs(Napi::Env env, const Napi::Value& v) {
   if (!v.IsObject()) throw Napi::TypeError::New(env, "quantization params must be an object");
   Napi::Object o = v.As<Napi::Object>();
-  auto field = [&](const char* name) -> double {
-    Napi::Value f = o.Get(name);
-    if (!f.IsNumber()) throw Napi::TypeError::New(env, std::string("params.") + name + " must be a number");
-    return f.As<Napi::Number>().DoubleValue();
-  };
+  auto field = [&](const char* name) { return FieldNumber(env, o, "params", name); };
   sw_tq_params p{};
   p.layers = static_cast<uint32_t>(field("layers"));
   p.kv_heads = static_cast<uint32_t>(field("kvHeads"));

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "args.h"
 #include "async_task.h"
 #include "disk_io.h"
 
@@ -46,12 +47,12 @@ SlotFile::~SlotFile() {
   if (fd_ >= 0) close(fd_);
 }
 
-// write(slot, key, generation, src, srcOffset, length, prefixHash?): Promise<void>
+// write(slot, blockId, generation, src, srcOffset, length, prefixHash?): Promise<void>
 Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (fd_ < 0) throw MakeError(env, "CLOSED", "disk tier file is closed");
   uint32_t slot = ArgU32(info, 0, "slot");
-  uint64_t key = ArgU64(info, 1, "key");
+  uint64_t block_id = ArgU64(info, 1, "blockId");
   uint64_t generation = ArgU64(info, 2, "generation");
   auto src = ArgBuffer(info, 3, "src");
   uint64_t offset = ArgU64(info, 4, "srcOffset");
@@ -63,13 +64,13 @@ Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
   const uint8_t* data = src.Data() + offset;
   int fault = faults_.Take(true);
   in_flight_++;
-  return AsyncTask::Run(env, {src, Value()}, [this, slot, key, generation, data, length, hash, fault] {
+  return AsyncTask::Run(env, {src, Value()}, [this, slot, block_id, generation, data, length, hash, fault] {
     struct Done { std::atomic<int>& n; ~Done() { n--; } } done{in_flight_};
     std::string what = "write of slot " + std::to_string(slot) + " in " + path_;
     if (fault) ThrowIo(what, fault);
     size_t io_bytes = RoundUp(kSlotHeaderBytes + length, kDiskAlign);
     AlignedBuffer buf = AllocAligned(io_bytes);
-    SlotHeader h = MakeSlotHeader(key, generation, static_cast<uint32_t>(length), ChecksumKind::kCrc32c,
+    SlotHeader h = MakeSlotHeader(block_id, generation, static_cast<uint32_t>(length), ChecksumKind::kCrc32c,
                                   PayloadChecksum(ChecksumKind::kCrc32c, data, length), hash.get());
     std::memcpy(buf.get(), &h, sizeof h);
     std::memcpy(buf.get() + kSlotHeaderBytes, data, length);
@@ -80,13 +81,13 @@ Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
   });
 }
 
-// read(slot, key, generation, dst, dstOffset, length): Promise<void>
+// read(slot, blockId, generation, dst, dstOffset, length): Promise<void>
 // Fails with CHECKSUM_MISMATCH or SLOT_MISMATCH rather than return bytes it cannot vouch for.
 Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (fd_ < 0) throw MakeError(env, "CLOSED", "disk tier file is closed");
   uint32_t slot = ArgU32(info, 0, "slot");
-  uint64_t key = ArgU64(info, 1, "key");
+  uint64_t block_id = ArgU64(info, 1, "blockId");
   uint64_t generation = ArgU64(info, 2, "generation");
   auto dst = ArgBuffer(info, 3, "dst");
   uint64_t offset = ArgU64(info, 4, "dstOffset");
@@ -97,7 +98,7 @@ Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
   uint8_t* out = dst.Data() + offset;
   int fault = faults_.Take(false);
   in_flight_++;
-  return AsyncTask::Run(env, {dst, Value()}, [this, slot, key, generation, out, length, fault] {
+  return AsyncTask::Run(env, {dst, Value()}, [this, slot, block_id, generation, out, length, fault] {
     struct Done { std::atomic<int>& n; ~Done() { n--; } } done{in_flight_};
     std::string what = "read of slot " + std::to_string(slot) + " in " + path_;
     if (fault) ThrowIo(what, fault);
@@ -108,7 +109,7 @@ Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
       throw CodedError("IO_ERROR", what + ": short read, " + std::to_string(got) + " of " + std::to_string(io_bytes) + " bytes");
     SlotHeader h;
     std::memcpy(&h, buf.get(), sizeof h);
-    VerifySlotHeader(h, key, generation, static_cast<uint32_t>(length), what);
+    VerifySlotHeader(h, block_id, generation, static_cast<uint32_t>(length), what);
     if (PayloadChecksum(KindOf(h), buf.get() + kSlotHeaderBytes, length) != h.payload_checksum) ThrowPayloadMismatch(what);
     std::memcpy(out, buf.get() + kSlotHeaderBytes, length);
   });

@@ -1,6 +1,6 @@
 // The disk tier's slot file on the host path: one preallocated file of fixed-size slots,
 // read and written with pread/pwrite (O_DIRECT where the filesystem allows it) on the
-// addon's worker threads. Every slot starts with a 64-byte header carrying the block's key,
+// addon's worker threads. Every slot starts with a 64-byte header carrying the block's id,
 // generation, prefix hash (committed blocks), payload length and CRC-32C; a read verifies
 // them before any byte reaches the caller. Each write is bracketed by a write mark.
 #pragma once

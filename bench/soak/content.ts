@@ -4,7 +4,7 @@
  * quantizer's bound is stated for), taken from a fixed table by a xorshift stream, so that
  * a 2 MiB block takes a few milliseconds to make rather than a Box-Muller per value.
  */
-import { rng } from '../../test/blocks.js';
+import { rng } from '../block-content.js';
 
 const TABLE_BITS = 16;
 

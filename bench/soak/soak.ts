@@ -13,7 +13,8 @@ import { promisify } from 'node:util';
 import { SpillwayClient } from '../../api/client.js';
 import type { ConfigInput } from '../../runtime/config.js';
 import { SpillwayError } from '../../runtime/errors.js';
-import { FOUR_BIT_BOUND } from '../../test/blocks.js';
+import { SLOT_ID_BYTES, SLOT_PAYLOAD_OFFSET, slotBlockId } from '../../runtime/recovery.js';
+import { FOUR_BIT_BOUND } from '../block-content.js';
 import { ServerProcess } from '../../api/process.js';
 import { judgeGrowth, LatencyHistogram, quantile, type GrowthRule, type GrowthVerdict } from './stats.js';
 import { Verifier } from './verifier.js';
@@ -616,15 +617,15 @@ class Soak {
       { diskWritesFailed: failed, requestsAnsweredDiskFull: seen, sweptBlocks: swept, lostBefore, lostAfter });
   }
 
-  /** Slots of the slot file whose header names `blockId` (magic "SWSL", key at byte 8). */
+  /** Slots of the slot file whose header names `blockId`. */
   private slotsHolding(blockId: number): number[] {
     const fd = openSync(this.diskPath, 'r');
-    const header = Buffer.alloc(16);
+    const header = Buffer.alloc(SLOT_ID_BYTES);
     const found: number[] = [];
     try {
       for (let slot = 0; slot < this.diskSlots; slot++) {
-        readSync(fd, header, 0, 16, slot * this.slotBytes.disk!);
-        if (header.toString('latin1', 0, 4) === 'SWSL' && header.readBigUInt64LE(8) === BigInt(blockId)) found.push(slot);
+        readSync(fd, header, 0, SLOT_ID_BYTES, slot * this.slotBytes.disk!);
+        if (slotBlockId(header) === blockId) found.push(slot);
       }
     } finally {
       closeSync(fd);
@@ -638,7 +639,7 @@ class Soak {
     const byte = Buffer.alloc(1);
     try {
       for (const slot of slots) {
-        const at = slot * this.slotBytes.disk! + 64 + 100;
+        const at = slot * this.slotBytes.disk! + SLOT_PAYLOAD_OFFSET + 100;
         readSync(fd, byte, 0, 1, at);
         byte[0] = byte[0]! ^ 0x5a;
         writeSync(fd, byte, 0, 1, at);

@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
-import { relativeError } from '../../test/blocks.js';
+import { relativeError } from '../block-content.js';
 import { soakBlock } from './content.js';
 
 type Job = { id: number; seed: number; bytes: number } & ({ kind: 'make' } | { kind: 'check'; data: Uint8Array });

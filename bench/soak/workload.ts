@@ -6,7 +6,7 @@
  * and are freed. What each block holds follows from its key alone (content.ts).
  */
 import { blockHash, ROOT_HASH } from '../../runtime/prefix.js';
-import { rng } from '../../test/blocks.js';
+import { rng } from '../block-content.js';
 import { seedOf } from './content.js';
 
 export interface WorkloadOptions {

@@ -39,7 +39,7 @@ import torch
 from spillway_client import Mismatch, SpillwayClient, SpillwayError, run_example
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-# ||a - b||^2 / ||a||^2 a block through 4-bit quantization must meet (test/helpers.ts).
+# ||a - b||^2 / ||a||^2 a block through 4-bit quantization must meet (bench/block-content.ts).
 FOUR_BIT_BOUND = 0.02
 
 

@@ -29,7 +29,7 @@ export interface BackendDescription {
 
 /** Identifies a block's bytes on disk so that a stale or foreign slot is refused. */
 export interface DiskTag {
-  key: number;
+  blockId: number;
   generation: number;
   /** A committed block's prefix hash (32 hex digits): written into the slot header so that a restart can recover the block. */
   hash?: string | null;

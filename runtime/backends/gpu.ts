@@ -8,6 +8,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fromNative, nativeCall, SpillwayError } from '../errors.js';
+import type { IoMode } from '../io-mode.js';
 import { diskTier, tierNamed, type Layout, type TierIndex } from '../layout.js';
 import { openGpuTiers, type NativeGpuTiers } from '../native.js';
 import { prefixHashBytes, type Backend, type BackendDescription, type DiskTag, type RawPoolExport } from './backend.js';
@@ -25,7 +26,7 @@ export class GpuBackend implements Backend {
   /** Device-to-host and host-to-device copies of quantized blocks, coalesced per direction. */
   private readonly copies: Map<string, SlotPairCoalescer> = new Map();
 
-  constructor(layout: Layout, diskPath: string, direct: boolean, io: 'auto' | 'cufile' | 'posix', device: number, reason: string) {
+  constructor(layout: Layout, diskPath: string, direct: boolean, io: IoMode, device: number, reason: string) {
     this.reason = reason;
     this.rawSlots = layout.tiers[0]!.slots;
     mkdirSync(dirname(diskPath), { recursive: true });
@@ -117,15 +118,15 @@ export class GpuBackend implements Backend {
   }
 
   spill(tier: TierIndex, slot: number, diskSlot: number, tag: DiskTag): Promise<void> {
-    return nativeCall(`spill of block ${tag.key}`, () => this.tiers.spill(quantizedTier(tier), slot, diskSlot, tag.key, tag.generation, prefixHashBytes(tag)), { blockId: tag.key });
+    return nativeCall(`spill of block ${tag.blockId}`, () => this.tiers.spill(quantizedTier(tier), slot, diskSlot, tag.blockId, tag.generation, prefixHashBytes(tag)), { blockId: tag.blockId });
   }
 
   fill(diskSlot: number, tag: DiskTag, tier: TierIndex, slot: number): Promise<void> {
-    return nativeCall(`fill of block ${tag.key}`, () => this.tiers.fill(quantizedTier(tier), slot, diskSlot, tag.key, tag.generation), { blockId: tag.key });
+    return nativeCall(`fill of block ${tag.blockId}`, () => this.tiers.fill(quantizedTier(tier), slot, diskSlot, tag.blockId, tag.generation), { blockId: tag.blockId });
   }
 
   readDisk(diskSlot: number, tag: DiskTag): Promise<Buffer> {
-    return nativeCall(`read of block ${tag.key} from disk`, () => this.tiers.readDisk(diskSlot, tag.key, tag.generation), { blockId: tag.key });
+    return nativeCall(`read of block ${tag.blockId} from disk`, () => this.tiers.readDisk(diskSlot, tag.blockId, tag.generation), { blockId: tag.blockId });
   }
 
   injectDiskFault(op: 'read' | 'write', errno: number, count: number): void {

@@ -87,17 +87,17 @@ export class HostBackend implements Backend {
 
   spill(tier: TierIndex, slot: number, diskSlot: number, tag: DiskTag): Promise<void> {
     const src = this.slotView(tier, slot);
-    return nativeCall(`spill of block ${tag.key}`, () => this.file.write(diskSlot, tag.key, tag.generation, src, 0, src.length, prefixHashBytes(tag)), { blockId: tag.key });
+    return nativeCall(`spill of block ${tag.blockId}`, () => this.file.write(diskSlot, tag.blockId, tag.generation, src, 0, src.length, prefixHashBytes(tag)), { blockId: tag.blockId });
   }
 
   fill(diskSlot: number, tag: DiskTag, tier: TierIndex, slot: number): Promise<void> {
     const dst = this.slotView(tier, slot);
-    return nativeCall(`fill of block ${tag.key}`, () => this.file.read(diskSlot, tag.key, tag.generation, dst, 0, dst.length), { blockId: tag.key });
+    return nativeCall(`fill of block ${tag.blockId}`, () => this.file.read(diskSlot, tag.blockId, tag.generation, dst, 0, dst.length), { blockId: tag.blockId });
   }
 
   async readDisk(diskSlot: number, tag: DiskTag): Promise<Buffer> {
     const out = Buffer.alloc(this.layout.quantizedBlockBytes);
-    await nativeCall(`read of block ${tag.key} from disk`, () => this.file.read(diskSlot, tag.key, tag.generation, out, 0, out.length), { blockId: tag.key });
+    await nativeCall(`read of block ${tag.blockId} from disk`, () => this.file.read(diskSlot, tag.blockId, tag.generation, out, 0, out.length), { blockId: tag.blockId });
     return out;
   }
 

@@ -5,8 +5,8 @@
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
-import { SpillwayError } from '../errors.js';
-import { readShardHeader, weightsError, type ShardHeader, type WeightDtype } from './format.js';
+import { SpillwayError, weightsError } from '../errors.js';
+import { readShardHeader, type ShardHeader, type WeightDtype } from './format.js';
 import { SPLIT_MANIFEST } from './sharding.js';
 
 export type WeightsSource = string | readonly string[];

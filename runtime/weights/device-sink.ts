@@ -4,6 +4,7 @@
  * said in `describe()`), many reads in flight on the addon's worker threads.
  */
 import { fromNative, nativeCall, SpillwayError } from '../errors.js';
+import type { IoMode, IoPath } from '../io-mode.js';
 import { openDeviceArena, type NativeDeviceArena } from '../native.js';
 import type { LoadPlan, PlannedTensor, ReadRequest } from './plan.js';
 import type { WeightsSink } from './sink.js';
@@ -13,11 +14,11 @@ export class DeviceSink implements WeightsSink {
   private arena: NativeDeviceArena | undefined;
 
   private readonly device: number;
-  private readonly io: 'auto' | 'cufile' | 'posix';
+  private readonly io: IoMode;
   private readonly maxReadBytes: number;
 
   /** `device`: the visible device index the arena is allocated on (0 by default). */
-  constructor(options: { device?: number; io?: 'auto' | 'cufile' | 'posix'; maxReadBytes?: number } = {}) {
+  constructor(options: { device?: number; io?: IoMode; maxReadBytes?: number } = {}) {
     this.device = options.device ?? 0;
     this.io = options.io ?? 'auto';
     this.maxReadBytes = options.maxReadBytes ?? 16 * 2 ** 20;
@@ -51,7 +52,7 @@ export class DeviceSink implements WeightsSink {
     return nativeCall('copy from the weights arena', () => arena.copyOut(t.arenaOffset, t.bytes));
   }
 
-  describe(): { bytes: number; io: 'cufile' | 'posix'; ioReason: string } {
+  describe(): { bytes: number; io: IoPath; ioReason: string } {
     const { bytes, io, ioReason } = this.live().info();
     return { bytes, io, ioReason };
   }

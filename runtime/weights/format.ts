@@ -5,16 +5,16 @@
  * header completely before any tensor byte is read; docs/WEIGHTS.md lists the rules.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { SpillwayError, type ErrorCode } from '../errors.js';
+import { weightsError } from '../errors.js';
 
 /** Bytes per element of every byte-addressable safetensors dtype. */
-export const DTYPE_BYTES = {
+export const WEIGHT_DTYPE_BYTES = {
   BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1, F8_E8M0: 1,
   I16: 2, U16: 2, F16: 2, BF16: 2,
   I32: 4, U32: 4, F32: 4,
   I64: 8, U64: 8, F64: 8, C64: 8,
 } as const;
-export type WeightDtype = keyof typeof DTYPE_BYTES;
+export type WeightDtype = keyof typeof WEIGHT_DTYPE_BYTES;
 
 /** Packed sub-byte dtypes: valid safetensors, but their slices do not fall on byte boundaries. */
 const SUB_BYTE = new Set(['F4', 'F6_E2M3', 'F6_E3M2']);
@@ -42,14 +42,8 @@ export interface ShardHeader {
   tensors: TensorEntry[];
 }
 
-/** The one way a weights problem is reported: the file, the tensor when there is one, the problem. */
-export function weightsError(file: string, tensor: string | undefined, problem: string, code: ErrorCode = 'WEIGHTS_FORMAT'): SpillwayError {
-  const where = tensor === undefined ? file : `${file}: tensor "${tensor}"`;
-  return new SpillwayError(code, `${where}: ${problem}`, { file, ...(tensor === undefined ? {} : { tensor }), problem });
-}
-
 export function isDtype(value: unknown): value is WeightDtype {
-  return typeof value === 'string' && Object.hasOwn(DTYPE_BYTES, value);
+  return typeof value === 'string' && Object.hasOwn(WEIGHT_DTYPE_BYTES, value);
 }
 
 /** The product of `shape`, or undefined when it is not a safe integer. */
@@ -63,7 +57,7 @@ export function elementCount(shape: readonly number[]): number | undefined {
 }
 
 export function tensorBytes(dtype: WeightDtype, shape: readonly number[]): number {
-  return elementCount(shape)! * DTYPE_BYTES[dtype];
+  return elementCount(shape)! * WEIGHT_DTYPE_BYTES[dtype];
 }
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -102,7 +96,7 @@ function checkEntry(path: string, name: string, value: unknown, dataBytes: numbe
   const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
   if (typeof dtype !== 'string') throw fail('dtype is missing');
   if (SUB_BYTE.has(dtype)) throw fail(`sub-byte dtype ${dtype} is not supported`);
-  if (!isDtype(dtype)) throw fail(`unknown dtype "${dtype}" (known: ${Object.keys(DTYPE_BYTES).join(' ')})`);
+  if (!isDtype(dtype)) throw fail(`unknown dtype "${dtype}" (known: ${Object.keys(WEIGHT_DTYPE_BYTES).join(' ')})`);
   if (!Array.isArray(shape) || !shape.every(isCount)) throw fail(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
     throw fail(`data_offsets ${JSON.stringify(offsets)} is not [begin, end] of non-negative integers`);
@@ -111,7 +105,7 @@ function checkEntry(path: string, name: string, value: unknown, dataBytes: numbe
   if (end < begin) throw fail(`data_offsets [${begin}, ${end}] end before they begin`);
   const count = elementCount(shape);
   if (count === undefined) throw fail(`shape ${JSON.stringify(shape)} has too many elements`);
-  const bytes = count * DTYPE_BYTES[dtype];
+  const bytes = count * WEIGHT_DTYPE_BYTES[dtype];
   if (end - begin !== bytes) {
     throw fail(`shape ${JSON.stringify(shape)} of ${dtype} is ${bytes} bytes but data_offsets [${begin}, ${end}] hold ${end - begin}`);
   }

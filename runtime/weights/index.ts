@@ -3,6 +3,6 @@ export { inspectCheckpoint, openCheckpoint, type Checkpoint, type WeightsSource 
 export { executePlan, loadWeights, planWeights, type LoadedWeights, type WeightsOptions } from './load.js';
 export { assertBudgetFits, formatBudget, memoryBudget, ModelWeights, type MemoryBudget, type WeightsState } from './model.js';
 export { weightsBytes, type LoadPlan, type PlannedTensor, type ReadRequest } from './plan.js';
-export { formatBytes, terminalProgress, type OnProgress, type Progress } from './progress.js';
+export { terminalProgress, type OnProgress, type Progress } from './progress.js';
 export { createSink, HostSink, SINKS, type WeightsSink } from './sink.js';
 export { splitCheckpoint, type SplitSummary } from './split.js';

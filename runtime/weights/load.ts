@@ -6,9 +6,9 @@
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config.js';
-import { SpillwayError } from '../errors.js';
+import { SpillwayError, weightsError } from '../errors.js';
 import { firstProblem, openCheckpoint, type Checkpoint } from './checkpoint.js';
-import { weightsError, type WeightDtype } from './format.js';
+import { type WeightDtype } from './format.js';
 import { buildPlan, type LoadPlan, type PlannedTensor, type Selection } from './plan.js';
 import { ProgressMeter, type OnProgress } from './progress.js';
 import { isContiguous, pieceOffset, rankDirName, readRules, readSplitManifest, ruleMatcher, splitTensor, type SplitManifest } from './sharding.js';

@@ -4,6 +4,7 @@
  * tiers are allocated; loaded once the server listens, readiness false until done; then a
  * table of tensors and, on a GPU, the arena as a CUDA IPC handle for the engine.
  */
+import { formatGiB } from '../bytes.js';
 import type { Config } from '../config.js';
 import { SpillwayError } from '../errors.js';
 import type { DeviceName } from '../backends/backend.js';
@@ -129,12 +130,9 @@ export function memoryBudget(config: Config, backend: 'host' | 'gpu', probe: Pro
   };
 }
 
-const GiB = 2 ** 30;
-
 export function formatBudget(b: MemoryBudget): string {
-  const gib = (n: number) => `${(n / GiB).toFixed(2)} GiB`;
-  const sum = `tiers 0-1 ${gib(b.tierBytes)} + weights ${gib(b.weightsBytes)} = ${gib(b.totalBytes)} of ${b.memory} memory`;
-  return b.deviceFreeBytes === null ? sum : `${sum}; ${gib(b.deviceFreeBytes)} free: ${b.fits ? 'fits' : 'does not fit'}`;
+  const sum = `tiers 0-1 ${formatGiB(b.tierBytes)} + weights ${formatGiB(b.weightsBytes)} = ${formatGiB(b.totalBytes)} of ${b.memory} memory`;
+  return b.deviceFreeBytes === null ? sum : `${sum}; ${formatGiB(b.deviceFreeBytes)} free: ${b.fits ? 'fits' : 'does not fit'}`;
 }
 
 /** Refuses a configuration whose tiers and weights do not fit the device. */

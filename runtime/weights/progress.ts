@@ -3,6 +3,7 @@
  * the time left at that rate, as events; and a one-line terminal bar fed by them.
  */
 import { performance } from 'node:perf_hooks';
+import { formatBytes } from '../bytes.js';
 
 export interface Progress {
   bytesDone: number;
@@ -41,16 +42,6 @@ export class ProgressMeter {
       etaSeconds: rate > 0 ? (this.total - this.done) / rate : null,
     };
   }
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${n.toFixed(2)} ${units[i]}`;
 }
 
 /**

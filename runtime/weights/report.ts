@@ -5,7 +5,7 @@
 import { SpillwayError } from '../errors.js';
 import { inspectCheckpoint, type WeightsSource } from './checkpoint.js';
 import { planWeights, type WeightsOptions } from './load.js';
-import { formatBytes } from './progress.js';
+import { formatBytes } from '../bytes.js';
 import { isContiguous, readRules, readSplitManifest, ruleMatcher, splitTensor } from './sharding.js';
 import { tensorBytes, type WeightDtype } from './format.js';
 

@@ -5,8 +5,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { SpillwayError } from '../errors.js';
-import { DTYPE_BYTES, isDtype, tensorBytes, weightsError, type WeightDtype } from './format.js';
+import { SpillwayError, weightsError } from '../errors.js';
+import { WEIGHT_DTYPE_BYTES, isDtype, tensorBytes, type WeightDtype } from './format.js';
 
 export const SPLIT_KINDS = ['column', 'row', 'replicated'] as const;
 export type SplitKind = (typeof SPLIT_KINDS)[number];
@@ -90,7 +90,7 @@ export function splitTensor(file: string, t: { name: string; dtype: WeightDtype;
   }
   const shape = t.shape.map((d, i) => (i === dim ? d / world : d));
   const outer = t.shape.slice(0, dim).reduce((a, b) => a * b, 1);
-  const rowBytes = t.shape.slice(dim).reduce((a, b) => a * b, DTYPE_BYTES[t.dtype]);
+  const rowBytes = t.shape.slice(dim).reduce((a, b) => a * b, WEIGHT_DTYPE_BYTES[t.dtype]);
   return { kind, dim, shape, outer, rowBytes, pieceBytes: rowBytes / world };
 }
 

@@ -3,7 +3,8 @@
  * with a progress bar on a terminal and a summary, or the summary as JSON.
  */
 import { positiveInteger, type Command } from '../command-line.js';
-import { formatBytes, terminalProgress } from './progress.js';
+import { formatBytes } from '../bytes.js';
+import { terminalProgress } from './progress.js';
 import { splitCheckpoint } from './split.js';
 
 export const splitCommand: Command = {

@@ -4,8 +4,8 @@
  * memory at once. Used by `spillway weights split` and by the tests' fixtures.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { SpillwayError } from '../errors.js';
-import { METADATA_KEY, tensorBytes, weightsError, type WeightDtype } from './format.js';
+import { SpillwayError, weightsError } from '../errors.js';
+import { METADATA_KEY, tensorBytes, type WeightDtype } from './format.js';
 
 export interface TensorSpec {
   name: string;

@@ -1,0 +1,19 @@
+/** The hand-written batch-read answer decodes, with a general msgpack decoder, to what msgpackr itself would have encoded. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Packr, Unpackr } from 'msgpackr';
+import { encodeBlockBatch, type BlockEntry } from '../../api/msgpack-blocks.js';
+
+test('a batch-read answer decodes to the same value as msgpackr\'s encoding of it', () => {
+  const blocks: BlockEntry[] = [
+    { index: 0, tier: 'raw', format: 'raw', lossy: false, promoted: false, data: Buffer.from([1, 2, 3]) },
+    { index: 2 ** 31 - 1, tier: 'disk', format: 'quantized', lossy: true, promoted: true, data: Buffer.alloc(70_000, 7) },
+    { index: 5, tier: 'quantized', format: 'raw', lossy: true, promoted: false, data: new Uint8Array(0) },
+  ];
+  const unpackr = new Unpackr({ useRecords: false });
+  const ours = unpackr.unpack(encodeBlockBatch(blocks));
+  const theirs = unpackr.unpack(new Packr({ useRecords: false }).pack({ blocks }));
+  assert.deepEqual(ours, theirs);
+  assert.equal(ours.blocks[1].data.length, 70_000);
+  assert.deepEqual(unpackr.unpack(encodeBlockBatch([])), { blocks: [] });
+});
