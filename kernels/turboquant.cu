@@ -249,12 +249,15 @@ template <int E, int MSE, bool QJL> __device__ void quantize_item(const tq_sub_p
     read_run<E>(it.in_row, tm.lane * E, it.dtype, x);
   }
   const float norm = team_norm<E>(x, tm);
-  const uint32_t rs = sp.rot_signs[tm.lane];
+#pragma unroll 1
+  for (uint32_t r = 0; r < sp.rounds; ++r) {
+    const uint32_t rs = sp.rot_signs[r][tm.lane];
 #pragma unroll
-  for (int i = 0; i < E; ++i) x[i] = flip(x[i], sign_bit(rs, i));
-  fwht<E>(x, tm);
-  // compare y = H D x against boundaries scaled by sqrt(d) |x| (no division)
-  const float scale = __fmul_rn(norm, sp.sqrt_d);
+    for (int i = 0; i < E; ++i) x[i] = flip(x[i], sign_bit(rs, i));
+    fwht<E>(x, tm);
+  }
+  // compare the rotated y against boundaries scaled by gain |x| (no division)
+  const float scale = __fmul_rn(norm, sp.gain);
   constexpr int kNB = MSE > 1 ? MSE - 1 : 0;  // magnitude bits
   uint32_t thr[kMag], cent[kMag];
 #pragma unroll
@@ -277,7 +280,7 @@ template <int E, int MSE, bool QJL> __device__ void quantize_item(const tq_sub_p
     }
   }
   if (QJL) {
-    const float rn = __fmul_rn(team_norm<E>(x, tm), sp.inv_sqrt_d);
+    const float rn = __fmul_rn(team_norm<E>(x, tm), sp.inv_gain);
     const uint32_t qs = sp.qjl_signs[tm.lane];
 #pragma unroll
     for (int i = 0; i < E; ++i) x[i] = flip(x[i], sign_bit(qs, i));
@@ -321,10 +324,18 @@ template <int E, int MSE, bool QJL> __device__ void dequantize_item(const tq_sub
 #pragma unroll
     for (int i = 0; i < E; ++i) v[i] = __fmaf_rn(flip(s[i], sign_bit(qs, i)), kr, v[i]);
   }
+  // the rounds undone last to first, the gain and the first round's signs at the end
   fwht<E>(v, tm);
-  const uint32_t rs = sp.rot_signs[tm.lane];
+#pragma unroll 1
+  for (uint32_t r = sp.rounds - 1; r > 0; --r) {
+    const uint32_t rs = sp.rot_signs[r][tm.lane];
 #pragma unroll
-  for (int i = 0; i < E; ++i) v[i] = flip(__fmul_rn(v[i], sp.inv_sqrt_d), sign_bit(rs, i));
+    for (int i = 0; i < E; ++i) v[i] = flip(v[i], sign_bit(rs, i));
+    fwht<E>(v, tm);
+  }
+  const uint32_t rs = sp.rot_signs[0][tm.lane];
+#pragma unroll
+  for (int i = 0; i < E; ++i) v[i] = flip(__fmul_rn(v[i], sp.inv_gain), sign_bit(rs, i));
   if (it.chans) {
 #pragma unroll
     for (int i = 0; i < E; ++i) write_one(it.out_row, it.chans[tm.lane * E + i], it.dtype, v[i]);
@@ -604,6 +615,9 @@ constexpr int kFastWarps = 4;               // warps per CTA
 constexpr int kFastThreads = 32 * kFastWarps;
 constexpr int kFastCtas = 4;                // CTAs per SM that registers are budgeted for
 constexpr uint32_t kFastRow = kFastD * 2 + 16;   // staged row stride (bytes)
+constexpr int kFastRounds = 3;              // rotation rounds of the format the fast path writes
+// Words from one round's sign masks of a coordinate to the next round's (FastShared::rot).
+constexpr int kRoundWords = 2 * (kLaneD + 4);
 
 // Division by a divisor fixed at launch as a multiply-high and a shift (Granlund and
 // Montgomery, in the form of CUTLASS's FastDivmod): exact for dividends below 2^31, and a
@@ -634,9 +648,9 @@ struct FastBook {
 struct FastArgs {
   Args a;
   // per coordinate, in the launch's sub-vectors (one of 128 or two of 64 values):
-  alignas(16) uint32_t rot[kFastD];  // rotation signs as bit-31 masks
+  alignas(16) uint32_t rot[kFastRounds][kFastD];  // rotation signs of each round as bit-31 masks
   alignas(16) uint32_t qjl[kFastD];  // QJL signs as bit-31 masks
-  alignas(16) float dq[kFastD];      // rotation sign times 1/sqrt(dim): the dequantizer's last multiply
+  alignas(16) float dq[kFastD];      // first round's sign times 1/gain: the dequantizer's last multiply
   FastBook book[2];                  // per sub-vector of the kind coded
   float cent[4][16];        // per kind and sub-vector: signed centroid by code (magnitude bits, then sign)
   uint32_t kv_first, kv_count;   // the kinds coded: kv_first, or both (kv_count 2)
@@ -653,14 +667,15 @@ struct FastArgs {
 // Per-CTA copies of the per-coordinate constants by half (the second half 4 words on, so the
 // halves' 16-byte reads fall in different banks) and of the centroid tables.
 struct __align__(16) FastShared {
-  uint32_t rot[2][kLaneD + 4], qjl[2][kLaneD + 4];
+  uint32_t rot[kFastRounds][2][kLaneD + 4], qjl[2][kLaneD + 4];
   float dq[2][kLaneD + 4];
   float cent[4][16];
 };
 
 __device__ __forceinline__ void fast_shared_init(const FastArgs& fa, FastShared& sh) {
   for (uint32_t i = threadIdx.x; i < kFastD; i += blockDim.x) {
-    sh.rot[i / kLaneD][i % kLaneD] = fa.rot[i];
+#pragma unroll
+    for (int r = 0; r < kFastRounds; ++r) sh.rot[r][i / kLaneD][i % kLaneD] = fa.rot[r][i];
     sh.qjl[i / kLaneD][i % kLaneD] = fa.qjl[i];
     sh.dq[i / kLaneD][i % kLaneD] = fa.dq[i];
   }
@@ -669,6 +684,16 @@ __device__ __forceinline__ void fast_shared_init(const FastArgs& fa, FastShared&
 }
 
 __device__ __forceinline__ uint4 load16(const void* p) { return *reinterpret_cast<const uint4*>(p); }
+
+// Flips the signs of the lane's 64 values by 64 bit-31 masks, read 16 bytes at a time.
+__device__ __forceinline__ void flip64(float* x, const uint32_t* m) {
+#pragma unroll
+  for (int k = 0; k < kLaneD / 4; ++k) {
+    const uint4 s = load16(m + 4 * k);
+    x[4 * k] = flip(x[4 * k], s.x), x[4 * k + 1] = flip(x[4 * k + 1], s.y);
+    x[4 * k + 2] = flip(x[4 * k + 2], s.z), x[4 * k + 3] = flip(x[4 * k + 3], s.w);
+  }
+}
 
 // The low or high value of a pair of bf16/fp16 bits as float, its sign flipped by the mask m
 // (bit 31). For bf16 the mask is added to the shifted bits: a carry out of bit 31 is lost, so
@@ -743,12 +768,14 @@ template <bool SPLIT> struct LaneCodes {
   static __device__ __forceinline__ bool writes_norms() { return !SPLIT || !(threadIdx.x & 16); }
 };
 
-// Codes of the lane's 64 values: load(x) gives them in channel order with the rotation signs
-// applied; qm: their 64 QJL sign masks. narrow: a fractional rate's narrower half, whose planes
-// are stored without the top magnitude plane (without the sign plane when MSE is 1).
+// Codes of the lane's 64 values: load(x) gives them in channel order with the first rotation
+// round's signs applied; rm: the second round's 64 sign masks (the third's kRoundWords on);
+// qm: their 64 QJL sign masks. narrow: a fractional rate's narrower half, whose planes are
+// stored without the top magnitude plane (without the sign plane when MSE is 1).
 template <int MSE, bool QJL, bool SPLIT, bool ROLL, class Load>
-__device__ __forceinline__ void quant64(const tq_sub_plan& sp, const FastBook& bk, const Load& load, const uint32_t* qm,
-                                        uint8_t* codes, float* norm_out, float* rnorm_out, bool narrow = false) {
+__device__ __forceinline__ void quant64(const tq_sub_plan& sp, const FastBook& bk, const Load& load, const uint32_t* rm,
+                                        const uint32_t* qm, uint8_t* codes, float* norm_out, float* rnorm_out,
+                                        bool narrow = false) {
   using LC = LaneCodes<SPLIT>;
   float x[kLaneD];
   load(x);
@@ -757,7 +784,13 @@ __device__ __forceinline__ void quant64(const tq_sub_plan& sp, const FastBook& b
   constexpr int kThr = kMag - 1;              // positive boundaries
   const float norm = norm64<SPLIT>(x);
   fwht64<SPLIT>(x);
-  const float scale = __fmul_rn(norm, sp.sqrt_d);
+  // the later rounds through one copy of the transform's code (instruction cache)
+#pragma unroll 1
+  for (int r = 1; r < kFastRounds; ++r) {
+    flip64(x, rm + (r - 1) * kRoundWords);
+    fwht64<SPLIT>(x);
+  }
+  const float scale = __fmul_rn(norm, sp.gain);
   float thr[kThr > 0 ? kThr : 1];
 #pragma unroll
   for (int k = 0; k < kThr; ++k) thr[k] = __fmul_rn(bk.thr[k], scale);
@@ -832,14 +865,9 @@ __device__ __forceinline__ void quant64(const tq_sub_plan& sp, const FastBook& b
   }
   if (LC::writes_norms()) *norm_out = norm;
   if (QJL) {
-    const float rn = __fmul_rn(norm64<SPLIT>(x), sp.inv_sqrt_d);
+    const float rn = __fmul_rn(norm64<SPLIT>(x), sp.inv_gain);
     if (LC::writes_norms()) *rnorm_out = rn;
-#pragma unroll
-    for (int k = 0; k < kLaneD / 4; ++k) {
-      const uint4 m = load16(qm + 4 * k);
-      x[4 * k] = flip(x[4 * k], m.x), x[4 * k + 1] = flip(x[4 * k + 1], m.y);
-      x[4 * k + 2] = flip(x[4 * k + 2], m.z), x[4 * k + 3] = flip(x[4 * k + 3], m.w);
-    }
+    flip64(x, qm);
     fwht64<SPLIT>(x);
 #pragma unroll
     for (int w = 0; w < 2; ++w) {
@@ -876,12 +904,13 @@ __device__ __forceinline__ void quant64(const tq_sub_plan& sp, const FastBook& b
 }
 
 // The lane's 64 values back from codes (see quant64), in channel order, rotation undone.
-// table: byte offset of the sub-vector's centroids in sh.cent; qm, dq: the 64 QJL sign masks
-// and final scales of these coordinates; store(v) takes the values.
+// table: byte offset of the sub-vector's centroids in sh.cent; rm, qm, dq: the later rounds'
+// sign masks (as in quant64), the 64 QJL sign masks and the final scales of these
+// coordinates; store(v) takes the values.
 template <int MSE, bool QJL, bool SPLIT, class Store>
 __device__ __forceinline__ void dequant64(const tq_sub_plan& sp, const FastShared& sh, uint32_t table,
-                                          const uint32_t* qm, const float* dq, const uint8_t* codes, float norm,
-                                          float rnorm, const Store& store, bool narrow = false) {
+                                          const uint32_t* rm, const uint32_t* qm, const float* dq, const uint8_t* codes,
+                                          float norm, float rnorm, const Store& store, bool narrow = false) {
   using LC = LaneCodes<SPLIT>;
   float v[kLaneD];
   uint32_t planes[MSE + 1][2];
@@ -896,12 +925,7 @@ __device__ __forceinline__ void dequant64(const tq_sub_plan& sp, const FastShare
 #pragma unroll
     for (int i = 0; i < kLaneD; ++i) v[i] = __uint_as_float(0x3F800000u | (planes[MSE][i / 32] << (31 - i % 32) & 0x80000000u));
     fwht64<SPLIT>(v);
-#pragma unroll
-    for (int k = 0; k < kLaneD / 4; ++k) {
-      const uint4 m = load16(qm + 4 * k);
-      v[4 * k] = flip(v[4 * k], m.x), v[4 * k + 1] = flip(v[4 * k + 1], m.y);
-      v[4 * k + 2] = flip(v[4 * k + 2], m.z), v[4 * k + 3] = flip(v[4 * k + 3], m.w);
-    }
+    flip64(v, qm);
   }
   const float kr = __fmul_rn(sp.qjl_scale, rnorm);
   const uint8_t* cent = reinterpret_cast<const uint8_t*>(&sh.cent[0][0]);
@@ -926,6 +950,12 @@ __device__ __forceinline__ void dequant64(const tq_sub_plan& sp, const FastShare
       }
     }
   fwht64<SPLIT>(v);
+  // the later rounds undone last to first, then the first round's signs and the gain
+#pragma unroll 1
+  for (int r = kFastRounds - 1; r > 0; --r) {
+    flip64(v, rm + (r - 1) * kRoundWords);
+    fwht64<SPLIT>(v);
+  }
 #pragma unroll
   for (int k = 0; k < kLaneD / 4; ++k) {
     const float4 s = *reinterpret_cast<const float4*>(dq + 4 * k);
@@ -1154,7 +1184,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
         const uint32_t r = min(r0 + (lane & 15), rows - 1), h = lane >> 4;
         const RowRec rr = fast_row(fa, rec0, r);
         const uint8_t* src = buf + r * kFastRow + h * (kLaneD * 2);
-        const uint32_t* rm = sh.rot[h];
+        const uint32_t* rm = sh.rot[0][h];
         quant64<MSE, QJL, true, false>(
             k.sub[0], fa.book[0],
             [&](float* x) {
@@ -1167,7 +1197,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
                 x[8 * c + 6] = lo_signed<DT>(d.w, m1.z), x[8 * c + 7] = hi_signed<DT>(d.w, m1.w);
               }
             },
-            sh.qjl[h], rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes,
+            sh.rot[1][h], sh.qjl[h], rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes,
             reinterpret_cast<float*>(rr.rec + k.norms_off) + rr.tok, reinterpret_cast<float*>(rr.rec + k.rnorms_off) + rr.tok);
       }
     } else if (lane < rows) {
@@ -1187,7 +1217,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
 #pragma unroll 1
       for (uint32_t s = 0; s < 2; ++s) {
         const uint8_t* chs = ch + kLaneD * s;
-        const uint32_t* rm = sh.rot[s];
+        const uint32_t* rm = sh.rot[0][s];
         quant64<MSE + 1, QJL, false, kRollFrac>(
             k.sub[0], fa.book[s],
             [&](float* x) {
@@ -1202,7 +1232,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
                       lo_signed<DT>(*reinterpret_cast<const uint16_t*>(row + 2 * ((cw >> (8 * j)) & 0xFFu)), mm[j]);
               }
             },
-            sh.qjl[s], codes + k.sub_off[s], norms + s, rnorms + s, s == 1);
+            sh.rot[1][s], sh.qjl[s], codes + k.sub_off[s], norms + s, rnorms + s, s == 1);
       }
     }
     __syncwarp();
@@ -1250,7 +1280,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) dequantize_fast(const
         const float* norms = reinterpret_cast<const float*>(rr.rec + k.norms_off) + rr.tok;
         const float* rnorms = reinterpret_cast<const float*>(rr.rec + k.rnorms_off) + rr.tok;
         uint8_t* dst = buf + r * kFastRow + h * (kLaneD * 2);
-        dequant64<MSE, QJL, true>(k.sub[0], sh, table, sh.qjl[h], sh.dq[h], rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes,
+        dequant64<MSE, QJL, true>(k.sub[0], sh, table, sh.rot[1][h], sh.qjl[h], sh.dq[h], rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes,
                                   norms[0], QJL ? rnorms[0] : 0.0f, [&](const float* v) {
 #pragma unroll
                                     for (int c = 0; c < kLaneD / 8; ++c)
@@ -1271,7 +1301,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) dequantize_fast(const
       for (uint32_t s = 0; s < 2; ++s) {
         const uint8_t* chs = ch + kLaneD * s;
         dequant64<MSE + 1, QJL, false>(
-            k.sub[0], sh, table + s * sizeof sh.cent[0], sh.qjl[s], sh.dq[s], codes + k.sub_off[s], norms[s],
+            k.sub[0], sh, table + s * sizeof sh.cent[0], sh.rot[1][s], sh.qjl[s], sh.dq[s], codes + k.sub_off[s], norms[s],
             QJL ? rnorms[s] : 0.0f,
             [&](const float* v) {
 #pragma unroll
@@ -1299,7 +1329,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) dequantize_fast(const
 
 // Host: whether the fast path takes these parameters, and its arguments.
 bool fast_eligible(const sw_tq_params* p) {
-  return p->head_dim == (uint32_t)kFastD && p->tokens <= 32 && (p->dtype == SW_DTYPE_BF16 || p->dtype == SW_DTYPE_FP16) &&
+  return tq_version(p) == SW_TQ_FORMAT_VERSION && p->head_dim == (uint32_t)kFastD && p->tokens <= 32 && (p->dtype == SW_DTYPE_BF16 || p->dtype == SW_DTYPE_FP16) &&
          sw_tq_raw_bytes(p) < (1ull << 32) && sw_tq_quantized_bytes(p) < (1ull << 32);
 }
 
@@ -1309,14 +1339,12 @@ void fast_args(bool quant, const sw_tq_params* p, const Args& a, uint32_t kv_fir
   const tq_kind& k = a.kind[kv_first];
   // sign tables of the kind coded: one 128-value sub-vector, or two of 64
   for (uint32_t sub = 0; sub < k.nsub; ++sub) {
-    const uint32_t dim = kFastD / k.nsub;
-    const float inv = 1.0f / __builtin_sqrtf((float)dim);
-    for (uint32_t j = 0; j < dim; ++j) {
-      const bool r = (tq_sign_word(p->seed, dim, sub, TQ_SIGNS_ROTATION, j / 32) >> (j % 32)) & 1u;
-      const bool s = (tq_sign_word(p->seed, dim, sub, TQ_SIGNS_QJL, j / 32) >> (j % 32)) & 1u;
-      fa.rot[sub * dim + j] = r ? 0x80000000u : 0u;
-      fa.qjl[sub * dim + j] = s ? 0x80000000u : 0u;
-      fa.dq[sub * dim + j] = r ? -inv : inv;
+    const tq_sub_plan& sp = k.sub[sub];
+    auto mask = [](const uint32_t* words, uint32_t j) { return ((words[j / 32] >> (j % 32)) & 1u) << 31; };
+    for (uint32_t j = 0; j < sp.dim; ++j) {
+      for (int r = 0; r < kFastRounds; ++r) fa.rot[r][sub * sp.dim + j] = mask(sp.rot_signs[r], j);
+      fa.qjl[sub * sp.dim + j] = mask(sp.qjl_signs, j);
+      fa.dq[sub * sp.dim + j] = mask(sp.rot_signs[0], j) ? -sp.inv_gain : sp.inv_gain;
     }
   }
   // codebooks and centroid tables in the code of the kind's first (at fractional rates the

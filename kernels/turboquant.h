@@ -16,7 +16,8 @@
 extern "C" {
 #endif
 
-#define SW_TQ_FORMAT_VERSION 1u
+#define SW_TQ_FORMAT_VERSION 2u         /* written by this build: three rotation rounds */
+#define SW_TQ_OLDEST_FORMAT_VERSION 1u  /* still read (and written on request): one round */
 #define SW_TQ_HEADER_BYTES 64u
 
 enum sw_dtype { SW_DTYPE_FP32 = 0, SW_DTYPE_FP16 = 1, SW_DTYPE_BF16 = 2 };
@@ -39,6 +40,7 @@ typedef struct sw_tq_params {
   uint32_t key_bits_x2;   /* bits per key value, times two: 2..8 (1.0 to 4.0 in halves) */
   uint32_t value_bits_x2; /* likewise for values */
   uint32_t variant;       /* enum sw_tq_variant */
+  uint32_t version;       /* format version written or read: 0 = SW_TQ_FORMAT_VERSION */
   uint64_t seed;          /* random rotation seed */
 } sw_tq_params;
 
@@ -47,6 +49,10 @@ int sw_tq_check_params(const sw_tq_params* p, char* err, size_t err_len);
 size_t sw_tq_raw_bytes(const sw_tq_params* p);
 size_t sw_tq_quantized_bytes(const sw_tq_params* p);
 uint32_t sw_tq_groups(const sw_tq_params* p); /* layers * 2 * kv_heads */
+
+/* The format version a quantized block's header names (0 without the magic): a reader sets
+ * params.version to it, then checks the header. */
+uint32_t sw_tq_header_version(const void* quantized);
 
 /* Reference (host) path. A block is quantized by writing its header once and its groups
  * in any split across threads; groups touch disjoint bytes. */

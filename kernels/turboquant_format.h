@@ -1,4 +1,4 @@
-/* Quantized block format v1 and the per-sub-vector constants shared by the C++ reference
+/* Quantized block formats (v2, and v1 read for old blocks) and the per-sub-vector constants shared by the C++ reference
  * (turboquant_ref.cpp) and the CUDA kernels (turboquant.cu), so both compute the same codes.
  * docs/QUANTIZATION.md describes the format byte by byte. */
 #ifndef SPILLWAY_TURBOQUANT_FORMAT_H
@@ -38,7 +38,11 @@ TQ_HD uint64_t tq_splitmix64(uint64_t state, uint64_t n) {
   return z ^ (z >> 31);
 }
 
-enum { TQ_SIGNS_ROTATION = 0, TQ_SIGNS_QJL = 1 };
+/* Purposes of the sign diagonals. The stream index packs (dim << 4) | (sub << 1) | purpose;
+ * rotation rounds after the first take purposes 4 and 5 (bit 2), which no v1 stream used. */
+enum { TQ_SIGNS_ROTATION = 0, TQ_SIGNS_QJL = 1, TQ_SIGNS_ROUND2 = 4, TQ_SIGNS_ROUND3 = 5 };
+
+#define TQ_MAX_ROUNDS 3u
 
 /* 32 sign bits (bit j set: negate coordinate 32*word + j) of the random diagonal of one
  * randomized Hadamard transform, chosen by (seed, dim, sub-vector, purpose). */
@@ -63,13 +67,21 @@ TQ_HD float tq_bf16_to_f32(uint16_t h) {
 }
 
 /* What one sub-vector of a K or V vector is quantized with. For an integer rate the
- * sub-vector is the whole head (dim = head_dim); for b + 0.5 there are two halves. */
+ * sub-vector is the whole head (dim = head_dim); for b + 0.5 there are two halves.
+ * The rotation is `rounds` randomized Hadamard transforms with independent sign diagonals:
+ * H D1 in v1, H D3 H D2 H D1 in v2. One round maps a one-hot vector to a flat one and a flat
+ * one to a one-hot one, which sit on codebook boundaries; two rounds leave them on a lattice
+ * of sums of +-1, whose error depends on the seed (up to 2.4x the Gaussian figure); after
+ * three, structured inputs code like Gaussian ones (docs/QUANTIZATION.md). The unnormalized
+ * transforms scale the norm by `gain` = sqrt(dim)^rounds, rounded to fp32. */
 typedef struct tq_sub_plan {
-  uint32_t dim, mse_bits, bits;       /* bits = mse_bits + 1 with a QJL sign plane */
-  float sqrt_d, inv_sqrt_d, qjl_scale; /* qjl_scale = sqrt(pi/2) / dim */
+  uint32_t dim, mse_bits, bits;        /* bits = mse_bits + 1 with a QJL sign plane */
+  uint32_t rounds;                     /* rotation rounds: 1 (v1) or 3 */
+  float gain, inv_gain, qjl_scale;     /* qjl_scale = sqrt(pi/2) / dim */
   float thr[7];                        /* positive codebook boundaries, ascending */
   float cent[8];                       /* nonnegative centroids by magnitude index */
-  uint32_t rot_signs[TQ_MAX_SIGN_WORDS], qjl_signs[TQ_MAX_SIGN_WORDS];
+  uint32_t rot_signs[TQ_MAX_ROUNDS][TQ_MAX_SIGN_WORDS]; /* applied before round r's transform */
+  uint32_t qjl_signs[TQ_MAX_SIGN_WORDS];
 } tq_sub_plan;
 
 /* One K or V record of a group: [mask][norms][residual norms][codes], each 16-aligned. */
@@ -86,14 +98,18 @@ typedef struct tq_kind {
 /* Host side: building the plans and the record layout. */
 #include "codebooks.h"
 
+/* The format version params ask for (0 means this build's). */
+static inline uint32_t tq_version(const sw_tq_params* p) { return p->version ? p->version : SW_TQ_FORMAT_VERSION; }
+
 static inline void tq_make_sub_plan(uint64_t seed, uint32_t dim, uint32_t sub, uint32_t bits, uint32_t qjl,
-                                    tq_sub_plan* sp) {
+                                    uint32_t rounds, tq_sub_plan* sp) {
   memset(sp, 0, sizeof *sp);
   sp->dim = dim;
   sp->bits = bits;
   sp->mse_bits = bits - qjl;
-  sp->sqrt_d = __builtin_sqrtf((float)dim);
-  sp->inv_sqrt_d = 1.0f / sp->sqrt_d;
+  sp->rounds = rounds;
+  sp->gain = (float)__builtin_pow(__builtin_sqrt((double)dim), (double)rounds);
+  sp->inv_gain = 1.0f / sp->gain;
   sp->qjl_scale = (float)(1.2533141373155003 / dim); /* sqrt(pi/2) / d */
   if (sp->mse_bits > 0) {
     uint32_t half = 1u << (sp->mse_bits - 1);
@@ -104,7 +120,8 @@ static inline void tq_make_sub_plan(uint64_t seed, uint32_t dim, uint32_t sub, u
   }
   for (uint32_t w = 0; w < (dim + 31) / 32; ++w) {
     uint32_t keep = dim >= 32 ? 0xFFFFFFFFu : (1u << dim) - 1u;
-    sp->rot_signs[w] = tq_sign_word(seed, dim, sub, TQ_SIGNS_ROTATION, w) & keep;
+    const uint32_t purpose[TQ_MAX_ROUNDS] = {TQ_SIGNS_ROTATION, TQ_SIGNS_ROUND2, TQ_SIGNS_ROUND3};
+    for (uint32_t r = 0; r < rounds; ++r) sp->rot_signs[r][w] = tq_sign_word(seed, dim, sub, purpose[r], w) & keep;
     sp->qjl_signs[w] = tq_sign_word(seed, dim, sub, TQ_SIGNS_QJL, w) & keep;
   }
 }
@@ -121,7 +138,7 @@ static inline void tq_make_kind(const sw_tq_params* p, uint32_t kv, tq_kind* k) 
   uint32_t bits[2] = {(bx2 + 1u) / 2u, bx2 / 2u};
   uint32_t off = 0;
   for (uint32_t s = 0; s < k->nsub; ++s) {
-    tq_make_sub_plan(p->seed, dim, s, bits[s], k->qjl, &k->sub[s]);
+    tq_make_sub_plan(p->seed, dim, s, bits[s], k->qjl, tq_version(p) >= 2u ? 3u : 1u, &k->sub[s]);
     k->plane_bytes[s] = dim / 8u;
     k->sub_off[s] = off;
     off += bits[s] * dim / 8u;

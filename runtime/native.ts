@@ -21,11 +21,14 @@ export interface QuantParams {
   valueBits: number;
   variant: 'mse' | 'prod';
   seed: number;
+  /** Block format to write (docs/QUANTIZATION.md); this build's when absent. Reads take the
+   * version from the block's header. */
+  formatVersion?: number;
 }
 
 interface NativeParams {
   layers: number; kvHeads: number; headDim: number; tokens: number; dtype: number;
-  keyBitsX2: number; valueBitsX2: number; variant: number; seed: number;
+  keyBitsX2: number; valueBitsX2: number; variant: number; seed: number; version: number;
 }
 
 export interface SlotFileInfo {
@@ -130,7 +133,7 @@ function toNative(p: QuantParams): NativeParams {
   return {
     layers: p.layers, kvHeads: p.kvHeads, headDim: p.headDim, tokens: p.tokens, dtype: DTYPE_CODE[p.dtype],
     keyBitsX2: Math.round(p.keyBits * 2), valueBitsX2: Math.round(p.valueBits * 2),
-    variant: p.variant === 'prod' ? 1 : 0, seed: p.seed,
+    variant: p.variant === 'prod' ? 1 : 0, seed: p.seed, version: p.formatVersion ?? 0,
   };
 }
 
@@ -187,7 +190,8 @@ export async function quantize(p: QuantParams, raw: Uint8Array): Promise<Buffer>
   return out;
 }
 
-/** Dequantizes stored bytes into a new raw block; refuses other versions or parameters. */
+/** Dequantizes stored bytes, in any format version this build reads, into a new raw block;
+ * refuses other versions or parameters. */
 export async function dequantize(p: QuantParams, stored: Uint8Array): Promise<Buffer> {
   const q = new Quantizer(p);
   const out = Buffer.alloc(q.rawBytes);

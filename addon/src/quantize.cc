@@ -26,6 +26,8 @@ sw_tq_params ParamsFromJs(Napi::Env env, const Napi::Value& v) {
   p.value_bits_x2 = static_cast<uint32_t>(field("valueBitsX2"));
   p.variant = static_cast<uint32_t>(field("variant"));
   p.seed = static_cast<uint64_t>(field("seed"));
+  // the format to write; reads take it from the block's header
+  if (o.Has("version")) p.version = static_cast<uint32_t>(field("version"));
   char err[256];
   if (sw_tq_check_params(&p, err, sizeof err) != SW_TQ_OK) throw MakeError(env, "QUANT_PARAMS", err);
   return p;
@@ -44,7 +46,8 @@ Napi::Value Sizes(const Napi::CallbackInfo& info) {
 }
 
 // quantize(params, src, srcOffset, dst, dstOffset) and dequantize(...): Promise<void>.
-// Dequantize refuses bytes whose header names another format version or other parameters.
+// Dequantize reads every format version this build knows and refuses bytes whose header
+// names another version, bad magic or other parameters.
 Napi::Value Convert(const Napi::CallbackInfo& info, bool quantize) {
   Napi::Env env = info.Env();
   sw_tq_params p = ParamsFromJs(env, info[0]);
@@ -57,10 +60,12 @@ Napi::Value Convert(const Napi::CallbackInfo& info, bool quantize) {
   CheckRange(env, dst, dst_off, quantize ? quantized : raw, "dst");
   const uint8_t* in = src.Data() + src_off;
   uint8_t* out = dst.Data() + dst_off;
-  return AsyncTask::Run(env, {src, dst}, [p, in, out, quantize] {
+  return AsyncTask::Run(env, {src, dst}, [p, in, out, quantize]() mutable {
     if (quantize) {
       sw_tq_write_header(&p, out);
     } else {
+      // a block in an older format is read in the format it was written in
+      p.version = sw_tq_header_version(in);
       char err[256];
       int rc = sw_tq_check_header(&p, in, err, sizeof err);
       if (rc == SW_TQ_EFORMAT) throw CodedError("QUANT_FORMAT", err);
