@@ -28,7 +28,8 @@ constexpr int kThreads = 64;             // two warps: one group of 16 tokens x 
 constexpr uint32_t kStageBytes = 10240;  // staged rows per buffer
 
 struct Args {
-  tq_kind kind[2];  // keys, values
+  sw_tq_params p;
+  tq_layout layout;  // kinds by (outer layer, K or V), record offsets
   uint32_t header[SW_TQ_HEADER_BYTES / 4];
   uint32_t kv_heads, head_dim, tokens, groups, dtype, dsize;
   uint32_t chunk, row_bytes;  // rows per staged pass, staged bytes per row
@@ -50,12 +51,6 @@ __device__ __forceinline__ float flip(float v, uint32_t bit31) { return __uint_a
 
 __device__ __forceinline__ uint32_t sign_bit(uint32_t word, int i) { return (word << (31 - i)) & 0x80000000u; }
 
-__device__ __forceinline__ uint64_t record_offset(const Args& a, uint32_t g) {
-  uint32_t head = g % a.kv_heads, kv = (g / a.kv_heads) & 1u, layer = g / (2u * a.kv_heads);
-  uint64_t krec = a.kind[0].record_bytes, vrec = a.kind[1].record_bytes;
-  return SW_TQ_HEADER_BYTES + layer * (uint64_t)a.kv_heads * (krec + vrec) + (kv ? a.kv_heads * krec : 0u) +
-         head * (kv ? vrec : krec);
-}
 
 __device__ __forceinline__ void cp_async16(uint32_t smem_addr, const void* gmem) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr), "l"(gmem));
@@ -539,9 +534,9 @@ __global__ void __launch_bounds__(kThreads, 12) quantize_kernel(const __grid_con
     if (nxt.work < total) issue_rows(a, nxt, stage_mem + (b ^ 1) * buf_bytes);
     cp_async_commit();
     const uint32_t g = cur.work % a.groups;
-    const tq_kind& k = a.kind[(g / a.kv_heads) & 1u];
+    const tq_kind& k = *tq_group_kind(&a.p, &a.layout, g);
     uint8_t* q = block_q(a, cur.work);
-    uint8_t* rec = q + record_offset(a, g);
+    uint8_t* rec = q + tq_record_offset(&a.p, &a.layout, g);
     if (cur.t0 == 0) {
       if (g == 0 && threadIdx.x < SW_TQ_HEADER_BYTES / 4) reinterpret_cast<uint32_t*>(q)[threadIdx.x] = a.header[threadIdx.x];
       // zero the padding of each record section
@@ -569,8 +564,8 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const __grid_const
   const uint64_t total = (uint64_t)a.n_blocks * a.groups;
   for (Stage cur = first_stage(a); cur.work < total; cur = next_stage(a, cur)) {
     const uint32_t g = cur.work % a.groups;
-    const tq_kind& k = a.kind[(g / a.kv_heads) & 1u];
-    uint8_t* rec = block_q(a, cur.work) + record_offset(a, g);
+    const tq_kind& k = *tq_group_kind(&a.p, &a.layout, g);
+    uint8_t* rec = block_q(a, cur.work) + tq_record_offset(&a.p, &a.layout, g);
     if (cur.t0 == 0 && k.fractional) {
       for (uint32_t w = threadIdx.x; w < (a.head_dim + 31) / 32; w += blockDim.x) {
         uint32_t v = 0;
@@ -643,7 +638,8 @@ struct FastBook {
   uint32_t sign;  // bit 31 where the sub-vector has an MSE code: the value's sign goes to its centroid
 };
 
-// A launch codes the blocks' groups of one rate: both kinds when keys and values share it
+// A launch codes the blocks' groups of one rate in one range of layers of a class (the first
+// outer layers, the inner ones, the last outer ones): both kinds when keys and values share it
 // (their records are then alike), else one kind, and a second launch takes the other.
 struct FastArgs {
   Args a;
@@ -658,8 +654,10 @@ struct FastArgs {
   FastDiv tiles_per_seg, tiles_per_block, tokens;  // a segment: the groups of one layer and kind
   tq_kind kind;                    // the kind coded (both kinds are alike when kv_count is 2)
   uint32_t padded;                 // whether records have padding bytes, which quantize zeroes
+  uint32_t layer0;                 // the range's first layer
   // offsets within a block, below 2^32 on this path (fast_eligible)
-  uint32_t layer_q_bytes;          // quantized bytes of one layer (both kinds)
+  uint32_t range_off;              // of the range's first record
+  uint32_t layer_q_bytes;          // quantized bytes of one layer of the range (both kinds)
   uint32_t values_off;             // of a layer's value records from its first key record
   uint32_t tile_bytes, warp_smem;  // staged rows of one tile; shared memory per warp
 };
@@ -994,11 +992,11 @@ __device__ __forceinline__ Tile fast_tile(const FastArgs& fa, uint32_t tile) {
   t.block = fa.tiles_per_block.div(tile);
   const uint32_t r = tile - t.block * fa.tiles_per_block.d, seg = fa.tiles_per_seg.div(r),
                  first = (r - seg * fa.tiles_per_seg.d) * fa.groups_per_tile;
-  // segments in block order: (layer, kind) pairs, or the layers of the one kind
+  // segments in block order: (layer, kind) pairs of the range, or its layers of the one kind
   const uint32_t layer = seg >> (fa.kv_count - 1), kv = fa.kv_count == 2 ? seg & 1u : fa.kv_first;
-  t.g0 = (2 * layer + kv) * fa.a.kv_heads + first;
+  t.g0 = (2 * (fa.layer0 + layer) + kv) * fa.a.kv_heads + first;
   t.ng = min(fa.groups_per_tile, fa.a.kv_heads - first);
-  t.rec_off = SW_TQ_HEADER_BYTES + layer * fa.layer_q_bytes + (kv ? fa.values_off : 0u) + first * fa.kind.record_bytes;
+  t.rec_off = fa.range_off + layer * fa.layer_q_bytes + (kv ? fa.values_off : 0u) + first * fa.kind.record_bytes;
   return t;
 }
 
@@ -1333,10 +1331,13 @@ bool fast_eligible(const sw_tq_params* p) {
          sw_tq_raw_bytes(p) < (1ull << 32) && sw_tq_quantized_bytes(p) < (1ull << 32);
 }
 
-// The arguments of the launch that codes kinds [kv_first, kv_first + kv_count).
-void fast_args(bool quant, const sw_tq_params* p, const Args& a, uint32_t kv_first, uint32_t kv_count, FastArgs& fa) {
+// The arguments of the launch that codes kinds [kv_first, kv_first + kv_count) of layers
+// [layer0, layer0 + layers), all outer or all inner.
+void fast_args(bool quant, const sw_tq_params* p, const Args& a, uint32_t layer0, uint32_t layers, uint32_t kv_first,
+               uint32_t kv_count, FastArgs& fa) {
   fa.a = a;
-  const tq_kind& k = a.kind[kv_first];
+  const tq_kind* kinds = &a.layout.kind[2 * tq_outer_layer(p, layer0)];  // this class's K and V
+  const tq_kind& k = kinds[kv_first];
   // sign tables of the kind coded: one 128-value sub-vector, or two of 64
   for (uint32_t sub = 0; sub < k.nsub; ++sub) {
     const tq_sub_plan& sp = k.sub[sub];
@@ -1350,7 +1351,7 @@ void fast_args(bool quant, const sw_tq_params* p, const Args& a, uint32_t kv_fir
   // codebooks and centroid tables in the code of the kind's first (at fractional rates the
   // wider) sub-vector: nb magnitude bits, then the sign
   for (uint32_t t = 0; t < 4; ++t) {
-    const tq_kind& kt = a.kind[t / 2];
+    const tq_kind& kt = kinds[t / 2];
     const tq_sub_plan& sp = kt.sub[t % 2];
     const uint32_t nb = kt.sub[0].mse_bits > 1 ? kt.sub[0].mse_bits - 1 : 0;
     const uint32_t levels = sp.mse_bits == 0 ? 0 : 1u << (sp.mse_bits - 1);
@@ -1372,14 +1373,16 @@ void fast_args(bool quant, const sw_tq_params* p, const Args& a, uint32_t kv_fir
   if (fa.groups_per_tile < 1) fa.groups_per_tile = 1;
   if (fa.groups_per_tile > p->kv_heads) fa.groups_per_tile = p->kv_heads;
   fa.tiles_per_seg.set((p->kv_heads + fa.groups_per_tile - 1) / fa.groups_per_tile);
-  fa.tiles_per_block.set(p->layers * kv_count * fa.tiles_per_seg.d);
+  fa.tiles_per_block.set(layers * kv_count * fa.tiles_per_seg.d);
   fa.tokens.set(p->tokens);
   fa.kind = k;
   const uint32_t norms_end = k.norms_off + p->tokens * k.nsub * 4;
   fa.padded = norms_end != k.rnorms_off || (k.qjl && k.rnorms_off + p->tokens * k.nsub * 4 != k.codes_off) ||
               k.codes_off + p->tokens * k.token_bytes != k.record_bytes;
-  fa.layer_q_bytes = p->kv_heads * (a.kind[0].record_bytes + a.kind[1].record_bytes);
-  fa.values_off = p->kv_heads * a.kind[0].record_bytes;
+  fa.layer0 = layer0;
+  fa.range_off = (uint32_t)tq_layer_offset(p, &a.layout, layer0);
+  fa.layer_q_bytes = p->kv_heads * (kinds[0].record_bytes + kinds[1].record_bytes);
+  fa.values_off = p->kv_heads * kinds[0].record_bytes;
   fa.tile_bytes = fa.groups_per_tile * p->tokens * kFastRow;
   fa.warp_smem = (quant ? 2 : 1) * fa.tile_bytes + (k.fractional ? tq_align16(fast_scratch_bytes(fa.groups_per_tile)) : 0u);
 }
@@ -1401,15 +1404,17 @@ template <int DT> const void* fast_kernel(bool quant, const tq_kind& k) {
   return nullptr;
 }
 
-// One launch for both kinds when they share a rate, else one for each; blocks in chunks
-// whose tiles number below 2^31 (FastDiv's range).
-cudaError_t launch_fast(bool quant, const sw_tq_params* p, const Args& a, int sms, cudaStream_t s) {
-  const uint32_t kv_count = p->key_bits_x2 == p->value_bits_x2 ? 2 : 1;
+// The launches of one range of layers of one class: one for both kinds when they share a
+// rate, else one for each; blocks in chunks whose tiles number below 2^31 (FastDiv's range).
+cudaError_t launch_fast_range(bool quant, const sw_tq_params* p, const Args& a, uint32_t layer0, uint32_t layers, int sms,
+                              cudaStream_t s) {
+  const uint32_t outer = tq_outer_layer(p, layer0);
+  const uint32_t kv_count = tq_bits_x2(p, outer, 0) == tq_bits_x2(p, outer, 1) ? 2 : 1;
   for (uint32_t kv = 0; kv < 2; kv += kv_count) {
     FastArgs fa;
-    fast_args(quant, p, a, kv, kv_count, fa);
-    const void* fn = p->dtype == SW_DTYPE_BF16 ? fast_kernel<SW_DTYPE_BF16>(quant, a.kind[kv])
-                                               : fast_kernel<SW_DTYPE_FP16>(quant, a.kind[kv]);
+    fast_args(quant, p, a, layer0, layers, kv, kv_count, fa);
+    const void* fn = p->dtype == SW_DTYPE_BF16 ? fast_kernel<SW_DTYPE_BF16>(quant, fa.kind)
+                                               : fast_kernel<SW_DTYPE_FP16>(quant, fa.kind);
     if (!fn) return cudaErrorInvalidValue;
     const size_t smem = (size_t)fa.warp_smem * kFastWarps;
     int per_sm = 0;
@@ -1434,6 +1439,18 @@ cudaError_t launch_fast(bool quant, const sw_tq_params* p, const Args& a, int sm
   return cudaSuccess;
 }
 
+// The layer ranges of the classes in block order: the first outer layers, the inner ones, the
+// last outer ones (each may be empty).
+cudaError_t launch_fast(bool quant, const sw_tq_params* p, const Args& a, int sms, cudaStream_t s) {
+  const uint32_t bounds[4] = {0, p->outer_first, p->layers - p->outer_last, p->layers};
+  for (int range = 0; range < 3; ++range) {
+    if (bounds[range + 1] == bounds[range]) continue;
+    cudaError_t e = launch_fast_range(quant, p, a, bounds[range], bounds[range + 1] - bounds[range], sms, s);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
 int fail(char* err, size_t len, int code, const char* msg, const char* detail) {
   if (err && len) snprintf(err, len, "%s%s%s", msg, detail ? ": " : "", detail ? detail : "");
   return code;
@@ -1448,8 +1465,8 @@ int launch(bool quant, const sw_tq_params* p, const void* raw_base, size_t raw_s
     return fail(err, len, SW_TQ_EPARAMS, "CUDA quantizer: base pointers and strides must be multiples of 16 bytes", nullptr);
   if (n_blocks == 0) return SW_TQ_OK;
   Args a;
-  tq_make_kind(p, 0, &a.kind[0]);
-  tq_make_kind(p, 1, &a.kind[1]);
+  a.p = *p;
+  tq_make_layout(p, &a.layout);
   sw_tq_write_header(p, a.header);
   a.kv_heads = p->kv_heads;
   a.head_dim = p->head_dim;

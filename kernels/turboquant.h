@@ -16,8 +16,8 @@
 extern "C" {
 #endif
 
-#define SW_TQ_FORMAT_VERSION 2u         /* written by this build: three rotation rounds */
-#define SW_TQ_OLDEST_FORMAT_VERSION 1u  /* still read (and written on request): one round */
+#define SW_TQ_FORMAT_VERSION 2u         /* written by this build: three rotation rounds, outer layers */
+#define SW_TQ_OLDEST_FORMAT_VERSION 1u  /* still read (and written on request): one round, one rate */
 #define SW_TQ_HEADER_BYTES 64u
 
 enum sw_dtype { SW_DTYPE_FP32 = 0, SW_DTYPE_FP16 = 1, SW_DTYPE_BF16 = 2 };
@@ -39,6 +39,9 @@ typedef struct sw_tq_params {
   uint32_t dtype;         /* enum sw_dtype */
   uint32_t key_bits_x2;   /* bits per key value, times two: 2..8 (1.0 to 4.0 in halves) */
   uint32_t value_bits_x2; /* likewise for values */
+  /* Outer layers (format 2): the first `outer_first` and the last `outer_last` layers take
+   * outer_key_bits_x2 / outer_value_bits_x2 instead; all four zero when there are none. */
+  uint32_t outer_first, outer_last, outer_key_bits_x2, outer_value_bits_x2;
   uint32_t variant;       /* enum sw_tq_variant */
   uint32_t version;       /* format version written or read: 0 = SW_TQ_FORMAT_VERSION */
   uint64_t seed;          /* random rotation seed */

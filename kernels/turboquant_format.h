@@ -126,9 +126,22 @@ static inline void tq_make_sub_plan(uint64_t seed, uint32_t dim, uint32_t sub, u
   }
 }
 
-/* kv: 0 = keys, 1 = values. Parameters must have passed sw_tq_check_params. */
-static inline void tq_make_kind(const sw_tq_params* p, uint32_t kv, tq_kind* k) {
-  uint32_t bx2 = kv ? p->value_bits_x2 : p->key_bits_x2;
+/* Whether a layer is one of the outer ones (the first outer_first or the last outer_last). */
+TQ_HD uint32_t tq_outer_layer(const sw_tq_params* p, uint32_t layer) {
+  return layer < p->outer_first || layer + p->outer_last >= p->layers;
+}
+
+/* Bits per value times two of the keys (kv 0) or values (kv 1) of an outer or inner layer
+ * (without outer layers, the outer kinds are the inner ones). */
+static inline uint32_t tq_bits_x2(const sw_tq_params* p, uint32_t outer, uint32_t kv) {
+  if (outer && (p->outer_first || p->outer_last)) return kv ? p->outer_value_bits_x2 : p->outer_key_bits_x2;
+  return kv ? p->value_bits_x2 : p->key_bits_x2;
+}
+
+/* outer: the kind of an outer layer; kv: 0 = keys, 1 = values. Parameters must have passed
+ * sw_tq_check_params. */
+static inline void tq_make_kind(const sw_tq_params* p, uint32_t outer, uint32_t kv, tq_kind* k) {
+  uint32_t bx2 = tq_bits_x2(p, outer, kv);
   memset(k, 0, sizeof *k);
   k->fractional = bx2 & 1u;
   k->nsub = 1u + k->fractional;
@@ -152,12 +165,39 @@ static inline void tq_make_kind(const sw_tq_params* p, uint32_t kv, tq_kind* k) 
   k->record_bytes = k->codes_off + tq_align16(p->tokens * k->token_bytes);
 }
 
-/* Byte offset of group g's record from the start of the quantized block. */
-static inline uint64_t tq_record_offset(const sw_tq_params* p, const tq_kind* k, const tq_kind* v, uint32_t g) {
-  uint32_t head = g % p->kv_heads, kv = (g / p->kv_heads) % 2u, layer = g / (2u * p->kv_heads);
-  uint64_t per_layer = (uint64_t)p->kv_heads * (k->record_bytes + v->record_bytes);
-  return SW_TQ_HEADER_BYTES + layer * per_layer + (kv ? (uint64_t)p->kv_heads * k->record_bytes : 0u) +
-         (uint64_t)head * (kv ? v->record_bytes : k->record_bytes);
+/* The records of a block: kind[2 * outer + kv], and the bytes of one layer's records, of an
+ * inner and of an outer layer. Layers lie in order, each its K records then its V records. */
+typedef struct tq_layout {
+  tq_kind kind[4];
+  uint64_t layer_bytes[2];
+} tq_layout;
+
+static inline void tq_make_layout(const sw_tq_params* p, tq_layout* l) {
+  for (uint32_t i = 0; i < 4; ++i) tq_make_kind(p, i / 2u, i % 2u, &l->kind[i]);
+  for (uint32_t o = 0; o < 2; ++o)
+    l->layer_bytes[o] = (uint64_t)p->kv_heads * (l->kind[2 * o].record_bytes + l->kind[2 * o + 1].record_bytes);
 }
+
+/* Byte offset of a layer's first record from the start of the quantized block. */
+TQ_HD uint64_t tq_layer_offset(const sw_tq_params* p, const tq_layout* l, uint32_t layer) {
+  uint32_t outer_before = (layer < p->outer_first ? layer : p->outer_first) +
+                          (layer + p->outer_last > p->layers ? layer + p->outer_last - p->layers : 0u);
+  return SW_TQ_HEADER_BYTES + (uint64_t)outer_before * l->layer_bytes[1] + (uint64_t)(layer - outer_before) * l->layer_bytes[0];
+}
+
+/* Group g = (layer, kv, head) in raw order: its kind and its record's byte offset. */
+TQ_HD const tq_kind* tq_group_kind(const sw_tq_params* p, const tq_layout* l, uint32_t g) {
+  uint32_t layer = g / (2u * p->kv_heads), kv = (g / p->kv_heads) % 2u;
+  return &l->kind[2u * tq_outer_layer(p, layer) + kv];
+}
+TQ_HD uint64_t tq_record_offset(const sw_tq_params* p, const tq_layout* l, uint32_t g) {
+  uint32_t head = g % p->kv_heads, kv = (g / p->kv_heads) % 2u, layer = g / (2u * p->kv_heads);
+  const tq_kind* k = &l->kind[2u * tq_outer_layer(p, layer)];
+  return tq_layer_offset(p, l, layer) + (kv ? (uint64_t)p->kv_heads * k[0].record_bytes : 0u) +
+         (uint64_t)head * k[kv].record_bytes;
+}
+
+/* Quantized bytes of a block (header included). */
+static inline uint64_t tq_block_bytes(const sw_tq_params* p, const tq_layout* l) { return tq_layer_offset(p, l, p->layers); }
 
 #endif

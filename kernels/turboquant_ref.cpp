@@ -256,25 +256,21 @@ template <uint32_t DT> void outlier_mask(const uint8_t* src, uint32_t tokens, ui
   }
 }
 
-struct Kinds {
-  tq_kind k[2];
-  explicit Kinds(const sw_tq_params* p) {
-    tq_make_kind(p, 0, &k[0]);
-    tq_make_kind(p, 1, &k[1]);
-  }
+struct Layout : tq_layout {
+  explicit Layout(const sw_tq_params* p) { tq_make_layout(p, this); }
 };
 
 template <uint32_t DT>
 void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint32_t first, uint32_t n) {
-  const Kinds kinds(p);
+  const Layout layout(p);
   const uint32_t D = p->head_dim, T = p->tokens;
   const size_t group_raw = static_cast<size_t>(T) * D * dtype_bytes(DT);
   Batch b;
   uint16_t idx[2][TQ_MAX_DIM / 2];
   for (uint32_t g = first; g < first + n; ++g) {
-    const tq_kind& k = kinds.k[(g / p->kv_heads) % 2];
+    const tq_kind& k = *tq_group_kind(p, &layout, g);
     const uint8_t* src = raw + g * group_raw;
-    uint8_t* rec = q + tq_record_offset(p, &kinds.k[0], &kinds.k[1], g);
+    uint8_t* rec = q + tq_record_offset(p, &layout, g);
     std::memset(rec, 0, k.record_bytes);  // padding is zero
     if (k.fractional) {
       outlier_mask<DT>(src, T, D, rec);
@@ -306,15 +302,15 @@ void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint
 
 template <uint32_t DT>
 void dequantize_groups(const sw_tq_params* p, const uint8_t* q, uint8_t* raw, uint32_t first, uint32_t n) {
-  const Kinds kinds(p);
+  const Layout layout(p);
   const uint32_t D = p->head_dim, T = p->tokens;
   const size_t group_raw = static_cast<size_t>(T) * D * dtype_bytes(DT);
   Batch b;
   uint16_t idx[2][TQ_MAX_DIM / 2];
   for (uint32_t g = first; g < first + n; ++g) {
-    const tq_kind& k = kinds.k[(g / p->kv_heads) % 2];
+    const tq_kind& k = *tq_group_kind(p, &layout, g);
     uint8_t* dst = raw + g * group_raw;
-    const uint8_t* rec = q + tq_record_offset(p, &kinds.k[0], &kinds.k[1], g);
+    const uint8_t* rec = q + tq_record_offset(p, &layout, g);
     if (k.fractional) split_channels(rec, D, idx);
     for (uint32_t t0 = 0; t0 < T; t0 += kW) {
       const uint32_t nw = std::min(kW, T - t0);
@@ -360,8 +356,8 @@ uint32_t get32(const uint8_t* p) { return get16(p) | (get16(p + 2) << 16); }
 uint64_t get64(const uint8_t* p) { return get32(p) | (static_cast<uint64_t>(get32(p + 4)) << 32); }
 
 uint64_t payload_bytes(const sw_tq_params* p) {
-  const Kinds kinds(p);
-  return static_cast<uint64_t>(p->layers) * p->kv_heads * (kinds.k[0].record_bytes + kinds.k[1].record_bytes);
+  const Layout layout(p);
+  return tq_block_bytes(p, &layout) - SW_TQ_HEADER_BYTES;
 }
 
 template <typename... A> int fail(char* err, size_t len, int code, const char* fmt, A... a) {
@@ -387,6 +383,18 @@ int sw_tq_check_params(const sw_tq_params* p, char* err, size_t len) {
   else if (p->variant > SW_TQ_PROD) msg = "variant: must be 0 (mse) or 1 (prod)";
   else if (p->version != 0 && (p->version < SW_TQ_OLDEST_FORMAT_VERSION || p->version > SW_TQ_FORMAT_VERSION))
     msg = "version: must be 0 (this build's format) or a format version this build reads";
+  else if (p->outer_first > p->layers || p->outer_last > p->layers - p->outer_first)
+    msg = "outer_first + outer_last: must not exceed layers";
+  else if ((p->outer_first || p->outer_last) && tq_version(p) < 2)
+    msg = "outer_first, outer_last: format version 1 has one rate for all layers";
+  else if ((p->outer_first || p->outer_last) && (p->outer_key_bits_x2 < 2 || p->outer_key_bits_x2 > 8))
+    msg = "outer_key_bits_x2: must be in 2..8 (1.0 to 4.0 bits in halves)";
+  else if ((p->outer_first || p->outer_last) && (p->outer_value_bits_x2 < 2 || p->outer_value_bits_x2 > 8))
+    msg = "outer_value_bits_x2: must be in 2..8 (1.0 to 4.0 bits in halves)";
+  else if (!p->outer_first && !p->outer_last && (p->outer_key_bits_x2 || p->outer_value_bits_x2))
+    msg = "outer_key_bits_x2, outer_value_bits_x2: must be 0 without outer layers";
+  else if (static_cast<uint64_t>(p->layers) * 2 * p->kv_heads > 0xFFFFFFFFull) msg = "layers * kv_heads: too many groups";
+  else if (payload_bytes(p) > 0xFFFFFFFFull) msg = "geometry: quantized payload exceeds the format's 4 GiB limit";
   if (!msg) return SW_TQ_OK;
   if (err && len) std::snprintf(err, len, "%s", msg);
   return SW_TQ_EPARAMS;
@@ -421,6 +429,10 @@ void sw_tq_write_header(const sw_tq_params* p, void* quantized) {
   uint64_t payload = payload_bytes(p);
   for (int i = 0; i < 4; ++i) h[20 + i] = static_cast<uint8_t>(payload >> (8 * i));
   for (int i = 0; i < 8; ++i) h[24 + i] = static_cast<uint8_t>(p->seed >> (8 * i));
+  put16(h + 32, p->outer_first);
+  put16(h + 34, p->outer_last);
+  h[36] = static_cast<uint8_t>(p->outer_key_bits_x2);
+  h[37] = static_cast<uint8_t>(p->outer_value_bits_x2);
 }
 
 int sw_tq_check_header(const sw_tq_params* p, const void* quantized, char* err, size_t len) {
@@ -445,13 +457,17 @@ int sw_tq_check_header(const sw_tq_params* p, const void* quantized, char* err, 
       {"key_bits_x2", h[16], p->key_bits_x2},
       {"value_bits_x2", h[17], p->value_bits_x2},
       {"seed", get64(h + 24), p->seed},
+      {"outer_first", get16(h + 32), p->outer_first},
+      {"outer_last", get16(h + 34), p->outer_last},
+      {"outer_key_bits_x2", h[36], p->outer_key_bits_x2},
+      {"outer_value_bits_x2", h[37], p->outer_value_bits_x2},
   };
   for (const auto& f : fields)
     if (f.got != f.want)
       return fail(err, len, SW_TQ_EMISMATCH, "quantized block was written with %s = %llu, but %llu was asked for",
                   f.name, f.got, f.want);
   bool reserved_zero = get16(h + 18) == 0;
-  for (uint32_t i = 32; i < SW_TQ_HEADER_BYTES; ++i) reserved_zero = reserved_zero && h[i] == 0;
+  for (uint32_t i = 38; i < SW_TQ_HEADER_BYTES; ++i) reserved_zero = reserved_zero && h[i] == 0;
   if (!reserved_zero) return fail(err, len, SW_TQ_EFORMAT, "quantized block header: reserved bytes are not zero");
   if (get32(h + 20) != payload_bytes(p))
     return fail(err, len, SW_TQ_EFORMAT, "quantized block header: payload of %llu bytes, the parameters give %llu",

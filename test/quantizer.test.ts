@@ -321,3 +321,27 @@ test('blocks written in format 1 still read, to the values that format gave', as
     return true;
   });
 });
+
+test('outer layers are coded at their own bit widths, named in the header, and must match to read', async () => {
+  const outerLayers = { first: 1, last: 1, keyBits: 4, valueBits: 4 };
+  const p: QuantParams = { ...BASE, layers: 4, keyBits: 2, valueBits: 2.5, outerLayers };
+  const x = block(p, 21);
+  const { y, stored } = await roundTrip(p, x);
+  assert.deepEqual([stored.readUInt16LE(32), stored.readUInt16LE(34), stored[36], stored[37]], [1, 1, 8, 8]);
+  // error per layer: layers 0 and 3 at 4 bits, 1 and 2 at 2 / 2.5
+  const layerValues = x.length / p.layers;
+  const layerError = (l: number) => relError(x.subarray(l * layerValues, (l + 1) * layerValues), y.subarray(l * layerValues, (l + 1) * layerValues));
+  for (const l of [0, 3]) assert.ok(layerError(l) < BOUND_FACTOR * PREDICTED.mse[4]!, `layer ${l}: ${layerError(l)}`);
+  for (const l of [1, 2]) assert.ok(layerError(l) > 4 * PREDICTED.mse[4]!, `layer ${l}: ${layerError(l)}`);
+  // the block is the sum of its layers' records
+  const at = (bits: number) => (quantizedBytes({ ...BASE, layers: 4, keyBits: bits, valueBits: bits }) - 64) / 4;
+  const inner = (quantizedBytes({ ...BASE, layers: 4, keyBits: 2, valueBits: 2.5 }) - 64) / 4;
+  assert.equal(stored.length, 64 + 2 * at(4) + 2 * inner);
+  // the same size, other layers outer
+  await rejects(dequantize({ ...p, outerLayers: { ...outerLayers, first: 2, last: 0 } }, stored), 'QUANT_MISMATCH', /outer_first/);
+  await rejects(dequantize({ ...p, outerLayers: undefined }, stored), 'QUANT_MISMATCH', /outer_first/);
+  assert.throws(() => quantizedBytes({ ...p, outerLayers: { ...outerLayers, first: 3, last: 2 } }), (err: Error & { code?: string }) =>
+    err.code === 'QUANT_PARAMS' && /outer_first \+ outer_last/.test(err.message));
+  assert.throws(() => quantizedBytes({ ...p, formatVersion: 1 }), (err: Error & { code?: string }) =>
+    err.code === 'QUANT_PARAMS' && /version 1/.test(err.message));
+});

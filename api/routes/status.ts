@@ -41,7 +41,7 @@ export const statusRoutes: RoutePlugin = async (app, { ctx }) => {
   const steadyJson = () => {
     if (keptFor !== sampler.backend) {
       keptFor = sampler.backend;
-      keptJson = JSON.stringify({ backend: keptFor, capacity, config }).slice(1, -1);
+      keptJson = JSON.stringify({ backend: keptFor, capacity, quantization: store.layout.quantization, config }).slice(1, -1);
     }
     return keptJson;
   };
@@ -59,6 +59,7 @@ export const statusRoutes: RoutePlugin = async (app, { ctx }) => {
     return {
       backend: sampler.backend,
       capacity,
+      quantization: store.layout.quantization,
       limits: store.limits,
       stats: store.stats(),
       load: {
