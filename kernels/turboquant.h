@@ -1,5 +1,5 @@
 /* TurboQuant-style KV block quantization: the C ABI shared by the C++ reference
- * (turboquant_ref.cpp), the CUDA kernels (turboquant.cu) and the addon.
+ * (turboquant_ref.cpp), the CUDA kernels (turboquant_*.cu) and the addon.
  *
  * A raw block is [layer][kv: 0 = K, 1 = V][kv_head][token][head_dim] of `dtype`.
  * A "group" is one (layer, kv, kv_head): `tokens` vectors of `head_dim` values, the unit
@@ -66,7 +66,7 @@ void sw_tq_quantize_groups(const sw_tq_params* p, const void* raw, void* quantiz
 void sw_tq_dequantize_groups(const sw_tq_params* p, const void* quantized, void* raw,
                              uint32_t first_group, uint32_t n_groups);
 
-/* CUDA path (turboquant.cu, compiled only where nvcc is found). Many blocks per
+/* CUDA path (turboquant_launch.cu, compiled only where nvcc is found). Many blocks per
  * launch: block i is read from base + slots[i] * stride. Slot arrays live in device
  * memory. `stream` is a cudaStream_t. Header and codes are identical to the reference's
  * up to ties at codebook boundaries (one level at most). */

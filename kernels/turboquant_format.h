@@ -1,5 +1,5 @@
 /* Quantized block formats (v2, and v1 read for old blocks) and the per-sub-vector constants shared by the C++ reference
- * (turboquant_ref.cpp) and the CUDA kernels (turboquant.cu), so both compute the same codes.
+ * (turboquant_ref.cpp) and the CUDA kernels (turboquant_*.cu), so both compute the same codes.
  * docs/QUANTIZATION.md describes the format byte by byte. */
 #ifndef SPILLWAY_TURBOQUANT_FORMAT_H
 #define SPILLWAY_TURBOQUANT_FORMAT_H

@@ -63,30 +63,35 @@ test('GPU: the POSIX fallback, forced on, keeps every block and says it is in us
   }
 });
 
-test('GPU and host quantize a block to the same stored bytes', { skip: noGpu }, async () => {
-  const dirs = [tempDir(), tempDir()];
-  const gpu = await tinyStore(dirs[0]!.path, { raw: 1, quantized: 4, disk: 4 });
-  const host = await tinyStore(dirs[1]!.path, { raw: 1, quantized: 4, disk: 4 }, { backend: 'host' });
-  try {
-    let differing = 0;
-    for (const store of [gpu, host]) {
-      const { id } = store.createSequence('agree');
-      store.allocate(id, 4);
-      for (let i = 0; i < 4; i++) await store.write(id, i, blockContent(42 + i)); // blocks 0-2 demoted to tier 1
+// 4 bits throughout, and layer 0 at 4 bits with the other at 3 for keys and 2.5 for values
+const RATES = [{}, { keyBits: 3, valueBits: 2.5, outerLayers: { first: 1, last: 0, keyBits: 4, valueBits: 4 } }];
+
+for (const quantization of RATES) {
+  test(`GPU and host quantize a block to the same stored bytes and dequantize it to the same values (${JSON.stringify(quantization)})`, { skip: noGpu }, async () => {
+    const dirs = [tempDir(), tempDir()];
+    const gpu = await tinyStore(dirs[0]!.path, { raw: 1, quantized: 4, disk: 4 }, { quantization });
+    const host = await tinyStore(dirs[1]!.path, { raw: 1, quantized: 4, disk: 4 }, { backend: 'host', quantization });
+    try {
+      let differing = 0;
+      for (const store of [gpu, host]) {
+        const { id } = store.createSequence('agree');
+        store.allocate(id, 4);
+        for (let i = 0; i < 4; i++) await store.write(id, i, blockContent(42 + i)); // blocks 0-2 demoted to tier 1
+      }
+      for (let i = 0; i < 3; i++) {
+        const a = await gpu.read('agree', i, { format: 'stored' });
+        const b = await host.read('agree', i, { format: 'stored' });
+        assert.equal(a.format, 'quantized');
+        for (let k = 0; k < a.data.length; k++) if (a.data[k] !== b.data[k]) differing++;
+        const ra = await gpu.read('agree', i, { promote: false });
+        const rb = await host.read('agree', i, { promote: false });
+        assert.ok(ra.data.equals(rb.data), `dequantized block ${i} differs between GPU and host`);
+      }
+      assert.equal(differing, 0, `${differing} stored bytes differ between the GPU kernels and the C++ reference`);
+    } finally {
+      await gpu.close();
+      await host.close();
+      for (const d of dirs) d.cleanup();
     }
-    for (let i = 0; i < 3; i++) {
-      const a = await gpu.read('agree', i, { format: 'stored' });
-      const b = await host.read('agree', i, { format: 'stored' });
-      assert.equal(a.format, 'quantized');
-      for (let k = 0; k < a.data.length; k++) if (a.data[k] !== b.data[k]) differing++;
-      const ra = await gpu.read('agree', i, { promote: false });
-      const rb = await host.read('agree', i, { promote: false });
-      assert.ok(relativeError(ra.data, rb.data) < 1e-4, `dequantized block ${i} differs between GPU and host`);
-    }
-    assert.equal(differing, 0, `${differing} stored bytes differ between the GPU kernels and the C++ reference`);
-  } finally {
-    await gpu.close();
-    await host.close();
-    for (const d of dirs) d.cleanup();
-  }
-});
+  });
+}
