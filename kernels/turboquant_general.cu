@@ -178,12 +178,15 @@ template <int E, int MSE, bool QJL> __device__ void quantize_item(const tq_sub_p
     read_run<E>(it.in_row, tm.lane * E, it.dtype, x);
   }
   const float norm = team_norm<E>(x, tm);
-#pragma unroll 1
-  for (uint32_t r = 0; r < sp.rounds; ++r) {
-    const uint32_t rs = sp.rot_signs[r][tm.lane];
+  // the rounds unrolled (a loop over them spilled 104 bytes a thread at 80 registers)
 #pragma unroll
-    for (int i = 0; i < E; ++i) x[i] = flip(x[i], sign_bit(rs, i));
-    fwht<E>(x, tm);
+  for (uint32_t r = 0; r < TQ_MAX_ROUNDS; ++r) {
+    if (r < sp.rounds) {
+      const uint32_t rs = sp.rot_signs[r][tm.lane];
+#pragma unroll
+      for (int i = 0; i < E; ++i) x[i] = flip(x[i], sign_bit(rs, i));
+      fwht<E>(x, tm);
+    }
   }
   // compare the rotated y against boundaries scaled by gain |x| (no division)
   const float scale = __fmul_rn(norm, sp.gain);
