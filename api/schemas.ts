@@ -58,6 +58,15 @@ export const Capacity = z.object({
   tokensPerBlock: Count, rawBlockBytes: Count, quantizedBlockBytes: Count, compressionRatio: z.number(),
   totalBlocks: Count, totalTokens: Count, tiers: z.array(TierCapacity), memory: MemoryBudget,
 });
+export const Quantization = z.object({
+  bitsPerValue: z.number().describe('bits a quantized block stores per value: codes, norms, masks, padding and header'),
+  classes: z.array(z.object({
+    layers: z.string().describe('a layer range, "0-1"'),
+    keyBits: z.number(), valueBits: z.number(),
+    keyBitsStored: z.number().describe('bits per key value stored, norms and masks included'),
+    valueBitsStored: z.number(),
+  })).describe('the bit widths per range of layers, in layer order'),
+}).describe('the quantized tiers\' bit widths per layer and per K/V');
 export const Limits = z.object({
   maxTokensPerSequence: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
   maxLiveSequences: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
@@ -102,6 +111,7 @@ export const StatusResponse = z.object({
   backend: Backend,
   recovery: Recovery.nullable(),
   capacity: Capacity,
+  quantization: Quantization,
   limits: Limits,
   stats: Stats,
   load: Load,

@@ -1,5 +1,5 @@
 /* TurboQuant-style KV block quantization: the C ABI shared by the C++ reference
- * (turboquant_ref.cpp), the CUDA kernels (turboquant.cu) and the addon.
+ * (turboquant_ref.cpp), the CUDA kernels (turboquant_*.cu) and the addon.
  *
  * A raw block is [layer][kv: 0 = K, 1 = V][kv_head][token][head_dim] of `dtype`.
  * A "group" is one (layer, kv, kv_head): `tokens` vectors of `head_dim` values, the unit
@@ -16,7 +16,8 @@
 extern "C" {
 #endif
 
-#define SW_TQ_FORMAT_VERSION 1u
+#define SW_TQ_FORMAT_VERSION 2u         /* written by this build: three rotation rounds, outer layers */
+#define SW_TQ_OLDEST_FORMAT_VERSION 1u  /* still read (and written on request): one round, one rate */
 #define SW_TQ_HEADER_BYTES 64u
 
 enum sw_dtype { SW_DTYPE_FP32 = 0, SW_DTYPE_FP16 = 1, SW_DTYPE_BF16 = 2 };
@@ -38,7 +39,11 @@ typedef struct sw_tq_params {
   uint32_t dtype;         /* enum sw_dtype */
   uint32_t key_bits_x2;   /* bits per key value, times two: 2..8 (1.0 to 4.0 in halves) */
   uint32_t value_bits_x2; /* likewise for values */
+  /* Outer layers (format 2): the first `outer_first` and the last `outer_last` layers take
+   * outer_key_bits_x2 / outer_value_bits_x2 instead; all four zero when there are none. */
+  uint32_t outer_first, outer_last, outer_key_bits_x2, outer_value_bits_x2;
   uint32_t variant;       /* enum sw_tq_variant */
+  uint32_t version;       /* format version written or read: 0 = SW_TQ_FORMAT_VERSION */
   uint64_t seed;          /* random rotation seed */
 } sw_tq_params;
 
@@ -47,6 +52,10 @@ int sw_tq_check_params(const sw_tq_params* p, char* err, size_t err_len);
 size_t sw_tq_raw_bytes(const sw_tq_params* p);
 size_t sw_tq_quantized_bytes(const sw_tq_params* p);
 uint32_t sw_tq_groups(const sw_tq_params* p); /* layers * 2 * kv_heads */
+
+/* The format version a quantized block's header names (0 without the magic): a reader sets
+ * params.version to it, then checks the header. */
+uint32_t sw_tq_header_version(const void* quantized);
 
 /* Reference (host) path. A block is quantized by writing its header once and its groups
  * in any split across threads; groups touch disjoint bytes. */
@@ -57,7 +66,7 @@ void sw_tq_quantize_groups(const sw_tq_params* p, const void* raw, void* quantiz
 void sw_tq_dequantize_groups(const sw_tq_params* p, const void* quantized, void* raw,
                              uint32_t first_group, uint32_t n_groups);
 
-/* CUDA path (turboquant.cu, compiled only where nvcc is found). Many blocks per
+/* CUDA path (turboquant_launch.cu, compiled only where nvcc is found). Many blocks per
  * launch: block i is read from base + slots[i] * stride. Slot arrays live in device
  * memory. `stream` is a cudaStream_t. Header and codes are identical to the reference's
  * up to ties at codebook boundaries (one level at most). */

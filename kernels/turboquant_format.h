@@ -1,5 +1,5 @@
-/* Quantized block format v1 and the per-sub-vector constants shared by the C++ reference
- * (turboquant_ref.cpp) and the CUDA kernels (turboquant.cu), so both compute the same codes.
+/* Quantized block formats (v2, and v1 read for old blocks) and the per-sub-vector constants shared by the C++ reference
+ * (turboquant_ref.cpp) and the CUDA kernels (turboquant_*.cu), so both compute the same codes.
  * docs/QUANTIZATION.md describes the format byte by byte. */
 #ifndef SPILLWAY_TURBOQUANT_FORMAT_H
 #define SPILLWAY_TURBOQUANT_FORMAT_H
@@ -38,7 +38,11 @@ TQ_HD uint64_t tq_splitmix64(uint64_t state, uint64_t n) {
   return z ^ (z >> 31);
 }
 
-enum { TQ_SIGNS_ROTATION = 0, TQ_SIGNS_QJL = 1 };
+/* Purposes of the sign diagonals. The stream index packs (dim << 4) | (sub << 1) | purpose;
+ * rotation rounds after the first take purposes 4 and 5 (bit 2), which no v1 stream used. */
+enum { TQ_SIGNS_ROTATION = 0, TQ_SIGNS_QJL = 1, TQ_SIGNS_ROUND2 = 4, TQ_SIGNS_ROUND3 = 5 };
+
+#define TQ_MAX_ROUNDS 3u
 
 /* 32 sign bits (bit j set: negate coordinate 32*word + j) of the random diagonal of one
  * randomized Hadamard transform, chosen by (seed, dim, sub-vector, purpose). */
@@ -63,13 +67,21 @@ TQ_HD float tq_bf16_to_f32(uint16_t h) {
 }
 
 /* What one sub-vector of a K or V vector is quantized with. For an integer rate the
- * sub-vector is the whole head (dim = head_dim); for b + 0.5 there are two halves. */
+ * sub-vector is the whole head (dim = head_dim); for b + 0.5 there are two halves.
+ * The rotation is `rounds` randomized Hadamard transforms with independent sign diagonals:
+ * H D1 in v1, H D3 H D2 H D1 in v2. One round maps a one-hot vector to a flat one and a flat
+ * one to a one-hot one, which sit on codebook boundaries; two rounds leave them on a lattice
+ * of sums of +-1, whose error depends on the seed (up to 2.4x the Gaussian figure); after
+ * three, structured inputs code like Gaussian ones (docs/QUANTIZATION.md). The unnormalized
+ * transforms scale the norm by `gain` = sqrt(dim)^rounds, rounded to fp32. */
 typedef struct tq_sub_plan {
-  uint32_t dim, mse_bits, bits;       /* bits = mse_bits + 1 with a QJL sign plane */
-  float sqrt_d, inv_sqrt_d, qjl_scale; /* qjl_scale = sqrt(pi/2) / dim */
+  uint32_t dim, mse_bits, bits;        /* bits = mse_bits + 1 with a QJL sign plane */
+  uint32_t rounds;                     /* rotation rounds: 1 (v1) or 3 */
+  float gain, inv_gain, qjl_scale;     /* qjl_scale = sqrt(pi/2) / dim */
   float thr[7];                        /* positive codebook boundaries, ascending */
   float cent[8];                       /* nonnegative centroids by magnitude index */
-  uint32_t rot_signs[TQ_MAX_SIGN_WORDS], qjl_signs[TQ_MAX_SIGN_WORDS];
+  uint32_t rot_signs[TQ_MAX_ROUNDS][TQ_MAX_SIGN_WORDS]; /* applied before round r's transform */
+  uint32_t qjl_signs[TQ_MAX_SIGN_WORDS];
 } tq_sub_plan;
 
 /* One K or V record of a group: [mask][norms][residual norms][codes], each 16-aligned. */
@@ -86,14 +98,18 @@ typedef struct tq_kind {
 /* Host side: building the plans and the record layout. */
 #include "codebooks.h"
 
+/* The format version params ask for (0 means this build's). */
+static inline uint32_t tq_version(const sw_tq_params* p) { return p->version ? p->version : SW_TQ_FORMAT_VERSION; }
+
 static inline void tq_make_sub_plan(uint64_t seed, uint32_t dim, uint32_t sub, uint32_t bits, uint32_t qjl,
-                                    tq_sub_plan* sp) {
+                                    uint32_t rounds, tq_sub_plan* sp) {
   memset(sp, 0, sizeof *sp);
   sp->dim = dim;
   sp->bits = bits;
   sp->mse_bits = bits - qjl;
-  sp->sqrt_d = __builtin_sqrtf((float)dim);
-  sp->inv_sqrt_d = 1.0f / sp->sqrt_d;
+  sp->rounds = rounds;
+  sp->gain = (float)__builtin_pow(__builtin_sqrt((double)dim), (double)rounds);
+  sp->inv_gain = 1.0f / sp->gain;
   sp->qjl_scale = (float)(1.2533141373155003 / dim); /* sqrt(pi/2) / d */
   if (sp->mse_bits > 0) {
     uint32_t half = 1u << (sp->mse_bits - 1);
@@ -104,14 +120,28 @@ static inline void tq_make_sub_plan(uint64_t seed, uint32_t dim, uint32_t sub, u
   }
   for (uint32_t w = 0; w < (dim + 31) / 32; ++w) {
     uint32_t keep = dim >= 32 ? 0xFFFFFFFFu : (1u << dim) - 1u;
-    sp->rot_signs[w] = tq_sign_word(seed, dim, sub, TQ_SIGNS_ROTATION, w) & keep;
+    const uint32_t purpose[TQ_MAX_ROUNDS] = {TQ_SIGNS_ROTATION, TQ_SIGNS_ROUND2, TQ_SIGNS_ROUND3};
+    for (uint32_t r = 0; r < rounds; ++r) sp->rot_signs[r][w] = tq_sign_word(seed, dim, sub, purpose[r], w) & keep;
     sp->qjl_signs[w] = tq_sign_word(seed, dim, sub, TQ_SIGNS_QJL, w) & keep;
   }
 }
 
-/* kv: 0 = keys, 1 = values. Parameters must have passed sw_tq_check_params. */
-static inline void tq_make_kind(const sw_tq_params* p, uint32_t kv, tq_kind* k) {
-  uint32_t bx2 = kv ? p->value_bits_x2 : p->key_bits_x2;
+/* Whether a layer is one of the outer ones (the first outer_first or the last outer_last). */
+TQ_HD uint32_t tq_outer_layer(const sw_tq_params* p, uint32_t layer) {
+  return layer < p->outer_first || layer + p->outer_last >= p->layers;
+}
+
+/* Bits per value times two of the keys (kv 0) or values (kv 1) of an outer or inner layer
+ * (without outer layers, the outer kinds are the inner ones). */
+static inline uint32_t tq_bits_x2(const sw_tq_params* p, uint32_t outer, uint32_t kv) {
+  if (outer && (p->outer_first || p->outer_last)) return kv ? p->outer_value_bits_x2 : p->outer_key_bits_x2;
+  return kv ? p->value_bits_x2 : p->key_bits_x2;
+}
+
+/* outer: the kind of an outer layer; kv: 0 = keys, 1 = values. Parameters must have passed
+ * sw_tq_check_params. */
+static inline void tq_make_kind(const sw_tq_params* p, uint32_t outer, uint32_t kv, tq_kind* k) {
+  uint32_t bx2 = tq_bits_x2(p, outer, kv);
   memset(k, 0, sizeof *k);
   k->fractional = bx2 & 1u;
   k->nsub = 1u + k->fractional;
@@ -121,7 +151,7 @@ static inline void tq_make_kind(const sw_tq_params* p, uint32_t kv, tq_kind* k) 
   uint32_t bits[2] = {(bx2 + 1u) / 2u, bx2 / 2u};
   uint32_t off = 0;
   for (uint32_t s = 0; s < k->nsub; ++s) {
-    tq_make_sub_plan(p->seed, dim, s, bits[s], k->qjl, &k->sub[s]);
+    tq_make_sub_plan(p->seed, dim, s, bits[s], k->qjl, tq_version(p) >= 2u ? 3u : 1u, &k->sub[s]);
     k->plane_bytes[s] = dim / 8u;
     k->sub_off[s] = off;
     off += bits[s] * dim / 8u;
@@ -135,12 +165,39 @@ static inline void tq_make_kind(const sw_tq_params* p, uint32_t kv, tq_kind* k) 
   k->record_bytes = k->codes_off + tq_align16(p->tokens * k->token_bytes);
 }
 
-/* Byte offset of group g's record from the start of the quantized block. */
-static inline uint64_t tq_record_offset(const sw_tq_params* p, const tq_kind* k, const tq_kind* v, uint32_t g) {
-  uint32_t head = g % p->kv_heads, kv = (g / p->kv_heads) % 2u, layer = g / (2u * p->kv_heads);
-  uint64_t per_layer = (uint64_t)p->kv_heads * (k->record_bytes + v->record_bytes);
-  return SW_TQ_HEADER_BYTES + layer * per_layer + (kv ? (uint64_t)p->kv_heads * k->record_bytes : 0u) +
-         (uint64_t)head * (kv ? v->record_bytes : k->record_bytes);
+/* The records of a block: kind[2 * outer + kv], and the bytes of one layer's records, of an
+ * inner and of an outer layer. Layers lie in order, each its K records then its V records. */
+typedef struct tq_layout {
+  tq_kind kind[4];
+  uint64_t layer_bytes[2];
+} tq_layout;
+
+static inline void tq_make_layout(const sw_tq_params* p, tq_layout* l) {
+  for (uint32_t i = 0; i < 4; ++i) tq_make_kind(p, i / 2u, i % 2u, &l->kind[i]);
+  for (uint32_t o = 0; o < 2; ++o)
+    l->layer_bytes[o] = (uint64_t)p->kv_heads * (l->kind[2 * o].record_bytes + l->kind[2 * o + 1].record_bytes);
 }
+
+/* Byte offset of a layer's first record from the start of the quantized block. */
+TQ_HD uint64_t tq_layer_offset(const sw_tq_params* p, const tq_layout* l, uint32_t layer) {
+  uint32_t outer_before = (layer < p->outer_first ? layer : p->outer_first) +
+                          (layer + p->outer_last > p->layers ? layer + p->outer_last - p->layers : 0u);
+  return SW_TQ_HEADER_BYTES + (uint64_t)outer_before * l->layer_bytes[1] + (uint64_t)(layer - outer_before) * l->layer_bytes[0];
+}
+
+/* Group g = (layer, kv, head) in raw order: its kind and its record's byte offset. */
+TQ_HD const tq_kind* tq_group_kind(const sw_tq_params* p, const tq_layout* l, uint32_t g) {
+  uint32_t layer = g / (2u * p->kv_heads), kv = (g / p->kv_heads) % 2u;
+  return &l->kind[2u * tq_outer_layer(p, layer) + kv];
+}
+TQ_HD uint64_t tq_record_offset(const sw_tq_params* p, const tq_layout* l, uint32_t g) {
+  uint32_t head = g % p->kv_heads, kv = (g / p->kv_heads) % 2u, layer = g / (2u * p->kv_heads);
+  const tq_kind* k = &l->kind[2u * tq_outer_layer(p, layer)];
+  return tq_layer_offset(p, l, layer) + (kv ? (uint64_t)p->kv_heads * k[0].record_bytes : 0u) +
+         (uint64_t)head * k[kv].record_bytes;
+}
+
+/* Quantized bytes of a block (header included). */
+static inline uint64_t tq_block_bytes(const sw_tq_params* p, const tq_layout* l) { return tq_layer_offset(p, l, p->layers); }
 
 #endif

@@ -102,6 +102,14 @@ float float_of(uint32_t u) {
 
 float sign_of(const uint32_t* signs, uint32_t j) { return (signs[j >> 5] >> (j & 31)) & 1u ? -1.0f : 1.0f; }
 
+// Multiplies coordinate j of every lane by the sign diagonal's entry j (exact).
+void flip_signs(float (*v)[kW], const uint32_t* signs, uint32_t dim) {
+  for (uint32_t j = 0; j < dim; ++j) {
+    float s = sign_of(signs, j);
+    for (uint32_t w = 0; w < kW; ++w) v[j][w] *= s;
+  }
+}
+
 // b.v holds the (gathered) sub-vectors; fills norms and code planes (planes[0..MSE) are
 // the sign-magnitude MSE code, LSB first; plane MSE is the QJL sketch). MSE is the MSE
 // code's bit count, a template argument so that the per-value loops fully unroll.
@@ -109,17 +117,16 @@ template <uint32_t MSE, bool QJL> void quantize_sub(const tq_sub_plan& sp, Batch
   constexpr uint32_t kThr = MSE ? (1u << (MSE - 1)) - 1u : 0u;
   const uint32_t dim = sp.dim;
   tree_norm(b.v, dim, b.norm);
-  for (uint32_t j = 0; j < dim; ++j) {
-    float s = sign_of(sp.rot_signs, j);
-    for (uint32_t w = 0; w < kW; ++w) b.v[j][w] *= s;
+  for (uint32_t r = 0; r < sp.rounds; ++r) {
+    flip_signs(b.v, sp.rot_signs[r], dim);
+    fwht(b.v, dim);
   }
-  fwht(b.v, dim);
-  // y = H D x has norm sqrt(d) |x|: compare against boundaries scaled by sqrt(d) |x|
+  // y = H D_rounds ... H D_1 x has norm gain |x|: compare against boundaries scaled by gain |x|
   // instead of normalizing, so a zero vector needs no special case.
   float scale[kW], thr[kThr + 1][kW];
   uint32_t cent[kThr + 1];
   for (uint32_t i = 0; i <= kThr; ++i) cent[i] = bits_of(sp.cent[i]);
-  for (uint32_t w = 0; w < kW; ++w) scale[w] = b.norm[w] * sp.sqrt_d;
+  for (uint32_t w = 0; w < kW; ++w) scale[w] = b.norm[w] * sp.gain;
   for (uint32_t i = 0; i < kThr; ++i)
     for (uint32_t w = 0; w < kW; ++w) thr[i][w] = sp.thr[i] * scale[w];
   std::memset(b.planes, 0, sizeof b.planes);
@@ -145,11 +152,8 @@ template <uint32_t MSE, bool QJL> void quantize_sub(const tq_sub_plan& sp, Batch
   for (uint32_t j = 0; j < dim; ++j)
     for (uint32_t w = 0; w < kW; ++w) b.r[j][w] = std::fma(-b.r[j][w], scale[w], b.v[j][w]);
   tree_norm(b.r, dim, b.rnorm);
-  for (uint32_t w = 0; w < kW; ++w) b.rnorm[w] *= sp.inv_sqrt_d;
-  for (uint32_t j = 0; j < dim; ++j) {
-    float s = sign_of(sp.qjl_signs, j);
-    for (uint32_t w = 0; w < kW; ++w) b.r[j][w] *= s;
-  }
+  for (uint32_t w = 0; w < kW; ++w) b.rnorm[w] *= sp.inv_gain;
+  flip_signs(b.r, sp.qjl_signs, dim);
   fwht(b.r, dim);
   for (uint32_t j = 0; j < dim; ++j)
     for (uint32_t w = 0; w < kW; ++w) b.planes[MSE][j >> 5][w] |= (std::signbit(b.r[j][w]) ? 1u : 0u) << (j & 31);
@@ -188,9 +192,14 @@ template <uint32_t MSE, bool QJL> void dequantize_sub(const tq_sub_plan& sp, Bat
       for (uint32_t w = 0; w < kW; ++w) b.v[j][w] = std::fma(s * b.r[j][w], k[w], b.v[j][w]);
     }
   }
+  // the rounds undone last to first: H is its own inverse up to the gain, applied at the end
   fwht(b.v, dim);
+  for (uint32_t r = sp.rounds - 1; r > 0; --r) {
+    flip_signs(b.v, sp.rot_signs[r], dim);
+    fwht(b.v, dim);
+  }
   for (uint32_t j = 0; j < dim; ++j) {
-    float s = sign_of(sp.rot_signs, j) * sp.inv_sqrt_d;
+    float s = sign_of(sp.rot_signs[0], j) * sp.inv_gain;
     for (uint32_t w = 0; w < kW; ++w) b.v[j][w] *= s;
   }
 }
@@ -247,25 +256,21 @@ template <uint32_t DT> void outlier_mask(const uint8_t* src, uint32_t tokens, ui
   }
 }
 
-struct Kinds {
-  tq_kind k[2];
-  explicit Kinds(const sw_tq_params* p) {
-    tq_make_kind(p, 0, &k[0]);
-    tq_make_kind(p, 1, &k[1]);
-  }
+struct Layout : tq_layout {
+  explicit Layout(const sw_tq_params* p) { tq_make_layout(p, this); }
 };
 
 template <uint32_t DT>
 void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint32_t first, uint32_t n) {
-  const Kinds kinds(p);
+  const Layout layout(p);
   const uint32_t D = p->head_dim, T = p->tokens;
   const size_t group_raw = static_cast<size_t>(T) * D * dtype_bytes(DT);
   Batch b;
   uint16_t idx[2][TQ_MAX_DIM / 2];
   for (uint32_t g = first; g < first + n; ++g) {
-    const tq_kind& k = kinds.k[(g / p->kv_heads) % 2];
+    const tq_kind& k = *tq_group_kind(p, &layout, g);
     const uint8_t* src = raw + g * group_raw;
-    uint8_t* rec = q + tq_record_offset(p, &kinds.k[0], &kinds.k[1], g);
+    uint8_t* rec = q + tq_record_offset(p, &layout, g);
     std::memset(rec, 0, k.record_bytes);  // padding is zero
     if (k.fractional) {
       outlier_mask<DT>(src, T, D, rec);
@@ -297,15 +302,15 @@ void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint
 
 template <uint32_t DT>
 void dequantize_groups(const sw_tq_params* p, const uint8_t* q, uint8_t* raw, uint32_t first, uint32_t n) {
-  const Kinds kinds(p);
+  const Layout layout(p);
   const uint32_t D = p->head_dim, T = p->tokens;
   const size_t group_raw = static_cast<size_t>(T) * D * dtype_bytes(DT);
   Batch b;
   uint16_t idx[2][TQ_MAX_DIM / 2];
   for (uint32_t g = first; g < first + n; ++g) {
-    const tq_kind& k = kinds.k[(g / p->kv_heads) % 2];
+    const tq_kind& k = *tq_group_kind(p, &layout, g);
     uint8_t* dst = raw + g * group_raw;
-    const uint8_t* rec = q + tq_record_offset(p, &kinds.k[0], &kinds.k[1], g);
+    const uint8_t* rec = q + tq_record_offset(p, &layout, g);
     if (k.fractional) split_channels(rec, D, idx);
     for (uint32_t t0 = 0; t0 < T; t0 += kW) {
       const uint32_t nw = std::min(kW, T - t0);
@@ -351,8 +356,8 @@ uint32_t get32(const uint8_t* p) { return get16(p) | (get16(p + 2) << 16); }
 uint64_t get64(const uint8_t* p) { return get32(p) | (static_cast<uint64_t>(get32(p + 4)) << 32); }
 
 uint64_t payload_bytes(const sw_tq_params* p) {
-  const Kinds kinds(p);
-  return static_cast<uint64_t>(p->layers) * p->kv_heads * (kinds.k[0].record_bytes + kinds.k[1].record_bytes);
+  const Layout layout(p);
+  return tq_block_bytes(p, &layout) - SW_TQ_HEADER_BYTES;
 }
 
 template <typename... A> int fail(char* err, size_t len, int code, const char* fmt, A... a) {
@@ -376,6 +381,18 @@ int sw_tq_check_params(const sw_tq_params* p, char* err, size_t len) {
   else if (p->key_bits_x2 < 2 || p->key_bits_x2 > 8) msg = "key_bits_x2: must be in 2..8 (1.0 to 4.0 bits in halves)";
   else if (p->value_bits_x2 < 2 || p->value_bits_x2 > 8) msg = "value_bits_x2: must be in 2..8 (1.0 to 4.0 bits in halves)";
   else if (p->variant > SW_TQ_PROD) msg = "variant: must be 0 (mse) or 1 (prod)";
+  else if (p->version != 0 && (p->version < SW_TQ_OLDEST_FORMAT_VERSION || p->version > SW_TQ_FORMAT_VERSION))
+    msg = "version: must be 0 (this build's format) or a format version this build reads";
+  else if (p->outer_first > p->layers || p->outer_last > p->layers - p->outer_first)
+    msg = "outer_first + outer_last: must not exceed layers";
+  else if ((p->outer_first || p->outer_last) && tq_version(p) < 2)
+    msg = "outer_first, outer_last: format version 1 has one rate for all layers";
+  else if ((p->outer_first || p->outer_last) && (p->outer_key_bits_x2 < 2 || p->outer_key_bits_x2 > 8))
+    msg = "outer_key_bits_x2: must be in 2..8 (1.0 to 4.0 bits in halves)";
+  else if ((p->outer_first || p->outer_last) && (p->outer_value_bits_x2 < 2 || p->outer_value_bits_x2 > 8))
+    msg = "outer_value_bits_x2: must be in 2..8 (1.0 to 4.0 bits in halves)";
+  else if (!p->outer_first && !p->outer_last && (p->outer_key_bits_x2 || p->outer_value_bits_x2))
+    msg = "outer_key_bits_x2, outer_value_bits_x2: must be 0 without outer layers";
   else if (static_cast<uint64_t>(p->layers) * 2 * p->kv_heads > 0xFFFFFFFFull) msg = "layers * kv_heads: too many groups";
   else if (payload_bytes(p) > 0xFFFFFFFFull) msg = "geometry: quantized payload exceeds the format's 4 GiB limit";
   if (!msg) return SW_TQ_OK;
@@ -391,11 +408,16 @@ size_t sw_tq_quantized_bytes(const sw_tq_params* p) { return SW_TQ_HEADER_BYTES 
 
 uint32_t sw_tq_groups(const sw_tq_params* p) { return p->layers * 2u * p->kv_heads; }
 
+uint32_t sw_tq_header_version(const void* quantized) {
+  const uint8_t* h = static_cast<const uint8_t*>(quantized);
+  return std::memcmp(h, "SWTQ", 4) == 0 ? get16(h + 4) : 0u;
+}
+
 void sw_tq_write_header(const sw_tq_params* p, void* quantized) {
   uint8_t* h = static_cast<uint8_t*>(quantized);
   std::memset(h, 0, SW_TQ_HEADER_BYTES);
   std::memcpy(h, "SWTQ", 4);
-  put16(h + 4, SW_TQ_FORMAT_VERSION);
+  put16(h + 4, tq_version(p));
   h[6] = static_cast<uint8_t>(p->dtype);
   h[7] = static_cast<uint8_t>(p->variant);
   put16(h + 8, p->layers);
@@ -407,19 +429,25 @@ void sw_tq_write_header(const sw_tq_params* p, void* quantized) {
   uint64_t payload = payload_bytes(p);
   for (int i = 0; i < 4; ++i) h[20 + i] = static_cast<uint8_t>(payload >> (8 * i));
   for (int i = 0; i < 8; ++i) h[24 + i] = static_cast<uint8_t>(p->seed >> (8 * i));
+  put16(h + 32, p->outer_first);
+  put16(h + 34, p->outer_last);
+  h[36] = static_cast<uint8_t>(p->outer_key_bits_x2);
+  h[37] = static_cast<uint8_t>(p->outer_value_bits_x2);
 }
 
 int sw_tq_check_header(const sw_tq_params* p, const void* quantized, char* err, size_t len) {
   const uint8_t* h = static_cast<const uint8_t*>(quantized);
   if (std::memcmp(h, "SWTQ", 4) != 0)
     return fail(err, len, SW_TQ_EFORMAT, "not a quantized KV block: bad magic");
-  if (get16(h + 4) != SW_TQ_FORMAT_VERSION)
-    return fail(err, len, SW_TQ_EFORMAT, "quantized block has format version %llu; this build reads version %llu",
-                static_cast<unsigned long long>(get16(h + 4)), static_cast<unsigned long long>(SW_TQ_FORMAT_VERSION));
+  const uint32_t version = get16(h + 4);
+  if (version < SW_TQ_OLDEST_FORMAT_VERSION || version > SW_TQ_FORMAT_VERSION)
+    return fail(err, len, SW_TQ_EFORMAT, "quantized block has format version %u; this build reads versions %u to %u",
+                version, SW_TQ_OLDEST_FORMAT_VERSION, SW_TQ_FORMAT_VERSION);
   const struct {
     const char* name;
     unsigned long long got, want;
   } fields[] = {
+      {"version", version, tq_version(p)},
       {"dtype", h[6], p->dtype},
       {"variant", h[7], p->variant},
       {"layers", get16(h + 8), p->layers},
@@ -429,13 +457,17 @@ int sw_tq_check_header(const sw_tq_params* p, const void* quantized, char* err, 
       {"key_bits_x2", h[16], p->key_bits_x2},
       {"value_bits_x2", h[17], p->value_bits_x2},
       {"seed", get64(h + 24), p->seed},
+      {"outer_first", get16(h + 32), p->outer_first},
+      {"outer_last", get16(h + 34), p->outer_last},
+      {"outer_key_bits_x2", h[36], p->outer_key_bits_x2},
+      {"outer_value_bits_x2", h[37], p->outer_value_bits_x2},
   };
   for (const auto& f : fields)
     if (f.got != f.want)
       return fail(err, len, SW_TQ_EMISMATCH, "quantized block was written with %s = %llu, but %llu was asked for",
                   f.name, f.got, f.want);
   bool reserved_zero = get16(h + 18) == 0;
-  for (uint32_t i = 32; i < SW_TQ_HEADER_BYTES; ++i) reserved_zero = reserved_zero && h[i] == 0;
+  for (uint32_t i = 38; i < SW_TQ_HEADER_BYTES; ++i) reserved_zero = reserved_zero && h[i] == 0;
   if (!reserved_zero) return fail(err, len, SW_TQ_EFORMAT, "quantized block header: reserved bytes are not zero");
   if (get32(h + 20) != payload_bytes(p))
     return fail(err, len, SW_TQ_EFORMAT, "quantized block header: payload of %llu bytes, the parameters give %llu",

@@ -68,6 +68,17 @@ export const ConfigSchema = z.object({
   quantization: z.object({
     keyBits: Bits.default(4),
     valueBits: Bits.default(4),
+    /**
+     * The first `first` and the last `last` layers at their own bit widths, the most sensitive
+     * ones (e.g. { first: 2, last: 2, keyBits: 4, valueBits: 4 } with keyBits 3, valueBits 2.5).
+     */
+    outerLayers: z.object({
+      first: z.number().int().min(0).max(1024),
+      last: z.number().int().min(0).max(1024),
+      keyBits: Bits,
+      valueBits: Bits,
+    }).strict().refine((o) => o.first + o.last > 0, { message: 'name at least one outer layer (first or last above 0)', path: ['first'] })
+      .optional(),
     variant: z.enum(['mse', 'prod']).default('mse'),
     seed: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).default(0x5eed),
   }).strict().prefault({}),
@@ -131,7 +142,9 @@ export const ConfigSchema = z.object({
       message: 'must be at least the largest request body (server.maxBatchBytes, server.maxJsonBytes)', path: ['maxBodyBytesInFlight'],
     })
     .prefault({}),
-}).strict();
+}).strict().refine((c) => !c.quantization.outerLayers || c.quantization.outerLayers.first + c.quantization.outerLayers.last <= c.model.layers, {
+  message: 'outer layers first + last must not exceed model.layers', path: ['quantization', 'outerLayers', 'last'],
+});
 
 export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;

@@ -4,7 +4,7 @@
  * that is. This is what an engine reads to set its context limits.
  */
 import type { Config } from './config.js';
-import { Quantizer, type QuantParams } from './native.js';
+import { Quantizer, type QuantParams, type RecordBytes } from './native.js';
 
 /** Disk slots are O_DIRECT-aligned and begin with a 64-byte header (addon/src/slot_file.h). */
 export const DISK_ALIGN = 4096;
@@ -45,6 +45,28 @@ export interface Layout {
   totalTokens: number;
   /** Raw bytes per quantized byte: how much more KV the quantized tiers hold. */
   compressionRatio: number;
+  quantization: QuantizationSummary;
+}
+
+/** Bits stored per value, norms, masks and padding included: the whole block's, and per class of layers and kind. */
+export interface QuantizationSummary {
+  bitsPerValue: number;
+  classes: { layers: string; keyBits: number; valueBits: number; keyBitsStored: number; valueBitsStored: number }[];
+}
+
+function summarize(q: QuantParams, quantizedBytes: number, records: RecordBytes): QuantizationSummary {
+  const valuesPerGroup = q.tokens * q.headDim;
+  const stored = (bytes: number) => (bytes * 8) / valuesPerGroup;
+  const inner = { keyBits: q.keyBits, valueBits: q.valueBits, keyBitsStored: stored(records.inner.key), valueBitsStored: stored(records.inner.value) };
+  const classes: QuantizationSummary['classes'] = [];
+  const o = q.outerLayers;
+  const outer = o && { keyBits: o.keyBits, valueBits: o.valueBits, keyBitsStored: stored(records.outer.key), valueBitsStored: stored(records.outer.value) };
+  const range = (from: number, to: number) => (to - from === 1 ? `${from}` : `${from}-${to - 1}`);
+  const innerFrom = o?.first ?? 0, innerTo = q.layers - (o?.last ?? 0);
+  if (outer && o.first > 0) classes.push({ layers: range(0, o.first), ...outer });
+  if (innerTo > innerFrom) classes.push({ layers: range(innerFrom, innerTo), ...inner });
+  if (outer && o.last > 0) classes.push({ layers: range(innerTo, q.layers), ...outer });
+  return { bitsPerValue: (quantizedBytes * 8) / (q.layers * 2 * q.kvHeads * valuesPerGroup), classes };
 }
 
 export function quantParams(config: Config): QuantParams {
@@ -53,6 +75,7 @@ export function quantParams(config: Config): QuantParams {
   return {
     layers: m.layers, kvHeads: m.kvHeads, headDim: m.headDim, tokens: m.tokensPerBlock, dtype: m.dtype,
     keyBits: q.keyBits, valueBits: q.valueBits, variant: q.variant, seed: q.seed,
+    ...(q.outerLayers ? { outerLayers: q.outerLayers } : {}),
   };
 }
 
@@ -81,6 +104,7 @@ export function computeLayout(config: Config): Layout {
     totalBlocks,
     totalTokens: totalBlocks * tpb,
     compressionRatio: quantizer.rawBytes / quantizer.quantizedBytes,
+    quantization: summarize(quant, quantizer.quantizedBytes, quantizer.recordBytes),
   };
 }
 

@@ -21,11 +21,30 @@ export interface QuantParams {
   valueBits: number;
   variant: 'mse' | 'prod';
   seed: number;
+  /** Block format to write (docs/QUANTIZATION.md); this build's when absent. Reads take the
+   * version from the block's header. */
+  formatVersion?: number;
+  /** The first `first` and last `last` layers at their own bit widths (format 2). */
+  outerLayers?: OuterLayers;
+}
+
+export interface OuterLayers {
+  first: number;
+  last: number;
+  keyBits: number;
+  valueBits: number;
+}
+
+/** Bytes of one group's record (one K or V head of one layer, norms and masks included). */
+export interface RecordBytes {
+  inner: { key: number; value: number };
+  outer: { key: number; value: number };
 }
 
 interface NativeParams {
   layers: number; kvHeads: number; headDim: number; tokens: number; dtype: number;
-  keyBitsX2: number; valueBitsX2: number; variant: number; seed: number;
+  keyBitsX2: number; valueBitsX2: number; variant: number; seed: number; version: number;
+  outerFirst: number; outerLast: number; outerKeyBitsX2: number; outerValueBitsX2: number;
 }
 
 export interface SlotFileInfo {
@@ -150,7 +169,7 @@ interface Addon {
   scanSlotHeads(path: string, slotBytes: number, slots: number): Promise<Buffer>;
   allocArena(bytes: number): Buffer;
   crc32c(buf: Buffer, offset?: number, length?: number): number;
-  quantSizes(p: NativeParams): { raw: number; quantized: number; groups: number };
+  quantSizes(p: NativeParams): { raw: number; quantized: number; groups: number; records: [number, number, number, number] };
   quantize(p: NativeParams, src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void>;
   dequantize(p: NativeParams, src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void>;
   /** What the machine offers; `device` (default 0) is the visible index whose memory is reported. */
@@ -169,7 +188,9 @@ function toNative(p: QuantParams): NativeParams {
   return {
     layers: p.layers, kvHeads: p.kvHeads, headDim: p.headDim, tokens: p.tokens, dtype: DTYPE_CODE[p.dtype],
     keyBitsX2: Math.round(p.keyBits * 2), valueBitsX2: Math.round(p.valueBits * 2),
-    variant: p.variant === 'prod' ? 1 : 0, seed: p.seed,
+    variant: p.variant === 'prod' ? 1 : 0, seed: p.seed, version: p.formatVersion ?? 0,
+    outerFirst: p.outerLayers?.first ?? 0, outerLast: p.outerLayers?.last ?? 0,
+    outerKeyBitsX2: Math.round((p.outerLayers?.keyBits ?? 0) * 2), outerValueBitsX2: Math.round((p.outerLayers?.valueBits ?? 0) * 2),
   };
 }
 
@@ -178,6 +199,7 @@ export class Quantizer {
   readonly params: QuantParams;
   readonly rawBytes: number;
   readonly quantizedBytes: number;
+  readonly recordBytes: RecordBytes;
   private readonly native: NativeParams;
 
   constructor(params: QuantParams) {
@@ -186,6 +208,8 @@ export class Quantizer {
     const sizes = nativeSync('quantization parameters', () => addon.quantSizes(this.native));
     this.rawBytes = sizes.raw;
     this.quantizedBytes = sizes.quantized;
+    const [innerKey, innerValue, outerKey, outerValue] = sizes.records;
+    this.recordBytes = { inner: { key: innerKey, value: innerValue }, outer: { key: outerKey, value: outerValue } };
   }
 
   async quantizeInto(src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void> {
@@ -213,7 +237,8 @@ export async function quantize(p: QuantParams, raw: Uint8Array): Promise<Buffer>
   return out;
 }
 
-/** Dequantizes stored bytes into a new raw block; refuses other versions or parameters. */
+/** Dequantizes stored bytes, in any format version this build reads, into a new raw block;
+ * refuses other versions or parameters. */
 export async function dequantize(p: QuantParams, stored: Uint8Array): Promise<Buffer> {
   const q = new Quantizer(p);
   const out = Buffer.alloc(q.rawBytes);

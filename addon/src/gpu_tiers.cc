@@ -299,7 +299,10 @@ Napi::Value GpuTiers::DequantizeBytes(const Napi::CallbackInfo& info) {
   return Run(
       env, {out, src},
       [this, in, dst] {
-        CheckQuantHeader(in);
+        // bytes from outside the tiers may be in an older format: read them in theirs
+        sw_tq_params p = params_;
+        p.version = sw_tq_header_version(in);
+        CheckQuantHeader(p, in);
         StagingGuard s(this);
         if (!s->raw_scratch) CheckCuda(cudaMalloc(&s->raw_scratch, raw_bytes_), "scratch block");
         if (!s->quant_scratch) CheckCuda(cudaMalloc(&s->quant_scratch, quant_bytes_), "scratch block");
@@ -307,7 +310,7 @@ Napi::Value GpuTiers::DequantizeBytes(const Napi::CallbackInfo& info) {
         CheckCuda(cudaMemcpyAsync(s->quant_scratch, in, quant_bytes_, cudaMemcpyHostToDevice, s->stream), "copy to device");
         CheckCuda(cudaMemcpyAsync(s->slots, &zero, sizeof zero, cudaMemcpyHostToDevice, s->stream), "slot list");
         char err[256] = {0};
-        if (sw_tq_dequantize_cuda(&params_, s->quant_scratch, quant_bytes_, s->slots, s->raw_scratch, raw_bytes_, s->slots, 1, s->stream, err, sizeof err) != SW_TQ_OK)
+        if (sw_tq_dequantize_cuda(&p, s->quant_scratch, quant_bytes_, s->slots, s->raw_scratch, raw_bytes_, s->slots, 1, s->stream, err, sizeof err) != SW_TQ_OK)
           throw CodedError("INTERNAL", std::string("dequantize kernel: ") + err);
         CheckCuda(cudaMemcpyAsync(dst, s->raw_scratch, raw_bytes_, cudaMemcpyDeviceToHost, s->stream), "copy from device");
         CheckCuda(cudaStreamSynchronize(s->stream), "dequantize bytes");
@@ -357,9 +360,9 @@ Napi::Value GpuTiers::Copy(const Napi::CallbackInfo& info) {
   });
 }
 
-void GpuTiers::CheckQuantHeader(const uint8_t* host_header) const {
+void GpuTiers::CheckQuantHeader(const sw_tq_params& p, const uint8_t* host_header) const {
   char err[256] = {0};
-  int rc = sw_tq_check_header(&params_, host_header, err, sizeof err);
+  int rc = sw_tq_check_header(&p, host_header, err, sizeof err);
   if (rc == SW_TQ_EFORMAT) throw CodedError("QUANT_FORMAT", err);
   if (rc != SW_TQ_OK) throw CodedError("QUANT_MISMATCH", err);
 }
@@ -487,7 +490,7 @@ void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, in
   if (quantized) {
     uint8_t header[SW_TQ_HEADER_BYTES];
     CheckCuda(cudaMemcpy(header, payload, sizeof header, cudaMemcpyDeviceToHost), "read block header");
-    CheckQuantHeader(header);
+    CheckQuantHeader(params_, header);  // the tier's kernels code this build's format only
   }
 }
 

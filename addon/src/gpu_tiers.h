@@ -63,7 +63,7 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   std::vector<uint32_t> SlotList(const Napi::CallbackInfo& info, size_t i, uint32_t tier, const char* name) const;
   DiskRequest DiskArgs(const Napi::CallbackInfo& info, size_t i, uint32_t tier) const;
   void ReadVerified(Staging* s, const DiskRequest& r, bool quantized, int fault_errno);
-  void CheckQuantHeader(const uint8_t* host_header) const;
+  void CheckQuantHeader(const sw_tq_params& p, const uint8_t* host_header) const;
   static void CheckCufileResult(ssize_t n, size_t expected, const std::string& what);
 
   int device_ = 0;

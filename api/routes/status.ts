@@ -41,7 +41,7 @@ export const statusRoutes: RoutePlugin = async (app, { ctx }) => {
   const steadyJson = () => {
     if (keptFor !== sampler.backend) {
       keptFor = sampler.backend;
-      keptJson = JSON.stringify({ backend: keptFor, capacity, config, recovery: store.recovery }).slice(1, -1);
+      keptJson = JSON.stringify({ backend: keptFor, capacity, quantization: store.layout.quantization, config, recovery: store.recovery }).slice(1, -1);
     }
     return keptJson;
   };
@@ -60,6 +60,7 @@ export const statusRoutes: RoutePlugin = async (app, { ctx }) => {
       backend: sampler.backend,
       recovery: store.recovery,
       capacity,
+      quantization: store.layout.quantization,
       limits: store.limits,
       stats: store.stats(),
       load: {

@@ -30,11 +30,54 @@ struct Rng {
 };
 
 inline sw_tq_params params(uint32_t layers, uint32_t heads, uint32_t dim, uint32_t tokens, uint32_t dtype,
-                           uint32_t kbits_x2, uint32_t vbits_x2, uint32_t variant, uint64_t seed) {
+                           uint32_t kbits_x2, uint32_t vbits_x2, uint32_t variant, uint64_t seed, uint32_t version = 0) {
   sw_tq_params p{};
   p.layers = layers, p.kv_heads = heads, p.head_dim = dim, p.tokens = tokens, p.dtype = dtype;
-  p.key_bits_x2 = kbits_x2, p.value_bits_x2 = vbits_x2, p.variant = variant, p.seed = seed;
+  p.key_bits_x2 = kbits_x2, p.value_bits_x2 = vbits_x2, p.variant = variant, p.seed = seed, p.version = version;
   return p;
+}
+
+// Structured vectors that real KV caches hold and that a single randomized Hadamard round
+// codes badly, beside Gaussian ones: `n` vectors of `dim` values, each its own draw.
+enum class Shape { Gaussian, OneHot, MassiveChannel, Constant, HadamardRow, BiasedOutliers };
+constexpr Shape kShapes[] = {Shape::Gaussian, Shape::OneHot, Shape::MassiveChannel,
+                             Shape::Constant, Shape::HadamardRow, Shape::BiasedOutliers};
+
+inline const char* shape_name(Shape s) {
+  switch (s) {
+    case Shape::Gaussian: return "Gaussian";
+    case Shape::OneHot: return "one-hot";
+    case Shape::MassiveChannel: return "one massive channel (sink token)";
+    case Shape::Constant: return "constant";
+    case Shape::HadamardRow: return "Hadamard row";
+    default: return "4 biased outlier channels";
+  }
+}
+
+inline std::vector<float> shaped_vectors(Shape shape, size_t n, uint32_t dim, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> x(n * dim);
+  for (size_t v = 0; v < n; ++v) {
+    float* row = &x[v * dim];
+    const uint32_t pick = static_cast<uint32_t>(rng.next() % dim);
+    const double scale = 0.5 + rng.uniform();  // vectors differ in norm, as tokens do
+    for (uint32_t c = 0; c < dim; ++c) {
+      double value;
+      switch (shape) {
+        case Shape::Gaussian: value = rng.normal(); break;
+        case Shape::OneHot: value = c == pick ? 1.0 : 0.0; break;
+        // one channel (the same in every vector) 100x the rest: a massive activation
+        case Shape::MassiveChannel: value = c == 7 ? 100.0 : rng.normal(); break;
+        case Shape::Constant: value = 1.0; break;
+        // row `pick` of the Sylvester Hadamard matrix: (-1)^popcount(pick & c)
+        case Shape::HadamardRow: value = __builtin_popcount(pick & c) & 1 ? -1.0 : 1.0; break;
+        // channels 3, 40, 77, 114 offset by 20 (KIVI's pre-RoPE key channels), the rest N(0, 1)
+        default: value = c % 37 == 3 ? 20.0 + 2.0 * rng.normal() : rng.normal(); break;
+      }
+      row[c] = static_cast<float>(scale * value);
+    }
+  }
+  return x;
 }
 
 inline size_t dtype_size(uint32_t dtype) { return dtype == SW_DTYPE_FP32 ? 4 : 2; }

@@ -63,12 +63,11 @@ struct Agreement {
 
 // Compares one block's records field by field: codes as levels (full codebook index).
 void compare_block(const sw_tq_params& p, const uint8_t* gpu, const uint8_t* ref, Agreement& ag) {
-  tq_kind kinds[2];
-  tq_make_kind(&p, 0, &kinds[0]);
-  tq_make_kind(&p, 1, &kinds[1]);
+  tq_layout layout;
+  tq_make_layout(&p, &layout);
   for (uint32_t g = 0; g < sw_tq_groups(&p); ++g) {
-    const tq_kind& k = kinds[(g / p.kv_heads) % 2];
-    const uint64_t off = tq_record_offset(&p, &kinds[0], &kinds[1], g);
+    const tq_kind& k = *tq_group_kind(&p, &layout, g);
+    const uint64_t off = tq_record_offset(&p, &layout, g);
     const uint8_t *a = gpu + off, *b = ref + off;
     if (k.fractional && std::memcmp(a, b, k.mask_bytes)) ag.masks_differing++;
     for (uint32_t t = 0; t < p.tokens; ++t)
@@ -112,12 +111,17 @@ void compare_block(const sw_tq_params& p, const uint8_t* gpu, const uint8_t* ref
 struct Config {
   uint32_t dim, tokens, dtype, kb, vb, variant;
   uint32_t blocks = 3, kv_heads = 2;  // many blocks: each warp of the head_dim-128 kernels walks several tiles
+  uint32_t version = 0;               // 1: blocks in the old format (one rotation round), which the GPU still codes
+  // outer layers: of `layers`, the first and last ones at their own K/V bits (x2)
+  uint32_t layers = 2, outer_first = 0, outer_last = 0, outer_kb = 0, outer_vb = 0;
 };
 
 // Quantizes `blocks` random blocks on the GPU through shuffled slots and on the host, and
 // compares; then dequantizes the same (GPU-made) bytes on both and compares the values.
 void agree(const Config& c, Agreement& ag) {
-  const sw_tq_params p = bench::params(2, c.kv_heads, c.dim, c.tokens, c.dtype, c.kb, c.vb, c.variant, 0x5EED + c.dim);
+  sw_tq_params p =
+      bench::params(c.layers, c.kv_heads, c.dim, c.tokens, c.dtype, c.kb, c.vb, c.variant, 0x5EED + c.dim, c.version);
+  p.outer_first = c.outer_first, p.outer_last = c.outer_last, p.outer_key_bits_x2 = c.outer_kb, p.outer_value_bits_x2 = c.outer_vb;
   const size_t blocks = c.blocks, rb = sw_tq_raw_bytes(&p), qb = sw_tq_quantized_bytes(&p);
   const size_t rstride = (rb + 15) / 16 * 16 + 16, qstride = (qb + 15) / 16 * 16 + 32;
   std::vector<uint8_t> raw;
@@ -223,19 +227,28 @@ int main(int argc, char** argv) {
             configs.push_back({dim, 16, dtype, 8, 5, variant, 500, 3});
           }
         }
+        if (dim == 64 || dim == 128) configs.push_back({dim, 16, dtype, 7, 4, variant, 3, 2, 1});  // format v1
+        // outer layers at other rates: 6 layers, the first two and the last one at 4.0/4.0 or
+        // 3.5/3.0, the inner ones at 3.0/2.5 (three layer ranges, launches per range and kind)
+        configs.push_back({dim, 16, dtype, 6, 5, variant, 40, 3, 0, 6, 2, 1, 8, 8});
+        configs.push_back({dim, 8, dtype, 6, 5, variant, 5, 2, 0, 6, 0, 3, 7, 6});
       }
   // TQ_BENCH_SPEED_ONLY=1 skips the agreement part (for profiling the speed part alone)
   const char* speed_only = std::getenv("TQ_BENCH_SPEED_ONLY");
   if (speed_only && std::atoi(speed_only)) configs.clear();
   Agreement total;
-  std::printf("\n| head_dim | dtype | K/V bits | variant | tokens x kv heads x blocks | vectors | vectors differing | codes differing | max level diff | dequant values differing |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("\n| head_dim | dtype | K/V bits | variant | format | tokens x kv heads x blocks | vectors | vectors differing | codes differing | max level diff | dequant values differing |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < configs.size(); ++i) {
     const Config& c = configs[i];
     Agreement ag;
     agree(c, ag);
     const char* dt[] = {"fp32", "fp16", "bf16"};
-    std::printf("| %u | %s | %.1f/%.1f | %s | %u x %u x %u | %llu | %llu | %llu | %u | %llu of %llu |\n", c.dim, dt[c.dtype],
-                c.kb / 2.0, c.vb / 2.0, c.variant ? "prod" : "mse", c.tokens, c.kv_heads, c.blocks, (unsigned long long)ag.vectors,
+    char outer[64] = "";
+    if (c.outer_first || c.outer_last)
+      std::snprintf(outer, sizeof outer, " (layers %u+%u of %u: %.1f/%.1f)", c.outer_first, c.outer_last, c.layers,
+                    c.outer_kb / 2.0, c.outer_vb / 2.0);
+    std::printf("| %u | %s | %.1f/%.1f%s | %s | v%u | %u x %u x %u | %llu | %llu | %llu | %u | %llu of %llu |\n", c.dim,
+                dt[c.dtype], c.kb / 2.0, c.vb / 2.0, outer, c.variant ? "prod" : "mse", c.version ? c.version : SW_TQ_FORMAT_VERSION, c.tokens, c.kv_heads, c.blocks, (unsigned long long)ag.vectors,
                 (unsigned long long)ag.vectors_differing, (unsigned long long)ag.codes_differing, ag.max_level_diff,
                 (unsigned long long)ag.values_differing, (unsigned long long)ag.values);
     if (ag.norms_differing || ag.masks_differing || ag.bytes_differing)
@@ -243,12 +256,12 @@ int main(int argc, char** argv) {
                   (unsigned long long)ag.norms_differing, (unsigned long long)ag.masks_differing,
                   (unsigned long long)ag.bytes_differing);
     std::fprintf(json,
-                 "%s    {\"head_dim\": %u, \"dtype\": \"%s\", \"key_bits\": %.1f, \"value_bits\": %.1f, \"variant\": \"%s\", "
+                 "%s    {\"head_dim\": %u, \"format\": %u, \"dtype\": \"%s\", \"key_bits\": %.1f, \"value_bits\": %.1f, \"variant\": \"%s\", "
                  "\"tokens\": %u, \"kv_heads\": %u, \"blocks\": %u, \"vectors\": %llu, \"vectors_differing\": %llu, \"codes\": %llu, \"codes_differing\": %llu, "
                  "\"max_level_diff\": %u, \"qjl_bits_differing\": %llu, \"norms_differing\": %llu, "
                  "\"masks_differing\": %llu, \"bytes_differing\": %llu, \"values\": %llu, "
                  "\"values_differing\": %llu, \"max_value_diff_rel_rms\": %.3g}",
-                 i ? ",\n" : "", c.dim, dt[c.dtype], c.kb / 2.0, c.vb / 2.0, c.variant ? "prod" : "mse", c.tokens,
+                 i ? ",\n" : "", c.dim, c.version ? c.version : SW_TQ_FORMAT_VERSION, dt[c.dtype], c.kb / 2.0, c.vb / 2.0, c.variant ? "prod" : "mse", c.tokens,
                  c.kv_heads, c.blocks, (unsigned long long)ag.vectors, (unsigned long long)ag.vectors_differing,
                  (unsigned long long)ag.codes, (unsigned long long)ag.codes_differing, ag.max_level_diff,
                  (unsigned long long)ag.qjl_bits_differing, (unsigned long long)ag.norms_differing,
@@ -270,42 +283,60 @@ int main(int argc, char** argv) {
   // (b) speed: Llama-3-8B-like blocks, 1 GiB of bf16 raw KV
   const uint32_t n_blocks = 512;
   std::fprintf(json, "\n  ],\n  \"speed\": [\n");
-  std::printf("\n| K=V bits | variant | raw GiB | quantize GB/s | dequantize GB/s | D2D copy GB/s | quantize / copy | dequantize / copy |\n|---|---|---|---|---|---|---|---|\n");
+  std::printf("\n| K/V bits | variant | raw GiB | quantize GB/s | dequantize GB/s | D2D copy GB/s | quantize / copy | dequantize / copy |\n|---|---|---|---|---|---|---|---|\n");
   bool first = true;
-  for (uint32_t variant : {SW_TQ_MSE, SW_TQ_PROD})
-    for (uint32_t bx2 : {8u, 7u, 5u, 4u}) {
-      const sw_tq_params p = bench::params(32, 8, 128, 16, SW_DTYPE_BF16, bx2, bx2, variant, 7);
-      const size_t rb = sw_tq_raw_bytes(&p), qb = (sw_tq_quantized_bytes(&p) + 15) / 16 * 16;
-      std::vector<uint8_t> raw;
-      bench::encode(random_kv(p, 1, bx2), SW_DTYPE_BF16, raw);  // one block, repeated
-      DeviceBuf<uint8_t> draw(rb * n_blocks), dq(qb * n_blocks), dcopy(rb * n_blocks);
-      for (uint32_t b = 0; b < n_blocks; ++b) CUDA_OK(cudaMemcpy(draw.p + b * rb, raw.data(), rb, cudaMemcpyHostToDevice));
-      std::vector<uint32_t> slots(n_blocks);
-      for (uint32_t b = 0; b < n_blocks; ++b) slots[b] = b;
-      DeviceBuf<uint32_t> ds(n_blocks);
-      CUDA_OK(cudaMemcpy(ds.p, slots.data(), n_blocks * 4, cudaMemcpyHostToDevice));
-      const double bytes = static_cast<double>(rb + sw_tq_quantized_bytes(&p)) * n_blocks;
-      const double tq = median_ms([&] {
-        TQ_OK(sw_tq_quantize_cuda(&p, draw.p, rb, ds.p, dq.p, qb, ds.p, n_blocks, nullptr, err_, sizeof err_));
-      }, 10);
-      const double td = median_ms([&] {
-        TQ_OK(sw_tq_dequantize_cuda(&p, dq.p, qb, ds.p, draw.p, rb, ds.p, n_blocks, nullptr, err_, sizeof err_));
-      }, 10);
-      const double tc = median_ms([&] { CUDA_OK(cudaMemcpyAsync(dcopy.p, draw.p, rb * n_blocks, cudaMemcpyDeviceToDevice)); }, 10);
-      CUDA_OK(cudaGetLastError());
-      const double gq = bytes / tq / 1e6, gd = bytes / td / 1e6, gc = 2.0 * rb * n_blocks / tc / 1e6;
-      const char* vname = variant ? "prod" : "mse";
-      std::printf("| %.1f | %s | %.2f | %.0f | %.0f | %.0f | %.2f | %.2f |\n", bx2 / 2.0, vname,
-                  rb * static_cast<double>(n_blocks) / (1 << 30), gq, gd, gc, gq / gc, gd / gc);
-      std::fprintf(json,
-                   "%s    {\"bits\": %.1f, \"variant\": \"%s\", \"raw_bytes\": %zu, \"quantized_bytes\": %zu, "
-                   "\"quantize_ms\": %.4f, \"dequantize_ms\": %.4f, \"copy_ms\": %.4f, \"quantize_gbs\": %.1f, "
-                   "\"dequantize_gbs\": %.1f, \"copy_gbs\": %.1f, \"quantize_vs_copy\": %.3f, \"dequantize_vs_copy\": %.3f}",
-                   first ? "" : ",\n", bx2 / 2.0, vname, rb * n_blocks, sw_tq_quantized_bytes(&p) * n_blocks, tq, td, tc,
-                   gq, gd, gc, gq / gc, gd / gc);
-      first = false;
+  // every rate and variant at K = V, then the outer-layer rule: layers 0-1 and 30-31 at 4 bits,
+  // the others 3 for keys and 2.5 for values
+  struct Rate {
+    uint32_t kb, vb, outer;
+    std::string name() const {
+      char b[64];
+      if (outer) std::snprintf(b, sizeof b, "%.1f/%.1f, outer 2+2 at 4.0", kb / 2.0, vb / 2.0);
+      else std::snprintf(b, sizeof b, "%.1f", kb / 2.0);
+      return b;
     }
+  };
+  std::vector<std::pair<uint32_t, Rate>> cases;
+  for (uint32_t variant : {SW_TQ_MSE, SW_TQ_PROD}) {
+    for (uint32_t bx2 : {8u, 7u, 6u, 5u, 4u}) cases.push_back({variant, {bx2, bx2, 0}});
+    cases.push_back({variant, {6, 5, 2}});
+  }
+  for (const auto& [variant, rate] : cases) {
+    const uint32_t bx2 = rate.kb;  // seeds the block's values
+    sw_tq_params p = bench::params(32, 8, 128, 16, SW_DTYPE_BF16, rate.kb, rate.vb, variant, 7);
+    if (rate.outer) p.outer_first = p.outer_last = rate.outer, p.outer_key_bits_x2 = p.outer_value_bits_x2 = 8;
+    const size_t rb = sw_tq_raw_bytes(&p), qb = (sw_tq_quantized_bytes(&p) + 15) / 16 * 16;
+    std::vector<uint8_t> raw;
+    bench::encode(random_kv(p, 1, bx2), SW_DTYPE_BF16, raw);  // one block, repeated
+    DeviceBuf<uint8_t> draw(rb * n_blocks), dq(qb * n_blocks), dcopy(rb * n_blocks);
+    for (uint32_t b = 0; b < n_blocks; ++b) CUDA_OK(cudaMemcpy(draw.p + b * rb, raw.data(), rb, cudaMemcpyHostToDevice));
+    std::vector<uint32_t> slots(n_blocks);
+    for (uint32_t b = 0; b < n_blocks; ++b) slots[b] = b;
+    DeviceBuf<uint32_t> ds(n_blocks);
+    CUDA_OK(cudaMemcpy(ds.p, slots.data(), n_blocks * 4, cudaMemcpyHostToDevice));
+    const double bytes = static_cast<double>(rb + sw_tq_quantized_bytes(&p)) * n_blocks;
+    const double tq = median_ms([&] {
+      TQ_OK(sw_tq_quantize_cuda(&p, draw.p, rb, ds.p, dq.p, qb, ds.p, n_blocks, nullptr, err_, sizeof err_));
+    }, 10);
+    const double td = median_ms([&] {
+      TQ_OK(sw_tq_dequantize_cuda(&p, dq.p, qb, ds.p, draw.p, rb, ds.p, n_blocks, nullptr, err_, sizeof err_));
+    }, 10);
+    const double tc = median_ms([&] { CUDA_OK(cudaMemcpyAsync(dcopy.p, draw.p, rb * n_blocks, cudaMemcpyDeviceToDevice)); }, 10);
+    CUDA_OK(cudaGetLastError());
+    const double gq = bytes / tq / 1e6, gd = bytes / td / 1e6, gc = 2.0 * rb * n_blocks / tc / 1e6;
+    const char* vname = variant ? "prod" : "mse";
+    std::printf("| %s | %s | %.2f | %.0f | %.0f | %.0f | %.2f | %.2f |\n", rate.name().c_str(), vname,
+                rb * static_cast<double>(n_blocks) / (1 << 30), gq, gd, gc, gq / gc, gd / gc);
+    std::fprintf(json,
+                 "%s    {\"bits\": \"%s\", \"variant\": \"%s\", \"raw_bytes\": %zu, \"quantized_bytes\": %zu, "
+                 "\"quantize_ms\": %.4f, \"dequantize_ms\": %.4f, \"copy_ms\": %.4f, \"quantize_gbs\": %.1f, "
+                 "\"dequantize_gbs\": %.1f, \"copy_gbs\": %.1f, \"quantize_vs_copy\": %.3f, \"dequantize_vs_copy\": %.3f}",
+                 first ? "" : ",\n", rate.name().c_str(), vname, rb * n_blocks, sw_tq_quantized_bytes(&p) * n_blocks, tq, td, tc,
+                 gq, gd, gc, gq / gc, gd / gc);
+    first = false;
+  }
   std::fprintf(json, "\n  ]\n}\n");
   if (json != stdout) std::fclose(json);
-  return total.max_level_diff > 1 ? 1 : 0;
+  // the two paths must agree exactly: any differing byte or value fails the run
+  return total.bytes_differing || total.values_differing || total.codes_differing ? 1 : 0;
 }

@@ -4,9 +4,16 @@
 //  2. Inner-product error and bias of both variants.
 //  3. Synthetic keys with heavy outlier channels and Gaussian values beside a KIVI-style
 //     baseline (implemented here) at the same total bits per value.
+//  4. Structured inputs (one-hot, a massive channel, constant, Hadamard rows, biased outlier
+//     channels) against Gaussian ones at every rate from 2 to 4 bits: the rotations that were
+//     candidates (simulated in double precision: one to three randomized Hadamard rounds, a
+//     dense random orthogonal matrix, per-channel pre-scaling before one round), then the
+//     reference in format v1 (one round) and v2 (three rounds).
 // Usage: quality [json path] [markdown path]
 #include <algorithm>
 #include <cstdio>
+#include <functional>
+#include <string>
 
 #include "common.h"
 
@@ -24,8 +31,9 @@ struct Stats {
 // Round trip through the reference: fp32 blocks, 1 layer, `heads` heads, all vectors of
 // keys and values (both quantized with the same bits).
 std::vector<float> round_trip(const std::vector<float>& x, uint32_t heads, uint32_t tokens, uint32_t kbits_x2,
-                              uint32_t vbits_x2, uint32_t variant, double* bits_per_value) {
-  sw_tq_params p = bench::params(1, heads, kDim, tokens, SW_DTYPE_FP32, kbits_x2, vbits_x2, variant, 1234);
+                              uint32_t vbits_x2, uint32_t variant, double* bits_per_value, uint32_t version = 0,
+                              uint64_t seed = 1234) {
+  sw_tq_params p = bench::params(1, heads, kDim, tokens, SW_DTYPE_FP32, kbits_x2, vbits_x2, variant, seed, version);
   std::vector<uint8_t> raw, q;
   bench::encode(x, SW_DTYPE_FP32, raw);
   q = bench::quantize(p, raw);
@@ -140,6 +148,120 @@ void split_kv(const std::vector<float>& x, uint32_t heads, uint32_t tokens, std:
   v.assign(x.begin() + heads * g, x.end());
 }
 
+// ---- rotation candidates, simulated ----------------------------------------------------
+// Each candidate is a dense orthonormal matrix per sub-vector dimension and half, applied in
+// double precision around the same codebooks and the same outlier split as the quantizer.
+
+using Matrix = std::vector<double>;  // dim x dim, row-major
+
+// (H D_rounds ... H D_1) / dim^(rounds/2), with the quantizer's own sign diagonals.
+Matrix hadamard_rotation(uint32_t dim, uint32_t sub, uint64_t seed, uint32_t rounds) {
+  Matrix m(dim * dim, 0.0);
+  for (uint32_t i = 0; i < dim; ++i) m[i * dim + i] = 1.0;
+  const uint32_t purposes[] = {TQ_SIGNS_ROTATION, TQ_SIGNS_ROUND2, TQ_SIGNS_ROUND3};
+  for (uint32_t r = 0; r < rounds; ++r) {
+    Matrix next(dim * dim);
+    for (uint32_t i = 0; i < dim; ++i)
+      for (uint32_t j = 0; j < dim; ++j) {
+        double acc = 0;
+        for (uint32_t k = 0; k < dim; ++k) {
+          const bool neg = (tq_sign_word(seed, dim, sub, purposes[r], k / 32) >> (k % 32)) & 1u;
+          const double h = (__builtin_popcount(i & k) & 1 ? -1.0 : 1.0) * (neg ? -1.0 : 1.0);
+          acc += h * m[k * dim + j];
+        }
+        next[i * dim + j] = acc / std::sqrt(static_cast<double>(dim));
+      }
+    m.swap(next);
+  }
+  return m;
+}
+
+// The paper's rotation: Gram-Schmidt on a Gaussian matrix.
+Matrix dense_rotation(uint32_t dim, uint32_t sub, uint64_t seed) {
+  bench::Rng rng(seed * 2 + sub);
+  Matrix m(dim * dim);
+  for (auto& v : m) v = rng.normal();
+  for (uint32_t i = 0; i < dim; ++i) {
+    for (uint32_t p = 0; p < i; ++p) {
+      double d = 0;
+      for (uint32_t j = 0; j < dim; ++j) d += m[i * dim + j] * m[p * dim + j];
+      for (uint32_t j = 0; j < dim; ++j) m[i * dim + j] -= d * m[p * dim + j];
+    }
+    double n = 0;
+    for (uint32_t j = 0; j < dim; ++j) n += m[i * dim + j] * m[i * dim + j];
+    for (uint32_t j = 0; j < dim; ++j) m[i * dim + j] /= std::sqrt(n);
+  }
+  return m;
+}
+
+// One sub-vector through rotation q, the b-bit codebook for its dimension, and back.
+void code_sub(const Matrix& q, uint32_t bits, std::vector<double>& v) {
+  const uint32_t dim = static_cast<uint32_t>(v.size());
+  double norm = 0;
+  for (double x : v) norm += x * x;
+  norm = std::sqrt(norm);
+  if (norm == 0) return;
+  const float* cent = TQ_CODEBOOK_CENTROIDS[tq_log2(dim) - 3][bits - 1];
+  const float* bound = TQ_CODEBOOK_BOUNDARIES[tq_log2(dim) - 3][bits - 1];
+  std::vector<double> y(dim, 0.0);
+  for (uint32_t i = 0; i < dim; ++i) {
+    double acc = 0;
+    for (uint32_t j = 0; j < dim; ++j) acc += q[i * dim + j] * v[j];
+    uint32_t cell = 0;
+    while (cell + 1 < (1u << bits) && acc / norm > bound[cell]) ++cell;
+    y[i] = cent[cell] * norm;
+  }
+  for (uint32_t j = 0; j < dim; ++j) {
+    double acc = 0;
+    for (uint32_t i = 0; i < dim; ++i) acc += q[i * dim + j] * y[i];
+    v[j] = acc;
+  }
+}
+
+struct Candidate {
+  const char* name;
+  std::function<Matrix(uint32_t dim, uint32_t sub, uint64_t seed)> rotation;
+  bool prescale;  // divide each channel by its RMS over the group's tokens first
+};
+
+// Relative squared error of groups of `tokens` vectors at bx2 / 2 bits (MSE codes), with the
+// quantizer's fractional split: the head_dim/2 channels of most energy at one bit more.
+double simulate(const Candidate& cand, const std::vector<float>& x, uint32_t tokens, uint32_t bx2, uint64_t seed) {
+  const bool frac = bx2 & 1u;
+  const uint32_t nsub = frac ? 2 : 1, dim = kDim / nsub, bits[2] = {(bx2 + 1) / 2, bx2 / 2};
+  const Matrix q[2] = {cand.rotation(dim, 0, seed), frac ? cand.rotation(dim, 1, seed) : Matrix()};
+  double num = 0, den = 0;
+  for (size_t g0 = 0; g0 < x.size(); g0 += static_cast<size_t>(tokens) * kDim) {
+    const float* g = &x[g0];
+    std::vector<double> energy(kDim, 0.0), scale(kDim, 1.0);
+    for (uint32_t t = 0; t < tokens; ++t)
+      for (uint32_t c = 0; c < kDim; ++c) energy[c] += static_cast<double>(g[t * kDim + c]) * g[t * kDim + c];
+    if (cand.prescale)
+      for (uint32_t c = 0; c < kDim; ++c) scale[c] = energy[c] > 0 ? std::sqrt(energy[c] / tokens) : 1.0;
+    std::vector<uint32_t> order(kDim);
+    for (uint32_t c = 0; c < kDim; ++c) order[c] = c;
+    if (frac) {  // outliers ascending, then the rest ascending (ties to the lower channel)
+      std::vector<uint32_t> by_energy = order;
+      std::stable_sort(by_energy.begin(), by_energy.end(), [&](uint32_t a, uint32_t b) { return energy[a] > energy[b]; });
+      std::vector<bool> out(kDim, false);
+      for (uint32_t i = 0; i < kDim / 2; ++i) out[by_energy[i]] = true;
+      std::stable_partition(order.begin(), order.end(), [&](uint32_t c) { return out[c]; });
+    }
+    for (uint32_t t = 0; t < tokens; ++t)
+      for (uint32_t s = 0; s < nsub; ++s) {
+        std::vector<double> v(dim);
+        for (uint32_t j = 0; j < dim; ++j) v[j] = g[t * kDim + order[s * dim + j]] / scale[order[s * dim + j]];
+        code_sub(q[s], bits[s], v);
+        for (uint32_t j = 0; j < dim; ++j) {
+          const uint32_t c = order[s * dim + j];
+          const double e = v[j] * scale[c] - g[t * kDim + c];
+          num += e * e, den += static_cast<double>(g[t * kDim + c]) * g[t * kDim + c];
+        }
+      }
+  }
+  return num / den;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -224,6 +346,69 @@ int main(int argc, char** argv) {
     std::vector<float> y = kvx;
     kivi(y, oheads, otokens, b, 128);
     row("KIVI (group 128)", b, b + 32.0 / 128, y);
+  }
+  // 4: structured inputs, 16 groups of 64 tokens each
+  const uint32_t sheads = 8, stokens = 64;
+  const size_t sn = 2ull * sheads * stokens;
+  const uint32_t rates[] = {4, 5, 6, 7, 8};
+  constexpr uint32_t kSeeds = 32, kSimSeeds = 8;  // the simulation's dense products cost more
+  std::vector<Candidate> cands = {
+      {"one Hadamard round (v1)", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 1); }, false},
+      {"two Hadamard rounds", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 2); }, false},
+      {"three Hadamard rounds", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 3); }, false},
+      {"dense random orthogonal", dense_rotation, false},
+      {"per-channel pre-scaling + one round", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 1); }, true},
+  };
+  std::fprintf(md, "\n### Structured inputs: relative squared error as a multiple of the Gaussian figure (mse)\n\n");
+  std::fprintf(md, "%zu vectors of each shape in groups of %u tokens; a cell is the shape's error over the Gaussian "
+                   "vectors' error under the same method and rate (the Gaussian row gives that error). The reference's "
+                   "rows are means over %u rotation seeds (the simulated candidates' over %u), with the worst single seed "
+                   "after the slash. Worst: the largest over the non-Gaussian shapes.\n\n",
+               sn, stokens, kSeeds, kSimSeeds);
+  std::fprintf(md, "| method | input | 2 bits | 2.5 | 3 | 3.5 | 4 |\n|---|---|---|---|---|---|---|\n");
+  std::fprintf(json, "\n  ],\n  \"structured\": [\n");
+  bool first_row = true;
+  // One method: errors per shape, rate and seed; rows of mean ratios to the Gaussian mean,
+  // with the worst seed's ratio where there are several seeds.
+  using ErrorFn = std::function<double(const std::vector<float>&, uint32_t bx2, uint32_t seed)>;
+  auto method_rows = [&](const char* method, uint32_t seeds, const ErrorFn& err) {
+    double mean[6][5] = {}, top[6][5] = {}, worst[5] = {}, worst_seed[5] = {};
+    for (size_t si = 0; si < 6; ++si) {
+      const std::vector<float> xs = bench::shaped_vectors(bench::kShapes[si], sn, kDim, 500 + si);
+      for (int r = 0; r < 5; ++r)
+        for (uint32_t seed = 0; seed < seeds; ++seed) {
+          const double e = err(xs, rates[r], 1234 + seed);
+          mean[si][r] += e / seeds;
+          top[si][r] = std::max(top[si][r], e);
+        }
+    }
+    for (size_t si = 0; si < 6; ++si) {
+      std::fprintf(md, "| %s | %s |", method, bench::shape_name(bench::kShapes[si]));
+      for (int r = 0; r < 5; ++r) {
+        const double ratio = mean[si][r] / mean[0][r], seed_ratio = top[si][r] / mean[0][r];
+        if (si) worst[r] = std::max(worst[r], ratio), worst_seed[r] = std::max(worst_seed[r], seed_ratio);
+        if (!si) std::fprintf(md, " %.4f |", mean[0][r]);
+        else std::fprintf(md, " %.2fx / %.2fx |", ratio, seed_ratio);
+        std::fprintf(json,
+                     "%s    {\"method\": \"%s\", \"input\": \"%s\", \"bits\": %.1f, \"seeds\": %u, \"rel_mse\": %.6f, "
+                     "\"vs_gaussian\": %.4f, \"worst_seed_vs_gaussian\": %.4f}",
+                     first_row ? "" : ",\n", method, bench::shape_name(bench::kShapes[si]), rates[r] / 2.0, seeds,
+                     mean[si][r], ratio, seed_ratio);
+        first_row = false;
+      }
+      std::fprintf(md, "\n");
+    }
+    std::fprintf(md, "| %s | **worst** |", method);
+    for (int r = 0; r < 5; ++r) std::fprintf(md, " **%.2fx** / %.2fx |", worst[r], worst_seed[r]);
+    std::fprintf(md, "\n");
+  };
+  for (const Candidate& c : cands)
+    method_rows(c.name, kSimSeeds, [&](const std::vector<float>& xs, uint32_t bx2, uint32_t seed) { return simulate(c, xs, stokens, bx2, seed); });
+  for (uint32_t version : {1u, 2u}) {
+    const std::string name = "reference, format v" + std::to_string(version);
+    method_rows(name.c_str(), kSeeds, [&](const std::vector<float>& xs, uint32_t bx2, uint32_t seed) {
+      return rel_mse(xs, round_trip(xs, sheads, stokens, bx2, bx2, SW_TQ_MSE, nullptr, version, seed));
+    });
   }
   std::fprintf(json, "\n  ]\n}\n");
   std::fclose(json);

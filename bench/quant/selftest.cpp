@@ -44,13 +44,20 @@ int main() {
     bad[0] = 'X';
     CHECK(sw_tq_check_header(&p, bad.data(), err, sizeof err) == SW_TQ_EFORMAT, "bad magic accepted");
     bad = q;
-    bad[4] = 2;
-    CHECK(sw_tq_check_header(&p, bad.data(), err, sizeof err) == SW_TQ_EFORMAT, "version 2 accepted");
+    bad[4] = SW_TQ_FORMAT_VERSION + 1;
+    CHECK(sw_tq_check_header(&p, bad.data(), err, sizeof err) == SW_TQ_EFORMAT, "a future version accepted");
     std::printf("version message: %s\n", err);
     sw_tq_params other = p;
     other.seed = 43;
     CHECK(sw_tq_check_header(&other, q.data(), err, sizeof err) == SW_TQ_EMISMATCH, "other seed accepted");
     std::printf("mismatch message: %s\n", err);
+    other = p;
+    other.version = 1;  // an old block is read with the version its header names
+    CHECK(sw_tq_check_header(&other, q.data(), err, sizeof err) == SW_TQ_EMISMATCH, "other version accepted");
+    CHECK(sw_tq_header_version(q.data()) == SW_TQ_FORMAT_VERSION, "header version %u", sw_tq_header_version(q.data()));
+    std::vector<uint8_t> old = bench::quantize(other, raw);
+    CHECK(sw_tq_check_header(&other, old.data(), err, sizeof err) == SW_TQ_OK, "v1 header refused: %s", err);
+    CHECK(sw_tq_header_version(old.data()) == 1, "v1 header names version %u", sw_tq_header_version(old.data()));
     other = p;
     other.key_bits_x2 = 6;
     CHECK(sw_tq_check_header(&other, q.data(), err, sizeof err) == SW_TQ_EMISMATCH, "other bits accepted");

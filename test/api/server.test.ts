@@ -28,6 +28,10 @@ test('status reports tier capacities, the active backend and why', async () => {
   assert.deepEqual(body.capacity.tiers.map((t: { name: string; slots: number }) => [t.name, t.slots]), [['raw', 2], ['quantized', 2], ['disk', 8]]);
   assert.equal(body.capacity.totalTokens, 48);
   assert.equal(body.config.server.auth, false);
+  // bits stored per value, the whole block's: its quantized bytes over its values
+  const values = body.capacity.rawBlockBytes / { fp32: 4, fp16: 2, bf16: 2 }[body.config.model.dtype as 'fp32'];
+  assert.ok(Math.abs(body.quantization.bitsPerValue - (body.capacity.quantizedBlockBytes * 8) / values) < 1e-9);
+  assert.equal(body.quantization.classes.length, 1);
 });
 
 test('a block written over HTTP reads back, bit-exact while raw and within bound once quantized', async () => {

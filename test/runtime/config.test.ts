@@ -58,3 +58,34 @@ test('gpu.device: 0 by default, a visible device index, refused naming the field
     assert.throws(() => parseConfig({ gpu: { device } }), (err: SpillwayError) => err.code === 'INVALID_CONFIG' && /^config gpu\.device: /.test(err.message), String(device));
   }
 });
+
+test('outer layers take their own bit widths: validated naming the field, sized by the rule, reported in bits per value', () => {
+  const rule = { keyBits: 3, valueBits: 2.5, outerLayers: { first: 2, last: 2, keyBits: 4, valueBits: 4 } };
+  const bad: Array<[unknown, RegExp]> = [
+    [{ quantization: { outerLayers: { first: 2, last: 2, keyBits: 4.5, valueBits: 4 } } }, /quantization\.outerLayers\.keyBits/],
+    [{ quantization: { outerLayers: { first: 0, last: 0, keyBits: 4, valueBits: 4 } } }, /quantization\.outerLayers\.first: name at least one/],
+    [{ model: { layers: 3 }, quantization: rule }, /quantization\.outerLayers\.last: .*model\.layers/],
+    [{ quantization: { outerLayers: { first: 1, last: 1, keyBits: 4 } } }, /quantization\.outerLayers\.valueBits/],
+    [{ quantization: { outerLayers: { first: 1, last: 1, keyBits: 4, valueBits: 4, middle: 3 } } }, /quantization\.outerLayers/],
+  ];
+  for (const [input, message] of bad) {
+    assert.throws(() => parseConfig(input), (err: SpillwayError) => err.code === 'INVALID_CONFIG' && message.test(err.message), JSON.stringify(input));
+  }
+  const uniform = computeLayout(parseConfig({ quantization: { keyBits: 3, valueBits: 2.5 } }));
+  const ruled = computeLayout(parseConfig({ quantization: rule }));
+  const four = computeLayout(parseConfig({}));
+  // 4 of 32 layers at 4 bits, 28 at 3 / 2.5: between the uniform sizes, and by the records' sizes exactly
+  assert.ok(uniform.quantizedBlockBytes < ruled.quantizedBlockBytes && ruled.quantizedBlockBytes < four.quantizedBlockBytes);
+  const perLayer = (l: typeof four) => (l.quantizedBlockBytes - 64) / 32;
+  assert.equal(ruled.quantizedBlockBytes, 64 + 4 * perLayer(four) + 28 * perLayer(uniform));
+  assert.equal(ruled.tiers[1]!.slots, Math.floor(ruled.tiers[1]!.bytes / ruled.quantizedBlockBytes));
+  assert.ok(ruled.tiers[1]!.slots > four.tiers[1]!.slots);
+  // bits per value stored: 8 x 16 tokens x 128 values a record; norms (and the fractional mask) on top of the codes
+  const q = ruled.quantization;
+  assert.deepEqual(q.classes.map((c) => [c.layers, c.keyBits, c.valueBits]), [['0-1', 4, 4], ['2-29', 3, 2.5], ['30-31', 4, 4]]);
+  assert.equal(q.classes[0]!.keyBitsStored, 4.25);
+  assert.equal(q.classes[1]!.keyBitsStored, 3.25);
+  assert.equal(q.classes[1]!.valueBitsStored, 2.5 + 0.5 + 16 * 8 / 2048);
+  assert.ok(Math.abs(q.bitsPerValue - (ruled.quantizedBlockBytes * 8) / (32 * 2 * 8 * 16 * 128)) < 1e-12);
+  assert.deepEqual(four.quantization.classes.map((c) => c.layers), ['0-31']);
+});

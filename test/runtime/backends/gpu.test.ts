@@ -6,8 +6,11 @@
  * POSIX fallback, and status names the path in use.
  */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { parseConfig } from '../../../runtime/config.js';
 import { addon } from '../../../runtime/native.js';
+import { openStore } from '../../../runtime/open.js';
 import type { BlockStore } from '../../../runtime/store.js';
 import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, tinyStore } from '../../helpers.js';
 
@@ -81,20 +84,22 @@ test('GPU: the POSIX fallback, forced on, keeps every block and says it is in us
   }
 });
 
-test('GPU and host quantize a block to the same stored bytes', { skip: noGpu }, async () => {
+/**
+ * Writes 4 blocks to a GPU store and to a host store (each with a tier 0 of one block, so
+ * three are quantized into tier 1) and compares what both hold: the stored bytes and the
+ * dequantized values, exactly.
+ */
+async function agree(open: (dir: string, backend: 'gpu' | 'host') => Promise<BlockStore>, blockBytes: number): Promise<void> {
   const dirs = [tempDir(), tempDir()];
-  // Blocks 0-1 end in the host tier, block 2 in tier 1: stored bytes come from both.
-  const ladder = { raw: 1, quantized: 1, host: 2, disk: 4 };
-  const gpu = await tinyStore(dirs[0]!.path, ladder);
-  const host = await tinyStore(dirs[1]!.path, ladder, { backend: 'host' });
+  const gpu = await open(dirs[0]!.path, 'gpu');
+  const host = await open(dirs[1]!.path, 'host');
   try {
     let differing = 0;
     for (const store of [gpu, host]) {
       const { id } = store.createSequence('agree');
       store.allocate(id, 4);
-      for (let i = 0; i < 4; i++) await store.write(id, i, blockContent(42 + i));
+      for (let i = 0; i < 4; i++) await store.write(id, i, blockContent(42 + i, blockBytes));
     }
-    assert.deepEqual((await Promise.all([0, 1, 2].map((i) => gpu.read('agree', i, { promote: false })))).map((r) => r.tier), ['host', 'host', 'quantized']);
     for (let i = 0; i < 3; i++) {
       const a = await gpu.read('agree', i, { format: 'stored' });
       const b = await host.read('agree', i, { format: 'stored' });
@@ -102,7 +107,7 @@ test('GPU and host quantize a block to the same stored bytes', { skip: noGpu }, 
       for (let k = 0; k < a.data.length; k++) if (a.data[k] !== b.data[k]) differing++;
       const ra = await gpu.read('agree', i, { promote: false });
       const rb = await host.read('agree', i, { promote: false });
-      assert.ok(relativeError(ra.data, rb.data) < 1e-4, `dequantized block ${i} differs between GPU and host`);
+      assert.ok(ra.data.equals(rb.data), `dequantized block ${i} differs between GPU and host`);
     }
     assert.equal(differing, 0, `${differing} stored bytes differ between the GPU kernels and the C++ reference`);
   } finally {
@@ -110,4 +115,24 @@ test('GPU and host quantize a block to the same stored bytes', { skip: noGpu }, 
     await host.close();
     for (const d of dirs) d.cleanup();
   }
+}
+
+// 4 bits throughout, and layer 0 at 4 bits with the other at 3 for keys and 2.5 for values
+const RATES = [{}, { keyBits: 3, valueBits: 2.5, outerLayers: { first: 1, last: 0, keyBits: 4, valueBits: 4 } }];
+
+for (const quantization of RATES) {
+  test(`GPU (general kernels) and host agree on stored bytes and dequantized values (${JSON.stringify(quantization)})`, { skip: noGpu }, async () => {
+    // Blocks 0-1 end in the host tier, block 2 in tier 1: stored bytes come from both.
+    await agree((dir, backend) => tinyStore(dir, { raw: 1, quantized: 1, host: 2, disk: 4 }, { backend, quantization }), 4096);
+  });
+}
+
+test('GPU (head_dim-128 kernels, three layer ranges) and host agree on stored bytes and dequantized values', { skip: noGpu }, async () => {
+  const model = { layers: 4, kvHeads: 2, headDim: 128, tokensPerBlock: 16, dtype: 'bf16' as const };
+  const raw = model.layers * 2 * model.kvHeads * model.tokensPerBlock * model.headDim * 2;
+  const quantization = { keyBits: 3, valueBits: 2.5, outerLayers: { first: 1, last: 1, keyBits: 4, valueBits: 3.5 } };
+  await agree((dir, backend) => openStore(parseConfig({
+    backend, model, quantization,
+    tiers: { raw: { bytes: raw }, quantized: { bytes: 4 * raw }, disk: { path: join(dir, 'tier2.slots'), bytes: 8 * raw } },
+  })), raw);
 });
