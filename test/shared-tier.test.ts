@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Registry } from 'prom-client';
+import { parseConfig } from '../runtime/config.js';
 import { computeLayout } from '../runtime/layout.js';
 import { quantize } from '../runtime/native.js';
 import { chainHashes } from '../runtime/prefix.js';
@@ -217,4 +218,13 @@ test('a chain stops at the first block the shared tier lacks', async () => {
     await a.close();
     dir.cleanup();
   }
+});
+
+test('tiers.shared is off without a path, and bad values fail naming the field', () => {
+  assert.equal(parseConfig({}).tiers.shared.path, undefined);
+  assert.throws(() => parseConfig({ tiers: { shared: { path: '/mnt/kv', bytes: 0 } } }), /config tiers\.shared\.bytes: must be positive/);
+  assert.throws(() => parseConfig({ tiers: { shared: { path: '' } } }), /config tiers\.shared\.path:/);
+  assert.throws(() => parseConfig({ tiers: { shared: { path: '/mnt/kv', bytes: '12 parsecs' } } }), /config tiers\.shared\.bytes:/);
+  assert.throws(() => parseConfig({ tiers: { shared: { dir: '/mnt/kv' } } }), /config tiers\.shared/);
+  assert.equal(parseConfig({ tiers: { shared: { path: '/mnt/kv', bytes: '2TiB' } } }).tiers.shared.bytes, 2 * 2 ** 40);
 });
