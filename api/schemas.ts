@@ -227,6 +227,10 @@ export const TelemetryResponse = TelemetrySample.extend({
     diskBytes: z.object({ read: Count, write: Count }), eventsDropped: Count,
   }),
   path: z.object({ backend: z.string(), raw: z.string(), quantized: z.string(), host: z.string().optional(), disk: z.string(), direct: z.boolean() }),
+  shared: z.object({
+    path: z.string(), io: z.string(), hits: Count, misses: Count, published: Count.describe('blocks this server wrote there'),
+    bytesRead: Count, bytesWritten: Count, usedBytes: Count, budgetBytes: Count,
+  }).nullable().describe('the shared tier, totals since start; null when not configured'),
   history: z.array(TelemetrySample).optional(),
 });
 

@@ -80,6 +80,9 @@ test('servers sharing a directory: a prefix committed on one is attached and rea
     const bStatus = await sharedStatus(b);
     assert.equal(bStatus.hits, BLOCKS);
     assert.match(await (await fetch(`${b}/metrics`)).text(), new RegExp(`spillway_shared_hits_total ${BLOCKS}`));
+    const telemetry = (await (await fetch(`${b}/v1/telemetry`)).json()) as { shared: { hits: number; bytesRead: number } };
+    assert.equal(telemetry.shared.hits, BLOCKS, 'the dashboard\'s feed shows the shared tier');
+    assert.ok(telemetry.shared.bytesRead >= BLOCKS * TINY_QUANT);
 
     // A torn file is a miss: the chain stops before it on the third server.
     const hashes = lookup.hashes;
