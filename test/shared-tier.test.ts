@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Registry } from 'prom-client';
 import { parseConfig } from '../runtime/config.js';
 import { computeLayout } from '../runtime/layout.js';
-import { quantize } from '../runtime/native.js';
+import { addon, quantize } from '../runtime/native.js';
 import { chainHashes } from '../runtime/prefix.js';
 import { SHARED_HEADER_BYTES, SharedTier } from '../runtime/shared-tier.js';
 import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, tinyConfig, tinyStore, TINY_MODEL, TINY_QUANT } from './helpers.js';
@@ -227,4 +227,36 @@ test('tiers.shared is off without a path, and bad values fail naming the field',
   assert.throws(() => parseConfig({ tiers: { shared: { path: '/mnt/kv', bytes: '12 parsecs' } } }), /config tiers\.shared\.bytes:/);
   assert.throws(() => parseConfig({ tiers: { shared: { dir: '/mnt/kv' } } }), /config tiers\.shared/);
   assert.equal(parseConfig({ tiers: { shared: { path: '/mnt/kv', bytes: '2TiB' } } }).tiers.shared.bytes, 2 * 2 ** 40);
+});
+
+const probe = await addon.probe();
+const noGpu = probe.gpu.present && addon.GpuTiers ? false : `no GPU backend here: ${probe.gpu.error || 'addon built without CUDA'}`;
+
+test('GPU: a prefix a host-backend store published is pulled into HBM by a GPU-backend store', { skip: noGpu }, async () => {
+  const dir = tempDir();
+  const shared = { path: join(dir.path, 'shared') };
+  const host = await tinyStore(join(dir.path, 'host'), SLOTS, { tiers: { shared }, backend: 'host' });
+  const gpu = await tinyStore(join(dir.path, 'gpu'), SLOTS, { tiers: { shared }, backend: 'gpu' });
+  try {
+    const tpb = TINY_MODEL.tokensPerBlock;
+    const tokens = Array.from({ length: 4 * tpb }, (_, i) => 900 + i);
+    const hashes = chainHashes(tokens, tpb);
+    host.createSequence('p');
+    host.allocate('p', 4);
+    for (let i = 0; i < 4; i++) await host.write('p', i, blockContent(60 + i), tokens.slice(i * tpb, (i + 1) * tpb));
+    await host.close();
+    assert.equal(await gpu.pullShared(hashes), 4);
+    assert.match(gpu.sharedStatus()!.io, /POSIX/);
+    gpu.createSequence('q', hashes);
+    for (let i = 0; i < 4; i++) {
+      const raw = await gpu.read('q', i);
+      assert.equal(raw.promoted, true, 'dequantized from its tier-1 copy in HBM');
+      assert.ok(relativeError(blockContent(60 + i), raw.data) < FOUR_BIT_BOUND, `block ${i}`);
+    }
+    gpu.checkInvariants();
+  } finally {
+    await host.close();
+    await gpu.close();
+    dir.cleanup();
+  }
 });
