@@ -299,7 +299,7 @@ export class SharedTier {
     let bytes = 0;
     for (const name of await readdir(this.path)) {
       const file = join(this.path, name);
-      const s = await stat(file).catch((err: unknown) => (gone(err) ? null : Promise.reject(err)));
+      const s = await unlessGone(stat(file));
       if (!s?.isFile()) continue;
       if (name.endsWith(TEMP_SUFFIX)) {
         if (Date.now() - s.mtimeMs > STALE_TEMP_MS) await this.remove(file);
@@ -332,13 +332,7 @@ export class SharedTier {
 
   /** Whether this call removed the file (false: another server did first). */
   private async remove(file: string): Promise<boolean> {
-    try {
-      await unlink(file);
-      return true;
-    } catch (err) {
-      if (gone(err)) return false;
-      throw err;
-    }
+    return (await unlessGone(unlink(file))) !== null;
   }
 
   describe(): SharedTierStatus {
@@ -353,11 +347,15 @@ export class SharedTier {
 }
 
 async function exists(file: string): Promise<boolean> {
+  return (await unlessGone(stat(file))) !== null;
+}
+
+/** What `op` answers, or null where its file is gone (another server removed it). */
+async function unlessGone<T>(op: Promise<T>): Promise<T | null> {
   try {
-    await stat(file);
-    return true;
+    return await op;
   } catch (err) {
-    if (gone(err)) return false;
+    if (gone(err)) return null;
     throw err;
   }
 }
