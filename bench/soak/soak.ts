@@ -696,7 +696,8 @@ class Soak {
     while (Object.values(this.t.ops).reduce((a, b) => a + b, 0) - opsBefore < 50 && Date.now() < deadline && !this.stopping) await sleep(100);
     const served = Object.values(this.t.ops).reduce((a, b) => a + b, 0) - opsBefore;
     const recovered = status.recovery?.recovered ?? 0;
-    const clean = status.stats.sequences === 0 && used[0] === 0 && used[1] === 0 && used[2] === recovered && status.stats.lostBlocks === 0;
+    // Every memory tier empty (raw, quantized, and the host tier where there is one), the disk holding what was recovered.
+    const clean = status.stats.sequences === 0 && used.slice(0, -1).every((n) => n === 0) && used[used.length - 1] === recovered && status.stats.lostBlocks === 0;
     const ok = exit.signal === 'SIGKILL' && clean && (oldSequence === 'SEQUENCE_NOT_FOUND' || !old) && back.found === expected && back.checked === back.found && served >= 50;
     this.record('kill', at, ok,
       ok ? `killed with SIGKILL under load; back in ${Math.round(downMs)} ms with ${recovered} committed blocks recovered from disk, ${back.found} of ${expected} prompt blocks on disk at the kill cached again and read back right; old sequence ${oldSequence}; ${served} requests served after`
