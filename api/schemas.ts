@@ -107,9 +107,27 @@ export const Recovery = z.object({
   totalMs: z.number().describe('the whole recovery; the server listened only after it'),
 }).describe('what the start recovered from the disk tier (docs/ARCHITECTURE.md, "Warm restart")');
 
+const Counts = z.record(z.string(), Count);
+export const SharedTierStatus = z.object({
+  path: z.string(),
+  budgetBytes: Count.describe('tiers.shared.bytes: the directory\'s budget, all servers together'),
+  usedBytes: Count.describe('bytes in the directory as of the last scan plus what this server wrote since'),
+  files: Count.nullable().describe('block files at the last scan'),
+  io: z.string().describe('how the tier reads and writes'),
+  publish: z.string().describe('which blocks are published, and when'),
+  hits: Count.describe('blocks prefix pulls found there'),
+  misses: Counts.describe('reads that found no usable file: missing, torn, foreign, checksum'),
+  published: Counts.describe('committed blocks offered: written, exists (another server had), skipped (too many waiting), failed'),
+  bytesRead: Count,
+  bytesWritten: Count,
+  evicted: Count.describe('files this server removed for space'),
+  lastError: z.string().nullable(),
+}).describe('the prefix tier shared with other servers (tiers.shared); null when not configured');
+
 export const StatusResponse = z.object({
   backend: Backend,
   recovery: Recovery.nullable(),
+  shared: SharedTierStatus.nullable(),
   capacity: Capacity,
   quantization: Quantization,
   limits: Limits,
@@ -220,6 +238,10 @@ export const TelemetryResponse = TelemetrySample.extend({
     diskBytes: z.object({ read: Count, write: Count }), eventsDropped: Count,
   }),
   path: z.object({ backend: z.string(), raw: z.string(), quantized: z.string(), host: z.string().optional(), disk: z.string(), direct: z.boolean() }),
+  shared: z.object({
+    path: z.string(), io: z.string(), hits: Count, misses: Count, published: Count.describe('blocks this server wrote there'),
+    bytesRead: Count, bytesWritten: Count, usedBytes: Count, budgetBytes: Count,
+  }).nullable().describe('the shared tier, totals since start; null when not configured'),
   history: z.array(TelemetrySample).optional(),
 });
 

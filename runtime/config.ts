@@ -64,6 +64,15 @@ export const ConfigSchema = z.object({
       /** Recover the committed blocks found in the file at start (runtime/recovery.ts); false starts empty. */
       recover: z.boolean().default(true),
     }).strict().prefault({}),
+    /**
+     * Committed blocks shared by every server pointed at one directory of a shared mount
+     * (runtime/shared-tier.ts). Off without a path; `bytes` bounds the directory, all
+     * servers together.
+     */
+    shared: z.object({
+      path: z.string().min(1).optional(),
+      bytes: Bytes.refine((b) => b > 0, 'must be positive').default(64 * 2 ** 30),
+    }).strict().prefault({}),
   }).strict().prefault({}),
   quantization: z.object({
     keyBits: Bits.default(4),
@@ -217,6 +226,7 @@ export function loadConfig(sources: ConfigSources, env: NodeJS.ProcessEnv = proc
   if (env.SPILLWAY_TOKEN) setPath(raw, 'server.token', env.SPILLWAY_TOKEN);
   const config = parseConfig(raw);
   config.tiers.disk.path = resolve(base, config.tiers.disk.path);
+  if (config.tiers.shared.path !== undefined) config.tiers.shared.path = resolve(base, config.tiers.shared.path);
   const weights = config.weights;
   if (weights.source !== undefined) {
     weights.source = typeof weights.source === 'string' ? resolve(base, weights.source) : weights.source.map((p) => resolve(base, p));

@@ -389,6 +389,21 @@ export class Ladder {
     await this.move('promote', b, 1, 0, ctx, (slot) => this.backend.dequantize(b.copies[1]!, slot));
   }
 
+  /**
+   * Gives `b`, a block no one else can see yet, a tier-1 copy of stored bytes from outside
+   * the ladder (the shared tier). It may wait for room, as a write's slot does: it holds no lock.
+   */
+  async placeStored(b: LadderBlock, stored: Buffer): Promise<void> {
+    const slot = await this.acquireSlot(1, { held: new Set(), wait: true });
+    try {
+      await this.backend.writeStored(1, slot, stored);
+    } catch (err) {
+      this.returnSlot(1, slot);
+      throw err;
+    }
+    this.place(b, 1, slot);
+  }
+
   /** Copies `b` from its copy in tier `from` (below tier 1) into `slot` of tier 1. */
   private copyUp(b: LadderBlock, from: TierIndex, slot: number): Promise<void> {
     const src = b.copies[from]!;

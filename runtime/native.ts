@@ -108,6 +108,8 @@ export interface GpuTiersInfo {
 /** The GPU backend's tiers (addon/src/gpu_tiers.cc): 0 raw and 1 quantized in HBM, 2 quantized in pinned host memory. */
 export interface NativeGpuTiers {
   writeRaw(slot: number, src: Buffer): Promise<void>;
+  /** Copies one block (raw for tier 0, stored format for 1 and 2) into a slot. */
+  writeSlot(tier: 0 | 1 | 2, slot: number, src: Buffer): Promise<void>;
   /** Tiers: 0 raw (device), 1 quantized (device), 2 quantized (pinned host memory). */
   readSlot(tier: 0 | 1 | 2, slot: number): Promise<Buffer>;
   quantize(rawSlots: Uint32Array, quantSlots: Uint32Array): Promise<void>;

@@ -13,6 +13,7 @@ import { SpillwayError } from './errors.js';
 import { computeLayout, tierNamed, type Layout } from './layout.js';
 import { addon, type ProbeResult } from './native.js';
 import { scanDiskTier } from './recovery.js';
+import { SharedTier } from './shared-tier.js';
 import { BlockStore } from './store.js';
 
 export interface BackendChoice {
@@ -90,6 +91,8 @@ export async function openStore(config: Config, probe?: ProbeResult): Promise<Bl
     const { blocks, report } = await scanDiskTier(config, layout, choice.name);
     store.adoptRecovered(blocks);
     store.recovery = { ...report, totalMs: performance.now() - started };
+    const shared = config.tiers.shared;
+    if (shared.path !== undefined) store.useSharedTier(await SharedTier.open(shared.path, shared.bytes, layout, store.telemetry.registry));
   } catch (err) {
     await store.close();
     throw err;

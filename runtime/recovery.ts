@@ -75,7 +75,7 @@ function emptyReport(config: Config, layout: Layout, enabled: boolean): Recovery
 }
 
 /** The header the running configuration's quantizer writes in front of every block. */
-async function expectedBlockHeader(layout: Layout): Promise<Buffer> {
+export async function expectedBlockHeader(layout: Layout): Promise<Buffer> {
   const stored = await quantize(layout.quant, Buffer.alloc(layout.rawBlockBytes));
   return stored.subarray(0, BLOCK);
 }

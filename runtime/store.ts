@@ -34,6 +34,7 @@ import { LeaseManager, type LeaseInfo } from './leases.js';
 import { BlockLock, Semaphore } from './lock.js';
 import { blockHash, ROOT_HASH } from './prefix.js';
 import type { RecoveredBlock, RecoveryReport } from './recovery-report.js';
+import { FETCH_WINDOW, type SharedTier, type SharedTierStatus } from './shared-tier.js';
 import { Telemetry } from './telemetry.js';
 
 interface Block extends LadderBlock {
@@ -157,6 +158,8 @@ export class BlockStore {
   private readonly batchWindow: Semaphore;
   /** What the recovery of the disk tier found when the store opened (runtime/recovery.ts). */
   recovery: RecoveryReport | null = null;
+  /** Committed blocks shared with other servers (runtime/shared-tier.ts); null when not configured. */
+  private shared: SharedTier | null = null;
   private readonly leasesExpired = new Counter({
     name: 'spillway_zero_copy_leases_expired_total', help: 'Zero-copy leases that expired holding blocks or not', registers: [this.telemetry.registry],
   });
@@ -278,6 +281,7 @@ export class BlockStore {
       if (hash !== null) {
         b.hash = hash;
         this.prefixIndex.set(hash, b);
+        this.shared?.publishLater(hash, data);
       }
       this.telemetry.writes.inc();
       this.telemetry.opSeconds.observe({ op: 'write' }, (performance.now() - started) / 1000);
@@ -377,6 +381,67 @@ export class BlockStore {
     this.telemetry.frees.inc(released);
     this.ladder.notifyProgress();
     return { released, cached };
+  }
+
+  /** Consults `shared` after the prefix index from now on (openStore, when tiers.shared.path is set). */
+  useSharedTier(shared: SharedTier): void {
+    this.shared = shared;
+  }
+
+  sharedStatus(): SharedTierStatus | null {
+    return this.shared?.describe() ?? null;
+  }
+
+  /**
+   * Brings the blocks of a hash chain that follow the locally cached ones in from the
+   * shared tier, in order, until the first it lacks: each becomes a committed, cached block
+   * with a tier-1 copy of the file's stored bytes. Answers how many came in. Prefix
+   * lookups and attaches call it first, so that they see what other servers committed.
+   */
+  async pullShared(hashes: string[]): Promise<number> {
+    this.assertOpen();
+    const shared = this.shared;
+    if (!shared) return 0;
+    // No more than the ladder holds: the first ones would be dropped for the last.
+    const wanted = hashes.slice(this.cachedPrefix(hashes).length, this.layout.totalBlocks);
+    let pulled = 0;
+    for (let start = 0; start < wanted.length; start += FETCH_WINDOW) {
+      const window = wanted.slice(start, start + FETCH_WINDOW);
+      const found = await Promise.all(window.map((h) => (this.prefixIndex.has(h) ? null : shared.fetch(h))));
+      for (const [i, hash] of window.entries()) {
+        const stored = found[i];
+        if (!this.prefixIndex.has(hash)) {
+          if (!stored || !(await this.adoptShared(hash, stored))) return pulled;
+        }
+        pulled++;
+      }
+    }
+    return pulled;
+  }
+
+  /** A block of a file from the shared tier, cached with a tier-1 copy; false where no room could be made. */
+  private async adoptShared(hash: string, stored: Buffer): Promise<boolean> {
+    const b = this.newBlock();
+    b.hash = hash;
+    try {
+      await this.ladder.placeStored(b, stored);
+    } catch (err) {
+      b.dead = true;
+      this.blocks.delete(b.id);
+      const code = (err as { code?: ErrorCode }).code;
+      if (code === 'CAPACITY_EXCEEDED' || code === 'TIER_BUSY') return false;
+      throw err;
+    }
+    // Another pull of the same prefix may have won meanwhile: one block per hash.
+    if (this.prefixIndex.has(hash)) {
+      this.dropBlock(b);
+      return true;
+    }
+    b.generation = 1;
+    b.written = true;
+    this.prefixIndex.set(hash, b);
+    this.ladder.touch(b);
+    return true;
   }
 
   /** The leading blocks of a hash chain that are cached, and where each one is now. */
@@ -534,6 +599,7 @@ export class BlockStore {
   async attachAndAcquire(lease: string, prefix: string[], allocate = 0, id?: string): Promise<{ id: string; attached: number; blocks: AcquireEntry[] }> {
     this.assertOpen();
     this.leases.touch(lease);
+    await this.pullShared(prefix);
     const cached = this.cachedPrefix(prefix);
     const fit = this.tier0Room(new Set(cached.map((b) => b.id)));
     const attached = cached.length;
@@ -622,6 +688,7 @@ export class BlockStore {
     if (this.closed) return;
     this.closed = true;
     this.leases.close();
+    await this.shared?.settle();
     await this.ladder.drainDisk();
     await this.backend.close();
   }

@@ -36,6 +36,7 @@ export function tinyConfig(dir: string, slots: TinySlots, extra: ConfigInput = {
     ...extra,
     model: { ...TINY_MODEL, ...extra.model },
     tiers: {
+      ...extra.tiers,
       raw: { bytes: slots.raw * TINY_RAW },
       quantized: { bytes: slots.quantized * TINY_QUANT },
       host: { bytes: (slots.host ?? 0) * TINY_QUANT },

@@ -60,7 +60,8 @@ class GpuTiers::StagingGuard {
 
 Napi::Function GpuTiers::Define(Napi::Env env) {
   return DefineClass(env, "GpuTiers",
-                     {InstanceMethod("writeRaw", &GpuTiers::WriteRaw), InstanceMethod("readSlot", &GpuTiers::ReadSlot),
+                     {InstanceMethod("writeRaw", &GpuTiers::WriteRaw), InstanceMethod("writeSlot", &GpuTiers::WriteSlot),
+                      InstanceMethod("readSlot", &GpuTiers::ReadSlot),
                       InstanceMethod("quantize", &GpuTiers::Quantize), InstanceMethod("dequantize", &GpuTiers::Dequantize),
                       InstanceMethod("dequantizeBytes", &GpuTiers::DequantizeBytes), InstanceMethod("copy", &GpuTiers::Copy),
                       InstanceMethod("spill", &GpuTiers::Spill),
@@ -214,18 +215,28 @@ void GpuTiers::CheckOpen(Napi::Env env) const {
 
 // writeRaw(slot, src: Buffer): copies a raw block into a tier-0 slot.
 Napi::Value GpuTiers::WriteRaw(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+  return CopyIn(info.Env(), 0, ArgU32(info, 0, "slot"), ArgBuffer(info, 1, "src"));
+}
+
+// writeSlot(tier, slot, src: Buffer): copies one block into a slot of any memory tier
+// (stored bytes for tiers 1 and 2, e.g. a block read from the shared tier).
+Napi::Value GpuTiers::WriteSlot(const Napi::CallbackInfo& info) {
+  return CopyIn(info.Env(), ArgU32(info, 0, "tier"), ArgU32(info, 1, "slot"), ArgBuffer(info, 2, "src"));
+}
+
+Napi::Value GpuTiers::CopyIn(Napi::Env env, uint32_t tier, uint32_t slot, Napi::Buffer<uint8_t> src) {
   CheckOpen(env);
-  uint32_t slot = ArgU32(info, 0, "slot");
-  CheckSlot(env, 0, slot);
-  auto src = ArgBuffer(info, 1, "src");
-  if (src.Length() != raw_bytes_) throw Napi::RangeError::New(env, "src must be one raw block");
-  uint8_t* dst = SlotAddress(0, slot);
+  CheckSlot(env, tier, slot);
+  size_t bytes = TierBlockBytes(tier);
+  if (src.Length() != bytes) throw Napi::RangeError::New(env, tier == 0 ? "src must be one raw block" : "src must be one stored block");
+  uint8_t* dst = SlotAddress(tier, slot);
   const uint8_t* data = src.Data();
-  return Run(env, {src}, [this, dst, data] {
+  return Run(env, {src}, [this, dst, data, bytes, tier] {
     StagingGuard s(this);
-    CheckCuda(cudaMemcpyAsync(dst, data, raw_bytes_, cudaMemcpyHostToDevice, s->stream), "copy to tier 0");
-    CheckCuda(cudaStreamSynchronize(s->stream), "copy to tier 0");
+    // Default: a device tier's slot by DMA, the pinned host tier's by a host copy.
+    const std::string what = "copy to tier " + std::to_string(tier);
+    CheckCuda(cudaMemcpyAsync(dst, data, bytes, cudaMemcpyDefault, s->stream), what);
+    CheckCuda(cudaStreamSynchronize(s->stream), what);
   });
 }
 

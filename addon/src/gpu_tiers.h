@@ -36,6 +36,7 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   };
 
   Napi::Value WriteRaw(const Napi::CallbackInfo& info);
+  Napi::Value WriteSlot(const Napi::CallbackInfo& info);
   Napi::Value ReadSlot(const Napi::CallbackInfo& info);
   Napi::Value Quantize(const Napi::CallbackInfo& info);
   Napi::Value Dequantize(const Napi::CallbackInfo& info);
@@ -51,6 +52,7 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
 
   Napi::Promise Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result = nullptr);
   Napi::Value Convert(const Napi::CallbackInfo& info, bool quantize);
+  Napi::Value CopyIn(Napi::Env env, uint32_t tier, uint32_t slot, Napi::Buffer<uint8_t> src);
   // Decides the disk path once (io_mode.h) and registers the tier file where cuFile is chosen.
   void OpenIo(IoMode mode);
   void Release();

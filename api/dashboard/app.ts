@@ -110,6 +110,9 @@ function render(snap: Snapshot): void {
   $('tile-promote').textContent = rate(snap.movesPerSecond.promote);
   $('tile-hit').textContent = snap.hitRate === null ? 'no reads' : `${(snap.hitRate * 100).toFixed(1)} %`;
   $('tile-disk-rate').textContent = `${megabytes(snap.diskBytesPerSecond.read)} / ${megabytes(snap.diskBytesPerSecond.write)} MB/s`;
+  const shared = snap.shared;
+  $('tile-shared').textContent = shared ? `${shared.hits} / ${shared.misses}` : 'not configured';
+  $('tile-shared-bytes').textContent = shared ? `${megabytes(shared.bytesRead)} / ${megabytes(shared.bytesWritten)} / ${megabytes(shared.usedBytes)} MB` : '–';
   $('tile-loop').textContent = `${snap.eventLoopDelayMs.toFixed(1)} ms`;
   $('total-demotions').textContent = String(snap.totals.demotions);
   $('total-promotions').textContent = String(snap.totals.promotions);
@@ -122,6 +125,7 @@ function render(snap: Snapshot): void {
     row(['quantized', String(snap.slots.quantized), String(snap.blocks.quantized), snap.path.quantized]),
     ...(snap.slots.host === undefined ? [] : [row(['host', String(snap.slots.host), String(snap.blocks.host ?? 0), snap.path.host ?? ''])]),
     row(['disk', String(snap.slots.disk), String(snap.blocks.disk), disk]),
+    ...(shared ? [row(['shared', '', '', `${shared.io}, on ${shared.path}`])] : []),
   );
 }
 

@@ -13,6 +13,7 @@ export const prefixRoutes: RoutePlugin = async (app, { ctx }) => {
   }, async (request) => {
     const body = request.body;
     const hashes = 'hashes' in body ? body.hashes : chainHashes(body.tokens, store.layout.tokensPerBlock);
+    await store.pullShared(hashes);
     return { requested: hashes.length, cached: store.lookupPrefix(hashes), hashes };
   });
 };

@@ -11,6 +11,7 @@ export const sequenceRoutes: RoutePlugin = async (app, { ctx }) => {
     },
   }, async (request, reply) => {
     reply.status(201);
+    if (request.body?.prefix) await store.pullShared(request.body.prefix);
     return store.createSequence(request.body?.id, request.body?.prefix);
   });
 

@@ -46,7 +46,7 @@ export const statusRoutes: RoutePlugin = async (app, { ctx }) => {
     return keptJson;
   };
   type Status = z.input<typeof StatusResponse>;
-  const serialize = (s: Status) => `${JSON.stringify({ limits: s.limits, stats: s.stats, load: s.load }).slice(0, -1)},${steadyJson()}}`;
+  const serialize = (s: Status) => `${JSON.stringify({ limits: s.limits, stats: s.stats, load: s.load, shared: s.shared }).slice(0, -1)},${steadyJson()}}`;
 
   app.get('/v1/status', {
     schema: {
@@ -59,6 +59,7 @@ export const statusRoutes: RoutePlugin = async (app, { ctx }) => {
     return {
       backend: sampler.backend,
       recovery: store.recovery,
+      shared: store.sharedStatus(),
       capacity,
       quantization: store.layout.quantization,
       limits: store.limits,

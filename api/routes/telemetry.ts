@@ -62,6 +62,7 @@ export const telemetryRoutes: RoutePlugin = async (app, { ctx }) => {
     const b = sampler.backend;
     const slots = store.capacity().tiers;
     const since = request.query.since;
+    const shared = store.sharedStatus();
     return {
       ...sample,
       intervalMs: sampler.intervalMs,
@@ -71,6 +72,10 @@ export const telemetryRoutes: RoutePlugin = async (app, { ctx }) => {
         diskBytes: totals.diskBytes, eventsDropped: totals.eventsDropped,
       },
       path: { backend: b.name, ...b.paths, direct: b.disk.direct },
+      shared: shared && {
+        path: shared.path, io: shared.io, hits: shared.hits, misses: Object.values(shared.misses).reduce((a, n) => a + n, 0), published: shared.published.written,
+        bytesRead: shared.bytesRead, bytesWritten: shared.bytesWritten, usedBytes: shared.usedBytes, budgetBytes: shared.budgetBytes,
+      },
       ...(since === undefined ? {} : { history: sampler.since(since) }),
     };
   });

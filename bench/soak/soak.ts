@@ -746,6 +746,7 @@ class Soak {
     while (Object.values(this.t.ops).reduce((a, b) => a + b, 0) - opsBefore < 50 && Date.now() < deadline && !this.stopping) await sleep(100);
     const served = Object.values(this.t.ops).reduce((a, b) => a + b, 0) - opsBefore;
     const recovered = status.recovery?.recovered ?? 0;
+    // Every memory tier empty (raw, quantized, and the host tier where there is one), the disk holding what was recovered.
     const clean = status.stats.sequences === 0 && used.slice(0, -1).every((n) => n === 0) && used[used.length - 1] === recovered && status.stats.lostBlocks === 0;
     const ok = exit.signal === 'SIGKILL' && clean && (oldSequence === 'SEQUENCE_NOT_FOUND' || !old) && back.found === expected && back.checked === back.found && served >= 50;
     this.record('kill', at, ok,

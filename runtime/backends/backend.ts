@@ -67,6 +67,8 @@ export interface Backend {
   readRaw(slot: number): Promise<Buffer>;
   /** Copies a quantized memory tier's slot out (stored format). */
   readStored(tier: TierIndex, slot: number): Promise<Buffer>;
+  /** Copies stored bytes (verified by the caller) into a quantized memory tier's slot. */
+  writeStored(tier: TierIndex, slot: number, stored: Buffer): Promise<void>;
   /** Tier 0 -> tier 1. */
   quantize(rawSlot: number, quantSlot: number): Promise<void>;
   /** Tier 1 -> tier 0. */

@@ -99,6 +99,10 @@ export class GpuBackend implements Backend {
     return nativeCall(`read from tier ${tier}`, () => this.tiers.readSlot(memoryTier(tier), slot));
   }
 
+  writeStored(tier: TierIndex, slot: number, stored: Buffer): Promise<void> {
+    return nativeCall(`write to tier ${tier}`, () => this.tiers.writeSlot(memoryTier(tier), slot, stored));
+  }
+
   quantize(rawSlot: number, quantSlot: number): Promise<void> {
     return this.quantizes.submit(rawSlot, quantSlot);
   }

@@ -67,6 +67,10 @@ export class HostBackend implements Backend {
     return Buffer.from(this.slotView(tier, slot));
   }
 
+  async writeStored(tier: TierIndex, slot: number, stored: Buffer): Promise<void> {
+    this.slotView(tier, slot).set(stored);
+  }
+
   quantize(rawSlot: number, quantSlot: number): Promise<void> {
     return this.quantizer.quantizeInto(this.slotView(0, rawSlot), 0, this.slotView(1, quantSlot), 0);
   }
