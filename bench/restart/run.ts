@@ -98,4 +98,5 @@ console.log(`recovery of ${recovery.recovered} committed blocks in ${slots} slot
 if (args.out) writeFileSync(args.out, JSON.stringify(report, null, 2));
 rmSync(path, { force: true });
 rmSync(path + '.writing', { force: true });
-if (found.length !== hashes.length || worst >= FOUR_BIT_BOUND || recovery.recovered !== written) process.exit(1);
+// Every disk slot held a committed block at the close (the last blocks written were still in memory, and are not recovered).
+if (found.length !== hashes.length || worst >= FOUR_BIT_BOUND || recovery.recovered !== slots) process.exit(1);

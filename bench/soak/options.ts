@@ -1,7 +1,7 @@
 /**
  * The soak's presets and its one-screen summary. `full`: the Llama-3-8B-like geometry of
  * the default configuration, 32 sequences of up to 128k tokens, tiers of 2 + 2 GiB and a
- * 1 GiB host tier over a 24 GiB disk tier (the working set is several times the memory tiers). `small`: the
+ * 256 MiB host tier over a 24 GiB disk tier (the working set is several times the memory tiers). `small`: the
  * same load at a geometry that two cores drive in CI.
  */
 import type { FaultKind, SoakOptions, SoakReport } from './soak.js';
@@ -16,7 +16,7 @@ const FULL: Omit<SoakOptions, 'dir' | 'log'> = {
   sequences: 32,
   workload: { seed: 1, minTokens: 4096, maxTokens: 131072, families: 4, familyBlocks: 64, familyShare: 0.6, continueShare: 0.2, promptBlocks: 256, zipf: 1.1 },
   model: { layers: 32, kvHeads: 8, headDim: 128, tokensPerBlock: 16, dtype: 'bf16' },
-  tiers: { raw: '2GiB', quantized: '2GiB', host: '1GiB', disk: '24GiB' },
+  tiers: { raw: '2GiB', quantized: '2GiB', host: '256MiB', disk: '24GiB' },
   backend: 'auto',
   sampleMs: 1000,
   faults: FAULT_KINDS,
