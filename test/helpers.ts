@@ -15,6 +15,7 @@ export const TINY_QUANT = 1216;
 
 // Seeded contents and error measures live apart from the store fixtures, so that code
 // without the native addon (the soak's verifier threads) can use them too.
+import { blockContent } from '../bench/block-content.js';
 export { blockContent, FOUR_BIT_BOUND, relativeError, rng } from '../bench/block-content.js';
 
 export function tempDir(prefix = 'spillway-test-'): { path: string; cleanup: () => void } {
@@ -47,6 +48,15 @@ export function tinyConfig(dir: string, slots: TinySlots, extra: ConfigInput = {
 
 export async function tinyStore(dir: string, slots: TinySlots, extra: ConfigInput = {}): Promise<BlockStore> {
   return openStore(tinyConfig(dir, slots, extra));
+}
+
+/** Creates sequence `id` with `count` blocks written with seeded contents (seed, seed + 1, ...), returned in order. */
+export async function writeSequence(store: BlockStore, id: string, count: number, seed: number): Promise<Buffer[]> {
+  store.createSequence(id);
+  store.allocate(id, count);
+  const data = Array.from({ length: count }, (_, i) => blockContent(seed + i));
+  for (let i = 0; i < count; i++) await store.write(id, i, data[i]!);
+  return data;
 }
 
 /** Runs `fn` over a tiny host-backend store, then checks its invariants and closes it. */

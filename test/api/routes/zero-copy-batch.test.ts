@@ -9,23 +9,15 @@ import { test } from 'node:test';
 import { buildServer } from '../../../api/server.js';
 import { blockHash, ROOT_HASH } from '../../../runtime/prefix.js';
 import type { SpillwayError } from '../../../runtime/errors.js';
-import type { BlockStore } from '../../../runtime/store.js';
-import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, TINY_MODEL, tinyStore, withHostStore } from '../../helpers.js';
+import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, TINY_MODEL, tinyStore, withHostStore, writeSequence } from '../../helpers.js';
 
 const LADDER = { raw: 6, quantized: 2, disk: 32 };
 const EIO = 5;
 
-async function writeBlocks(store: BlockStore, id: string, count: number, seed: number): Promise<Buffer[]> {
-  store.createSequence(id);
-  store.allocate(id, count);
-  const data = Array.from({ length: count }, (_, i) => blockContent(seed + i));
-  for (let i = 0; i < count; i++) await store.write(id, i, data[i]!);
-  return data;
-}
 
 test('acquire-many brings blocks from every tier into tier 0 at once; one failed fill fails its entry alone', async () => {
   await withHostStore(LADDER, async (store) => {
-    const data = await writeBlocks(store, 'ctx', 12, 100);
+    const data = await writeSequence(store, 'ctx', 12, 100);
     const lease = store.createLease('engine').id;
     // Blocks 0-3 went down to disk, 10-11 are still raw; one disk read fails.
     store.injectDiskFault('read', EIO, 1);
@@ -59,7 +51,7 @@ test('acquire-many brings blocks from every tier into tier 0 at once; one failed
 
 test('acquire-many refuses up front a batch tier 0 cannot hold, saying how many fit', async () => {
   await withHostStore(LADDER, async (store) => {
-    await writeBlocks(store, 'big', 10, 200);
+    await writeSequence(store, 'big', 10, 200);
     const a = store.createLease('a').id;
     const b = store.createLease('b').id;
     await assert.rejects(store.acquireMany(a, 'big', [0, 1, 2, 3, 4, 5, 6]), (err: SpillwayError) => {

@@ -10,17 +10,10 @@ import { parseConfig } from '../../../runtime/config.js';
 import { computeLayout } from '../../../runtime/layout.js';
 import { checkHostMemory, openStore } from '../../../runtime/open.js';
 import type { BlockStore } from '../../../runtime/store.js';
-import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, tinyConfig, tinyStore, TINY_QUANT, withHostStore } from '../../helpers.js';
+import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, tinyConfig, tinyStore, TINY_QUANT, withHostStore, writeSequence } from '../../helpers.js';
 
 const LADDER = { raw: 2, quantized: 2, host: 4, disk: 8 };
 
-async function writeBlocks(store: BlockStore, id: string, count: number, seed: number): Promise<Buffer[]> {
-  store.createSequence(id);
-  store.allocate(id, count);
-  const data = Array.from({ length: count }, (_, i) => blockContent(seed + i));
-  for (let i = 0; i < count; i++) await store.write(id, i, data[i]!);
-  return data;
-}
 
 function movesOf(store: BlockStore): Map<string, number> {
   const seen = new Map<string, number>();
@@ -34,7 +27,7 @@ function movesOf(store: BlockStore): Map<string, number> {
 test('blocks go down through the host tier to disk and come back up from it, within the bound', async () => {
   await withHostStore(LADDER, async (store) => {
     const moves = movesOf(store);
-    const data = await writeBlocks(store, 'ctx', 14, 700);
+    const data = await writeSequence(store, 'ctx', 14, 700);
     // Oldest first down the ladder: 0-5 on disk, 6-9 in host memory, 10-11 in tier 1, 12-13 raw.
     const used = Object.fromEntries(store.stats().tiers.map((t) => [t.name, t.used]));
     assert.deepEqual(Object.keys(used), ['raw', 'quantized', 'host', 'disk']);
@@ -71,7 +64,7 @@ test('blocks go down through the host tier to disk and come back up from it, wit
 test('acquire-many brings blocks up from disk past a full host tier', async () => {
   await withHostStore(LADDER, async (store) => {
     // 14 blocks in a ladder of 16 slots: room to bring two up (a full ladder has none).
-    const data = await writeBlocks(store, 'a', 14, 900);
+    const data = await writeSequence(store, 'a', 14, 900);
     const lease = store.createLease('engine').id;
     const got = await store.acquireMany(lease, 'a', [0, 1]);
     for (const e of got) {
