@@ -72,16 +72,30 @@ const doctorCommand: Command = {
 
 const COMMANDS: Command[] = [serveCommand, doctorCommand, splitCommand];
 
-function topUsage(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+/** A usage text listing `commands`, for `spillway` itself or for a group such as `spillway weights`. */
+function listUsage(prefix: string, commands: Command[], footer: string): string {
+  const width = Math.max(...commands.map((c) => c.name.length)) + 2;
   return [
-    'usage: spillway <command> [options]',
+    `usage: ${prefix} <command> [options]`,
     '',
     'commands:',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
+    ...commands.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
     '',
-    'Without a command, spillway serves. "spillway <command> --help" lists a command\'s options; "spillway --version" prints the version.',
+    footer,
   ].join('\n');
+}
+
+function topUsage(): string {
+  return listUsage('spillway', COMMANDS, 'Without a command, spillway serves. "spillway <command> --help" lists a command\'s options; "spillway --version" prints the version.');
+}
+
+/** The commands named `group <word>` (spillway weights split), or none when `group` is not a group. */
+function groupMembers(group: string | undefined): Command[] {
+  return group === undefined ? [] : COMMANDS.filter((c) => c.name.startsWith(`${group} `));
+}
+
+function groupUsage(group: string): string {
+  return listUsage(`spillway ${group}`, groupMembers(group), `"spillway ${group} <command> --help" lists a command's options.`);
 }
 
 /** The command whose words begin `argv`, and the arguments after them. */
@@ -93,20 +107,24 @@ function findCommand(argv: string[]): { command: Command; args: string[] } | und
   return undefined;
 }
 
+/** Answers `--help`/`-h` with the usage and `--version` with the version; false for any other word. */
+function answeredHelpOrVersion(word: string | undefined, usageText: () => string): boolean {
+  if (word === '--help' || word === '-h') console.log(usageText());
+  else if (word === '--version') console.log(version);
+  else return false;
+  return true;
+}
+
 async function main(argv: string[]): Promise<number | null> {
   const first = argv[0];
-  if (first === '--help' || first === '-h') {
-    console.log(topUsage());
-    return 0;
-  }
-  if (first === '--version') {
-    console.log(version);
-    return 0;
-  }
+  if (answeredHelpOrVersion(first, topUsage)) return 0;
   const found = argv.length === 0 ? { command: serveCommand, args: [] } : findCommand(argv);
   if (!found) {
-    const asked = first === 'weights' ? `weights ${argv[1] ?? ''}`.trim() : first;
-    throw new UsageError(`unknown command "${asked}"`, topUsage());
+    if (groupMembers(first).length === 0) throw new UsageError(`unknown command "${first}"`, topUsage());
+    const group = first as string;
+    const second = argv[1];
+    if (answeredHelpOrVersion(second, () => groupUsage(group))) return 0;
+    throw new UsageError(second === undefined ? `"${group}" wants a command` : `unknown command "${group} ${second}"`, groupUsage(group));
   }
   const values = parseCommand(found.command, found.args);
   if (values.help) {

@@ -60,12 +60,31 @@ test('an unknown option, a stray argument, a missing or malformed value: the mes
 });
 
 test('an unknown command is named, with the list of commands, exit code 2', () => {
-  for (const [args, name] of [[['frobnicate'], 'frobnicate'], [['weights', 'merge'], 'weights merge'], [['--bogus'], '--bogus']] as const) {
+  const cases = [
+    [['frobnicate'], 'unknown command "frobnicate"', 'spillway'],
+    [['--bogus'], 'unknown command "--bogus"', 'spillway'],
+    [['weights', 'merge'], 'unknown command "weights merge"', 'spillway weights'],
+    [['weights', '--bogus'], 'unknown command "weights --bogus"', 'spillway weights'],
+    [['weights'], '"weights" wants a command', 'spillway weights'],
+  ] as const;
+  for (const [args, message, prefix] of cases) {
     const r = run(...args);
-    assert.equal(r.status, 2);
-    assert.match(r.stderr, new RegExp(`unknown command "${name}"`));
-    assert.match(r.stderr, /usage: spillway <command> \[options\]/);
+    assert.equal(r.status, 2, args.join(' '));
+    assert.ok(r.stderr.includes(`spillway: ${message}\n`), `${args.join(' ')}: ${r.stderr}`);
+    assert.ok(r.stderr.includes(`usage: ${prefix} <command> [options]`), `${args.join(' ')}: ${r.stderr}`);
+    assert.equal(r.stdout, '');
   }
+});
+
+test('a group of commands answers --help and -h with its commands, and --version', () => {
+  for (const flag of ['--help', '-h']) {
+    const r = run('weights', flag);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^usage: spillway weights <command> \[options\]/);
+    assert.match(r.stdout, /\n  weights split +\S/);
+    assert.doesNotMatch(r.stdout, /\n  doctor /, 'only the group\'s commands');
+  }
+  assert.equal(run('weights', '--version').stdout.trim(), version);
 });
 
 test('a bad configuration value is an error of the configuration (exit code 1), naming the field', () => {
