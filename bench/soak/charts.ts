@@ -8,7 +8,8 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Resvg } from '@resvg/resvg-js';
-import type { Sample, SoakReport } from './soak.js';
+import type { Sample } from './sampling.js';
+import type { SoakReport } from './soak.js';
 
 const W = 760;
 const H = 250;

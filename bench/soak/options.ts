@@ -4,8 +4,8 @@
  * 256 MiB host tier over a 24 GiB disk tier (the working set is several times the memory tiers). `small`: the
  * same load at a geometry that two cores drive in CI.
  */
-import type { FaultKind, SoakOptions, SoakReport } from './soak.js';
-import { FAULT_KINDS } from './soak.js';
+import { FAULT_KINDS, type FaultKind } from './faults.js';
+import type { SoakOptions, SoakReport } from './soak.js';
 
 export type Preset = 'full' | 'small';
 

@@ -12,7 +12,8 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { drawCharts } from './charts.js';
 import { soakOptions, summarize, type Preset } from './options.js';
-import { FAULT_KINDS, runSoak, type FaultKind } from './soak.js';
+import { FAULT_KINDS, type FaultKind } from './faults.js';
+import { runSoak } from './soak.js';
 
 const { values } = parseArgs({
   options: {
