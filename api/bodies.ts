@@ -17,7 +17,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifySchema, onRequestHookHandler } from 'fastify';
 import { Unpackr } from 'msgpackr';
-import { SpillwayError } from '../runtime/errors.js';
+import { errors, SpillwayError } from '../runtime/errors.js';
 import { noRoute } from './errors.js';
 import type { BodyBudget } from './load.js';
 import { checkMsgpackBounds, type MsgpackBounds } from './msgpack-bounds.js';
@@ -61,7 +61,7 @@ function declaredLength(headers: IncomingHttpHeaders): number | undefined {
 function checkJsonBounds(body: Uint8Array): void {
   const { maxDepth, maxMembers } = JSON_BOUNDS;
   const members = new Uint32Array(maxDepth + 1);
-  const refuse = (what: string, at: number) => new SpillwayError('INVALID_ARGUMENT', `body: JSON ${what} (at byte ${at})`, { field: 'body' });
+  const refuse = (what: string, at: number) => errors.badBody(`JSON ${what} (at byte ${at})`);
   let depth = 0;
   let inString = false;
   for (let i = 0; i < body.length; i++) {
@@ -154,7 +154,7 @@ export function installBodyRules(app: FastifyInstance, budget: BodyBudget, maxJs
       checkMsgpackBounds(buf, request.routeOptions.config.msgpack!);
       done(null, unpackr.unpack(buf));
     } catch (err) {
-      done(err instanceof SpillwayError ? err : new SpillwayError('INVALID_ARGUMENT', `body: not valid msgpack: ${(err as Error).message}`, { field: 'body' }));
+      done(err instanceof SpillwayError ? err : errors.badBody(`not valid msgpack: ${(err as Error).message}`));
     }
   });
 }

@@ -10,7 +10,7 @@
  * some of them meanings (records, sets, typed arrays, regular expressions) whose cost is
  * not that of their bytes.
  */
-import { SpillwayError } from '../runtime/errors.js';
+import { errors } from '../runtime/errors.js';
 
 export interface MsgpackBounds {
   /** Values in all: containers, map keys and map values each count as one. */
@@ -20,7 +20,7 @@ export interface MsgpackBounds {
 }
 
 function refuse(message: string, at: number): never {
-  throw new SpillwayError('INVALID_ARGUMENT', `body: ${message} (at byte ${at})`, { field: 'body' });
+  throw errors.badBody(`${message} (at byte ${at})`);
 }
 
 function invalid(message: string, at: number): never {

@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { DTYPES } from './dtype.js';
-import { SpillwayError } from './errors.js';
+import { errors, SpillwayError } from './errors.js';
 import { IO_MODES } from './io-mode.js';
 
 const UNITS: Record<string, number> = {
@@ -164,7 +164,7 @@ export function parseConfig(input: unknown): Config {
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const path = issue.path.join('.') || '(root)';
-    throw new SpillwayError('INVALID_CONFIG', `config ${path}: ${issue.message}`, {
+    throw errors.badConfig(path, issue.message, {
       path,
       issues: result.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
     });

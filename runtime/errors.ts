@@ -99,11 +99,21 @@ export async function nativeCall<T>(context: string, call: () => Promise<T>, det
 /** The prefix-cache state that makes a block read-only, for messages. */
 const immutableBecause = (committed: boolean) => (committed ? 'committed to the prefix cache' : 'shared');
 
+/** The characters and length an identifier (a sequence id, a lease's client) may have, as said to a caller. */
+const IDENTIFIER_RULE = '1-128 characters of A-Z a-z 0-9 . _ : -';
+
 /**
- * Every error message the block store and its ladder raise, built here once; callers
- * `throw errors.sequenceNotFound(id)` and never build messages of their own.
+ * Every error message the block store and its ladder raise, and those raised in more than
+ * one place elsewhere, built here once; callers `throw errors.sequenceNotFound(id)` and never
+ * build messages of their own.
  */
 export const errors = {
+  /** A configuration value that cannot be used; the details name its field unless given. */
+  badConfig: (field: string, problem: string, details: Record<string, unknown> = { field }) =>
+    new SpillwayError('INVALID_CONFIG', `config ${field}: ${problem}`, details),
+  badRulesFile: (file: string, problem: string) => new SpillwayError('INVALID_CONFIG', `split rules ${file}: ${problem}`, { file }),
+  badBody: (problem: string) => new SpillwayError('INVALID_ARGUMENT', `body: ${problem}`, { field: 'body' }),
+  badIdentifier: (name: string, field: string) => new SpillwayError('INVALID_ARGUMENT', `${name} must be ${IDENTIFIER_RULE}`, { field }),
   tiersTooSmall: (rawBlockBytes: number, quantizedBlockBytes: number) =>
     new SpillwayError('INVALID_CONFIG', 'tiers.raw and tiers.quantized must each hold at least one block', { rawBlockBytes, quantizedBlockBytes }),
   badLimit: (field: string) => new SpillwayError('INVALID_ARGUMENT', `limits.${field} must be a positive integer`, { field: `limits.${field}` }),
@@ -122,7 +132,7 @@ export const errors = {
     new SpillwayError('CAPACITY_EXCEEDED', `tier ${tier} is full: all ${slots} slots hold pinned or referenced blocks that cannot move down`, { tier, slots, remaining: 0 }),
   tierBusy: (tier: string) => new SpillwayError('TIER_BUSY', `tier ${tier} has no free slot and every candidate is busy; try again`, { tier }),
 
-  badSequenceId: () => new SpillwayError('INVALID_ARGUMENT', 'sequence id must be 1-128 characters of A-Z a-z 0-9 . _ : -', { field: 'id' }),
+  badSequenceId: () => errors.badIdentifier('sequence id', 'id'),
   sequenceExists: (id: string) => new SpillwayError('SEQUENCE_EXISTS', `sequence ${id} already exists`, { id }),
   sequenceNotFound: (id: string) => new SpillwayError('SEQUENCE_NOT_FOUND', `sequence ${id} does not exist`, { id }),
   badCount: () => new SpillwayError('INVALID_ARGUMENT', 'count must be a positive integer', { field: 'count' }),

@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join, parse } from 'node:path';
 import type { Config, ConfigSources } from './config.js';
 import { projectRoot } from './config.js';
-import { SpillwayError } from './errors.js';
+import { errors } from './errors.js';
 
 const CLI = join(projectRoot, 'dist', 'runtime', 'cli.js');
 
@@ -48,11 +48,11 @@ function rankPath(path: string, rank: number): string {
 export function planRanks(config: Config, gpus: readonly number[]): RankPlan[] {
   const world = gpus.length;
   if (config.weights.world !== 1 && config.weights.world !== world) {
-    throw new SpillwayError('INVALID_CONFIG', `config weights.world: ${config.weights.world}, but --gpus names ${world} GPUs: the launcher runs one rank per GPU`, { field: 'weights.world' });
+    throw errors.badConfig('weights.world', `${config.weights.world}, but --gpus names ${world} GPUs: the launcher runs one rank per GPU`);
   }
   const base = config.server.port;
   if (base !== 0 && base + world - 1 > 65535) {
-    throw new SpillwayError('INVALID_CONFIG', `config server.port: ${base} leaves no room for ${world} consecutive ports`, { field: 'server.port' });
+    throw errors.badConfig('server.port', `${base} leaves no room for ${world} consecutive ports`);
   }
   return gpus.map((device, rank) => {
     const diskPath = rankPath(config.tiers.disk.path, rank);

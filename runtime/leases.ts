@@ -7,7 +7,7 @@
  * without releasing its blocks leaves them pinned for at most one TTL.
  */
 import { randomBytes } from 'node:crypto';
-import { SpillwayError } from './errors.js';
+import { errors, SpillwayError } from './errors.js';
 
 export const LEASE_TTL_MIN_MS = 50;
 export const LEASE_TTL_MAX_MS = 10 * 60_000;
@@ -48,7 +48,7 @@ export class LeaseManager {
 
   create(client: string, ttlMs: number = LEASE_TTL_DEFAULT_MS): LeaseInfo {
     if (!LEASE_CLIENT_ID.test(client)) {
-      throw new SpillwayError('INVALID_ARGUMENT', 'client must be 1-128 characters of A-Z a-z 0-9 . _ : -', { field: 'client' });
+      throw errors.badIdentifier('client', 'client');
     }
     if (!Number.isInteger(ttlMs) || ttlMs < LEASE_TTL_MIN_MS || ttlMs > LEASE_TTL_MAX_MS) {
       throw new SpillwayError('INVALID_ARGUMENT', `ttlMs must be an integer from ${LEASE_TTL_MIN_MS} to ${LEASE_TTL_MAX_MS}`, { field: 'ttlMs' });

@@ -9,7 +9,7 @@ import { GpuBackend } from './backends/gpu.js';
 import { HostBackend } from './backends/host.js';
 import { formatGiB } from './bytes.js';
 import type { Config } from './config.js';
-import { SpillwayError } from './errors.js';
+import { errors, SpillwayError } from './errors.js';
 import { computeLayout, tierNamed, type Layout } from './layout.js';
 import { addon, type ProbeResult } from './native.js';
 import { scanDiskTier } from './recovery.js';
@@ -37,9 +37,7 @@ function assertDeviceVisible(config: Config, probe: ProbeResult): void {
   if (visible === 0 || device < visible) return;
   const mask = process.env.CUDA_VISIBLE_DEVICES;
   const within = mask === undefined ? '' : ` (CUDA_VISIBLE_DEVICES=${mask}; indices count within it)`;
-  throw new SpillwayError('INVALID_CONFIG', `config gpu.device: ${device} is not a visible GPU: ${visible} visible, indices 0 to ${visible - 1}${within}`, {
-    field: 'gpu.device', visible,
-  });
+  throw errors.badConfig('gpu.device', `${device} is not a visible GPU: ${visible} visible, indices 0 to ${visible - 1}${within}`, { field: 'gpu.device', visible });
 }
 
 /** GPU where the machine has one and the addon has CUDA, unless configured otherwise. */

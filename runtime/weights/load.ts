@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config.js';
-import { SpillwayError, weightsError } from '../errors.js';
+import { errors, SpillwayError, weightsError } from '../errors.js';
 import { firstProblem, openCheckpoint, type Checkpoint } from './checkpoint.js';
 import { type WeightDtype } from './format.js';
 import { buildPlan, type LoadPlan, type PlannedTensor, type Selection } from './plan.js';
@@ -80,8 +80,8 @@ async function slices(checkpoint: Checkpoint, rank: number, world: number, rules
 /** Reads every header and plans this rank's reads; reads no tensor data. */
 export async function planWeights(options: WeightsOptions): Promise<LoadPlan> {
   const { source, rank, world, requestBytes } = options;
-  if (source === undefined) throw new SpillwayError('INVALID_CONFIG', 'config weights.source: no weights are configured');
-  if (rank >= world) throw new SpillwayError('INVALID_CONFIG', `config weights.rank: ${rank} must be below weights.world (${world})`);
+  if (source === undefined) throw errors.badConfig('weights.source', 'no weights are configured');
+  if (rank >= world) throw errors.badConfig('weights.rank', `${rank} must be below weights.world (${world})`);
   if (typeof source === 'string') {
     const manifest = await readSplitManifest(source);
     if (manifest) return buildPlan(await presplit(source, rank, world, manifest), { requestBytes, rank, world, layout: 'presplit' });

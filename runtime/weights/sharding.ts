@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { SpillwayError, weightsError } from '../errors.js';
+import { errors, weightsError } from '../errors.js';
 import { WEIGHT_DTYPE_BYTES, isDtype, tensorBytes, type WeightDtype } from './format.js';
 
 export const SPLIT_KINDS = ['column', 'row', 'replicated'] as const;
@@ -38,11 +38,11 @@ export async function readRules(path: string | undefined): Promise<SplitRule[]> 
   try {
     parsed = RulesFile.safeParse(JSON.parse(await readFile(path, 'utf8')));
   } catch (err) {
-    throw new SpillwayError('INVALID_CONFIG', `split rules ${path}: ${(err as Error).message}`, { file: path });
+    throw errors.badRulesFile(path, (err as Error).message);
   }
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new SpillwayError('INVALID_CONFIG', `split rules ${path}: [${issue.path.join('.')}] ${issue.message}`, { file: path });
+    throw errors.badRulesFile(path, `[${issue.path.join('.')}] ${issue.message}`);
   }
   return [...parsed.data, ...LLAMA_RULES];
 }

@@ -64,6 +64,22 @@ test('named factories carry their code, status and details', () => {
   assert.match(errors.immutableInSequence('s', 2, false).message, /shared/);
 });
 
+test('the shared factories name the field: a configuration value, a body, an identifier', () => {
+  const config = errors.badConfig('server.port', '70000 leaves no room for 2 consecutive ports');
+  assert.equal(config.code, 'INVALID_CONFIG');
+  assert.equal(config.message, 'config server.port: 70000 leaves no room for 2 consecutive ports');
+  assert.deepEqual(config.details, { field: 'server.port' });
+  assert.deepEqual(errors.badConfig('gpu.device', 'not visible', { field: 'gpu.device', visible: 1 }).details, { field: 'gpu.device', visible: 1 });
+  const body = errors.badBody('JSON nested too deep (at byte 9)');
+  assert.equal(body.status, 400);
+  assert.equal(body.message, 'body: JSON nested too deep (at byte 9)');
+  assert.deepEqual(body.details, { field: 'body' });
+  assert.equal(errors.badIdentifier('client', 'client').message, 'client must be 1-128 characters of A-Z a-z 0-9 . _ : -');
+  assert.equal(errors.badSequenceId().message, 'sequence id must be 1-128 characters of A-Z a-z 0-9 . _ : -');
+  assert.deepEqual(errors.badSequenceId().details, { field: 'id' });
+  assert.deepEqual(errors.badRulesFile('rules.json', 'bad').details, { file: 'rules.json' });
+});
+
 test('an addon error with a known code keeps it, with the context in the message', () => {
   const err = fromNative(Object.assign(new Error('disk gone'), { code: 'IO_ERROR' }), 'spill');
   assert.equal(err.code, 'IO_ERROR');
