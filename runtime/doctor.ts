@@ -6,9 +6,9 @@ import { freemem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { formatGiB, GiB } from './bytes.js';
 import type { Config } from './config.js';
-import { chooseBackend, probeFor } from './open.js';
+import { chooseBackend, hostMemoryNeeded, probeFor } from './open.js';
 import { addon, openSlotFile, type ProbeResult } from './native.js';
-import { computeLayout, DISK_ALIGN, tierNamed } from './layout.js';
+import { computeLayout, DISK_ALIGN, tierNamed, type Layout } from './layout.js';
 import { scanDiskTier } from './recovery.js';
 import { formatRecovery, type RecoveryReport } from './recovery-report.js';
 import { formatBudget, memoryBudget } from './weights/model.js';
@@ -81,18 +81,20 @@ export async function doctor(config: Config, weights?: string) {
   const source = weights ?? config.weights.source;
   const weightsFound = source === undefined ? undefined : await weightsReport({ ...config.weights, source });
   const memory = backend.name === 'none' ? undefined : memoryBudget(config, backend.name, probe, weightsFound?.rankBytes[config.weights.rank] ?? 0);
-  const recovery = await recoveryDryRun(config, backend.name === 'gpu' ? 'gpu' : 'host');
+  const layout = computeLayout(config);
+  const recovery = await recoveryDryRun(config, layout, backend.name === 'gpu' ? 'gpu' : 'host');
   return {
     probe, visibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null, disk: await diskReport(config), backend,
-    cpuThreads: addon.poolThreads, memory, hostTier: hostTierReport(config), weights: weightsFound, recovery,
+    cpuThreads: addon.poolThreads, memory, hostTier: hostTierReport(layout, backend.name), weights: weightsFound, recovery,
   };
 }
 
-/** The host tier as configured, against the host memory available now. */
-function hostTierReport(config: Config) {
-  const tier = tierNamed(computeLayout(config), 'host');
+/** The host tier as configured, against the host memory available now, as `serve` checks it (checkHostMemory). */
+function hostTierReport(layout: Layout, backend: 'host' | 'gpu' | 'none') {
+  const tier = tierNamed(layout, 'host');
+  const { host, memoryTiers } = hostMemoryNeeded(layout, backend);
   const availableBytes = freemem();
-  return { bytes: tier?.bytes ?? 0, slots: tier?.slots ?? 0, tokens: tier?.tokens ?? 0, availableBytes, fits: (tier?.bytes ?? 0) <= availableBytes };
+  return { bytes: host, slots: tier?.slots ?? 0, tokens: tier?.tokens ?? 0, availableBytes, fits: host + memoryTiers <= availableBytes };
 }
 
 function formatHostTier(h: ReturnType<typeof hostTierReport>): string {
@@ -101,9 +103,9 @@ function formatHostTier(h: ReturnType<typeof hostTierReport>): string {
 }
 
 /** What `serve` would recover from the disk tier now (read-only), or why it cannot tell. */
-async function recoveryDryRun(config: Config, backend: 'host' | 'gpu'): Promise<RecoveryReport | { error: string }> {
+async function recoveryDryRun(config: Config, layout: Layout, backend: 'host' | 'gpu'): Promise<RecoveryReport | { error: string }> {
   try {
-    return (await scanDiskTier(config, computeLayout(config), backend)).report;
+    return (await scanDiskTier(config, layout, backend)).report;
   } catch (err) {
     return { error: (err as Error).message };
   }

@@ -166,10 +166,6 @@ export class Ladder {
     return this.pools.map((p) => p.used);
   }
 
-  slotsFree(): number[] {
-    return this.pools.map((p) => p.available);
-  }
-
   /** Disk operations in flight now. */
   get diskQueueDepth(): number {
     return this.diskInFlight;

@@ -55,14 +55,21 @@ export function chooseBackend(config: Config, probe: ProbeResult): BackendChoice
   return { name: 'host', reason: why };
 }
 
+/** Host memory a ladder takes: the host tier's, and on the host backend tiers 0 and 1's. */
+export function hostMemoryNeeded(layout: Layout, backend: BackendChoice['name'] | 'none'): { host: number; memoryTiers: number } {
+  return {
+    host: tierNamed(layout, 'host')?.bytes ?? 0,
+    memoryTiers: backend === 'host' ? layout.tiers[0]!.bytes + layout.tiers[1]!.bytes : 0,
+  };
+}
+
 /**
  * Refuses a ladder whose host memory (the host tier, and on the host backend tiers 0 and 1
  * too) is more than the machine has available now: pinning it would fail part-way or push
  * the engine's own memory out.
  */
 export function checkHostMemory(layout: Layout, backend: BackendChoice['name'], available = freemem()): void {
-  const host = tierNamed(layout, 'host')?.bytes ?? 0;
-  const memoryTiers = backend === 'host' ? layout.tiers[0]!.bytes + layout.tiers[1]!.bytes : 0;
+  const { host, memoryTiers } = hostMemoryNeeded(layout, backend);
   if (host + memoryTiers <= available) return;
   const others = memoryTiers > 0 ? ` (plus ${formatGiB(memoryTiers)} for tiers raw and quantized, which the host backend keeps in host memory)` : '';
   throw new SpillwayError('INVALID_CONFIG', `tiers.host.bytes: the host tier's ${formatGiB(host)}${others} do not fit the ${formatGiB(available)} of host memory available`, {

@@ -675,7 +675,7 @@ export class BlockStore {
       leasedBlocks: leased,
       liveTokens: this.liveBlocks * this.layout.tokensPerBlock,
       diskInFlight: this.ladder.diskQueueDepth,
-      tiers: this.layout.tiers.map((t, i) => ({ name: t.name, slots: t.slots, used: this.ladder.slotsUsed()[i]!, free: this.ladder.slotsFree()[i]! })),
+      tiers: this.ladder.slotsUsed().map((used, i) => ({ name: this.layout.tiers[i]!.name, slots: this.layout.tiers[i]!.slots, used, free: this.layout.tiers[i]!.slots - used })),
     };
   }
 
@@ -817,7 +817,7 @@ export class BlockStore {
           if (code !== 'CAPACITY_EXCEEDED' && code !== 'TIER_BUSY') throw err;
         }
       }
-      const raw = b.copies[0]!;
+      const raw = b.copies[0] ?? null;
       const data = raw !== null ? await this.backend.readRaw(raw) : await this.backend.dequantizeBytes(await this.ladder.storedBytes(b));
       this.ladder.touch(b);
       return { data, tier, promoted: found > 0 && raw !== null, format: 'raw' as const, lossy };
