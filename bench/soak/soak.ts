@@ -206,6 +206,8 @@ export class Soak {
   async startServer(): Promise<void> {
     const nodeArgs = this.o.serverProfileDir ? ['--cpu-prof', '--cpu-prof-dir', this.o.serverProfileDir] : [];
     this.server = await ServerProcess.start({ args: ['--config', this.configPath], logPath: this.logPath, nodeArgs });
+    // The last life's connections: that server is gone.
+    (this.client as SpillwayClient | undefined)?.close();
     this.client = new SpillwayClient({ baseUrl: this.server.url });
     const life = ++this.life;
     const server = this.server;
@@ -537,6 +539,7 @@ export class Soak {
     this.eventsAbort.abort();
     // Undefined when the server never started.
     (this.server as ServerProcess | undefined)?.kill('SIGKILL');
+    (this.client as SpillwayClient | undefined)?.close();
     await this.verifier.close();
   }
 }
