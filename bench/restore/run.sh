@@ -19,7 +19,8 @@
 #   HOST_BYTES         the host tier (pinned host memory) [0: none, evicted contexts go to
 #                      disk]; large enough for the largest context, evictions stop there and
 #                      restores come from host memory
-#   REPEATS, CLIENTS   one-client restores per length [2]; concurrent clients [16]
+#   REPEATS, CLIENTS   one-client and concurrent restores per length, taking turns [3];
+#                      concurrent clients [16]
 #   SPILL_FILL_BLOCKS  blocks of the spill-fill bench [2048]
 #   PORT [8420], DATA_DIR (the tier file and the spill-fill files) [data]
 #   TIME_BUDGET        seconds the whole run may take [470]: restore.py is stopped when they
@@ -94,5 +95,5 @@ if [ "$left" -lt 120 ]; then left=120; fi
 deadline=$((left - ${PREFILL_RESERVE:-170}))
 if [ "$deadline" -lt 1 ]; then deadline=1; fi
 timeout "$left" python3 bench/restore/restore.py --url "$url" --lengths "$lengths" \
-  --repeats "${REPEATS:-2}" --clients "${CLIENTS:-16}" --deadline-s "$deadline" \
+  --repeats "${REPEATS:-3}" --clients "${CLIENTS:-16}" --deadline-s "$deadline" \
   --fill-report "$out/spill-fill.json" --json "$out/restore.json" 2>&1 | tee "$out/restore.log"

@@ -107,6 +107,7 @@ export function summarize(r: SoakReport): string {
     `latency p50/p99 (${r.options.stepMs > 0 ? `a decode step every ${r.options.stepMs} ms per sequence` : 'every sequence flat out'}): ${lat}`,
     `store time p50/p99 (histogram bucket bounds, last server life): ${quantiles(r.storeMs)}`,
     `server time of block requests p50/p99 (the same): ${quantiles(r.serverMs)}`,
+    `block moves p50/p99 (the same): ${quantiles(r.moveMs)}`,
     verdict('RSS', r.leak.rss, mib),
     verdict('open fds', r.leak.fds, (x) => (x === null ? '-' : x.toFixed(1))),
     verdict('GPU memory', r.leak.gpuMemory, mib),

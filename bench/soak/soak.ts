@@ -105,6 +105,8 @@ export interface SoakReport {
   storeMs: Record<string, OperationQuantiles>;
   /** The same for the block routes' requests, from arrival to answer, as the server timed them. */
   serverMs: Record<string, OperationQuantiles>;
+  /** The same for block moves, by kind and tiers (from the server's spillway_move_seconds). */
+  moveMs: Record<string, OperationQuantiles>;
   leak: LeakVerdicts;
   faults: FaultRecord[];
   mismatch: Record<string, unknown> | null;
@@ -494,6 +496,7 @@ export class Soak {
     const metrics = await this.client.metrics();
     const storeMs = histogramQuantiles(metrics, 'spillway_operation_seconds', (l) => l.op);
     const serverMs = histogramQuantiles(metrics, 'spillway_http_request_seconds', (l) => (BLOCK_ROUTES.has(l.route!) ? `${l.method} ${l.route}` : undefined));
+    const moveMs = histogramQuantiles(metrics, 'spillway_move_seconds', (l) => `${l.kind} ${l.from}->${l.to}`);
     this.eventsAbort.abort();
     this.restarting = true;
     this.server.kill('SIGTERM');
@@ -526,6 +529,7 @@ export class Soak {
       latencyMs: Object.fromEntries(OPS.map((k) => [k, { count: this.latency[k].count, p50: this.latency[k].quantile(0.5), p99: this.latency[k].quantile(0.99) }])),
       storeMs,
       serverMs,
+      moveMs,
       leak,
       faults: this.faults.records,
       mismatch: this.mismatch,
