@@ -105,7 +105,7 @@ export interface GpuTiersInfo {
   quantSlotBytes: number;
 }
 
-/** The GPU backend's tiers (addon/src/gpu_tiers.cc): 0 raw and 1 quantized in HBM, 2 quantized in pinned host memory. */
+/** The GPU backend's tiers (addon/src/gpu/gpu_tiers.cc): 0 raw and 1 quantized in HBM, 2 quantized in pinned host memory. */
 export interface NativeGpuTiers {
   writeRaw(slot: number, src: Buffer): Promise<void>;
   /** Copies one block (raw for tier 0, stored format for 1 and 2) into a slot. */
@@ -142,7 +142,7 @@ export interface GpuTiersOptions {
   device: number;
 }
 
-/** One device allocation that files are read into (addon/src/device_arena.cc). */
+/** One device allocation that files are read into (addon/src/gpu/device_arena.cc). */
 export interface NativeDeviceArena {
   openFiles(paths: string[]): void;
   read(file: number, fileOffset: number, length: number, required: number, arenaOffset: number): Promise<void>;
@@ -153,7 +153,7 @@ export interface NativeDeviceArena {
   free(): void;
 }
 
-/** The slot header's constants (addon/src/disk_io.cc), for reading scanned headers. */
+/** The slot header's constants (addon/src/io/disk_io.cc), for reading scanned headers. */
 export interface SlotFormat {
   magic: number;
   version: number;

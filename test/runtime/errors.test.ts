@@ -23,7 +23,7 @@ function addonCodeLiterals(): Map<string, string[]> {
   const dir = join(projectRoot, 'addon', 'src');
   const found = new Map<string, string[]>();
   const callSites = /(?:CodedError\(|MakeError\([^,]+,|code_ = )([^;]*)/g;
-  for (const file of readdirSync(dir).filter((f) => /\.(cc|h|cu)$/.test(f))) {
+  for (const file of readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => /\.(cc|h|cu)$/.test(f))) {
     const source = readFileSync(join(dir, file), 'utf8');
     for (const call of source.matchAll(callSites)) {
       // The code is the first argument; a conditional picks between literals.

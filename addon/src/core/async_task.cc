@@ -1,4 +1,4 @@
-#include "async_task.h"
+#include "core/async_task.h"
 
 namespace spillway {
 

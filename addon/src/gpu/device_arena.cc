@@ -1,5 +1,5 @@
 #ifdef SW_WITH_CUDA
-#include "device_arena.h"
+#include "gpu/device_arena.h"
 
 #include <cuda_runtime.h>
 #include <errno.h>
@@ -8,10 +8,10 @@
 
 #include <cstring>
 
-#include "args.h"
-#include "device_task.h"
-#include "disk_io.h"
-#include "io_mode.h"
+#include "core/args.h"
+#include "gpu/device_task.h"
+#include "io/disk_io.h"
+#include "io/io_mode.h"
 
 namespace spillway {
 Napi::Function DeviceArena::Define(Napi::Env env) {

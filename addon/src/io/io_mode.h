@@ -9,7 +9,7 @@
 
 #include <string>
 
-#include "cufile_api.h"
+#include "io/cufile_api.h"
 
 namespace spillway {
 

@@ -1,6 +1,6 @@
-#include "io_mode.h"
+#include "io/io_mode.h"
 
-#include "async_task.h"
+#include "core/async_task.h"
 
 namespace spillway {
 

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "async_task.h"
-#include "cufile_api.h"
-#include "io_mode.h"
+#include "core/async_task.h"
+#include "io/cufile_api.h"
+#include "io/io_mode.h"
 
 namespace spillway {
 

@@ -1,10 +1,10 @@
 // Host-path quantization bindings: the C++ reference quantizer run on the thread pool,
 // one block per call, reading and writing inside caller-owned buffers (the tier arenas).
-#include "quantize.h"
+#include "host/quantize.h"
 
-#include "args.h"
-#include "async_task.h"
-#include "thread_pool.h"
+#include "core/args.h"
+#include "core/async_task.h"
+#include "core/thread_pool.h"
 #include "turboquant.h"
 #include "turboquant_format.h"
 

@@ -1,13 +1,13 @@
 // Host memory for the upper tiers on the host backend: one page-aligned allocation per
 // tier, carved into slots by the runtime, so that slots can go straight to O_DIRECT I/O.
-#include "host_memory.h"
+#include "host/host_memory.h"
 
 #include <cstdlib>
 #include <cstring>
 
-#include "args.h"
-#include "async_task.h"
-#include "checksum.h"
+#include "core/args.h"
+#include "core/async_task.h"
+#include "io/checksum.h"
 
 namespace spillway {
 namespace {

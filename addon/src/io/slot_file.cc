@@ -1,12 +1,12 @@
-#include "slot_file.h"
+#include "io/slot_file.h"
 
 #include <unistd.h>
 
 #include <cstring>
 
-#include "args.h"
-#include "async_task.h"
-#include "disk_io.h"
+#include "core/args.h"
+#include "core/async_task.h"
+#include "io/disk_io.h"
 
 namespace spillway {
 Napi::Function SlotFile::Define(Napi::Env env) {

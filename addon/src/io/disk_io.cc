@@ -1,4 +1,4 @@
-#include "disk_io.h"
+#include "io/disk_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,11 +10,11 @@
 #include <cstring>
 #include <mutex>
 
-#include "args.h"
-#include "async_task.h"
-#include "checksum.h"
+#include "core/args.h"
+#include "core/async_task.h"
+#include "core/thread_pool.h"
+#include "io/checksum.h"
 #include "slot_checksum.h"
-#include "thread_pool.h"
 
 namespace spillway {
 namespace {

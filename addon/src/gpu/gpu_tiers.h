@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "async_task.h"
-#include "cufile_api.h"
-#include "device_task.h"
-#include "disk_io.h"
-#include "io_mode.h"
+#include "core/async_task.h"
+#include "gpu/device_task.h"
+#include "io/cufile_api.h"
+#include "io/disk_io.h"
+#include "io/io_mode.h"
 #include "turboquant.h"
 
 namespace spillway {

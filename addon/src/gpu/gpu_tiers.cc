@@ -8,7 +8,7 @@
 // the I/O are done. Slot checksums are computed on the GPU (kernels/slot_checksum.h) and
 // verified before any byte is copied to its destination.
 #ifdef SW_WITH_CUDA
-#include "gpu_tiers.h"
+#include "gpu/gpu_tiers.h"
 
 #include <cuda_runtime.h>
 #include <unistd.h>
@@ -17,13 +17,13 @@
 #include <mutex>
 #include <vector>
 
-#include "args.h"
-#include "async_task.h"
-#include "cufile_api.h"
-#include "device_task.h"
-#include "disk_io.h"
-#include "io_mode.h"
-#include "quantize.h"
+#include "core/args.h"
+#include "core/async_task.h"
+#include "gpu/device_task.h"
+#include "host/quantize.h"
+#include "io/cufile_api.h"
+#include "io/disk_io.h"
+#include "io/io_mode.h"
 #include "slot_checksum.h"
 #include "turboquant.h"
 

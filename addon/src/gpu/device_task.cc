@@ -1,5 +1,5 @@
 #ifdef SW_WITH_CUDA
-#include "device_task.h"
+#include "gpu/device_task.h"
 
 namespace spillway {
 
