@@ -1,12 +1,13 @@
 /**
  * The typed facade over the native addon (build/spillway.node): the only module that
- * imports it. Addon errors become SpillwayErrors with the addon's code.
+ * imports it. The addon constructs its errors as NativeError, handed over here at load:
+ * SpillwayErrors with the addon's code.
  */
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { projectRoot } from './config.js';
 import type { Dtype } from './dtype.js';
-import { nativeCall, nativeSync } from './errors.js';
+import { NativeError, nativeCall, nativeSync } from './errors.js';
 import type { IoMode, IoPath } from './io-mode.js';
 
 const DTYPE_CODE: Record<Dtype, number> = { fp32: 0, fp16: 1, bf16: 2 };
@@ -166,6 +167,10 @@ export interface SlotFormat {
 }
 
 interface Addon {
+  /** The class the addon constructs its errors as, (code, message); handed over once, at load. */
+  setErrorClass(errorClass: typeof NativeError): void;
+  /** Every code the addon's errors can carry. */
+  errorCodes(): string[];
   slotFormat: SlotFormat;
   /** The first `slotFormat.scanBytes` of every slot of a tier file; zeros past its end or with no file. */
   scanSlotHeads(path: string, slotBytes: number, slots: number): Promise<Buffer>;
@@ -185,6 +190,7 @@ interface Addon {
 
 const addonPath = join(projectRoot, 'build', 'spillway.node');
 export const addon: Addon = createRequire(import.meta.url)(addonPath) as Addon;
+addon.setErrorClass(NativeError);
 
 function toNative(p: QuantParams): NativeParams {
   return {

@@ -2,6 +2,7 @@
 // arguments, runs work off the JS thread and owns native resources.
 #include <napi.h>
 
+#include "core/errors.h"
 #include "gpu/device_arena.h"
 #include "gpu/gpu_tiers.h"
 #include "gpu/probe.h"
@@ -11,6 +12,7 @@
 #include "io/slot_file.h"
 
 static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
+  spillway::InitErrors(env, exports);
   spillway::InitHostMemory(env, exports);
   spillway::InitQuantize(env, exports);
   spillway::InitProbe(env, exports);

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core/args.h"
+#include "core/errors.h"
 #include "gpu/device_task.h"
 #include "io/disk_io.h"
 #include "io/io_mode.h"
@@ -35,18 +36,18 @@ DeviceArena::DeviceArena(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Devi
     device_ = DeviceOption(env, o);
   }
   cudaError_t rc = cudaSetDevice(device_);
-  if (rc != cudaSuccess) throw MakeError(env, "INVALID_ARGUMENT", "device " + std::to_string(device_) + ": " + cudaGetErrorString(rc));
+  if (rc != cudaSuccess) throw NewError(env, ErrorCode::kInvalidArgument, "device " + std::to_string(device_) + ": " + cudaGetErrorString(rc));
   size_t free_bytes = 0, total = 0;
   cudaMemGetInfo(&free_bytes, &total);
   rc = cudaMalloc(reinterpret_cast<void**>(&base_), bytes_ ? bytes_ : 1);
   if (rc != cudaSuccess)
-    throw MakeError(env, "OUT_OF_MEMORY", "cannot allocate " + std::to_string(bytes_) + " bytes of device memory for the arena (" +
+    throw NewError(env, ErrorCode::kOutOfMemory, "cannot allocate " + std::to_string(bytes_) + " bytes of device memory for the arena (" +
                                               std::to_string(free_bytes) + " free): " + cudaGetErrorString(rc));
   try {
     io_ = IoChoice(io);
   } catch (const CodedError& e) {
     Release();
-    throw MakeError(env, e.code, e.what());
+    throw NewError(env, e);
   }
   cufile_ = io_.cufile();
   // Registration lets GPUDirect DMA land in place; an unregistered arena still works.
@@ -87,7 +88,7 @@ void DeviceArena::Release() {
 }
 
 void DeviceArena::CheckLive(Napi::Env env) const {
-  if (!base_) throw MakeError(env, "CLOSED", "the device arena has been freed");
+  if (!base_) throw NewError(env, ErrorCode::kClosed, "the device arena has been freed");
 }
 
 Napi::Promise DeviceArena::Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result) {
@@ -100,7 +101,7 @@ Napi::Value DeviceArena::OpenFiles(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckLive(env);
   if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "paths must be an array of strings");
-  if (in_flight_.load() > 0) throw MakeError(env, "BUSY", "reads are in flight");
+  if (in_flight_.load() > 0) throw NewError(env, ErrorCode::kBusy, "reads are in flight");
   Napi::Array paths = info[0].As<Napi::Array>();
   CloseAll();
   for (uint32_t i = 0; i < paths.Length(); i++) {
@@ -112,7 +113,7 @@ Napi::Value DeviceArena::OpenFiles(const Napi::CallbackInfo& info) {
     if (f.fd < 0) {
       int err = errno;
       CloseAll();
-      throw MakeError(env, "IO_ERROR", "cannot open " + f.path + ": " + strerror(err));
+      throw NewError(env, ErrorCode::kIoError, "cannot open " + f.path + ": " + strerror(err));
     }
     if (cufile_) {
       try {
@@ -120,7 +121,7 @@ Napi::Value DeviceArena::OpenFiles(const Napi::CallbackInfo& info) {
       } catch (const CodedError& e) {
         close(f.fd);
         CloseAll();
-        throw MakeError(env, e.code, e.what());
+        throw NewError(env, e);
       }
       // Under 'auto' a file cuFile refuses moves every read to POSIX, as on the disk tier.
       if (!f.handle) DropCufile();
@@ -171,7 +172,7 @@ Napi::Value DeviceArena::Read(const Napi::CallbackInfo& info) {
     if (cufile_) {
       ssize_t n = cufile_->Read(f.handle, base_, length, static_cast<off_t>(offset), static_cast<off_t>(at));
       if (n == -1) ThrowIo(what, errno);
-      if (n < 0) throw CodedError("IO_ERROR", what + ": cuFile error " + std::to_string(-n));
+      if (n < 0) throw CodedError(ErrorCode::kIoError, what + ": cuFile error " + std::to_string(-n));
       got = static_cast<size_t>(n);
     } else {
       uint8_t* staging = TakeStaging();
@@ -183,12 +184,12 @@ Napi::Value DeviceArena::Read(const Napi::CallbackInfo& info) {
       got = FullPread(f.fd, staging, length, offset, what);
       if (got >= required) CheckCuda(cudaMemcpy(base_ + at, staging, got, cudaMemcpyHostToDevice), "copy to device");
     }
-    if (got < required) throw CodedError("IO_ERROR", what + ": short read, " + std::to_string(got) + " of " + std::to_string(required) + " bytes");
+    if (got < required) throw CodedError(ErrorCode::kIoError, what + ": short read, " + std::to_string(got) + " of " + std::to_string(required) + " bytes");
   });
 }
 
 Napi::Value DeviceArena::CloseFiles(const Napi::CallbackInfo& info) {
-  if (in_flight_.load() > 0) throw MakeError(info.Env(), "BUSY", "reads are in flight");
+  if (in_flight_.load() > 0) throw NewError(info.Env(), ErrorCode::kBusy, "reads are in flight");
   CloseAll();
   return info.Env().Undefined();
 }
@@ -216,7 +217,7 @@ Napi::Value DeviceArena::IpcHandle(const Napi::CallbackInfo& info) {
   cudaIpcMemHandle_t h;
   cudaError_t rc = cudaSetDevice(device_);
   if (rc == cudaSuccess) rc = cudaIpcGetMemHandle(&h, base_);
-  if (rc != cudaSuccess) throw MakeError(env, "INTERNAL", std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
+  if (rc != cudaSuccess) throw NewError(env, ErrorCode::kInternal, std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
   return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&h), sizeof h);
 }
 
@@ -232,7 +233,7 @@ Napi::Value DeviceArena::Info(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DeviceArena::Free(const Napi::CallbackInfo& info) {
-  if (in_flight_.load() > 0) throw MakeError(info.Env(), "BUSY", "reads are in flight");
+  if (in_flight_.load() > 0) throw NewError(info.Env(), ErrorCode::kBusy, "reads are in flight");
   Release();
   return info.Env().Undefined();
 }

@@ -19,6 +19,7 @@
 
 #include "core/args.h"
 #include "core/async_task.h"
+#include "core/errors.h"
 #include "gpu/device_task.h"
 #include "host/quantize.h"
 #include "io/cufile_api.h"
@@ -92,7 +93,7 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
   IoMode io = IoModeOption(env, o);
   bool direct = o.Get("direct").ToBoolean().Value();
   if (disk_slot_bytes_ % kDiskAlign != 0 || disk_slot_bytes_ < RoundUp(kSlotHeaderBytes + quant_bytes_, kDiskAlign))
-    throw MakeError(env, "INVALID_ARGUMENT", "diskSlotBytes must be a multiple of 4096 that holds a slot header and a quantized block");
+    throw NewError(env, ErrorCode::kInvalidArgument, "diskSlotBytes must be a multiple of 4096 that holds a slot header and a quantized block");
 
   try {
     UseDevice(device_);
@@ -102,7 +103,7 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
       cudaMemGetInfo(&free_bytes, &total);
       cudaError_t rc = cudaMalloc(reinterpret_cast<void**>(p), bytes ? bytes : 1);
       if (rc != cudaSuccess)
-        throw CodedError("OUT_OF_MEMORY", std::string("cannot allocate the ") + tier + " tier's " + std::to_string(bytes) +
+        throw CodedError(ErrorCode::kOutOfMemory, std::string("cannot allocate the ") + tier + " tier's " + std::to_string(bytes) +
                                               " bytes of device memory (" + std::to_string(free_bytes) + " free): " + cudaGetErrorString(rc));
     };
     alloc(&raw_, static_cast<uint64_t>(raw_slots_) * raw_bytes_, "raw");
@@ -111,14 +112,14 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
       uint64_t bytes = static_cast<uint64_t>(host_slots_) * quant_bytes_;
       cudaError_t rc = cudaHostAlloc(reinterpret_cast<void**>(&host_), bytes, cudaHostAllocDefault);
       if (rc != cudaSuccess)
-        throw CodedError("OUT_OF_MEMORY", "cannot pin the host tier's " + std::to_string(bytes) + " bytes of host memory (tiers.host.bytes): " + cudaGetErrorString(rc));
+        throw CodedError(ErrorCode::kOutOfMemory, "cannot pin the host tier's " + std::to_string(bytes) + " bytes of host memory (tiers.host.bytes): " + cudaGetErrorString(rc));
     }
     file_ = OpenTierFile(path_, disk_slot_bytes_, disk_slots_, direct);
     marks_.Open(path_, disk_slots_);
     OpenIo(io);
   } catch (const CodedError& e) {
     Release();
-    throw MakeError(env, e.code, e.what());
+    throw NewError(env, e);
   }
 }
 
@@ -210,7 +211,7 @@ void GpuTiers::CheckSlot(Napi::Env env, uint32_t tier, uint32_t slot) const {
 }
 
 void GpuTiers::CheckOpen(Napi::Env env) const {
-  if (!raw_) throw MakeError(env, "CLOSED", "GPU tiers are closed");
+  if (!raw_) throw NewError(env, ErrorCode::kClosed, "GPU tiers are closed");
 }
 
 // writeRaw(slot, src: Buffer): copies a raw block into a tier-0 slot.
@@ -293,7 +294,7 @@ Napi::Value GpuTiers::Convert(const Napi::CallbackInfo& info, bool quantize) {
     char err[256] = {0};
     int rc = quantize ? sw_tq_quantize_cuda(&params_, raw_, raw_bytes_, s->slots, quant_, quant_bytes_, s->slots + kMaxBatch, n, s->stream, err, sizeof err)
                       : sw_tq_dequantize_cuda(&params_, quant_, quant_bytes_, s->slots, raw_, raw_bytes_, s->slots + kMaxBatch, n, s->stream, err, sizeof err);
-    if (rc != SW_TQ_OK) throw CodedError("INTERNAL", std::string(quantize ? "quantize" : "dequantize") + " kernel: " + err);
+    if (rc != SW_TQ_OK) throw CodedError(ErrorCode::kInternal, std::string(quantize ? "quantize" : "dequantize") + " kernel: " + err);
     CheckCuda(cudaStreamSynchronize(s->stream), quantize ? "quantize kernel" : "dequantize kernel");
   });
 }
@@ -322,7 +323,7 @@ Napi::Value GpuTiers::DequantizeBytes(const Napi::CallbackInfo& info) {
         CheckCuda(cudaMemcpyAsync(s->slots, &zero, sizeof zero, cudaMemcpyHostToDevice, s->stream), "slot list");
         char err[256] = {0};
         if (sw_tq_dequantize_cuda(&p, s->quant_scratch, quant_bytes_, s->slots, s->raw_scratch, raw_bytes_, s->slots, 1, s->stream, err, sizeof err) != SW_TQ_OK)
-          throw CodedError("INTERNAL", std::string("dequantize kernel: ") + err);
+          throw CodedError(ErrorCode::kInternal, std::string("dequantize kernel: ") + err);
         CheckCuda(cudaMemcpyAsync(dst, s->raw_scratch, raw_bytes_, cudaMemcpyDeviceToHost, s->stream), "copy from device");
         CheckCuda(cudaStreamSynchronize(s->stream), "dequantize bytes");
       },
@@ -374,8 +375,8 @@ Napi::Value GpuTiers::Copy(const Napi::CallbackInfo& info) {
 void GpuTiers::CheckQuantHeader(const sw_tq_params& p, const uint8_t* host_header) const {
   char err[256] = {0};
   int rc = sw_tq_check_header(&p, host_header, err, sizeof err);
-  if (rc == SW_TQ_EFORMAT) throw CodedError("QUANT_FORMAT", err);
-  if (rc != SW_TQ_OK) throw CodedError("QUANT_MISMATCH", err);
+  if (rc == SW_TQ_EFORMAT) throw CodedError(ErrorCode::kQuantFormat, err);
+  if (rc != SW_TQ_OK) throw CodedError(ErrorCode::kQuantMismatch, err);
 }
 
 // spill(tier, slot, diskSlot, blockId, generation, prefixHash?): a block of any tier (the store
@@ -486,13 +487,13 @@ void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, in
     CheckCuda(cudaMemcpyAsync(&h, s->dev, sizeof h, cudaMemcpyDeviceToHost, s->stream), "read header");
   } else {
     size_t got = FullPread(file_.fd, s->host, io, offset, what);
-    if (got < io) throw CodedError("IO_ERROR", what + ": short read, " + std::to_string(got) + " of " + std::to_string(io) + " bytes");
+    if (got < io) throw CodedError(ErrorCode::kIoError, what + ": short read, " + std::to_string(got) + " of " + std::to_string(io) + " bytes");
     std::memcpy(&h, s->host, sizeof h);
     CheckCuda(cudaMemcpyAsync(payload, s->host + kSlotHeaderBytes, r.bytes, cudaMemcpyHostToDevice, s->stream), "copy from bounce buffer");
   }
   CheckCuda(cudaStreamSynchronize(s->stream), "read header");
   VerifySlotHeader(h, r.block_id, r.generation, static_cast<uint32_t>(r.bytes), what);
-  if (KindOf(h) != ChecksumKind::kMixSum64) throw CodedError("CHECKSUM_MISMATCH", what + ": slot was not written by the GPU path");
+  if (KindOf(h) != ChecksumKind::kMixSum64) throw CodedError(ErrorCode::kChecksumMismatch, what + ": slot was not written by the GPU path");
   uint64_t sum = 0;
   CheckCuda(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
   CheckCuda(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
@@ -508,8 +509,8 @@ void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, in
 void GpuTiers::CheckCufileResult(ssize_t n, size_t expected, const std::string& what) {
   if (n == static_cast<ssize_t>(expected)) return;
   if (n == -1) ThrowIo(what, errno);
-  if (n < 0) throw CodedError("IO_ERROR", what + ": cuFile error " + std::to_string(-n));
-  throw CodedError("IO_ERROR", what + ": short transfer, " + std::to_string(n) + " of " + std::to_string(expected) + " bytes");
+  if (n < 0) throw CodedError(ErrorCode::kIoError, what + ": cuFile error " + std::to_string(-n));
+  throw CodedError(ErrorCode::kIoError, what + ": short transfer, " + std::to_string(n) + " of " + std::to_string(expected) + " bytes");
 }
 
 Napi::Value GpuTiers::InjectFault(const Napi::CallbackInfo& info) { return faults_.Arm(info); }
@@ -544,12 +545,12 @@ Napi::Value GpuTiers::IpcHandle(const Napi::CallbackInfo& info) {
   cudaIpcMemHandle_t h;
   cudaError_t rc = cudaSetDevice(device_);
   if (rc == cudaSuccess) rc = cudaIpcGetMemHandle(&h, tier == 0 ? raw_ : quant_);
-  if (rc != cudaSuccess) throw MakeError(env, "INTERNAL", std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
+  if (rc != cudaSuccess) throw NewError(env, ErrorCode::kInternal, std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
   return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&h), sizeof h);
 }
 
 Napi::Value GpuTiers::Close(const Napi::CallbackInfo& info) {
-  if (in_flight_.load() > 0) throw MakeError(info.Env(), "BUSY", "GPU tiers have work in flight");
+  if (in_flight_.load() > 0) throw NewError(info.Env(), ErrorCode::kBusy, "GPU tiers have work in flight");
   Release();
   return info.Env().Undefined();
 }

@@ -7,6 +7,7 @@
 
 #include "core/args.h"
 #include "core/async_task.h"
+#include "core/errors.h"
 #include "io/cufile_api.h"
 
 #ifdef SW_WITH_CUDA

@@ -7,6 +7,7 @@
 
 #include "core/args.h"
 #include "core/async_task.h"
+#include "core/errors.h"
 #include "io/checksum.h"
 
 namespace spillway {
@@ -19,7 +20,7 @@ Napi::Value AllocArena(const Napi::CallbackInfo& info) {
   if (bytes == 0) throw Napi::RangeError::New(env, "bytes must be positive");
   void* p = nullptr;
   if (posix_memalign(&p, 4096, bytes) != 0)
-    throw MakeError(env, "OUT_OF_MEMORY", "cannot allocate a host arena of " + std::to_string(bytes) + " bytes");
+    throw NewError(env, ErrorCode::kOutOfMemory, "cannot allocate a host arena of " + std::to_string(bytes) + " bytes");
   std::memset(p, 0, bytes);
   return Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(p), bytes, [](Napi::Env, uint8_t* data) { std::free(data); });
 }

@@ -1,6 +1,6 @@
 #include "io/io_mode.h"
 
-#include "core/async_task.h"
+#include "core/errors.h"
 
 namespace spillway {
 
@@ -35,7 +35,7 @@ cufile::Handle IoChoice::Register(int fd, const std::string& path) {
 }
 
 void IoChoice::FallBack(const std::string& why) {
-  if (mode_ == IoMode::kCufile) throw CodedError("IO_ERROR", "cuFile requested but unusable: " + why);
+  if (mode_ == IoMode::kCufile) throw CodedError(ErrorCode::kIoError, "cuFile requested but unusable: " + why);
   api_ = nullptr;
   cufile_mode_.clear();
   reason_ = "POSIX path with pinned bounce buffers: " + why;
