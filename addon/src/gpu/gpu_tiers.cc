@@ -1,19 +1,19 @@
 // The GPU backend's native half: tier 0 and tier 1 as one cudaMalloc arena each, carved
 // into slots; tier 2 (the host tier, optional) as one pinned host arena of quantized
-// blocks, moved to and from tier 1 by DMA copies; the disk tier through cuFile (cuFileWrite/cuFileRead straight from device
-// staging buffers) or, where cuFile is missing or cannot register the file, through the
-// project's own POSIX path with pinned bounce buffers. Every operation takes a staging
-// context (device buffer, pinned buffer, stream) from a pool, so several run at once on
-// the addon's worker threads; the JS side sees promises that resolve when the GPU work and
-// the I/O are done. Slot checksums are computed on the GPU (kernels/slot_checksum.h) and
-// verified before any byte is copied to its destination.
+// blocks, moved to and from tier 1 by DMA copies; the disk tier through the FileIo chosen at
+// open (io/file_io.h): cuFile (cuFileWrite/cuFileRead straight from device staging buffers)
+// or, where cuFile is missing or cannot register the file, the project's own POSIX path
+// with pinned bounce buffers. Every operation takes a staging context (device buffer,
+// stream) from a pool, so several run at once on the addon's worker threads; the JS side
+// sees promises that resolve when the GPU work and the I/O are done. Slot checksums are
+// computed on the GPU (kernels/slot_checksum.h) and verified before any byte is copied to
+// its destination.
 #ifdef SW_WITH_CUDA
 #include "gpu/gpu_tiers.h"
 
 #include <cuda_runtime.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -22,7 +22,6 @@
 #include "core/errors.h"
 #include "gpu/device_task.h"
 #include "host/quantize.h"
-#include "io/cufile_api.h"
 #include "io/disk_io.h"
 #include "io/io_mode.h"
 #include "slot_checksum.h"
@@ -37,13 +36,11 @@ constexpr uint32_t kMaxBatch = 4096;
 
 struct GpuTiers::Staging {
   uint8_t* dev = nullptr;          // one disk slot: header + payload, 4 KiB-aligned
-  uint8_t* host = nullptr;         // pinned bounce buffer (POSIX path)
   uint8_t* raw_scratch = nullptr;  // a raw block, for dequantizing bytes outside the tiers
   uint8_t* quant_scratch = nullptr;
   uint64_t* sum = nullptr;
   uint32_t* slots = nullptr;  // 2 * kMaxBatch slot indices
   cudaStream_t stream = nullptr;
-  bool registered = false;
 };
 
 // Returns a staging context to the pool however the operation ends.
@@ -124,9 +121,9 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
 }
 
 void GpuTiers::OpenIo(IoMode mode) {
-  io_ = IoChoice(mode);
-  handle_ = io_.Register(file_.fd, path_);
-  cufile_ = io_.cufile();
+  // A POSIX transfer moves at most one disk slot.
+  io_ = IoChoice(mode, disk_slot_bytes_);
+  io_.AddFile(file_.fd, path_);
 }
 
 GpuTiers::~GpuTiers() { Release(); }
@@ -134,10 +131,10 @@ GpuTiers::~GpuTiers() { Release(); }
 void GpuTiers::Release() {
   // Frees on the object's device; one that cannot be made current holds nothing of ours.
   (void)cudaSetDevice(device_);
+  // cuFile lets go of the staging buffers and the tier file before they are freed and closed.
+  io_.Close();
   for (Staging* s : all_staging_) {
-    if (s->registered && cufile_) cufile_->BufDeregister(s->dev);
     cudaFree(s->dev);
-    cudaFreeHost(s->host);
     cudaFree(s->raw_scratch);
     cudaFree(s->quant_scratch);
     cudaFree(s->sum);
@@ -147,9 +144,6 @@ void GpuTiers::Release() {
   }
   all_staging_.clear();
   free_staging_.clear();
-  if (handle_ && cufile_) cufile_->HandleDeregister(handle_);
-  handle_ = nullptr;
-  cufile_ = nullptr;
   if (file_.fd >= 0) close(file_.fd);
   file_.fd = -1;
   marks_.Close();
@@ -175,18 +169,16 @@ GpuTiers::Staging* GpuTiers::AcquireStaging() {
     CheckCuda(cudaMalloc(&s->dev, disk_slot_bytes_), "staging buffer");
     CheckCuda(cudaMalloc(&s->sum, sizeof(uint64_t)), "checksum word");
     CheckCuda(cudaMalloc(&s->slots, 2 * kMaxBatch * sizeof(uint32_t)), "slot list");
-    if (!cufile_) CheckCuda(cudaHostAlloc(&s->host, disk_slot_bytes_, cudaHostAllocDefault), "pinned bounce buffer");
-    // Registered buffers let cuFile skip its own staging; unregistered ones still work.
-    if (cufile_) s->registered = cufile_->BufRegister(s->dev, disk_slot_bytes_, 0).err == cufile::kSuccess;
   } catch (...) {
     cudaFree(s->dev);
     cudaFree(s->sum);
     cudaFree(s->slots);
-    cudaFreeHost(s->host);
     if (s->stream) cudaStreamDestroy(s->stream);
     delete s;
     throw;
   }
+  // Registered buffers let cuFile skip its own staging; unregistered ones still work.
+  io_->RegisterBuffer(s->dev, disk_slot_bytes_);
   std::lock_guard<std::mutex> lock(staging_mu_);
   all_staging_.push_back(s);
   return s;
@@ -408,17 +400,8 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
     SlotHeader h = MakeSlotHeader(r.block_id, r.generation, static_cast<uint32_t>(r.bytes), ChecksumKind::kMixSum64, FoldChecksum(sum), hash.get());
     uint64_t offset = static_cast<uint64_t>(r.disk_slot) * disk_slot_bytes_;
     marks_.Begin(r.disk_slot, what);
-    if (cufile_) {
-      CheckCuda(cudaMemcpyAsync(s->dev, &h, sizeof h, cudaMemcpyHostToDevice, s->stream), "stage header");
-      CheckCuda(cudaStreamSynchronize(s->stream), "stage header");
-      ssize_t n = cufile_->Write(handle_, s->dev, io, static_cast<off_t>(offset), 0);
-      CheckCufileResult(n, io, what);
-    } else {
-      CheckCuda(cudaMemcpyAsync(s->host + kSlotHeaderBytes, payload, io - kSlotHeaderBytes, cudaMemcpyDeviceToHost, s->stream), "copy to bounce buffer");
-      CheckCuda(cudaStreamSynchronize(s->stream), "copy to bounce buffer");
-      std::memcpy(s->host, &h, sizeof h);
-      FullPwrite(file_.fd, s->host, io, offset, what);
-    }
+    CheckCuda(cudaMemcpyAsync(s->dev, &h, sizeof h, cudaMemcpyHostToDevice, s->stream), "stage header");
+    io_->Write(file_.fd, offset, io, s->dev, 0, s->stream, what);
     marks_.End(r.disk_slot, what);
   });
 }
@@ -480,17 +463,10 @@ void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, in
   size_t io = RoundUp(kSlotHeaderBytes + r.bytes, kDiskAlign);
   uint64_t offset = static_cast<uint64_t>(r.disk_slot) * disk_slot_bytes_;
   uint8_t* payload = s->dev + kSlotHeaderBytes;
+  size_t got = io_->Read(file_.fd, offset, io, s->dev, 0, s->stream, what);
+  if (got < io) throw CodedError(ErrorCode::kIoError, what + ": short read, " + std::to_string(got) + " of " + std::to_string(io) + " bytes");
   SlotHeader h;
-  if (cufile_) {
-    ssize_t n = cufile_->Read(handle_, s->dev, io, static_cast<off_t>(offset), 0);
-    CheckCufileResult(n, io, what);
-    CheckCuda(cudaMemcpyAsync(&h, s->dev, sizeof h, cudaMemcpyDeviceToHost, s->stream), "read header");
-  } else {
-    size_t got = FullPread(file_.fd, s->host, io, offset, what);
-    if (got < io) throw CodedError(ErrorCode::kIoError, what + ": short read, " + std::to_string(got) + " of " + std::to_string(io) + " bytes");
-    std::memcpy(&h, s->host, sizeof h);
-    CheckCuda(cudaMemcpyAsync(payload, s->host + kSlotHeaderBytes, r.bytes, cudaMemcpyHostToDevice, s->stream), "copy from bounce buffer");
-  }
+  CheckCuda(cudaMemcpyAsync(&h, s->dev, sizeof h, cudaMemcpyDeviceToHost, s->stream), "read header");
   CheckCuda(cudaStreamSynchronize(s->stream), "read header");
   VerifySlotHeader(h, r.block_id, r.generation, static_cast<uint32_t>(r.bytes), what);
   if (KindOf(h) != ChecksumKind::kMixSum64) throw CodedError(ErrorCode::kChecksumMismatch, what + ": slot was not written by the GPU path");
@@ -506,22 +482,15 @@ void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, in
   }
 }
 
-void GpuTiers::CheckCufileResult(ssize_t n, size_t expected, const std::string& what) {
-  if (n == static_cast<ssize_t>(expected)) return;
-  if (n == -1) ThrowIo(what, errno);
-  if (n < 0) throw CodedError(ErrorCode::kIoError, what + ": cuFile error " + std::to_string(-n));
-  throw CodedError(ErrorCode::kIoError, what + ": short transfer, " + std::to_string(n) + " of " + std::to_string(expected) + " bytes");
-}
-
 Napi::Value GpuTiers::InjectFault(const Napi::CallbackInfo& info) { return faults_.Arm(info); }
 
 Napi::Value GpuTiers::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("device", DeviceToJs(env, device_identity_));
-  o.Set("io", io_.Name());
-  o.Set("cufileMode", io_.cufile_mode());
-  o.Set("ioReason", io_.reason());
+  o.Set("io", io_->Name());
+  o.Set("cufileMode", io_->CufileMode());
+  o.Set("ioReason", io_->reason());
   o.Set("path", path_);
   o.Set("direct", file_.direct);
   o.Set("directReason", file_.direct_reason);

@@ -1,6 +1,9 @@
 #include "io/io_mode.h"
 
 #include "core/errors.h"
+#include "io/cufile_api.h"
+#include "io/cufile_io.h"
+#include "io/posix_io.h"
 
 namespace spillway {
 
@@ -14,31 +17,28 @@ IoMode IoModeOption(Napi::Env env, const Napi::Object& options) {
   throw Napi::TypeError::New(env, "options.io must be 'auto', 'cufile' or 'posix'");
 }
 
-IoChoice::IoChoice(IoMode mode) : mode_(mode) {
-  if (mode == IoMode::kPosix) return;
-  std::string why;
-  api_ = cufile::Open(&why);
-  if (api_) {
-    cufile_mode_ = cufile::NvfsVersion().empty() ? "compat" : "gds";
-    reason_ = cufile::ModeDescription();
-  } else {
-    FallBack(why);
+#ifdef SW_WITH_CUDA
+IoChoice::IoChoice(IoMode mode, size_t bounce_bytes) : mode_(mode), bounce_bytes_(bounce_bytes) {
+  if (mode == IoMode::kPosix) {
+    io_ = std::make_unique<PosixIo>("POSIX path requested by configuration", bounce_bytes);
+    return;
   }
+  std::string why;
+  if (const cufile::Api* api = cufile::Open(&why)) io_ = std::make_unique<CufileIo>(api);
+  else FallBack(why);
 }
 
-cufile::Handle IoChoice::Register(int fd, const std::string& path) {
-  if (!api_) return nullptr;
+bool IoChoice::AddFile(int fd, const std::string& path) {
   std::string why;
-  cufile::Handle handle = cufile::RegisterFile(api_, fd, &why);
-  if (!handle) FallBack(path + ": " + why);
-  return handle;
+  if (io_->AddFile(fd, &why)) return true;
+  FallBack(path + ": " + why);
+  return false;
 }
 
 void IoChoice::FallBack(const std::string& why) {
   if (mode_ == IoMode::kCufile) throw CodedError(ErrorCode::kIoError, "cuFile requested but unusable: " + why);
-  api_ = nullptr;
-  cufile_mode_.clear();
-  reason_ = "POSIX path with pinned bounce buffers: " + why;
+  io_ = std::make_unique<PosixIo>("POSIX path with pinned bounce buffers: " + why, bounce_bytes_);
 }
+#endif  // SW_WITH_CUDA
 
 }  // namespace spillway

@@ -1,15 +1,17 @@
 // How the GPU backend's disk tier and the weights arena read and write files: the `io`
 // option ('auto' | 'cufile' | 'posix', runtime/io-mode.ts), decided once at open with its
-// reason, as kvikio's CompatModeManager does. Operations then branch on the decision, never
-// on the request: cuFile where the driver opens and every file registers, POSIX reads and
-// writes through pinned bounce buffers otherwise. Under 'auto' a file cuFile refuses moves
-// the choice to POSIX; under 'cufile' it is IO_ERROR; 'posix' never opens the driver.
+// reason, as kvikio's CompatModeManager does. The decision is a FileIo (file_io.h) that
+// every operation then goes through: CufileIo where the driver opens and every file
+// registers, PosixIo (pread/pwrite through pinned bounce buffers) otherwise. Under 'auto' a
+// file cuFile refuses moves the choice to POSIX; under 'cufile' it is IO_ERROR; 'posix'
+// never opens the driver.
 #pragma once
 #include <napi.h>
 
+#include <memory>
 #include <string>
 
-#include "io/cufile_api.h"
+#include "io/file_io.h"
 
 namespace spillway {
 
@@ -19,33 +21,34 @@ enum class IoMode { kAuto, kCufile, kPosix };
 // naming it (the runtime's configuration check lets nothing else through).
 IoMode IoModeOption(Napi::Env env, const Napi::Object& options);
 
+#ifdef SW_WITH_CUDA
 class IoChoice {
  public:
   IoChoice() = default;
   // Opens the cuFile driver unless `mode` is kPosix; throws CodedError IO_ERROR under
-  // kCufile when it cannot be opened.
-  explicit IoChoice(IoMode mode);
+  // kCufile when it cannot be opened. `bounce_bytes`: the size of the POSIX path's bounce
+  // buffers, the most one transfer moves there.
+  IoChoice(IoMode mode, size_t bounce_bytes);
 
-  // Registers `fd` (the file at `path`) with cuFile while cuFile is the choice. Returns the
-  // handle, or nullptr when the choice is (or has just become) POSIX: the caller then
-  // deregisters what it registered before. Throws CodedError IO_ERROR under kCufile.
-  cufile::Handle Register(int fd, const std::string& path);
+  // Readies `fd` (the file at `path`) on the chosen path. Where cuFile refuses it, 'auto'
+  // moves the choice to POSIX and returns false: every file and buffer registered with cuFile
+  // is deregistered. Throws CodedError IO_ERROR under 'cufile'.
+  bool AddFile(int fd, const std::string& path);
 
-  // The cuFile entry points while cuFile is the choice; nullptr on POSIX.
-  const cufile::Api* cufile() const { return api_; }
-  // "cufile" or "posix", as info() reports it.
-  const char* Name() const { return api_ ? "cufile" : "posix"; }
-  // "gds" or "compat" on cuFile, "" on POSIX.
-  const std::string& cufile_mode() const { return cufile_mode_; }
-  const std::string& reason() const { return reason_; }
+  // The chosen path.
+  FileIo* operator->() const { return io_.get(); }
+  // FileIo::Close on the chosen path, where a choice was made.
+  void Close() {
+    if (io_) io_->Close();
+  }
 
  private:
   void FallBack(const std::string& why);
 
   IoMode mode_ = IoMode::kPosix;
-  const cufile::Api* api_ = nullptr;
-  std::string cufile_mode_;
-  std::string reason_ = "POSIX path requested by configuration";
+  size_t bounce_bytes_ = 0;
+  std::unique_ptr<FileIo> io_;
 };
+#endif  // SW_WITH_CUDA
 
 }  // namespace spillway
