@@ -9,6 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const addonSrc = join(root, 'addon', 'src');
 const out = join(root, 'build');
 const objDir = join(out, 'obj');
 mkdirSync(objDir, { recursive: true });
@@ -58,14 +59,16 @@ const withCuda = Boolean(nvcc);
 
 const defines = ['-DNAPI_VERSION=8', '-DNODE_ADDON_API_DISABLE_DEPRECATED', '-DNAPI_CPP_EXCEPTIONS'];
 if (withCuda) defines.push('-DSW_WITH_CUDA=1');
-const includes = [`-I${nodeInclude}`, `-I${napiInclude}`, `-I${join(root, 'kernels')}`, `-I${join(root, 'addon', 'src')}`];
+const includes = [`-I${nodeInclude}`, `-I${napiInclude}`, `-I${join(root, 'kernels')}`, `-I${addonSrc}`];
 if (withCuda) includes.push(`-I${join(cudaHome, 'include')}`);
 const cxxFlags = ['-O3', '-std=c++17', '-fPIC', '-fvisibility=hidden', '-Wall', '-Wextra', '-Wno-unused-parameter', ...cpuFlags()];
 
-const newestHeader = (dirs) => Math.max(0, ...dirs.flatMap((dir) =>
-  readdirSync(dir).filter((f) => /\.(h|hpp|cuh)$/.test(f)).map((f) => statSync(join(dir, f)).mtimeMs)));
+// Files under `dir` and its subfolders whose names end in one of `extensions`, as full paths.
+const filesIn = (dir, extensions) => readdirSync(dir, { recursive: true })
+  .filter((f) => extensions.some((ext) => f.endsWith(ext))).sort().map((f) => join(dir, f));
+const newestHeader = (dirs) => Math.max(0, ...dirs.flatMap((dir) => filesIn(dir, ['.h', '.hpp', '.cuh']).map((f) => statSync(f).mtimeMs)));
 // Host sources may include headers from both folders; CUDA sources only from kernels/.
-const hostHeaders = newestHeader([join(root, 'kernels'), join(root, 'addon', 'src')]);
+const hostHeaders = newestHeader([join(root, 'kernels'), addonSrc]);
 const kernelHeaders = newestHeader([join(root, 'kernels')]);
 const flagsStamp = JSON.stringify({ withCuda, cxxFlags, defines });
 
@@ -82,13 +85,10 @@ function run(cmd, args) {
 const stampFile = join(objDir, 'flags.json');
 const flagsChanged = !existsSync(stampFile) || readFileSync(stampFile, 'utf8') !== flagsStamp;
 
-const sources = [
-  ...readdirSync(join(root, 'addon', 'src')).filter((f) => f.endsWith('.cc')).map((f) => join(root, 'addon', 'src', f)),
-  ...readdirSync(join(root, 'kernels')).filter((f) => f.endsWith('.cpp')).map((f) => join(root, 'kernels', f)),
-];
-const cudaSources = withCuda
-  ? readdirSync(join(root, 'kernels')).filter((f) => f.endsWith('.cu')).map((f) => join(root, 'kernels', f))
-  : [];
+// The addon's sources sit in folders by concern (core/, io/, gpu/, host/); includes name
+// them from addon/src, as "io/disk_io.h".
+const sources = [...filesIn(addonSrc, ['.cc']), ...filesIn(join(root, 'kernels'), ['.cpp'])];
+const cudaSources = withCuda ? filesIn(join(root, 'kernels'), ['.cu']) : [];
 
 console.log(`addon: building ${withCuda ? `with CUDA (${nvcc})` : 'host-only (nvcc not found)'}`);
 const objects = [];

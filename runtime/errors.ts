@@ -65,16 +65,23 @@ export function isErrorCode(value: unknown): value is ErrorCode {
 }
 
 /**
- * Wraps an error from the addon (an Error with a string `code`) as a SpillwayError. A code
- * the table lacks stays visible: the answer is INTERNAL with the addon's code in
- * `details.nativeCode`, so it can be traced and added to the table.
+ * An error the addon raised: the addon constructs this class itself (runtime/native.ts
+ * hands it over at load) with one of the table's codes, so its errors arrive with their
+ * code and status. `fromNative` gives one the context of the call that failed.
+ */
+export class NativeError extends SpillwayError {}
+
+/**
+ * Gives an error from an addon call the context of that call. A NativeError keeps its
+ * code; a SpillwayError thrown on the JS side passes unchanged; anything else is a caller
+ * bug the addon's argument checks caught (a TypeError or RangeError), answered as INTERNAL
+ * with its name in `details.nativeCode`.
  */
 export function fromNative(err: unknown, context: string, details: Record<string, unknown> = {}): SpillwayError {
+  if (err instanceof NativeError) return new SpillwayError(err.code, `${context}: ${err.message}`, details);
   if (err instanceof SpillwayError) return err;
-  const e = err as { code?: unknown; message?: unknown };
-  const message = typeof e?.message === 'string' ? e.message : String(err);
-  if (isErrorCode(e?.code)) return new SpillwayError(e.code, `${context}: ${message}`, details);
-  const nativeCode = typeof e?.code === 'string' ? e.code : err instanceof Error ? err.name : typeof err;
+  const message = err instanceof Error ? err.message : String(err);
+  const nativeCode = err instanceof Error ? err.name : typeof err;
   return new SpillwayError('INTERNAL', `${context}: ${message}`, { ...details, nativeCode });
 }
 

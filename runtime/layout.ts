@@ -6,7 +6,7 @@
 import type { Config } from './config.js';
 import { Quantizer, type QuantParams, type RecordBytes } from './native.js';
 
-/** Disk slots are O_DIRECT-aligned and begin with a 64-byte header (addon/src/slot_file.h). */
+/** Disk slots are O_DIRECT-aligned and begin with a 64-byte header (addon/src/io/slot_file.h). */
 export const DISK_ALIGN = 4096;
 export const DISK_SLOT_HEADER = 64;
 

@@ -1,12 +1,13 @@
 /**
  * The typed facade over the native addon (build/spillway.node): the only module that
- * imports it. Addon errors become SpillwayErrors with the addon's code.
+ * imports it. The addon constructs its errors as NativeError, handed over here at load:
+ * SpillwayErrors with the addon's code.
  */
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { projectRoot } from './config.js';
 import type { Dtype } from './dtype.js';
-import { nativeCall, nativeSync } from './errors.js';
+import { NativeError, nativeCall, nativeSync } from './errors.js';
 import type { IoMode, IoPath } from './io-mode.js';
 
 const DTYPE_CODE: Record<Dtype, number> = { fp32: 0, fp16: 1, bf16: 2 };
@@ -105,7 +106,7 @@ export interface GpuTiersInfo {
   quantSlotBytes: number;
 }
 
-/** The GPU backend's tiers (addon/src/gpu_tiers.cc): 0 raw and 1 quantized in HBM, 2 quantized in pinned host memory. */
+/** The GPU backend's tiers (addon/src/gpu/gpu_tiers.cc): 0 raw and 1 quantized in HBM, 2 quantized in pinned host memory. */
 export interface NativeGpuTiers {
   writeRaw(slot: number, src: Buffer): Promise<void>;
   /** Copies one block (raw for tier 0, stored format for 1 and 2) into a slot. */
@@ -142,7 +143,7 @@ export interface GpuTiersOptions {
   device: number;
 }
 
-/** One device allocation that files are read into (addon/src/device_arena.cc). */
+/** One device allocation that files are read into (addon/src/gpu/device_arena.cc). */
 export interface NativeDeviceArena {
   openFiles(paths: string[]): void;
   read(file: number, fileOffset: number, length: number, required: number, arenaOffset: number): Promise<void>;
@@ -153,7 +154,7 @@ export interface NativeDeviceArena {
   free(): void;
 }
 
-/** The slot header's constants (addon/src/disk_io.cc), for reading scanned headers. */
+/** The slot header's constants (addon/src/io/disk_io.cc), for reading scanned headers. */
 export interface SlotFormat {
   magic: number;
   version: number;
@@ -166,6 +167,10 @@ export interface SlotFormat {
 }
 
 interface Addon {
+  /** The class the addon constructs its errors as, (code, message); handed over once, at load. */
+  setErrorClass(errorClass: typeof NativeError): void;
+  /** Every code the addon's errors can carry. */
+  errorCodes(): string[];
   slotFormat: SlotFormat;
   /** The first `slotFormat.scanBytes` of every slot of a tier file; zeros past its end or with no file. */
   scanSlotHeads(path: string, slotBytes: number, slots: number): Promise<Buffer>;
@@ -185,6 +190,7 @@ interface Addon {
 
 const addonPath = join(projectRoot, 'build', 'spillway.node');
 export const addon: Addon = createRequire(import.meta.url)(addonPath) as Addon;
+addon.setErrorClass(NativeError);
 
 function toNative(p: QuantParams): NativeParams {
   return {

@@ -37,7 +37,7 @@ export interface DiskTierScan {
 
 const MAX_EXAMPLES = 16;
 const SLOT_MAGIC_LE = addon.slotFormat.magic;
-/** Offsets in the scanned head of a slot: the slot header (addon/src/disk_io.h), then the quantized block's (docs/QUANTIZATION.md). */
+/** Offsets in the scanned head of a slot: the slot header (addon/src/io/disk_io.h), then the quantized block's (docs/QUANTIZATION.md). */
 const HEAD = { version: 4, flags: 6, blockId: 8, generation: 16, payloadBytes: 24, hash: 32, headerCrc: 60 } as const;
 
 /** Bytes of a slot's start that `slotBlockId` reads. */

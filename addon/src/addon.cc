@@ -2,15 +2,17 @@
 // arguments, runs work off the JS thread and owns native resources.
 #include <napi.h>
 
-#include "device_arena.h"
-#include "disk_io.h"
-#include "gpu_tiers.h"
-#include "host_memory.h"
-#include "probe.h"
-#include "quantize.h"
-#include "slot_file.h"
+#include "core/errors.h"
+#include "gpu/device_arena.h"
+#include "gpu/gpu_tiers.h"
+#include "gpu/probe.h"
+#include "host/host_memory.h"
+#include "host/quantize.h"
+#include "io/disk_io.h"
+#include "io/slot_file.h"
 
 static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
+  spillway::InitErrors(env, exports);
   spillway::InitHostMemory(env, exports);
   spillway::InitQuantize(env, exports);
   spillway::InitProbe(env, exports);

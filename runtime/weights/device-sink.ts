@@ -33,7 +33,7 @@ export class DeviceSink implements WeightsSink {
     } catch (err) {
       this.arena.free();
       this.arena = undefined;
-      throw err;
+      throw fromNative(err, 'opening the weights files');
     }
   }
 

@@ -1,4 +1,4 @@
-// Checks addon/src/cufile_api.h's declarations against NVIDIA's cufile.h, where it exists
+// Checks addon/src/io/cufile_api.h's declarations against NVIDIA's cufile.h, where it exists
 // (compiled on a machine with CUDA's cuFile headers: g++ -std=c++17 -fsyntax-only
 // -I$CUDA/include -Iaddon/src test/gpu/cufile_abi_check.cc). Nothing runs: it compiles or not.
 #include <cufile.h>
@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <type_traits>
 
-#include "cufile_api.h"
+#include "io/cufile_api.h"
 
 namespace cf = spillway::cufile;
 

@@ -1,14 +1,15 @@
 /**
  * The error table: the set of codes is pinned (adding one is a decision, made here too),
- * every code the addon source can throw is in it, the named factories carry their code and
- * status, and an addon error with a code the table lacks keeps that code in its details.
+ * so is the set the addon can raise, every one of which is in the table; the named
+ * factories carry their code and status; the addon's errors arrive as the runtime's own
+ * error type, and anything else it throws (an argument check) is INTERNAL, named.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { projectRoot } from '../../runtime/config.js';
-import { ErrorCodes, errors, fromNative, isErrorCode, nativeSync, SpillwayError } from '../../runtime/errors.js';
+import { ErrorCodes, errors, fromNative, isErrorCode, NativeError, nativeCall, nativeSync, SpillwayError } from '../../runtime/errors.js';
+import { addon, openSlotFile } from '../../runtime/native.js';
+import { tempDir } from '../helpers.js';
 
 const PINNED_CODES = [
   'INVALID_ARGUMENT', 'INVALID_CONFIG', 'WRONG_SIZE', 'UNAUTHORIZED', 'NOT_FOUND', 'SEQUENCE_NOT_FOUND', 'BLOCK_NOT_FOUND',
@@ -18,37 +19,21 @@ const PINNED_CODES = [
   'BUSY', 'WEIGHTS_FORMAT', 'WEIGHTS_SHARDING', 'INTERNAL',
 ];
 
-/** Every string literal the addon passes as an error code: to CodedError, MakeError, or as the worker's code. */
-function addonCodeLiterals(): Map<string, string[]> {
-  const dir = join(projectRoot, 'addon', 'src');
-  const found = new Map<string, string[]>();
-  const callSites = /(?:CodedError\(|MakeError\([^,]+,|code_ = )([^;]*)/g;
-  for (const file of readdirSync(dir).filter((f) => /\.(cc|h|cu)$/.test(f))) {
-    const source = readFileSync(join(dir, file), 'utf8');
-    for (const call of source.matchAll(callSites)) {
-      // The code is the first argument; a conditional picks between literals.
-      const codeArgument = call[1]!.split(/,\s*(?![^(]*\))/)[0]!;
-      for (const literal of codeArgument.matchAll(/"([A-Z][A-Z0-9_]*)"/g)) {
-        found.set(literal[1]!, [...(found.get(literal[1]!) ?? []), file]);
-      }
-    }
-  }
-  return found;
-}
+/** The codes of the addon's table (addon/src/core/errors.h). */
+const ADDON_CODES = [
+  'BUSY', 'CHECKSUM_MISMATCH', 'CLOSED', 'DISK_FULL', 'INTERNAL', 'INVALID_ARGUMENT', 'IO_ERROR', 'OUT_OF_MEMORY',
+  'QUANT_FORMAT', 'QUANT_MISMATCH', 'QUANT_PARAMS', 'SLOT_MISMATCH',
+];
 
 test('the set of error codes is pinned', () => {
   assert.deepEqual(Object.keys(ErrorCodes).sort(), [...PINNED_CODES].sort());
   for (const [code, status] of Object.entries(ErrorCodes)) assert.ok(status >= 400 && status < 600, `${code} has an HTTP error status`);
 });
 
-test('every code the addon source can throw is in the table', () => {
-  const literals = addonCodeLiterals();
-  // The scan must see the addon's throws, or an empty result would pass for the wrong reason.
-  for (const expected of ['IO_ERROR', 'OUT_OF_MEMORY', 'QUANT_FORMAT', 'DISK_FULL', 'CLOSED', 'INTERNAL']) {
-    assert.ok(literals.has(expected), `the scan finds ${expected} in addon/src`);
-  }
-  const unknown = [...literals].filter(([code]) => !isErrorCode(code)).map(([code, files]) => `${code} (${files.join(', ')})`);
-  assert.deepEqual(unknown, [], 'codes thrown by the addon but missing from runtime/errors.ts');
+test('the set of codes the addon can raise is pinned, and every one is in the table', () => {
+  const codes = addon.errorCodes();
+  assert.deepEqual([...codes].sort(), [...ADDON_CODES].sort());
+  assert.deepEqual(codes.filter((code) => !isErrorCode(code)), [], 'codes the addon raises but runtime/errors.ts lacks');
 });
 
 test('named factories carry their code, status and details', () => {
@@ -80,28 +65,57 @@ test('the shared factories name the field: a configuration value, a body, an ide
   assert.deepEqual(errors.badRulesFile('rules.json', 'bad').details, { file: 'rules.json' });
 });
 
-test('an addon error with a known code keeps it, with the context in the message', () => {
-  const err = fromNative(Object.assign(new Error('disk gone'), { code: 'IO_ERROR' }), 'spill');
-  assert.equal(err.code, 'IO_ERROR');
-  assert.equal(err.message, 'spill: disk gone');
-  assert.equal(err.details.nativeCode, undefined);
+test('the addon constructs its errors as the runtime\'s type, and a call gives them its context', async () => {
+  const dir = tempDir();
+  try {
+    const path = join(dir.path, 'tier.bin');
+    // A synchronous throw: a slot size the file cannot use.
+    const sync = (() => {
+      try {
+        new addon.SlotFile(path, 1000, 1, { direct: false });
+      } catch (e) {
+        return e;
+      }
+    })();
+    assert.ok(sync instanceof NativeError);
+    assert.equal(sync.code, 'INVALID_ARGUMENT');
+    assert.equal(sync.status, 400);
+    assert.equal(sync.message, 'slotBytes must be a positive multiple of 4096');
+
+    // A rejection from a worker thread: a slot never written holds no valid header.
+    const file = openSlotFile(path, 4096, 1, false);
+    const rejected = await file.read(0, 7, 1, Buffer.alloc(16), 0, 16).catch((e: unknown) => e);
+    assert.ok(rejected instanceof NativeError);
+    assert.equal(rejected.code, 'CHECKSUM_MISMATCH');
+    assert.equal(rejected.status, 500);
+
+    const wrapped = await nativeCall('fill of block 7', () => file.read(0, 7, 1, Buffer.alloc(16), 0, 16), { blockId: 7 }).catch((e: unknown) => e);
+    assert.ok(wrapped instanceof SpillwayError && !(wrapped instanceof NativeError));
+    assert.equal(wrapped.code, 'CHECKSUM_MISMATCH');
+    assert.equal(wrapped.message, `fill of block 7: read of slot 0 in ${path}: slot header is corrupt`);
+    assert.deepEqual(wrapped.details, { blockId: 7 });
+    file.close();
+  } finally {
+    dir.cleanup();
+  }
 });
 
-test('an addon error with an unknown code is INTERNAL and keeps the code it had', () => {
-  const err = fromNative(Object.assign(new Error('odd'), { code: 'NEW_CODE' }), 'probe', { slot: 3 });
-  assert.equal(err.code, 'INTERNAL');
-  assert.deepEqual(err.details, { slot: 3, nativeCode: 'NEW_CODE' });
-  // The addon's argument checks throw plain TypeErrors: their name is what is kept.
+test('a SpillwayError thrown on the JS side of a call passes unchanged', () => {
+  const err = errors.storeClosed();
+  assert.equal(fromNative(err, 'spill'), err);
+});
+
+test('an argument check the addon fails is INTERNAL, named in the details', () => {
   const typeError = (() => {
     try {
-      return nativeSync('quantize', () => {
-        throw new TypeError('slot must be a number');
-      });
+      return nativeSync('checksum', () => addon.crc32c('not a buffer' as unknown as Buffer));
     } catch (e) {
       return e as SpillwayError;
     }
   })();
+  assert.ok(typeError instanceof SpillwayError);
   assert.equal(typeError.code, 'INTERNAL');
   assert.equal(typeError.details.nativeCode, 'TypeError');
-  assert.equal(typeError.message, 'quantize: slot must be a number');
+  assert.equal(typeError.message, 'checksum: buffer must be a Buffer');
+  assert.deepEqual(fromNative('odd', 'probe', { slot: 3 }).details, { slot: 3, nativeCode: 'string' });
 });

@@ -1,5 +1,5 @@
 #ifdef SW_WITH_CUDA
-#include "device_arena.h"
+#include "gpu/device_arena.h"
 
 #include <cuda_runtime.h>
 #include <errno.h>
@@ -8,10 +8,11 @@
 
 #include <cstring>
 
-#include "args.h"
-#include "device_task.h"
-#include "disk_io.h"
-#include "io_mode.h"
+#include "core/args.h"
+#include "core/errors.h"
+#include "gpu/device_task.h"
+#include "io/disk_io.h"
+#include "io/io_mode.h"
 
 namespace spillway {
 Napi::Function DeviceArena::Define(Napi::Env env) {
@@ -27,67 +28,55 @@ DeviceArena::DeviceArena(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Devi
   Napi::Env env = info.Env();
   bytes_ = ArgU64(info, 0, "bytes");
   IoMode io = IoMode::kAuto;
-  staging_bytes_ = 16u << 20;
+  uint64_t max_read_bytes = 16u << 20;
   if (info.Length() > 1 && info[1].IsObject()) {
     Napi::Object o = info[1].As<Napi::Object>();
     io = IoModeOption(env, o);
-    if (o.Get("maxReadBytes").IsNumber()) staging_bytes_ = RoundUp(static_cast<uint64_t>(o.Get("maxReadBytes").As<Napi::Number>().DoubleValue()), kDiskAlign);
+    if (o.Get("maxReadBytes").IsNumber()) max_read_bytes = RoundUp(static_cast<uint64_t>(o.Get("maxReadBytes").As<Napi::Number>().DoubleValue()), kDiskAlign);
     device_ = DeviceOption(env, o);
   }
   cudaError_t rc = cudaSetDevice(device_);
-  if (rc != cudaSuccess) throw MakeError(env, "INVALID_ARGUMENT", "device " + std::to_string(device_) + ": " + cudaGetErrorString(rc));
+  if (rc != cudaSuccess) throw NewError(env, ErrorCode::kInvalidArgument, "device " + std::to_string(device_) + ": " + cudaGetErrorString(rc));
   size_t free_bytes = 0, total = 0;
   cudaMemGetInfo(&free_bytes, &total);
   rc = cudaMalloc(reinterpret_cast<void**>(&base_), bytes_ ? bytes_ : 1);
   if (rc != cudaSuccess)
-    throw MakeError(env, "OUT_OF_MEMORY", "cannot allocate " + std::to_string(bytes_) + " bytes of device memory for the arena (" +
+    throw NewError(env, ErrorCode::kOutOfMemory, "cannot allocate " + std::to_string(bytes_) + " bytes of device memory for the arena (" +
                                               std::to_string(free_bytes) + " free): " + cudaGetErrorString(rc));
   try {
-    io_ = IoChoice(io);
+    // A POSIX read goes through one bounce buffer: maxReadBytes is its size.
+    io_ = IoChoice(io, max_read_bytes);
   } catch (const CodedError& e) {
     Release();
-    throw MakeError(env, e.code, e.what());
+    throw NewError(env, e);
   }
-  cufile_ = io_.cufile();
   // Registration lets GPUDirect DMA land in place; an unregistered arena still works.
-  if (cufile_) registered_ = cufile_->BufRegister(base_, bytes_, 0).err == cufile::kSuccess;
+  registered_ = io_->RegisterBuffer(base_, bytes_);
 }
 
 DeviceArena::~DeviceArena() { Release(); }
 
 void DeviceArena::CloseAll() {
   for (File& f : files_) {
-    if (f.handle && cufile_) cufile_->HandleDeregister(f.handle);
-    if (f.fd >= 0) close(f.fd);
+    io_->RemoveFile(f.fd);
+    close(f.fd);
   }
   files_.clear();
-}
-
-void DeviceArena::DropCufile() {
-  for (File& f : files_) {
-    if (f.handle) cufile_->HandleDeregister(f.handle);
-    f.handle = nullptr;
-  }
-  if (registered_) cufile_->BufDeregister(base_);
-  registered_ = false;
-  cufile_ = nullptr;
 }
 
 void DeviceArena::Release() {
   CloseAll();
   // Frees on the object's device; one that cannot be made current holds nothing of ours.
   (void)cudaSetDevice(device_);
-  for (uint8_t* p : all_staging_) cudaFreeHost(p);
-  all_staging_.clear();
-  free_staging_.clear();
-  if (registered_ && cufile_) cufile_->BufDeregister(base_);
+  // cuFile lets go of the arena before it is freed.
+  io_.Close();
   registered_ = false;
   cudaFree(base_);
   base_ = nullptr;
 }
 
 void DeviceArena::CheckLive(Napi::Env env) const {
-  if (!base_) throw MakeError(env, "CLOSED", "the device arena has been freed");
+  if (!base_) throw NewError(env, ErrorCode::kClosed, "the device arena has been freed");
 }
 
 Napi::Promise DeviceArena::Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result) {
@@ -95,12 +84,12 @@ Napi::Promise DeviceArena::Run(Napi::Env env, std::vector<Napi::Value> keep, Asy
 }
 
 // openFiles(paths: string[]): opens each file for reading (O_DIRECT where allowed) and
-// registers it with cuFile where cuFile is in use. Files are then named by index.
+// readies it on the chosen path (cuFile registers it). Files are then named by index.
 Napi::Value DeviceArena::OpenFiles(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckLive(env);
   if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "paths must be an array of strings");
-  if (in_flight_.load() > 0) throw MakeError(env, "BUSY", "reads are in flight");
+  if (in_flight_.load() > 0) throw NewError(env, ErrorCode::kBusy, "reads are in flight");
   Napi::Array paths = info[0].As<Napi::Array>();
   CloseAll();
   for (uint32_t i = 0; i < paths.Length(); i++) {
@@ -112,43 +101,20 @@ Napi::Value DeviceArena::OpenFiles(const Napi::CallbackInfo& info) {
     if (f.fd < 0) {
       int err = errno;
       CloseAll();
-      throw MakeError(env, "IO_ERROR", "cannot open " + f.path + ": " + strerror(err));
+      throw NewError(env, ErrorCode::kIoError, "cannot open " + f.path + ": " + strerror(err));
     }
-    if (cufile_) {
-      try {
-        f.handle = io_.Register(f.fd, f.path);
-      } catch (const CodedError& e) {
-        close(f.fd);
-        CloseAll();
-        throw MakeError(env, e.code, e.what());
-      }
-      // Under 'auto' a file cuFile refuses moves every read to POSIX, as on the disk tier.
-      if (!f.handle) DropCufile();
+    try {
+      // Under 'auto' a file cuFile refuses moves every read to POSIX, as on the disk tier,
+      // and the arena's registration goes with cuFile.
+      if (!io_.AddFile(f.fd, f.path)) registered_ = false;
+    } catch (const CodedError& e) {
+      close(f.fd);
+      CloseAll();
+      throw NewError(env, e);
     }
     files_.push_back(f);
   }
   return env.Undefined();
-}
-
-uint8_t* DeviceArena::TakeStaging() {
-  {
-    std::lock_guard<std::mutex> lock(staging_mu_);
-    if (!free_staging_.empty()) {
-      uint8_t* p = free_staging_.back();
-      free_staging_.pop_back();
-      return p;
-    }
-  }
-  uint8_t* p = nullptr;
-  CheckCuda(cudaHostAlloc(reinterpret_cast<void**>(&p), staging_bytes_, cudaHostAllocDefault), "pinned bounce buffer");
-  std::lock_guard<std::mutex> lock(staging_mu_);
-  all_staging_.push_back(p);
-  return p;
-}
-
-void DeviceArena::GiveStaging(uint8_t* p) {
-  std::lock_guard<std::mutex> lock(staging_mu_);
-  free_staging_.push_back(p);
 }
 
 // read(file, fileOffset, length, required, arenaOffset): delivers at least `required` of
@@ -163,32 +129,18 @@ Napi::Value DeviceArena::Read(const Napi::CallbackInfo& info) {
   uint64_t at = ArgU64(info, 4, "arenaOffset");
   if (file >= files_.size()) throw Napi::RangeError::New(env, "file " + std::to_string(file) + " is not open");
   if (required > length || at > bytes_ || length > bytes_ - at) throw Napi::RangeError::New(env, "read does not fit the arena");
-  if (!cufile_ && length > staging_bytes_) throw Napi::RangeError::New(env, "read is larger than maxReadBytes");
+  if (length > io_->MaxTransfer()) throw Napi::RangeError::New(env, "read is larger than maxReadBytes");
   File f = files_[file];
   return Run(env, {}, [this, f, offset, length, required, at] {
     std::string what = "read of " + std::to_string(length) + " bytes at " + std::to_string(offset) + " in " + f.path;
-    size_t got = 0;
-    if (cufile_) {
-      ssize_t n = cufile_->Read(f.handle, base_, length, static_cast<off_t>(offset), static_cast<off_t>(at));
-      if (n == -1) ThrowIo(what, errno);
-      if (n < 0) throw CodedError("IO_ERROR", what + ": cuFile error " + std::to_string(-n));
-      got = static_cast<size_t>(n);
-    } else {
-      uint8_t* staging = TakeStaging();
-      struct Back {
-        DeviceArena* a;
-        uint8_t* p;
-        ~Back() { a->GiveStaging(p); }
-      } back{this, staging};
-      got = FullPread(f.fd, staging, length, offset, what);
-      if (got >= required) CheckCuda(cudaMemcpy(base_ + at, staging, got, cudaMemcpyHostToDevice), "copy to device");
-    }
-    if (got < required) throw CodedError("IO_ERROR", what + ": short read, " + std::to_string(got) + " of " + std::to_string(required) + " bytes");
+    // POSIX copies on the legacy default stream, as cudaMemcpy does.
+    size_t got = io_->Read(f.fd, offset, length, base_, at, nullptr, what);
+    if (got < required) throw CodedError(ErrorCode::kIoError, what + ": short read, " + std::to_string(got) + " of " + std::to_string(required) + " bytes");
   });
 }
 
 Napi::Value DeviceArena::CloseFiles(const Napi::CallbackInfo& info) {
-  if (in_flight_.load() > 0) throw MakeError(info.Env(), "BUSY", "reads are in flight");
+  if (in_flight_.load() > 0) throw NewError(info.Env(), ErrorCode::kBusy, "reads are in flight");
   CloseAll();
   return info.Env().Undefined();
 }
@@ -216,7 +168,7 @@ Napi::Value DeviceArena::IpcHandle(const Napi::CallbackInfo& info) {
   cudaIpcMemHandle_t h;
   cudaError_t rc = cudaSetDevice(device_);
   if (rc == cudaSuccess) rc = cudaIpcGetMemHandle(&h, base_);
-  if (rc != cudaSuccess) throw MakeError(env, "INTERNAL", std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
+  if (rc != cudaSuccess) throw NewError(env, ErrorCode::kInternal, std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
   return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&h), sizeof h);
 }
 
@@ -225,14 +177,14 @@ Napi::Value DeviceArena::Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("bytes", static_cast<double>(bytes_));
   o.Set("device", device_);
-  o.Set("io", io_.Name());
-  o.Set("ioReason", io_.reason());
+  o.Set("io", io_->Name());
+  o.Set("ioReason", io_->reason());
   o.Set("registered", registered_);
   return o;
 }
 
 Napi::Value DeviceArena::Free(const Napi::CallbackInfo& info) {
-  if (in_flight_.load() > 0) throw MakeError(info.Env(), "BUSY", "reads are in flight");
+  if (in_flight_.load() > 0) throw NewError(info.Env(), ErrorCode::kBusy, "reads are in flight");
   Release();
   return info.Env().Undefined();
 }

@@ -3,16 +3,17 @@
 // `spillway doctor`. Never throws on a missing GPU, driver or library: each absence is
 // reported with its reason. Only the device in use gets a CUDA context: the others are
 // listed from their properties, so a runtime per GPU holds memory on its own GPU alone.
-#include "probe.h"
+#include "gpu/probe.h"
 
-#include "args.h"
-#include "async_task.h"
-#include "cufile_api.h"
+#include "core/args.h"
+#include "core/async_task.h"
+#include "core/errors.h"
+#include "io/cufile_api.h"
 
 #ifdef SW_WITH_CUDA
 #include <cuda_runtime_api.h>
 
-#include "device_task.h"
+#include "gpu/device_task.h"
 #endif
 #include <vector>
 

@@ -1,22 +1,15 @@
-// A promise-returning job that runs off the JS thread. Errors cross into JS as Error
-// objects carrying a stable `code` (see runtime/errors.ts), never as aborts.
+// A promise-returning job that runs off the JS thread. Errors cross into JS as the
+// runtime's error class with a stable code (core/errors.h), never as aborts: a CodedError
+// keeps its code, any other exception is INTERNAL.
 #pragma once
 #include <napi.h>
 
 #include <functional>
-#include <stdexcept>
-#include <string>
 #include <vector>
 
+#include "core/errors.h"
+
 namespace spillway {
-
-// Thrown from worker code; `code` is one of the runtime's error codes.
-struct CodedError : std::runtime_error {
-  CodedError(std::string c, const std::string& message) : std::runtime_error(message), code(std::move(c)) {}
-  std::string code;
-};
-
-Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& message);
 
 class AsyncTask : public Napi::AsyncWorker {
  public:
@@ -39,7 +32,7 @@ class AsyncTask : public Napi::AsyncWorker {
   Kept keep_;
   Work work_;
   Result result_;
-  std::string code_;
+  ErrorCode code_ = ErrorCode::kInternal;  // a CodedError's code; INTERNAL for any other exception
 };
 
 }  // namespace spillway

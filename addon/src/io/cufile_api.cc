@@ -1,4 +1,4 @@
-#include "cufile_api.h"
+#include "io/cufile_api.h"
 
 #include <dlfcn.h>
 

@@ -1,4 +1,4 @@
-#include "disk_io.h"
+#include "io/disk_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,11 +10,12 @@
 #include <cstring>
 #include <mutex>
 
-#include "args.h"
-#include "async_task.h"
-#include "checksum.h"
+#include "core/args.h"
+#include "core/async_task.h"
+#include "core/errors.h"
+#include "core/thread_pool.h"
+#include "io/checksum.h"
 #include "slot_checksum.h"
-#include "thread_pool.h"
 
 namespace spillway {
 namespace {
@@ -32,12 +33,12 @@ bool IsFull(int err) { return err == ENOSPC || err == EDQUOT || err == EFBIG; }
 
 AlignedBuffer AllocAligned(size_t bytes) {
   void* p = nullptr;
-  if (posix_memalign(&p, kDiskAlign, bytes) != 0) throw CodedError("OUT_OF_MEMORY", "cannot allocate an I/O buffer of " + std::to_string(bytes) + " bytes");
+  if (posix_memalign(&p, kDiskAlign, bytes) != 0) throw CodedError(ErrorCode::kOutOfMemory, "cannot allocate an I/O buffer of " + std::to_string(bytes) + " bytes");
   return AlignedBuffer(static_cast<uint8_t*>(p));
 }
 
 void ThrowIo(const std::string& what, int err) {
-  throw CodedError(IsFull(err) ? "DISK_FULL" : "IO_ERROR", what + ": " + ErrnoText(err));
+  throw CodedError(IsFull(err) ? ErrorCode::kDiskFull : ErrorCode::kIoError, what + ": " + ErrnoText(err));
 }
 
 void FullPwrite(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& what) {
@@ -71,12 +72,12 @@ TierFile OpenTierFile(const std::string& path, uint64_t slot_bytes, uint32_t slo
     f.fd = open(path.c_str(), flags | O_DIRECT, 0644);
     if (f.fd >= 0) f.direct = true;
     else if (errno == EINVAL) f.direct_reason = "the filesystem refuses O_DIRECT; using buffered I/O";
-    else throw CodedError("IO_ERROR", "cannot open disk tier file " + path + ": " + ErrnoText(errno));
+    else throw CodedError(ErrorCode::kIoError, "cannot open disk tier file " + path + ": " + ErrnoText(errno));
   } else {
     f.direct_reason = "O_DIRECT disabled by configuration";
   }
   if (f.fd < 0) f.fd = open(path.c_str(), flags, 0644);
-  if (f.fd < 0) throw CodedError("IO_ERROR", "cannot open disk tier file " + path + ": " + ErrnoText(errno));
+  if (f.fd < 0) throw CodedError(ErrorCode::kIoError, "cannot open disk tier file " + path + ": " + ErrnoText(errno));
 
   uint64_t total = slot_bytes * slots;
   int rc = posix_fallocate(f.fd, 0, static_cast<off_t>(total));
@@ -91,7 +92,7 @@ TierFile OpenTierFile(const std::string& path, uint64_t slot_bytes, uint32_t slo
     std::string free_note;
     if (fstatvfs(f.fd, &vfs) == 0) free_note = "; " + std::to_string(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize) + " bytes free there";
     close(f.fd);
-    throw CodedError(IsFull(rc) ? "DISK_FULL" : "IO_ERROR",
+    throw CodedError(IsFull(rc) ? ErrorCode::kDiskFull : ErrorCode::kIoError,
                      "cannot reserve " + std::to_string(total) + " bytes for disk tier file " + path + free_note + ": " + ErrnoText(rc));
   }
   return f;
@@ -117,9 +118,9 @@ SlotHeader MakeSlotHeader(uint64_t block_id, uint64_t generation, uint32_t paylo
 
 void VerifySlotHeader(const SlotHeader& h, uint64_t block_id, uint64_t generation, uint32_t payload_bytes, const std::string& what) {
   if (h.magic != kSlotMagic || h.version != kSlotVersion || h.header_crc != Crc32c(&h, kHeaderCrcSpan))
-    throw CodedError("CHECKSUM_MISMATCH", what + ": slot header is corrupt");
+    throw CodedError(ErrorCode::kChecksumMismatch, what + ": slot header is corrupt");
   if (h.block_id != block_id || h.generation != generation || h.payload_bytes != payload_bytes)
-    throw CodedError("SLOT_MISMATCH", what + ": slot holds block " + std::to_string(h.block_id) + " generation " + std::to_string(h.generation) +
+    throw CodedError(ErrorCode::kSlotMismatch, what + ": slot holds block " + std::to_string(h.block_id) + " generation " + std::to_string(h.generation) +
                                           ", expected block " + std::to_string(block_id) + " generation " + std::to_string(generation));
 }
 
@@ -132,7 +133,7 @@ uint32_t PayloadChecksum(ChecksumKind kind, const void* data, size_t length) {
 }
 
 void ThrowPayloadMismatch(const std::string& what) {
-  throw CodedError("CHECKSUM_MISMATCH", what + ": payload checksum does not match");
+  throw CodedError(ErrorCode::kChecksumMismatch, what + ": payload checksum does not match");
 }
 
 PrefixHashArg ArgPrefixHash(const Napi::CallbackInfo& info, size_t i) {
@@ -150,7 +151,7 @@ std::string WriteMarksPath(const std::string& tier_path) { return tier_path + ".
 void WriteMarks::Open(const std::string& tier_path, uint32_t slots) {
   std::string path = WriteMarksPath(tier_path);
   fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw CodedError("IO_ERROR", "cannot open write marks file " + path + ": " + ErrnoText(errno));
+  if (fd_ < 0) throw CodedError(ErrorCode::kIoError, "cannot open write marks file " + path + ": " + ErrnoText(errno));
   struct stat st {};
   if (fstat(fd_, &st) == 0 && static_cast<uint64_t>(st.st_size) < slots && ftruncate(fd_, slots) != 0) {
     int err = errno;
@@ -177,7 +178,7 @@ void ScanSlotHeads(const std::string& path, uint64_t slot_bytes, uint32_t slots,
     if (fd >= 0) posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
   }
   if (fd < 0 && errno == ENOENT) return;  // no file yet: nothing to recover
-  if (fd < 0) throw CodedError("IO_ERROR", "cannot open disk tier file " + path + " to scan it: " + ErrnoText(errno));
+  if (fd < 0) throw CodedError(ErrorCode::kIoError, "cannot open disk tier file " + path + " to scan it: " + ErrnoText(errno));
   struct Closer { int fd; ~Closer() { close(fd); } } closer{fd};
   struct stat st {};
   if (fstat(fd, &st) != 0) ThrowIo("stat of " + path, errno);
@@ -196,7 +197,7 @@ void ScanSlotHeads(const std::string& path, uint64_t slot_bytes, uint32_t slots,
       error = e.what();
     }
   });
-  if (!error.empty()) throw CodedError("IO_ERROR", error);
+  if (!error.empty()) throw CodedError(ErrorCode::kIoError, error);
 }
 
 namespace {
@@ -208,7 +209,7 @@ Napi::Value ScanSlotHeadsJs(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>().Utf8Value();
   uint64_t slot_bytes = ArgU64(info, 1, "slotBytes");
   uint32_t slots = ArgU32(info, 2, "slots");
-  if (slot_bytes == 0 || slot_bytes % kDiskAlign != 0) throw MakeError(env, "INVALID_ARGUMENT", "slotBytes must be a positive multiple of 4096");
+  if (slot_bytes == 0 || slot_bytes % kDiskAlign != 0) throw NewError(env, ErrorCode::kInvalidArgument, "slotBytes must be a positive multiple of 4096");
   auto out = Napi::Buffer<uint8_t>::New(env, std::max<size_t>(1, static_cast<size_t>(slots) * kScanBytes));
   uint8_t* dst = out.Data();
   return AsyncTask::Run(

@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <string>
 
-#include "disk_io.h"
+#include "io/disk_io.h"
 
 namespace spillway {
 

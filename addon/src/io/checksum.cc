@@ -1,4 +1,4 @@
-#include "checksum.h"
+#include "io/checksum.h"
 
 #include <cstring>
 

@@ -1,4 +1,4 @@
-#include "args.h"
+#include "core/args.h"
 
 namespace spillway {
 

@@ -1,21 +1,19 @@
 // GPU tiers: device arenas for tiers 0 and 1, a pinned host arena for tier 2 (the host
-// tier), and the disk tier through cuFile or POSIX.
+// tier), and the disk tier through cuFile or POSIX (io/file_io.h).
 // See gpu_tiers.cc. Compiled only where the addon is built with CUDA.
 #pragma once
 #ifdef SW_WITH_CUDA
 #include <napi.h>
-#include <sys/types.h>
 
 #include <atomic>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include "async_task.h"
-#include "cufile_api.h"
-#include "device_task.h"
-#include "disk_io.h"
-#include "io_mode.h"
+#include "core/async_task.h"
+#include "gpu/device_task.h"
+#include "io/disk_io.h"
+#include "io/io_mode.h"
 #include "turboquant.h"
 
 namespace spillway {
@@ -53,7 +51,7 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   Napi::Promise Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result = nullptr);
   Napi::Value Convert(const Napi::CallbackInfo& info, bool quantize);
   Napi::Value CopyIn(Napi::Env env, uint32_t tier, uint32_t slot, Napi::Buffer<uint8_t> src);
-  // Decides the disk path once (io_mode.h) and registers the tier file where cuFile is chosen.
+  // Decides the disk path once (io/io_mode.h) and readies the tier file on it.
   void OpenIo(IoMode mode);
   void Release();
   Staging* AcquireStaging();
@@ -66,7 +64,6 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   DiskRequest DiskArgs(const Napi::CallbackInfo& info, size_t i, uint32_t tier) const;
   void ReadVerified(Staging* s, const DiskRequest& r, bool quantized, int fault_errno);
   void CheckQuantHeader(const sw_tq_params& p, const uint8_t* host_header) const;
-  static void CheckCufileResult(ssize_t n, size_t expected, const std::string& what);
 
   int device_ = 0;
   DeviceIdentity device_identity_;  // read once: status asks for it every telemetry sample
@@ -80,9 +77,6 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   std::string path_;
   TierFile file_;
   WriteMarks marks_;
-  // The decided path's cuFile entry points (io_.cufile()); null on POSIX and once closed.
-  const cufile::Api* cufile_ = nullptr;
-  cufile::Handle handle_ = nullptr;
   IoChoice io_;
   std::mutex staging_mu_;
   std::vector<Staging*> free_staging_, all_staging_;

@@ -1,12 +1,13 @@
-#include "slot_file.h"
+#include "io/slot_file.h"
 
 #include <unistd.h>
 
 #include <cstring>
 
-#include "args.h"
-#include "async_task.h"
-#include "disk_io.h"
+#include "core/args.h"
+#include "core/async_task.h"
+#include "core/errors.h"
+#include "io/disk_io.h"
 
 namespace spillway {
 Napi::Function SlotFile::Define(Napi::Env env) {
@@ -29,7 +30,7 @@ SlotFile::SlotFile(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SlotFile>(
     if (d.IsBoolean()) want_direct = d.As<Napi::Boolean>().Value();
   }
   if (slot_bytes_ == 0 || slot_bytes_ % kDiskAlign != 0)
-    throw MakeError(env, "INVALID_ARGUMENT", "slotBytes must be a positive multiple of 4096");
+    throw NewError(env, ErrorCode::kInvalidArgument, "slotBytes must be a positive multiple of 4096");
 
   try {
     TierFile f = OpenTierFile(path_, slot_bytes_, slot_count_, want_direct);
@@ -39,7 +40,7 @@ SlotFile::SlotFile(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SlotFile>(
     direct_reason_ = f.direct_reason;
     marks_.Open(path_, slot_count_);
   } catch (const CodedError& e) {
-    throw MakeError(env, e.code, e.what());
+    throw NewError(env, e);
   }
 }
 
@@ -50,7 +51,7 @@ SlotFile::~SlotFile() {
 // write(slot, blockId, generation, src, srcOffset, length, prefixHash?): Promise<void>
 Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (fd_ < 0) throw MakeError(env, "CLOSED", "disk tier file is closed");
+  if (fd_ < 0) throw NewError(env, ErrorCode::kClosed, "disk tier file is closed");
   uint32_t slot = ArgU32(info, 0, "slot");
   uint64_t block_id = ArgU64(info, 1, "blockId");
   uint64_t generation = ArgU64(info, 2, "generation");
@@ -85,7 +86,7 @@ Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
 // Fails with CHECKSUM_MISMATCH or SLOT_MISMATCH rather than return bytes it cannot vouch for.
 Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (fd_ < 0) throw MakeError(env, "CLOSED", "disk tier file is closed");
+  if (fd_ < 0) throw NewError(env, ErrorCode::kClosed, "disk tier file is closed");
   uint32_t slot = ArgU32(info, 0, "slot");
   uint64_t block_id = ArgU64(info, 1, "blockId");
   uint64_t generation = ArgU64(info, 2, "generation");
@@ -106,7 +107,7 @@ Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
     AlignedBuffer buf = AllocAligned(io_bytes);
     size_t got = FullPread(fd_, buf.get(), io_bytes, SlotOffset(slot), what);
     if (got < kSlotHeaderBytes + length)
-      throw CodedError("IO_ERROR", what + ": short read, " + std::to_string(got) + " of " + std::to_string(io_bytes) + " bytes");
+      throw CodedError(ErrorCode::kIoError, what + ": short read, " + std::to_string(got) + " of " + std::to_string(io_bytes) + " bytes");
     SlotHeader h;
     std::memcpy(&h, buf.get(), sizeof h);
     VerifySlotHeader(h, block_id, generation, static_cast<uint32_t>(length), what);
@@ -116,7 +117,7 @@ Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SlotFile::Close(const Napi::CallbackInfo& info) {
-  if (in_flight_.load() > 0) throw MakeError(info.Env(), "BUSY", "disk tier file has I/O in flight");
+  if (in_flight_.load() > 0) throw NewError(info.Env(), ErrorCode::kBusy, "disk tier file has I/O in flight");
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
   marks_.Close();

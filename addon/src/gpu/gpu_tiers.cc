@@ -1,29 +1,29 @@
 // The GPU backend's native half: tier 0 and tier 1 as one cudaMalloc arena each, carved
 // into slots; tier 2 (the host tier, optional) as one pinned host arena of quantized
-// blocks, moved to and from tier 1 by DMA copies; the disk tier through cuFile (cuFileWrite/cuFileRead straight from device
-// staging buffers) or, where cuFile is missing or cannot register the file, through the
-// project's own POSIX path with pinned bounce buffers. Every operation takes a staging
-// context (device buffer, pinned buffer, stream) from a pool, so several run at once on
-// the addon's worker threads; the JS side sees promises that resolve when the GPU work and
-// the I/O are done. Slot checksums are computed on the GPU (kernels/slot_checksum.h) and
-// verified before any byte is copied to its destination.
+// blocks, moved to and from tier 1 by DMA copies; the disk tier through the FileIo chosen at
+// open (io/file_io.h): cuFile (cuFileWrite/cuFileRead straight from device staging buffers)
+// or, where cuFile is missing or cannot register the file, the project's own POSIX path
+// with pinned bounce buffers. Every operation takes a staging context (device buffer,
+// stream) from a pool, so several run at once on the addon's worker threads; the JS side
+// sees promises that resolve when the GPU work and the I/O are done. Slot checksums are
+// computed on the GPU (kernels/slot_checksum.h) and verified before any byte is copied to
+// its destination.
 #ifdef SW_WITH_CUDA
-#include "gpu_tiers.h"
+#include "gpu/gpu_tiers.h"
 
 #include <cuda_runtime.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <mutex>
 #include <vector>
 
-#include "args.h"
-#include "async_task.h"
-#include "cufile_api.h"
-#include "device_task.h"
-#include "disk_io.h"
-#include "io_mode.h"
-#include "quantize.h"
+#include "core/args.h"
+#include "core/async_task.h"
+#include "core/errors.h"
+#include "gpu/device_task.h"
+#include "host/quantize.h"
+#include "io/disk_io.h"
+#include "io/io_mode.h"
 #include "slot_checksum.h"
 #include "turboquant.h"
 
@@ -36,13 +36,11 @@ constexpr uint32_t kMaxBatch = 4096;
 
 struct GpuTiers::Staging {
   uint8_t* dev = nullptr;          // one disk slot: header + payload, 4 KiB-aligned
-  uint8_t* host = nullptr;         // pinned bounce buffer (POSIX path)
   uint8_t* raw_scratch = nullptr;  // a raw block, for dequantizing bytes outside the tiers
   uint8_t* quant_scratch = nullptr;
   uint64_t* sum = nullptr;
   uint32_t* slots = nullptr;  // 2 * kMaxBatch slot indices
   cudaStream_t stream = nullptr;
-  bool registered = false;
 };
 
 // Returns a staging context to the pool however the operation ends.
@@ -92,7 +90,7 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
   IoMode io = IoModeOption(env, o);
   bool direct = o.Get("direct").ToBoolean().Value();
   if (disk_slot_bytes_ % kDiskAlign != 0 || disk_slot_bytes_ < RoundUp(kSlotHeaderBytes + quant_bytes_, kDiskAlign))
-    throw MakeError(env, "INVALID_ARGUMENT", "diskSlotBytes must be a multiple of 4096 that holds a slot header and a quantized block");
+    throw NewError(env, ErrorCode::kInvalidArgument, "diskSlotBytes must be a multiple of 4096 that holds a slot header and a quantized block");
 
   try {
     UseDevice(device_);
@@ -102,7 +100,7 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
       cudaMemGetInfo(&free_bytes, &total);
       cudaError_t rc = cudaMalloc(reinterpret_cast<void**>(p), bytes ? bytes : 1);
       if (rc != cudaSuccess)
-        throw CodedError("OUT_OF_MEMORY", std::string("cannot allocate the ") + tier + " tier's " + std::to_string(bytes) +
+        throw CodedError(ErrorCode::kOutOfMemory, std::string("cannot allocate the ") + tier + " tier's " + std::to_string(bytes) +
                                               " bytes of device memory (" + std::to_string(free_bytes) + " free): " + cudaGetErrorString(rc));
     };
     alloc(&raw_, static_cast<uint64_t>(raw_slots_) * raw_bytes_, "raw");
@@ -111,21 +109,21 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
       uint64_t bytes = static_cast<uint64_t>(host_slots_) * quant_bytes_;
       cudaError_t rc = cudaHostAlloc(reinterpret_cast<void**>(&host_), bytes, cudaHostAllocDefault);
       if (rc != cudaSuccess)
-        throw CodedError("OUT_OF_MEMORY", "cannot pin the host tier's " + std::to_string(bytes) + " bytes of host memory (tiers.host.bytes): " + cudaGetErrorString(rc));
+        throw CodedError(ErrorCode::kOutOfMemory, "cannot pin the host tier's " + std::to_string(bytes) + " bytes of host memory (tiers.host.bytes): " + cudaGetErrorString(rc));
     }
     file_ = OpenTierFile(path_, disk_slot_bytes_, disk_slots_, direct);
     marks_.Open(path_, disk_slots_);
     OpenIo(io);
   } catch (const CodedError& e) {
     Release();
-    throw MakeError(env, e.code, e.what());
+    throw NewError(env, e);
   }
 }
 
 void GpuTiers::OpenIo(IoMode mode) {
-  io_ = IoChoice(mode);
-  handle_ = io_.Register(file_.fd, path_);
-  cufile_ = io_.cufile();
+  // A POSIX transfer moves at most one disk slot.
+  io_ = IoChoice(mode, disk_slot_bytes_);
+  io_.AddFile(file_.fd, path_);
 }
 
 GpuTiers::~GpuTiers() { Release(); }
@@ -133,10 +131,10 @@ GpuTiers::~GpuTiers() { Release(); }
 void GpuTiers::Release() {
   // Frees on the object's device; one that cannot be made current holds nothing of ours.
   (void)cudaSetDevice(device_);
+  // cuFile lets go of the staging buffers and the tier file before they are freed and closed.
+  io_.Close();
   for (Staging* s : all_staging_) {
-    if (s->registered && cufile_) cufile_->BufDeregister(s->dev);
     cudaFree(s->dev);
-    cudaFreeHost(s->host);
     cudaFree(s->raw_scratch);
     cudaFree(s->quant_scratch);
     cudaFree(s->sum);
@@ -146,9 +144,6 @@ void GpuTiers::Release() {
   }
   all_staging_.clear();
   free_staging_.clear();
-  if (handle_ && cufile_) cufile_->HandleDeregister(handle_);
-  handle_ = nullptr;
-  cufile_ = nullptr;
   if (file_.fd >= 0) close(file_.fd);
   file_.fd = -1;
   marks_.Close();
@@ -174,18 +169,16 @@ GpuTiers::Staging* GpuTiers::AcquireStaging() {
     CheckCuda(cudaMalloc(&s->dev, disk_slot_bytes_), "staging buffer");
     CheckCuda(cudaMalloc(&s->sum, sizeof(uint64_t)), "checksum word");
     CheckCuda(cudaMalloc(&s->slots, 2 * kMaxBatch * sizeof(uint32_t)), "slot list");
-    if (!cufile_) CheckCuda(cudaHostAlloc(&s->host, disk_slot_bytes_, cudaHostAllocDefault), "pinned bounce buffer");
-    // Registered buffers let cuFile skip its own staging; unregistered ones still work.
-    if (cufile_) s->registered = cufile_->BufRegister(s->dev, disk_slot_bytes_, 0).err == cufile::kSuccess;
   } catch (...) {
     cudaFree(s->dev);
     cudaFree(s->sum);
     cudaFree(s->slots);
-    cudaFreeHost(s->host);
     if (s->stream) cudaStreamDestroy(s->stream);
     delete s;
     throw;
   }
+  // Registered buffers let cuFile skip its own staging; unregistered ones still work.
+  io_->RegisterBuffer(s->dev, disk_slot_bytes_);
   std::lock_guard<std::mutex> lock(staging_mu_);
   all_staging_.push_back(s);
   return s;
@@ -210,7 +203,7 @@ void GpuTiers::CheckSlot(Napi::Env env, uint32_t tier, uint32_t slot) const {
 }
 
 void GpuTiers::CheckOpen(Napi::Env env) const {
-  if (!raw_) throw MakeError(env, "CLOSED", "GPU tiers are closed");
+  if (!raw_) throw NewError(env, ErrorCode::kClosed, "GPU tiers are closed");
 }
 
 // writeRaw(slot, src: Buffer): copies a raw block into a tier-0 slot.
@@ -293,7 +286,7 @@ Napi::Value GpuTiers::Convert(const Napi::CallbackInfo& info, bool quantize) {
     char err[256] = {0};
     int rc = quantize ? sw_tq_quantize_cuda(&params_, raw_, raw_bytes_, s->slots, quant_, quant_bytes_, s->slots + kMaxBatch, n, s->stream, err, sizeof err)
                       : sw_tq_dequantize_cuda(&params_, quant_, quant_bytes_, s->slots, raw_, raw_bytes_, s->slots + kMaxBatch, n, s->stream, err, sizeof err);
-    if (rc != SW_TQ_OK) throw CodedError("INTERNAL", std::string(quantize ? "quantize" : "dequantize") + " kernel: " + err);
+    if (rc != SW_TQ_OK) throw CodedError(ErrorCode::kInternal, std::string(quantize ? "quantize" : "dequantize") + " kernel: " + err);
     CheckCuda(cudaStreamSynchronize(s->stream), quantize ? "quantize kernel" : "dequantize kernel");
   });
 }
@@ -322,7 +315,7 @@ Napi::Value GpuTiers::DequantizeBytes(const Napi::CallbackInfo& info) {
         CheckCuda(cudaMemcpyAsync(s->slots, &zero, sizeof zero, cudaMemcpyHostToDevice, s->stream), "slot list");
         char err[256] = {0};
         if (sw_tq_dequantize_cuda(&p, s->quant_scratch, quant_bytes_, s->slots, s->raw_scratch, raw_bytes_, s->slots, 1, s->stream, err, sizeof err) != SW_TQ_OK)
-          throw CodedError("INTERNAL", std::string("dequantize kernel: ") + err);
+          throw CodedError(ErrorCode::kInternal, std::string("dequantize kernel: ") + err);
         CheckCuda(cudaMemcpyAsync(dst, s->raw_scratch, raw_bytes_, cudaMemcpyDeviceToHost, s->stream), "copy from device");
         CheckCuda(cudaStreamSynchronize(s->stream), "dequantize bytes");
       },
@@ -374,8 +367,8 @@ Napi::Value GpuTiers::Copy(const Napi::CallbackInfo& info) {
 void GpuTiers::CheckQuantHeader(const sw_tq_params& p, const uint8_t* host_header) const {
   char err[256] = {0};
   int rc = sw_tq_check_header(&p, host_header, err, sizeof err);
-  if (rc == SW_TQ_EFORMAT) throw CodedError("QUANT_FORMAT", err);
-  if (rc != SW_TQ_OK) throw CodedError("QUANT_MISMATCH", err);
+  if (rc == SW_TQ_EFORMAT) throw CodedError(ErrorCode::kQuantFormat, err);
+  if (rc != SW_TQ_OK) throw CodedError(ErrorCode::kQuantMismatch, err);
 }
 
 // spill(tier, slot, diskSlot, blockId, generation, prefixHash?): a block of any tier (the store
@@ -407,17 +400,8 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
     SlotHeader h = MakeSlotHeader(r.block_id, r.generation, static_cast<uint32_t>(r.bytes), ChecksumKind::kMixSum64, FoldChecksum(sum), hash.get());
     uint64_t offset = static_cast<uint64_t>(r.disk_slot) * disk_slot_bytes_;
     marks_.Begin(r.disk_slot, what);
-    if (cufile_) {
-      CheckCuda(cudaMemcpyAsync(s->dev, &h, sizeof h, cudaMemcpyHostToDevice, s->stream), "stage header");
-      CheckCuda(cudaStreamSynchronize(s->stream), "stage header");
-      ssize_t n = cufile_->Write(handle_, s->dev, io, static_cast<off_t>(offset), 0);
-      CheckCufileResult(n, io, what);
-    } else {
-      CheckCuda(cudaMemcpyAsync(s->host + kSlotHeaderBytes, payload, io - kSlotHeaderBytes, cudaMemcpyDeviceToHost, s->stream), "copy to bounce buffer");
-      CheckCuda(cudaStreamSynchronize(s->stream), "copy to bounce buffer");
-      std::memcpy(s->host, &h, sizeof h);
-      FullPwrite(file_.fd, s->host, io, offset, what);
-    }
+    CheckCuda(cudaMemcpyAsync(s->dev, &h, sizeof h, cudaMemcpyHostToDevice, s->stream), "stage header");
+    io_->Write(file_.fd, offset, io, s->dev, 0, s->stream, what);
     marks_.End(r.disk_slot, what);
   });
 }
@@ -479,20 +463,13 @@ void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, in
   size_t io = RoundUp(kSlotHeaderBytes + r.bytes, kDiskAlign);
   uint64_t offset = static_cast<uint64_t>(r.disk_slot) * disk_slot_bytes_;
   uint8_t* payload = s->dev + kSlotHeaderBytes;
+  size_t got = io_->Read(file_.fd, offset, io, s->dev, 0, s->stream, what);
+  if (got < io) throw CodedError(ErrorCode::kIoError, what + ": short read, " + std::to_string(got) + " of " + std::to_string(io) + " bytes");
   SlotHeader h;
-  if (cufile_) {
-    ssize_t n = cufile_->Read(handle_, s->dev, io, static_cast<off_t>(offset), 0);
-    CheckCufileResult(n, io, what);
-    CheckCuda(cudaMemcpyAsync(&h, s->dev, sizeof h, cudaMemcpyDeviceToHost, s->stream), "read header");
-  } else {
-    size_t got = FullPread(file_.fd, s->host, io, offset, what);
-    if (got < io) throw CodedError("IO_ERROR", what + ": short read, " + std::to_string(got) + " of " + std::to_string(io) + " bytes");
-    std::memcpy(&h, s->host, sizeof h);
-    CheckCuda(cudaMemcpyAsync(payload, s->host + kSlotHeaderBytes, r.bytes, cudaMemcpyHostToDevice, s->stream), "copy from bounce buffer");
-  }
+  CheckCuda(cudaMemcpyAsync(&h, s->dev, sizeof h, cudaMemcpyDeviceToHost, s->stream), "read header");
   CheckCuda(cudaStreamSynchronize(s->stream), "read header");
   VerifySlotHeader(h, r.block_id, r.generation, static_cast<uint32_t>(r.bytes), what);
-  if (KindOf(h) != ChecksumKind::kMixSum64) throw CodedError("CHECKSUM_MISMATCH", what + ": slot was not written by the GPU path");
+  if (KindOf(h) != ChecksumKind::kMixSum64) throw CodedError(ErrorCode::kChecksumMismatch, what + ": slot was not written by the GPU path");
   uint64_t sum = 0;
   CheckCuda(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
   CheckCuda(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
@@ -505,22 +482,15 @@ void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, in
   }
 }
 
-void GpuTiers::CheckCufileResult(ssize_t n, size_t expected, const std::string& what) {
-  if (n == static_cast<ssize_t>(expected)) return;
-  if (n == -1) ThrowIo(what, errno);
-  if (n < 0) throw CodedError("IO_ERROR", what + ": cuFile error " + std::to_string(-n));
-  throw CodedError("IO_ERROR", what + ": short transfer, " + std::to_string(n) + " of " + std::to_string(expected) + " bytes");
-}
-
 Napi::Value GpuTiers::InjectFault(const Napi::CallbackInfo& info) { return faults_.Arm(info); }
 
 Napi::Value GpuTiers::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("device", DeviceToJs(env, device_identity_));
-  o.Set("io", io_.Name());
-  o.Set("cufileMode", io_.cufile_mode());
-  o.Set("ioReason", io_.reason());
+  o.Set("io", io_->Name());
+  o.Set("cufileMode", io_->CufileMode());
+  o.Set("ioReason", io_->reason());
   o.Set("path", path_);
   o.Set("direct", file_.direct);
   o.Set("directReason", file_.direct_reason);
@@ -544,12 +514,12 @@ Napi::Value GpuTiers::IpcHandle(const Napi::CallbackInfo& info) {
   cudaIpcMemHandle_t h;
   cudaError_t rc = cudaSetDevice(device_);
   if (rc == cudaSuccess) rc = cudaIpcGetMemHandle(&h, tier == 0 ? raw_ : quant_);
-  if (rc != cudaSuccess) throw MakeError(env, "INTERNAL", std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
+  if (rc != cudaSuccess) throw NewError(env, ErrorCode::kInternal, std::string("cudaIpcGetMemHandle: ") + cudaGetErrorString(rc));
   return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&h), sizeof h);
 }
 
 Napi::Value GpuTiers::Close(const Napi::CallbackInfo& info) {
-  if (in_flight_.load() > 0) throw MakeError(info.Env(), "BUSY", "GPU tiers have work in flight");
+  if (in_flight_.load() > 0) throw NewError(info.Env(), ErrorCode::kBusy, "GPU tiers have work in flight");
   Release();
   return info.Env().Undefined();
 }

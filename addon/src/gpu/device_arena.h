@@ -1,18 +1,17 @@
 // One device allocation that files are read into: model weights at startup (cuFileRead
-// straight into HBM, or pread through pinned buffers where cuFile cannot be used), and
-// exported to other processes on the same GPU as a CUDA IPC handle. See device_arena.cc.
+// straight into HBM, or pread through pinned buffers where cuFile cannot be used, the
+// FileIo chosen at construction), and exported to other processes on the same GPU as a
+// CUDA IPC handle. See device_arena.cc.
 #pragma once
 #ifdef SW_WITH_CUDA
 #include <napi.h>
 
 #include <atomic>
-#include <mutex>
 #include <string>
 #include <vector>
 
-#include "async_task.h"
-#include "cufile_api.h"
-#include "io_mode.h"
+#include "core/async_task.h"
+#include "io/io_mode.h"
 
 namespace spillway {
 
@@ -26,7 +25,6 @@ class DeviceArena : public Napi::ObjectWrap<DeviceArena> {
   struct File {
     int fd = -1;
     bool direct = false;
-    cufile::Handle handle = nullptr;
     std::string path;
   };
 
@@ -41,23 +39,14 @@ class DeviceArena : public Napi::ObjectWrap<DeviceArena> {
   Napi::Promise Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result = nullptr);
   void CheckLive(Napi::Env env) const;
   void CloseAll();
-  // Deregisters the files and the arena from cuFile once the choice has moved to POSIX.
-  void DropCufile();
   void Release();
-  uint8_t* TakeStaging();
-  void GiveStaging(uint8_t* p);
 
   int device_ = 0;
   uint8_t* base_ = nullptr;
   uint64_t bytes_ = 0;
-  uint64_t staging_bytes_ = 0;
-  bool registered_ = false;
-  // The decided path's cuFile entry points (io_.cufile()); null on POSIX.
-  const cufile::Api* cufile_ = nullptr;
+  bool registered_ = false;  // with cuFile, for DMA straight into the arena
   IoChoice io_;
   std::vector<File> files_;
-  std::mutex staging_mu_;
-  std::vector<uint8_t*> free_staging_, all_staging_;
   std::atomic<int> in_flight_{0};
 };
 

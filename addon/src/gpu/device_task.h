@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "async_task.h"
+#include "core/async_task.h"
 
 namespace spillway {
 

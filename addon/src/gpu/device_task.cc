@@ -1,11 +1,13 @@
 #ifdef SW_WITH_CUDA
-#include "device_task.h"
+#include "gpu/device_task.h"
+
+#include "core/errors.h"
 
 namespace spillway {
 
 void CheckCuda(cudaError_t rc, const std::string& what) {
   if (rc == cudaSuccess) return;
-  throw CodedError(rc == cudaErrorMemoryAllocation ? "OUT_OF_MEMORY" : "INTERNAL",
+  throw CodedError(rc == cudaErrorMemoryAllocation ? ErrorCode::kOutOfMemory : ErrorCode::kInternal,
                    what + ": " + cudaGetErrorName(rc) + " (" + cudaGetErrorString(rc) + ")");
 }
 

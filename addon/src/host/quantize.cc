@@ -1,10 +1,11 @@
 // Host-path quantization bindings: the C++ reference quantizer run on the thread pool,
 // one block per call, reading and writing inside caller-owned buffers (the tier arenas).
-#include "quantize.h"
+#include "host/quantize.h"
 
-#include "args.h"
-#include "async_task.h"
-#include "thread_pool.h"
+#include "core/args.h"
+#include "core/async_task.h"
+#include "core/errors.h"
+#include "core/thread_pool.h"
 #include "turboquant.h"
 #include "turboquant_format.h"
 
@@ -34,7 +35,7 @@ sw_tq_params ParamsFromJs(Napi::Env env, const Napi::Value& v) {
     p.outer_value_bits_x2 = static_cast<uint32_t>(field("outerValueBitsX2"));
   }
   char err[256];
-  if (sw_tq_check_params(&p, err, sizeof err) != SW_TQ_OK) throw MakeError(env, "QUANT_PARAMS", err);
+  if (sw_tq_check_params(&p, err, sizeof err) != SW_TQ_OK) throw NewError(env, ErrorCode::kQuantParams, err);
   return p;
 }
 
@@ -79,8 +80,8 @@ Napi::Value Convert(const Napi::CallbackInfo& info, bool quantize) {
       p.version = sw_tq_header_version(in);
       char err[256];
       int rc = sw_tq_check_header(&p, in, err, sizeof err);
-      if (rc == SW_TQ_EFORMAT) throw CodedError("QUANT_FORMAT", err);
-      if (rc != SW_TQ_OK) throw CodedError("QUANT_MISMATCH", err);
+      if (rc == SW_TQ_EFORMAT) throw CodedError(ErrorCode::kQuantFormat, err);
+      if (rc != SW_TQ_OK) throw CodedError(ErrorCode::kQuantMismatch, err);
     }
     ParallelFor(sw_tq_groups(&p), [&](uint32_t b, uint32_t e) {
       if (quantize) sw_tq_quantize_groups(&p, in, out, b, e - b);

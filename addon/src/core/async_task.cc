@@ -1,12 +1,6 @@
-#include "async_task.h"
+#include "core/async_task.h"
 
 namespace spillway {
-
-Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& message) {
-  Napi::Error err = Napi::Error::New(env, message);
-  err.Set("code", Napi::String::New(env, code));
-  return err;
-}
 
 Napi::Promise AsyncTask::Run(Napi::Env env, std::vector<Napi::Value> keep, Work work, Result result) {
   auto* task = new AsyncTask(env, std::move(keep), std::move(work), std::move(result));
@@ -28,7 +22,6 @@ void AsyncTask::Execute() {
     code_ = e.code;
     SetError(e.what());
   } catch (const std::exception& e) {
-    code_ = "INTERNAL";
     SetError(e.what());
   }
 }
@@ -39,7 +32,7 @@ void AsyncTask::OnOK() {
 }
 
 void AsyncTask::OnError(const Napi::Error& e) {
-  deferred_.Reject(MakeError(Env(), code_.empty() ? "INTERNAL" : code_, e.Message()).Value());
+  deferred_.Reject(NewError(Env(), code_, e.Message()).Value());
 }
 
 }  // namespace spillway

@@ -1,13 +1,14 @@
 // Host memory for the upper tiers on the host backend: one page-aligned allocation per
 // tier, carved into slots by the runtime, so that slots can go straight to O_DIRECT I/O.
-#include "host_memory.h"
+#include "host/host_memory.h"
 
 #include <cstdlib>
 #include <cstring>
 
-#include "args.h"
-#include "async_task.h"
-#include "checksum.h"
+#include "core/args.h"
+#include "core/async_task.h"
+#include "core/errors.h"
+#include "io/checksum.h"
 
 namespace spillway {
 namespace {
@@ -19,7 +20,7 @@ Napi::Value AllocArena(const Napi::CallbackInfo& info) {
   if (bytes == 0) throw Napi::RangeError::New(env, "bytes must be positive");
   void* p = nullptr;
   if (posix_memalign(&p, 4096, bytes) != 0)
-    throw MakeError(env, "OUT_OF_MEMORY", "cannot allocate a host arena of " + std::to_string(bytes) + " bytes");
+    throw NewError(env, ErrorCode::kOutOfMemory, "cannot allocate a host arena of " + std::to_string(bytes) + " bytes");
   std::memset(p, 0, bytes);
   return Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(p), bytes, [](Napi::Env, uint8_t* data) { std::free(data); });
 }
