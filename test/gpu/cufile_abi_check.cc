@@ -18,7 +18,7 @@ static_assert(sizeof(cf::Descr) == sizeof(CUfileDescr_t), "CUfileDescr_t size");
 static_assert(offsetof(cf::Descr, type) == offsetof(CUfileDescr_t, type), "CUfileDescr_t.type");
 static_assert(offsetof(cf::Descr, handle) == offsetof(CUfileDescr_t, handle), "CUfileDescr_t.handle");
 static_assert(offsetof(cf::Descr, fs_ops) == offsetof(CUfileDescr_t, fs_ops), "CUfileDescr_t.fs_ops");
-static_assert(cf::kHandleOpaqueFd == CU_FILE_HANDLE_TYPE_OPAQUE_FD, "CU_FILE_HANDLE_TYPE_OPAQUE_FD");
+static_assert(static_cast<int>(cf::kHandleOpaqueFd) == static_cast<int>(CU_FILE_HANDLE_TYPE_OPAQUE_FD), "CU_FILE_HANDLE_TYPE_OPAQUE_FD");
 static_assert(sizeof(cf::Handle) == sizeof(CUfileHandle_t), "CUfileHandle_t");
 
 // Same parameter and return types, up to the C enums we declare as int.
