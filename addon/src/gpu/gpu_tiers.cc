@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -34,12 +35,25 @@ constexpr uint32_t kMaxBatch = 4096;
 
 }  // namespace
 
+// The small host-side values an operation moves to or from the device, in pinned memory.
+// A copy from or to pageable memory goes through the driver's own staging, which serializes
+// across threads: under load a few bytes of slot list would wait behind other requests'
+// 2 MiB blocks.
+struct PinnedWords {
+  uint32_t slots[2 * kMaxBatch];
+  SlotHeader header;
+  uint64_t sum;
+  uint8_t quant_header[SW_TQ_HEADER_BYTES];
+};
+
 struct GpuTiers::Staging {
   uint8_t* dev = nullptr;          // one disk slot: header + payload, 4 KiB-aligned
   uint8_t* raw_scratch = nullptr;  // a raw block, for dequantizing bytes outside the tiers
   uint8_t* quant_scratch = nullptr;
   uint64_t* sum = nullptr;
   uint32_t* slots = nullptr;  // 2 * kMaxBatch slot indices
+  PinnedWords* words = nullptr;
+  uint8_t* pinned_block = nullptr;  // one raw block of pinned memory, on first use (BlockToDevice)
   cudaStream_t stream = nullptr;
 };
 
@@ -139,6 +153,8 @@ void GpuTiers::Release() {
     cudaFree(s->quant_scratch);
     cudaFree(s->sum);
     cudaFree(s->slots);
+    cudaFreeHost(s->words);
+    cudaFreeHost(s->pinned_block);
     if (s->stream) cudaStreamDestroy(s->stream);
     delete s;
   }
@@ -169,10 +185,12 @@ GpuTiers::Staging* GpuTiers::AcquireStaging() {
     CheckCuda(cudaMalloc(&s->dev, disk_slot_bytes_), "staging buffer");
     CheckCuda(cudaMalloc(&s->sum, sizeof(uint64_t)), "checksum word");
     CheckCuda(cudaMalloc(&s->slots, 2 * kMaxBatch * sizeof(uint32_t)), "slot list");
+    CheckCuda(cudaHostAlloc(reinterpret_cast<void**>(&s->words), sizeof(PinnedWords), cudaHostAllocDefault), "pinned staging words");
   } catch (...) {
     cudaFree(s->dev);
     cudaFree(s->sum);
     cudaFree(s->slots);
+    cudaFreeHost(s->words);
     if (s->stream) cudaStreamDestroy(s->stream);
     delete s;
     throw;
@@ -187,6 +205,29 @@ GpuTiers::Staging* GpuTiers::AcquireStaging() {
 void GpuTiers::ReleaseStaging(Staging* s) {
   std::lock_guard<std::mutex> lock(staging_mu_);
   free_staging_.push_back(s);
+}
+
+// Block-sized copies between pageable host memory (a JS buffer) and the device go through
+// the staging context's pinned block: a host copy and a DMA transfer, not the driver's
+// pageable path (see PinnedWords). At most one raw block.
+uint8_t* GpuTiers::PinnedBlock(Staging* s) {
+  if (!s->pinned_block) CheckCuda(cudaHostAlloc(reinterpret_cast<void**>(&s->pinned_block), raw_bytes_, cudaHostAllocDefault), "pinned staging block");
+  return s->pinned_block;
+}
+
+void GpuTiers::BlockToDevice(Staging* s, void* dst, const void* src, size_t bytes, const std::string& what) {
+  uint8_t* pinned = PinnedBlock(s);
+  std::memcpy(pinned, src, bytes);
+  CheckCuda(cudaMemcpyAsync(dst, pinned, bytes, cudaMemcpyHostToDevice, s->stream), what);
+  // the pinned block is free again only once the transfer has read it
+  CheckCuda(cudaStreamSynchronize(s->stream), what);
+}
+
+void GpuTiers::BlockToHost(Staging* s, void* dst, const void* src, size_t bytes, const std::string& what) {
+  uint8_t* pinned = PinnedBlock(s);
+  CheckCuda(cudaMemcpyAsync(pinned, src, bytes, cudaMemcpyDeviceToHost, s->stream), what);
+  CheckCuda(cudaStreamSynchronize(s->stream), what);
+  std::memcpy(dst, pinned, bytes);
 }
 
 uint8_t* GpuTiers::SlotAddress(uint32_t tier, uint32_t slot) const {
@@ -225,11 +266,10 @@ Napi::Value GpuTiers::CopyIn(Napi::Env env, uint32_t tier, uint32_t slot, Napi::
   uint8_t* dst = SlotAddress(tier, slot);
   const uint8_t* data = src.Data();
   return Run(env, {src}, [this, dst, data, bytes, tier] {
+    // The pinned host tier's slot is host memory: a plain copy.
+    if (tier == 2) return static_cast<void>(std::memcpy(dst, data, bytes));
     StagingGuard s(this);
-    // Default: a device tier's slot by DMA, the pinned host tier's by a host copy.
-    const std::string what = "copy to tier " + std::to_string(tier);
-    CheckCuda(cudaMemcpyAsync(dst, data, bytes, cudaMemcpyDefault, s->stream), what);
-    CheckCuda(cudaStreamSynchronize(s->stream), what);
+    BlockToDevice(s.get(), dst, data, bytes, "copy to tier " + std::to_string(tier));
   });
 }
 
@@ -246,11 +286,10 @@ Napi::Value GpuTiers::ReadSlot(const Napi::CallbackInfo& info) {
   uint8_t* dst = out.Data();
   return Run(
       env, {out},
-      [this, src, dst, bytes] {
+      [this, src, dst, bytes, tier] {
+        if (tier == 2) return static_cast<void>(std::memcpy(dst, src, bytes));
         StagingGuard s(this);
-        // Default: a device tier's slot comes over DMA, a host tier's by a host copy.
-        CheckCuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s->stream), "copy out of a tier");
-        CheckCuda(cudaStreamSynchronize(s->stream), "copy out of a tier");
+        BlockToHost(s.get(), dst, src, bytes, "copy out of a tier");
       },
       [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
 }
@@ -281,8 +320,10 @@ Napi::Value GpuTiers::Convert(const Napi::CallbackInfo& info, bool quantize) {
   return Run(env, {}, [this, from = std::move(from), to = std::move(to), quantize] {
     StagingGuard s(this);
     uint32_t n = static_cast<uint32_t>(from.size());
-    CheckCuda(cudaMemcpyAsync(s->slots, from.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
-    CheckCuda(cudaMemcpyAsync(s->slots + kMaxBatch, to.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
+    std::memcpy(s->words->slots, from.data(), n * sizeof(uint32_t));
+    std::memcpy(s->words->slots + kMaxBatch, to.data(), n * sizeof(uint32_t));
+    CheckCuda(cudaMemcpyAsync(s->slots, s->words->slots, n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
+    CheckCuda(cudaMemcpyAsync(s->slots + kMaxBatch, s->words->slots + kMaxBatch, n * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
     char err[256] = {0};
     int rc = quantize ? sw_tq_quantize_cuda(&params_, raw_, raw_bytes_, s->slots, quant_, quant_bytes_, s->slots + kMaxBatch, n, s->stream, err, sizeof err)
                       : sw_tq_dequantize_cuda(&params_, quant_, quant_bytes_, s->slots, raw_, raw_bytes_, s->slots + kMaxBatch, n, s->stream, err, sizeof err);
@@ -310,14 +351,13 @@ Napi::Value GpuTiers::DequantizeBytes(const Napi::CallbackInfo& info) {
         StagingGuard s(this);
         if (!s->raw_scratch) CheckCuda(cudaMalloc(&s->raw_scratch, raw_bytes_), "scratch block");
         if (!s->quant_scratch) CheckCuda(cudaMalloc(&s->quant_scratch, quant_bytes_), "scratch block");
-        uint32_t zero = 0;
-        CheckCuda(cudaMemcpyAsync(s->quant_scratch, in, quant_bytes_, cudaMemcpyHostToDevice, s->stream), "copy to device");
-        CheckCuda(cudaMemcpyAsync(s->slots, &zero, sizeof zero, cudaMemcpyHostToDevice, s->stream), "slot list");
+        BlockToDevice(s.get(), s->quant_scratch, in, quant_bytes_, "copy to device");
+        s->words->slots[0] = 0;
+        CheckCuda(cudaMemcpyAsync(s->slots, s->words->slots, sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream), "slot list");
         char err[256] = {0};
         if (sw_tq_dequantize_cuda(&p, s->quant_scratch, quant_bytes_, s->slots, s->raw_scratch, raw_bytes_, s->slots, 1, s->stream, err, sizeof err) != SW_TQ_OK)
           throw CodedError(ErrorCode::kInternal, std::string("dequantize kernel: ") + err);
-        CheckCuda(cudaMemcpyAsync(dst, s->raw_scratch, raw_bytes_, cudaMemcpyDeviceToHost, s->stream), "copy from device");
-        CheckCuda(cudaStreamSynchronize(s->stream), "dequantize bytes");
+        BlockToHost(s.get(), dst, s->raw_scratch, raw_bytes_, "dequantize bytes");
       },
       [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
 }
@@ -394,13 +434,12 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
     CheckCuda(cudaMemcpyAsync(payload, src, r.bytes, cudaMemcpyDefault, s->stream), "stage block");
     CheckCuda(cudaMemsetAsync(payload + r.bytes, 0, io - kSlotHeaderBytes - r.bytes, s->stream), "stage padding");
     CheckCuda(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
-    uint64_t sum = 0;
-    CheckCuda(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
+    CheckCuda(cudaMemcpyAsync(&s->words->sum, s->sum, sizeof s->words->sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
     CheckCuda(cudaStreamSynchronize(s->stream), "stage block");
-    SlotHeader h = MakeSlotHeader(r.block_id, r.generation, static_cast<uint32_t>(r.bytes), ChecksumKind::kMixSum64, FoldChecksum(sum), hash.get());
+    s->words->header = MakeSlotHeader(r.block_id, r.generation, static_cast<uint32_t>(r.bytes), ChecksumKind::kMixSum64, FoldChecksum(s->words->sum), hash.get());
     uint64_t offset = static_cast<uint64_t>(r.disk_slot) * disk_slot_bytes_;
     marks_.Begin(r.disk_slot, what);
-    CheckCuda(cudaMemcpyAsync(s->dev, &h, sizeof h, cudaMemcpyHostToDevice, s->stream), "stage header");
+    CheckCuda(cudaMemcpyAsync(s->dev, &s->words->header, sizeof s->words->header, cudaMemcpyHostToDevice, s->stream), "stage header");
     io_->Write(file_.fd, offset, io, s->dev, 0, s->stream, what);
     marks_.End(r.disk_slot, what);
   });
@@ -437,8 +476,7 @@ Napi::Value GpuTiers::ReadDisk(const Napi::CallbackInfo& info) {
       [this, r, dst, fault] {
         StagingGuard s(this);
         ReadVerified(s.get(), r, true, fault);
-        CheckCuda(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDeviceToHost, s->stream), "copy from device");
-        CheckCuda(cudaStreamSynchronize(s->stream), "copy from device");
+        BlockToHost(s.get(), dst, s->dev + kSlotHeaderBytes, r.bytes, "copy from device");
       },
       [](Napi::Env, const AsyncTask::Kept& kept) { return kept[0].Value(); });
 }
@@ -465,21 +503,20 @@ void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, in
   uint8_t* payload = s->dev + kSlotHeaderBytes;
   size_t got = io_->Read(file_.fd, offset, io, s->dev, 0, s->stream, what);
   if (got < io) throw CodedError(ErrorCode::kIoError, what + ": short read, " + std::to_string(got) + " of " + std::to_string(io) + " bytes");
-  SlotHeader h;
-  CheckCuda(cudaMemcpyAsync(&h, s->dev, sizeof h, cudaMemcpyDeviceToHost, s->stream), "read header");
+  CheckCuda(cudaMemcpyAsync(&s->words->header, s->dev, sizeof s->words->header, cudaMemcpyDeviceToHost, s->stream), "read header");
   CheckCuda(cudaStreamSynchronize(s->stream), "read header");
+  const SlotHeader h = s->words->header;
   VerifySlotHeader(h, r.block_id, r.generation, static_cast<uint32_t>(r.bytes), what);
   if (KindOf(h) != ChecksumKind::kMixSum64) throw CodedError(ErrorCode::kChecksumMismatch, what + ": slot was not written by the GPU path");
-  uint64_t sum = 0;
   CheckCuda(static_cast<cudaError_t>(sw_mixsum64_cuda(payload, r.bytes, s->sum, s->stream)), "checksum kernel");
-  CheckCuda(cudaMemcpyAsync(&sum, s->sum, sizeof sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
-  CheckCuda(cudaStreamSynchronize(s->stream), "checksum");
-  if (FoldChecksum(sum) != h.payload_checksum) ThrowPayloadMismatch(what);
+  CheckCuda(cudaMemcpyAsync(&s->words->sum, s->sum, sizeof s->words->sum, cudaMemcpyDeviceToHost, s->stream), "checksum");
   if (quantized) {
-    uint8_t header[SW_TQ_HEADER_BYTES];
-    CheckCuda(cudaMemcpy(header, payload, sizeof header, cudaMemcpyDeviceToHost), "read block header");
-    CheckQuantHeader(params_, header);  // the tier's kernels code this build's format only
+    CheckCuda(cudaMemcpyAsync(s->words->quant_header, payload, SW_TQ_HEADER_BYTES, cudaMemcpyDeviceToHost, s->stream), "read block header");
   }
+  CheckCuda(cudaStreamSynchronize(s->stream), "checksum");
+  if (FoldChecksum(s->words->sum) != h.payload_checksum) ThrowPayloadMismatch(what);
+  // the tier's kernels code this build's format only
+  if (quantized) CheckQuantHeader(params_, s->words->quant_header);
 }
 
 Napi::Value GpuTiers::InjectFault(const Napi::CallbackInfo& info) { return faults_.Arm(info); }

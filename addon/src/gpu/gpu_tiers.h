@@ -56,6 +56,9 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   void Release();
   Staging* AcquireStaging();
   void ReleaseStaging(Staging* s);
+  uint8_t* PinnedBlock(Staging* s);
+  void BlockToDevice(Staging* s, void* dst, const void* src, size_t bytes, const std::string& what);
+  void BlockToHost(Staging* s, void* dst, const void* src, size_t bytes, const std::string& what);
   uint8_t* SlotAddress(uint32_t tier, uint32_t slot) const;
   size_t TierBlockBytes(uint32_t tier) const;
   void CheckSlot(Napi::Env env, uint32_t tier, uint32_t slot) const;
