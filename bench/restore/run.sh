@@ -21,6 +21,9 @@
 #                      restores come from host memory
 #   REPEATS, CLIENTS   one-client and concurrent restores per length, taking turns [3];
 #                      concurrent clients [16]
+#   HTTP_LENGTHS, PER_BLOCK_LENGTHS
+#                      lengths that also restore through the HTTP batch read [all] and
+#                      with one acquire per block [8192,32768]; "none" skips them
 #   SPILL_FILL_BLOCKS  blocks of the spill-fill bench [2048]
 #   PORT [8420], DATA_DIR (the tier file and the spill-fill files) [data]
 #   TIME_BUDGET        seconds the whole run may take [470]: restore.py is stopped when they
@@ -96,4 +99,5 @@ deadline=$((left - ${PREFILL_RESERVE:-170}))
 if [ "$deadline" -lt 1 ]; then deadline=1; fi
 timeout "$left" python3 bench/restore/restore.py --url "$url" --lengths "$lengths" \
   --repeats "${REPEATS:-3}" --clients "${CLIENTS:-16}" --deadline-s "$deadline" \
+  --http-lengths "${HTTP_LENGTHS:-all}" --per-block-lengths "${PER_BLOCK_LENGTHS:-8192,32768}" \
   --fill-report "$out/spill-fill.json" --json "$out/restore.json" 2>&1 | tee "$out/restore.log"
