@@ -89,6 +89,8 @@ export class TelemetrySampler {
 
   private async totals(): Promise<Totals> {
     const t = this.store.telemetry;
+    // between scrapes too, so that the addon's buffer of timings does not overflow
+    t.takeNativeTimings();
     const [moves, hits, disk, prefix, dropped] = await Promise.all([
       t.moveCount.get(), t.hits.get(), t.diskBytes.get(), t.prefixLookups.get(), this.metrics.eventsDropped.get(),
     ]);

@@ -172,6 +172,11 @@ interface Addon {
   /** Every code the addon's errors can carry. */
   errorCodes(): string[];
   slotFormat: SlotFormat;
+  /**
+   * (queued, run, returned) seconds of each addon task finished since the last call: waiting
+   * for a worker thread, on it, and waiting for the JS thread to take its result.
+   */
+  taskTimings(): Float64Array;
   /** The first `slotFormat.scanBytes` of every slot of a tier file; zeros past its end or with no file. */
   scanSlotHeads(path: string, slotBytes: number, slots: number): Promise<Buffer>;
   allocArena(bytes: number): Buffer;
@@ -227,6 +232,11 @@ export class Quantizer {
   async dequantizeInto(src: Buffer, srcOffset: number, dst: Buffer, dstOffset: number): Promise<void> {
     await nativeCall('dequantize', () => addon.dequantize(this.native, src, srcOffset, dst, dstOffset));
   }
+}
+
+/** The addon's task timings since the last call (see Addon.taskTimings). */
+export function takeTaskTimings(): Float64Array {
+  return addon.taskTimings();
 }
 
 export function rawBytes(p: QuantParams): number {

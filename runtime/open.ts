@@ -11,7 +11,7 @@ import { formatGiB } from './bytes.js';
 import type { Config } from './config.js';
 import { errors, SpillwayError } from './errors.js';
 import { computeLayout, tierNamed, type Layout } from './layout.js';
-import { addon, type ProbeResult } from './native.js';
+import { addon, takeTaskTimings, type ProbeResult } from './native.js';
 import { scanDiskTier } from './recovery.js';
 import { SharedTier } from './shared-tier.js';
 import { BlockStore } from './store.js';
@@ -91,6 +91,7 @@ export async function openStore(config: Config, probe?: ProbeResult): Promise<Bl
     ? new GpuBackend(layout, path, direct, io, config.gpu.device, choice.reason)
     : new HostBackend(layout, path, direct, choice.reason);
   const store = new BlockStore(config, backend, layout);
+  store.telemetry.readNativeTimingsFrom(takeTaskTimings);
   try {
     const started = performance.now();
     const { blocks, report } = await scanDiskTier(config, layout, choice.name);

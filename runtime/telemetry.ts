@@ -36,11 +36,33 @@ export class Telemetry {
   readonly moveCount = new Counter({ name: 'spillway_moves_total', help: 'Block moves between tiers', labelNames: ['kind', 'from', 'to'], registers: [this.registry] });
   readonly moveBytes = new Counter({ name: 'spillway_move_bytes_total', help: 'Bytes written by block moves', labelNames: ['kind', 'from', 'to'], registers: [this.registry] });
   readonly moveSeconds = new Histogram({ name: 'spillway_move_seconds', help: 'Duration of block moves', labelNames: ['kind', 'from', 'to'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
+  /** Where the addon's tasks (copies, kernels, disk I/O) spend their time; taken in at each scrape and sample. */
+  readonly nativeTaskSeconds = new Histogram({
+    name: 'spillway_native_task_seconds', help: 'Addon tasks by phase: queued for a worker thread, run on it, returned to the JS thread',
+    labelNames: ['phase'], buckets: LATENCY_BUCKETS, registers: [this.registry],
+    collect: () => this.takeNativeTimings(),
+  });
+  private nativeTimings: () => Float64Array = () => new Float64Array(0);
   readonly opSeconds = new Histogram({ name: 'spillway_operation_seconds', help: 'Duration of store operations', labelNames: ['op'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
   readonly diskQueue = new Gauge({ name: 'spillway_disk_queue_depth', help: 'Disk operations in flight', registers: [this.registry] });
   readonly diskBytes = new Counter({ name: 'spillway_disk_bytes_total', help: 'Bytes moved to and from the disk tier', labelNames: ['direction'], registers: [this.registry] });
   readonly diskErrors = new Counter({ name: 'spillway_disk_errors_total', help: 'Disk tier failures by kind', labelNames: ['kind'], registers: [this.registry] });
   readonly prefixLookups = new Counter({ name: 'spillway_prefix_lookup_blocks_total', help: 'Blocks asked for in prefix lookups', labelNames: ['result'], registers: [this.registry] });
+
+  /** Where the addon's task timings come from (runtime/native.ts); set once by the store. */
+  readNativeTimingsFrom(take: () => Float64Array): void {
+    this.nativeTimings = take;
+  }
+
+  /** Moves the addon's task timings into spillway_native_task_seconds. */
+  takeNativeTimings(): void {
+    const t = this.nativeTimings();
+    for (let i = 0; i + 2 < t.length; i += 3) {
+      this.nativeTaskSeconds.observe({ phase: 'queued' }, t[i]!);
+      this.nativeTaskSeconds.observe({ phase: 'run' }, t[i + 1]!);
+      this.nativeTaskSeconds.observe({ phase: 'returned' }, t[i + 2]!);
+    }
+  }
 
   recordMove(event: Omit<MoveEvent, 'at'>): void {
     const labels = { kind: event.kind, from: event.from, to: event.to };

@@ -2,6 +2,7 @@
 // arguments, runs work off the JS thread and owns native resources.
 #include <napi.h>
 
+#include "core/async_task.h"
 #include "core/errors.h"
 #include "gpu/device_arena.h"
 #include "gpu/gpu_tiers.h"
@@ -18,6 +19,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   spillway::InitProbe(env, exports);
   spillway::InitSlotScan(env, exports);
   exports.Set("SlotFile", spillway::SlotFile::Define(env));
+  exports.Set("taskTimings", Napi::Function::New(env, spillway::AsyncTask::TakeTimings, "taskTimings"));
 #ifdef SW_WITH_CUDA
   exports.Set("GpuTiers", spillway::GpuTiers::Define(env));
   exports.Set("DeviceArena", spillway::DeviceArena::Define(env));

@@ -108,6 +108,7 @@ export function summarize(r: SoakReport): string {
     `store time p50/p99 (histogram bucket bounds, last server life): ${quantiles(r.storeMs)}`,
     `server time of block requests p50/p99 (the same): ${quantiles(r.serverMs)}`,
     `block moves p50/p99 (the same): ${quantiles(r.moveMs)}`,
+    `addon tasks p50/p99 by phase (the same): ${quantiles(r.nativeMs)}`,
     verdict('RSS', r.leak.rss, mib),
     verdict('open fds', r.leak.fds, (x) => (x === null ? '-' : x.toFixed(1))),
     verdict('GPU memory', r.leak.gpuMemory, mib),

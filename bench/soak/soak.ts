@@ -107,6 +107,8 @@ export interface SoakReport {
   serverMs: Record<string, OperationQuantiles>;
   /** The same for block moves, by kind and tiers (from the server's spillway_move_seconds). */
   moveMs: Record<string, OperationQuantiles>;
+  /** The same for the addon's tasks, by phase (spillway_native_task_seconds). */
+  nativeMs: Record<string, OperationQuantiles>;
   leak: LeakVerdicts;
   faults: FaultRecord[];
   mismatch: Record<string, unknown> | null;
@@ -497,6 +499,7 @@ export class Soak {
     const storeMs = histogramQuantiles(metrics, 'spillway_operation_seconds', (l) => l.op);
     const serverMs = histogramQuantiles(metrics, 'spillway_http_request_seconds', (l) => (BLOCK_ROUTES.has(l.route!) ? `${l.method} ${l.route}` : undefined));
     const moveMs = histogramQuantiles(metrics, 'spillway_move_seconds', (l) => `${l.kind} ${l.from}->${l.to}`);
+    const nativeMs = histogramQuantiles(metrics, 'spillway_native_task_seconds', (l) => l.phase);
     this.eventsAbort.abort();
     this.restarting = true;
     this.server.kill('SIGTERM');
@@ -530,6 +533,7 @@ export class Soak {
       storeMs,
       serverMs,
       moveMs,
+      nativeMs,
       leak,
       faults: this.faults.records,
       mismatch: this.mismatch,

@@ -1,10 +1,26 @@
 #include "core/async_task.h"
 
+#include <deque>
+#include <mutex>
+
 namespace spillway {
+namespace {
+
+constexpr size_t kMaxTimings = 1 << 16;
+
+// Timings of finished tasks, (queued, run, returned) seconds each. Recorded on the JS thread
+// of whichever environment ran the task; the lock is for several environments (worker threads).
+std::mutex timings_mu;
+std::deque<double> timings;
+
+double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
 
 Napi::Promise AsyncTask::Run(Napi::Env env, std::vector<Napi::Value> keep, Work work, Result result) {
   auto* task = new AsyncTask(env, std::move(keep), std::move(work), std::move(result));
   Napi::Promise promise = task->deferred_.Promise();
+  task->queued_ = std::chrono::steady_clock::now();
   task->Queue();  // the worker deletes itself after OnOK/OnError
   return promise;
 }
@@ -16,6 +32,11 @@ AsyncTask::AsyncTask(Napi::Env env, std::vector<Napi::Value> keep, Work work, Re
 }
 
 void AsyncTask::Execute() {
+  started_ = std::chrono::steady_clock::now();
+  struct Finish {
+    std::chrono::steady_clock::time_point& at;
+    ~Finish() { at = std::chrono::steady_clock::now(); }
+  } finish{finished_};
   try {
     work_();
   } catch (const CodedError& e) {
@@ -26,12 +47,29 @@ void AsyncTask::Execute() {
   }
 }
 
+void AsyncTask::RecordTimings() {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(timings_mu);
+  if (timings.size() >= 3 * kMaxTimings) timings.erase(timings.begin(), timings.begin() + 3);
+  timings.insert(timings.end(), {Seconds(started_ - queued_), Seconds(finished_ - started_), Seconds(now - finished_)});
+}
+
+Napi::Value AsyncTask::TakeTimings(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(timings_mu);
+  auto out = Napi::Float64Array::New(info.Env(), timings.size());
+  std::copy(timings.begin(), timings.end(), out.Data());
+  timings.clear();
+  return out;
+}
+
 void AsyncTask::OnOK() {
+  RecordTimings();
   Napi::Env env = Env();
   deferred_.Resolve(result_ ? result_(env, keep_) : env.Undefined());
 }
 
 void AsyncTask::OnError(const Napi::Error& e) {
+  RecordTimings();
   deferred_.Reject(NewError(Env(), code_, e.Message()).Value());
 }
 

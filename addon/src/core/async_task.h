@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 
+#include <chrono>
 #include <functional>
 #include <vector>
 
@@ -22,17 +23,25 @@ class AsyncTask : public Napi::AsyncWorker {
   // `keep` holds JS objects (buffers) alive until the work is done.
   static Napi::Promise Run(Napi::Env env, std::vector<Napi::Value> keep, Work work, Result result = nullptr);
 
+  // taskTimings(): Float64Array of (queued, run, returned) seconds per task finished since the
+  // last call, oldest first: waiting for a worker thread, on it, and waiting for the JS thread
+  // to take the result. Where a task's time goes when it is slow; at most kMaxTimings tasks
+  // are kept between calls (the oldest go).
+  static Napi::Value TakeTimings(const Napi::CallbackInfo& info);
+
  private:
   AsyncTask(Napi::Env env, std::vector<Napi::Value> keep, Work work, Result result);
   void Execute() override;
   void OnOK() override;
   void OnError(const Napi::Error& e) override;
+  void RecordTimings();
 
   Napi::Promise::Deferred deferred_;
   Kept keep_;
   Work work_;
   Result result_;
   ErrorCode code_ = ErrorCode::kInternal;  // a CodedError's code; INTERNAL for any other exception
+  std::chrono::steady_clock::time_point queued_, started_, finished_;
 };
 
 }  // namespace spillway
