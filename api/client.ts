@@ -15,6 +15,7 @@ import type { MoveEvent } from '../runtime/telemetry.js';
 import type * as W from './routes/weights.js';
 import type * as S from './schemas.js';
 import { takeSseMessages } from './dashboard/sse.js';
+import { encodeWriteBatch } from './msgpack-blocks.js';
 
 type Out<T extends z.ZodType> = z.output<T>;
 type In<T extends z.ZodType> = z.input<T>;
@@ -42,6 +43,9 @@ export interface ServerEvent {
 }
 
 const packr = new Packr({ useRecords: false });
+
+/** A request body: text, bytes, or parts sent in order without being joined. */
+type Body = string | Uint8Array | Uint8Array[];
 
 /** An answer read whole. */
 interface Answer {
@@ -135,7 +139,7 @@ export class SpillwayClient {
 
   /** Writes many blocks in one msgpack request, in order. */
   async writeBlocks(sequence: string, blocks: In<typeof S.BatchWriteBody>['blocks']): Promise<Out<typeof S.BatchWriteResponse>['blocks']> {
-    const res = await this.send('POST', `/v1/sequences/${seg(sequence)}/blocks/write`, packr.pack({ blocks }), 'application/msgpack');
+    const res = await this.send('POST', `/v1/sequences/${seg(sequence)}/blocks/write`, encodeWriteBatch(blocks), 'application/msgpack');
     return (parseJson(res) as Out<typeof S.BatchWriteResponse>).blocks;
   }
 
@@ -240,7 +244,7 @@ export class SpillwayClient {
   }
 
   /** The answer read whole; a status other than 2xx (or one in `accept`) throws the server's error. */
-  private async send(method: string, path: string, body?: string | Uint8Array, contentType?: string, accept: number[] = []): Promise<Answer> {
+  private async send(method: string, path: string, body?: Body, contentType?: string, accept: number[] = []): Promise<Answer> {
     const res = await this.open(method, path, body, contentType);
     const answer = { status: res.statusCode ?? 0, headers: res.headers, body: await readAll(res) };
     if ((answer.status >= 200 && answer.status < 300) || accept.includes(answer.status)) return answer;
@@ -252,10 +256,11 @@ export class SpillwayClient {
    * still to read. A request whose reused connection the server had just closed (reset
    * before any answer) never reached it, and is sent again once on a new one.
    */
-  private open(method: string, path: string, body?: string | Uint8Array, contentType?: string, signal?: AbortSignal): Promise<IncomingMessage> {
+  private open(method: string, path: string, body?: Body, contentType?: string, signal?: AbortSignal): Promise<IncomingMessage> {
     const headers: Record<string, string | number> = { ...this.auth };
     if (contentType) headers['content-type'] = contentType;
-    if (body !== undefined) headers['content-length'] = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
+    const parts = body === undefined ? [] : Array.isArray(body) ? body : [body];
+    if (body !== undefined) headers['content-length'] = parts.reduce((n, p) => n + (typeof p === 'string' ? Buffer.byteLength(p) : p.byteLength), 0);
     const send = this.base.protocol === 'https:' ? httpsRequest : httpRequest;
     const attempt = (retry: boolean): Promise<IncomingMessage> => new Promise((resolve, reject) => {
       const req = send(new URL(this.base.pathname.replace(/\/$/, '') + path, this.base), { method, headers, agent: this.agent, signal }, resolve);
@@ -263,7 +268,10 @@ export class SpillwayClient {
         if (retry && req.reusedSocket && err.code === 'ECONNRESET') resolve(attempt(false));
         else reject(err);
       });
-      req.end(body);
+      // corked, the parts go out together (writev), none copied into another
+      req.cork();
+      for (const p of parts) req.write(p);
+      req.end();
     });
     return attempt(true);
   }

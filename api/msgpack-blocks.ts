@@ -1,9 +1,12 @@
 /**
- * The batch-read answer, { blocks: [{ index, tier, format, lossy, promoted, data }] }, as
- * msgpack written by hand: headers around the blocks' own buffers, joined by one copy.
- * msgpackr's general encoder takes ~5 ms a MiB of bin data (300-400 ms for a 64 MiB
- * answer), which made the route run at a fifth of a GB/s.
+ * Batches of blocks as msgpack written by hand, headers around the blocks' own buffers:
+ * the batch-read answer, { blocks: [{ index, tier, format, lossy, promoted, data }] }, joined
+ * by one copy, and the batch-write body, { blocks: [{ index, data, tokens? }] }, as parts a
+ * client sends without joining them. msgpackr's general encoder takes ~5 ms a MiB of bin data
+ * (300-400 ms for a 64 MiB answer; 80 ms for a batch of eight 2 MiB blocks on the thread of a
+ * client that also times its requests), growing and copying its buffer as it goes.
  */
+import { Packr } from 'msgpackr';
 
 export interface BlockEntry {
   index: number;
@@ -21,7 +24,7 @@ function fixstr(s: string): Buffer {
   return Buffer.concat([Buffer.of(0xa0 | bytes.length), bytes]);
 }
 
-const KEYS = Object.fromEntries(['blocks', 'index', 'tier', 'format', 'lossy', 'promoted', 'data'].map((k) => [k, fixstr(k)])) as Record<string, Buffer>;
+const KEYS = Object.fromEntries(['blocks', 'index', 'tier', 'format', 'lossy', 'promoted', 'data', 'tokens'].map((k) => [k, fixstr(k)])) as Record<string, Buffer>;
 const TRUE = Buffer.of(0xc3);
 const FALSE = Buffer.of(0xc2);
 
@@ -47,4 +50,27 @@ export function encodeBlockBatch(blocks: BlockEntry[]): Buffer {
     );
   }
   return Buffer.concat(parts);
+}
+
+export interface WriteEntry {
+  index: number;
+  data: Uint8Array;
+  tokens?: number[];
+}
+
+/** Small values (indices, token lists) through the general encoder: what it writes is what the server reads. */
+const packr = new Packr({ useRecords: false });
+const packSmall = (v: unknown): Buffer => Buffer.from(packr.pack(v));
+
+/**
+ * The batch-write body as parts to send in order (their total is the content-length); each
+ * block's data is one of them, not copied. Decodes to the same value msgpackr would write.
+ */
+export function encodeWriteBatch(blocks: WriteEntry[]): Uint8Array[] {
+  const parts: Uint8Array[] = [Buffer.of(0x81), KEYS.blocks!, uint32(0xdd, blocks.length)];
+  for (const b of blocks) {
+    parts.push(Buffer.of(0x80 | (b.tokens === undefined ? 2 : 3)), KEYS.index!, packSmall(b.index), KEYS.data!, uint32(0xc6, b.data.byteLength), b.data);
+    if (b.tokens !== undefined) parts.push(KEYS.tokens!, packSmall(b.tokens));
+  }
+  return parts;
 }

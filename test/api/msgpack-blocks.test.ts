@@ -1,8 +1,8 @@
-/** The hand-written batch-read answer decodes, with a general msgpack decoder, to what msgpackr itself would have encoded. */
+/** The hand-written batch bodies decode, with a general msgpack decoder, to what msgpackr itself would have encoded. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Packr, Unpackr } from 'msgpackr';
-import { encodeBlockBatch, type BlockEntry } from '../../api/msgpack-blocks.js';
+import { encodeBlockBatch, encodeWriteBatch, type BlockEntry, type WriteEntry } from '../../api/msgpack-blocks.js';
 
 test('a batch-read answer decodes to the same value as msgpackr\'s encoding of it', () => {
   const blocks: BlockEntry[] = [
@@ -16,4 +16,16 @@ test('a batch-read answer decodes to the same value as msgpackr\'s encoding of i
   assert.deepEqual(ours, theirs);
   assert.equal(ours.blocks[1].data.length, 70_000);
   assert.deepEqual(unpackr.unpack(encodeBlockBatch([])), { blocks: [] });
+});
+
+test('a batch-write body, sent as parts, decodes to the same value as msgpackr\'s encoding of it; the blocks are not copied', () => {
+  const blocks: WriteEntry[] = [
+    { index: 0, data: Buffer.alloc(70_000, 3) },
+    { index: 2 ** 31 - 1, data: Buffer.from([9]), tokens: [1, 2, 2 ** 32 - 1] },
+    { index: 7, data: new Uint8Array(0), tokens: [] },
+  ];
+  const unpackr = new Unpackr({ useRecords: false });
+  const parts = encodeWriteBatch(blocks);
+  assert.deepEqual(unpackr.unpack(Buffer.concat(parts)), unpackr.unpack(new Packr({ useRecords: false }).pack({ blocks })));
+  assert.ok(parts.includes(blocks[0]!.data), 'a block\'s data is one of the parts, as given');
 });
