@@ -12,12 +12,15 @@
  * - JSON bodies are limited to server.maxJsonBytes, to nesting 8 deep and to objects of
  *   64 members;
  * - a msgpack body is checked against its route's bounds (`config.msgpack`) before it is
- *   decoded (api/msgpack-bounds.ts).
+ *   decoded (api/msgpack-bounds.ts);
+ * - block bodies (octet-stream and msgpack) of a declared length are read into a buffer of
+ *   the server's BufferPool, given back once the request is answered.
  */
-import type { IncomingHttpHeaders } from 'node:http';
-import type { FastifyInstance, FastifySchema, onRequestHookHandler } from 'fastify';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { FastifyInstance, FastifyRequest, FastifySchema, onRequestHookHandler } from 'fastify';
 import { Unpackr } from 'msgpackr';
 import { errors, SpillwayError } from '../runtime/errors.js';
+import type { BufferPool } from './buffer-pool.js';
 import { noRoute } from './errors.js';
 import type { BodyBudget } from './load.js';
 import { checkMsgpackBounds, type MsgpackBounds } from './msgpack-bounds.js';
@@ -26,6 +29,10 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** What a msgpack body of the route may expand to; required of a route that takes msgpack. */
     msgpack?: MsgpackBounds;
+  }
+  interface FastifyRequest {
+    /** The pooled buffer the body was read into, given back when the request is answered. */
+    pooledBody?: Buffer;
   }
 }
 
@@ -105,7 +112,7 @@ const checkBodyType: onRequestHookHandler = (request, _reply, done) => {
 
 /**
  * onRequest: holds what the body may make the server hold, its length or (chunked) its
- * route's limit. A declared length over the limit is answered 413 here, its body left
+ * route's limit, waiting for room in the budget if it must. A declared length over the limit is answered 413 here, its body left
  * unread: fastify's parser would answer it too, but by closing the connection, which can
  * reset it before a client still sending has read the answer.
  */
@@ -117,17 +124,47 @@ function reserveBody(budget: BodyBudget): onRequestHookHandler {
     if (length !== undefined && length > limit) {
       return done(new SpillwayError('PAYLOAD_TOO_LARGE', `body too large: ${length} bytes, at most ${limit} here`, { field: 'body', limitBytes: limit }));
     }
-    try {
-      budget.hold(reply, length ?? limit, 'a request body');
-    } catch (err) {
-      return done(err as Error);
-    }
-    done();
+    budget.hold(reply, length ?? limit, 'a request body').then(() => done(), (err: Error) => done(err));
   };
 }
 
+/**
+ * Reads a block body whole, as fastify's own parser would (the route's limit is checked
+ * in onRequest for a declared length, here for a chunked one): a declared length straight
+ * into one pooled buffer, chunks copied in as they come, with no join.
+ */
+function readBlockBody(pool: BufferPool, request: FastifyRequest, payload: IncomingMessage, done: (err: Error | null, body?: Buffer) => void): void {
+  const declared = declaredLength(request.raw.headers);
+  const limit = declared ?? request.routeOptions.bodyLimit;
+  const into = declared === undefined ? undefined : pool.take(declared);
+  if (into) request.pooledBody = into;
+  const chunks: Buffer[] = [];
+  let received = 0;
+  const finish = (err: Error | null, body?: Buffer) => {
+    payload.removeListener('data', onData);
+    payload.removeListener('end', onEnd);
+    payload.removeListener('error', finish);
+    done(err, body);
+  };
+  const onData = (chunk: Buffer) => {
+    if (received + chunk.length > limit) {
+      return finish(new SpillwayError('PAYLOAD_TOO_LARGE', `body too large: over ${limit} bytes${declared === undefined ? '' : ', its content-length'}`, { field: 'body', limitBytes: limit }));
+    }
+    if (into) chunk.copy(into, received);
+    else chunks.push(chunk);
+    received += chunk.length;
+  };
+  const onEnd = () => {
+    if (into && received !== declared) return finish(errors.badBody(`${received} bytes, not the ${declared} of its content-length`));
+    finish(null, into ?? Buffer.concat(chunks, received));
+  };
+  payload.on('data', onData);
+  payload.on('end', onEnd);
+  payload.on('error', finish);
+}
+
 /** Installs the hooks and parsers above; before any route is registered. */
-export function installBodyRules(app: FastifyInstance, budget: BodyBudget, maxJsonBytes: number): void {
+export function installBodyRules(app: FastifyInstance, budget: BodyBudget, maxJsonBytes: number, pool: BufferPool): void {
   app.addHook('onRoute', (route) => {
     const types = bodyTypes(route.schema);
     if (types === JSON_TYPES) route.bodyLimit ??= maxJsonBytes; // a body schema without `consumes`
@@ -147,14 +184,22 @@ export function installBodyRules(app: FastifyInstance, budget: BodyBudget, maxJs
     }
     parseJson(request, (body as Buffer).toString('utf8'), done);
   });
-  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
-  app.addContentTypeParser(MSGPACK_TYPES, { parseAs: 'buffer' }, (request, body, done) => {
-    const buf = body as Buffer;
+  app.addContentTypeParser('application/octet-stream', (request, payload, done) => readBlockBody(pool, request, payload, done));
+  app.addContentTypeParser(MSGPACK_TYPES, (request, payload, done) => readBlockBody(pool, request, payload, (err, buf) => {
+    if (err) return done(err);
     try {
-      checkMsgpackBounds(buf, request.routeOptions.config.msgpack!);
-      done(null, unpackr.unpack(buf));
+      checkMsgpackBounds(buf!, request.routeOptions.config.msgpack!);
+      // The decoded blocks are views into the body's buffer: it is given back only after the answer.
+      done(null, unpackr.unpack(buf!));
     } catch (err) {
       done(err instanceof SpillwayError ? err : errors.badBody(`not valid msgpack: ${(err as Error).message}`));
     }
+  }));
+  // onSend runs once the handler is done with the body (or, for a body refused before the
+  // handler, instead of it).
+  app.addHook('onSend', (request, _reply, payload, done) => {
+    if (request.pooledBody) pool.give(request.pooledBody);
+    request.pooledBody = undefined;
+    done(null, payload);
   });
 }

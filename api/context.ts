@@ -2,6 +2,7 @@
 import type { FastifyPluginAsync, RawServerDefault } from 'fastify';
 import type { BlockStore } from '../runtime/store.js';
 import type { MemoryBudget, ModelWeights } from '../runtime/weights/model.js';
+import type { BufferPool } from './buffer-pool.js';
 import type { BodyBudget, LoadMonitor } from './load.js';
 import type { ApiMetrics } from './metrics.js';
 import type { TelemetrySampler } from './sampler.js';
@@ -12,6 +13,8 @@ export interface ApiContext {
   load: LoadMonitor;
   /** Request body and batch-read answer bytes held at once. */
   budget: BodyBudget;
+  /** Block-sized buffers the block routes reuse. */
+  buffers: BufferPool;
   sampler: TelemetrySampler;
   metrics: ApiMetrics;
   /** The model's weights, when the configuration names them. */

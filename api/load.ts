@@ -82,43 +82,96 @@ export function shedWhenSaturated(monitor: LoadMonitor, metrics: ApiMetrics): on
   };
 }
 
+/** A request waiting for room in the body budget. */
+interface Waiter {
+  bytes: number;
+  /** Called with the bytes already counted as held. */
+  admit(): void;
+}
+
 /**
  * The bytes of request bodies and batch-read answers held at once (server.maxBodyBytesInFlight).
  * A request holds its share from before the first byte is read until its response closes:
- * sent, failed, or its connection gone.
+ * sent, failed, or its connection gone. A request that does not fit waits its turn, first
+ * come first served, for up to server.maxBodyWaitMs.
  */
 export class BodyBudget {
   readonly limit: number;
+  readonly waitMs: number;
   private readonly metrics: ApiMetrics;
   private held = 0;
+  private readonly waiting: Waiter[] = [];
 
-  constructor(limit: number, metrics: ApiMetrics) {
+  constructor(limit: number, waitMs: number, metrics: ApiMetrics) {
     this.limit = limit;
+    this.waitMs = waitMs;
     this.metrics = metrics;
   }
 
   /**
-   * Holds `bytes` for `reply` until its response closes. Throws BUSY (503, Retry-After) while
-   * the budget has no room for them, PAYLOAD_TOO_LARGE when it never will.
+   * Holds `bytes` for `reply` until its response closes, once there is room and every
+   * request that waited before it has its share. Throws BUSY (503, Retry-After) when no
+   * room came within the wait, PAYLOAD_TOO_LARGE when it never will.
    */
-  hold(reply: FastifyReply, bytes: number, what: string): void {
+  async hold(reply: FastifyReply, bytes: number, what: string): Promise<void> {
     if (bytes > this.limit) {
       throw new SpillwayError('PAYLOAD_TOO_LARGE', `${what} of up to ${bytes} bytes is more than server.maxBodyBytesInFlight (${this.limit})`, {
         field: 'body', limitBytes: this.limit,
       });
     }
-    if (this.held + bytes > this.limit) throw shed(reply, this.metrics, { reason: 'body-bytes', value: this.held + bytes, limit: this.limit });
-    this.held += bytes;
-    this.metrics.bodyBytesInFlight.set(this.held);
+    if (this.waiting.length === 0 && this.held + bytes <= this.limit) this.count(bytes);
+    else await this.wait(reply, bytes);
     let holding = true;
     const give = () => {
       if (!holding) return;
       holding = false;
-      this.held -= bytes;
-      this.metrics.bodyBytesInFlight.set(this.held);
+      this.count(-bytes);
+      this.admitWaiting();
     };
     reply.raw.once('close', give);
     // A response already gone emits no further 'close'.
     if (reply.raw.destroyed) give();
+  }
+
+  private count(bytes: number): void {
+    this.held += bytes;
+    this.metrics.bodyBytesInFlight.set(this.held);
+  }
+
+  private wait(reply: FastifyReply, bytes: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const leave = (err: SpillwayError) => {
+        const at = this.waiting.indexOf(waiter);
+        if (at < 0) return;
+        this.waiting.splice(at, 1);
+        clearTimeout(timer);
+        reply.raw.removeListener('close', gone);
+        // The requests behind it may fit now.
+        this.admitWaiting();
+        reject(err);
+      };
+      const busy = () => shed(reply, this.metrics, { reason: 'body-bytes', value: this.held + bytes, limit: this.limit });
+      const gone = () => leave(busy());
+      const waiter: Waiter = {
+        bytes,
+        admit: () => {
+          clearTimeout(timer);
+          reply.raw.removeListener('close', gone);
+          resolve();
+        },
+      };
+      const timer = setTimeout(() => leave(busy()), this.waitMs);
+      reply.raw.once('close', gone);
+      this.waiting.push(waiter);
+    });
+  }
+
+  /** Admits waiting requests in order while the first of them fits. */
+  private admitWaiting(): void {
+    while (this.waiting.length > 0 && this.held + this.waiting[0]!.bytes <= this.limit) {
+      const next = this.waiting.shift()!;
+      this.count(next.bytes);
+      next.admit();
+    }
   }
 }

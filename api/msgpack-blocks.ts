@@ -35,8 +35,11 @@ function uint32(tag: number, n: number): Buffer {
   return b;
 }
 
-/** Encodes the answer; decodes with any msgpack decoder to the same value msgpackr would have written. */
-export function encodeBlockBatch(blocks: BlockEntry[]): Buffer {
+/**
+ * Encodes the answer into a buffer from `alloc` (a pool's, on the server); decodes with any
+ * msgpack decoder to the same value msgpackr would have written.
+ */
+export function encodeBlockBatch(blocks: BlockEntry[], alloc: (bytes: number) => Buffer = Buffer.allocUnsafe): Buffer {
   const parts: Uint8Array[] = [Buffer.of(0x81), KEYS.blocks!, uint32(0xdd, blocks.length)];
   for (const b of blocks) {
     parts.push(
@@ -49,7 +52,13 @@ export function encodeBlockBatch(blocks: BlockEntry[]): Buffer {
       KEYS.data!, uint32(0xc6, b.data.byteLength), b.data,
     );
   }
-  return Buffer.concat(parts);
+  const out = alloc(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
 }
 
 export interface WriteEntry {

@@ -24,6 +24,7 @@ import { memoryBudget, type MemoryBudget, type ModelWeights } from '../runtime/w
 import type { BlockStore } from '../runtime/store.js';
 import { requireBearer } from './auth.js';
 import { installBodyRules } from './bodies.js';
+import { BufferPool } from './buffer-pool.js';
 import type { ApiContext } from './context.js';
 import { answerFrameworkError, errorBody, installErrorHandler } from './errors.js';
 import { BodyBudget, LoadMonitor, shedWhenSaturated } from './load.js';
@@ -95,8 +96,10 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
   installErrorHandler(app);
 
   const metrics = new ApiMetrics(store.telemetry.registry);
-  const budget = new BodyBudget(config.maxBodyBytesInFlight, metrics);
-  installBodyRules(app, budget, config.maxJsonBytes);
+  const budget = new BodyBudget(config.maxBodyBytesInFlight, config.maxBodyWaitMs, metrics);
+  // Idle buffers kept for reuse: at most half of what request bodies in flight may hold.
+  const buffers = new BufferPool(store.layout.rawBlockBytes, config.maxBodyBytesInFlight / 2);
+  installBodyRules(app, budget, config.maxJsonBytes, buffers);
   const load = new LoadMonitor(store);
   load.start(LOAD_SAMPLE_MS, metrics);
   const sampler = new TelemetrySampler(store, load, metrics, config.telemetryIntervalMs);
@@ -104,7 +107,7 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
   let closing = false;
   const { weights } = options;
   const memory = options.memory ?? memoryBudget(store.config, store.describeBackend().name, undefined, weights?.bytes ?? 0);
-  const ctx: ApiContext = { store, load, budget, sampler, metrics, weights, memory, closing: () => closing };
+  const ctx: ApiContext = { store, load, budget, buffers, sampler, metrics, weights, memory, closing: () => closing };
 
   app.addHook('onResponse', (request, reply, done) => {
     metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=128
 /**
  * The `spillway` command: one table of commands, each with its option table
  * (runtime/command-line.ts), from which its parser and its usage text are both made.

@@ -135,6 +135,12 @@ export const ConfigSchema = z.object({
      * past it gets 503. Four of the largest body (maxBatchBytes or maxJsonBytes) by default.
      */
     maxBodyBytesInFlight: Bytes.optional(),
+    /**
+     * How long a request past that budget waits for room, its body unread (TCP holds the
+     * client's upload back), before it gets 503: refused at once, a client would send its
+     * whole body only to have it thrown away, and again on every retry.
+     */
+    maxBodyWaitMs: z.number().int().min(0).max(60_000).default(1000),
     /** Data-plane requests get 503 while more disk operations than this are in flight. */
     maxDiskQueue: z.number().int().nonnegative().default(256),
     /** ... or while the event loop's mean delay over a sample exceeds this. */

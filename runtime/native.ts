@@ -112,10 +112,10 @@ export interface NativeGpuTiers {
   /** Copies one block (raw for tier 0, stored format for 1 and 2) into a slot. */
   writeSlot(tier: 0 | 1 | 2, slot: number, src: Buffer): Promise<void>;
   /** Tiers: 0 raw (device), 1 quantized (device), 2 quantized (pinned host memory). */
-  readSlot(tier: 0 | 1 | 2, slot: number): Promise<Buffer>;
+  readSlot(tier: 0 | 1 | 2, slot: number, out?: Buffer): Promise<Buffer>;
   quantize(rawSlots: Uint32Array, quantSlots: Uint32Array): Promise<void>;
   dequantize(quantSlots: Uint32Array, rawSlots: Uint32Array): Promise<void>;
-  dequantizeBytes(stored: Buffer): Promise<Buffer>;
+  dequantizeBytes(stored: Buffer, out?: Buffer): Promise<Buffer>;
   /** Quantized blocks between tier 1 and tier 2, fromSlots[i] to toSlots[i], one synchronization. */
   copy(fromTier: 1 | 2, fromSlots: Uint32Array, toTier: 1 | 2, toSlots: Uint32Array): Promise<void>;
   spill(tier: 0 | 1 | 2, slot: number, diskSlot: number, blockId: number, generation: number, prefixHash?: Buffer): Promise<void>;

@@ -64,6 +64,11 @@ export interface ReadOptions {
   promote?: boolean;
   /** 'raw' (default) returns the block's raw layout; 'stored' returns the bytes as held. */
   format?: 'raw' | 'stored';
+  /**
+   * A buffer of one raw block that a raw read fills and answers with, so that a caller
+   * reusing its buffers allocates nothing per read; unused by a 'stored' read.
+   */
+  into?: Buffer;
 }
 
 export interface ReadResult {
@@ -818,7 +823,8 @@ export class BlockStore {
         }
       }
       const raw = b.copies[0] ?? null;
-      const data = raw !== null ? await this.backend.readRaw(raw) : await this.backend.dequantizeBytes(await this.ladder.storedBytes(b));
+      const { into } = options;
+      const data = raw !== null ? await this.backend.readRaw(raw, into) : await this.backend.dequantizeBytes(await this.ladder.storedBytes(b), into);
       this.ladder.touch(b);
       return { data, tier, promoted: found > 0 && raw !== null, format: 'raw' as const, lossy };
     });

@@ -17,7 +17,7 @@ function atEntry(err: unknown, field: string, extra: Record<string, unknown> = {
 }
 
 export const batchRoutes: RoutePlugin = async (app, { ctx }) => {
-  const { store, budget } = ctx;
+  const { store, budget, buffers } = ctx;
   const maxBytes = store.config.server.maxBatchBytes;
   const { rawBlockBytes, tokensPerBlock } = store.layout;
   const maxBlocks = Math.max(1, Math.floor(maxBytes / rawBlockBytes));
@@ -41,11 +41,25 @@ export const batchRoutes: RoutePlugin = async (app, { ctx }) => {
       });
     }
     // The answer is held while it is built and sent, as a body would be.
-    budget.hold(reply, indices.length * rawBlockBytes, 'a batch answer');
-    const results = await Promise.all(indices.map((index, k) =>
-      store.read(id, index, options).catch((err: unknown) => { throw atEntry(err, `body.indices.${k}`, { index }); })));
-    const blocks = results.map((r, k) => ({ index: indices[k]!, tier: r.tier, format: r.format, lossy: r.lossy, promoted: r.promoted, data: r.data }));
-    return reply.header('content-type', 'application/msgpack').send(encodeBlockBatch(blocks));
+    await budget.hold(reply, indices.length * rawBlockBytes, 'a batch answer');
+    // Each block is read into a pooled buffer and copied once into the pooled answer. Every
+    // read is settled before any buffer goes back: a failed one must not free the others'.
+    const into = indices.map(() => buffers.take(rawBlockBytes));
+    const settled = await Promise.allSettled(indices.map((index, k) => store.read(id, index, { ...options, into: into[k] })));
+    let answer: Buffer;
+    try {
+      const blocks = settled.map((s, k) => {
+        const index = indices[k]!;
+        if (s.status === 'rejected') throw atEntry(s.reason, `body.indices.${k}`, { index });
+        const r = s.value;
+        return { index, tier: r.tier, format: r.format, lossy: r.lossy, promoted: r.promoted, data: r.data };
+      });
+      answer = encodeBlockBatch(blocks, (bytes) => buffers.take(bytes));
+    } finally {
+      for (const b of into) buffers.give(b);
+    }
+    buffers.giveWhenSent(reply.raw, answer);
+    return reply.header('content-type', 'application/msgpack').send(answer);
   });
 
   app.post('/v1/sequences/:id/blocks/write', {

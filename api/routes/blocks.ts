@@ -6,7 +6,7 @@ import type { RoutePlugin } from '../context.js';
 import { BlockBytes, BlockParams, ErrorResponse, PinResponse, ReadQuery, WriteQuery, WriteResponse } from '../schemas.js';
 
 export const blockRoutes: RoutePlugin = async (app, { ctx }) => {
-  const { store } = ctx;
+  const { store, buffers } = ctx;
   app.put('/v1/sequences/:id/blocks/:index', {
     schema: {
       tags: ['blocks'], summary: 'Write one block; with tokens, commit it to the prefix cache',
@@ -25,7 +25,16 @@ export const blockRoutes: RoutePlugin = async (app, { ctx }) => {
       },
     },
   }, async (request, reply) => {
-    const result = await store.read(request.params.id, request.params.index, request.query);
+    const into = buffers.take(store.layout.rawBlockBytes);
+    let result;
+    try {
+      result = await store.read(request.params.id, request.params.index, { ...request.query, into });
+    } catch (err) {
+      buffers.give(into);
+      throw err;
+    }
+    if (result.data === into) buffers.giveWhenSent(reply.raw, into);
+    else buffers.give(into);
     reply.header('content-type', 'application/octet-stream');
     reply.header('spillway-tier', result.tier);
     reply.header('spillway-format', result.format);

@@ -76,7 +76,7 @@ timeout "${SPILL_FILL_TIMEOUT:-150}" node dist/bench/gpu/spill-fill.js --dir "$d
   || echo "spill-fill failed: the restore runs without a fill rate to compare with" | tee -a "$out/spill-fill.log"
 
 echo "== server"
-PORT=$port node dist/runtime/cli.js serve \
+PORT=$port node --initial-old-space-size=128 dist/runtime/cli.js serve \
   --set "tiers.raw.bytes=$raw_bytes" --set "tiers.quantized.bytes=${QUANT_BYTES:-1GiB}" \
   --set "tiers.host.bytes=${HOST_BYTES:-0}" \
   --set "tiers.disk.bytes=$disk_bytes" --set "tiers.disk.path=$data/restore.slots" \

@@ -113,6 +113,8 @@ export function summarize(r: SoakReport): string {
     `server time of block requests p50/p99 (the same): ${quantiles(r.serverMs)}`,
     `block moves p50/p99 (the same): ${quantiles(r.moveMs)}`,
     `addon tasks p50/p99 by phase (the same): ${quantiles(r.nativeMs)}`,
+    `server GC pauses p50/p99 by kind (the same): ${quantiles(r.gcMs)}`,
+    `harness event loop late p50/p99/max: ${[r.harnessLoopDelayMs.p50, r.harnessLoopDelayMs.p99, r.harnessLoopDelayMs.max].map((x) => x.toFixed(1)).join('/')} ms`,
     verdict('RSS', r.leak.rss, mib),
     verdict('open fds', r.leak.fds, (x) => (x === null ? '-' : x.toFixed(1))),
     verdict('GPU memory', r.leak.gpuMemory, mib),

@@ -6,7 +6,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SpillwayClient } from '../../api/client.js';
 import type { ConfigInput } from '../../runtime/config.js';
@@ -109,6 +109,13 @@ export interface SoakReport {
   moveMs: Record<string, OperationQuantiles>;
   /** The same for the addon's tasks, by phase (spillway_native_task_seconds). */
   nativeMs: Record<string, OperationQuantiles>;
+  /** The same for the server's garbage collection pauses, by kind (spillway_gc_seconds). */
+  gcMs: Record<string, OperationQuantiles>;
+  /**
+   * How late the harness's own event loop ran its callbacks: a latency above is measured
+   * from the harness's side, so its own delays are in it.
+   */
+  harnessLoopDelayMs: { p50: number; p99: number; max: number };
   leak: LeakVerdicts;
   faults: FaultRecord[];
   mismatch: Record<string, unknown> | null;
@@ -164,6 +171,7 @@ export class Soak {
   private readonly eventsAbort = new AbortController();
   hasGpu = false;
   private readonly verifier = new Verifier();
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
   readonly t = {
     ops: Object.fromEntries(OPS.map((k) => [k, 0])) as Record<OpKind, number>,
     readsChecked: 0, readsExact: 0, readsLossy: 0, maxRelativeError: 0, mismatches: 0,
@@ -487,12 +495,14 @@ export class Soak {
     this.o.log(`server ${this.server.url} (pid ${this.server.pid}), backend ${status.backend.name}: ${status.backend.reason}`);
     this.o.log(`slots ${cap.tiers.map((t) => `${t.name} ${t.slots}`).join(', ')}; ${this.o.sequences} sequences of ${this.o.workload.minTokens}-${this.o.workload.maxTokens} tokens; faults: ${this.o.faults.join(', ') || 'none'}`);
 
+    this.loopDelay.enable();
     const workers = Array.from({ length: this.o.sequences }, () => this.worker());
     const sampler = this.sampler.loop();
     const faults = this.faults.loop();
     while (!this.stopping && this.now() < this.o.durationS) await sleep(Math.min(250, (this.o.durationS - this.now()) * 1000));
     this.stopping = true;
     await Promise.all([...workers, sampler, faults]);
+    this.loopDelay.disable();
     const durationS = this.now();
     await this.countMoves();
     const metrics = await this.client.metrics();
@@ -500,6 +510,9 @@ export class Soak {
     const serverMs = histogramQuantiles(metrics, 'spillway_http_request_seconds', (l) => (BLOCK_ROUTES.has(l.route!) ? `${l.method} ${l.route}` : undefined));
     const moveMs = histogramQuantiles(metrics, 'spillway_move_seconds', (l) => `${l.kind} ${l.from}->${l.to}`);
     const nativeMs = histogramQuantiles(metrics, 'spillway_native_task_seconds', (l) => l.phase);
+    const gcMs = histogramQuantiles(metrics, 'spillway_gc_seconds', (l) => l.kind);
+    // The histogram's values are the timer's lateness plus its 10 ms period, in nanoseconds.
+    const late = (q: number) => Math.max(0, this.loopDelay.percentile(q) / 1e6 - 10);
     this.eventsAbort.abort();
     this.restarting = true;
     this.server.kill('SIGTERM');
@@ -534,6 +547,8 @@ export class Soak {
       serverMs,
       moveMs,
       nativeMs,
+      gcMs,
+      harnessLoopDelayMs: { p50: late(50), p99: late(99), max: Math.max(0, this.loopDelay.max / 1e6 - 10) },
       leak,
       faults: this.faults.records,
       mismatch: this.mismatch,

@@ -63,8 +63,8 @@ export interface Backend {
   exportRaw?(): RawPoolExport | undefined;
   /** Copies a whole raw block into a tier-0 slot. */
   writeRaw(slot: number, src: Uint8Array): Promise<void>;
-  /** Copies a tier-0 slot out. */
-  readRaw(slot: number): Promise<Buffer>;
+  /** Copies a tier-0 slot out, into `into` (one raw block) when given. */
+  readRaw(slot: number, into?: Buffer): Promise<Buffer>;
   /** Copies a quantized memory tier's slot out (stored format). */
   readStored(tier: TierIndex, slot: number): Promise<Buffer>;
   /** Copies stored bytes (verified by the caller) into a quantized memory tier's slot. */
@@ -73,8 +73,8 @@ export interface Backend {
   quantize(rawSlot: number, quantSlot: number): Promise<void>;
   /** Tier 1 -> tier 0. */
   dequantize(quantSlot: number, rawSlot: number): Promise<void>;
-  /** Stored bytes -> a new raw block, leaving the tiers untouched. */
-  dequantizeBytes(stored: Buffer): Promise<Buffer>;
+  /** Stored bytes -> a raw block (in `into` when given), leaving the tiers untouched. */
+  dequantizeBytes(stored: Buffer, into?: Buffer): Promise<Buffer>;
   /** A quantized block from one memory tier's slot to another's (device to host memory, or back). */
   copyStored(fromTier: TierIndex, fromSlot: number, toTier: TierIndex, toSlot: number): Promise<void>;
   /** A quantized memory tier's slot -> a disk slot, with the block's checksum. */

@@ -91,8 +91,8 @@ export class GpuBackend implements Backend {
     return nativeCall('write to tier 0', () => this.tiers.writeRaw(slot, buf));
   }
 
-  readRaw(slot: number): Promise<Buffer> {
-    return nativeCall('read from tier 0', () => this.tiers.readSlot(0, slot));
+  readRaw(slot: number, into?: Buffer): Promise<Buffer> {
+    return nativeCall('read from tier 0', () => this.tiers.readSlot(0, slot, into));
   }
 
   readStored(tier: TierIndex, slot: number): Promise<Buffer> {
@@ -111,8 +111,8 @@ export class GpuBackend implements Backend {
     return this.dequantizes.submit(quantSlot, rawSlot);
   }
 
-  dequantizeBytes(stored: Buffer): Promise<Buffer> {
-    return nativeCall('dequantize', () => this.tiers.dequantizeBytes(stored));
+  dequantizeBytes(stored: Buffer, into?: Buffer): Promise<Buffer> {
+    return nativeCall('dequantize', () => this.tiers.dequantizeBytes(stored, into));
   }
 
   copyStored(fromTier: TierIndex, fromSlot: number, toTier: TierIndex, toSlot: number): Promise<void> {

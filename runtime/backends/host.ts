@@ -59,8 +59,12 @@ export class HostBackend implements Backend {
     this.slotView(0, slot).set(src);
   }
 
-  async readRaw(slot: number): Promise<Buffer> {
-    return Buffer.from(this.slotView(0, slot));
+  async readRaw(slot: number, into?: Buffer): Promise<Buffer> {
+    const slotBytes = this.slotView(0, slot);
+    if (!into) return Buffer.from(slotBytes);
+    this.checkRawBlock(into);
+    slotBytes.copy(into);
+    return into;
   }
 
   async readStored(tier: TierIndex, slot: number): Promise<Buffer> {
@@ -83,10 +87,16 @@ export class HostBackend implements Backend {
     this.slotView(fromTier, fromSlot).copy(this.slotView(toTier, toSlot));
   }
 
-  async dequantizeBytes(stored: Buffer): Promise<Buffer> {
-    const out = Buffer.alloc(this.layout.rawBlockBytes);
+  async dequantizeBytes(stored: Buffer, into?: Buffer): Promise<Buffer> {
+    const out = into ?? Buffer.alloc(this.layout.rawBlockBytes);
+    this.checkRawBlock(out);
     await this.quantizer.dequantizeInto(stored, 0, out, 0);
     return out;
+  }
+
+  /** The GPU backend's addon refuses a wrong-sized buffer the same way. */
+  private checkRawBlock(buf: Buffer): void {
+    if (buf.length !== this.layout.rawBlockBytes) throw new RangeError(`into must be ${this.layout.rawBlockBytes} bytes, not ${buf.length}`);
   }
 
   spill(tier: TierIndex, slot: number, diskSlot: number, tag: DiskTag): Promise<void> {

@@ -17,6 +17,8 @@ import { blockContent, httpSend, tempDir, tinyStore, TINY_RAW } from '../helpers
 const MAX_BATCH = 4 * TINY_RAW + 1024;
 const MAX_JSON = 8 * 1024;
 const BUDGET = MAX_BATCH + 3 * 1024;
+/** How long a request past the budget waits for room before its 503. */
+const WAIT_MS = 300;
 /** Every media type the server has a parser for, and some it has not. */
 const TYPES = ['application/json', 'application/msgpack', 'application/x-msgpack', 'application/octet-stream', 'text/plain', 'x/y'];
 
@@ -26,7 +28,7 @@ let url: string;
 const dir = tempDir();
 
 before(async () => {
-  store = await tinyStore(dir.path, { raw: 8, quantized: 8, disk: 16 }, { server: { maxBatchBytes: MAX_BATCH, maxJsonBytes: MAX_JSON, maxBodyBytesInFlight: BUDGET } });
+  store = await tinyStore(dir.path, { raw: 8, quantized: 8, disk: 16 }, { server: { maxBatchBytes: MAX_BATCH, maxJsonBytes: MAX_JSON, maxBodyBytesInFlight: BUDGET, maxBodyWaitMs: WAIT_MS } });
   app = await buildServer(store);
   url = await app.listen({ host: '127.0.0.1', port: 0 });
   store.createSequence('s');
@@ -133,11 +135,13 @@ function openUpload(method: string, path: string, type: string): { req: ClientRe
   return { req, status };
 }
 
-test('past the body byte budget requests get 503 BUSY with Retry-After; what a request held comes back when its response closes', async () => {
+test('past the body byte budget requests wait, then get 503 BUSY with Retry-After; what a request held comes back when its response closes', async () => {
   const upload = openUpload('POST', '/v1/sequences/s/blocks/write', 'application/msgpack');
   await heldBecomes(MAX_BATCH);
 
+  const started = performance.now();
   const block = await send('PUT', '/v1/sequences/s/blocks/1', { 'content-type': 'application/octet-stream' }, blockContent(2));
+  assert.ok(performance.now() - started >= WAIT_MS - 20, 'answered only after waiting for room');
   assert.equal(block.status, 503, block.text);
   assert.equal(block.headers['retry-after'], '1');
   assert.equal(block.error!.code, 'BUSY');
@@ -176,6 +180,25 @@ test('past the body byte budget requests get 503 BUSY with Retry-After; what a r
   ] as const) {
     assert.ok((await send('POST', path, { 'content-type': type }, body)).status < 500, path);
   }
+  await heldBecomes(0);
+});
+
+test('a request past the body byte budget is admitted, first come first served, once room frees within its wait', async () => {
+  const upload = openUpload('POST', '/v1/sequences/s/blocks/write', 'application/msgpack');
+  await heldBecomes(MAX_BATCH);
+  const order: string[] = [];
+  const first = send('PUT', '/v1/sequences/s/blocks/1', { 'content-type': 'application/octet-stream' }, blockContent(3)).then((r) => (order.push('first'), r));
+  await sleep(20);
+  const second = send('PUT', '/v1/sequences/s/blocks/2', { 'content-type': 'application/octet-stream' }, blockContent(4)).then((r) => (order.push('second'), r));
+  await sleep(50);
+  // The holder goes away within the wait: both fit now, and go in the order they came.
+  upload.req.destroy();
+  await upload.status;
+  assert.equal((await first).status, 200);
+  assert.equal((await second).status, 200);
+  assert.deepEqual(order, ['first', 'second']);
+  const back = await send('GET', '/v1/sequences/s/blocks/2', {});
+  assert.ok(Buffer.from(back.body).equals(blockContent(4)));
   await heldBecomes(0);
 });
 

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { projectRoot } from '../../runtime/config.js';
+import { missingServerFlags, SERVER_NODE_FLAGS } from '../../runtime/node-flags.js';
 
 const cli = join(projectRoot, 'dist', 'runtime', 'cli.js');
 const { version } = JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string };
@@ -91,4 +92,17 @@ test('a bad configuration value is an error of the configuration (exit code 1), 
   const r = run('doctor', '--set', 'gpu.device=-1');
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^spillway: config gpu\.device: /);
+});
+
+test('every way of starting a server passes the server\'s V8 flags: the bin\'s shebang, npm start, the restore bench', () => {
+  const shebang = readFileSync(cli, 'utf8').split('\n')[0]!;
+  const start = (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start!;
+  const restore = readFileSync(join(projectRoot, 'bench', 'restore', 'run.sh'), 'utf8');
+  for (const flag of SERVER_NODE_FLAGS) {
+    assert.ok(shebang.startsWith('#!/usr/bin/env -S node ') && shebang.includes(flag), `${shebang} passes ${flag}`);
+    assert.ok(start.includes(`node ${flag} `), `npm start passes ${flag}`);
+    assert.ok(restore.includes(`node ${flag} dist/runtime/cli.js serve`), `bench/restore/run.sh passes ${flag}`);
+  }
+  assert.deepEqual(missingServerFlags(['--inspect', ...SERVER_NODE_FLAGS]), []);
+  assert.deepEqual(missingServerFlags([]), SERVER_NODE_FLAGS);
 });

@@ -29,6 +29,13 @@ Napi::Buffer<uint8_t> ArgBuffer(const Napi::CallbackInfo& info, size_t i, const 
   return info[i].As<Napi::Buffer<uint8_t>>();
 }
 
+Napi::Buffer<uint8_t> OutBuffer(const Napi::CallbackInfo& info, size_t i, size_t bytes, const char* name) {
+  if (i >= info.Length() || info[i].IsUndefined()) return Napi::Buffer<uint8_t>::New(info.Env(), bytes);
+  auto out = ArgBuffer(info, i, name);
+  if (out.Length() != bytes) throw Napi::RangeError::New(info.Env(), std::string(name) + " must be " + std::to_string(bytes) + " bytes, not " + std::to_string(out.Length()));
+  return out;
+}
+
 void CheckRange(Napi::Env env, const Napi::Buffer<uint8_t>& buf, uint64_t offset, uint64_t length, const char* name) {
   if (offset > buf.Length() || length > buf.Length() - offset)
     throw Napi::RangeError::New(env, std::string(name) + ": range [" + std::to_string(offset) + ", +" + std::to_string(length) +

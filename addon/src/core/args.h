@@ -12,6 +12,9 @@ namespace spillway {
 uint32_t ArgU32(const Napi::CallbackInfo& info, size_t i, const char* name);
 uint64_t ArgU64(const Napi::CallbackInfo& info, size_t i, const char* name);
 Napi::Buffer<uint8_t> ArgBuffer(const Napi::CallbackInfo& info, size_t i, const char* name);
+// The caller's buffer of exactly `bytes` to fill (argument i, optional), or a new one: a
+// caller that reuses its buffers then allocates nothing per call.
+Napi::Buffer<uint8_t> OutBuffer(const Napi::CallbackInfo& info, size_t i, size_t bytes, const char* name);
 // Checks that [offset, offset + length) lies inside `buf`.
 void CheckRange(Napi::Env env, const Napi::Buffer<uint8_t>& buf, uint64_t offset, uint64_t length, const char* name);
 

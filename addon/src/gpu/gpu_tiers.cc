@@ -273,7 +273,8 @@ Napi::Value GpuTiers::CopyIn(Napi::Env env, uint32_t tier, uint32_t slot, Napi::
   });
 }
 
-// readSlot(tier, slot): Promise<Buffer> with the slot's block (raw or stored format).
+// readSlot(tier, slot, out?: Buffer): Promise<Buffer> with the slot's block (raw or stored
+// format), in `out` when given.
 Napi::Value GpuTiers::ReadSlot(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
@@ -281,7 +282,7 @@ Napi::Value GpuTiers::ReadSlot(const Napi::CallbackInfo& info) {
   uint32_t slot = ArgU32(info, 1, "slot");
   CheckSlot(env, tier, slot);
   size_t bytes = TierBlockBytes(tier);
-  auto out = Napi::Buffer<uint8_t>::New(env, bytes);
+  auto out = OutBuffer(info, 2, bytes, "out");
   const uint8_t* src = SlotAddress(tier, slot);
   uint8_t* dst = out.Data();
   return Run(
@@ -332,13 +333,14 @@ Napi::Value GpuTiers::Convert(const Napi::CallbackInfo& info, bool quantize) {
   });
 }
 
-// dequantizeBytes(stored: Buffer): Promise<Buffer> with the raw block, tiers untouched.
+// dequantizeBytes(stored: Buffer, out?: Buffer): Promise<Buffer> with the raw block (in `out`
+// when given), tiers untouched.
 Napi::Value GpuTiers::DequantizeBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
   auto src = ArgBuffer(info, 0, "stored");
   if (src.Length() != quant_bytes_) throw Napi::RangeError::New(env, "stored must be one quantized block");
-  auto out = Napi::Buffer<uint8_t>::New(env, raw_bytes_);
+  auto out = OutBuffer(info, 1, raw_bytes_, "out");
   const uint8_t* in = src.Data();
   uint8_t* dst = out.Data();
   return Run(

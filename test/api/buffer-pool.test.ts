@@ -1,0 +1,80 @@
+/** The block routes' reused buffers: the pool's rules, and that reuse never mixes two requests' bytes. */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import { BufferPool } from '../../api/buffer-pool.js';
+import { SpillwayClient } from '../../api/client.js';
+import { buildServer } from '../../api/server.js';
+import { blockContent, tempDir, tinyStore } from '../helpers.js';
+
+test('the pool lends a buffer once, reuses it by size class, and keeps no more than its cap idle', () => {
+  const pool = new BufferPool(1024, 3 * 1024);
+  const a = pool.take(1024);
+  assert.equal(a.length, 1024);
+  pool.give(a);
+  pool.give(a); // a second give is ignored: the buffer must not be lent twice
+  assert.equal(pool.idleBytes, 1024);
+  const b = pool.take(1000);
+  assert.equal(b.buffer, a.buffer, 'the same size class is reused');
+  assert.equal(b.length, 1000);
+  assert.notEqual(pool.take(1024).buffer, a.buffer, 'a lent buffer is not lent again');
+  // Two units: a class of its own, rounded up.
+  const big = pool.take(1025);
+  assert.equal(big.buffer.byteLength, 2048);
+  pool.give(b);
+  pool.give(big);
+  assert.equal(pool.idleBytes, 3072);
+  const c = pool.take(1024);
+  pool.give(pool.take(2048));
+  pool.give(c);
+  assert.ok(pool.idleBytes <= 3072);
+  // Buffers the pool did not lend, and small ones, are never pooled.
+  const idle = pool.idleBytes;
+  pool.give(Buffer.alloc(1024));
+  pool.give(pool.take(100));
+  assert.equal(pool.idleBytes, idle);
+});
+
+let app: FastifyInstance;
+let client: SpillwayClient;
+const dir = tempDir();
+
+before(async () => {
+  app = await buildServer(await tinyStore(dir.path, { raw: 64, quantized: 8, disk: 64 }));
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  client = new SpillwayClient({ baseUrl: url });
+});
+
+after(async () => {
+  client.close();
+  await app.close();
+  dir.cleanup();
+});
+
+test('concurrent block reads and writes over HTTP each get their own bytes, failing batches among them', async () => {
+  const sequences = 8;
+  const blocks = 6;
+  for (let s = 0; s < sequences; s++) {
+    await client.createSequence({ id: `pool-${s}` });
+    await client.allocate(`pool-${s}`, blocks);
+  }
+  const seed = (s: number, i: number, round: number) => 1000 * round + 10 * s + i;
+  for (let round = 0; round < 4; round++) {
+    await Promise.all(Array.from({ length: sequences }, async (_, s) => {
+      // Single writes and a batch write, then reads of every kind, all in flight at once.
+      await Promise.all([
+        ...[0, 1, 2].map((i) => client.writeBlock(`pool-${s}`, i, blockContent(seed(s, i, round)))),
+        client.writeBlocks(`pool-${s}`, [3, 4, 5].map((i) => ({ index: i, data: blockContent(seed(s, i, round)) }))),
+      ]);
+      const [singles, batch, failed] = await Promise.all([
+        Promise.all([0, 1, 2, 3, 4, 5].map((i) => client.readBlock(`pool-${s}`, i))),
+        client.readBlocks(`pool-${s}`, [5, 4, 3, 2, 1, 0]),
+        // Fails at its last entry while the others are read into pooled buffers.
+        client.readBlocks(`pool-${s}`, [0, 1, 99]).then(() => null, (err: Error) => err),
+      ]);
+      singles.forEach((r, i) => assert.ok(Buffer.from(r.data).equals(blockContent(seed(s, i, round))), `pool-${s} block ${i} round ${round}`));
+      for (const b of batch) assert.ok(Buffer.from(b.data).equals(blockContent(seed(s, b.index, round))), `pool-${s} batch block ${b.index} round ${round}`);
+      assert.match(String(failed?.message), /body\.indices\.2/);
+    }));
+  }
+});
