@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../runtime/config.js';
-import { SERVER_NODE_FLAGS } from '../runtime/node-flags.js';
+import { NODE_FLAGS } from '../runtime/node-flags.js';
 
 const CLI = join(projectRoot, 'dist', 'runtime', 'cli.js');
 const LISTENING = /Server listening at (http:\/\/[^\s"]+)/;
@@ -52,7 +52,7 @@ export class ServerProcess {
   static start(options: ServerProcessOptions = {}): Promise<ServerProcess> {
     const { args = [], env = {}, nodeArgs = [], logPath, timeoutMs = 120_000 } = options;
     const log = logPath === undefined ? undefined : createWriteStream(logPath, { flags: 'a' });
-    const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...nodeArgs, CLI, 'serve', ...args], {
+    const child = spawn(process.execPath, [...NODE_FLAGS, ...nodeArgs, CLI, 'serve', ...args], {
       // The CLI's own default, as `npm start` sets it: libuv's pool runs the disk operations.
       env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -143,7 +143,7 @@ export interface ServerGroup {
 export async function startServerGroup(gpus: string, args: string[], timeoutMs = 120_000): Promise<ServerGroup> {
   const env = { ...process.env };
   delete env.PORT;
-  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, CLI, 'serve', '--gpus', gpus, ...args], { env });
+  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, 'serve', '--gpus', gpus, ...args], { env });
   const world = gpus.split(',').length;
   let stdout = '';
   let stderr = '';

@@ -12,7 +12,7 @@ import { formatRecovery } from '../runtime/recovery-report.js';
 import { assertBudgetFits, memoryBudget, ModelWeights } from '../runtime/weights/model.js';
 import { formatBytes } from '../runtime/bytes.js';
 import { terminalProgress, type OnProgress } from '../runtime/weights/progress.js';
-import { missingServerFlags } from '../runtime/node-flags.js';
+import { missingNodeFlags } from '../runtime/node-flags.js';
 import { buildServer } from './server.js';
 
 /** A progress bar on a terminal; otherwise a log line every tenth of the way. */
@@ -38,7 +38,7 @@ export async function serve(config: Config): Promise<FastifyInstance> {
   const app = await buildServer(store, { logger: true, weights, memory });
   const b = store.describeBackend();
   app.log.info({ backend: b.name, device: b.device, reason: b.reason, paths: b.paths, capacity: store.capacity(), memory, auth: config.server.token !== undefined }, 'spillway store open');
-  const missing = missingServerFlags();
+  const missing = missingNodeFlags();
   if (missing.length > 0) app.log.warn({ missing }, `node started without ${missing.join(' ')}: expect full garbage collections many times a second under load (runtime/node-flags.ts)`);
   if (store.recovery) app.log.info({ recovery: store.recovery }, `disk tier recovery: ${formatRecovery(store.recovery)}`);
   await app.listen({ host: config.server.host, port: config.server.port });

@@ -13,7 +13,7 @@ import { join, parse } from 'node:path';
 import type { Config, ConfigSources } from './config.js';
 import { projectRoot } from './config.js';
 import { errors } from './errors.js';
-import { SERVER_NODE_FLAGS } from './node-flags.js';
+import { NODE_FLAGS } from './node-flags.js';
 
 const CLI = join(projectRoot, 'dist', 'runtime', 'cli.js');
 
@@ -82,7 +82,7 @@ export function launch(sources: ConfigSources, plans: readonly RankPlan[]): Prom
   };
   const exits = plans.map((plan) => {
     // Its own process group: a terminal's Ctrl-C reaches the runtime once, through us.
-    const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, CLI, ...rankArgs(sources, plan)], {
+    const child = spawn(process.execPath, [...NODE_FLAGS, CLI, ...rankArgs(sources, plan)], {
       env: { ...process.env, PORT: String(plan.port) },
       stdio: 'inherit',
       detached: true,

@@ -97,7 +97,7 @@ const quantiles = (q: SoakReport['storeMs']) => Object.entries(q).map(([k, l]) =
 export function summarize(r: SoakReport): string {
   const t = r.totals;
   const ops = Object.values(t.ops).reduce((a, b) => a + b, 0);
-  const lat = Object.entries(r.latencyMs).filter(([, l]) => l.count > 0)
+  const lat = (q: SoakReport['latencyMs']) => Object.entries(q).filter(([, l]) => l.count > 0)
     .map(([k, l]) => `${k} ${l.p50?.toFixed(2)}/${l.p99?.toFixed(2)} ms`).join(', ');
   const verdict = (name: string, v: SoakReport['leak']['rss'] | null, fmt: (x: number | null) => string) =>
     v ? `${name}: ${v.ok ? 'bounded' : 'GROWS'}: fit grew ${fmt(v.growth)} over ${v.window ? `${v.window[0].toFixed(0)}-${v.window[1].toFixed(0)} s` : '-'} (allowed ${fmt(v.threshold)}; mean ${fmt(v.mean)})` : `${name}: not measured`;
@@ -108,7 +108,8 @@ export function summarize(r: SoakReport): string {
     `sequences: ${t.sequencesStarted} started, ${t.sequencesFinished} finished, ${t.preempted} ended early for room, longest ${t.longestSequenceTokens} tokens; ${t.attachedBlocks} prefix blocks attached, ${t.deduplicated} deduplicated`,
     `moves: ${t.moves.demotions} demotions, ${t.moves.promotions} promotions, ${t.moves.drops} drops; ${(t.bytesWritten / 2 ** 30).toFixed(1)} GiB written, ${(t.bytesRead / 2 ** 30).toFixed(1)} GiB read and checked`,
     `retries: ${JSON.stringify(t.retries)}; fault errors seen: ${JSON.stringify(t.faultErrors)}; rewrites refused by the full disk and read back as before: ${t.refusedRewritesReadBack}`,
-    `latency p50/p99 (${r.options.stepMs > 0 ? `a decode step every ${r.options.stepMs} ms per sequence` : 'every sequence flat out'}): ${lat}`,
+    `latency p50/p99 (${r.options.stepMs > 0 ? `a decode step every ${r.options.stepMs} ms per sequence` : 'every sequence flat out'}): ${lat(r.latencyMs)}`,
+    `latency p50/p99 from ${r.steadyFromS === null ? '- (the first wave never finished its prompts)' : `${r.steadyFromS.toFixed(1)} s, once the first wave had written its prompts: ${lat(r.steadyLatencyMs)}`}`,
     `store time p50/p99 (histogram bucket bounds, last server life): ${quantiles(r.storeMs)}`,
     `server time of block requests p50/p99 (the same): ${quantiles(r.serverMs)}`,
     `block moves p50/p99 (the same): ${quantiles(r.moveMs)}`,

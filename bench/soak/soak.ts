@@ -99,6 +99,13 @@ export interface SoakReport {
   };
   latencyMs: Record<string, OperationQuantiles>;
   /**
+   * The same from `steadyFromS` on: once the first wave of sequences has written its
+   * prompts. All of them start at once and prefill together, a burst of batch writes into a
+   * cold cache that the churn after it never sees again; later arrivals' prefills count.
+   */
+  steadyLatencyMs: Record<string, OperationQuantiles>;
+  steadyFromS: number | null;
+  /**
    * The store's own time per operation (spillway_operation_seconds, the server's last life):
    * the upper bound of the histogram bucket holding the quantile, without HTTP or queueing.
    */
@@ -179,7 +186,11 @@ export class Soak {
     sequencesStarted: 0, sequencesFinished: 0, preempted: 0, admissionWaits: 0, refusedRewritesReadBack: 0, deduplicated: 0, attachedBlocks: 0,
     longestSequenceTokens: 0, bytesWritten: 0, bytesRead: 0,
   };
-  private readonly latency = Object.fromEntries(OPS.map((k) => [k, new LatencyHistogram()])) as Record<OpKind, LatencyHistogram>;
+  private readonly latency = histograms();
+  private readonly steadyLatency = histograms();
+  /** Prefills of the first wave still to finish; the steady state starts when none is left. */
+  private firstWave: number;
+  private steadyFrom: number | null = null;
   /** Moves counted by servers already gone (a restarted server counts from zero). */
   private readonly movesBefore = { demotions: 0, promotions: 0, drops: 0 };
   /** While the disk-full fault is armed, DISK_FULL answers are expected and retried. */
@@ -188,6 +199,7 @@ export class Soak {
   constructor(o: SoakOptions) {
     this.o = o;
     this.workload = new Workload({ ...o.workload, tokensPerBlock: o.model.tokensPerBlock });
+    this.firstWave = o.sequences;
     this.configPath = join(o.dir, 'soak-config.json');
     this.logPath = join(o.dir, 'server.log');
   }
@@ -266,6 +278,7 @@ export class Soak {
         const ms = performance.now() - t0;
         this.t.ops[kind]++;
         this.latency[kind].add(ms);
+        if (this.steadyFrom !== null) this.steadyLatency[kind].add(ms);
         this.sampler.observe(kind, ms);
         return result;
       } catch (err) {
@@ -442,7 +455,8 @@ export class Soak {
   private async sequenceLife(): Promise<void> {
     const seq = this.workload.arrival(this.epoch);
     try {
-      if (await this.prefill(seq)) await this.decode(seq);
+      const admitted = await this.prefill(seq).finally(() => this.prefillEnded());
+      if (admitted) await this.decode(seq);
     } catch (err) {
       // A write the ladder has no room for (every slot held by live blocks that cannot move,
       // as when a rewrite needs a second slot): the sequence ends, as an engine preempts.
@@ -455,6 +469,10 @@ export class Soak {
         this.t.sequencesFinished++;
       }
     }
+  }
+
+  private prefillEnded(): void {
+    if (this.firstWave > 0 && --this.firstWave === 0) this.steadyFrom = this.now();
   }
 
   private async worker(): Promise<void> {
@@ -542,7 +560,9 @@ export class Soak {
         bound: FOUR_BIT_BOUND,
         moves: this.movesBefore,
       },
-      latencyMs: Object.fromEntries(OPS.map((k) => [k, { count: this.latency[k].count, p50: this.latency[k].quantile(0.5), p99: this.latency[k].quantile(0.99) }])),
+      latencyMs: quantilesOf(this.latency),
+      steadyLatencyMs: quantilesOf(this.steadyLatency),
+      steadyFromS: this.steadyFrom,
       storeMs,
       serverMs,
       moveMs,
@@ -565,6 +585,14 @@ export class Soak {
     (this.client as SpillwayClient | undefined)?.close();
     await this.verifier.close();
   }
+}
+
+function histograms(): Record<OpKind, LatencyHistogram> {
+  return Object.fromEntries(OPS.map((k) => [k, new LatencyHistogram()])) as Record<OpKind, LatencyHistogram>;
+}
+
+function quantilesOf(h: Record<OpKind, LatencyHistogram>): Record<string, OperationQuantiles> {
+  return Object.fromEntries(OPS.map((k) => [k, { count: h[k].count, p50: h[k].quantile(0.5), p99: h[k].quantile(0.99) }]));
 }
 
 export async function runSoak(options: SoakOptions): Promise<SoakReport> {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { projectRoot } from '../../runtime/config.js';
-import { missingServerFlags, SERVER_NODE_FLAGS } from '../../runtime/node-flags.js';
+import { missingNodeFlags, NODE_FLAGS } from '../../runtime/node-flags.js';
 
 const cli = join(projectRoot, 'dist', 'runtime', 'cli.js');
 const { version } = JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string };
@@ -98,11 +98,11 @@ test('every way of starting a server passes the server\'s V8 flags: the bin\'s s
   const shebang = readFileSync(cli, 'utf8').split('\n')[0]!;
   const start = (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start!;
   const restore = readFileSync(join(projectRoot, 'bench', 'restore', 'run.sh'), 'utf8');
-  for (const flag of SERVER_NODE_FLAGS) {
+  for (const flag of NODE_FLAGS) {
     assert.ok(shebang.startsWith('#!/usr/bin/env -S node ') && shebang.includes(flag), `${shebang} passes ${flag}`);
     assert.ok(start.includes(`node ${flag} `), `npm start passes ${flag}`);
     assert.ok(restore.includes(`node ${flag} dist/runtime/cli.js serve`), `bench/restore/run.sh passes ${flag}`);
   }
-  assert.deepEqual(missingServerFlags(['--inspect', ...SERVER_NODE_FLAGS]), []);
-  assert.deepEqual(missingServerFlags([]), SERVER_NODE_FLAGS);
+  assert.deepEqual(missingNodeFlags(['--inspect', ...NODE_FLAGS]), []);
+  assert.deepEqual(missingNodeFlags([]), NODE_FLAGS);
 });
