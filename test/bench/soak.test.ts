@@ -56,6 +56,11 @@ test('a two-minute soak: no wrong read, no leak, every fault handled, the server
     assert.ok(report.totals.moves.demotions > 0 && report.totals.moves.promotions > 0, 'blocks moved down and up');
     assert.deepEqual(report.faults.map((f) => [f.kind, f.ok]), [['kill', true], ['disk-full', true], ['corrupt', true]]);
     assert.ok(report.leak.rss.ok && report.leak.fds.ok);
+    // Once the first wave has written its prompts, latency is also kept apart from the burst before.
+    assert.ok(report.steadyFromS !== null && report.steadyFromS < report.durationS, 'the first wave finished its prompts');
+    assert.ok(report.steadyLatencyMs.read!.count > 0 && report.steadyLatencyMs.read!.count < report.latencyMs.read!.count);
+    assert.ok((report.gcMs.minor?.count ?? 0) > 0, "the server's collector pauses were measured");
+    assert.ok(report.harnessLoopDelayMs.max >= report.harnessLoopDelayMs.p99);
     for (const png of drawCharts(report, join(dir.path, 'charts'))) assert.ok(existsSync(png));
   } finally {
     dir.cleanup();
