@@ -122,12 +122,13 @@ export class SpillwayClient {
     return parseJson(res) as Out<typeof S.WriteResponse>;
   }
 
-  async readBlock(sequence: string, index: number, options: { promote?: boolean; format?: 'raw' | 'stored' } = {}): Promise<BlockRead> {
+  /** With `into`, an answer of its length is read into it (the answer's data is then a view of it): a caller reusing its buffers allocates nothing per read. */
+  async readBlock(sequence: string, index: number, options: { promote?: boolean; format?: 'raw' | 'stored'; into?: Uint8Array } = {}): Promise<BlockRead> {
     const query = new URLSearchParams();
     if (options.promote !== undefined) query.set('promote', String(options.promote));
     if (options.format !== undefined) query.set('format', options.format);
     const q = query.size > 0 ? `?${query}` : '';
-    const res = await this.send('GET', `/v1/sequences/${seg(sequence)}/blocks/${index}${q}`);
+    const res = await this.send('GET', `/v1/sequences/${seg(sequence)}/blocks/${index}${q}`, undefined, undefined, [], options.into);
     return {
       data: res.body,
       tier: res.headers['spillway-tier'] as BlockRead['tier'],
@@ -244,9 +245,9 @@ export class SpillwayClient {
   }
 
   /** The answer read whole; a status other than 2xx (or one in `accept`) throws the server's error. */
-  private async send(method: string, path: string, body?: Body, contentType?: string, accept: number[] = []): Promise<Answer> {
+  private async send(method: string, path: string, body?: Body, contentType?: string, accept: number[] = [], into?: Uint8Array): Promise<Answer> {
     const res = await this.open(method, path, body, contentType);
-    const answer = { status: res.statusCode ?? 0, headers: res.headers, body: await readAll(res) };
+    const answer = { status: res.statusCode ?? 0, headers: res.headers, body: await readAll(res, res.statusCode === 200 ? into : undefined) };
     if ((answer.status >= 200 && answer.status < 300) || accept.includes(answer.status)) return answer;
     throw toError(answer);
   }
@@ -277,15 +278,18 @@ export class SpillwayClient {
   }
 }
 
-/** A body read into one buffer: sized once from content-length where the server sent it. */
-async function readAll(res: IncomingMessage): Promise<Buffer> {
+/**
+ * A body read into one buffer: sized once from content-length where the server sent it,
+ * `into` where that is its length.
+ */
+async function readAll(res: IncomingMessage, into?: Uint8Array): Promise<Buffer> {
   const length = Number(res.headers['content-length']);
   if (!Number.isSafeInteger(length)) {
     const chunks: Buffer[] = [];
     for await (const chunk of res as AsyncIterable<Buffer>) chunks.push(chunk);
     return Buffer.concat(chunks);
   }
-  const out = Buffer.allocUnsafe(length);
+  const out = into?.byteLength === length ? Buffer.from(into.buffer, into.byteOffset, length) : Buffer.allocUnsafe(length);
   let at = 0;
   for await (const chunk of res as AsyncIterable<Buffer>) at += chunk.copy(out, at);
   if (at !== length) throw new Error(`answer ended after ${at} of ${length} bytes`);

@@ -17,7 +17,7 @@ import { Gate } from './gate.js';
 import { ABANDON, codeOf, OPS, type OpKind } from './operations.js';
 import { BLOCK_ROUTES, histogramQuantiles, Sampler, type LeakVerdicts, type OperationQuantiles, type Sample } from './sampling.js';
 import { LatencyHistogram, type GrowthRule } from './stats.js';
-import { Verifier } from './verifier.js';
+import { Verifier, type BlockBuffer } from './verifier.js';
 import { SequenceModel, Workload, type WorkloadOptions } from './workload.js';
 
 export interface SoakOptions {
@@ -306,9 +306,9 @@ export class Soak {
   }
 
   /** Checks one block read against its seed; a wrong one stops the run with its history. */
-  async check(seq: SequenceModel, index: number, r: { data: Uint8Array; tier: string; lossy: boolean; promoted: boolean }, how: string): Promise<void> {
+  async check(seq: SequenceModel, index: number, r: { data: Uint8Array; tier: string; lossy: boolean; promoted: boolean }, how: string, into?: BlockBuffer): Promise<void> {
     const bytes = r.data.byteLength;
-    const error = await this.verifier.check(this.workload.seedOf(seq, index), this.rawBytes, r.data);
+    const error = await this.verifier.checkBlock(this.workload.seedOf(seq, index), this.rawBytes, r.data, into);
     const ok = r.lossy ? error < FOUR_BIT_BOUND : error === 0;
     this.t.readsChecked++;
     if (r.lossy) this.t.readsLossy++;
@@ -333,7 +333,8 @@ export class Soak {
   async writeDecode(seq: SequenceModel, index: number, gated = true): Promise<void> {
     const previous = seq.versions[index] ?? 0;
     const next = previous + 1;
-    const data = await this.verifier.make(this.workload.seedOf(seq, index, next), this.rawBytes);
+    const block = await this.verifier.makeBlock(this.workload.seedOf(seq, index, next), this.rawBytes);
+    const data = block.data;
     // A rewrite refused for room must leave the block as it was: read that back before retrying
     // (in place, so that the read needs no room; outside the gate, which this write holds).
     const readBack = previous === 0 ? undefined : async () => {
@@ -341,25 +342,34 @@ export class Soak {
       await this.check(seq, index, r, 'read after a rewrite refused by the full disk');
       this.t.refusedRewritesReadBack++;
     };
-    // The model takes the new version when the write is sent and keeps it once it succeeds: a
-    // write still waiting at the gate (to be admitted, or retried after DISK_FULL) has not
-    // changed the block, and a sweep in between must expect the old version.
-    await this.op('write', seq, async (c) => {
-      seq.versions[index] = next;
-      try {
-        return await c.writeBlock(seq.id, index, data);
-      } catch (err) {
-        seq.versions[index] = previous;
-        throw err;
-      }
-    }, gated, readBack);
+    try {
+      // The model takes the new version when the write is sent and keeps it once it succeeds: a
+      // write still waiting at the gate (to be admitted, or retried after DISK_FULL) has not
+      // changed the block, and a sweep in between must expect the old version.
+      await this.op('write', seq, async (c) => {
+        seq.versions[index] = next;
+        try {
+          return await c.writeBlock(seq.id, index, data);
+        } catch (err) {
+          seq.versions[index] = previous;
+          throw err;
+        }
+      }, gated, readBack);
+    } finally {
+      block.release();
+    }
     this.t.bytesWritten += data.length;
     this.note(seq, index, `written (version ${next})`);
   }
 
   private async readOne(seq: SequenceModel, index: number, promote: boolean): Promise<void> {
-    const r = await this.op('read', seq, (c) => c.readBlock(seq.id, index, { promote }));
-    await this.check(seq, index, r, promote ? 'read' : 'read in place');
+    const into = this.verifier.block(this.rawBytes);
+    try {
+      const r = await this.op('read', seq, (c) => c.readBlock(seq.id, index, { promote, into: into.data }));
+      await this.check(seq, index, r, promote ? 'read' : 'read in place', into);
+    } finally {
+      into.release();
+    }
   }
 
   // ---- a sequence's life -----------------------------------------------------------
@@ -507,6 +517,8 @@ export class Soak {
     this.slotBytes = Object.fromEntries(cap.tiers.map((t) => [t.name, t.slotBytes]));
     this.diskSlots = cap.tiers[cap.tiers.length - 1]!.slots;
     this.diskPath = status.backend.disk.path;
+    // A block buffer for each sequence's write and read at once, and some to spare.
+    await this.verifier.share(this.rawBytes, 2 * this.o.sequences + 8);
     this.hasGpu = status.backend.name === 'gpu';
     const quant = status.config.quantization as { keyBits: number; valueBits: number };
     if (quant.keyBits !== 4 || quant.valueBits !== 4) throw new Error('the soak checks quantized reads against the 4-bit bound: run it with 4-bit keys and values');

@@ -78,3 +78,17 @@ test('concurrent block reads and writes over HTTP each get their own bytes, fail
     }));
   }
 });
+
+test("the client reads a block into the caller's buffer when it is the answer's size, and into a fresh one otherwise", async () => {
+  await client.createSequence({ id: 'into' });
+  await client.allocate('into', 1);
+  await client.writeBlock('into', 0, blockContent(77));
+  const into = new Uint8Array(blockContent(0).length);
+  const r = await client.readBlock('into', 0, { into });
+  assert.equal(r.data.buffer, into.buffer);
+  assert.ok(Buffer.from(into).equals(blockContent(77)));
+  const small = new Uint8Array(16);
+  const other = await client.readBlock('into', 0, { into: small });
+  assert.notEqual(other.data.buffer, small.buffer);
+  assert.ok(Buffer.from(other.data).equals(blockContent(77)));
+});
