@@ -144,6 +144,7 @@ export class BodyBudget {
         const at = this.waiting.indexOf(waiter);
         if (at < 0) return;
         this.waiting.splice(at, 1);
+        this.metrics.bodyWaiting.set(this.waiting.length);
         clearTimeout(timer);
         reply.raw.removeListener('close', gone);
         // The requests behind it may fit now.
@@ -163,6 +164,7 @@ export class BodyBudget {
       const timer = setTimeout(() => leave(busy()), this.waitMs);
       reply.raw.once('close', gone);
       this.waiting.push(waiter);
+      this.metrics.bodyWaiting.set(this.waiting.length);
     });
   }
 
@@ -170,6 +172,7 @@ export class BodyBudget {
   private admitWaiting(): void {
     while (this.waiting.length > 0 && this.held + this.waiting[0]!.bytes <= this.limit) {
       const next = this.waiting.shift()!;
+      this.metrics.bodyWaiting.set(this.waiting.length);
       this.count(next.bytes);
       next.admit();
     }

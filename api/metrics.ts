@@ -21,6 +21,7 @@ export class ApiMetrics {
   private readonly requestSeconds: Histogram<'method' | 'route' | 'status'>;
   readonly shed: Counter<'reason'>;
   readonly bodyBytesInFlight: Gauge;
+  readonly bodyWaiting: Gauge;
   readonly eventsDropped: Counter;
   readonly eventClients: Gauge;
   readonly eventLoopDelay: Gauge;
@@ -37,6 +38,7 @@ export class ApiMetrics {
     this.requestSeconds = new Histogram({ name: 'spillway_http_request_seconds', help: 'HTTP request duration by route', labelNames: ['method', 'route', 'status'], buckets: HTTP_BUCKETS, registers });
     this.shed = new Counter({ name: 'spillway_http_shed_total', help: 'Requests answered 503 because the server was overloaded', labelNames: ['reason'], registers });
     this.bodyBytesInFlight = new Gauge({ name: 'spillway_http_body_bytes_in_flight', help: 'Request body and batch-read answer bytes held (server.maxBodyBytesInFlight)', registers });
+    this.bodyWaiting = new Gauge({ name: 'spillway_http_body_waiting', help: 'Requests waiting for room in the body byte budget (server.maxBodyWaitMs)', registers });
     this.eventsDropped = new Counter({ name: 'spillway_events_dropped_total', help: 'Move events not sent to event-stream clients that fell behind', registers });
     this.eventClients = new Gauge({ name: 'spillway_event_clients', help: 'Connected event-stream clients', registers });
     this.eventLoopDelay = new Gauge({ name: 'spillway_event_loop_delay_seconds', help: 'Mean event loop delay over the last sample', registers });

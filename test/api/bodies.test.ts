@@ -191,12 +191,14 @@ test('a request past the body byte budget is admitted, first come first served, 
   await sleep(20);
   const second = send('PUT', '/v1/sequences/s/blocks/2', { 'content-type': 'application/octet-stream' }, blockContent(4)).then((r) => (order.push('second'), r));
   await sleep(50);
+  assert.match((await app.inject({ url: '/metrics' })).body, /^spillway_http_body_waiting 2$/m);
   // The holder goes away within the wait: both fit now, and go in the order they came.
   upload.req.destroy();
   await upload.status;
   assert.equal((await first).status, 200);
   assert.equal((await second).status, 200);
   assert.deepEqual(order, ['first', 'second']);
+  assert.match((await app.inject({ url: '/metrics' })).body, /^spillway_http_body_waiting 0$/m);
   const back = await send('GET', '/v1/sequences/s/blocks/2', {});
   assert.ok(Buffer.from(back.body).equals(blockContent(4)));
   await heldBecomes(0);
