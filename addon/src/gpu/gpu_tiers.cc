@@ -418,16 +418,12 @@ void GpuTiers::CheckQuantHeader(const sw_tq_params& p, const uint8_t* host_heade
 // GPU-computed checksum (and the prefix hash of a committed block) in the slot header,
 // bracketed by the slot's write mark.
 Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  CheckOpen(env);
-  uint32_t tier = ArgU32(info, 0, "tier");
-  uint32_t slot = ArgU32(info, 1, "slot");
-  CheckSlot(env, tier, slot);
-  DiskRequest r = DiskArgs(info, 2, tier);
+  TierDiskRequest a = TierDiskArgs(info);
   PrefixHashArg hash = ArgPrefixHash(info, 5);
-  const uint8_t* src = SlotAddress(tier, slot);
+  DiskRequest r = a.disk;
+  const uint8_t* src = a.slot_address;
   int fault = faults_.Take(true);
-  return Run(env, {}, [this, r, src, hash, fault] {
+  return Run(info.Env(), {}, [this, r, src, hash, fault] {
     std::string what = "write of slot " + std::to_string(r.disk_slot) + " in " + path_;
     if (fault) ThrowIo(what, fault);
     StagingGuard s(this);
@@ -449,15 +445,12 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
 
 // fill(tier, slot, diskSlot, blockId, generation): a disk slot into a tier slot, verified first.
 Napi::Value GpuTiers::Fill(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  CheckOpen(env);
-  uint32_t tier = ArgU32(info, 0, "tier");
-  uint32_t slot = ArgU32(info, 1, "slot");
-  CheckSlot(env, tier, slot);
-  DiskRequest r = DiskArgs(info, 2, tier);
-  uint8_t* dst = SlotAddress(tier, slot);
+  TierDiskRequest a = TierDiskArgs(info);
+  DiskRequest r = a.disk;
+  uint8_t* dst = a.slot_address;
+  uint32_t tier = a.tier;
   int fault = faults_.Take(false);
-  return Run(env, {}, [this, r, dst, tier, fault] {
+  return Run(info.Env(), {}, [this, r, dst, tier, fault] {
     StagingGuard s(this);
     ReadVerified(s.get(), r, tier != 0, fault);
     CheckCuda(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDefault, s->stream), "copy into tier");
@@ -493,6 +486,14 @@ GpuTiers::DiskRequest GpuTiers::DiskArgs(const Napi::CallbackInfo& info, size_t 
   if (r.disk_slot >= disk_slots_) throw Napi::RangeError::New(env, "diskSlot " + std::to_string(r.disk_slot) + " is past the file's " + std::to_string(disk_slots_) + " slots");
   if (kSlotHeaderBytes + r.bytes > disk_slot_bytes_) throw Napi::RangeError::New(env, "the block does not fit a disk slot");
   return r;
+}
+
+GpuTiers::TierDiskRequest GpuTiers::TierDiskArgs(const Napi::CallbackInfo& info) const {
+  CheckOpen(info.Env());
+  uint32_t tier = ArgU32(info, 0, "tier");
+  uint32_t slot = ArgU32(info, 1, "slot");
+  CheckSlot(info.Env(), tier, slot);
+  return {tier, SlotAddress(tier, slot), DiskArgs(info, 2, tier)};
 }
 
 // Reads a disk slot into the staging buffer and verifies header and payload checksum there;

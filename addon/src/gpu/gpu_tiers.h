@@ -65,6 +65,13 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   void CheckOpen(Napi::Env env) const;
   std::vector<uint32_t> SlotList(const Napi::CallbackInfo& info, size_t i, uint32_t tier, const char* name) const;
   DiskRequest DiskArgs(const Napi::CallbackInfo& info, size_t i, uint32_t tier) const;
+  // spill's and fill's (tier, slot, diskSlot, blockId, generation), checked, on open tiers.
+  struct TierDiskRequest {
+    uint32_t tier;
+    uint8_t* slot_address;
+    DiskRequest disk;
+  };
+  TierDiskRequest TierDiskArgs(const Napi::CallbackInfo& info) const;
   void ReadVerified(Staging* s, const DiskRequest& r, bool quantized, int fault_errno);
   void CheckQuantHeader(const sw_tq_params& p, const uint8_t* host_header) const;
 

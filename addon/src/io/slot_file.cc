@@ -48,24 +48,31 @@ SlotFile::~SlotFile() {
   if (fd_ >= 0) close(fd_);
 }
 
-// write(slot, blockId, generation, src, srcOffset, length, prefixHash?): Promise<void>
-Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
+SlotFile::SlotIo SlotFile::IoArgs(const Napi::CallbackInfo& info, const char* name, const char* offset_name) const {
   Napi::Env env = info.Env();
   if (fd_ < 0) throw NewError(env, ErrorCode::kClosed, "disk tier file is closed");
   uint32_t slot = ArgU32(info, 0, "slot");
   uint64_t block_id = ArgU64(info, 1, "blockId");
   uint64_t generation = ArgU64(info, 2, "generation");
-  auto src = ArgBuffer(info, 3, "src");
-  uint64_t offset = ArgU64(info, 4, "srcOffset");
+  auto buffer = ArgBuffer(info, 3, name);
+  uint64_t offset = ArgU64(info, 4, offset_name);
   uint64_t length = ArgU64(info, 5, "length");
-  PrefixHashArg hash = ArgPrefixHash(info, 6);
   if (slot >= slot_count_) throw Napi::RangeError::New(env, "slot " + std::to_string(slot) + " is past the file's " + std::to_string(slot_count_) + " slots");
   if (length + kSlotHeaderBytes > slot_bytes_) throw Napi::RangeError::New(env, "length does not fit in a slot");
-  CheckRange(env, src, offset, length, "src");
-  const uint8_t* data = src.Data() + offset;
+  CheckRange(env, buffer, offset, length, name);
+  return {slot, block_id, generation, length, buffer, buffer.Data() + offset};
+}
+
+// write(slot, blockId, generation, src, srcOffset, length, prefixHash?): Promise<void>
+Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
+  SlotIo a = IoArgs(info, "src", "srcOffset");
+  PrefixHashArg hash = ArgPrefixHash(info, 6);
+  const uint8_t* data = a.data;
+  uint32_t slot = a.slot;
+  uint64_t block_id = a.block_id, generation = a.generation, length = a.length;
   int fault = faults_.Take(true);
   in_flight_++;
-  return AsyncTask::Run(env, {src, Value()}, [this, slot, block_id, generation, data, length, hash, fault] {
+  return AsyncTask::Run(info.Env(), {a.buffer, Value()}, [this, slot, block_id, generation, data, length, hash, fault] {
     struct Done { std::atomic<int>& n; ~Done() { n--; } } done{in_flight_};
     std::string what = "write of slot " + std::to_string(slot) + " in " + path_;
     if (fault) ThrowIo(what, fault);
@@ -85,21 +92,13 @@ Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
 // read(slot, blockId, generation, dst, dstOffset, length): Promise<void>
 // Fails with CHECKSUM_MISMATCH or SLOT_MISMATCH rather than return bytes it cannot vouch for.
 Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (fd_ < 0) throw NewError(env, ErrorCode::kClosed, "disk tier file is closed");
-  uint32_t slot = ArgU32(info, 0, "slot");
-  uint64_t block_id = ArgU64(info, 1, "blockId");
-  uint64_t generation = ArgU64(info, 2, "generation");
-  auto dst = ArgBuffer(info, 3, "dst");
-  uint64_t offset = ArgU64(info, 4, "dstOffset");
-  uint64_t length = ArgU64(info, 5, "length");
-  if (slot >= slot_count_) throw Napi::RangeError::New(env, "slot " + std::to_string(slot) + " is past the file's " + std::to_string(slot_count_) + " slots");
-  if (length + kSlotHeaderBytes > slot_bytes_) throw Napi::RangeError::New(env, "length does not fit in a slot");
-  CheckRange(env, dst, offset, length, "dst");
-  uint8_t* out = dst.Data() + offset;
+  SlotIo a = IoArgs(info, "dst", "dstOffset");
+  uint8_t* out = a.data;
+  uint32_t slot = a.slot;
+  uint64_t block_id = a.block_id, generation = a.generation, length = a.length;
   int fault = faults_.Take(false);
   in_flight_++;
-  return AsyncTask::Run(env, {dst, Value()}, [this, slot, block_id, generation, out, length, fault] {
+  return AsyncTask::Run(info.Env(), {a.buffer, Value()}, [this, slot, block_id, generation, out, length, fault] {
     struct Done { std::atomic<int>& n; ~Done() { n--; } } done{in_flight_};
     std::string what = "read of slot " + std::to_string(slot) + " in " + path_;
     if (fault) ThrowIo(what, fault);

@@ -29,6 +29,16 @@ class SlotFile : public Napi::ObjectWrap<SlotFile> {
 
   uint64_t SlotOffset(uint32_t slot) const { return static_cast<uint64_t>(slot) * slot_bytes_; }
 
+  // write's and read's first six arguments, checked: the slot, the block, and the range of
+  // `buffer` (named `name`) its payload comes from or goes to.
+  struct SlotIo {
+    uint32_t slot;
+    uint64_t block_id, generation, length;
+    Napi::Buffer<uint8_t> buffer;
+    uint8_t* data;
+  };
+  SlotIo IoArgs(const Napi::CallbackInfo& info, const char* name, const char* offset_name) const;
+
   std::string path_;
   int fd_ = -1;
   bool direct_ = false;
