@@ -3,8 +3,8 @@
  * metadata) while it allocates fast, and with V8's default limits it starts a full
  * collection every 100 ms or so with its heap barely grown, each a pause of 5-25 ms that
  * every request in flight waits through. A floor of 128 MB under the old generation's
- * limit leaves that pace to the heap's real growth (under load: 217 full collections in
- * 30 s without it, 8 with it; docs/ARCHITECTURE.md, "Request buffers"). V8 takes it only on
+ * limit leaves that pace to the heap's real growth (under load: 309 full collections in
+ * 45 s without it, 5 with it; docs/ARCHITECTURE.md, "Request buffers"). V8 takes it only on
  * the command line, not from NODE_OPTIONS, so whatever starts a server passes it.
  */
 export const NODE_FLAGS = ['--initial-old-space-size=128'];
