@@ -85,7 +85,7 @@ export const Stats = z.object({
   sequences: Count, blocks: Count, liveBlocks: Count, cachedBlocks: Count, pinnedBlocks: Count, lostBlocks: Count,
   leases: Count.describe('zero-copy leases open'), leasedBlocks: Count.describe('blocks held in tier 0 by at least one lease'),
   liveTokens: Count, diskInFlight: Count,
-  tiers: z.array(z.object({ name: TierName, slots: Count, used: Count, free: Count })),
+  tiers: z.array(z.object({ name: TierName, slots: Count, used: Count, free: Count, reserve: Count.describe('free slots kept ahead of demand (eviction.reserve)') })),
 });
 export const Load = z.object({
   diskQueue: Count, maxDiskQueue: Count, eventLoopDelayMs: z.number(), maxEventLoopDelayMs: z.number(),

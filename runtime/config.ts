@@ -100,6 +100,12 @@ export const ConfigSchema = z.object({
     policy: z.enum(['lru', 'fifo']).default('lru'),
     /** How long an operation waits for in-flight moves to free a slot before TIER_BUSY. */
     waitMs: z.number().int().nonnegative().default(5000),
+    /**
+     * The fraction of each memory tier's slots kept free ahead of demand (rounded down per
+     * tier): below it, blocks move down in the background, so that a write or a promotion
+     * takes a free slot instead of waiting for an eviction. 0 evicts only on demand.
+     */
+    reserve: z.number().min(0).max(0.5).default(0.05),
   }).strict().prefault({}),
   backend: z.enum(['auto', 'host', 'gpu']).default('auto'),
   gpu: z.object({

@@ -68,7 +68,12 @@ export interface LadderOptions {
   policy: 'lru' | 'fifo';
   /** How long an operation that may wait waits for in-flight moves to free a slot. */
   waitMs: number;
+  /** The fraction of each tier above the disk kept free ahead of demand (see reclaimAhead). */
+  reserve: number;
 }
+
+/** Background evictions in flight per tier: enough to keep a disk queue busy, few enough to leave it to demand. */
+const RECLAIMS_IN_FLIGHT = 4;
 
 export class Ladder {
   readonly tiers: readonly TierLayout[];
@@ -87,6 +92,14 @@ export class Ladder {
   private readonly inTransit: number[];
   private progressWaiters: Array<() => void> = [];
   private diskInFlight = 0;
+  /** Free slots each tier keeps ahead of demand; 0 for the bottom, which frees by dropping. */
+  readonly reserve: readonly number[];
+  /** Background evictions in flight per tier, and all of them, for settle(). */
+  private readonly reclaiming: number[];
+  /** A background eviction of the tier failed: none starts again until an operation takes a slot there. */
+  private readonly reclaimStalled: boolean[];
+  private readonly reclaims = new Set<Promise<void>>();
+  private settling = false;
   private owner!: LadderOwner;
 
   constructor(o: LadderOptions) {
@@ -98,6 +111,9 @@ export class Ladder {
     this.pools = this.tiers.map((t) => new SlotPool(t.slots));
     this.policies = this.tiers.map((t) => createPolicy(o.policy, t.slots));
     this.inTransit = this.tiers.map(() => 0);
+    this.reserve = this.tiers.map((t) => (t.tier === this.bottom ? 0 : Math.floor(o.reserve * t.slots)));
+    this.reclaiming = this.tiers.map(() => 0);
+    this.reclaimStalled = this.tiers.map(() => false);
     const { pools, tiers } = this;
     new Gauge({
       name: 'spillway_tier_slots', help: 'Slots per tier by state', labelNames: ['tier', 'state'], registers: [o.telemetry.registry],
@@ -187,12 +203,15 @@ export class Ladder {
       const free = this.pools[tier]!.take();
       if (free !== undefined) {
         this.inTransit[tier]!++;
+        this.reclaimAhead(tier, true);
         return free;
       }
       const victim = this.pickVictim(tier, ctx, noRoomBelow);
       if (victim) {
         try {
-          return await this.evict(tier, victim, ctx);
+          const slot = await this.evict(tier, victim, ctx);
+          this.reclaimAhead(tier, true);
+          return slot;
         } catch (err) {
           if ((err as { code?: ErrorCode }).code !== 'CAPACITY_EXCEEDED') throw err;
           noRoomBelow.add(victim.id);
@@ -324,6 +343,54 @@ export class Ladder {
     }
   }
 
+  /**
+   * Keeps `tier`'s reserve of free slots: while fewer are free (or being freed) than the
+   * reserve, the policy's first movable victims move down in the background, as a
+   * write's eviction would move them, and their slots go back to the pool. A write or a
+   * promotion then finds its slot free instead of waiting for a quantization or a spill
+   * behind it. A background eviction never waits: a busy or full tier below ends it, and
+   * the tier is left alone until an operation takes one of its slots (`taken`), so that
+   * evictions that cannot succeed do not retry on their own progress.
+   */
+  private reclaimAhead(tier: TierIndex, taken = false): void {
+    if (taken) this.reclaimStalled[tier] = false;
+    while (!this.settling && !this.reclaimStalled[tier] && this.reclaiming[tier]! < RECLAIMS_IN_FLIGHT
+      && this.pools[tier]!.available + this.reclaiming[tier]! < this.reserve[tier]!) {
+      const ctx: OpContext = { held: new Set(), wait: false };
+      const victim = this.pickVictim(tier, ctx, new Set());
+      if (!victim) return;
+      this.reclaiming[tier]!++;
+      const run = this.evict(tier, victim, ctx).then(
+        (slot) => {
+          this.returnSlot(tier, slot);
+          return 'freed';
+        },
+        (err: unknown) => {
+          const code = (err as { code?: ErrorCode }).code;
+          this.reclaimStalled[tier] = true;
+          return code === 'TIER_BUSY' || code === 'CAPACITY_EXCEEDED' ? 'no_room' : 'failed';
+        },
+      ).then((outcome) => {
+        this.telemetry.reclaims.inc({ tier: this.tiers[tier]!.name, outcome });
+        this.reclaiming[tier]!--;
+        this.reclaims.delete(run);
+        this.reclaimAhead(tier);
+      });
+      this.reclaims.add(run);
+    }
+  }
+
+  /** Resolves once no background eviction is in flight. */
+  async idle(): Promise<void> {
+    while (this.reclaims.size > 0) await Promise.all(this.reclaims);
+  }
+
+  /** Stops keeping reserves and waits for the background evictions in flight: before the backend closes. */
+  async settle(): Promise<void> {
+    this.settling = true;
+    await this.idle();
+  }
+
   /** Copies `b` from its slot in `tier` into `dest` of the tier below, by the two tiers' kinds. */
   private async copyDown(b: LadderBlock, tier: TierIndex, slot: number, dest: number): Promise<void> {
     const below = tier + 1;
@@ -442,11 +509,15 @@ export class Ladder {
 
   // ---- progress ----------------------------------------------------------------------------
 
-  /** Wakes every operation waiting for a slot, a lock or the disk queue to move. */
+  /**
+   * Wakes every operation waiting for a slot, a lock or the disk queue to move. What frees a
+   * lock may also free a victim for a tier short of its reserve.
+   */
   notifyProgress(): void {
     const waiters = this.progressWaiters;
     this.progressWaiters = [];
     for (const w of waiters) w();
+    for (let t = 0; t < this.bottom; t++) this.reclaimAhead(t);
   }
 
   waitForProgress(deadline: number): Promise<void> {
@@ -464,7 +535,7 @@ export class Ladder {
     while (this.diskInFlight > 0) await this.waitForProgress(Date.now() + 1000);
   }
 
-  /** Throws unless every used slot of every tier is held by exactly one of `blocks`. */
+  /** Throws unless every used slot of every tier is held by exactly one of `blocks` or is in transit. */
   checkSlots(blocks: Iterable<LadderBlock>, fail: (msg: string) => never): void {
     const owner = this.tiers.map(() => new Map<number, number>());
     for (const b of blocks) {
@@ -477,7 +548,8 @@ export class Ladder {
       });
     }
     this.pools.forEach((p, t) => {
-      if (p.used !== owner[t]!.size) fail(`tier ${t} reports ${p.used} slots used, blocks hold ${owner[t]!.size}`);
+      const held = owner[t]!.size + this.inTransit[t]!;
+      if (p.used !== held) fail(`tier ${t} reports ${p.used} slots used, blocks hold ${owner[t]!.size} and ${this.inTransit[t]} are in transit`);
     });
   }
 }

@@ -176,7 +176,8 @@ export class BlockStore {
     if (layout.tiers[0]!.slots < 1 || layout.tiers[1]!.slots < 1) {
       throw errors.tiersTooSmall(layout.rawBlockBytes, layout.quantizedBlockBytes);
     }
-    this.ladder = new Ladder({ layout, backend, telemetry: this.telemetry, policy: config.eviction.policy, waitMs: config.eviction.waitMs });
+    const { policy, waitMs, reserve } = config.eviction;
+    this.ladder = new Ladder({ layout, backend, telemetry: this.telemetry, policy, waitMs, reserve });
     this.ladder.serve({
       block: (id) => this.blocks.get(id),
       drop: (b, fromTier) => this.dropBlock(b as Block, fromTier),
@@ -680,8 +681,15 @@ export class BlockStore {
       leasedBlocks: leased,
       liveTokens: this.liveBlocks * this.layout.tokensPerBlock,
       diskInFlight: this.ladder.diskQueueDepth,
-      tiers: this.ladder.slotsUsed().map((used, i) => ({ name: this.layout.tiers[i]!.name, slots: this.layout.tiers[i]!.slots, used, free: this.layout.tiers[i]!.slots - used })),
+      tiers: this.ladder.slotsUsed().map((used, i) => ({
+        name: this.layout.tiers[i]!.name, slots: this.layout.tiers[i]!.slots, used, free: this.layout.tiers[i]!.slots - used, reserve: this.ladder.reserve[i]!,
+      })),
     };
+  }
+
+  /** Resolves once no background eviction (keeping the tiers' reserves) is in flight: for tests and benches. */
+  idle(): Promise<void> {
+    return this.ladder.idle();
   }
 
   /** Test seam: the next `count` disk reads or writes fail with `errno`. */
@@ -694,6 +702,7 @@ export class BlockStore {
     this.closed = true;
     this.leases.close();
     await this.shared?.settle();
+    await this.ladder.settle();
     await this.ladder.drainDisk();
     await this.backend.close();
   }

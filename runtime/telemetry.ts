@@ -46,6 +46,7 @@ export class Telemetry {
   readonly opSeconds = new Histogram({ name: 'spillway_operation_seconds', help: 'Duration of store operations', labelNames: ['op'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
   readonly diskQueue = new Gauge({ name: 'spillway_disk_queue_depth', help: 'Disk operations in flight', registers: [this.registry] });
   readonly diskBytes = new Counter({ name: 'spillway_disk_bytes_total', help: 'Bytes moved to and from the disk tier', labelNames: ['direction'], registers: [this.registry] });
+  readonly reclaims = new Counter({ name: 'spillway_reclaims_total', help: 'Background evictions keeping a tier\'s reserve of free slots, by outcome', labelNames: ['tier', 'outcome'], registers: [this.registry] });
   readonly diskErrors = new Counter({ name: 'spillway_disk_errors_total', help: 'Disk tier failures by kind', labelNames: ['kind'], registers: [this.registry] });
   readonly prefixLookups = new Counter({ name: 'spillway_prefix_lookup_blocks_total', help: 'Blocks asked for in prefix lookups', labelNames: ['result'], registers: [this.registry] });
 

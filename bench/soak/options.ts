@@ -61,6 +61,7 @@ export interface Overrides {
   minTokens?: number;
   maxTokens?: number;
   tiers?: { raw?: string; quantized?: string; host?: string; disk?: string };
+  reserve?: number;
   backend?: SoakOptions['backend'];
   faults?: FaultKind[];
   /** Defaults to the duration: each fault once. */
@@ -80,7 +81,7 @@ export function soakOptions(preset: Preset, o: Overrides): SoakOptions {
   const durationS = o.durationS ?? base.durationS;
   return {
     ...base,
-    ...defined({ sequences: o.sequences, backend: o.backend, faults: o.faults, sampleMs: o.sampleMs, events: o.events, stepMs: o.stepMs, serverProfileDir: o.serverProfileDir }),
+    ...defined({ sequences: o.sequences, reserve: o.reserve, backend: o.backend, faults: o.faults, sampleMs: o.sampleMs, events: o.events, stepMs: o.stepMs, serverProfileDir: o.serverProfileDir }),
     durationS,
     faultEveryS: o.faultEveryS ?? durationS,
     workload: { ...base.workload, ...defined({ seed: o.seed, minTokens: o.minTokens, maxTokens: o.maxTokens }) },

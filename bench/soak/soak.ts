@@ -28,6 +28,8 @@ export interface SoakOptions {
   model: { layers: number; kvHeads: number; headDim: number; tokensPerBlock: number; dtype: 'bf16' };
   /** host: the host tier, or none where absent. */
   tiers: { raw: string; quantized: string; host?: string; disk: string };
+  /** The server's `eviction.reserve` (free slots kept ahead of demand); its default where absent. */
+  reserve?: number;
   backend: 'auto' | 'host' | 'gpu';
   /** Where the config, the slot file and the server's log go. */
   dir: string;
@@ -221,6 +223,7 @@ export class Soak {
       model: this.o.model,
       tiers: { raw: { bytes: this.o.tiers.raw }, quantized: { bytes: this.o.tiers.quantized }, host: { bytes: this.o.tiers.host ?? 0 }, disk: { path: 'tier2.slots', bytes: this.o.tiers.disk } },
       limits: { maxLiveSequences: this.o.sequences * 2, maxTokensPerSequence: this.o.workload.maxTokens },
+      ...(this.o.reserve === undefined ? {} : { eviction: { reserve: this.o.reserve } }),
       backend: this.o.backend,
       server: { host: '127.0.0.1', port: 0, faults: this.o.faults.includes('disk-full') },
     };

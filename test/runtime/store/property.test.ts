@@ -5,7 +5,8 @@
  * free, and zero-copy acquire and release under a lease (released with or without
  * written), against a plain in-memory model, on ladders of 12 slots so that blocks move
  * down and up all the time: raw 2 + quantized 2 + disk 8, and the same with a host tier
- * (2 + 2 + 3 + 5). Raw data reads back bit-exact; quantized data within the 4-bit bound,
+ * (2 + 2 + 3 + 5), and that one again keeping a free slot in each memory tier ahead of
+ * demand (background evictions racing every operation). Raw data reads back bit-exact; quantized data within the 4-bit bound,
  * and the same bytes every time until rewritten (no drift from re-quantization).
  */
 import assert from 'node:assert/strict';
@@ -49,9 +50,11 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 const TOKENS_PER_BLOCK = 4;
 /** Both ladders hold 12 blocks: what the model's "every slot holds a live block" condition counts. */
 const CAPACITY = 12;
-const LADDERS: Record<string, TinySlots> = {
-  'raw, quantized, disk': { raw: 2, quantized: 2, disk: 8 },
-  'raw, quantized, host, disk': { raw: 2, quantized: 2, host: 3, disk: 5 },
+const LADDERS: Record<string, { slots: TinySlots; reserve: number }> = {
+  'raw, quantized, disk': { slots: { raw: 2, quantized: 2, disk: 8 }, reserve: 0 },
+  'raw, quantized, host, disk': { slots: { raw: 2, quantized: 2, host: 3, disk: 5 }, reserve: 0 },
+  // Half of each memory tier, rounded down: one free slot kept in raw, quantized and host.
+  'raw, quantized, host, disk, with reserves': { slots: { raw: 2, quantized: 2, host: 3, disk: 5 }, reserve: 0.5 },
 };
 
 interface ModelBlock {
@@ -132,11 +135,13 @@ async function checkRead(store: BlockStore, model: Model, seq: { id: string; blo
 
 /** Moves seen across all runs, by "kind from->to": the test must have exercised every ladder. */
 const movesSeen = new Map<string, number>();
+/** Slots the reserve variant's background evictions freed, per tier and outcome. */
+const reclaimsSeen = new Map<string, number>();
 
-async function runOps(slots: TinySlots, ops: Op[]): Promise<void> {
+async function runOps({ slots, reserve }: { slots: TinySlots; reserve: number }, ops: Op[]): Promise<void> {
   const dir = tempDir();
   // A short wait for room: a writer that waits it out at a full ladder fails in 1 s, not 5.
-  const store = await tinyStore(dir.path, slots, { limits: { maxLiveSequences: 4 }, eviction: { waitMs: 1000 } });
+  const store = await tinyStore(dir.path, slots, { limits: { maxLiveSequences: 4 }, eviction: { waitMs: 1000, reserve } });
   const model = new Model();
   let seqCounter = 0;
   const lease = store.createLease('property').id;
@@ -355,28 +360,36 @@ async function runOps(slots: TinySlots, ops: Op[]): Promise<void> {
     }
     // Every block still referenced reads back right at the end.
     for (const seq of model.seqs) for (let i = 0; i < seq.blocks.length; i++) await checkRead(store, model, seq, i, true);
+    await store.idle();
     store.checkInvariants();
+    for (const v of (await store.telemetry.reclaims.get()).values) {
+      const key = `${v.labels.tier} ${v.labels.outcome}`;
+      reclaimsSeen.set(key, (reclaimsSeen.get(key) ?? 0) + v.value);
+    }
   } finally {
     await store.close();
     dir.cleanup();
   }
 }
 
-for (const [name, slots] of Object.entries(LADDERS)) {
+for (const [name, ladder] of Object.entries(LADDERS)) {
   test(`store matches the model under random operations with constant demotion and promotion (${name})`, { timeout: 600_000 }, async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { minLength: 20, maxLength: 150 }), async (ops) => {
-        await runOps(slots, [{ kind: 'create' }, { kind: 'create' }, ...ops]);
+        await runOps(ladder, [{ kind: 'create' }, { kind: 'create' }, ...ops]);
       }),
       { includeErrorInReport: true, numRuns: Number(process.env.SPILLWAY_PROPERTY_RUNS ?? 200), seed: process.env.SPILLWAY_PROPERTY_SEED ? Number(process.env.SPILLWAY_PROPERTY_SEED) : undefined },
     );
   });
 }
 
-test('the property runs moved blocks along every step of both ladders', () => {
+test('the property runs moved blocks along every step of the ladders, and ahead of demand with reserves', () => {
   const steps = [
     'demote raw->quantized', 'demote quantized->disk', 'promote disk->quantized', 'promote quantized->raw',
     'demote quantized->host', 'demote host->disk', 'promote host->quantized',
   ];
   for (const key of steps) assert.ok((movesSeen.get(key) ?? 0) > 10, `too few "${key}" moves: ${JSON.stringify([...movesSeen])}`);
+  for (const tier of ['raw', 'quantized', 'host']) {
+    assert.ok((reclaimsSeen.get(`${tier} freed`) ?? 0) > 10, `too few background evictions from ${tier}: ${JSON.stringify([...reclaimsSeen])}`);
+  }
 });

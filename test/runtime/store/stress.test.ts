@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const SUITES = ['faults.test.js', 'property.test.js'].map((f) => join(here, f));
+const SUITES = ['faults.test.js', 'property.test.js', 'reserve.test.js'].map((f) => join(here, f));
 const RUNS = Number(process.env.SPILLWAY_STRESS_RUNS ?? 3);
 
 test(`the store's concurrency suites pass ${RUNS} runs in a row with fresh seeds`, { timeout: RUNS * 120_000 }, () => {
