@@ -72,8 +72,12 @@ export interface LadderOptions {
   reserve: number;
 }
 
-/** Background evictions in flight per tier: enough to keep a disk queue busy, few enough to leave it to demand. */
-const RECLAIMS_IN_FLIGHT = 4;
+/**
+ * Background evictions in flight per tier. One: the tiers' own evictions already overlap
+ * down the ladder, and four held block locks and cores that reads needed (the soak's read
+ * p99 rose with them; docs/SOAK.md, "Free slots ahead of demand").
+ */
+const RECLAIMS_IN_FLIGHT = 1;
 
 export class Ladder {
   readonly tiers: readonly TierLayout[];
