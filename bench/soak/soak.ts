@@ -402,14 +402,18 @@ export class Soak {
     while (seq.written < seq.prompt.blocks && !this.stopping) {
       const from = seq.written;
       const count = Math.min(this.o.batchBlocks, seq.prompt.blocks - from);
-      const blocks = await Promise.all(Array.from({ length: count }, async (_, k) => ({
-        index: from + k, data: await this.verifier.make(this.workload.seedOf(seq, from + k), this.rawBytes), tokens: this.workload.tokens(seq, from + k),
-      })));
-      const written = await this.op('writeBatch', seq, (c) => c.writeBlocks(seq.id, blocks));
-      for (const w of written) {
-        seq.blockIds[w.index] = w.blockId;
-        if (w.deduplicated) this.t.deduplicated++;
-        this.note(seq, w.index, w.deduplicated ? 'prompt block shared with a cached twin' : 'prompt block written and committed');
+      // Made in shared slots and sent from them (the batch body references its blocks), held until answered.
+      const made = await Promise.all(Array.from({ length: count }, (_, k) => this.verifier.makeBlock(this.workload.seedOf(seq, from + k), this.rawBytes)));
+      try {
+        const blocks = made.map((b, k) => ({ index: from + k, data: b.data, tokens: this.workload.tokens(seq, from + k) }));
+        const written = await this.op('writeBatch', seq, (c) => c.writeBlocks(seq.id, blocks));
+        for (const w of written) {
+          seq.blockIds[w.index] = w.blockId;
+          if (w.deduplicated) this.t.deduplicated++;
+          this.note(seq, w.index, w.deduplicated ? 'prompt block shared with a cached twin' : 'prompt block written and committed');
+        }
+      } finally {
+        for (const b of made) b.release();
       }
       this.t.bytesWritten += count * this.rawBytes;
       seq.written += count;
@@ -521,7 +525,8 @@ export class Soak {
     this.diskSlots = cap.tiers[cap.tiers.length - 1]!.slots;
     this.diskPath = status.backend.disk.path;
     // A block buffer for each sequence's write and read at once, and some to spare.
-    await this.verifier.share(this.rawBytes, 2 * this.o.sequences + 8);
+    // Each sequence does one thing at a time: a prompt batch, or a decode step's write, read or batch read (up to 8).
+    await this.verifier.share(this.rawBytes, this.o.sequences * Math.max(this.o.batchBlocks, 8) + 8);
     this.hasGpu = status.backend.name === 'gpu';
     const quant = status.config.quantization as { keyBits: number; valueBits: number };
     if (quant.keyBits !== 4 || quant.valueBits !== 4) throw new Error('the soak checks quantized reads against the 4-bit bound: run it with 4-bit keys and values');

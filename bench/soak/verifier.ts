@@ -158,11 +158,26 @@ export class Verifier {
     return b;
   }
 
-  /** As check; a read into `into`'s shared slot is checked where it lies. */
+  /**
+   * As check; a read into `into`'s shared slot is checked where it lies, and any other
+   * block (one of a batch's answer) is copied into a free slot to be checked there: a copy
+   * either way, but into memory that is reused rather than a fresh buffer per block.
+   */
   async checkBlock(seed: number, bytes: number, got: Uint8Array, into?: BlockBuffer): Promise<number> {
     const inSlot = into !== undefined && into.slot >= 0 && got.buffer === into.data.buffer && got.byteOffset === into.data.byteOffset && got.byteLength === bytes;
-    if (!inSlot) return this.check(seed, bytes, got);
-    return (await this.run({ id: this.nextId++, kind: 'check-shared', seed, slot: into.slot })).error!;
+    if (inSlot) return this.checkShared(seed, into.slot);
+    const copy = got.byteLength === bytes ? this.block(bytes) : undefined;
+    if (copy === undefined || copy.slot < 0) return this.check(seed, bytes, got);
+    try {
+      copy.data.set(got);
+      return await this.checkShared(seed, copy.slot);
+    } finally {
+      copy.release();
+    }
+  }
+
+  private async checkShared(seed: number, slot: number): Promise<number> {
+    return (await this.run({ id: this.nextId++, kind: 'check-shared', seed, slot })).error!;
   }
 
   async close(): Promise<void> {
