@@ -5,7 +5,8 @@
  * every request in flight waits through. A floor of 128 MB under the old generation's
  * limit leaves that pace to the heap's real growth (under load: 309 full collections in
  * 45 s without it, 5 with it; docs/ARCHITECTURE.md, "Request buffers"). V8 takes it only on
- * the command line, not from NODE_OPTIONS, so whatever starts a server passes it.
+ * the command line, not from NODE_OPTIONS, so whatever starts a server passes it. The soak's
+ * harness, which times every request on its own small heap, starts with them too.
  */
 export const NODE_FLAGS = ['--initial-old-space-size=128'];
 

@@ -1,7 +1,7 @@
 /**
  * The soak, from the command line:
  *
- *   node dist/bench/soak/run.js [--duration 600] [--preset full|small] [--out DIR] [flags]
+ *   node --initial-old-space-size=128 dist/bench/soak/run.js [--duration 600] [--preset full|small] [--out DIR] [flags]
  *
  * Starts a server in its own process on a fresh directory, drives it for the duration,
  * writes DIR/report.json and DIR/*.png, prints a summary and exits 1 if the run failed.
@@ -10,6 +10,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { missingNodeFlags } from '../../runtime/node-flags.js';
 import { drawCharts } from './charts.js';
 import { soakOptions, summarize, type Preset } from './options.js';
 import { FAULT_KINDS, type FaultKind } from './faults.js';
@@ -48,6 +49,10 @@ function num(v: string | undefined): number | undefined {
   if (!Number.isFinite(n)) throw new Error(`not a number: ${v}`);
   return n;
 }
+
+// Without them the harness's heap collects in full every 100 ms or so, inside the latencies it times.
+const missing = missingNodeFlags();
+if (missing.length > 0) console.log(`[soak] warning: started without ${missing.join(' ')}; its full collections then pause the requests it times (docs/SOAK.md)`);
 
 const out = resolve(values.out);
 const dir = resolve(values.dir ?? join(out, 'run'));
