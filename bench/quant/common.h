@@ -38,10 +38,14 @@ inline sw_tq_params params(uint32_t layers, uint32_t heads, uint32_t dim, uint32
 }
 
 // Structured vectors that real KV caches hold and that a single randomized Hadamard round
-// codes badly, beside Gaussian ones: `n` vectors of `dim` values, each its own draw.
-enum class Shape { Gaussian, OneHot, MassiveChannel, Constant, HadamardRow, BiasedOutliers };
-constexpr Shape kShapes[] = {Shape::Gaussian, Shape::OneHot, Shape::MassiveChannel,
-                             Shape::Constant, Shape::HadamardRow, Shape::BiasedOutliers};
+// codes badly, beside Gaussian ones: `n` vectors of `dim` values, each its own draw. The
+// last is a control without structure: one Gaussian draw, the same direction in every
+// vector, as a constant vector is; under a random rotation any one direction is as good as
+// another, so its spread over rotation seeds is what any single direction's is.
+enum class Shape { Gaussian, OneHot, MassiveChannel, Constant, HadamardRow, BiasedOutliers, RepeatedGaussian };
+constexpr Shape kShapes[] = {Shape::Gaussian, Shape::OneHot, Shape::MassiveChannel, Shape::Constant,
+                             Shape::HadamardRow, Shape::BiasedOutliers, Shape::RepeatedGaussian};
+constexpr size_t kShapeCount = sizeof(kShapes) / sizeof(kShapes[0]);
 
 inline const char* shape_name(Shape s) {
   switch (s) {
@@ -50,6 +54,7 @@ inline const char* shape_name(Shape s) {
     case Shape::MassiveChannel: return "one massive channel (sink token)";
     case Shape::Constant: return "constant";
     case Shape::HadamardRow: return "Hadamard row";
+    case Shape::RepeatedGaussian: return "one Gaussian vector, repeated (control)";
     default: return "4 biased outlier channels";
   }
 }
@@ -57,6 +62,10 @@ inline const char* shape_name(Shape s) {
 inline std::vector<float> shaped_vectors(Shape shape, size_t n, uint32_t dim, uint64_t seed) {
   Rng rng(seed);
   std::vector<float> x(n * dim);
+  // Drawn apart, so that the other shapes' draws stay what they were.
+  Rng once(seed ^ 0x5DEECE66Dull);
+  std::vector<double> repeated(dim);
+  for (double& r : repeated) r = once.normal();
   for (size_t v = 0; v < n; ++v) {
     float* row = &x[v * dim];
     const uint32_t pick = static_cast<uint32_t>(rng.next() % dim);
@@ -71,6 +80,7 @@ inline std::vector<float> shaped_vectors(Shape shape, size_t n, uint32_t dim, ui
         case Shape::Constant: value = 1.0; break;
         // row `pick` of the Sylvester Hadamard matrix: (-1)^popcount(pick & c)
         case Shape::HadamardRow: value = __builtin_popcount(pick & c) & 1 ? -1.0 : 1.0; break;
+        case Shape::RepeatedGaussian: value = repeated[c]; break;
         // channels 3, 40, 77, 114 offset by 20 (KIVI's pre-RoPE key channels), the rest N(0, 1)
         default: value = c % 37 == 3 ? 20.0 + 2.0 * rng.normal() : rng.normal(); break;
       }
