@@ -16,6 +16,8 @@
 #                      the largest sizes the tiers, so a shorter list makes a shorter run
 #   RAW_FACTOR         tier 0 as a multiple of the largest context (and of 32k tokens) [1.25]
 #   QUANT_BYTES        tier 1 [1GiB]
+#   RESERVE            eviction.reserve, the share of each memory tier kept free ahead of
+#                      demand [the server's default, 0.05]; 0 evicts only on demand
 #   HOST_BYTES         the host tier (pinned host memory) [0: none, evicted contexts go to
 #                      disk]; large enough for the largest context, evictions stop there and
 #                      restores come from host memory
@@ -79,6 +81,7 @@ echo "== server"
 PORT=$port node --initial-old-space-size=128 dist/runtime/cli.js serve \
   --set "tiers.raw.bytes=$raw_bytes" --set "tiers.quantized.bytes=${QUANT_BYTES:-1GiB}" \
   --set "tiers.host.bytes=${HOST_BYTES:-0}" \
+  --set "eviction.reserve=${RESERVE:-0.05}" \
   --set "tiers.disk.bytes=$disk_bytes" --set "tiers.disk.path=$data/restore.slots" \
   --set "limits.maxTokensPerSequence=$max_tokens" --set "limits.maxTotalTokens=$((max_tokens * 64))" \
   --set server.maxDiskQueue=65536 --set server.maxEventLoopDelayMs=1000 \

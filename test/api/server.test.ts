@@ -27,6 +27,9 @@ test('status reports tier capacities, the active backend and why', async () => {
   assert.ok(body.backend.reason.length > 0);
   assert.deepEqual(body.capacity.tiers.map((t: { name: string; slots: number }) => [t.name, t.slots]), [['raw', 2], ['quantized', 2], ['disk', 8]]);
   assert.equal(body.capacity.totalTokens, 48);
+  // 5% of 2 slots, rounded down: these tiers keep no slot free ahead of demand.
+  assert.equal(body.config.eviction.reserve, 0.05);
+  assert.deepEqual(body.stats.tiers.map((t: { reserve: number }) => t.reserve), [0, 0, 0]);
   assert.equal(body.config.server.auth, false);
   // bits stored per value, the whole block's: its quantized bytes over its values
   const values = body.capacity.rawBlockBytes / { fp32: 4, fp16: 2, bf16: 2 }[body.config.model.dtype as 'fp32'];
