@@ -78,6 +78,12 @@ export interface LadderOptions {
  * p99 rose with them; docs/SOAK.md, "Free slots ahead of demand").
  */
 const RECLAIMS_IN_FLIGHT = 1;
+/**
+ * Candidates a background eviction looks at, least recently used first. It runs on every slot
+ * taken and lock released while a tier is short; in a tier full of pinned or busy blocks a
+ * scan of the whole tier each time would cost quadratic time for nothing.
+ */
+const RECLAIM_SCAN = 64;
 
 export class Ladder {
   readonly tiers: readonly TierLayout[];
@@ -282,9 +288,11 @@ export class Ladder {
 
   // ---- eviction --------------------------------------------------------------------------
 
-  /** The first block the policy offers that may leave `tier` now; locked (by this operation) on return. */
-  private pickVictim(tier: TierIndex, ctx: OpContext, passOver: Set<number>): LadderBlock | undefined {
+  /** The first block the policy offers that may leave `tier` now, among the first `scanLimit`; locked (by this operation) on return. */
+  private pickVictim(tier: TierIndex, ctx: OpContext, passOver: Set<number>, scanLimit = Infinity): LadderBlock | undefined {
+    let scanned = 0;
     for (const id of this.policies[tier]!.candidates()) {
+      if (scanned++ >= scanLimit) return undefined;
       const b = this.owner.block(id);
       if (!b || this.pinnedHere(b, tier) || passOver.has(id)) continue;
       // Leaving the bottom tier loses bytes unless another quantized copy stays or no one needs the block.
@@ -361,7 +369,7 @@ export class Ladder {
     while (!this.settling && !this.reclaimStalled[tier] && this.reclaiming[tier]! < RECLAIMS_IN_FLIGHT
       && this.pools[tier]!.available + this.reclaiming[tier]! < this.reserve[tier]!) {
       const ctx: OpContext = { held: new Set(), wait: false };
-      const victim = this.pickVictim(tier, ctx, new Set());
+      const victim = this.pickVictim(tier, ctx, new Set(), RECLAIM_SCAN);
       if (!victim) return;
       this.reclaiming[tier]!++;
       const run = this.evict(tier, victim, ctx).then(
