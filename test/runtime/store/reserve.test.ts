@@ -121,6 +121,18 @@ test('a background eviction that fails fails no request and leaves its block whe
   });
 });
 
+test('background evictions that find no room below stop, and nothing spins', { timeout: 20_000 }, async () => {
+  // 8 slots for 7 live blocks: the reserves (2 raw, 1 quantized) cannot all be kept.
+  await withStore({ raw: 4, quantized: 2, disk: 2 }, 0.5, async (store) => {
+    const { id, data } = await writeBlocks(store, 7);
+    // An eviction that cannot succeed would otherwise start again on its own progress, forever.
+    await store.idle();
+    assert.ok(await reclaimCount(store, 'raw', 'no_room') + await reclaimCount(store, 'quantized', 'no_room') > 0, 'no background eviction found the ladder full');
+    assert.equal(store.stats().tiers.reduce((n, t) => n + t.used, 0), 7);
+    await assertIntact(store, id, data);
+  });
+});
+
 test('closing waits for the background evictions in flight', async () => {
   const dir = tempDir();
   const store = await tinyStore(dir.path, { raw: 8, quantized: 8, disk: 64 }, { backend: 'host', eviction: { reserve: 0.5 } });
