@@ -687,7 +687,7 @@ export class BlockStore {
     };
   }
 
-  /** Resolves once no background eviction (keeping the tiers' reserves) is in flight: for tests and benches. */
+  /** Resolves once no background eviction (keeping the tiers' reserves) is in flight: what a test waits for before it looks. */
   idle(): Promise<void> {
     return this.ladder.idle();
   }

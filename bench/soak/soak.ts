@@ -524,8 +524,8 @@ export class Soak {
     this.slotBytes = Object.fromEntries(cap.tiers.map((t) => [t.name, t.slotBytes]));
     this.diskSlots = cap.tiers[cap.tiers.length - 1]!.slots;
     this.diskPath = status.backend.disk.path;
-    // A block buffer for each sequence's write and read at once, and some to spare.
-    // Each sequence does one thing at a time: a prompt batch, or a decode step's write, read or batch read (up to 8).
+    // Block buffers for what each sequence does at once (a prompt batch, or a decode step's
+    // write, read or batch read of up to 8), and some to spare.
     await this.verifier.share(this.rawBytes, this.o.sequences * Math.max(this.o.batchBlocks, 8) + 8);
     this.hasGpu = status.backend.name === 'gpu';
     const quant = status.config.quantization as { keyBits: number; valueBits: number };
