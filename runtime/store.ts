@@ -670,6 +670,7 @@ export class BlockStore {
       if (b.lost) lost++;
       if (b.leases.size > 0) leased++;
     }
+    const used = this.ladder.slotsUsed();
     return {
       sequences: this.sequences.size,
       blocks: this.blocks.size,
@@ -681,9 +682,7 @@ export class BlockStore {
       leasedBlocks: leased,
       liveTokens: this.liveBlocks * this.layout.tokensPerBlock,
       diskInFlight: this.ladder.diskQueueDepth,
-      tiers: this.ladder.slotsUsed().map((used, i) => ({
-        name: this.layout.tiers[i]!.name, slots: this.layout.tiers[i]!.slots, used, free: this.layout.tiers[i]!.slots - used, reserve: this.ladder.reserve[i]!,
-      })),
+      tiers: this.layout.tiers.map(({ name, slots }, i) => ({ name, slots, used: used[i]!, free: slots - used[i]!, reserve: this.ladder.reserve[i]! })),
     };
   }
 

@@ -65,6 +65,11 @@ export interface BlockBuffer {
   release(): void;
 }
 
+/** A buffer outside the shared slots: nothing to give back. */
+function unshared(data: Buffer): BlockBuffer {
+  return { data, slot: -1, release: () => {} };
+}
+
 export class Verifier {
   private readonly workers: Worker[];
   private readonly load: number[];
@@ -134,9 +139,14 @@ export class Verifier {
 
   /** A buffer for one block of `bytes`: a free shared slot, or a fresh buffer. */
   block(bytes: number): BlockBuffer {
+    return this.sharedSlot(bytes) ?? unshared(Buffer.allocUnsafe(bytes));
+  }
+
+  /** A free shared slot for one block of `bytes`, if there is one. */
+  private sharedSlot(bytes: number): BlockBuffer | undefined {
     const s = this.shared;
     const slot = s?.bytes === bytes ? s.free.pop() : undefined;
-    if (slot === undefined) return { data: Buffer.allocUnsafe(bytes), slot: -1, release: () => {} };
+    if (slot === undefined) return undefined;
     let held = true;
     const release = () => {
       if (held) s!.free.push(slot);
@@ -145,10 +155,10 @@ export class Verifier {
     return { data: Buffer.from(s!.memory, slot * bytes, bytes), slot, release };
   }
 
-  /** The block `seed` makes, in a buffer from `block`; its holder releases it. */
+  /** The block `seed` makes, in a shared slot, or else in a fresh buffer from a thread; its holder releases it. */
   async makeBlock(seed: number, bytes: number): Promise<BlockBuffer> {
-    const b = this.block(bytes);
-    if (b.slot < 0) return { ...b, data: await this.make(seed, bytes) };
+    const b = this.sharedSlot(bytes);
+    if (!b) return unshared(await this.make(seed, bytes));
     try {
       await this.run({ id: this.nextId++, kind: 'make-shared', seed, slot: b.slot });
     } catch (err) {
@@ -166,8 +176,8 @@ export class Verifier {
   async checkBlock(seed: number, bytes: number, got: Uint8Array, into?: BlockBuffer): Promise<number> {
     const inSlot = into !== undefined && into.slot >= 0 && got.buffer === into.data.buffer && got.byteOffset === into.data.byteOffset && got.byteLength === bytes;
     if (inSlot) return this.checkShared(seed, into.slot);
-    const copy = got.byteLength === bytes ? this.block(bytes) : undefined;
-    if (copy === undefined || copy.slot < 0) return this.check(seed, bytes, got);
+    const copy = got.byteLength === bytes ? this.sharedSlot(bytes) : undefined;
+    if (!copy) return this.check(seed, bytes, got);
     try {
       copy.data.set(got);
       return await this.checkShared(seed, copy.slot);
