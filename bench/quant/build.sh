@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds the quantizer benches into build/bench/: selftest, quality, attention and host_speed with g++,
+# Builds the quantizer benches into build/bench/: selftest, quality, rotations, attention and host_speed with g++,
 # gpu with nvcc (cudart linked statically, for sm_80 and sm_90a, or the -gencode flags in
 # $NVCC_ARCH) where nvcc is found. ptxas's resource report (registers, spills) goes to build/bench/ptxas-*.txt.
 set -eu
@@ -10,6 +10,7 @@ CXXFLAGS="-O3 -std=c++17 -mavx2 -mfma -mf16c -Wall -Wextra -I$root/kernels"
 ref="$root/kernels/turboquant_ref.cpp"
 g++ $CXXFLAGS -o "$out/selftest" "$root/bench/quant/selftest.cpp" "$ref"
 g++ $CXXFLAGS -o "$out/quality" "$root/bench/quant/quality.cpp" "$ref"
+g++ $CXXFLAGS -o "$out/rotations" "$root/bench/quant/rotations.cpp" "$ref"
 g++ $CXXFLAGS -o "$out/attention" "$root/bench/quant/attention.cpp" "$ref"
 g++ $CXXFLAGS -o "$out/host_speed" "$root/bench/quant/host_speed.cpp" "$ref" -lpthread
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}

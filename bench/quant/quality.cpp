@@ -16,6 +16,7 @@
 #include <string>
 
 #include "common.h"
+#include "rotation_sim.h"
 
 namespace {
 
@@ -152,29 +153,8 @@ void split_kv(const std::vector<float>& x, uint32_t heads, uint32_t tokens, std:
 // Each candidate is a dense orthonormal matrix per sub-vector dimension and half, applied in
 // double precision around the same codebooks and the same outlier split as the quantizer.
 
-using Matrix = std::vector<double>;  // dim x dim, row-major
-
-// (H D_rounds ... H D_1) / dim^(rounds/2), with the quantizer's own sign diagonals.
-Matrix hadamard_rotation(uint32_t dim, uint32_t sub, uint64_t seed, uint32_t rounds) {
-  Matrix m(dim * dim, 0.0);
-  for (uint32_t i = 0; i < dim; ++i) m[i * dim + i] = 1.0;
-  const uint32_t purposes[] = {TQ_SIGNS_ROTATION, TQ_SIGNS_ROUND2, TQ_SIGNS_ROUND3};
-  for (uint32_t r = 0; r < rounds; ++r) {
-    Matrix next(dim * dim);
-    for (uint32_t i = 0; i < dim; ++i)
-      for (uint32_t j = 0; j < dim; ++j) {
-        double acc = 0;
-        for (uint32_t k = 0; k < dim; ++k) {
-          const bool neg = (tq_sign_word(seed, dim, sub, purposes[r], k / 32) >> (k % 32)) & 1u;
-          const double h = (__builtin_popcount(i & k) & 1 ? -1.0 : 1.0) * (neg ? -1.0 : 1.0);
-          acc += h * m[k * dim + j];
-        }
-        next[i * dim + j] = acc / std::sqrt(static_cast<double>(dim));
-      }
-    m.swap(next);
-  }
-  return m;
-}
+using bench::Matrix;
+using bench::hadamard_rotation;
 
 // The paper's rotation: Gram-Schmidt on a Gaussian matrix.
 Matrix dense_rotation(uint32_t dim, uint32_t sub, uint64_t seed) {
@@ -201,15 +181,11 @@ void code_sub(const Matrix& q, uint32_t bits, std::vector<double>& v) {
   for (double x : v) norm += x * x;
   norm = std::sqrt(norm);
   if (norm == 0) return;
-  const float* cent = TQ_CODEBOOK_CENTROIDS[tq_log2(dim) - 3][bits - 1];
-  const float* bound = TQ_CODEBOOK_BOUNDARIES[tq_log2(dim) - 3][bits - 1];
   std::vector<double> y(dim, 0.0);
   for (uint32_t i = 0; i < dim; ++i) {
     double acc = 0;
     for (uint32_t j = 0; j < dim; ++j) acc += q[i * dim + j] * v[j];
-    uint32_t cell = 0;
-    while (cell + 1 < (1u << bits) && acc / norm > bound[cell]) ++cell;
-    y[i] = cent[cell] * norm;
+    y[i] = bench::codebook_value(dim, bits, acc / norm) * norm;
   }
   for (uint32_t j = 0; j < dim; ++j) {
     double acc = 0;
