@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the quantizer benches into build/bench/: selftest, quality, rotations, attention and host_speed with g++,
-# gpu with nvcc (cudart linked statically, for sm_80 and sm_90a, or the -gencode flags in
+# gpu and mma_probe with nvcc (cudart linked statically, for sm_80 and sm_90a, or the -gencode flags in
 # $NVCC_ARCH) where nvcc is found. ptxas's resource report (registers, spills) goes to build/bench/ptxas-*.txt.
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,6 +26,9 @@ if [ -x "$NVCC" ]; then
   g++ $CXXFLAGS -c "$ref" -o "$out/turboquant_ref.o"
   "$NVCC" -std=c++17 -O3 $arch -I"$root/kernels" -Xcompiler -mf16c -o "$out/gpu" "$root/bench/quant/gpu.cu" \
     $objs "$out/turboquant_ref.o" -cudart static
+  # the tensor-core rotation probe (docs/QUANTIZATION.md): sm_80 and up have int8 mma.sync
+  "$NVCC" -std=c++17 -O3 $arch -I"$root/kernels" -Xptxas -v -Xcompiler -mf16c -o "$out/mma_probe" "$root/bench/quant/mma_probe.cu" \
+    "$out/turboquant_ref.o" -cudart static 2> "$out/ptxas-mma_probe.txt" || { cat "$out/ptxas-mma_probe.txt" >&2; exit 1; }
 else
   echo "build.sh: nvcc not found; skipped the GPU bench" >&2
 fi

@@ -13,15 +13,7 @@
 #include <vector>
 
 #include "common.h"
-
-#define CUDA_OK(call)                                                                          \
-  do {                                                                                         \
-    cudaError_t e_ = (call);                                                                   \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                            \
-    }                                                                                          \
-  } while (0)
+#include "cuda_bench.h"
 
 #define TQ_OK(call)                                                       \
   do {                                                                    \
@@ -173,32 +165,6 @@ void agree(const Config& c, Agreement& ag) {
   }
 }
 
-float time_ms(cudaEvent_t a, cudaEvent_t b) {
-  float ms = 0;
-  CUDA_OK(cudaEventElapsedTime(&ms, a, b));
-  return ms;
-}
-
-template <typename F> double median_ms(F&& f, int reps) {
-  cudaEvent_t a, b;
-  CUDA_OK(cudaEventCreate(&a));
-  CUDA_OK(cudaEventCreate(&b));
-  f();  // warm-up
-  f();
-  CUDA_OK(cudaDeviceSynchronize());
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    CUDA_OK(cudaEventRecord(a));
-    f();
-    CUDA_OK(cudaEventRecord(b));
-    CUDA_OK(cudaEventSynchronize(b));
-    t.push_back(time_ms(a, b));
-  }
-  std::sort(t.begin(), t.end());
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return t[t.size() / 2];
-}
 
 }  // namespace
 
@@ -315,13 +281,13 @@ int main(int argc, char** argv) {
     DeviceBuf<uint32_t> ds(n_blocks);
     CUDA_OK(cudaMemcpy(ds.p, slots.data(), n_blocks * 4, cudaMemcpyHostToDevice));
     const double bytes = static_cast<double>(rb + sw_tq_quantized_bytes(&p)) * n_blocks;
-    const double tq = median_ms([&] {
+    const double tq = bench::median_ms([&] {
       TQ_OK(sw_tq_quantize_cuda(&p, draw.p, rb, ds.p, dq.p, qb, ds.p, n_blocks, nullptr, err_, sizeof err_));
     }, 10);
-    const double td = median_ms([&] {
+    const double td = bench::median_ms([&] {
       TQ_OK(sw_tq_dequantize_cuda(&p, dq.p, qb, ds.p, draw.p, rb, ds.p, n_blocks, nullptr, err_, sizeof err_));
     }, 10);
-    const double tc = median_ms([&] { CUDA_OK(cudaMemcpyAsync(dcopy.p, draw.p, rb * n_blocks, cudaMemcpyDeviceToDevice)); }, 10);
+    const double tc = bench::median_ms([&] { CUDA_OK(cudaMemcpyAsync(dcopy.p, draw.p, rb * n_blocks, cudaMemcpyDeviceToDevice)); }, 10);
     CUDA_OK(cudaGetLastError());
     const double gq = bytes / tq / 1e6, gd = bytes / td / 1e6, gc = 2.0 * rb * n_blocks / tc / 1e6;
     const char* vname = variant ? "prod" : "mse";
