@@ -6,18 +6,21 @@
 // Quantize, per vector (the C++ model below does the same arithmetic):
 //  1. E = the exponent of the largest magnitude plus one; every value times 2^(14 - E),
 //     rounded to nearest even: 15-bit integers q (|q| < 2^14). E below -113 codes as zero.
-//  2. q = 256 hi + lo, lo the low byte as int8, hi = (q - lo) / 256: both int8.
-//  3. acc = M q = 256 (M hi) + M lo, exact in int32: m16n8k32 int8 MMAs.
+//  2. q = 256 hi + lo: hi = q >> 8 as int8, lo = the low byte as uint8.
+//  3. acc = M q = 256 (M hi) + M lo, exact in int32: m16n8k32 MMAs, s8 x s8 and s8 x u8.
 //  4. nq = sqrt((float) sum q^2); thresholds T_k = beta_k * (128 nq) for the 7 positive
 //     boundaries beta_k of the dim-128 4-bit codebook; code = (number of T_k below
 //     (float)|acc|) + 8 if acc < 0; stored norm = nq * 2^(E - 14).
 //     Codes are nibbles, coordinate j at nibble j of the vector's 64 bytes; norms fp32 apart.
-// Dequantize: each code's centroid as a 16-bit fixed-point integer (centroid * 2^15, rounded),
-// split into int8 halves the same way; acc = M^T c, exact; value = bf16((float)acc * norm * 2^-22).
+// Dequantize: each code's centroid as a fixed-point integer (centroid * 2^15, rounded), split
+// into bytes the same way; acc = M^T c, exact; value = bf16((float)acc * norm * 2^-22).
+// Two ways of finding a code are timed: counting the thresholds below |acc| (7 compares) and a
+// binary search over them (3); they give the same codes.
 // The probe checks the first vectors' codes, norms and dequantized values against the model,
 // byte for byte, then times both kernels beside a device-to-device copy of the same bf16 bytes.
 // Usage: mma_probe [json path]        (exit 1 if the GPU and the model disagree)
 //        mma_probe --emulate [vectors] (the tile code on CPU threads against the model; no GPU)
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -79,21 +82,38 @@ __host__ __device__ inline float u64_to_float(unsigned long long x) {
 #endif
 }
 
-__host__ __device__ inline uint32_t pack4(const int (&b)[4]) {
-  return (b[0] & 0xFF) | (b[1] & 0xFF) << 8 | (b[2] & 0xFF) << 16 | static_cast<uint32_t>(b[3] & 0xFF) << 24;
+// The B fragments of 32 integers below 2^14 in magnitude (this lane's elements, in
+// contiguous_k order) as bytes: v = 256 hi + lo, hi = v >> 8 (int8), lo = v & 0xFF (uint8).
+__host__ __device__ inline void split_bytes(const int (&v)[32], uint32_t (&hi)[8], uint32_t (&lo)[8]) {
+  for (int f = 0; f < 8; ++f) {
+    hi[f] = lo[f] = 0;
+    for (int i = 0; i < 4; ++i) {
+      hi[f] |= static_cast<uint32_t>((v[4 * f + i] >> 8) & 0xFF) << (8 * i);
+      lo[f] |= static_cast<uint32_t>(v[4 * f + i] & 0xFF) << (8 * i);
+    }
+  }
 }
 
-// The B fragments of 32 integers below 2^14 in magnitude (this lane's elements, in
-// contiguous_k order) as their int8 halves: v = 256 hi + lo.
-__host__ __device__ inline void split_halves(const int (&v)[32], uint32_t (&hi)[8], uint32_t (&lo)[8]) {
-  for (int f = 0; f < 8; ++f) {
-    int h[4], l[4];
-    for (int i = 0; i < 4; ++i) {
-      l[i] = static_cast<int8_t>(v[4 * f + i] & 0xFF);
-      h[i] = (v[4 * f + i] - l[i]) >> 8;
-    }
-    hi[f] = pack4(h), lo[f] = pack4(l);
+// Two bf16 (round to nearest even) in one word, the first in the low half.
+__host__ __device__ inline uint32_t bf16_pair(float first, float second) {
+#ifdef __CUDA_ARCH__
+  return bit_cast<uint32_t>(__floats2bfloat162_rn(first, second));
+#else
+  return tq_f32_to_bf16(first) | static_cast<uint32_t>(tq_f32_to_bf16(second)) << 16;
+#endif
+}
+
+// How many of the 7 ascending thresholds lie below mag: by counting, or by a binary search.
+template <bool kSearch> __host__ __device__ inline uint32_t thresholds_below(float mag, const float (&t)[7]) {
+  if (!kSearch) {
+    uint32_t n = 0;
+    for (int k = 0; k < 7; ++k) n += mag > t[k] ? 1u : 0u;
+    return n;
   }
+  const bool four = mag > t[3];
+  const bool two = mag > (four ? t[5] : t[1]);
+  const float last = four ? (two ? t[6] : t[4]) : (two ? t[2] : t[0]);
+  return (four ? 4u : 0u) + (two ? 2u : 0u) + (mag > last ? 1u : 0u);
 }
 
 // One m-tile of M times the tile's 8 vectors, exact: 256 (A hi) + A lo.
@@ -106,9 +126,9 @@ __host__ __device__ inline void product_mtile(W& warp, const uint4* a_frags, uin
     a[t][0] = f.x, a[t][1] = f.y, a[t][2] = f.z, a[t][3] = f.w;
   }
   for (int r = 0; r < 4; ++r) acc[r] = 0;
-  for (int t = 0; t < 4; ++t) warp.mma(acc, a[t], hi[2 * t], hi[2 * t + 1]);
+  for (int t = 0; t < 4; ++t) warp.template mma<false>(acc, a[t], hi[2 * t], hi[2 * t + 1]);
   for (int r = 0; r < 4; ++r) acc[r] *= 256;
-  for (int t = 0; t < 4; ++t) warp.mma(acc, a[t], lo[2 * t], lo[2 * t + 1]);
+  for (int t = 0; t < 4; ++t) warp.template mma<true>(acc, a[t], lo[2 * t], lo[2 * t + 1]);
 }
 
 // The tile code below runs on one side per instantiation: the GPU's warp (DeviceWarp) on the
@@ -119,7 +139,7 @@ __host__ __device__ inline void product_mtile(W& warp, const uint4* a_frags, uin
 //   raw: 8 x 128 bf16; a_frags: M's A fragments; codes: 8 x 64 bytes; norms: 8;
 //   boundary: the codebook's 7 positive inner boundaries.
 #pragma nv_exec_check_disable
-template <typename W>
+template <bool kSearch, typename W>
 __host__ __device__ void quantize_tile(W& warp, uint32_t lane, const uint16_t* raw, const uint4* a_frags, uint8_t* codes,
                                        float* norms, const float* boundary) {
   const uint32_t g = lane / 4, c = lane % 4;
@@ -145,7 +165,7 @@ __host__ __device__ void quantize_tile(W& warp, uint32_t lane, const uint16_t* r
     sum2 += static_cast<unsigned long long>(q[i] * q[i]);
   }
   uint32_t hi[8], lo[8];
-  split_halves(q, hi, lo);
+  split_bytes(q, hi, lo);
   sum2 += warp.shfl_xor(sum2, 1);
   sum2 += warp.shfl_xor(sum2, 2);
   const float nq = sqrtf(u64_to_float(sum2));
@@ -165,9 +185,7 @@ __host__ __device__ void quantize_tile(W& warp, uint32_t lane, const uint16_t* r
     for (int r = 0; r < 4; ++r) {
       const int v = r % 2, h = r / 2;
       const float mag = static_cast<float>(acc[r] < 0 ? -acc[r] : acc[r]);
-      uint32_t code = 0;
-      for (int k = 0; k < 7; ++k) code += mag > thr[v][k] ? 1u : 0u;
-      code |= acc[r] < 0 ? 8u : 0u;
+      const uint32_t code = thresholds_below<kSearch>(mag, thr[v]) | (acc[r] < 0 ? 8u : 0u);
       nibbles[v][mt / 4] |= code << (4 * (2 * (mt % 4) + h));  // coordinate 16g + 2mt + h
     }
   }
@@ -188,7 +206,7 @@ __host__ __device__ void dequantize_tile(W& warp, uint32_t lane, const uint8_t* 
   int value[32];
   for (int i = 0; i < 32; ++i) value[i] = centroid[(nib[i / 8] >> (4 * (i % 8))) & 0xF];
   uint32_t hi[8], lo[8];
-  split_halves(value, hi, lo);
+  split_bytes(value, hi, lo);
   float scale[2];
   for (int v = 0; v < 2; ++v) scale[v] = ldexpf(norms[2 * c + v], -7 - kCentroidShift);
   uint32_t out[2][8];  // [vector][m-tile]: channels 16g + 2mt and 16g + 2mt + 1
@@ -196,8 +214,7 @@ __host__ __device__ void dequantize_tile(W& warp, uint32_t lane, const uint8_t* 
     int acc[4];
     product_mtile(warp, a_frags, lane, mt, hi, lo, acc);
     for (int v = 0; v < 2; ++v)
-      out[v][mt] = tq_f32_to_bf16(static_cast<float>(acc[v]) * scale[v]) |
-                   static_cast<uint32_t>(tq_f32_to_bf16(static_cast<float>(acc[v + 2]) * scale[v])) << 16;
+      out[v][mt] = bf16_pair(static_cast<float>(acc[v]) * scale[v], static_cast<float>(acc[v + 2]) * scale[v]);
   }
   for (int v = 0; v < 2; ++v) {
     uint4* dst = reinterpret_cast<uint4*>(raw + (2 * c + v) * kDim + 16 * g);
@@ -209,17 +226,25 @@ __host__ __device__ void dequantize_tile(W& warp, uint32_t lane, const uint8_t* 
 struct DeviceWarp {
   template <typename T> __device__ T shfl_xor(T v, int mask) { return __shfl_xor_sync(0xFFFFFFFFu, v, mask); }
   template <typename T> __device__ T shfl(T v, int src) { return __shfl_sync(0xFFFFFFFFu, v, src); }
-  __device__ void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  // d += A B, A int8; B uint8 where kUnsignedB, else int8.
+  template <bool kUnsignedB> __device__ void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    if (kUnsignedB)
+      asm volatile(
+          "mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+          : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+      asm volatile(
+          "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+          : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 };
 
 __constant__ float kBoundary[7];
 
 // Each warp takes tiles of 8 vectors in turn; the CTA holds the A fragments (16 KiB) in shared memory.
+template <bool kSearch>
 __global__ void __launch_bounds__(kWarps * 32) quantize_mma(const uint16_t* __restrict__ raw, const uint4* __restrict__ a_frags,
                                                            uint8_t* __restrict__ codes, float* __restrict__ norms, size_t vectors) {
   __shared__ uint4 a_smem[kFrags];
@@ -227,7 +252,7 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_mma(const uint16_t* __re
   __syncthreads();
   DeviceWarp warp;
   for (size_t tile = blockIdx.x * kWarps + threadIdx.x / 32; tile < vectors / kTileVectors; tile += static_cast<size_t>(gridDim.x) * kWarps)
-    quantize_tile(warp, threadIdx.x % 32, raw + tile * kTileVectors * kDim, a_smem, codes + tile * kTileVectors * kCodeBytes,
+    quantize_tile<kSearch>(warp, threadIdx.x % 32, raw + tile * kTileVectors * kDim, a_smem, codes + tile * kTileVectors * kCodeBytes,
                   norms + tile * kTileVectors, kBoundary);
 }
 
@@ -249,7 +274,7 @@ class EmulatedWarp {
  public:
   template <typename T> T shfl_xor(T v, int mask) { return exchange(v, [&](uint32_t lane) { return lane ^ mask; }); }
   template <typename T> T shfl(T v, int src) { return exchange(v, [&](uint32_t) { return static_cast<uint32_t>(src); }); }
-  void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  template <bool kUnsignedB> void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     const uint32_t lane = current_lane;
     for (int r = 0; r < 4; ++r) a_[lane][r] = a[r], c_[lane][r] = d[r];
     b_[lane][0] = b0, b_[lane][1] = b1;
@@ -257,7 +282,7 @@ class EmulatedWarp {
     for (int r = 0; r < 4; ++r) {
       const uint32_t row = lane / 4 + 8 * (r / 2), col = 2 * (lane % 4) + r % 2;
       int64_t sum = c_[(row % 8) * 4 + col / 2][(row / 8) * 2 + col % 2];
-      for (uint32_t k = 0; k < 32; ++k) sum += static_cast<int64_t>(a_at(row, k)) * b_at(k, col);
+      for (uint32_t k = 0; k < 32; ++k) sum += static_cast<int64_t>(a_at(row, k)) * b_at(k, col, kUnsignedB);
       d[r] = static_cast<int>(sum);
     }
     arrive();
@@ -269,9 +294,10 @@ class EmulatedWarp {
     const uint32_t lane = (row % 8) * 4 + (k % 16) / 4, reg = (row / 8) + 2 * (k / 16);
     return static_cast<int8_t>(a_[lane][reg] >> (8 * (k % 4)));
   }
-  int b_at(uint32_t k, uint32_t col) const {
+  int b_at(uint32_t k, uint32_t col, bool is_unsigned) const {
     const uint32_t lane = col * 4 + (k % 16) / 4, reg = k / 16;
-    return static_cast<int8_t>(b_[lane][reg] >> (8 * (k % 4)));
+    const uint32_t byte = (b_[lane][reg] >> (8 * (k % 4))) & 0xFF;
+    return is_unsigned ? static_cast<int>(byte) : static_cast<int8_t>(byte);
   }
   template <typename T, typename Src> T exchange(T v, Src src) {
     const uint32_t lane = current_lane;
@@ -410,19 +436,23 @@ std::vector<uint16_t> test_vectors(size_t n) {
   return out;
 }
 
-// What one side (GPU or emulation) produced for the first vectors, against the model.
-struct Outputs {
+// Codes and norms from one of the two ways of finding a code.
+struct Quantized {
   std::vector<uint8_t> codes;
   std::vector<float> norms;
-  std::vector<uint16_t> values;  // dequantized from the model's own codes
+  explicit Quantized(size_t vectors) : codes(vectors * kCodeBytes), norms(vectors) {}
 };
+constexpr const char* kWays[2] = {"counting", "binary search"};
 
 struct Verdict {
-  size_t quantize_differing = 0, dequantize_differing = 0;
+  size_t quantize_differing[2] = {0, 0};  // [counting, binary search]
+  size_t dequantize_differing = 0;
   double gaussian_error = 0;  // the Gaussian test vectors' relative squared error after both ways
 };
 
-Verdict compare(const Model& model, const std::vector<uint16_t>& raw, const Outputs& got) {
+// One side's (GPU or emulation) codes, norms and values (the values dequantized from the
+// model's own codes) against the model's.
+Verdict compare(const Model& model, const std::vector<uint16_t>& raw, const Quantized (&got)[2], const std::vector<uint16_t>& values) {
   Verdict out;
   double err = 0, energy = 0;
   for (size_t v = 0; v < raw.size() / kDim; ++v) {
@@ -431,9 +461,11 @@ Verdict compare(const Model& model, const std::vector<uint16_t>& raw, const Outp
     uint16_t back[kDim];
     model.quantize(&raw[v * kDim], codes, &norm);
     model.dequantize(codes, norm, back);
-    if (!std::equal(codes, codes + kCodeBytes, &got.codes[v * kCodeBytes]) || std::memcmp(&norm, &got.norms[v], sizeof norm) != 0)
-      ++out.quantize_differing;
-    if (!std::equal(back, back + kDim, &got.values[v * kDim])) ++out.dequantize_differing;
+    for (int way = 0; way < 2; ++way)
+      if (!std::equal(codes, codes + kCodeBytes, &got[way].codes[v * kCodeBytes]) ||
+          std::memcmp(&norm, &got[way].norms[v], sizeof norm) != 0)
+        ++out.quantize_differing[way];
+    if (!std::equal(back, back + kDim, &values[v * kDim])) ++out.dequantize_differing;
     if (v % 64 < 5) continue;
     for (uint32_t i = 0; i < kDim; ++i) {
       const double x = tq_bf16_to_f32(raw[v * kDim + i]), y = tq_bf16_to_f32(back[i]);
@@ -444,17 +476,19 @@ Verdict compare(const Model& model, const std::vector<uint16_t>& raw, const Outp
   return out;
 }
 
-// The model's codes for the vectors, the input the dequantize checks start from.
-void model_codes(const Model& model, const std::vector<uint16_t>& raw, std::vector<uint8_t>& codes, std::vector<float>& norms) {
-  const size_t n = raw.size() / kDim;
-  codes.resize(n * kCodeBytes), norms.resize(n);
-  for (size_t v = 0; v < n; ++v) model.quantize(&raw[v * kDim], &codes[v * kCodeBytes], &norms[v]);
-}
+bool agrees(const Verdict& r) { return !r.quantize_differing[0] && !r.quantize_differing[1] && !r.dequantize_differing; }
 
 void report(const char* side, size_t vectors, const Verdict& r) {
-  std::printf("%s: %zu of %zu vectors quantize differently from the model, %zu dequantize differently; "
-              "Gaussian vectors come back with relative squared error %.5f\n",
-              side, r.quantize_differing, vectors, r.dequantize_differing, r.gaussian_error);
+  std::printf("%s, %zu vectors: quantize differs from the model on %zu (counting) and %zu (binary search), dequantize "
+              "on %zu; Gaussian vectors come back with relative squared error %.5f\n",
+              side, vectors, r.quantize_differing[0], r.quantize_differing[1], r.dequantize_differing, r.gaussian_error);
+}
+
+// The model's codes for the vectors, the input the dequantize checks start from.
+Quantized model_codes(const Model& model, const std::vector<uint16_t>& raw) {
+  Quantized out(raw.size() / kDim);
+  for (size_t v = 0; v < raw.size() / kDim; ++v) model.quantize(&raw[v * kDim], &out.codes[v * kCodeBytes], &out.norms[v]);
+  return out;
 }
 
 // The tile code on 32 CPU threads, one tile after another: no GPU needed.
@@ -462,27 +496,26 @@ int emulate(const Model& model, size_t vectors) {
   vectors -= vectors % kTileVectors;
   const std::vector<uint16_t> raw = test_vectors(vectors);
   const std::vector<uint32_t> fwd = Model::a_fragments(model.forward), inv = Model::a_fragments(model.inverse);
-  std::vector<uint8_t> codes_in;
-  std::vector<float> norms_in;
-  model_codes(model, raw, codes_in, norms_in);
-  Outputs got{std::vector<uint8_t>(vectors * kCodeBytes), std::vector<float>(vectors), std::vector<uint16_t>(vectors * kDim)};
+  const Quantized in = model_codes(model, raw);
+  Quantized got[2] = {Quantized(vectors), Quantized(vectors)};
+  std::vector<uint16_t> values(vectors * kDim);
   EmulatedWarp warp;
   std::vector<std::thread> lanes;
   for (uint32_t lane = 0; lane < 32; ++lane)
     lanes.emplace_back([&, lane] {
       EmulatedWarp::current_lane = lane;
-      for (size_t tile = 0; tile < vectors / kTileVectors; ++tile) {
-        const size_t v0 = tile * kTileVectors;
-        quantize_tile(warp, lane, &raw[v0 * kDim], reinterpret_cast<const uint4*>(fwd.data()), &got.codes[v0 * kCodeBytes],
-                      &got.norms[v0], model.boundary);
-        dequantize_tile(warp, lane, &codes_in[v0 * kCodeBytes], &norms_in[v0], reinterpret_cast<const uint4*>(inv.data()),
-                        &got.values[v0 * kDim], model.centroid);
+      const uint4* f = reinterpret_cast<const uint4*>(fwd.data());
+      for (size_t v0 = 0; v0 < vectors; v0 += kTileVectors) {
+        quantize_tile<false>(warp, lane, &raw[v0 * kDim], f, &got[0].codes[v0 * kCodeBytes], &got[0].norms[v0], model.boundary);
+        quantize_tile<true>(warp, lane, &raw[v0 * kDim], f, &got[1].codes[v0 * kCodeBytes], &got[1].norms[v0], model.boundary);
+        dequantize_tile(warp, lane, &in.codes[v0 * kCodeBytes], &in.norms[v0], reinterpret_cast<const uint4*>(inv.data()),
+                        &values[v0 * kDim], model.centroid);
       }
     });
   for (auto& t : lanes) t.join();
-  const Verdict r = compare(model, raw, got);
+  const Verdict r = compare(model, raw, got, values);
   report("emulated warp", vectors, r);
-  return r.quantize_differing || r.dequantize_differing ? 1 : 0;
+  return agrees(r) ? 0 : 1;
 }
 
 }  // namespace
@@ -499,23 +532,23 @@ int main(int argc, char** argv) {
   // 1 GiB of bf16 vectors, the checked part repeated; the dequantize reads the model's codes of it.
   const size_t vectors = (1ull << 30) / (kDim * 2), checked = 1u << 16;
   const std::vector<uint16_t> host = test_vectors(checked);
-  std::vector<uint8_t> host_codes;
-  std::vector<float> host_norms;
-  model_codes(model, host, host_codes, host_norms);
+  const Quantized host_in = model_codes(model, host);
   const size_t raw_bytes = vectors * kDim * 2, code_bytes = vectors * kCodeBytes, norm_bytes = vectors * sizeof(float);
   uint16_t *raw, *back;
-  uint8_t *codes, *codes_in;
-  float *norms, *norms_in;
+  uint8_t *codes[2], *codes_in;
+  float *norms[2], *norms_in;
   void* copy;
   uint4 *fwd, *inv;
   int* centroid;
   CUDA_OK(cudaMalloc(&raw, raw_bytes));
   CUDA_OK(cudaMalloc(&back, raw_bytes));
   CUDA_OK(cudaMalloc(&copy, raw_bytes));
-  CUDA_OK(cudaMalloc(&codes, code_bytes));
   CUDA_OK(cudaMalloc(&codes_in, code_bytes));
-  CUDA_OK(cudaMalloc(&norms, norm_bytes));
   CUDA_OK(cudaMalloc(&norms_in, norm_bytes));
+  for (int way = 0; way < 2; ++way) {
+    CUDA_OK(cudaMalloc(&codes[way], code_bytes));
+    CUDA_OK(cudaMalloc(&norms[way], norm_bytes));
+  }
   CUDA_OK(cudaMalloc(&fwd, kFrags * sizeof(uint4)));
   CUDA_OK(cudaMalloc(&inv, kFrags * sizeof(uint4)));
   CUDA_OK(cudaMalloc(&centroid, sizeof model.centroid));
@@ -525,44 +558,61 @@ int main(int argc, char** argv) {
   for (size_t off = 0; off < vectors; off += checked) {
     const size_t n = std::min(checked, vectors - off);
     CUDA_OK(cudaMemcpy(raw + off * kDim, host.data(), n * kDim * 2, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(codes_in + off * kCodeBytes, host_codes.data(), n * kCodeBytes, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(norms_in + off, host_norms.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(codes_in + off * kCodeBytes, host_in.codes.data(), n * kCodeBytes, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(norms_in + off, host_in.norms.data(), n * sizeof(float), cudaMemcpyHostToDevice));
   }
-  int sms = 0, per_sm_q = 0, per_sm_d = 0;
+  int sms = 0;
   CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_q, quantize_mma, kWarps * 32, 0));
-  CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_d, dequantize_mma, kWarps * 32, 0));
-  const uint32_t grid_q = static_cast<uint32_t>(sms * std::max(per_sm_q, 1)), grid_d = static_cast<uint32_t>(sms * std::max(per_sm_d, 1));
-  auto quantize = [&] { quantize_mma<<<grid_q, kWarps * 32>>>(raw, fwd, codes, norms, vectors); };
+  // A persistent grid: as many CTAs as fit on the GPU at once.
+  auto grid_of = [&](const void* kernel) {
+    int per_sm = 0;
+    CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, 0));
+    return static_cast<uint32_t>(sms * std::max(per_sm, 1));
+  };
+  const uint32_t grid_q[2] = {grid_of(reinterpret_cast<const void*>(quantize_mma<false>)),
+                              grid_of(reinterpret_cast<const void*>(quantize_mma<true>))};
+  const uint32_t grid_d = grid_of(reinterpret_cast<const void*>(dequantize_mma));
+  auto quantize = [&](int way) {
+    if (way) quantize_mma<true><<<grid_q[1], kWarps * 32>>>(raw, fwd, codes[1], norms[1], vectors);
+    else quantize_mma<false><<<grid_q[0], kWarps * 32>>>(raw, fwd, codes[0], norms[0], vectors);
+  };
   auto dequantize = [&] { dequantize_mma<<<grid_d, kWarps * 32>>>(codes_in, norms_in, inv, centroid, back, vectors); };
-  quantize();
+  quantize(0);
+  quantize(1);
   dequantize();
   CUDA_OK(cudaGetLastError());
   CUDA_OK(cudaDeviceSynchronize());
-  Outputs got{std::vector<uint8_t>(checked * kCodeBytes), std::vector<float>(checked), std::vector<uint16_t>(checked * kDim)};
-  CUDA_OK(cudaMemcpy(got.codes.data(), codes, got.codes.size(), cudaMemcpyDeviceToHost));
-  CUDA_OK(cudaMemcpy(got.norms.data(), norms, checked * sizeof(float), cudaMemcpyDeviceToHost));
-  CUDA_OK(cudaMemcpy(got.values.data(), back, checked * kDim * 2, cudaMemcpyDeviceToHost));
-  const Verdict r = compare(model, host, got);
-  const double t_q = bench::median_ms(quantize, 10), t_d = bench::median_ms(dequantize, 10);
+  Quantized got[2] = {Quantized(checked), Quantized(checked)};
+  for (int way = 0; way < 2; ++way) {
+    CUDA_OK(cudaMemcpy(got[way].codes.data(), codes[way], checked * kCodeBytes, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(got[way].norms.data(), norms[way], checked * sizeof(float), cudaMemcpyDeviceToHost));
+  }
+  std::vector<uint16_t> values(checked * kDim);
+  CUDA_OK(cudaMemcpy(values.data(), back, checked * kDim * 2, cudaMemcpyDeviceToHost));
+  const Verdict r = compare(model, host, got, values);
+  const double t_q[2] = {bench::median_ms([&] { quantize(0); }, 10), bench::median_ms([&] { quantize(1); }, 10)};
+  const double t_d = bench::median_ms(dequantize, 10);
   const double t_copy = bench::median_ms([&] { CUDA_OK(cudaMemcpyAsync(copy, raw, raw_bytes, cudaMemcpyDeviceToDevice)); }, 10);
   const double moved = raw_bytes + code_bytes + norm_bytes, copy_gbps = 2.0 * raw_bytes / t_copy / 1e6;
-  const double q_gbps = moved / t_q / 1e6, d_gbps = moved / t_d / 1e6;
+  const double q_gbps[2] = {moved / t_q[0] / 1e6, moved / t_q[1] / 1e6}, d_gbps = moved / t_d / 1e6;
   cudaDeviceProp prop;
   CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("%s, %d SMs; %u threads a CTA, quantize %d CTAs per SM, dequantize %d\n", prop.name, sms, kWarps * 32, per_sm_q, per_sm_d);
+  std::printf("%s, %d SMs; %u threads a CTA; CTAs: quantize %u / %u, dequantize %u\n", prop.name, sms, kWarps * 32, grid_q[0],
+              grid_q[1], grid_d);
   report("GPU", checked, r);
   std::printf("| kernel | GB/s (read + written) | D2D copy GB/s | of copy |\n|---|---|---|---|\n");
-  std::printf("| 4-bit quantize, two rounds on int8 MMA | %.0f | %.0f | %.2f |\n", q_gbps, copy_gbps, q_gbps / copy_gbps);
+  for (int way = 0; way < 2; ++way)
+    std::printf("| 4-bit quantize, two rounds on int8 MMA, code by %s | %.0f | %.0f | %.2f |\n", kWays[way], q_gbps[way], copy_gbps,
+                q_gbps[way] / copy_gbps);
   std::printf("| 4-bit dequantize, two rounds on int8 MMA | %.0f | %.0f | %.2f |\n", d_gbps, copy_gbps, d_gbps / copy_gbps);
   if (FILE* json = std::fopen(argc > 1 ? argv[1] : "mma_probe.json", "w")) {
     std::fprintf(json,
-                 "{\"gpu\": \"%s\", \"vectors\": %zu, \"checked\": %zu, \"quantize_differing\": %zu, \"dequantize_differing\": %zu, "
-                 "\"gaussian_error\": %.6f, \"quantize_ms\": %.4f, \"dequantize_ms\": %.4f, \"copy_ms\": %.4f, \"quantize_gbps\": %.1f, "
-                 "\"dequantize_gbps\": %.1f, \"copy_gbps\": %.1f}\n",
-                 prop.name, vectors, checked, r.quantize_differing, r.dequantize_differing, r.gaussian_error, t_q, t_d, t_copy, q_gbps,
-                 d_gbps, copy_gbps);
+                 "{\"gpu\": \"%s\", \"vectors\": %zu, \"checked\": %zu, \"quantize_differing\": [%zu, %zu], "
+                 "\"dequantize_differing\": %zu, \"gaussian_error\": %.6f, \"quantize_ms\": [%.4f, %.4f], \"dequantize_ms\": %.4f, "
+                 "\"copy_ms\": %.4f, \"quantize_gbps\": [%.1f, %.1f], \"dequantize_gbps\": %.1f, \"copy_gbps\": %.1f}\n",
+                 prop.name, vectors, checked, r.quantize_differing[0], r.quantize_differing[1], r.dequantize_differing,
+                 r.gaussian_error, t_q[0], t_q[1], t_d, t_copy, q_gbps[0], q_gbps[1], d_gbps, copy_gbps);
     std::fclose(json);
   }
-  return r.quantize_differing || r.dequantize_differing ? 1 : 0;
+  return agrees(r) ? 0 : 1;
 }
