@@ -1,0 +1,25 @@
+/**
+ * The tensor-core rotation probe (bench/quant/mma_probe.cu, docs/QUANTIZATION.md): its tile
+ * code, run lane by lane on CPU threads that emulate the warp's shuffles and int8 MMAs, gives
+ * the same codes, norms and dequantized values as its C++ model, both ways of finding a code.
+ * This keeps the probe's fragment orders right between the runs that only a GPU can make.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { projectRoot } from '../../runtime/config.js';
+
+test('the tensor-core probe agrees with its model on an emulated warp', (t) => {
+  const build = spawnSync('sh', [join(projectRoot, 'bench/quant/build.sh'), 'mma_probe'], { encoding: 'utf8' });
+  assert.equal(build.status, 0, build.stderr);
+  if (build.stderr.includes('nvcc not found')) {
+    t.skip('no nvcc here: the probe is CUDA C++ and needs it to build');
+    return;
+  }
+  const run = spawnSync(join(projectRoot, 'build/bench/mma_probe'), ['--emulate', '256'], { encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stdout + run.stderr);
+  assert.match(run.stdout, /256 vectors: quantize differs from the model on 0 \(counting\) and 0 \(binary search\), dequantize on 0;/);
+  const error = Number(/relative squared error ([\d.]+)/.exec(run.stdout)?.[1]);
+  assert.ok(error > 0.008 && error < 0.0105, `Gaussian vectors round-trip at the 4-bit codebook's error (0.0093), got ${error}`);
+});
