@@ -135,17 +135,25 @@ __host__ __device__ inline void product_mtile(W& warp, const uint4* a_frags, uin
 // device, an emulation of its collectives on CPU threads (EmulatedWarp) on the host, which
 // checks these lane orders against the model without a GPU.
 
+// This lane's input of a tile: vector g's channels 32c .. 32c + 31.
+struct TileInput {
+  uint4 words[4];
+};
+__host__ __device__ inline TileInput load_input(const uint16_t* raw, uint32_t lane) {
+  TileInput in;
+  for (int w = 0; w < 4; ++w) in.words[w] = reinterpret_cast<const uint4*>(raw + (lane / 4) * kDim + 32 * (lane % 4))[w];
+  return in;
+}
+
 // Quantizes one tile of 8 vectors, as lane `lane` of the warp.
-//   raw: 8 x 128 bf16; a_frags: M's A fragments; codes: 8 x 64 bytes; norms: 8;
-//   boundary: the codebook's 7 positive inner boundaries.
+//   in: this lane's part of the tile's 8 x 128 bf16; a_frags: M's A fragments; codes: 8 x 64
+//   bytes; norms: 8; boundary: the codebook's 7 positive inner boundaries.
 #pragma nv_exec_check_disable
 template <bool kSearch, typename W>
-__host__ __device__ void quantize_tile(W& warp, uint32_t lane, const uint16_t* raw, const uint4* a_frags, uint8_t* codes,
+__host__ __device__ void quantize_tile(W& warp, uint32_t lane, const TileInput& in, const uint4* a_frags, uint8_t* codes,
                                        float* norms, const float* boundary) {
   const uint32_t g = lane / 4, c = lane % 4;
-  uint4 words[4];  // vector g, channels 32c .. 32c + 31
-  for (int w = 0; w < 4; ++w) words[w] = reinterpret_cast<const uint4*>(raw + g * kDim + 32 * c)[w];
-  const uint32_t* pairs = reinterpret_cast<const uint32_t*>(words);
+  const uint32_t* pairs = reinterpret_cast<const uint32_t*>(in.words);
   float x[32];
   float top = 0.f;
   for (int i = 0; i < 16; ++i) {
@@ -244,16 +252,30 @@ struct DeviceWarp {
 __constant__ float kBoundary[7];
 
 // Each warp takes tiles of 8 vectors in turn; the CTA holds the A fragments (16 KiB) in shared memory.
-template <bool kSearch>
+// kPrefetch: a warp loads its next tile's input before coding this one, so that its own
+// loads are in flight while it computes (at 16 more registers).
+template <bool kSearch, bool kPrefetch>
 __global__ void __launch_bounds__(kWarps * 32) quantize_mma(const uint16_t* __restrict__ raw, const uint4* __restrict__ a_frags,
                                                            uint8_t* __restrict__ codes, float* __restrict__ norms, size_t vectors) {
   __shared__ uint4 a_smem[kFrags];
   for (uint32_t i = threadIdx.x; i < kFrags; i += blockDim.x) a_smem[i] = a_frags[i];
   __syncthreads();
   DeviceWarp warp;
-  for (size_t tile = blockIdx.x * kWarps + threadIdx.x / 32; tile < vectors / kTileVectors; tile += static_cast<size_t>(gridDim.x) * kWarps)
-    quantize_tile<kSearch>(warp, threadIdx.x % 32, raw + tile * kTileVectors * kDim, a_smem, codes + tile * kTileVectors * kCodeBytes,
-                  norms + tile * kTileVectors, kBoundary);
+  const uint32_t lane = threadIdx.x % 32;
+  const size_t tiles = vectors / kTileVectors, stride = static_cast<size_t>(gridDim.x) * kWarps;
+  size_t tile = blockIdx.x * kWarps + threadIdx.x / 32;
+  TileInput next;
+  if (kPrefetch && tile < tiles) next = load_input(raw + tile * kTileVectors * kDim, lane);
+  for (; tile < tiles; tile += stride) {
+    TileInput in;
+    if (kPrefetch) {
+      in = next;
+      if (tile + stride < tiles) next = load_input(raw + (tile + stride) * kTileVectors * kDim, lane);
+    } else {
+      in = load_input(raw + tile * kTileVectors * kDim, lane);
+    }
+    quantize_tile<kSearch>(warp, lane, in, a_smem, codes + tile * kTileVectors * kCodeBytes, norms + tile * kTileVectors, kBoundary);
+  }
 }
 
 __global__ void __launch_bounds__(kWarps * 32) dequantize_mma(const uint8_t* __restrict__ codes, const float* __restrict__ norms,
@@ -442,18 +464,23 @@ struct Quantized {
   std::vector<float> norms;
   explicit Quantized(size_t vectors) : codes(vectors * kCodeBytes), norms(vectors) {}
 };
-constexpr const char* kWays[2] = {"counting", "binary search"};
+// The quantize kernels timed: the code found by counting or by binary search, and the
+// second with each warp's next input loaded ahead. The emulation runs the first two (the
+// third is the second's tile code).
+constexpr const char* kWays[] = {"counting", "binary search", "binary search, next tile loaded ahead"};
+constexpr int kWayCount = 3;
 
 struct Verdict {
-  size_t quantize_differing[2] = {0, 0};  // [counting, binary search]
+  std::vector<size_t> quantize_differing;  // by way, as kWays
   size_t dequantize_differing = 0;
   double gaussian_error = 0;  // the Gaussian test vectors' relative squared error after both ways
 };
 
 // One side's (GPU or emulation) codes, norms and values (the values dequantized from the
 // model's own codes) against the model's.
-Verdict compare(const Model& model, const std::vector<uint16_t>& raw, const Quantized (&got)[2], const std::vector<uint16_t>& values) {
+Verdict compare(const Model& model, const std::vector<uint16_t>& raw, const std::vector<Quantized>& got, const std::vector<uint16_t>& values) {
   Verdict out;
+  out.quantize_differing.assign(got.size(), 0);
   double err = 0, energy = 0;
   for (size_t v = 0; v < raw.size() / kDim; ++v) {
     uint8_t codes[kCodeBytes];
@@ -461,7 +488,7 @@ Verdict compare(const Model& model, const std::vector<uint16_t>& raw, const Quan
     uint16_t back[kDim];
     model.quantize(&raw[v * kDim], codes, &norm);
     model.dequantize(codes, norm, back);
-    for (int way = 0; way < 2; ++way)
+    for (size_t way = 0; way < got.size(); ++way)
       if (!std::equal(codes, codes + kCodeBytes, &got[way].codes[v * kCodeBytes]) ||
           std::memcmp(&norm, &got[way].norms[v], sizeof norm) != 0)
         ++out.quantize_differing[way];
@@ -476,12 +503,14 @@ Verdict compare(const Model& model, const std::vector<uint16_t>& raw, const Quan
   return out;
 }
 
-bool agrees(const Verdict& r) { return !r.quantize_differing[0] && !r.quantize_differing[1] && !r.dequantize_differing; }
+bool agrees(const Verdict& r) {
+  return r.dequantize_differing == 0 && std::all_of(r.quantize_differing.begin(), r.quantize_differing.end(), [](size_t n) { return n == 0; });
+}
 
 void report(const char* side, size_t vectors, const Verdict& r) {
-  std::printf("%s, %zu vectors: quantize differs from the model on %zu (counting) and %zu (binary search), dequantize "
-              "on %zu; Gaussian vectors come back with relative squared error %.5f\n",
-              side, vectors, r.quantize_differing[0], r.quantize_differing[1], r.dequantize_differing, r.gaussian_error);
+  std::printf("%s, %zu vectors: quantize differs from the model on", side, vectors);
+  for (size_t way = 0; way < r.quantize_differing.size(); ++way) std::printf("%s %zu (%s)", way ? "," : "", r.quantize_differing[way], kWays[way]);
+  std::printf("; dequantize on %zu; Gaussian vectors come back with relative squared error %.5f\n", r.dequantize_differing, r.gaussian_error);
 }
 
 // The model's codes for the vectors, the input the dequantize checks start from.
@@ -496,8 +525,8 @@ int emulate(const Model& model, size_t vectors) {
   vectors -= vectors % kTileVectors;
   const std::vector<uint16_t> raw = test_vectors(vectors);
   const std::vector<uint32_t> fwd = Model::a_fragments(model.forward), inv = Model::a_fragments(model.inverse);
-  const Quantized in = model_codes(model, raw);
-  Quantized got[2] = {Quantized(vectors), Quantized(vectors)};
+  const Quantized model_in = model_codes(model, raw);
+  std::vector<Quantized> got(2, Quantized(vectors));
   std::vector<uint16_t> values(vectors * kDim);
   EmulatedWarp warp;
   std::vector<std::thread> lanes;
@@ -506,9 +535,10 @@ int emulate(const Model& model, size_t vectors) {
       EmulatedWarp::current_lane = lane;
       const uint4* f = reinterpret_cast<const uint4*>(fwd.data());
       for (size_t v0 = 0; v0 < vectors; v0 += kTileVectors) {
-        quantize_tile<false>(warp, lane, &raw[v0 * kDim], f, &got[0].codes[v0 * kCodeBytes], &got[0].norms[v0], model.boundary);
-        quantize_tile<true>(warp, lane, &raw[v0 * kDim], f, &got[1].codes[v0 * kCodeBytes], &got[1].norms[v0], model.boundary);
-        dequantize_tile(warp, lane, &in.codes[v0 * kCodeBytes], &in.norms[v0], reinterpret_cast<const uint4*>(inv.data()),
+        const TileInput input = load_input(&raw[v0 * kDim], lane);
+        quantize_tile<false>(warp, lane, input, f, &got[0].codes[v0 * kCodeBytes], &got[0].norms[v0], model.boundary);
+        quantize_tile<true>(warp, lane, input, f, &got[1].codes[v0 * kCodeBytes], &got[1].norms[v0], model.boundary);
+        dequantize_tile(warp, lane, &model_in.codes[v0 * kCodeBytes], &model_in.norms[v0], reinterpret_cast<const uint4*>(inv.data()),
                         &values[v0 * kDim], model.centroid);
       }
     });
@@ -535,8 +565,8 @@ int main(int argc, char** argv) {
   const Quantized host_in = model_codes(model, host);
   const size_t raw_bytes = vectors * kDim * 2, code_bytes = vectors * kCodeBytes, norm_bytes = vectors * sizeof(float);
   uint16_t *raw, *back;
-  uint8_t *codes[2], *codes_in;
-  float *norms[2], *norms_in;
+  uint8_t *codes[kWayCount], *codes_in;
+  float *norms[kWayCount], *norms_in;
   void* copy;
   uint4 *fwd, *inv;
   int* centroid;
@@ -545,7 +575,7 @@ int main(int argc, char** argv) {
   CUDA_OK(cudaMalloc(&copy, raw_bytes));
   CUDA_OK(cudaMalloc(&codes_in, code_bytes));
   CUDA_OK(cudaMalloc(&norms_in, norm_bytes));
-  for (int way = 0; way < 2; ++way) {
+  for (int way = 0; way < kWayCount; ++way) {
     CUDA_OK(cudaMalloc(&codes[way], code_bytes));
     CUDA_OK(cudaMalloc(&norms[way], norm_bytes));
   }
@@ -569,49 +599,53 @@ int main(int argc, char** argv) {
     CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, 0));
     return static_cast<uint32_t>(sms * std::max(per_sm, 1));
   };
-  const uint32_t grid_q[2] = {grid_of(reinterpret_cast<const void*>(quantize_mma<false>)),
-                              grid_of(reinterpret_cast<const void*>(quantize_mma<true>))};
+  const uint32_t grid_q[kWayCount] = {grid_of(reinterpret_cast<const void*>(quantize_mma<false, false>)),
+                                      grid_of(reinterpret_cast<const void*>(quantize_mma<true, false>)),
+                                      grid_of(reinterpret_cast<const void*>(quantize_mma<true, true>))};
   const uint32_t grid_d = grid_of(reinterpret_cast<const void*>(dequantize_mma));
   auto quantize = [&](int way) {
-    if (way) quantize_mma<true><<<grid_q[1], kWarps * 32>>>(raw, fwd, codes[1], norms[1], vectors);
-    else quantize_mma<false><<<grid_q[0], kWarps * 32>>>(raw, fwd, codes[0], norms[0], vectors);
+    const auto kernel = way == 0 ? quantize_mma<false, false> : way == 1 ? quantize_mma<true, false> : quantize_mma<true, true>;
+    kernel<<<grid_q[way], kWarps * 32>>>(raw, fwd, codes[way], norms[way], vectors);
   };
   auto dequantize = [&] { dequantize_mma<<<grid_d, kWarps * 32>>>(codes_in, norms_in, inv, centroid, back, vectors); };
-  quantize(0);
-  quantize(1);
+  for (int way = 0; way < kWayCount; ++way) quantize(way);
   dequantize();
   CUDA_OK(cudaGetLastError());
   CUDA_OK(cudaDeviceSynchronize());
-  Quantized got[2] = {Quantized(checked), Quantized(checked)};
-  for (int way = 0; way < 2; ++way) {
+  std::vector<Quantized> got(kWayCount, Quantized(checked));
+  for (int way = 0; way < kWayCount; ++way) {
     CUDA_OK(cudaMemcpy(got[way].codes.data(), codes[way], checked * kCodeBytes, cudaMemcpyDeviceToHost));
     CUDA_OK(cudaMemcpy(got[way].norms.data(), norms[way], checked * sizeof(float), cudaMemcpyDeviceToHost));
   }
   std::vector<uint16_t> values(checked * kDim);
   CUDA_OK(cudaMemcpy(values.data(), back, checked * kDim * 2, cudaMemcpyDeviceToHost));
   const Verdict r = compare(model, host, got, values);
-  const double t_q[2] = {bench::median_ms([&] { quantize(0); }, 10), bench::median_ms([&] { quantize(1); }, 10)};
+  double t_q[kWayCount], q_gbps[kWayCount];
+  for (int way = 0; way < kWayCount; ++way) t_q[way] = bench::median_ms([&] { quantize(way); }, 10);
   const double t_d = bench::median_ms(dequantize, 10);
   const double t_copy = bench::median_ms([&] { CUDA_OK(cudaMemcpyAsync(copy, raw, raw_bytes, cudaMemcpyDeviceToDevice)); }, 10);
   const double moved = raw_bytes + code_bytes + norm_bytes, copy_gbps = 2.0 * raw_bytes / t_copy / 1e6;
-  const double q_gbps[2] = {moved / t_q[0] / 1e6, moved / t_q[1] / 1e6}, d_gbps = moved / t_d / 1e6;
+  for (int way = 0; way < kWayCount; ++way) q_gbps[way] = moved / t_q[way] / 1e6;
+  const double d_gbps = moved / t_d / 1e6;
   cudaDeviceProp prop;
   CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("%s, %d SMs; %u threads a CTA; CTAs: quantize %u / %u, dequantize %u\n", prop.name, sms, kWarps * 32, grid_q[0],
-              grid_q[1], grid_d);
+  std::printf("%s, %d SMs; %u threads a CTA; CTAs: quantize %u / %u / %u, dequantize %u\n", prop.name, sms, kWarps * 32, grid_q[0],
+              grid_q[1], grid_q[2], grid_d);
   report("GPU", checked, r);
   std::printf("| kernel | GB/s (read + written) | D2D copy GB/s | of copy |\n|---|---|---|---|\n");
-  for (int way = 0; way < 2; ++way)
+  for (int way = 0; way < kWayCount; ++way)
     std::printf("| 4-bit quantize, two rounds on int8 MMA, code by %s | %.0f | %.0f | %.2f |\n", kWays[way], q_gbps[way], copy_gbps,
                 q_gbps[way] / copy_gbps);
   std::printf("| 4-bit dequantize, two rounds on int8 MMA | %.0f | %.0f | %.2f |\n", d_gbps, copy_gbps, d_gbps / copy_gbps);
   if (FILE* json = std::fopen(argc > 1 ? argv[1] : "mma_probe.json", "w")) {
     std::fprintf(json,
-                 "{\"gpu\": \"%s\", \"vectors\": %zu, \"checked\": %zu, \"quantize_differing\": [%zu, %zu], "
-                 "\"dequantize_differing\": %zu, \"gaussian_error\": %.6f, \"quantize_ms\": [%.4f, %.4f], \"dequantize_ms\": %.4f, "
-                 "\"copy_ms\": %.4f, \"quantize_gbps\": [%.1f, %.1f], \"dequantize_gbps\": %.1f, \"copy_gbps\": %.1f}\n",
-                 prop.name, vectors, checked, r.quantize_differing[0], r.quantize_differing[1], r.dequantize_differing,
-                 r.gaussian_error, t_q[0], t_q[1], t_d, t_copy, q_gbps[0], q_gbps[1], d_gbps, copy_gbps);
+                 "{\"gpu\": \"%s\", \"vectors\": %zu, \"checked\": %zu, \"dequantize_differing\": %zu, \"gaussian_error\": %.6f, "
+                 "\"dequantize_ms\": %.4f, \"copy_ms\": %.4f, \"dequantize_gbps\": %.1f, \"copy_gbps\": %.1f, \"quantize\": [",
+                 prop.name, vectors, checked, r.dequantize_differing, r.gaussian_error, t_d, t_copy, d_gbps, copy_gbps);
+    for (int way = 0; way < kWayCount; ++way)
+      std::fprintf(json, "%s{\"way\": \"%s\", \"differing\": %zu, \"ms\": %.4f, \"gbps\": %.1f}", way ? ", " : "", kWays[way],
+                   r.quantize_differing[way], t_q[way], q_gbps[way]);
+    std::fprintf(json, "]}\n");
     std::fclose(json);
   }
   return agrees(r) ? 0 : 1;
