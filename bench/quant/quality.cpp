@@ -7,12 +7,14 @@
 //  4. Structured inputs (one-hot, a massive channel, constant, Hadamard rows, biased outlier
 //     channels) against Gaussian ones at every rate from 2 to 4 bits: the rotations that were
 //     candidates (simulated in double precision: one to three randomized Hadamard rounds, a
-//     dense random orthogonal matrix, per-channel pre-scaling before one round), then the
-//     reference in format v1 (one round) and v2 (three rounds).
+//     dense random orthogonal matrix, per-channel pre-scaling before one round, and the
+//     tensor-core plan: two rounds with a screened seed at integer rates), then the reference
+//     in format v1 (one round) and v2 (three rounds).
 // Usage: quality [json path] [markdown path]
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <string>
 
 #include "common.h"
@@ -198,6 +200,7 @@ struct Candidate {
   const char* name;
   std::function<Matrix(uint32_t dim, uint32_t sub, uint64_t seed)> rotation;
   bool prescale;  // divide each channel by its RMS over the group's tokens first
+  bool all_seeds;  // over as many rotation seeds as the reference (the others: fewer, for time)
 };
 
 // Relative squared error of groups of `tokens` vectors at bx2 / 2 bits (MSE codes), with the
@@ -329,16 +332,24 @@ int main(int argc, char** argv) {
   const uint32_t rates[] = {4, 5, 6, 7, 8};
   constexpr uint32_t kSeeds = 32, kSimSeeds = 8;  // the simulation's dense products cost more
   std::vector<Candidate> cands = {
-      {"one Hadamard round (v1)", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 1); }, false},
-      {"two Hadamard rounds", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 2); }, false},
-      {"three Hadamard rounds", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 3); }, false},
-      {"dense random orthogonal", dense_rotation, false},
-      {"per-channel pre-scaling + one round", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 1); }, true},
+      {"one Hadamard round (v1)", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 1); }, false, false},
+      {"two Hadamard rounds", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 2); }, false, false},
+      {"three Hadamard rounds", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 3); }, false, false},
+      {"dense random orthogonal", dense_rotation, false, false},
+      {"per-channel pre-scaling + one round", [](uint32_t d, uint32_t s, uint64_t seed) { return hadamard_rotation(d, s, seed, 1); }, true, false},
+      // The tensor-core plan (docs/QUANTIZATION.md): two rounds as one int8 matrix for the
+      // integer rates, with the seed screened for its lattice; three for the fractional halves.
+      {"two rounds, screened seed (integer rates); three (fractional)", [](uint32_t d, uint32_t s, uint64_t seed) {
+         static std::map<uint64_t, uint64_t> screened;
+         if (d != kDim) return hadamard_rotation(d, s, seed, 3);
+         if (!screened.count(seed)) screened[seed] = bench::screened_seed(kDim, seed, 2);
+         return hadamard_rotation(kDim, 0, screened[seed], 2);
+       }, false, true},
   };
   std::fprintf(md, "\n### Structured inputs: relative squared error as a multiple of the Gaussian figure (mse)\n\n");
   std::fprintf(md, "%zu vectors of each shape in groups of %u tokens; a cell is the shape's error over the Gaussian "
                    "vectors' error under the same method and rate (the Gaussian row gives that error). The reference's "
-                   "rows are means over %u rotation seeds (the simulated candidates' over %u), with the worst single seed "
+                   "rows and the tensor-core plan's are means over %u rotation seeds (the other simulated candidates' over %u), with the worst single seed "
                    "after the slash. Worst: the largest over the structured shapes (not the Gaussian ones: every vector its own "
                    "draw, or one draw repeated).\n\n",
                sn, stokens, kSeeds, kSimSeeds);
@@ -381,7 +392,7 @@ int main(int argc, char** argv) {
     std::fprintf(md, "\n");
   };
   for (const Candidate& c : cands)
-    method_rows(c.name, kSimSeeds, [&](const std::vector<float>& xs, uint32_t bx2, uint32_t seed) { return simulate(c, xs, stokens, bx2, seed); });
+    method_rows(c.name, c.all_seeds ? kSeeds : kSimSeeds, [&](const std::vector<float>& xs, uint32_t bx2, uint32_t seed) { return simulate(c, xs, stokens, bx2, seed); });
   for (uint32_t version : {1u, 2u}) {
     const std::string name = "reference, format v" + std::to_string(version);
     method_rows(name.c_str(), kSeeds, [&](const std::vector<float>& xs, uint32_t bx2, uint32_t seed) {

@@ -1,11 +1,14 @@
 // Rotations as dense matrices, for the benches that simulate candidates around the
 // quantizer's codebooks (quality.cpp, rotations.cpp).
 #pragma once
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "codebooks.h"
+#include "common.h"
 #include "turboquant_format.h"
 
 namespace bench {
@@ -41,6 +44,98 @@ inline double codebook_value(uint32_t dim, uint32_t bits, double y) {
   uint32_t cell = 0;
   while (cell + 1 < (1u << bits) && y > bound[cell]) ++cell;
   return cent[cell];
+}
+
+
+// Squared error of unit vector `y` (already rotated) coded at `bits`, with a subtractive
+// dither `u` (added before coding and taken off the centroid; all zeros for none).
+inline double coded_error(const std::vector<double>& y, uint32_t bits, const std::vector<double>& u) {
+  const uint32_t dim = static_cast<uint32_t>(y.size());
+  double e = 0;
+  for (uint32_t i = 0; i < dim; ++i) {
+    const double d = codebook_value(dim, bits, y[i] + u[i]) - u[i] - y[i];
+    e += d * d;
+  }
+  return e;
+}
+
+// q x / |x|.
+inline std::vector<double> rotate_unit(const Matrix& q, const std::vector<double>& x) {
+  const size_t dim = x.size();
+  double n = 0;
+  for (double v : x) n += v * v;
+  std::vector<double> y(dim, 0.0);
+  for (size_t i = 0; i < dim; ++i) {
+    for (size_t j = 0; j < dim; ++j) y[i] += q[i * dim + j] * x[j];
+    y[i] /= std::sqrt(n);
+  }
+  return y;
+}
+
+inline std::vector<std::vector<double>> unit_gaussian_vectors(uint32_t dim, uint32_t n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<std::vector<double>> out(n, std::vector<double>(dim));
+  for (auto& v : out) {
+    double s = 0;
+    for (double& x : v) {
+      x = rng.normal();
+      s += x * x;
+    }
+    for (double& x : v) x /= std::sqrt(s);
+  }
+  return out;
+}
+
+// The rates the lattice check covers, and Gaussian vectors' mean error at each with dither u.
+constexpr uint32_t kLatticeBits[] = {2, 3, 4};
+inline std::array<double, 3> gaussian_errors(uint32_t dim, const std::vector<double>& u) {
+  // Gaussian vectors stay Gaussian under any rotation: their error needs only the dither.
+  static const std::vector<std::vector<double>> g128 = unit_gaussian_vectors(128, 4096, 7), g64 = unit_gaussian_vectors(64, 4096, 7);
+  const auto& gaussians = dim == 128 ? g128 : g64;
+  std::array<double, 3> out{};
+  for (size_t b = 0; b < 3; ++b)
+    for (const auto& g : gaussians) out[b] += coded_error(g, kLatticeBits[b], u) / gaussians.size();
+  return out;
+}
+
+// A rotation's lattice check: every one-hot and every Hadamard row of its dimension, coded at
+// 2, 3 and 4 bits; their mean errors as multiples of Gaussian vectors' at the same rate.
+struct LatticeScore {
+  double one_hot[3] = {}, hadamard_row[3] = {}, gaussian[3] = {};
+  double largest = 0;  // over rates, one-hots and rows
+};
+inline LatticeScore lattice_score(const Matrix& q, uint32_t dim, const std::vector<double>& u) {
+  LatticeScore s;
+  const std::array<double, 3> gaussian = gaussian_errors(dim, u);
+  for (size_t b = 0; b < 3; ++b) {
+    s.gaussian[b] = gaussian[b];
+    for (uint32_t j = 0; j < dim; ++j) {
+      std::vector<double> column(dim), row(dim);
+      for (uint32_t i = 0; i < dim; ++i) column[i] = q[i * dim + j];
+      for (uint32_t k = 0; k < dim; ++k) row[k] = __builtin_popcount(j & k) & 1 ? -1.0 : 1.0;
+      s.one_hot[b] += coded_error(column, kLatticeBits[b], u) / dim;
+      s.hadamard_row[b] += coded_error(rotate_unit(q, row), kLatticeBits[b], u) / dim;
+    }
+    s.one_hot[b] /= gaussian[b], s.hadamard_row[b] /= gaussian[b];
+    s.largest = std::max({s.largest, s.one_hot[b], s.hadamard_row[b]});
+  }
+  return s;
+}
+
+// The seed a screened rotation of `rounds` Hadamard rounds uses: the configured one if its
+// matrix passes the lattice check within `bound`, else the first of splitmix64(seed, 1, 2, ...)
+// whose matrix does (after 64 tries, the best seen).
+inline uint64_t screened_seed(uint32_t dim, uint64_t seed, uint32_t rounds, double bound = 1.10) {
+  const std::vector<double> none(dim, 0.0);
+  uint64_t best = seed;
+  double best_score = 1e300;
+  for (uint64_t k = 0; k < 64; ++k) {
+    const uint64_t candidate = k == 0 ? seed : tq_splitmix64(seed, k);
+    const double score = lattice_score(hadamard_rotation(dim, 0, candidate, rounds), dim, none).largest;
+    if (score <= bound) return candidate;
+    if (score < best_score) best_score = score, best = candidate;
+  }
+  return best;
 }
 
 }  // namespace bench

@@ -25,7 +25,6 @@ namespace {
 
 constexpr uint32_t kSeeds = 64;
 constexpr uint32_t kGaussians = 4096;
-constexpr uint32_t kBits[] = {2, 3, 4};
 
 // Subtractive dither in the rotated domain: a fixed pseudo-random offset per coordinate,
 // added before coding and taken off the centroid, of `steps` lattice steps (2/dim for a
@@ -38,75 +37,18 @@ std::vector<double> dither(uint32_t dim, uint64_t seed, double steps) {
   return u;
 }
 
-// Squared error of unit vector `y` (already rotated) coded at `bits` with dither `u`.
-double coded_error(const std::vector<double>& y, uint32_t bits, const std::vector<double>& u) {
-  const uint32_t dim = static_cast<uint32_t>(y.size());
-  double e = 0;
-  for (uint32_t i = 0; i < dim; ++i) {
-    const double d = bench::codebook_value(dim, bits, y[i] + u[i]) - u[i] - y[i];
-    e += d * d;
-  }
-  return e;
-}
-
-std::vector<double> rotate_unit(const bench::Matrix& q, const std::vector<double>& x) {
-  const size_t dim = x.size();
-  double n = 0;
-  for (double v : x) n += v * v;
-  std::vector<double> y(dim, 0.0);
-  for (size_t i = 0; i < dim; ++i) {
-    for (size_t j = 0; j < dim; ++j) y[i] += q[i * dim + j] * x[j];
-    y[i] /= std::sqrt(n);
-  }
-  return y;
-}
-
 struct Candidate {
   const char* name;
   uint32_t rounds;
   double dither_steps;
 };
 
-struct SeedScore {
-  double largest = 0;  // the largest multiple over bits and over one-hots / Hadamard rows
-  double one_hot[3] = {}, hadamard_row[3] = {}, gaussian[3] = {};
-};
-
-SeedScore score(const Candidate& c, uint32_t dim, uint64_t seed, const std::vector<std::vector<double>>& gaussians,
-                double* max_entry) {
+// One seed's lattice check, and the largest entry of its integer matrix into *max_entry.
+bench::LatticeScore score(const Candidate& c, uint32_t dim, uint64_t seed, double* max_entry) {
   const bench::Matrix q = bench::hadamard_rotation(dim, 0, seed, c.rounds);
   const double scale = std::pow(static_cast<double>(dim), c.rounds / 2.0);
   for (double v : q) *max_entry = std::max(*max_entry, std::fabs(v) * scale);
-  const std::vector<double> u = dither(dim, seed, c.dither_steps);
-  SeedScore s;
-  for (size_t b = 0; b < 3; ++b) {
-    // Gaussian vectors stay Gaussian under any rotation: their error needs only the dither.
-    for (const auto& g : gaussians) s.gaussian[b] += coded_error(g, kBits[b], u) / gaussians.size();
-    for (uint32_t j = 0; j < dim; ++j) {
-      std::vector<double> column(dim), row(dim);
-      for (uint32_t i = 0; i < dim; ++i) column[i] = q[i * dim + j];
-      for (uint32_t k = 0; k < dim; ++k) row[k] = __builtin_popcount(j & k) & 1 ? -1.0 : 1.0;
-      s.one_hot[b] += coded_error(column, kBits[b], u) / dim;
-      s.hadamard_row[b] += coded_error(rotate_unit(q, row), kBits[b], u) / dim;
-    }
-    s.one_hot[b] /= s.gaussian[b], s.hadamard_row[b] /= s.gaussian[b];
-    s.largest = std::max({s.largest, s.one_hot[b], s.hadamard_row[b]});
-  }
-  return s;
-}
-
-std::vector<std::vector<double>> unit_gaussians(uint32_t dim, uint32_t n, uint64_t seed) {
-  bench::Rng rng(seed);
-  std::vector<std::vector<double>> out(n, std::vector<double>(dim));
-  for (auto& v : out) {
-    double s = 0;
-    for (double& x : v) {
-      x = rng.normal();
-      s += x * x;
-    }
-    for (double& x : v) x /= std::sqrt(s);
-  }
-  return out;
+  return bench::lattice_score(q, dim, dither(dim, seed, c.dither_steps));
 }
 
 // The input as the fixed-point format would hold it: 16-bit integers under a power-of-two
@@ -138,12 +80,11 @@ int main(int argc, char** argv) {
   std::fprintf(json, "{\n  \"seeds\": %u,\n  \"candidates\": [\n", kSeeds);
   bool first = true;
   for (uint32_t dim : {128u, 64u}) {
-    const auto gaussians = unit_gaussians(dim, kGaussians, 7);
     for (const Candidate& c : cands) {
       double max_entry = 0, gaussian[3] = {};
       std::vector<double> largest;
       for (uint64_t seed = 1; seed <= kSeeds; ++seed) {
-        const SeedScore s = score(c, dim, seed, gaussians, &max_entry);
+        const bench::LatticeScore s = score(c, dim, seed, &max_entry);
         largest.push_back(s.largest);
         for (size_t b = 0; b < 3; ++b) gaussian[b] += s.gaussian[b] / kSeeds;
       }
@@ -176,16 +117,16 @@ int main(int argc, char** argv) {
     for (uint32_t i = 0; i < 128; ++i) v[i] = i == 7 ? 100.0 : rng.normal();
   const std::pair<const char*, const std::vector<std::vector<double>>*> inputs[] = {
       {"Gaussian", nullptr}, {"one massive channel", &massive}};
-  const auto gaussians = unit_gaussians(128, kGaussians, 7);
+  const auto gaussians = bench::unit_gaussian_vectors(128, kGaussians, 7);
   first = true;
   for (const auto& [name, vectors] : inputs) {
     const auto& xs = vectors ? *vectors : gaussians;
-    for (uint32_t bits : kBits) {
+    for (uint32_t bits : bench::kLatticeBits) {
       double exact = 0, fixed = 0;
       for (const auto& x : xs) {
-        exact += coded_error(rotate_unit(q, x), bits, none) / xs.size();
+        exact += bench::coded_error(bench::rotate_unit(q, x), bits, none) / xs.size();
         // the error against the exact input: what the rounding and the codebook lose together
-        const std::vector<double> xf = fixed_point16(x), y = rotate_unit(q, xf);
+        const std::vector<double> xf = fixed_point16(x), y = bench::rotate_unit(q, xf);
         double nx = 0, nf = 0;
         for (size_t i = 0; i < x.size(); ++i) nx += x[i] * x[i], nf += xf[i] * xf[i];
         std::vector<double> coded(128);
