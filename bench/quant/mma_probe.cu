@@ -145,14 +145,17 @@ __host__ __device__ inline TileInput load_input(const uint16_t* raw, uint32_t la
   return in;
 }
 
-// Quantizes one tile of 8 vectors, as lane `lane` of the warp.
-//   in: this lane's part of the tile's 8 x 128 bf16; a_frags: M's A fragments; codes: 8 x 64
-//   bytes; norms: 8; boundary: the codebook's 7 positive inner boundaries.
+// This lane's part of a tile in fixed point (steps 1-2 of quantize): the B fragments of its
+// 32 values' bytes, and its vector's exponent and integer norm.
+struct FixedPoint {
+  uint32_t hi[8], lo[8];
+  int e;
+  bool zero;  // coded as zero: q = 0
+  float nq;   // sqrt((float) sum q^2) over the whole vector
+};
+
 #pragma nv_exec_check_disable
-template <bool kSearch, typename W>
-__host__ __device__ void quantize_tile(W& warp, uint32_t lane, const TileInput& in, const uint4* a_frags, uint8_t* codes,
-                                       float* norms, const float* boundary) {
-  const uint32_t g = lane / 4, c = lane % 4;
+template <typename W> __host__ __device__ FixedPoint to_fixed_point(W& warp, const TileInput& in) {
   const uint32_t* pairs = reinterpret_cast<const uint32_t*>(in.words);
   float x[32];
   float top = 0.f;
@@ -163,32 +166,45 @@ __host__ __device__ void quantize_tile(W& warp, uint32_t lane, const TileInput& 
   }
   top = fmaxf(top, warp.shfl_xor(top, 1));
   top = fmaxf(top, warp.shfl_xor(top, 2));
+  FixedPoint fp;
   // ilogb + 1 for normal floats; subnormal and zero tops fall below kMinExponent.
-  const int e = top == 0.f ? -127 : static_cast<int>((bit_cast<uint32_t>(top) >> 23) & 0xFF) - 126;
-  const float factor = e < kMinExponent ? 0.f : bit_cast<float>(static_cast<uint32_t>(127 + 14 - e) << 23);
+  fp.e = top == 0.f ? -127 : static_cast<int>((bit_cast<uint32_t>(top) >> 23) & 0xFF) - 126;
+  fp.zero = fp.e < kMinExponent;
+  const float factor = fp.zero ? 0.f : bit_cast<float>(static_cast<uint32_t>(127 + 14 - fp.e) << 23);
   int q[32];
   unsigned long long sum2 = 0;
   for (int i = 0; i < 32; ++i) {
     q[i] = round_to_int(x[i] * factor);
     sum2 += static_cast<unsigned long long>(q[i] * q[i]);
   }
-  uint32_t hi[8], lo[8];
-  split_bytes(q, hi, lo);
+  split_bytes(q, fp.hi, fp.lo);
   sum2 += warp.shfl_xor(sum2, 1);
   sum2 += warp.shfl_xor(sum2, 2);
-  const float nq = sqrtf(u64_to_float(sum2));
+  fp.nq = sqrtf(u64_to_float(sum2));
+  return fp;
+}
+
+// Quantizes one tile of 8 vectors, as lane `lane` of the warp.
+//   in: this lane's part of the tile's 8 x 128 bf16; a_frags: M's A fragments; codes: 8 x 64
+//   bytes; norms: 8; boundary: the codebook's 7 positive inner boundaries.
+#pragma nv_exec_check_disable
+template <bool kSearch, typename W>
+__host__ __device__ void quantize_tile(W& warp, uint32_t lane, const TileInput& in, const uint4* a_frags, uint8_t* codes,
+                                       float* norms, const float* boundary) {
+  const uint32_t g = lane / 4, c = lane % 4;
+  const FixedPoint fp = to_fixed_point(warp, in);
   // A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 0 below.
-  if (c == 0) norms[g] = factor == 0.f ? 0.f : ldexpf(nq, e - 14);
+  if (c == 0) norms[g] = fp.zero ? 0.f : ldexpf(fp.nq, fp.e - 14);
   // The thresholds of the two vectors this lane codes, 2c and 2c + 1: lanes 8c and 8c + 4 hold their nq.
   float thr[2][7];
   for (int v = 0; v < 2; ++v) {
-    const float scale = 128.f * warp.shfl(nq, 8 * c + 4 * v);
+    const float scale = 128.f * warp.shfl(fp.nq, 8 * c + 4 * v);
     for (int k = 0; k < 7; ++k) thr[v][k] = boundary[k] * scale;
   }
   uint32_t nibbles[2][2] = {{0, 0}, {0, 0}};  // [vector][m-tiles 0-3, 4-7]
   for (int mt = 0; mt < 8; ++mt) {
     int acc[4];
-    product_mtile(warp, a_frags, lane, mt, hi, lo, acc);
+    product_mtile(warp, a_frags, lane, mt, fp.hi, fp.lo, acc);
     // acc[0], acc[1]: row g of vectors 2c, 2c + 1; acc[2], acc[3]: row g + 8.
     for (int r = 0; r < 4; ++r) {
       const int v = r % 2, h = r / 2;
@@ -251,6 +267,12 @@ struct DeviceWarp {
 
 __constant__ float kBoundary[7];
 
+// The A fragments (16 KiB) into the CTA's shared memory, for every warp of it.
+__device__ inline void copy_fragments(uint4* smem, const uint4* frags) {
+  for (uint32_t i = threadIdx.x; i < kFrags; i += blockDim.x) smem[i] = frags[i];
+  __syncthreads();
+}
+
 // Each warp takes tiles of 8 vectors in turn; the CTA holds the A fragments (16 KiB) in shared memory.
 // kPrefetch: a warp loads its next tile's input before coding this one, so that its own
 // loads are in flight while it computes (at 16 more registers).
@@ -258,8 +280,7 @@ template <bool kSearch, bool kPrefetch>
 __global__ void __launch_bounds__(kWarps * 32) quantize_mma(const uint16_t* __restrict__ raw, const uint4* __restrict__ a_frags,
                                                            uint8_t* __restrict__ codes, float* __restrict__ norms, size_t vectors) {
   __shared__ uint4 a_smem[kFrags];
-  for (uint32_t i = threadIdx.x; i < kFrags; i += blockDim.x) a_smem[i] = a_frags[i];
-  __syncthreads();
+  copy_fragments(a_smem, a_frags);
   DeviceWarp warp;
   const uint32_t lane = threadIdx.x % 32;
   const size_t tiles = vectors / kTileVectors, stride = static_cast<size_t>(gridDim.x) * kWarps;
@@ -278,14 +299,48 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_mma(const uint16_t* __re
   }
 }
 
+// Where quantize's time goes: the same loads and stores as quantize_mma<true, false>, with
+// only the first steps between them (the input, then its fixed point, then the products);
+// what they write is a fold of what they computed, so that nothing is left out, not codes.
+enum class Stage { kLoadStore, kFixedPoint, kRotate };
+constexpr const char* kStageNames[] = {"loads and stores only", "and the fixed point", "and the products (no codebook)"};
+
+template <Stage kStage>
+__global__ void __launch_bounds__(kWarps * 32) quantize_stage(const uint16_t* __restrict__ raw, const uint4* __restrict__ a_frags,
+                                                             uint8_t* __restrict__ codes, float* __restrict__ norms, size_t vectors) {
+  __shared__ uint4 a_smem[kFrags];
+  copy_fragments(a_smem, a_frags);
+  DeviceWarp warp;
+  const uint32_t lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  for (size_t tile = blockIdx.x * kWarps + threadIdx.x / 32; tile < vectors / kTileVectors; tile += static_cast<size_t>(gridDim.x) * kWarps) {
+    const TileInput in = load_input(raw + tile * kTileVectors * kDim, lane);
+    uint32_t fold[2] = {0, 0};
+    for (int w = 0; w < 4; ++w) fold[w % 2] ^= in.words[w].x ^ in.words[w].y ^ in.words[w].z ^ in.words[w].w;
+    float norm = 0.f;
+    if (kStage != Stage::kLoadStore) {
+      const FixedPoint fp = to_fixed_point(warp, in);
+      norm = fp.nq;
+      for (int f = 0; f < 8; ++f) fold[f % 2] ^= fp.hi[f] + fp.lo[f];
+      if (kStage == Stage::kRotate)
+        for (int mt = 0; mt < 8; ++mt) {
+          int acc[4];
+          product_mtile(warp, a_smem, lane, mt, fp.hi, fp.lo, acc);
+          fold[mt % 2] ^= static_cast<uint32_t>(acc[0] ^ acc[1] ^ acc[2] ^ acc[3]);
+        }
+    }
+    if (c == 0) norms[tile * kTileVectors + g] = norm;
+    for (int v = 0; v < 2; ++v)
+      reinterpret_cast<uint2*>(codes + (tile * kTileVectors + 2 * c + v) * kCodeBytes)[g] = make_uint2(fold[0] + v, fold[1]);
+  }
+}
+
 __global__ void __launch_bounds__(kWarps * 32) dequantize_mma(const uint8_t* __restrict__ codes, const float* __restrict__ norms,
                                                              const uint4* __restrict__ a_frags, const int* __restrict__ centroid,
                                                              uint16_t* __restrict__ raw, size_t vectors) {
   __shared__ uint4 a_smem[kFrags];
   __shared__ int centroid_smem[16];
-  for (uint32_t i = threadIdx.x; i < kFrags; i += blockDim.x) a_smem[i] = a_frags[i];
   if (threadIdx.x < 16) centroid_smem[threadIdx.x] = centroid[threadIdx.x];
-  __syncthreads();
+  copy_fragments(a_smem, a_frags);
   DeviceWarp warp;
   for (size_t tile = blockIdx.x * kWarps + threadIdx.x / 32; tile < vectors / kTileVectors; tile += static_cast<size_t>(gridDim.x) * kWarps)
     dequantize_tile(warp, threadIdx.x % 32, codes + tile * kTileVectors * kCodeBytes, norms + tile * kTileVectors, a_smem,
@@ -623,6 +678,13 @@ int main(int argc, char** argv) {
   double t_q[kWayCount], q_gbps[kWayCount];
   for (int way = 0; way < kWayCount; ++way) t_q[way] = bench::median_ms([&] { quantize(way); }, 10);
   const double t_d = bench::median_ms(dequantize, 10);
+  const auto stage_kernels = {quantize_stage<Stage::kLoadStore>, quantize_stage<Stage::kFixedPoint>, quantize_stage<Stage::kRotate>};
+  std::vector<double> t_stage;
+  for (const auto kernel : stage_kernels) {
+    const uint32_t grid = grid_of(reinterpret_cast<const void*>(kernel));
+    t_stage.push_back(bench::median_ms([&] { kernel<<<grid, kWarps * 32>>>(raw, fwd, codes[0], norms[0], vectors); }, 10));
+  }
+  CUDA_OK(cudaGetLastError());
   const double t_copy = bench::median_ms([&] { CUDA_OK(cudaMemcpyAsync(copy, raw, raw_bytes, cudaMemcpyDeviceToDevice)); }, 10);
   const double moved = raw_bytes + code_bytes + norm_bytes, copy_gbps = 2.0 * raw_bytes / t_copy / 1e6;
   for (int way = 0; way < kWayCount; ++way) q_gbps[way] = moved / t_q[way] / 1e6;
@@ -637,6 +699,10 @@ int main(int argc, char** argv) {
     std::printf("| 4-bit quantize, two rounds on int8 MMA, code by %s | %.0f | %.0f | %.2f |\n", kWays[way], q_gbps[way], copy_gbps,
                 q_gbps[way] / copy_gbps);
   std::printf("| 4-bit dequantize, two rounds on int8 MMA | %.0f | %.0f | %.2f |\n", d_gbps, copy_gbps, d_gbps / copy_gbps);
+  std::printf("\nWhere quantize's time goes (the same bytes in and out; no codes):\n\n| quantize up to | ms | GB/s | of copy |\n|---|---|---|---|\n");
+  for (size_t i = 0; i < t_stage.size(); ++i)
+    std::printf("| %s | %.3f | %.0f | %.2f |\n", kStageNames[i], t_stage[i], moved / t_stage[i] / 1e6, moved / t_stage[i] / 1e6 / copy_gbps);
+  std::printf("| and the codebook (binary search): the whole kernel | %.3f | %.0f | %.2f |\n", t_q[1], q_gbps[1], q_gbps[1] / copy_gbps);
   if (FILE* json = std::fopen(argc > 1 ? argv[1] : "mma_probe.json", "w")) {
     std::fprintf(json,
                  "{\"gpu\": \"%s\", \"vectors\": %zu, \"checked\": %zu, \"dequantize_differing\": %zu, \"gaussian_error\": %.6f, "
@@ -645,6 +711,8 @@ int main(int argc, char** argv) {
     for (int way = 0; way < kWayCount; ++way)
       std::fprintf(json, "%s{\"way\": \"%s\", \"differing\": %zu, \"ms\": %.4f, \"gbps\": %.1f}", way ? ", " : "", kWays[way],
                    r.quantize_differing[way], t_q[way], q_gbps[way]);
+    std::fprintf(json, "], \"stages_ms\": [");
+    for (size_t i = 0; i < t_stage.size(); ++i) std::fprintf(json, "%s{\"stage\": \"%s\", \"ms\": %.4f}", i ? ", " : "", kStageNames[i], t_stage[i]);
     std::fprintf(json, "]}\n");
     std::fclose(json);
   }
