@@ -4,13 +4,13 @@
 // both ways. M = 128 H D2 H D1 (entries at most 48, the quantizer's sign diagonals), with its
 // rows and columns put in the orders the MMA fragments want (a relabelling, below).
 // Quantize, per vector (the C++ model below does the same arithmetic):
-//  1. E = the exponent of the largest magnitude plus one; every value times 2^(14 - E),
-//     rounded to nearest even: 15-bit integers q (|q| < 2^14). E below -113 codes as zero.
+//  1. E = the exponent of the largest magnitude plus one; every value times 2^(15 - E),
+//     rounded to nearest even: 16-bit integers q (|q| < 2^15). E below -112 codes as zero.
 //  2. q = 256 hi + lo: hi = q >> 8 as int8, lo = the low byte as uint8.
 //  3. acc = M q = 256 (M hi) + M lo, exact in int32: m16n8k32 MMAs, s8 x s8 and s8 x u8.
 //  4. nq = sqrt((float) sum q^2); thresholds T_k = beta_k * (128 nq) for the 7 positive
 //     boundaries beta_k of the dim-128 4-bit codebook; code = (number of T_k below
-//     (float)|acc|) + 8 if acc < 0; stored norm = nq * 2^(E - 14).
+//     (float)|acc|) + 8 if acc < 0; stored norm = nq * 2^(E - 15).
 //     Codes are nibbles, coordinate j at nibble j of the vector's 64 bytes; norms fp32 apart.
 // Dequantize: each code's centroid as a fixed-point integer (centroid * 2^15, rounded), split
 // into bytes the same way; acc = M^T c, exact; value = bf16((float)acc * norm * 2^-22).
@@ -44,7 +44,7 @@ constexpr uint32_t kTileVectors = 8;  // the MMA's n
 constexpr uint32_t kWarps = 4;        // per CTA
 constexpr uint32_t kCodeBytes = kDim / 2;
 constexpr uint32_t kFrags = 8 * 4 * 32;  // A fragments: 8 m-tiles x 4 k-tiles x 32 lanes, 16 bytes each
-constexpr int kMinExponent = -113;       // below: coded as zero (2^(14 - E) must be a normal float)
+constexpr int kMinExponent = -112;       // below: coded as zero (2^(15 - E) must be a normal float)
 constexpr int kCentroidShift = 15;       // centroids as integers: centroid * 2^15
 
 // The orders that give each lane consecutive elements. Lane (g = lane / 4, c = lane % 4)
@@ -82,7 +82,7 @@ __host__ __device__ inline float u64_to_float(unsigned long long x) {
 #endif
 }
 
-// The B fragments of 32 integers below 2^14 in magnitude (this lane's elements, in
+// The B fragments of 32 integers below 2^15 in magnitude (this lane's elements, in
 // contiguous_k order) as bytes: v = 256 hi + lo, hi = v >> 8 (int8), lo = v & 0xFF (uint8).
 __host__ __device__ inline void split_bytes(const int (&v)[32], uint32_t (&hi)[8], uint32_t (&lo)[8]) {
   for (int f = 0; f < 8; ++f) {
@@ -170,7 +170,7 @@ template <typename W> __host__ __device__ FixedPoint to_fixed_point(W& warp, con
   // ilogb + 1 for normal floats; subnormal and zero tops fall below kMinExponent.
   fp.e = top == 0.f ? -127 : static_cast<int>((bit_cast<uint32_t>(top) >> 23) & 0xFF) - 126;
   fp.zero = fp.e < kMinExponent;
-  const float factor = fp.zero ? 0.f : bit_cast<float>(static_cast<uint32_t>(127 + 14 - fp.e) << 23);
+  const float factor = fp.zero ? 0.f : bit_cast<float>(static_cast<uint32_t>(127 + 15 - fp.e) << 23);
   int q[32];
   unsigned long long sum2 = 0;
   for (int i = 0; i < 32; ++i) {
@@ -194,7 +194,7 @@ __host__ __device__ void quantize_tile(W& warp, uint32_t lane, const TileInput& 
   const uint32_t g = lane / 4, c = lane % 4;
   const FixedPoint fp = to_fixed_point(warp, in);
   // A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 0 below.
-  if (c == 0) norms[g] = fp.zero ? 0.f : ldexpf(fp.nq, fp.e - 14);
+  if (c == 0) norms[g] = fp.zero ? 0.f : ldexpf(fp.nq, fp.e - 15);
   // The thresholds of the two vectors this lane codes, 2c and 2c + 1: lanes 8c and 8c + 4 hold their nq.
   float thr[2][7];
   for (int v = 0; v < 2; ++v) {
@@ -442,7 +442,7 @@ struct Model {
     std::fill(codes, codes + kCodeBytes, 0);
     *norm = 0.f;
     if (e < kMinExponent) return;  // subnormal tops included
-    const float factor = std::ldexp(1.f, 14 - e);
+    const float factor = std::ldexp(1.f, 15 - e);
     int q[kDim];
     unsigned long long sum2 = 0;
     for (uint32_t k = 0; k < kDim; ++k) {
@@ -450,7 +450,7 @@ struct Model {
       sum2 += static_cast<unsigned long long>(q[k] * q[k]);
     }
     const float nq = std::sqrt(static_cast<float>(sum2));
-    *norm = std::ldexp(nq, e - 14);
+    *norm = std::ldexp(nq, e - 15);
     for (uint32_t r = 0; r < kDim; ++r) {
       int64_t acc = 0;
       for (uint32_t k = 0; k < kDim; ++k) acc += static_cast<int64_t>(forward[r * kDim + k]) * q[k];
