@@ -1,0 +1,235 @@
+// The tile code of the tensor-core rotation probe (mma_probe.cu): what one warp does to 8
+// vectors of head_dim 128 in bf16, both ways, written once for the GPU's warp and for an
+// emulation of it on CPU threads (mma_warps.cuh). M = 128 H D2 H D1, two randomized Hadamard
+// rounds as one int8 matrix (entries at most 48, the quantizer's sign diagonals), its rows and
+// columns in the orders the MMA fragments want (a relabelling, below). Per vector:
+// Quantize:
+//  1. E = the exponent of the largest magnitude plus one; every value times 2^(15 - E),
+//     rounded to nearest even: 16-bit integers q (|q| < 2^15). E below -112 codes as zero.
+//  2. q = 256 hi + lo: hi = q >> 8 as int8, lo = the low byte as uint8.
+//  3. acc = M q = 256 (M hi) + M lo, exact in int32: m16n8k32 MMAs, s8 x s8 and s8 x u8.
+//  4. nq = sqrt((float) sum q^2); thresholds T_k = beta_k * (128 nq) for the 7 positive
+//     boundaries beta_k of the dim-128 4-bit codebook; code = (number of T_k below
+//     (float)|acc|) + 8 if acc < 0; stored norm = nq * 2^(E - 15).
+//     Codes are nibbles, coordinate j at nibble j of the vector's 64 bytes; norms fp32 apart.
+// Dequantize: each code's centroid as a fixed-point integer (centroid * 2^15, rounded), split
+// into bytes the same way; acc = M^T c, exact; value = bf16((float)acc * norm * 2^-22).
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "turboquant_format.h"
+
+namespace mma_probe {
+
+constexpr uint32_t kDim = 128;
+constexpr uint32_t kTileVectors = 8;  // the MMA's n
+constexpr uint32_t kCodeBytes = kDim / 2;
+constexpr uint32_t kFrags = 8 * 4 * 32;  // A fragments: 8 m-tiles x 4 k-tiles x 32 lanes, 16 bytes each
+constexpr int kMinExponent = -112;       // below: coded as zero (2^(15 - E) must be a normal float)
+constexpr int kCentroidShift = 15;       // centroids as integers: centroid * 2^15
+
+// The orders that give each lane consecutive elements. Lane (g = lane / 4, c = lane % 4)
+// feeds the B fragment of vector g with k = 32t + 16s + 4c + i (k-tile t, half s, byte i):
+// element contiguous_k(k) = 32c + 8t + 4s + i of the vector, so each lane takes 32
+// consecutive ones. The accumulator of m-tile mt holds rows 16mt + g + 8h (h = 0, 1) of
+// vectors 2c and 2c + 1: elements contiguous_row(row) = 16g + 2mt + h, 16 consecutive ones
+// per lane. Quantize's k are channels and its rows coordinates; dequantize's the reverse.
+__host__ __device__ constexpr uint32_t contiguous_k(uint32_t k) {
+  return 32 * ((k / 4) % 4) + 8 * (k / 32) + 4 * ((k / 16) % 2) + k % 4;
+}
+__host__ __device__ constexpr uint32_t contiguous_row(uint32_t r) {
+  return 16 * (r % 8) + 2 * (r / 16) + (r / 8) % 2;
+}
+
+// Bit casts and roundings with the same results on both sides of the probe.
+template <typename To, typename From> __host__ __device__ inline To bit_cast(From v) {
+  static_assert(sizeof(To) == sizeof(From), "a bit cast keeps the size");
+  To out;
+  memcpy(&out, &v, sizeof out);
+  return out;
+}
+__host__ __device__ inline int round_to_int(float x) {
+#ifdef __CUDA_ARCH__
+  return __float2int_rn(x);
+#else
+  return static_cast<int>(std::nearbyint(x));
+#endif
+}
+__host__ __device__ inline float u64_to_float(unsigned long long x) {
+#ifdef __CUDA_ARCH__
+  return __ull2float_rn(x);
+#else
+  return static_cast<float>(x);
+#endif
+}
+
+// The B fragments of 32 integers below 2^15 in magnitude (this lane's elements, in
+// contiguous_k order) as bytes: v = 256 hi + lo, hi = v >> 8 (int8), lo = v & 0xFF (uint8).
+__host__ __device__ inline void split_bytes(const int (&v)[32], uint32_t (&hi)[8], uint32_t (&lo)[8]) {
+  for (int f = 0; f < 8; ++f) {
+    hi[f] = lo[f] = 0;
+    for (int i = 0; i < 4; ++i) {
+      hi[f] |= static_cast<uint32_t>((v[4 * f + i] >> 8) & 0xFF) << (8 * i);
+      lo[f] |= static_cast<uint32_t>(v[4 * f + i] & 0xFF) << (8 * i);
+    }
+  }
+}
+
+// Two bf16 (round to nearest even) in one word, the first in the low half.
+__host__ __device__ inline uint32_t bf16_pair(float first, float second) {
+#ifdef __CUDA_ARCH__
+  return bit_cast<uint32_t>(__floats2bfloat162_rn(first, second));
+#else
+  return tq_f32_to_bf16(first) | static_cast<uint32_t>(tq_f32_to_bf16(second)) << 16;
+#endif
+}
+
+// How many of the 7 ascending thresholds lie below mag: by counting, or by a binary search.
+template <bool kSearch> __host__ __device__ inline uint32_t thresholds_below(float mag, const float (&t)[7]) {
+  if (!kSearch) {
+    uint32_t n = 0;
+    for (int k = 0; k < 7; ++k) n += mag > t[k] ? 1u : 0u;
+    return n;
+  }
+  const bool four = mag > t[3];
+  const bool two = mag > (four ? t[5] : t[1]);
+  const float last = four ? (two ? t[6] : t[4]) : (two ? t[2] : t[0]);
+  return (four ? 4u : 0u) + (two ? 2u : 0u) + (mag > last ? 1u : 0u);
+}
+
+// One m-tile of M times the tile's 8 vectors, exact: 256 (A hi) + A lo.
+template <typename W>
+__host__ __device__ inline void product_mtile(W& warp, const uint4* a_frags, uint32_t lane, int mt, const uint32_t (&hi)[8],
+                                              const uint32_t (&lo)[8], int (&acc)[4]) {
+  uint32_t a[4][4];
+  for (int t = 0; t < 4; ++t) {
+    const uint4 f = a_frags[(mt * 4 + t) * 32 + lane];
+    a[t][0] = f.x, a[t][1] = f.y, a[t][2] = f.z, a[t][3] = f.w;
+  }
+  for (int r = 0; r < 4; ++r) acc[r] = 0;
+  for (int t = 0; t < 4; ++t) warp.template mma<false>(acc, a[t], hi[2 * t], hi[2 * t + 1]);
+  for (int r = 0; r < 4; ++r) acc[r] *= 256;
+  for (int t = 0; t < 4; ++t) warp.template mma<true>(acc, a[t], lo[2 * t], lo[2 * t + 1]);
+}
+
+// The tile code below runs on one side per instantiation: the GPU's warp (DeviceWarp) on the
+// device, an emulation of its collectives on CPU threads (EmulatedWarp) on the host, which
+// checks these lane orders against the model without a GPU.
+
+// This lane's input of a tile: vector g's channels 32c .. 32c + 31.
+struct TileInput {
+  uint4 words[4];
+};
+__host__ __device__ inline TileInput load_input(const uint16_t* raw, uint32_t lane) {
+  TileInput in;
+  for (int w = 0; w < 4; ++w) in.words[w] = reinterpret_cast<const uint4*>(raw + (lane / 4) * kDim + 32 * (lane % 4))[w];
+  return in;
+}
+
+// This lane's part of a tile in fixed point (steps 1-2 of quantize): the B fragments of its
+// 32 values' bytes, and its vector's exponent and integer norm.
+struct FixedPoint {
+  uint32_t hi[8], lo[8];
+  int e;
+  bool zero;  // coded as zero: q = 0
+  float nq;   // sqrt((float) sum q^2) over the whole vector
+};
+
+#pragma nv_exec_check_disable
+template <typename W> __host__ __device__ FixedPoint to_fixed_point(W& warp, const TileInput& in) {
+  const uint32_t* pairs = reinterpret_cast<const uint32_t*>(in.words);
+  float x[32];
+  float top = 0.f;
+  for (int i = 0; i < 16; ++i) {
+    x[2 * i] = bit_cast<float>(pairs[i] << 16);
+    x[2 * i + 1] = bit_cast<float>(pairs[i] & 0xFFFF0000u);
+    top = fmaxf(top, fmaxf(fabsf(x[2 * i]), fabsf(x[2 * i + 1])));
+  }
+  top = fmaxf(top, warp.shfl_xor(top, 1));
+  top = fmaxf(top, warp.shfl_xor(top, 2));
+  FixedPoint fp;
+  // ilogb + 1 for normal floats; subnormal and zero tops fall below kMinExponent.
+  fp.e = top == 0.f ? -127 : static_cast<int>((bit_cast<uint32_t>(top) >> 23) & 0xFF) - 126;
+  fp.zero = fp.e < kMinExponent;
+  const float factor = fp.zero ? 0.f : bit_cast<float>(static_cast<uint32_t>(127 + 15 - fp.e) << 23);
+  int q[32];
+  unsigned long long sum2 = 0;
+  for (int i = 0; i < 32; ++i) {
+    q[i] = round_to_int(x[i] * factor);
+    sum2 += static_cast<unsigned long long>(q[i] * q[i]);
+  }
+  split_bytes(q, fp.hi, fp.lo);
+  sum2 += warp.shfl_xor(sum2, 1);
+  sum2 += warp.shfl_xor(sum2, 2);
+  fp.nq = sqrtf(u64_to_float(sum2));
+  return fp;
+}
+
+// Quantizes one tile of 8 vectors, as lane `lane` of the warp.
+//   in: this lane's part of the tile's 8 x 128 bf16; a_frags: M's A fragments; codes: 8 x 64
+//   bytes; norms: 8; boundary: the codebook's 7 positive inner boundaries.
+#pragma nv_exec_check_disable
+template <bool kSearch, typename W>
+__host__ __device__ void quantize_tile(W& warp, uint32_t lane, const TileInput& in, const uint4* a_frags, uint8_t* codes,
+                                       float* norms, const float* boundary) {
+  const uint32_t g = lane / 4, c = lane % 4;
+  const FixedPoint fp = to_fixed_point(warp, in);
+  // A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 0 below.
+  if (c == 0) norms[g] = fp.zero ? 0.f : ldexpf(fp.nq, fp.e - 15);
+  // The thresholds of the two vectors this lane codes, 2c and 2c + 1: lanes 8c and 8c + 4 hold their nq.
+  float thr[2][7];
+  for (int v = 0; v < 2; ++v) {
+    const float scale = 128.f * warp.shfl(fp.nq, 8 * c + 4 * v);
+    for (int k = 0; k < 7; ++k) thr[v][k] = boundary[k] * scale;
+  }
+  uint32_t nibbles[2][2] = {{0, 0}, {0, 0}};  // [vector][m-tiles 0-3, 4-7]
+  for (int mt = 0; mt < 8; ++mt) {
+    int acc[4];
+    product_mtile(warp, a_frags, lane, mt, fp.hi, fp.lo, acc);
+    // acc[0], acc[1]: row g of vectors 2c, 2c + 1; acc[2], acc[3]: row g + 8.
+    for (int r = 0; r < 4; ++r) {
+      const int v = r % 2, h = r / 2;
+      const float mag = static_cast<float>(acc[r] < 0 ? -acc[r] : acc[r]);
+      const uint32_t code = thresholds_below<kSearch>(mag, thr[v]) | (acc[r] < 0 ? 8u : 0u);
+      nibbles[v][mt / 4] |= code << (4 * (2 * (mt % 4) + h));  // coordinate 16g + 2mt + h
+    }
+  }
+  for (int v = 0; v < 2; ++v)
+    reinterpret_cast<uint2*>(codes + (2 * c + v) * kCodeBytes)[g] = make_uint2(nibbles[v][0], nibbles[v][1]);
+}
+
+// Dequantizes one tile of 8 vectors, as lane `lane` of the warp.
+//   codes, norms: as quantize_tile writes them; a_frags: M^T's A fragments; raw: 8 x 128 bf16;
+//   centroid: the 16 codes' centroids as integers (centroid * 2^15, negative for codes 8-15).
+#pragma nv_exec_check_disable
+template <typename W>
+__host__ __device__ void dequantize_tile(W& warp, uint32_t lane, const uint8_t* codes, const float* norms, const uint4* a_frags,
+                                         uint16_t* raw, const int* centroid) {
+  const uint32_t g = lane / 4, c = lane % 4;
+  const uint4 packed = reinterpret_cast<const uint4*>(codes + g * kCodeBytes)[c];  // coordinates 32c .. 32c + 31
+  const uint32_t nib[4] = {packed.x, packed.y, packed.z, packed.w};
+  int value[32];
+  for (int i = 0; i < 32; ++i) value[i] = centroid[(nib[i / 8] >> (4 * (i % 8))) & 0xF];
+  uint32_t hi[8], lo[8];
+  split_bytes(value, hi, lo);
+  float scale[2];
+  for (int v = 0; v < 2; ++v) scale[v] = ldexpf(norms[2 * c + v], -7 - kCentroidShift);
+  uint32_t out[2][8];  // [vector][m-tile]: channels 16g + 2mt and 16g + 2mt + 1
+  for (int mt = 0; mt < 8; ++mt) {
+    int acc[4];
+    product_mtile(warp, a_frags, lane, mt, hi, lo, acc);
+    for (int v = 0; v < 2; ++v)
+      out[v][mt] = bf16_pair(static_cast<float>(acc[v]) * scale[v], static_cast<float>(acc[v + 2]) * scale[v]);
+  }
+  for (int v = 0; v < 2; ++v) {
+    uint4* dst = reinterpret_cast<uint4*>(raw + (2 * c + v) * kDim + 16 * g);
+    dst[0] = make_uint4(out[v][0], out[v][1], out[v][2], out[v][3]);
+    dst[1] = make_uint4(out[v][4], out[v][5], out[v][6], out[v][7]);
+  }
+}
+
+}  // namespace mma_probe

@@ -1,0 +1,88 @@
+// The warp collectives the probe's tile code (mma_tile.cuh) uses, two ways: the GPU's
+// (shuffles and int8 mma.sync), and an emulation on 32 CPU threads that checks the tile
+// code's lane orders against the C++ model without a GPU.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+
+namespace mma_probe {
+
+struct DeviceWarp {
+  template <typename T> __device__ T shfl_xor(T v, int mask) { return __shfl_xor_sync(0xFFFFFFFFu, v, mask); }
+  template <typename T> __device__ T shfl(T v, int src) { return __shfl_sync(0xFFFFFFFFu, v, src); }
+  // d += A B, A int8; B uint8 where kUnsignedB, else int8.
+  template <bool kUnsignedB> __device__ void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    if (kUnsignedB)
+      asm volatile(
+          "mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+          : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+      asm volatile(
+          "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+          : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+class EmulatedWarp {
+ public:
+  template <typename T> T shfl_xor(T v, int mask) { return exchange(v, [&](uint32_t lane) { return lane ^ mask; }); }
+  template <typename T> T shfl(T v, int src) { return exchange(v, [&](uint32_t) { return static_cast<uint32_t>(src); }); }
+  template <bool kUnsignedB> void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    const uint32_t lane = current_lane;
+    for (int r = 0; r < 4; ++r) a_[lane][r] = a[r], c_[lane][r] = d[r];
+    b_[lane][0] = b0, b_[lane][1] = b1;
+    arrive();
+    for (int r = 0; r < 4; ++r) {
+      const uint32_t row = lane / 4 + 8 * (r / 2), col = 2 * (lane % 4) + r % 2;
+      int64_t sum = c_[(row % 8) * 4 + col / 2][(row / 8) * 2 + col % 2];
+      for (uint32_t k = 0; k < 32; ++k) sum += static_cast<int64_t>(a_at(row, k)) * b_at(k, col, kUnsignedB);
+      d[r] = static_cast<int>(sum);
+    }
+    arrive();
+  }
+  static thread_local uint32_t current_lane;
+
+ private:
+  int a_at(uint32_t row, uint32_t k) const {
+    const uint32_t lane = (row % 8) * 4 + (k % 16) / 4, reg = (row / 8) + 2 * (k / 16);
+    return static_cast<int8_t>(a_[lane][reg] >> (8 * (k % 4)));
+  }
+  int b_at(uint32_t k, uint32_t col, bool is_unsigned) const {
+    const uint32_t lane = col * 4 + (k % 16) / 4, reg = k / 16;
+    const uint32_t byte = (b_[lane][reg] >> (8 * (k % 4))) & 0xFF;
+    return is_unsigned ? static_cast<int>(byte) : static_cast<int8_t>(byte);
+  }
+  template <typename T, typename Src> T exchange(T v, Src src) {
+    const uint32_t lane = current_lane;
+    std::memcpy(&slots_[lane], &v, sizeof v);
+    arrive();
+    T out;
+    std::memcpy(&out, &slots_[src(lane)], sizeof out);
+    arrive();
+    return out;
+  }
+  void arrive() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const uint64_t generation = generation_;
+    if (++arrived_ == 32) {
+      arrived_ = 0, ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != generation; });
+    }
+  }
+  uint32_t a_[32][4], b_[32][2];
+  int c_[32][4];
+  unsigned long long slots_[32];
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  uint32_t arrived_ = 0;
+  uint64_t generation_ = 0;
+};
+thread_local uint32_t EmulatedWarp::current_lane = 0;
+
+}  // namespace mma_probe
