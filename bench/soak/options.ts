@@ -70,6 +70,7 @@ export interface Overrides {
   stepMs?: number;
   sampleMs?: number;
   serverProfileDir?: string;
+  serverNodeArgs?: string[];
   events?: boolean;
 }
 
@@ -81,7 +82,7 @@ export function soakOptions(preset: Preset, o: Overrides): SoakOptions {
   const durationS = o.durationS ?? base.durationS;
   return {
     ...base,
-    ...defined({ sequences: o.sequences, reserve: o.reserve, backend: o.backend, faults: o.faults, sampleMs: o.sampleMs, events: o.events, stepMs: o.stepMs, serverProfileDir: o.serverProfileDir }),
+    ...defined({ sequences: o.sequences, reserve: o.reserve, backend: o.backend, faults: o.faults, sampleMs: o.sampleMs, events: o.events, stepMs: o.stepMs, serverProfileDir: o.serverProfileDir, serverNodeArgs: o.serverNodeArgs }),
     durationS,
     faultEveryS: o.faultEveryS ?? durationS,
     workload: { ...base.workload, ...defined({ seed: o.seed, minTokens: o.minTokens, maxTokens: o.maxTokens }) },

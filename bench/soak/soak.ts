@@ -59,6 +59,8 @@ export interface SoakOptions {
   events: boolean;
   /** Where the server writes a CPU profile of each life (node --cpu-prof), if anywhere. */
   serverProfileDir?: string;
+  /** More flags for the server's node, after its own (V8 settings to compare). */
+  serverNodeArgs?: string[];
   log: (line: string) => void;
 }
 
@@ -231,7 +233,7 @@ export class Soak {
   }
 
   async startServer(): Promise<void> {
-    const nodeArgs = this.o.serverProfileDir ? ['--cpu-prof', '--cpu-prof-dir', this.o.serverProfileDir] : [];
+    const nodeArgs = [...(this.o.serverProfileDir ? ['--cpu-prof', '--cpu-prof-dir', this.o.serverProfileDir] : []), ...(this.o.serverNodeArgs ?? [])];
     this.server = await ServerProcess.start({ args: ['--config', this.configPath], logPath: this.logPath, nodeArgs });
     // The last life's connections: that server is gone.
     (this.client as SpillwayClient | undefined)?.close();
