@@ -66,6 +66,10 @@ import time
 import urllib.parse
 from typing import Any, Callable, Optional
 
+# The batch read's answer is msgpack: the Python client's decoder reads it in place.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "clients", "python"))
+from spillway_msgpack import ExtType, packb, unpackb  # noqa: E402
+
 GB = 1e9
 FOUR_BIT_BOUND = 0.02  # ||a - b||^2 / ||a||^2 a block through 4-bit quantization must meet (FOUR_BIT_BOUND of the tests)
 DEFAULT_LENGTHS = (2048, 4096, 8192, 32768, 131072)
@@ -295,108 +299,6 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
 
 def disk_read_bytes(delta: dict[str, float]) -> float:
     return sum(v for k, v in delta.items() if k.startswith("spillway_disk_bytes_total") and 'direction="read"' in k)
-
-
-# ---- msgpack (decoding only; bin values come back as memoryviews, without copying) -----------
-
-class ExtType:
-    def __init__(self, code: int, data: bytes):
-        self.code = code
-        self.data = data
-
-    def __repr__(self) -> str:
-        return f"ExtType({self.code}, {len(self.data)} bytes)"
-
-
-def unpackb(data: Any) -> Any:
-    mv = memoryview(data)
-    if mv.ndim != 1 or mv.format != "B":
-        mv = mv.cast("B")
-    value, end = _decode(mv, 0)
-    if end != len(mv):
-        raise ValueError(f"msgpack: {len(mv) - end} bytes after the value")
-    return value
-
-
-def _take(mv: memoryview, i: int, n: int) -> memoryview:
-    if i + n > len(mv):
-        raise ValueError(f"msgpack: truncated at byte {i} (wanted {n} more, have {len(mv) - i})")
-    return mv[i:i + n]
-
-
-def _uint(mv: memoryview, i: int, size: int) -> tuple[int, int]:
-    return int.from_bytes(_take(mv, i, size), "big"), i + size
-
-
-def _decode(mv: memoryview, i: int) -> tuple[Any, int]:
-    if i >= len(mv):
-        raise ValueError("msgpack: truncated")
-    b = mv[i]
-    i += 1
-    if b <= 0x7F:
-        return b, i
-    if b >= 0xE0:
-        return b - 0x100, i
-    if 0x80 <= b <= 0x8F:
-        return _map(mv, i, b & 0x0F)
-    if 0x90 <= b <= 0x9F:
-        return _array(mv, i, b & 0x0F)
-    if 0xA0 <= b <= 0xBF:
-        n = b & 0x1F
-        return str(_take(mv, i, n), "utf-8"), i + n
-    if b == 0xC0:
-        return None, i
-    if b == 0xC2:
-        return False, i
-    if b == 0xC3:
-        return True, i
-    if b in (0xC4, 0xC5, 0xC6):  # bin 8/16/32
-        n, i = _uint(mv, i, {0xC4: 1, 0xC5: 2, 0xC6: 4}[b])
-        return _take(mv, i, n), i + n
-    if b in (0xC7, 0xC8, 0xC9):  # ext 8/16/32
-        n, i = _uint(mv, i, {0xC7: 1, 0xC8: 2, 0xC9: 4}[b])
-        code = struct.unpack_from(">b", _take(mv, i, 1))[0]
-        return ExtType(code, bytes(_take(mv, i + 1, n))), i + 1 + n
-    if b == 0xCA:
-        return struct.unpack_from(">f", _take(mv, i, 4))[0], i + 4
-    if b == 0xCB:
-        return struct.unpack_from(">d", _take(mv, i, 8))[0], i + 8
-    if 0xCC <= b <= 0xCF:  # uint 8/16/32/64
-        return _uint(mv, i, 1 << (b - 0xCC))
-    if 0xD0 <= b <= 0xD3:  # int 8/16/32/64
-        size = 1 << (b - 0xD0)
-        return int.from_bytes(_take(mv, i, size), "big", signed=True), i + size
-    if 0xD4 <= b <= 0xD8:  # fixext 1/2/4/8/16
-        n = 1 << (b - 0xD4)
-        code = struct.unpack_from(">b", _take(mv, i, 1))[0]
-        return ExtType(code, bytes(_take(mv, i + 1, n))), i + 1 + n
-    if b in (0xD9, 0xDA, 0xDB):  # str 8/16/32
-        n, i = _uint(mv, i, {0xD9: 1, 0xDA: 2, 0xDB: 4}[b])
-        return str(_take(mv, i, n), "utf-8"), i + n
-    if b in (0xDC, 0xDD):
-        n, i = _uint(mv, i, 2 if b == 0xDC else 4)
-        return _array(mv, i, n)
-    if b in (0xDE, 0xDF):
-        n, i = _uint(mv, i, 2 if b == 0xDE else 4)
-        return _map(mv, i, n)
-    raise ValueError(f"msgpack: byte 0x{b:02x} at {i - 1} starts no value")
-
-
-def _array(mv: memoryview, i: int, n: int) -> tuple[list, int]:
-    out = []
-    for _ in range(n):
-        v, i = _decode(mv, i)
-        out.append(v)
-    return out, i
-
-
-def _map(mv: memoryview, i: int, n: int) -> tuple[dict, int]:
-    out = {}
-    for _ in range(n):
-        k, i = _decode(mv, i)
-        v, i = _decode(mv, i)
-        out[bytes(k) if isinstance(k, memoryview) else k] = v
-    return out, i
 
 
 # ---- plans and summaries (pure) ---------------------------------------------------------------
@@ -1316,46 +1218,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 # ---- self-test (no torch, no GPU, no spillway server) --------------------------------------
 
-def _packb(v: Any) -> bytes:
-    """A small msgpack encoder for the self-test, choosing the wide forms msgpackr may use."""
-    if v is None:
-        return b"\xc0"
-    if v is True or v is False:
-        return b"\xc3" if v else b"\xc2"
-    if isinstance(v, int):
-        if 0 <= v <= 0x7F:
-            return bytes([v])
-        if -32 <= v < 0:
-            return struct.pack(">b", v)
-        if 0 <= v <= 0xFF:
-            return b"\xcc" + struct.pack(">B", v)
-        if 0 <= v <= 0xFFFF:
-            return b"\xcd" + struct.pack(">H", v)
-        if 0 <= v <= 0xFFFFFFFF:
-            return b"\xce" + struct.pack(">I", v)
-        if v >= 0:
-            return b"\xcf" + struct.pack(">Q", v)
-        return b"\xd3" + struct.pack(">q", v)
-    if isinstance(v, float):
-        return b"\xcb" + struct.pack(">d", v)
-    if isinstance(v, str):
-        raw = v.encode()
-        if len(raw) < 32:
-            return bytes([0xA0 | len(raw)]) + raw
-        return b"\xd9" + bytes([len(raw)]) + raw if len(raw) < 256 else b"\xda" + struct.pack(">H", len(raw)) + raw
-    if isinstance(v, (bytes, bytearray)):
-        n = len(v)
-        head = b"\xc4" + bytes([n]) if n < 256 else b"\xc5" + struct.pack(">H", n) if n < 65536 else b"\xc6" + struct.pack(">I", n)
-        return head + bytes(v)
-    if isinstance(v, list):
-        head = bytes([0x90 | len(v)]) if len(v) < 16 else b"\xdc" + struct.pack(">H", len(v))
-        return head + b"".join(_packb(x) for x in v)
-    if isinstance(v, dict):
-        head = bytes([0x80 | len(v)]) if len(v) < 16 else b"\xde" + struct.pack(">H", len(v))
-        return head + b"".join(_packb(k) + _packb(x) for k, x in v.items())
-    raise TypeError(type(v))
-
-
 def self_test() -> int:
     import http.server
 
@@ -1370,7 +1232,7 @@ def self_test() -> int:
     blocks = [{"index": i, "tier": t, "format": "raw", "lossy": t != "raw", "promoted": True, "data": bytes([i % 251]) * size}
               for i, (t, size) in enumerate([("raw", 3), ("disk", 300), ("quantized", 70000), ("disk", 0)])]
     doc = {"blocks": blocks, "n": -5, "big": 2**40, "neg": -2**40, "f": 1.5, "none": None, "long": "x" * 40}
-    decoded = unpackb(bytearray(_packb(doc)))
+    decoded = unpackb(bytearray(packb(doc)))
     expect("msgpack: map of arrays of maps decoded", [b["index"] for b in decoded["blocks"]] == [0, 1, 2, 3])
     expect("msgpack: bin 8/16/32 as memoryviews of the right bytes",
            all(isinstance(b["data"], memoryview) and bytes(b["data"]) == blocks[i]["data"] for i, b in enumerate(decoded["blocks"])))
@@ -1469,7 +1331,7 @@ def self_test() -> int:
                     return self.answer(400, json.dumps({"error": {"code": "INVALID_ARGUMENT", "message": "too many", "field": "indices", "max": 4, "requested": len(body["indices"])}}).encode())
                 return self.answer(200, json.dumps({"blocks": [{"index": i, "slot": i, "blockId": 100 + i} for i in body["indices"]], "timing": {"fillMs": 1}}).encode())
             if self.path.endswith("/blocks/read"):
-                payload = _packb({"blocks": [{"index": i, "tier": "disk", "format": "raw", "lossy": True, "promoted": True, "data": bytes([i]) * 1000} for i in body["indices"]]})
+                payload = packb({"blocks": [{"index": i, "tier": "disk", "format": "raw", "lossy": True, "promoted": True, "data": bytes([i]) * 1000} for i in body["indices"]]})
                 return self.answer(200, payload, "application/msgpack")
             self.answer(404, b'{"error":{"code":"NOT_FOUND","message":"no route"}}')
 

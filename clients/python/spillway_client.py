@@ -1,13 +1,15 @@
 """A small client for spillway's HTTP API, on the Python standard library only.
 
-Control goes as JSON, one block's bytes as application/octet-stream. (Batch routes speak
-msgpack, which the standard library does not; use the single-block routes from Python.)
+Control goes as JSON, one block's bytes as application/octet-stream, many blocks of a
+sequence as msgpack (spillway_msgpack.py, also standard library only).
 
     client = SpillwayClient("http://127.0.0.1:8420", token=None)
     seq = client.create_sequence()["id"]
     client.allocate(seq, 1)
     client.write_block(seq, 0, data, tokens=[...])
     block = client.read_block(seq, 0)
+    client.write_blocks(seq, [(1, data1, tokens1), (2, data2, None)])   # in order, one request
+    blocks = client.read_blocks(seq, [0, 1, 2])                         # in the order asked
 
 An engine on the same GPU can skip the bytes: zero_copy_pool() gives tier 0 as a CUDA IPC
 handle, and under a lease (kept alive by a heartbeat thread) acquire() answers a block's
@@ -33,7 +35,9 @@ import sys
 import threading
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
+
+from spillway_msgpack import packb, unpackb
 
 ROOT_HASH = "0" * 32
 
@@ -78,7 +82,7 @@ class SpillwayError(Exception):
 
 @dataclass
 class Block:
-    data: bytes
+    data: Union[bytes, memoryview]  # a batch read's blocks are views into its one answer
     tier: str
     format: str
     lossy: bool
@@ -152,6 +156,22 @@ class SpillwayClient:
             lossy=headers.get("spillway-lossy") == "true",
             promoted=headers.get("spillway-promoted") == "true",
         )
+
+    def write_blocks(self, sequence: str, blocks: Sequence[tuple[int, bytes, Optional[Sequence[int]]]]) -> list[dict]:
+        """Writes many blocks of a sequence in one request, in the order given, as (index, data,
+        tokens or None); at most the server's server.maxBatchBytes of blocks. An entry that fails
+        raises, naming it ("body.blocks.K") and how many were written before it."""
+        entries = [{"index": i, "data": d, **({"tokens": list(t)} if t is not None else {})} for i, d, t in blocks]
+        _, body = self._send("POST", f"/v1/sequences/{_seg(sequence)}/blocks/write", packb({"blocks": entries}), "application/msgpack")
+        return json.loads(body)["blocks"]
+
+    def read_blocks(self, sequence: str, indices: Sequence[int], promote: bool = True, format: str = "raw") -> list[Block]:
+        """Reads many blocks of a sequence in one request, in the order asked; at most the server's
+        server.maxBatchBytes of blocks. An index that fails raises, naming it ("body.indices.K")."""
+        request = {"indices": list(indices), "promote": promote, "format": format}
+        _, body = self._send("POST", f"/v1/sequences/{_seg(sequence)}/blocks/read", json.dumps(request).encode(), "application/json")
+        return [Block(data=b["data"], tier=b["tier"], format=b["format"], lossy=b["lossy"], promoted=b["promoted"])
+                for b in unpackb(body)["blocks"]]
 
     def pin(self, sequence: str, index: int) -> dict:
         return self._json("POST", f"/v1/sequences/{_seg(sequence)}/blocks/{index}/pin")
