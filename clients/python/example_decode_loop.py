@@ -3,7 +3,7 @@
 
 Request A prefills a prompt and decodes: every time a block's worth of tokens is done, it
 allocates a block, writes its KV bytes with the token ids (committing it to the prefix
-cache) and reads its context back. Request B arrives with the same prompt: it looks the
+cache) and reads its context back, all of it in one request. Request B arrives with the same prompt: it looks the
 prefix up, attaches the cached blocks instead of recomputing them, reads them, and
 decodes a continuation of its own. Both are freed at the end.
 
@@ -103,9 +103,8 @@ def main() -> int:
         result = client.write_block(a, index, written[index], tokens=tokens[-tpb:])
         if result["hash"] != chain_hashes(tokens, tpb)[-1]:
             raise Mismatch(f"block {index}: the server hashed it {result['hash']}, the client {chain_hashes(tokens, tpb)[-1]}")
-        # Attention over the context so far.
-        for i in range(index + 1):
-            block = client.read_block(a, i)
+        # Attention over the context so far: every block of it in one request.
+        for i, block in enumerate(client.read_blocks(a, range(index + 1))):
             tiers_seen.add(block.tier)
             check(f"{a} block {i}", written[i], block, dtype)
     print(f"request A ({a}): {len(tokens)} tokens in {len(written)} blocks, read back from tiers {sorted(tiers_seen)}")
