@@ -3,9 +3,9 @@
 
 Request A prefills a prompt and decodes: every time a block's worth of tokens is done, it
 allocates a block, writes its KV bytes with the token ids (committing it to the prefix
-cache) and reads its context back, all of it in one request. Request B arrives with the same prompt: it looks the
-prefix up, attaches the cached blocks instead of recomputing them, reads them, and
-decodes a continuation of its own. Both are freed at the end.
+cache) and reads its whole context back in one request. Request B arrives with the same
+prompt: it looks the prefix up, attaches the cached blocks instead of recomputing them,
+reads them, and decodes a continuation of its own. Both are freed at the end.
 
     python3 example_decode_loop.py --url http://127.0.0.1:8420 [--token T]
 
