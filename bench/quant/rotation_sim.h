@@ -21,15 +21,13 @@ inline Matrix hadamard_rotation(uint32_t dim, uint32_t sub, uint64_t seed, uint3
   for (uint32_t i = 0; i < dim; ++i) m[i * dim + i] = 1.0;
   const uint32_t purposes[] = {TQ_SIGNS_ROTATION, TQ_SIGNS_ROUND2, TQ_SIGNS_ROUND3};
   for (uint32_t r = 0; r < rounds; ++r) {
+    std::vector<double> sign(dim);
+    for (uint32_t k = 0; k < dim; ++k) sign[k] = (tq_sign_word(seed, dim, sub, purposes[r], k / 32) >> (k % 32)) & 1u ? -1.0 : 1.0;
     Matrix next(dim * dim);
     for (uint32_t i = 0; i < dim; ++i)
       for (uint32_t j = 0; j < dim; ++j) {
         double acc = 0;
-        for (uint32_t k = 0; k < dim; ++k) {
-          const bool neg = (tq_sign_word(seed, dim, sub, purposes[r], k / 32) >> (k % 32)) & 1u;
-          const double h = (__builtin_popcount(i & k) & 1 ? -1.0 : 1.0) * (neg ? -1.0 : 1.0);
-          acc += h * m[k * dim + j];
-        }
+        for (uint32_t k = 0; k < dim; ++k) acc += (__builtin_popcount(i & k) & 1 ? -sign[k] : sign[k]) * m[k * dim + j];
         next[i * dim + j] = acc / std::sqrt(static_cast<double>(dim));
       }
     m.swap(next);
@@ -45,7 +43,6 @@ inline double codebook_value(uint32_t dim, uint32_t bits, double y) {
   while (cell + 1 < (1u << bits) && y > bound[cell]) ++cell;
   return cent[cell];
 }
-
 
 // Squared error of unit vector `y` (already rotated) coded at `bits`, with a subtractive
 // dither `u` (added before coding and taken off the centroid; all zeros for none).
@@ -107,15 +104,19 @@ struct LatticeScore {
 inline LatticeScore lattice_score(const Matrix& q, uint32_t dim, const std::vector<double>& u) {
   LatticeScore s;
   const std::array<double, 3> gaussian = gaussian_errors(dim, u);
+  for (uint32_t j = 0; j < dim; ++j) {
+    // one-hot j comes out as column j; Hadamard row j goes through q
+    std::vector<double> column(dim), row(dim);
+    for (uint32_t i = 0; i < dim; ++i) column[i] = q[i * dim + j];
+    for (uint32_t k = 0; k < dim; ++k) row[k] = __builtin_popcount(j & k) & 1 ? -1.0 : 1.0;
+    const std::vector<double> rotated_row = rotate_unit(q, row);
+    for (size_t b = 0; b < 3; ++b) {
+      s.one_hot[b] += coded_error(column, kLatticeBits[b], u) / dim;
+      s.hadamard_row[b] += coded_error(rotated_row, kLatticeBits[b], u) / dim;
+    }
+  }
   for (size_t b = 0; b < 3; ++b) {
     s.gaussian[b] = gaussian[b];
-    for (uint32_t j = 0; j < dim; ++j) {
-      std::vector<double> column(dim), row(dim);
-      for (uint32_t i = 0; i < dim; ++i) column[i] = q[i * dim + j];
-      for (uint32_t k = 0; k < dim; ++k) row[k] = __builtin_popcount(j & k) & 1 ? -1.0 : 1.0;
-      s.one_hot[b] += coded_error(column, kLatticeBits[b], u) / dim;
-      s.hadamard_row[b] += coded_error(rotate_unit(q, row), kLatticeBits[b], u) / dim;
-    }
     s.one_hot[b] /= gaussian[b], s.hadamard_row[b] /= gaussian[b];
     s.largest = std::max({s.largest, s.one_hot[b], s.hadamard_row[b]});
   }
