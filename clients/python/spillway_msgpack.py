@@ -15,38 +15,55 @@ from typing import Any
 
 def packb(v: Any) -> bytes:
     """Encodes None, bools, ints, floats (as float 64), str, bytes-like (as bin), lists, tuples
-    and dicts, each in its shortest form but floats."""
+    and dicts, each in its shortest form but floats. Bin values are copied once, into the result."""
+    parts: list[Any] = []
+    _pack(v, parts)
+    return b"".join(parts)
+
+
+def _pack(v: Any, parts: list) -> None:
+    """Appends v's encoding to parts, bin values as views of themselves."""
     if v is None:
-        return b"\xc0"
-    if v is True or v is False:
-        return b"\xc3" if v else b"\xc2"
-    if isinstance(v, int):
-        if 0 <= v <= 0x7F:
-            return bytes([v])
-        if -32 <= v < 0:
-            return struct.pack(">b", v)
-        if 0 <= v <= 0xFF:
-            return b"\xcc" + struct.pack(">B", v)
-        if 0 <= v <= 0xFFFF:
-            return b"\xcd" + struct.pack(">H", v)
-        if 0 <= v <= 0xFFFFFFFF:
-            return b"\xce" + struct.pack(">I", v)
-        if v >= 0:
-            return b"\xcf" + struct.pack(">Q", v)
-        return b"\xd3" + struct.pack(">q", v)
-    if isinstance(v, float):
-        return b"\xcb" + struct.pack(">d", v)
-    if isinstance(v, str):
+        parts.append(b"\xc0")
+    elif v is True or v is False:
+        parts.append(b"\xc3" if v else b"\xc2")
+    elif isinstance(v, int):
+        parts.append(_int(v))
+    elif isinstance(v, float):
+        parts.append(b"\xcb" + struct.pack(">d", v))
+    elif isinstance(v, str):
         raw = v.encode()
-        return _head(len(raw), 0xA0, 32, b"\xd9", b"\xda", b"\xdb") + raw
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        v = memoryview(v).cast("B")
-        return _head(len(v), None, 0, b"\xc4", b"\xc5", b"\xc6") + bytes(v)
-    if isinstance(v, (list, tuple)):
-        return _head(len(v), 0x90, 16, None, b"\xdc", b"\xdd") + b"".join(packb(x) for x in v)
-    if isinstance(v, dict):
-        return _head(len(v), 0x80, 16, None, b"\xde", b"\xdf") + b"".join(packb(k) + packb(x) for k, x in v.items())
-    raise TypeError(f"msgpack: cannot encode {type(v).__name__}")
+        parts += (_head(len(raw), 0xA0, 32, b"\xd9", b"\xda", b"\xdb"), raw)
+    elif isinstance(v, (bytes, bytearray, memoryview)):
+        view = memoryview(v).cast("B")
+        parts += (_head(len(view), None, 0, b"\xc4", b"\xc5", b"\xc6"), view)
+    elif isinstance(v, (list, tuple)):
+        parts.append(_head(len(v), 0x90, 16, None, b"\xdc", b"\xdd"))
+        for x in v:
+            _pack(x, parts)
+    elif isinstance(v, dict):
+        parts.append(_head(len(v), 0x80, 16, None, b"\xde", b"\xdf"))
+        for k, x in v.items():
+            _pack(k, parts)
+            _pack(x, parts)
+    else:
+        raise TypeError(f"msgpack: cannot encode {type(v).__name__}")
+
+
+def _int(v: int) -> bytes:
+    if 0 <= v <= 0x7F:
+        return bytes([v])
+    if -32 <= v < 0:
+        return struct.pack(">b", v)
+    if 0 <= v <= 0xFF:
+        return b"\xcc" + struct.pack(">B", v)
+    if 0 <= v <= 0xFFFF:
+        return b"\xcd" + struct.pack(">H", v)
+    if 0 <= v <= 0xFFFFFFFF:
+        return b"\xce" + struct.pack(">I", v)
+    if v >= 0:
+        return b"\xcf" + struct.pack(">Q", v)
+    return b"\xd3" + struct.pack(">q", v)
 
 
 def _head(n: int, fix: int | None, fix_limit: int, tag8: bytes | None, tag16: bytes, tag32: bytes) -> bytes:
