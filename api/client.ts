@@ -8,14 +8,13 @@
  */
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { Packr } from 'msgpackr';
 import type { z } from 'zod';
 import { isErrorCode, SpillwayError } from '../runtime/errors.js';
 import type { MoveEvent } from '../runtime/telemetry.js';
 import type * as W from './routes/weights.js';
 import type * as S from './schemas.js';
 import { takeSseMessages } from './dashboard/sse.js';
-import { encodeWriteBatch } from './msgpack-blocks.js';
+import { decodeBlockBatch, encodeWriteBatch } from './msgpack-blocks.js';
 
 type Out<T extends z.ZodType> = z.output<T>;
 type In<T extends z.ZodType> = z.input<T>;
@@ -41,8 +40,6 @@ export interface ServerEvent {
   event: 'move' | 'dropped';
   data: MoveEvent | { dropped: number };
 }
-
-const packr = new Packr({ useRecords: false });
 
 /** A request body: text, bytes, or parts sent in order without being joined. */
 type Body = string | Uint8Array | Uint8Array[];
@@ -122,7 +119,7 @@ export class SpillwayClient {
     return parseJson(res) as Out<typeof S.WriteResponse>;
   }
 
-  /** With `into`, an answer of its length is read into it (the answer's data is then a view of it): a caller reusing its buffers allocates nothing per read. */
+  /** With `into`, an answer that fits is read into it (the answer's data is then a view of it): a caller reusing its buffers allocates nothing per read. */
   async readBlock(sequence: string, index: number, options: { promote?: boolean; format?: 'raw' | 'stored'; into?: Uint8Array } = {}): Promise<BlockRead> {
     const query = new URLSearchParams();
     if (options.promote !== undefined) query.set('promote', String(options.promote));
@@ -144,10 +141,14 @@ export class SpillwayClient {
     return (parseJson(res) as Out<typeof S.BatchWriteResponse>).blocks;
   }
 
-  /** Reads many blocks in one request; the answer comes as msgpack. */
-  async readBlocks(sequence: string, indices: number[], options: { promote?: boolean; format?: 'raw' | 'stored' } = {}): Promise<BatchBlock[]> {
-    const res = await this.send('POST', `/v1/sequences/${seg(sequence)}/blocks/read`, JSON.stringify({ indices, ...options }), 'application/json');
-    return (packr.unpack(res.body) as { blocks: BatchBlock[] }).blocks;
+  /**
+   * Reads many blocks in one request; the answer comes as msgpack. With `into`, an answer
+   * that fits is read into it and each block's data is a view of it, as with readBlock.
+   */
+  async readBlocks(sequence: string, indices: number[], options: { promote?: boolean; format?: 'raw' | 'stored'; into?: Uint8Array } = {}): Promise<BatchBlock[]> {
+    const { into, ...query } = options;
+    const res = await this.send('POST', `/v1/sequences/${seg(sequence)}/blocks/read`, JSON.stringify({ indices, ...query }), 'application/json', [], into);
+    return decodeBlockBatch(res.body) as BatchBlock[];
   }
 
   pin(sequence: string, index: number): Promise<Out<typeof S.PinResponse>> {
@@ -280,7 +281,7 @@ export class SpillwayClient {
 
 /**
  * A body read into one buffer: sized once from content-length where the server sent it,
- * `into` where that is its length.
+ * the start of `into` where it fits there.
  */
 async function readAll(res: IncomingMessage, into?: Uint8Array): Promise<Buffer> {
   const length = Number(res.headers['content-length']);
@@ -289,7 +290,7 @@ async function readAll(res: IncomingMessage, into?: Uint8Array): Promise<Buffer>
     for await (const chunk of res as AsyncIterable<Buffer>) chunks.push(chunk);
     return Buffer.concat(chunks);
   }
-  const out = into?.byteLength === length ? Buffer.from(into.buffer, into.byteOffset, length) : Buffer.allocUnsafe(length);
+  const out = into !== undefined && length <= into.byteLength ? Buffer.from(into.buffer, into.byteOffset, length) : Buffer.allocUnsafe(length);
   let at = 0;
   for await (const chunk of res as AsyncIterable<Buffer>) at += chunk.copy(out, at);
   if (at !== length) throw new Error(`answer ended after ${at} of ${length} bytes`);

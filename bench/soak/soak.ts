@@ -17,7 +17,7 @@ import { Gate } from './gate.js';
 import { ABANDON, codeOf, OPS, type OpKind } from './operations.js';
 import { BLOCK_ROUTES, histogramQuantiles, Sampler, type LeakVerdicts, type OperationQuantiles, type Sample } from './sampling.js';
 import { LatencyHistogram, type GrowthRule } from './stats.js';
-import { Verifier, type BlockBuffer } from './verifier.js';
+import { Verifier } from './verifier.js';
 import { SequenceModel, Workload, type WorkloadOptions } from './workload.js';
 
 export interface SoakOptions {
@@ -69,6 +69,8 @@ const RETRY = new Set(['TIER_BUSY', 'BUSY']);
 /** Answers that mean "no room": a new sequence waits, a growing one ends early. */
 const FULL = new Set(['CAPACITY_EXCEEDED', 'LIMIT_EXCEEDED']);
 const HISTORY = 200_000;
+/** The most blocks a decode step's batch read asks for. */
+const MAX_BATCH_READ = 8;
 
 export interface SoakReport {
   passed: boolean;
@@ -311,9 +313,9 @@ export class Soak {
   }
 
   /** Checks one block read against its seed; a wrong one stops the run with its history. */
-  async check(seq: SequenceModel, index: number, r: { data: Uint8Array; tier: string; lossy: boolean; promoted: boolean }, how: string, into?: BlockBuffer): Promise<void> {
+  async check(seq: SequenceModel, index: number, r: { data: Uint8Array; tier: string; lossy: boolean; promoted: boolean }, how: string): Promise<void> {
     const bytes = r.data.byteLength;
-    const error = await this.verifier.checkBlock(this.workload.seedOf(seq, index), this.rawBytes, r.data, into);
+    const error = await this.verifier.checkBlock(this.workload.seedOf(seq, index), this.rawBytes, r.data);
     const ok = r.lossy ? error < FOUR_BIT_BOUND : error === 0;
     this.t.readsChecked++;
     if (r.lossy) this.t.readsLossy++;
@@ -367,11 +369,16 @@ export class Soak {
     this.note(seq, index, `written (version ${next})`);
   }
 
+  /** Room for a batch read's answer of `blocks` raw blocks: their bytes and each entry's msgpack fields. */
+  private batchAnswerBytes(blocks: number): number {
+    return blocks * (this.rawBytes + 1024) + 1024;
+  }
+
   private async readOne(seq: SequenceModel, index: number, promote: boolean): Promise<void> {
     const into = this.verifier.block(this.rawBytes);
     try {
       const r = await this.op('read', seq, (c) => c.readBlock(seq.id, index, { promote, into: into.data }));
-      await this.check(seq, index, r, promote ? 'read' : 'read in place', into);
+      await this.check(seq, index, r, promote ? 'read' : 'read in place');
     } finally {
       into.release();
     }
@@ -462,11 +469,17 @@ export class Soak {
         await this.readOne(seq, i, w.uniform() < 0.9);
       }
       if (w.uniform() < this.o.readBatchShare) {
-        const count = Math.min(seq.written, 2 + Math.floor(w.uniform() * 7));
+        const count = Math.min(seq.written, 2 + Math.floor(w.uniform() * (MAX_BATCH_READ - 1)));
         const start = Math.max(0, seq.written - count - w.zipfRank(seq.written));
         const indices = Array.from({ length: count }, (_, k) => start + k);
-        const blocks = await this.op('readBatch', seq, (c) => c.readBlocks(seq.id, indices));
-        await Promise.all(blocks.map((b) => this.check(seq, b.index, b, 'batch read')));
+        // The answer is read into a shared area and its blocks checked where they lie in it.
+        const area = this.verifier.area(this.batchAnswerBytes(count));
+        try {
+          const blocks = await this.op('readBatch', seq, (c) => c.readBlocks(seq.id, indices, { into: area.data }));
+          await Promise.all(blocks.map((b) => this.check(seq, b.index, b, 'batch read')));
+        } finally {
+          area.release();
+        }
       }
     }
   }
@@ -527,8 +540,8 @@ export class Soak {
     this.diskSlots = cap.tiers[cap.tiers.length - 1]!.slots;
     this.diskPath = status.backend.disk.path;
     // Block buffers for what each sequence does at once (a prompt batch, or a decode step's
-    // write, read or batch read of up to 8), and some to spare.
-    await this.verifier.share(this.rawBytes, this.o.sequences * Math.max(this.o.batchBlocks, 8) + 8);
+    // write or read), and some to spare; areas for the batch reads of a quarter of them.
+    await this.verifier.share(this.rawBytes, this.o.sequences * this.o.batchBlocks + 8, Math.ceil(this.o.sequences / 4), this.batchAnswerBytes(MAX_BATCH_READ));
     this.hasGpu = status.backend.name === 'gpu';
     const quant = status.config.quantization as { keyBits: number; valueBits: number };
     if (quant.keyBits !== 4 || quant.valueBits !== 4) throw new Error('the soak checks quantized reads against the 4-bit bound: run it with 4-bit keys and values');

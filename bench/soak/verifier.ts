@@ -3,10 +3,12 @@
  * harness's own thread only speaks HTTP: checking a 2 MiB quantized block costs
  * milliseconds, and at hundreds of reads a second one thread would be the bottleneck.
  *
- * The blocks of single writes and reads live in memory shared with the threads (`block`,
- * `makeBlock`, `checkBlock`): made and checked where they lie, neither copied nor handed
- * over. A fresh 2 MiB buffer a request is memory V8 counts, and at a few hundred a second
- * its collections stall the thread that times every request (docs/SOAK.md).
+ * Blocks live in memory shared with the threads: a single write's or read's block in a slot
+ * (`block`, `makeBlock`), a batch read's answer in an area (`area`); `checkBlock` checks a
+ * block lying there in place, neither copied nor handed over. A fresh 2 MiB buffer a request
+ * is memory V8 counts, and at a few hundred a second its collections stall the thread that
+ * times every request; a batch's blocks copied out of its answer held that thread for
+ * milliseconds at a time (docs/SOAK.md).
  */
 import { availableParallelism } from 'node:os';
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
@@ -15,8 +17,8 @@ import { soakBlock } from './content.js';
 
 type Job =
   | ({ id: number; seed: number; bytes: number } & ({ kind: 'make' } | { kind: 'check'; data: Uint8Array }))
-  | { id: number; kind: 'make-shared' | 'check-shared'; seed: number; slot: number }
-  | { id: number; kind: 'share'; memory: SharedArrayBuffer; bytes: number };
+  | { id: number; kind: 'make-shared' | 'check-shared'; seed: number; bytes: number; offset: number }
+  | { id: number; kind: 'share'; memory: SharedArrayBuffer };
 interface Done {
   id: number;
   data?: Uint8Array;
@@ -35,12 +37,12 @@ export function distance(seed: number, bytes: number, got: Uint8Array): number {
 }
 
 if (!isMainThread) {
-  let shared: { memory: SharedArrayBuffer; bytes: number } | undefined;
-  const slot = (i: number) => Buffer.from(shared!.memory, i * shared!.bytes, shared!.bytes);
+  let shared: SharedArrayBuffer | undefined;
+  const at = (job: { offset: number; bytes: number }) => Buffer.from(shared!, job.offset, job.bytes);
   parentPort!.on('message', (job: Job) => {
     switch (job.kind) {
       case 'share':
-        shared = { memory: job.memory, bytes: job.bytes };
+        shared = job.memory;
         return parentPort!.postMessage({ id: job.id } satisfies Done);
       case 'make': {
         const data = soakBlock(job.seed, job.bytes);
@@ -49,25 +51,42 @@ if (!isMainThread) {
       case 'check':
         return parentPort!.postMessage({ id: job.id, error: distance(job.seed, job.bytes, job.data) } satisfies Done);
       case 'make-shared':
-        soakBlock(job.seed, shared!.bytes).copy(slot(job.slot));
+        soakBlock(job.seed, job.bytes).copy(at(job));
         return parentPort!.postMessage({ id: job.id } satisfies Done);
       case 'check-shared':
-        return parentPort!.postMessage({ id: job.id, error: distance(job.seed, shared!.bytes, slot(job.slot)) } satisfies Done);
+        return parentPort!.postMessage({ id: job.id, error: distance(job.seed, job.bytes, at(job)) } satisfies Done);
     }
   });
 }
 
-/** A block buffer: one of the shared slots, or a fresh one when all are in use; `release` gives a slot back. */
+/** A shared slot or area, or a fresh buffer when all are in use; `release` gives a shared one back. */
 export interface BlockBuffer {
   data: Buffer;
-  /** The shared slot, or -1. */
-  slot: number;
   release(): void;
 }
 
-/** A buffer outside the shared slots: nothing to give back. */
+/** A buffer outside the shared memory: nothing to give back. */
 function unshared(data: Buffer): BlockBuffer {
-  return { data, slot: -1, release: () => {} };
+  return { data, release: () => {} };
+}
+
+/** Equal regions of the shared memory from `base` on, taken and given back. */
+class Regions {
+  private readonly free: number[];
+  constructor(private readonly memory: SharedArrayBuffer, base: number, readonly bytes: number, count: number) {
+    this.free = Array.from({ length: count }, (_, i) => base + (count - 1 - i) * bytes);
+  }
+
+  take(): BlockBuffer | undefined {
+    const offset = this.free.pop();
+    if (offset === undefined) return undefined;
+    let held = true;
+    const release = () => {
+      if (held) this.free.push(offset);
+      held = false;
+    };
+    return { data: Buffer.from(this.memory, offset, this.bytes), release };
+  }
 }
 
 export class Verifier {
@@ -75,7 +94,7 @@ export class Verifier {
   private readonly load: number[];
   private readonly pending = new Map<number, { resolve: (d: Done) => void; reject: (err: Error) => void; worker: number }>();
   private nextId = 1;
-  private shared: { memory: SharedArrayBuffer; bytes: number; free: number[] } | undefined;
+  private shared: { memory: SharedArrayBuffer; slots: Regions; areas: Regions } | undefined;
 
   /** One thread per core but two (the harness's own and the server's event loops), at least one. */
   constructor(threads = Math.max(1, Math.min(12, availableParallelism() - 2))) {
@@ -130,11 +149,14 @@ export class Verifier {
     return (await this.run({ id: this.nextId++, kind: 'check', seed, bytes, data }, [data.buffer as ArrayBuffer])).error!;
   }
 
-  /** Shares `slots` block buffers of `bytes` with the threads; until then the block methods use fresh buffers. */
-  async share(bytes: number, slots: number): Promise<void> {
-    const memory = new SharedArrayBuffer(bytes * slots);
-    await Promise.all(this.workers.map((_, w) => this.runOn(w, { id: this.nextId++, kind: 'share', memory, bytes })));
-    this.shared = { memory, bytes, free: Array.from({ length: slots }, (_, i) => i) };
+  /**
+   * Shares with the threads `slots` block buffers of `bytes` and `areas` buffers of
+   * `areaBytes` for batch answers; until then the methods below use fresh buffers.
+   */
+  async share(bytes: number, slots: number, areas = 0, areaBytes = 0): Promise<void> {
+    const memory = new SharedArrayBuffer(bytes * slots + areaBytes * areas);
+    await Promise.all(this.workers.map((_, w) => this.runOn(w, { id: this.nextId++, kind: 'share', memory })));
+    this.shared = { memory, slots: new Regions(memory, 0, bytes, slots), areas: new Regions(memory, bytes * slots, areaBytes, areas) };
   }
 
   /** A buffer for one block of `bytes`: a free shared slot, or a fresh buffer. */
@@ -142,17 +164,16 @@ export class Verifier {
     return this.sharedSlot(bytes) ?? unshared(Buffer.allocUnsafe(bytes));
   }
 
+  /** A buffer of at least `bytes` for a batch's answer: a free shared area, or a fresh buffer. */
+  area(bytes: number): BlockBuffer {
+    const areas = this.shared?.areas;
+    return (areas && bytes <= areas.bytes ? areas.take() : undefined) ?? unshared(Buffer.allocUnsafe(bytes));
+  }
+
   /** A free shared slot for one block of `bytes`, if there is one. */
   private sharedSlot(bytes: number): BlockBuffer | undefined {
-    const s = this.shared;
-    const slot = s?.bytes === bytes ? s.free.pop() : undefined;
-    if (slot === undefined) return undefined;
-    let held = true;
-    const release = () => {
-      if (held) s!.free.push(slot);
-      held = false;
-    };
-    return { data: Buffer.from(s!.memory, slot * bytes, bytes), slot, release };
+    const slots = this.shared?.slots;
+    return slots?.bytes === bytes ? slots.take() : undefined;
   }
 
   /** The block `seed` makes, in a shared slot, or else in a fresh buffer from a thread; its holder releases it. */
@@ -160,7 +181,7 @@ export class Verifier {
     const b = this.sharedSlot(bytes);
     if (!b) return unshared(await this.make(seed, bytes));
     try {
-      await this.run({ id: this.nextId++, kind: 'make-shared', seed, slot: b.slot });
+      await this.run({ id: this.nextId++, kind: 'make-shared', seed, bytes, offset: b.data.byteOffset });
     } catch (err) {
       b.release();
       throw err;
@@ -169,25 +190,12 @@ export class Verifier {
   }
 
   /**
-   * As check; a read into `into`'s shared slot is checked where it lies, and any other
-   * block (one of a batch's answer) is copied into a free slot to be checked there: a copy
-   * either way, but into memory that is reused rather than a fresh buffer per block.
+   * As check; a block lying in the shared memory (read into a slot, or in a batch's answer
+   * read into an area) is checked where it lies, anything else is handed over.
    */
-  async checkBlock(seed: number, bytes: number, got: Uint8Array, into?: BlockBuffer): Promise<number> {
-    const inSlot = into !== undefined && into.slot >= 0 && got.buffer === into.data.buffer && got.byteOffset === into.data.byteOffset && got.byteLength === bytes;
-    if (inSlot) return this.checkShared(seed, into.slot);
-    const copy = got.byteLength === bytes ? this.sharedSlot(bytes) : undefined;
-    if (!copy) return this.check(seed, bytes, got);
-    try {
-      copy.data.set(got);
-      return await this.checkShared(seed, copy.slot);
-    } finally {
-      copy.release();
-    }
-  }
-
-  private async checkShared(seed: number, slot: number): Promise<number> {
-    return (await this.run({ id: this.nextId++, kind: 'check-shared', seed, slot })).error!;
+  async checkBlock(seed: number, bytes: number, got: Uint8Array): Promise<number> {
+    if (got.buffer !== this.shared?.memory || got.byteLength !== bytes) return this.check(seed, bytes, got);
+    return (await this.run({ id: this.nextId++, kind: 'check-shared', seed, bytes, offset: got.byteOffset })).error!;
   }
 
   async close(): Promise<void> {

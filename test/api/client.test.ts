@@ -44,6 +44,17 @@ test('the client runs a decode loop: allocate, write with tokens, look up, attac
       if (blk.lossy) assert.ok(relativeError(data(blk.index), blk.data) < FOUR_BIT_BOUND);
       else assert.ok(data(blk.index).equals(blk.data));
     }
+    // Read into a caller's (shared) buffer, the answer's blocks are views of it, the same bytes.
+    const area = new Uint8Array(new SharedArrayBuffer(6 * blocks[0]!.data.byteLength + 4096));
+    const into = await client.readBlocks('decode-b', [0, 1, 2, 3, 4], { promote: false, into: area });
+    for (const [k, blk] of into.entries()) {
+      assert.equal(blk.data.buffer, area.buffer);
+      assert.ok(Buffer.from(blk.data).equals(Buffer.from(blocks[k]!.data)));
+    }
+    // One that does not fit is read into a buffer of its own.
+    const small = new Uint8Array(1024);
+    const apart = await client.readBlocks('decode-b', [0, 1], { promote: false, into: small });
+    assert.notEqual(apart[0]!.data.buffer, small.buffer);
 
     // Its own continuation goes in as a batch.
     await client.allocate('decode-b', 2);

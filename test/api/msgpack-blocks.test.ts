@@ -1,8 +1,8 @@
-/** The hand-written batch bodies decode, with a general msgpack decoder, to what msgpackr itself would have encoded. */
+/** The hand-written batch bodies decode, with a general msgpack decoder, to what msgpackr itself would have encoded; the hand-written decoder reads both. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Packr, Unpackr } from 'msgpackr';
-import { encodeBlockBatch, encodeWriteBatch, type BlockEntry, type WriteEntry } from '../../api/msgpack-blocks.js';
+import { decodeBlockBatch, encodeBlockBatch, encodeWriteBatch, type BlockEntry, type WriteEntry } from '../../api/msgpack-blocks.js';
 
 test('a batch-read answer decodes to the same value as msgpackr\'s encoding of it', () => {
   const blocks: BlockEntry[] = [
@@ -16,6 +16,29 @@ test('a batch-read answer decodes to the same value as msgpackr\'s encoding of i
   assert.deepEqual(ours, theirs);
   assert.equal(ours.blocks[1].data.length, 70_000);
   assert.deepEqual(unpackr.unpack(encodeBlockBatch([])), { blocks: [] });
+});
+
+test('the batch-read decoder reads our answer and msgpackr\'s alike, in shared memory too; its blocks are views of the body', () => {
+  const blocks: BlockEntry[] = [
+    { index: 0, tier: 'raw', format: 'raw', lossy: false, promoted: false, data: Buffer.from([1, 2, 3]) },
+    { index: 300, tier: 'disk', format: 'quantized', lossy: true, promoted: true, data: Buffer.alloc(70_000, 7) },
+    { index: 70_000, tier: 'quantized', format: 'raw', lossy: true, promoted: false, data: Buffer.alloc(200, 1) },
+  ];
+  const expected = blocks.map((b) => ({ ...b, data: Buffer.from(b.data) }));
+  // msgpackr picks the smallest forms (fixint, uint16, bin8/16/32, fixmap); ours uint32 and bin32 throughout
+  for (const encoded of [encodeBlockBatch(blocks), new Packr({ useRecords: false }).pack({ blocks })]) {
+    const shared = Buffer.from(new SharedArrayBuffer(encoded.length));
+    shared.set(encoded);
+    for (const body of [encoded, shared]) {
+      const got = decodeBlockBatch(body);
+      assert.deepEqual(got.map((b) => ({ ...b, data: Buffer.from(b.data) })), expected);
+      assert.ok(got.every((b) => b.data.buffer === body.buffer), 'each block\'s data is a view of the body');
+    }
+  }
+  assert.deepEqual(decodeBlockBatch(encodeBlockBatch([])), []);
+  assert.throws(() => decodeBlockBatch(encodeBlockBatch(blocks).subarray(0, 100)), /past the end/);
+  assert.throws(() => decodeBlockBatch(Buffer.concat([encodeBlockBatch([]), Buffer.of(0)])), /not a batch-read answer/);
+  assert.throws(() => decodeBlockBatch(new Packr({ useRecords: false }).pack({ blocks: [{ index: -1 }] })), /type 0xff/);
 });
 
 test('a batch-write body, sent as parts, decodes to the same value as msgpackr\'s encoding of it; the blocks are not copied', () => {
