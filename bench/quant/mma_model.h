@@ -59,9 +59,9 @@ struct Model {
     for (uint32_t r = 0; r < kDim; ++r) {
       int64_t acc = 0;
       for (uint32_t k = 0; k < kDim; ++k) acc += static_cast<int64_t>(forward[r * kDim + k]) * q[k];
-      const float mag = static_cast<float>(std::llabs(acc));
+      const int64_t mag = std::llabs(acc);
       uint32_t code = 0;
-      for (int k = 0; k < 7; ++k) code += mag > boundary[k] * (128.f * nq) ? 1u : 0u;
+      for (int k = 0; k < 7; ++k) code += mag > static_cast<int64_t>(std::floor(boundary[k] * (128.f * nq))) ? 1u : 0u;
       code |= acc < 0 ? 8u : 0u;
       const uint32_t j = contiguous_row(r);
       codes[j / 2] |= static_cast<uint8_t>(code << (4 * (j % 2)));

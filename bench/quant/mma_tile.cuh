@@ -1,5 +1,5 @@
-// The tile code of the tensor-core rotation probe (mma_probe.cu): what one warp does to 8
-// vectors of head_dim 128 in bf16, both ways, written once for the GPU's warp and for an
+// The tile code of the tensor-core rotation probe (mma_probe.cu): what one warp does to
+// tiles of 8 vectors of head_dim 128 in bf16, both ways, written once for the GPU's warp and for an
 // emulation of it on CPU threads (mma_warps.cuh). M = 128 H D2 H D1, two randomized Hadamard
 // rounds as one int8 matrix (entries at most 48, the quantizer's sign diagonals), its rows and
 // columns in the orders the MMA fragments want (a relabelling, below). Per vector:
@@ -8,9 +8,10 @@
 //     rounded to nearest even: 16-bit integers q (|q| < 2^15). E below -112 codes as zero.
 //  2. q = 256 hi + lo: hi = q >> 8 as int8, lo = the low byte as uint8.
 //  3. acc = M q = 256 (M hi) + M lo, exact in int32: m16n8k32 MMAs, s8 x s8 and s8 x u8.
-//  4. nq = sqrt((float) sum q^2); thresholds T_k = beta_k * (128 nq) for the 7 positive
-//     boundaries beta_k of the dim-128 4-bit codebook; code = (number of T_k below
-//     (float)|acc|) + 8 if acc < 0; stored norm = nq * 2^(E - 15).
+//  4. nq = sqrt((float) sum q^2); thresholds t_k = floor(beta_k * (128 nq)) as integers for
+//     the 7 positive boundaries beta_k of the dim-128 4-bit codebook; code = (number of t_k
+//     below |acc|) + 8 if acc < 0, compared as integers (no conversion per value); stored
+//     norm = nq * 2^(E - 15).
 //     Codes are nibbles, coordinate j at nibble j of the vector's 64 bytes; norms fp32 apart.
 // Dequantize: each code's centroid as a fixed-point integer (centroid * 2^15, rounded), split
 // into bytes the same way; acc = M^T c, exact; value = bf16((float)acc * norm * 2^-22).
@@ -89,7 +90,7 @@ __host__ __device__ inline uint32_t bf16_pair(float first, float second) {
 }
 
 // How many of the 7 ascending thresholds lie below mag: by counting, or by a binary search.
-template <bool kSearch> __host__ __device__ inline uint32_t thresholds_below(float mag, const float (&t)[7]) {
+template <bool kSearch> __host__ __device__ inline uint32_t thresholds_below(int mag, const int (&t)[7]) {
   if (!kSearch) {
     uint32_t n = 0;
     for (int k = 0; k < 7; ++k) n += mag > t[k] ? 1u : 0u;
@@ -97,19 +98,28 @@ template <bool kSearch> __host__ __device__ inline uint32_t thresholds_below(flo
   }
   const bool four = mag > t[3];
   const bool two = mag > (four ? t[5] : t[1]);
-  const float last = four ? (two ? t[6] : t[4]) : (two ? t[2] : t[0]);
+  const int last = four ? (two ? t[6] : t[4]) : (two ? t[2] : t[0]);
   return (four ? 4u : 0u) + (two ? 2u : 0u) + (mag > last ? 1u : 0u);
 }
 
-// One m-tile of M times the tile's 8 vectors, exact: 256 (A hi) + A lo.
-template <typename W>
-__host__ __device__ inline void product_mtile(W& warp, const uint4* a_frags, uint32_t lane, int mt, const uint32_t (&hi)[8],
-                                              const uint32_t (&lo)[8], int (&acc)[4]) {
-  uint32_t a[4][4];
+// Integer thresholds floor(beta_k * scale): |acc| > t_k exactly when |acc| > beta_k * scale.
+__host__ __device__ inline void integer_thresholds(const float* boundary, float scale, int (&t)[7]) {
+  for (int k = 0; k < 7; ++k) t[k] = static_cast<int>(floorf(boundary[k] * scale));
+}
+
+// This lane's A fragments of m-tile mt of M (4 k-tiles, 16 registers): loaded once and applied
+// to every tile a warp holds, so that the matrix is read once per kTiles tiles.
+using MtileFragments = uint32_t[4][4];
+__host__ __device__ inline void load_mtile(const uint4* a_frags, uint32_t lane, int mt, MtileFragments& a) {
   for (int t = 0; t < 4; ++t) {
     const uint4 f = a_frags[(mt * 4 + t) * 32 + lane];
     a[t][0] = f.x, a[t][1] = f.y, a[t][2] = f.z, a[t][3] = f.w;
   }
+}
+
+// One m-tile of M times a tile's 8 vectors, exact: 256 (A hi) + A lo.
+template <typename W>
+__host__ __device__ inline void product_mtile(W& warp, const MtileFragments& a, const uint32_t (&hi)[8], const uint32_t (&lo)[8], int (&acc)[4]) {
   for (int r = 0; r < 4; ++r) acc[r] = 0;
   for (int t = 0; t < 4; ++t) warp.template mma<false>(acc, a[t], hi[2 * t], hi[2 * t + 1]);
   for (int r = 0; r < 4; ++r) acc[r] *= 256;
@@ -128,6 +138,9 @@ __host__ __device__ inline TileInput load_input(const uint16_t* raw, uint32_t la
   TileInput in;
   for (int w = 0; w < 4; ++w) in.words[w] = reinterpret_cast<const uint4*>(raw + (lane / 4) * kDim + 32 * (lane % 4))[w];
   return in;
+}
+template <int kTiles> __host__ __device__ inline void load_inputs(const uint16_t* raw, uint32_t lane, TileInput (&in)[kTiles]) {
+  for (int i = 0; i < kTiles; ++i) in[i] = load_input(raw + i * kTileVectors * kDim, lane);
 }
 
 // This lane's part of a tile in fixed point (steps 1-2 of quantize): the B fragments of its
@@ -169,67 +182,89 @@ template <typename W> __host__ __device__ FixedPoint to_fixed_point(W& warp, con
   return fp;
 }
 
-// Quantizes one tile of 8 vectors, as lane `lane` of the warp.
-//   in: this lane's part of the tile's 8 x 128 bf16; a_frags: M's A fragments; codes: 8 x 64
-//   bytes; norms: 8; boundary: the codebook's 7 positive inner boundaries.
+// Quantizes kTiles consecutive tiles of 8 vectors, as lane `lane` of the warp.
+//   raw: the tiles' 8 kTiles x 128 bf16; a_frags: M's A fragments; codes: 64 bytes a vector;
+//   norms: one a vector; boundary: the codebook's 7 positive inner boundaries.
 #pragma nv_exec_check_disable
-template <bool kSearch, typename W>
-__host__ __device__ void quantize_tile(W& warp, uint32_t lane, const TileInput& in, const uint4* a_frags, uint8_t* codes,
-                                       float* norms, const float* boundary) {
+template <bool kSearch, int kTiles, typename W>
+__host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const uint16_t* raw, const uint4* a_frags, uint8_t* codes, float* norms,
+                                        const float* boundary) {
   const uint32_t g = lane / 4, c = lane % 4;
-  const FixedPoint fp = to_fixed_point(warp, in);
-  // A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 0 below.
-  if (c == 0) norms[g] = fp.zero ? 0.f : ldexpf(fp.nq, fp.e - 15);
-  // The thresholds of the two vectors this lane codes, 2c and 2c + 1: lanes 8c and 8c + 4 hold their nq.
-  float thr[2][7];
-  for (int v = 0; v < 2; ++v) {
-    const float scale = 128.f * warp.shfl(fp.nq, 8 * c + 4 * v);
-    for (int k = 0; k < 7; ++k) thr[v][k] = boundary[k] * scale;
+  TileInput in[kTiles];
+  load_inputs(raw, lane, in);
+  FixedPoint fp[kTiles];
+  int thr[kTiles][2][7];
+  #pragma unroll
+  for (int i = 0; i < kTiles; ++i) {
+    fp[i] = to_fixed_point(warp, in[i]);
+    // A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 0 below.
+    if (c == 0) norms[i * kTileVectors + g] = fp[i].zero ? 0.f : ldexpf(fp[i].nq, fp[i].e - 15);
+    // The thresholds of the two vectors this lane codes, 2c and 2c + 1: lanes 8c and 8c + 4 hold their nq.
+    for (int v = 0; v < 2; ++v) integer_thresholds(boundary, 128.f * warp.shfl(fp[i].nq, 8 * c + 4 * v), thr[i][v]);
   }
-  uint32_t nibbles[2][2] = {{0, 0}, {0, 0}};  // [vector][m-tiles 0-3, 4-7]
+  uint32_t nibbles[kTiles][2][2] = {};  // [tile][vector][m-tiles 0-3, 4-7]
+  #pragma unroll
   for (int mt = 0; mt < 8; ++mt) {
-    int acc[4];
-    product_mtile(warp, a_frags, lane, mt, fp.hi, fp.lo, acc);
-    // acc[0], acc[1]: row g of vectors 2c, 2c + 1; acc[2], acc[3]: row g + 8.
-    for (int r = 0; r < 4; ++r) {
-      const int v = r % 2, h = r / 2;
-      const float mag = static_cast<float>(acc[r] < 0 ? -acc[r] : acc[r]);
-      const uint32_t code = thresholds_below<kSearch>(mag, thr[v]) | (acc[r] < 0 ? 8u : 0u);
-      nibbles[v][mt / 4] |= code << (4 * (2 * (mt % 4) + h));  // coordinate 16g + 2mt + h
+    MtileFragments a;
+    load_mtile(a_frags, lane, mt, a);
+    #pragma unroll
+    for (int i = 0; i < kTiles; ++i) {
+      int acc[4];
+      product_mtile(warp, a, fp[i].hi, fp[i].lo, acc);
+      // acc[0], acc[1]: row g of vectors 2c, 2c + 1; acc[2], acc[3]: row g + 8.
+      for (int r = 0; r < 4; ++r) {
+        const int v = r % 2, h = r / 2;
+        const uint32_t code = thresholds_below<kSearch>(acc[r] < 0 ? -acc[r] : acc[r], thr[i][v]) | (acc[r] < 0 ? 8u : 0u);
+        nibbles[i][v][mt / 4] |= code << (4 * (2 * (mt % 4) + h));  // coordinate 16g + 2mt + h
+      }
     }
   }
-  for (int v = 0; v < 2; ++v)
-    reinterpret_cast<uint2*>(codes + (2 * c + v) * kCodeBytes)[g] = make_uint2(nibbles[v][0], nibbles[v][1]);
+  #pragma unroll
+  for (int i = 0; i < kTiles; ++i)
+    for (int v = 0; v < 2; ++v)
+      reinterpret_cast<uint2*>(codes + (i * kTileVectors + 2 * c + v) * kCodeBytes)[g] = make_uint2(nibbles[i][v][0], nibbles[i][v][1]);
 }
 
-// Dequantizes one tile of 8 vectors, as lane `lane` of the warp.
-//   codes, norms: as quantize_tile writes them; a_frags: M^T's A fragments; raw: 8 x 128 bf16;
-//   centroid: the 16 codes' centroids as integers (centroid * 2^15, negative for codes 8-15).
+// Dequantizes kTiles consecutive tiles of 8 vectors, as lane `lane` of the warp.
+//   codes, norms: as quantize_tiles writes them; a_frags: M^T's A fragments; raw: 128 bf16 a
+//   vector; centroid: the 16 codes' centroids as integers (centroid * 2^15, negative for codes 8-15).
 #pragma nv_exec_check_disable
-template <typename W>
-__host__ __device__ void dequantize_tile(W& warp, uint32_t lane, const uint8_t* codes, const float* norms, const uint4* a_frags,
-                                         uint16_t* raw, const int* centroid) {
+template <int kTiles, typename W>
+__host__ __device__ void dequantize_tiles(W& warp, uint32_t lane, const uint8_t* codes, const float* norms, const uint4* a_frags,
+                                          uint16_t* raw, const int* centroid) {
   const uint32_t g = lane / 4, c = lane % 4;
-  const uint4 packed = reinterpret_cast<const uint4*>(codes + g * kCodeBytes)[c];  // coordinates 32c .. 32c + 31
-  const uint32_t nib[4] = {packed.x, packed.y, packed.z, packed.w};
-  int value[32];
-  for (int i = 0; i < 32; ++i) value[i] = centroid[(nib[i / 8] >> (4 * (i % 8))) & 0xF];
-  uint32_t hi[8], lo[8];
-  split_bytes(value, hi, lo);
-  float scale[2];
-  for (int v = 0; v < 2; ++v) scale[v] = ldexpf(norms[2 * c + v], -7 - kCentroidShift);
-  uint32_t out[2][8];  // [vector][m-tile]: channels 16g + 2mt and 16g + 2mt + 1
+  uint32_t hi[kTiles][8], lo[kTiles][8];
+  float scale[kTiles][2];
+  #pragma unroll
+  for (int i = 0; i < kTiles; ++i) {
+    // coordinates 32c .. 32c + 31 of vector g
+    const uint4 packed = reinterpret_cast<const uint4*>(codes + (i * kTileVectors + g) * kCodeBytes)[c];
+    const uint32_t nib[4] = {packed.x, packed.y, packed.z, packed.w};
+    int value[32];
+    for (int j = 0; j < 32; ++j) value[j] = centroid[(nib[j / 8] >> (4 * (j % 8))) & 0xF];
+    split_bytes(value, hi[i], lo[i]);
+    for (int v = 0; v < 2; ++v) scale[i][v] = ldexpf(norms[i * kTileVectors + 2 * c + v], -7 - kCentroidShift);
+  }
+  uint32_t out[kTiles][2][8];  // [tile][vector][m-tile]: channels 16g + 2mt and 16g + 2mt + 1
+  #pragma unroll
   for (int mt = 0; mt < 8; ++mt) {
-    int acc[4];
-    product_mtile(warp, a_frags, lane, mt, hi, lo, acc);
-    for (int v = 0; v < 2; ++v)
-      out[v][mt] = bf16_pair(static_cast<float>(acc[v]) * scale[v], static_cast<float>(acc[v + 2]) * scale[v]);
+    MtileFragments a;
+    load_mtile(a_frags, lane, mt, a);
+    #pragma unroll
+    for (int i = 0; i < kTiles; ++i) {
+      int acc[4];
+      product_mtile(warp, a, hi[i], lo[i], acc);
+      for (int v = 0; v < 2; ++v)
+        out[i][v][mt] = bf16_pair(static_cast<float>(acc[v]) * scale[i][v], static_cast<float>(acc[v + 2]) * scale[i][v]);
+    }
   }
-  for (int v = 0; v < 2; ++v) {
-    uint4* dst = reinterpret_cast<uint4*>(raw + (2 * c + v) * kDim + 16 * g);
-    dst[0] = make_uint4(out[v][0], out[v][1], out[v][2], out[v][3]);
-    dst[1] = make_uint4(out[v][4], out[v][5], out[v][6], out[v][7]);
-  }
+  #pragma unroll
+  for (int i = 0; i < kTiles; ++i)
+    for (int v = 0; v < 2; ++v) {
+      uint4* dst = reinterpret_cast<uint4*>(raw + (i * kTileVectors + 2 * c + v) * kDim + 16 * g);
+      dst[0] = make_uint4(out[i][v][0], out[i][v][1], out[i][v][2], out[i][v][3]);
+      dst[1] = make_uint4(out[i][v][4], out[i][v][5], out[i][v][6], out[i][v][7]);
+    }
 }
 
 }  // namespace mma_probe
