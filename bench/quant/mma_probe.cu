@@ -75,27 +75,18 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_stage(const uint16_t* __
     load_inputs(raw + v0 * kDim, lane, in);
     uint32_t fold[kTiles][2] = {};
     float norm[kTiles] = {};
-    FixedPoint fp[kTiles];
+    TileBytes bytes[kTiles];
     #pragma unroll
     for (int i = 0; i < kTiles; ++i) {
       for (int w = 0; w < 4; ++w) fold[i][w % 2] ^= in[i].words[w].x ^ in[i].words[w].y ^ in[i].words[w].z ^ in[i].words[w].w;
       if (kStage == Stage::kLoadStore) continue;
-      fp[i] = to_fixed_point(warp, in[i]);
-      norm[i] = fp[i].nq;
-      for (int f = 0; f < 8; ++f) fold[i][f % 2] ^= fp[i].hi[f] + fp[i].lo[f];
+      const FixedPoint fp = to_fixed_point(warp, in[i]);
+      norm[i] = fp.nq;
+      bytes[i] = fp.bytes;
+      for (int f = 0; f < 8; ++f) fold[i][f % 2] ^= fp.bytes.hi[f] + fp.bytes.lo[f];
     }
     if (kStage == Stage::kRotate)
-      #pragma unroll
-      for (int mt = 0; mt < 8; ++mt) {
-        MtileFragments a;
-        load_mtile(a_smem, lane, mt, a);
-        #pragma unroll
-        for (int i = 0; i < kTiles; ++i) {
-          int acc[4];
-          product_mtile(warp, a, fp[i].hi, fp[i].lo, acc);
-          fold[i][mt % 2] ^= static_cast<uint32_t>(acc[0] ^ acc[1] ^ acc[2] ^ acc[3]);
-        }
-      }
+      products(warp, a_smem, lane, bytes, [&](int mt, int i, const int (&acc)[4]) { fold[i][mt % 2] ^= static_cast<uint32_t>(acc[0] ^ acc[1] ^ acc[2] ^ acc[3]); });
     #pragma unroll
     for (int i = 0; i < kTiles; ++i) {
       const size_t first = v0 + i * kTileVectors;

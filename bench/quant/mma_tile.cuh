@@ -68,16 +68,21 @@ __host__ __device__ inline float u64_to_float(unsigned long long x) {
 #endif
 }
 
-// The B fragments of 32 integers below 2^15 in magnitude (this lane's elements, in
-// contiguous_k order) as bytes: v = 256 hi + lo, hi = v >> 8 (int8), lo = v & 0xFF (uint8).
-__host__ __device__ inline void split_bytes(const int (&v)[32], uint32_t (&hi)[8], uint32_t (&lo)[8]) {
+// This lane's B fragments of a tile: 32 integers below 2^15 in magnitude (its elements, in
+// contiguous_k order) as bytes, v = 256 hi + lo, hi = v >> 8 (int8), lo = v & 0xFF (uint8).
+struct TileBytes {
+  uint32_t hi[8], lo[8];
+};
+__host__ __device__ inline TileBytes split_bytes(const int (&v)[32]) {
+  TileBytes b;
   for (int f = 0; f < 8; ++f) {
-    hi[f] = lo[f] = 0;
+    b.hi[f] = b.lo[f] = 0;
     for (int i = 0; i < 4; ++i) {
-      hi[f] |= static_cast<uint32_t>((v[4 * f + i] >> 8) & 0xFF) << (8 * i);
-      lo[f] |= static_cast<uint32_t>(v[4 * f + i] & 0xFF) << (8 * i);
+      b.hi[f] |= static_cast<uint32_t>((v[4 * f + i] >> 8) & 0xFF) << (8 * i);
+      b.lo[f] |= static_cast<uint32_t>(v[4 * f + i] & 0xFF) << (8 * i);
     }
   }
+  return b;
 }
 
 // Two bf16 (round to nearest even) in one word, the first in the low half.
@@ -118,12 +123,29 @@ __host__ __device__ inline void load_mtile(const uint4* a_frags, uint32_t lane, 
 }
 
 // One m-tile of M times a tile's 8 vectors, exact: 256 (A hi) + A lo.
-template <typename W>
-__host__ __device__ inline void product_mtile(W& warp, const MtileFragments& a, const uint32_t (&hi)[8], const uint32_t (&lo)[8], int (&acc)[4]) {
+template <typename W> __host__ __device__ inline void product_mtile(W& warp, const MtileFragments& a, const TileBytes& b, int (&acc)[4]) {
   for (int r = 0; r < 4; ++r) acc[r] = 0;
-  for (int t = 0; t < 4; ++t) warp.template mma<false>(acc, a[t], hi[2 * t], hi[2 * t + 1]);
+  for (int t = 0; t < 4; ++t) warp.template mma<false>(acc, a[t], b.hi[2 * t], b.hi[2 * t + 1]);
   for (int r = 0; r < 4; ++r) acc[r] *= 256;
-  for (int t = 0; t < 4; ++t) warp.template mma<true>(acc, a[t], lo[2 * t], lo[2 * t + 1]);
+  for (int t = 0; t < 4; ++t) warp.template mma<true>(acc, a[t], b.lo[2 * t], b.lo[2 * t + 1]);
+}
+
+// M times each of kTiles tiles, m-tile by m-tile, each m-tile of M loaded once for all of
+// them: use(mt, i, acc) takes tile i's accumulators of m-tile mt.
+#pragma nv_exec_check_disable
+template <int kTiles, typename W, typename Use>
+__host__ __device__ inline void products(W& warp, const uint4* a_frags, uint32_t lane, const TileBytes (&b)[kTiles], Use&& use) {
+#pragma unroll
+  for (int mt = 0; mt < 8; ++mt) {
+    MtileFragments a;
+    load_mtile(a_frags, lane, mt, a);
+#pragma unroll
+    for (int i = 0; i < kTiles; ++i) {
+      int acc[4];
+      product_mtile(warp, a, b[i], acc);
+      use(mt, i, acc);
+    }
+  }
 }
 
 // The tile code below runs on one side per instantiation: the GPU's warp (DeviceWarp) on the
@@ -146,7 +168,7 @@ template <int kTiles> __host__ __device__ inline void load_inputs(const uint16_t
 // This lane's part of a tile in fixed point (steps 1-2 of quantize): the B fragments of its
 // 32 values' bytes, and its vector's exponent and integer norm.
 struct FixedPoint {
-  uint32_t hi[8], lo[8];
+  TileBytes bytes;
   int e;
   bool zero;  // coded as zero: q = 0
   float nq;   // sqrt((float) sum q^2) over the whole vector
@@ -175,7 +197,7 @@ template <typename W> __host__ __device__ FixedPoint to_fixed_point(W& warp, con
     q[i] = round_to_int(x[i] * factor);
     sum2 += static_cast<unsigned long long>(q[i] * q[i]);
   }
-  split_bytes(q, fp.hi, fp.lo);
+  fp.bytes = split_bytes(q);
   sum2 += warp.shfl_xor(sum2, 1);
   sum2 += warp.shfl_xor(sum2, 2);
   fp.nq = sqrtf(u64_to_float(sum2));
@@ -193,32 +215,26 @@ __host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const uint16_t* 
   TileInput in[kTiles];
   load_inputs(raw, lane, in);
   FixedPoint fp[kTiles];
+  TileBytes bytes[kTiles];
   int thr[kTiles][2][7];
   #pragma unroll
   for (int i = 0; i < kTiles; ++i) {
     fp[i] = to_fixed_point(warp, in[i]);
+    bytes[i] = fp[i].bytes;
     // A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 0 below.
     if (c == 0) norms[i * kTileVectors + g] = fp[i].zero ? 0.f : ldexpf(fp[i].nq, fp[i].e - 15);
     // The thresholds of the two vectors this lane codes, 2c and 2c + 1: lanes 8c and 8c + 4 hold their nq.
     for (int v = 0; v < 2; ++v) integer_thresholds(boundary, 128.f * warp.shfl(fp[i].nq, 8 * c + 4 * v), thr[i][v]);
   }
   uint32_t nibbles[kTiles][2][2] = {};  // [tile][vector][m-tiles 0-3, 4-7]
-  #pragma unroll
-  for (int mt = 0; mt < 8; ++mt) {
-    MtileFragments a;
-    load_mtile(a_frags, lane, mt, a);
-    #pragma unroll
-    for (int i = 0; i < kTiles; ++i) {
-      int acc[4];
-      product_mtile(warp, a, fp[i].hi, fp[i].lo, acc);
-      // acc[0], acc[1]: row g of vectors 2c, 2c + 1; acc[2], acc[3]: row g + 8.
-      for (int r = 0; r < 4; ++r) {
-        const int v = r % 2, h = r / 2;
-        const uint32_t code = thresholds_below<kSearch>(acc[r] < 0 ? -acc[r] : acc[r], thr[i][v]) | (acc[r] < 0 ? 8u : 0u);
-        nibbles[i][v][mt / 4] |= code << (4 * (2 * (mt % 4) + h));  // coordinate 16g + 2mt + h
-      }
+  products(warp, a_frags, lane, bytes, [&](int mt, int i, const int (&acc)[4]) {
+    // acc[0], acc[1]: row g of vectors 2c, 2c + 1; acc[2], acc[3]: row g + 8.
+    for (int r = 0; r < 4; ++r) {
+      const int v = r % 2, h = r / 2;
+      const uint32_t code = thresholds_below<kSearch>(acc[r] < 0 ? -acc[r] : acc[r], thr[i][v]) | (acc[r] < 0 ? 8u : 0u);
+      nibbles[i][v][mt / 4] |= code << (4 * (2 * (mt % 4) + h));  // coordinate 16g + 2mt + h
     }
-  }
+  });
   #pragma unroll
   for (int i = 0; i < kTiles; ++i)
     for (int v = 0; v < 2; ++v)
@@ -233,7 +249,7 @@ template <int kTiles, typename W>
 __host__ __device__ void dequantize_tiles(W& warp, uint32_t lane, const uint8_t* codes, const float* norms, const uint4* a_frags,
                                           uint16_t* raw, const int* centroid) {
   const uint32_t g = lane / 4, c = lane % 4;
-  uint32_t hi[kTiles][8], lo[kTiles][8];
+  TileBytes bytes[kTiles];
   float scale[kTiles][2];
   #pragma unroll
   for (int i = 0; i < kTiles; ++i) {
@@ -242,22 +258,14 @@ __host__ __device__ void dequantize_tiles(W& warp, uint32_t lane, const uint8_t*
     const uint32_t nib[4] = {packed.x, packed.y, packed.z, packed.w};
     int value[32];
     for (int j = 0; j < 32; ++j) value[j] = centroid[(nib[j / 8] >> (4 * (j % 8))) & 0xF];
-    split_bytes(value, hi[i], lo[i]);
+    bytes[i] = split_bytes(value);
     for (int v = 0; v < 2; ++v) scale[i][v] = ldexpf(norms[i * kTileVectors + 2 * c + v], -7 - kCentroidShift);
   }
   uint32_t out[kTiles][2][8];  // [tile][vector][m-tile]: channels 16g + 2mt and 16g + 2mt + 1
-  #pragma unroll
-  for (int mt = 0; mt < 8; ++mt) {
-    MtileFragments a;
-    load_mtile(a_frags, lane, mt, a);
-    #pragma unroll
-    for (int i = 0; i < kTiles; ++i) {
-      int acc[4];
-      product_mtile(warp, a, hi[i], lo[i], acc);
-      for (int v = 0; v < 2; ++v)
-        out[i][v][mt] = bf16_pair(static_cast<float>(acc[v]) * scale[i][v], static_cast<float>(acc[v + 2]) * scale[i][v]);
-    }
-  }
+  products(warp, a_frags, lane, bytes, [&](int mt, int i, const int (&acc)[4]) {
+    for (int v = 0; v < 2; ++v)
+      out[i][v][mt] = bf16_pair(static_cast<float>(acc[v]) * scale[i][v], static_cast<float>(acc[v + 2]) * scale[i][v]);
+  });
   #pragma unroll
   for (int i = 0; i < kTiles; ++i)
     for (int v = 0; v < 2; ++v) {
