@@ -123,6 +123,7 @@ __host__ __device__ inline void load_mtile(const uint4* a_frags, uint32_t lane, 
 }
 
 // One m-tile of M times a tile's 8 vectors, exact: 256 (A hi) + A lo.
+#pragma nv_exec_check_disable
 template <typename W> __host__ __device__ inline void product_mtile(W& warp, const MtileFragments& a, const TileBytes& b, int (&acc)[4]) {
   for (int r = 0; r < 4; ++r) acc[r] = 0;
   for (int t = 0; t < 4; ++t) warp.template mma<false>(acc, a[t], b.hi[2 * t], b.hi[2 * t + 1]);
