@@ -149,7 +149,7 @@ export const ConfigSchema = z.object({
     maxBodyWaitMs: z.number().int().min(0).max(60_000).default(1000),
     /** Data-plane requests get 503 while more disk operations than this are in flight. */
     maxDiskQueue: z.number().int().nonnegative().default(256),
-    /** ... or while the event loop's mean delay over a sample exceeds this. */
+    /** ... or while the event loop's mean delay over a sample exceeds this; 0 turns this check off. */
     maxEventLoopDelayMs: z.number().nonnegative().default(200),
     /** Bytes an event-stream client may lag behind before its events are dropped (and counted). */
     eventBufferBytes: Bytes.default(2 ** 20),

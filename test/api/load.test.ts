@@ -42,6 +42,27 @@ test('a lagging event loop sheds data-plane requests with 503 and Retry-After, t
   }
 });
 
+test('with server.maxEventLoopDelayMs 0 a lagging event loop sheds nothing', async () => {
+  const dir = tempDir();
+  const app = await buildServer(await tinyStore(dir.path, { raw: 2, quantized: 2, disk: 4 }, { server: { maxEventLoopDelayMs: 0 } }));
+  try {
+    busyWait(400);
+    let seen = false;
+    for (let i = 0; i < 30 && !seen; i++) {
+      const load = (await app.inject({ url: '/v1/status' })).json().load;
+      assert.equal(load.maxEventLoopDelayMs, 0);
+      seen = load.eventLoopDelayMs > 0;
+      if (!seen) await sleep(20);
+    }
+    assert.ok(seen, 'the lag was measured');
+    assert.equal((await app.inject({ method: 'POST', url: '/v1/sequences', payload: {} })).statusCode, 201);
+    assert.equal((await app.inject({ url: '/v1/ready' })).statusCode, 200);
+  } finally {
+    await app.close();
+    dir.cleanup();
+  }
+});
+
 test('a disk queue over its limit sheds data-plane requests with 503 and Retry-After', async () => {
   const dir = tempDir();
   const store = await tinyStore(dir.path, { raw: 1, quantized: 1, disk: 64 }, { server: { maxDiskQueue: 0 } });

@@ -21,10 +21,15 @@ export interface ServedProcess {
   until(path: string, status?: number, timeoutMs?: number): Promise<Response>;
 }
 
-/** Starts `spillway serve ARGS` with PORT and HOST from the environment, as `npm start` is run. */
+/**
+ * Starts `spillway serve ARGS` with PORT and HOST from the environment, as `npm start` is run.
+ * Event-loop shedding is off (ARGS may turn it on): the loop's delay is the test machine's.
+ */
 export async function startServe(args: string[] = []): Promise<ServedProcess> {
   const port = await freePort();
-  const server = await ServerProcess.start({ args, env: { PORT: String(port), HOST: '127.0.0.1' } });
+  const server = await ServerProcess.start({
+    args: ['--set', 'server.maxEventLoopDelayMs=0', ...args], env: { PORT: String(port), HOST: '127.0.0.1' },
+  });
   const url = `http://127.0.0.1:${port}`;
   let exited = false;
   void server.exited.then(() => (exited = true));
