@@ -4,6 +4,7 @@
  * { blocks: [{ index, data, tokens? }] } and writes them in order (so that each prefix
  * commit finds its parent committed). Errors name the entry that failed.
  */
+import { Readable } from 'node:stream';
 import { SpillwayError } from '../../runtime/errors.js';
 import type { RoutePlugin } from '../context.js';
 import { encodeBlockBatch } from '../msgpack-blocks.js';
@@ -42,24 +43,29 @@ export const batchRoutes: RoutePlugin = async (app, { ctx }) => {
     }
     // The answer is held while it is built and sent, as a body would be.
     await budget.hold(reply, indices.length * rawBlockBytes, 'a batch answer');
-    // Each block is read into a pooled buffer and copied once into the pooled answer. Every
-    // read is settled before any buffer goes back: a failed one must not free the others'.
+    // Each block is read into a pooled buffer, sent from there as one part of the answer.
+    // Every read is settled before any buffer goes back: a failed one must not free the others'.
     const into = indices.map(() => buffers.take(rawBlockBytes));
     const settled = await Promise.allSettled(indices.map((index, k) => store.read(id, index, { ...options, into: into[k] })));
-    let answer: Buffer;
+    let parts: Uint8Array[];
     try {
-      const blocks = settled.map((s, k) => {
+      parts = encodeBlockBatch(settled.map((s, k) => {
         const index = indices[k]!;
         if (s.status === 'rejected') throw atEntry(s.reason, `body.indices.${k}`, { index });
         const r = s.value;
         return { index, tier: r.tier, format: r.format, lossy: r.lossy, promoted: r.promoted, data: r.data };
-      });
-      answer = encodeBlockBatch(blocks, (bytes) => buffers.take(bytes));
-    } finally {
+      }));
+    } catch (err) {
       for (const b of into) buffers.give(b);
+      throw err;
     }
-    buffers.giveWhenSent(reply.raw, answer);
-    return reply.header('content-type', 'application/msgpack').send(answer);
+    for (const b of into) buffers.giveWhenSent(reply.raw, b);
+    // Streamed, not joined: no copy of the answer on the event loop, and a part the socket
+    // cannot take at once waits for 'drain' in a later turn instead of holding the loop.
+    return reply
+      .header('content-type', 'application/msgpack')
+      .header('content-length', parts.reduce((n, p) => n + p.byteLength, 0))
+      .send(Readable.from(parts));
   });
 
   app.post('/v1/sequences/:id/blocks/write', {

@@ -2,7 +2,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Packr, Unpackr } from 'msgpackr';
-import { decodeBlockBatch, encodeBlockBatch, encodeWriteBatch, type BlockEntry, type WriteEntry } from '../../api/msgpack-blocks.js';
+import { decodeBlockBatch, encodeBlockBatch as encodeParts, encodeWriteBatch, type BlockEntry, type WriteEntry } from '../../api/msgpack-blocks.js';
+
+
+/** The answer's parts joined, as a client receives them; the data parts are the blocks' own buffers. */
+function encodeBlockBatch(blocks: BlockEntry[]): Buffer {
+  const parts = encodeParts(blocks);
+  assert.ok(blocks.every((b, k) => parts[2 * k + 1] === b.data), 'each block is sent from its own buffer, not copied, after one header');
+  assert.equal(parts.length, Math.max(1, 2 * blocks.length));
+  return Buffer.concat(parts);
+}
 
 test('a batch-read answer decodes to the same value as msgpackr\'s encoding of it', () => {
   const blocks: BlockEntry[] = [
