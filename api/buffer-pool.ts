@@ -1,6 +1,6 @@
 /**
- * Buffers the block routes reuse: request bodies of a declared length, single-block
- * answers and batch-read answers. Every buffer a request allocates is memory outside V8's
+ * Buffers the block routes reuse: request bodies of a declared length and the blocks
+ * that single and batch reads answer with. Every buffer a request allocates is memory outside V8's
  * heap that V8 still counts; at a few hundred 2 MiB blocks a second that churn alone sets
  * off a young-generation collection every few tens of milliseconds, each one promoting the
  * objects of every request then in flight, so that full collections follow several times a
