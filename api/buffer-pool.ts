@@ -50,11 +50,12 @@ export class BufferPool {
   }
 
   /**
-   * Gives `buf` back once `response` has handed its last byte to the socket; a response
-   * that closes before that leaves it to the collector (the socket may still hold it).
+   * Gives `bufs` back once `response` has handed its last byte to the socket; a response
+   * that closes before that leaves them to the collector (the socket may still hold them).
+   * One listener for them all: a batch's blocks would pass the emitter's leak warning.
    */
-  giveWhenSent(response: ServerResponse, buf: Buffer): void {
-    response.once('finish', () => this.give(buf));
+  giveWhenSent(response: ServerResponse, bufs: Buffer[]): void {
+    response.once('finish', () => bufs.forEach((b) => this.give(b)));
   }
 
   /** Bytes waiting to be reused. */

@@ -59,7 +59,7 @@ export const batchRoutes: RoutePlugin = async (app, { ctx }) => {
       for (const b of into) buffers.give(b);
       throw err;
     }
-    for (const b of into) buffers.giveWhenSent(reply.raw, b);
+    buffers.giveWhenSent(reply.raw, into);
     // Streamed, not joined: no copy of the answer on the event loop, and a part the socket
     // cannot take at once waits for 'drain' in a later turn instead of holding the loop.
     return reply

@@ -33,7 +33,7 @@ export const blockRoutes: RoutePlugin = async (app, { ctx }) => {
       buffers.give(into);
       throw err;
     }
-    if (result.data === into) buffers.giveWhenSent(reply.raw, into);
+    if (result.data === into) buffers.giveWhenSent(reply.raw, [into]);
     else buffers.give(into);
     reply.header('content-type', 'application/octet-stream');
     reply.header('spillway-tier', result.tier);

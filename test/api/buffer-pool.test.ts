@@ -92,3 +92,20 @@ test("the client reads a block into the caller's buffer when it is the answer's 
   assert.notEqual(other.data.buffer, small.buffer);
   assert.ok(Buffer.from(other.data).equals(blockContent(77)));
 });
+
+test('a batch read of many blocks gives every pooled buffer back at once, with no listener-leak warning', async () => {
+  const warnings: Error[] = [];
+  const onWarning = (w: Error) => warnings.push(w);
+  process.on('warning', onWarning);
+  try {
+    await client.createSequence({ id: 'many' });
+    await client.allocate('many', 24);
+    await client.writeBlocks('many', Array.from({ length: 24 }, (_, i) => ({ index: i, data: blockContent(500 + i) })));
+    const blocks = await client.readBlocks('many', Array.from({ length: 24 }, (_, i) => 23 - i));
+    blocks.forEach((b, k) => assert.ok(Buffer.from(b.data).equals(blockContent(500 + 23 - k)), `block ${23 - k}`));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(warnings.map((w) => w.name), []);
+  } finally {
+    process.off('warning', onWarning);
+  }
+});
