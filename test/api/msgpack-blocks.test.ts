@@ -2,12 +2,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Packr, Unpackr } from 'msgpackr';
-import { decodeBlockBatch, encodeBlockBatch as encodeParts, encodeWriteBatch, type BlockEntry, type WriteEntry } from '../../api/msgpack-blocks.js';
-
+import { decodeBlockBatch, encodeBlockBatch, encodeWriteBatch, type BlockEntry, type WriteEntry } from '../../api/msgpack-blocks.js';
 
 /** The answer's parts joined, as a client receives them; the data parts are the blocks' own buffers. */
-function encodeBlockBatch(blocks: BlockEntry[]): Buffer {
-  const parts = encodeParts(blocks);
+function joinedAnswer(blocks: BlockEntry[]): Buffer {
+  const parts = encodeBlockBatch(blocks);
   assert.ok(blocks.every((b, k) => parts[2 * k + 1] === b.data), 'each block is sent from its own buffer, not copied, after one header');
   assert.equal(parts.length, Math.max(1, 2 * blocks.length));
   return Buffer.concat(parts);
@@ -20,11 +19,11 @@ test('a batch-read answer decodes to the same value as msgpackr\'s encoding of i
     { index: 5, tier: 'quantized', format: 'raw', lossy: true, promoted: false, data: new Uint8Array(0) },
   ];
   const unpackr = new Unpackr({ useRecords: false });
-  const ours = unpackr.unpack(encodeBlockBatch(blocks));
+  const ours = unpackr.unpack(joinedAnswer(blocks));
   const theirs = unpackr.unpack(new Packr({ useRecords: false }).pack({ blocks }));
   assert.deepEqual(ours, theirs);
   assert.equal(ours.blocks[1].data.length, 70_000);
-  assert.deepEqual(unpackr.unpack(encodeBlockBatch([])), { blocks: [] });
+  assert.deepEqual(unpackr.unpack(joinedAnswer([])), { blocks: [] });
 });
 
 test('the batch-read decoder reads our answer and msgpackr\'s alike, in shared memory too; its blocks are views of the body', () => {
@@ -35,7 +34,7 @@ test('the batch-read decoder reads our answer and msgpackr\'s alike, in shared m
   ];
   const expected = blocks.map((b) => ({ ...b, data: Buffer.from(b.data) }));
   // msgpackr picks the smallest forms (fixint, uint16, bin8/16/32, fixmap); ours uint32 and bin32 throughout
-  for (const encoded of [encodeBlockBatch(blocks), new Packr({ useRecords: false }).pack({ blocks })]) {
+  for (const encoded of [joinedAnswer(blocks), new Packr({ useRecords: false }).pack({ blocks })]) {
     const shared = Buffer.from(new SharedArrayBuffer(encoded.length));
     shared.set(encoded);
     for (const body of [encoded, shared]) {
@@ -44,9 +43,9 @@ test('the batch-read decoder reads our answer and msgpackr\'s alike, in shared m
       assert.ok(got.every((b) => b.data.buffer === body.buffer), 'each block\'s data is a view of the body');
     }
   }
-  assert.deepEqual(decodeBlockBatch(encodeBlockBatch([])), []);
-  assert.throws(() => decodeBlockBatch(encodeBlockBatch(blocks).subarray(0, 100)), /past the end/);
-  assert.throws(() => decodeBlockBatch(Buffer.concat([encodeBlockBatch([]), Buffer.of(0)])), /not a batch-read answer/);
+  assert.deepEqual(decodeBlockBatch(joinedAnswer([])), []);
+  assert.throws(() => decodeBlockBatch(joinedAnswer(blocks).subarray(0, 100)), /past the end/);
+  assert.throws(() => decodeBlockBatch(Buffer.concat([joinedAnswer([]), Buffer.of(0)])), /not a batch-read answer/);
   assert.throws(() => decodeBlockBatch(new Packr({ useRecords: false }).pack({ blocks: [{ index: -1 }] })), /type 0xff/);
 });
 
