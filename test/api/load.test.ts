@@ -17,18 +17,24 @@ test('a lagging event loop sheds data-plane requests with 503 and Retry-After, t
   const app = await buildServer(await tinyStore(dir.path, { raw: 2, quantized: 2, disk: 4 }, { server: { maxEventLoopDelayMs: 1 } }));
   try {
     await sleep(600); // start-up lag has left the sample window
-    busyWait(200);
-    // The monitor sees the lag at its next sample, within one sample interval.
-    for (let i = 0; i < 30 && (await app.inject({ url: '/v1/ready' })).statusCode === 200; i++) await sleep(20);
-    const shed = await app.inject({ method: 'POST', url: '/v1/sequences', payload: {} });
-    assert.equal(shed.statusCode, 503, shed.body);
-    assert.equal(shed.headers['retry-after'], '1');
-    assert.equal(shed.json().error.code, 'BUSY');
-    assert.equal(shed.json().error.reason, 'event-loop');
-    assert.ok(shed.json().error.value > 1);
-    assert.equal((await app.inject({ url: '/v1/ready' })).statusCode, 503, 'not ready while shedding');
-    assert.equal((await app.inject({ url: '/v1/status' })).statusCode, 200, 'status stays served');
-    assert.match((await app.inject({ url: '/metrics' })).body, /spillway_http_shed_total\{reason="event-loop"\} [1-9]/);
+    // The loop lags in every sample while this runs, not once: after a single stall the next
+    // sample could already read clear between two of the requests below.
+    const lag = setInterval(() => busyWait(50), 10);
+    try {
+      // The monitor sees the lag at its next sample, within one sample interval.
+      for (let i = 0; i < 30 && (await app.inject({ url: '/v1/ready' })).statusCode === 200; i++) await sleep(20);
+      const shed = await app.inject({ method: 'POST', url: '/v1/sequences', payload: {} });
+      assert.equal(shed.statusCode, 503, shed.body);
+      assert.equal(shed.headers['retry-after'], '1');
+      assert.equal(shed.json().error.code, 'BUSY');
+      assert.equal(shed.json().error.reason, 'event-loop');
+      assert.ok(shed.json().error.value > 1);
+      assert.equal((await app.inject({ url: '/v1/ready' })).statusCode, 503, 'not ready while shedding');
+      assert.equal((await app.inject({ url: '/v1/status' })).statusCode, 200, 'status stays served');
+      assert.match((await app.inject({ url: '/metrics' })).body, /spillway_http_shed_total\{reason="event-loop"\} [1-9]/);
+    } finally {
+      clearInterval(lag);
+    }
 
     let recovered = false;
     for (let i = 0; i < 40 && !recovered; i++) {
