@@ -60,7 +60,10 @@ export class LoadMonitor {
   pressure(): Pressure | null {
     const queue = this.store.diskQueueDepth;
     if (queue > this.maxDiskQueue) return { reason: 'disk-queue', value: queue, limit: this.maxDiskQueue };
-    if (this.maxEventLoopDelayMs > 0 && this.delayMs > this.maxEventLoopDelayMs) return { reason: 'event-loop', value: Math.round(this.delayMs * 10) / 10, limit: this.maxEventLoopDelayMs };
+    if (this.maxEventLoopDelayMs > 0 && this.delayMs > this.maxEventLoopDelayMs) {
+      // Rounded up: a delay just over the limit must not read as "1 over 1".
+      return { reason: 'event-loop', value: Math.ceil(this.delayMs * 10) / 10, limit: this.maxEventLoopDelayMs };
+    }
     return null;
   }
 }
