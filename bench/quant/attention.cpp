@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common.h"
+#include "rotation_sim.h"
 
 namespace {
 
@@ -91,6 +92,25 @@ void round_trip(std::vector<Head>& heads, uint32_t tokens, uint32_t bits_x2, uin
   }
 }
 
+// Keys and values of all heads through the format the tensor-core rotation points to
+// (docs/QUANTIZATION.md, "A rotation for the tensor cores"): two screened Hadamard rounds at
+// `bits`, with the integer operands `ops`, bf16 out. A simulation in double precision, not a
+// kernel's bytes: it measures what the operands' precision costs, nothing else.
+void integer_round_trip(const std::vector<Head>& heads, uint32_t tokens, uint32_t bits, const bench::IntegerOperands& ops,
+                        std::vector<std::vector<float>>& k_out, std::vector<std::vector<float>>& v_out) {
+  static const bench::Matrix q = bench::hadamard_rotation(kDim, 0, bench::screened_seed(kDim, 0x5EED, 2), 2);
+  k_out.assign(kHeads, std::vector<float>(static_cast<size_t>(tokens) * kDim));
+  v_out = k_out;
+  for (uint32_t h = 0; h < kHeads; ++h)
+    for (uint32_t kv = 0; kv < 2; ++kv)
+      for (uint32_t t = 0; t < tokens; ++t) {
+        const float* x = &(kv ? heads[h].v : heads[h].k)[static_cast<size_t>(t) * kDim];
+        const std::vector<double> back = bench::integer_round_trip(q, std::vector<double>(x, x + kDim), bits, ops);
+        float* out = &(kv ? v_out : k_out)[h][static_cast<size_t>(t) * kDim];
+        for (uint32_t c = 0; c < kDim; ++c) out[c] = tq_bf16_to_f32(tq_f32_to_bf16(static_cast<float>(back[c])));
+      }
+}
+
 // Relative error |o - o^| / |o| per query, over all queries of all heads: mean and worst.
 struct Error {
   double mean = 0, worst = 0;
@@ -139,32 +159,47 @@ int main(int argc, char** argv) {
       sink_share += share / kHeads;
     }
     std::printf("context %u tokens: the sink token takes %.1f%% of the attention\n", tokens, 100 * sink_share);
+    // One row: the error of o with only K, only V and both quantized as kq and vq.
+    auto row = [&](const std::string& format, const char* variant, double bits, const std::vector<std::vector<float>>& kq,
+                   const std::vector<std::vector<float>>& vq) {
+      std::vector<std::vector<double>> k_only, v_only, both;
+      for (uint32_t h = 0; h < kHeads; ++h) {
+        k_only.push_back(attend(heads[h], kq[h], heads[h].v, tokens, nullptr));
+        v_only.push_back(attend(heads[h], heads[h].k, vq[h], tokens, nullptr));
+        both.push_back(attend(heads[h], kq[h], vq[h], tokens, nullptr));
+      }
+      const Error ek = compare(exact, k_only), ev = compare(exact, v_only), eb = compare(exact, both);
+      std::fprintf(md, "| %u | %s | %s | %.1f | %.4f / %.4f | %.4f / %.4f | %.4f / %.4f |\n", tokens, format.c_str(), variant, bits,
+                   ek.mean, ek.worst, ev.mean, ev.worst, eb.mean, eb.worst);
+      std::fprintf(json,
+                   "%s    {\"tokens\": %u, \"format\": \"%s\", \"variant\": \"%s\", \"bits\": %.1f, \"sink_share\": %.4f, "
+                   "\"k_only_mean\": %.6f, \"k_only_worst\": %.6f, \"v_only_mean\": %.6f, \"v_only_worst\": %.6f, "
+                   "\"both_mean\": %.6f, \"both_worst\": %.6f}",
+                   first ? "" : ",\n", tokens, format.c_str(), variant, bits, sink_share, ek.mean, ek.worst, ev.mean, ev.worst,
+                   eb.mean, eb.worst);
+      first = false;
+      std::fflush(md);
+    };
+    std::vector<std::vector<float>> kq, vq;
     for (uint32_t version : {2u, 1u})
       for (uint32_t variant : {SW_TQ_MSE, SW_TQ_PROD}) {
         if (version == 1 && variant == SW_TQ_PROD) continue;
         for (uint32_t bx2 : {8u, 7u, 6u, 5u, 4u}) {
-          std::vector<std::vector<float>> kq, vq;
           round_trip(heads, tokens, bx2, variant, version, kq, vq);
-          std::vector<std::vector<double>> k_only, v_only, both;
-          for (uint32_t h = 0; h < kHeads; ++h) {
-            k_only.push_back(attend(heads[h], kq[h], heads[h].v, tokens, nullptr));
-            v_only.push_back(attend(heads[h], heads[h].k, vq[h], tokens, nullptr));
-            both.push_back(attend(heads[h], kq[h], vq[h], tokens, nullptr));
-          }
-          const Error ek = compare(exact, k_only), ev = compare(exact, v_only), eb = compare(exact, both);
-          const char* vname = variant == SW_TQ_PROD ? "prod" : "mse";
-          std::fprintf(md, "| %u | %u | %s | %.1f | %.4f / %.4f | %.4f / %.4f | %.4f / %.4f |\n", tokens, version, vname,
-                       bx2 / 2.0, ek.mean, ek.worst, ev.mean, ev.worst, eb.mean, eb.worst);
-          std::fprintf(json,
-                       "%s    {\"tokens\": %u, \"format\": %u, \"variant\": \"%s\", \"bits\": %.1f, \"sink_share\": %.4f, "
-                       "\"k_only_mean\": %.6f, \"k_only_worst\": %.6f, \"v_only_mean\": %.6f, \"v_only_worst\": %.6f, "
-                       "\"both_mean\": %.6f, \"both_worst\": %.6f}",
-                       first ? "" : ",\n", tokens, version, vname, bx2 / 2.0, sink_share, ek.mean, ek.worst, ev.mean,
-                       ev.worst, eb.mean, eb.worst);
-          first = false;
-          std::fflush(md);
+          row(std::to_string(version), variant == SW_TQ_PROD ? "prod" : "mse", bx2 / 2.0, kq, vq);
         }
       }
+    // The integer operands the tensor-core kernels could take (one int8 MMA a product with
+    // 8-bit operands, two with 16-bit), at 4 bits, where their rounding weighs most.
+    const std::pair<const char*, bench::IntegerOperands> operands[] = {
+        {"two rounds, exact operands", {0, false, 0}},
+        {"two rounds, 16-bit input and centroids", {16, false, 16}},
+        {"two rounds, 8-bit input (full range), 16-bit centroids", {8, true, 16}},
+        {"two rounds, 8-bit input (full range) and centroids", {8, true, 8}}};
+    for (const auto& [name, ops] : operands) {
+      integer_round_trip(heads, tokens, 4, ops, kq, vq);
+      row(name, "mse", 4.0, kq, vq);
+    }
   }
   std::fprintf(json, "\n  ]\n}\n");
   std::fclose(json);

@@ -16,10 +16,11 @@ struct Model {
   // Both matrices in MMA order: forward[row][k] = 128 Q[contiguous_row(row)][contiguous_k(k)]
   // (rows coordinates, k channels); inverse[row][k] = 128 Q[contiguous_k(k)][contiguous_row(row)].
   std::vector<int> forward, inverse;
+  int bytes;  // the operands' width, as the tile code's kBytes (2: 16-bit, 1: 8-bit)
   float boundary[7];
   int centroid[16];
 
-  explicit Model(uint64_t seed) : forward(kDim * kDim), inverse(kDim * kDim) {
+  Model(uint64_t seed, int operand_bytes) : forward(kDim * kDim), inverse(kDim * kDim), bytes(operand_bytes) {
     const bench::Matrix q = bench::hadamard_rotation(kDim, 0, seed, 2);
     for (uint32_t r = 0; r < kDim; ++r)
       for (uint32_t k = 0; k < kDim; ++k) {
@@ -30,7 +31,8 @@ struct Model {
     const float* cent = TQ_CODEBOOK_CENTROIDS[tq_log2(kDim) - 3][3];
     for (int k = 0; k < 7; ++k) boundary[k] = bound[8 + k];
     for (int code = 0; code < 16; ++code)
-      centroid[code] = static_cast<int>(std::lround(std::ldexp(static_cast<double>(cent[8 + code % 8]), kCentroidShift))) * (code < 8 ? 1 : -1);
+      centroid[code] = static_cast<int>(std::lround(std::ldexp(static_cast<double>(cent[8 + code % 8]), centroid_shift(bytes)))) *
+                       (code < 8 ? 1 : -1);
   }
 
   int largest_entry() const {
@@ -47,7 +49,7 @@ struct Model {
     std::fill(codes, codes + kCodeBytes, 0);
     *norm = 0.f;
     if (e < kMinExponent) return;  // subnormal tops included
-    const float factor = std::ldexp(1.f, 15 - e);
+    const float factor = bytes == 2 ? std::ldexp(1.f, 15 - e) : 127.f / top;
     int q[kDim];
     unsigned long long sum2 = 0;
     for (uint32_t k = 0; k < kDim; ++k) {
@@ -55,7 +57,7 @@ struct Model {
       sum2 += static_cast<unsigned long long>(q[k] * q[k]);
     }
     const float nq = std::sqrt(static_cast<float>(sum2));
-    *norm = std::ldexp(nq, e - 15);
+    *norm = bytes == 2 ? std::ldexp(nq, e - 15) : nq / factor;
     for (uint32_t r = 0; r < kDim; ++r) {
       int64_t acc = 0;
       for (uint32_t k = 0; k < kDim; ++k) acc += static_cast<int64_t>(forward[r * kDim + k]) * q[k];
@@ -75,7 +77,7 @@ struct Model {
       const uint32_t j = contiguous_k(k);
       value[k] = centroid[(codes[j / 2] >> (4 * (j % 2))) & 0xF];
     }
-    const float scale = std::ldexp(norm, -7 - kCentroidShift);
+    const float scale = std::ldexp(norm, -7 - centroid_shift(bytes));
     for (uint32_t r = 0; r < kDim; ++r) {
       int64_t acc = 0;
       for (uint32_t k = 0; k < kDim; ++k) acc += static_cast<int64_t>(inverse[r * kDim + k]) * value[k];

@@ -3,9 +3,10 @@
 // head_dim-128 bf16 vectors through two randomized Hadamard rounds taken as one int8 matrix,
 // both ways. The tile code is mma_tile.cuh (its arithmetic is described there), the warp
 // collectives mma_warps.cuh, the C++ model mma_model.h; here are the kernels and the checks.
-// Two ways of finding a code are timed: counting the thresholds below |acc| (7 compares) and a
-// binary search over them (3); they give the same codes. A warp codes 1, 2 or 4 tiles of 8
-// vectors at a time, each m-tile of the matrix loaded once for all of them.
+// The operands are 16-bit (two int8 MMAs a product) or 8-bit integers (one). A code is found by
+// counting the thresholds below |acc| (7 compares) or by a binary search over them (3); both
+// give the same codes. A warp codes 1, 2 or 4 tiles of 8 vectors at a time, each m-tile of
+// the matrix loaded once for all of them.
 // The probe checks the first vectors' codes, norms and dequantized values against the model,
 // byte for byte, then times the kernels beside a device-to-device copy of the same bf16 bytes.
 // Usage: mma_probe [json path]        (exit 1 if the GPU and the model disagree)
@@ -46,7 +47,7 @@ template <int kTiles, typename F> __device__ inline void for_each_group(size_t v
 }
 
 // Each warp takes groups of kTiles tiles in turn; the CTA holds the A fragments (16 KiB) in shared memory.
-template <bool kSearch, int kTiles>
+template <int kBytes, bool kSearch, int kTiles>
 __global__ void __launch_bounds__(kWarps * 32) quantize_mma(const uint16_t* __restrict__ raw, const uint4* __restrict__ a_frags,
                                                            uint8_t* __restrict__ codes, float* __restrict__ norms, size_t vectors) {
   __shared__ uint4 a_smem[kFrags];
@@ -54,16 +55,16 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_mma(const uint16_t* __re
   DeviceWarp warp;
   const uint32_t lane = threadIdx.x % 32;
   for_each_group<kTiles>(vectors, [&](size_t v0) {
-    quantize_tiles<kSearch, kTiles>(warp, lane, raw + v0 * kDim, a_smem, codes + v0 * kCodeBytes, norms + v0, kBoundary);
+    quantize_tiles<kBytes, kSearch, kTiles>(warp, lane, raw + v0 * kDim, a_smem, codes + v0 * kCodeBytes, norms + v0, kBoundary);
   });
 }
 
-// Where quantize's time goes: the same loads and stores as quantize_mma<true, kTiles>, with
+// Where quantize's time goes: the same loads and stores as quantize_mma<kBytes, true, kTiles>, with
 // only the first steps between them (the input, then its fixed point, then the products);
 // what they write is a fold of what they computed, so that nothing is left out, not codes.
 enum class Stage { kLoadStore, kFixedPoint, kRotate };
 
-template <Stage kStage, int kTiles>
+template <int kBytes, Stage kStage, int kTiles>
 __global__ void __launch_bounds__(kWarps * 32) quantize_stage(const uint16_t* __restrict__ raw, const uint4* __restrict__ a_frags,
                                                              uint8_t* __restrict__ codes, float* __restrict__ norms, size_t vectors) {
   __shared__ uint4 a_smem[kFrags];
@@ -80,13 +81,13 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_stage(const uint16_t* __
     for (int i = 0; i < kTiles; ++i) {
       for (int w = 0; w < 4; ++w) fold[i][w % 2] ^= in[i].words[w].x ^ in[i].words[w].y ^ in[i].words[w].z ^ in[i].words[w].w;
       if (kStage == Stage::kLoadStore) continue;
-      const FixedPoint fp = to_fixed_point(warp, in[i]);
+      const FixedPoint fp = to_fixed_point<kBytes>(warp, in[i]);
       norm[i] = fp.nq;
       bytes[i] = fp.bytes;
       for (int f = 0; f < 8; ++f) fold[i][f % 2] ^= fp.bytes.hi[f] + fp.bytes.lo[f];
     }
     if (kStage == Stage::kRotate)
-      products(warp, a_smem, lane, bytes, [&](int mt, int i, const int (&acc)[4]) { fold[i][mt % 2] ^= static_cast<uint32_t>(acc[0] ^ acc[1] ^ acc[2] ^ acc[3]); });
+      products<kBytes>(warp, a_smem, lane, bytes, [&](int mt, int i, const int (&acc)[4]) { fold[i][mt % 2] ^= static_cast<uint32_t>(acc[0] ^ acc[1] ^ acc[2] ^ acc[3]); });
     #pragma unroll
     for (int i = 0; i < kTiles; ++i) {
       const size_t first = v0 + i * kTileVectors;
@@ -97,7 +98,7 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_stage(const uint16_t* __
   });
 }
 
-template <int kTiles>
+template <int kBytes, int kTiles>
 __global__ void __launch_bounds__(kWarps * 32) dequantize_mma(const uint8_t* __restrict__ codes, const float* __restrict__ norms,
                                                              const uint4* __restrict__ a_frags, const int* __restrict__ centroid,
                                                              uint16_t* __restrict__ raw, size_t vectors) {
@@ -107,7 +108,7 @@ __global__ void __launch_bounds__(kWarps * 32) dequantize_mma(const uint8_t* __r
   copy_fragments(a_smem, a_frags);
   DeviceWarp warp;
   for_each_group<kTiles>(vectors, [&](size_t v0) {
-    dequantize_tiles<kTiles>(warp, threadIdx.x % 32, codes + v0 * kCodeBytes, norms + v0, a_smem, raw + v0 * kDim, centroid_smem);
+    dequantize_tiles<kBytes, kTiles>(warp, threadIdx.x % 32, codes + v0 * kCodeBytes, norms + v0, a_smem, raw + v0 * kDim, centroid_smem);
   });
 }
 
@@ -136,69 +137,88 @@ struct Quantized {
   explicit Quantized(size_t vectors) : codes(vectors * kCodeBytes), norms(vectors) {}
 };
 
-// The kernels timed, each on the GPU and on the emulated warp: quantize finding a code by
-// counting or by binary search, a warp coding 1, 2 or 4 tiles per load of the matrix; dequantize
-// with 1, 2 or 4 tiles. Each entry is one instantiation, the kernel and its emulation.
+// The kernels timed, each on the GPU and on the emulated warp: quantize with 16-bit or 8-bit
+// operands, finding a code by counting or by binary search, a warp coding 1, 2 or 4 tiles per
+// load of the matrix; dequantize the same widths with 1, 2 or 4 tiles. Each entry is one
+// instantiation, the kernel and its emulation.
 using QuantizeKernel = void (*)(const uint16_t*, const uint4*, uint8_t*, float*, size_t);
 using QuantizeGroup = void (*)(EmulatedWarp&, uint32_t, const uint16_t*, const uint4*, uint8_t*, float*, const float*);
 using DequantizeKernel = void (*)(const uint8_t*, const float*, const uint4*, const int*, uint16_t*, size_t);
 using DequantizeGroup = void (*)(EmulatedWarp&, uint32_t, const uint8_t*, const float*, const uint4*, uint16_t*, const int*);
 struct QuantizeWay {
   const char* name;
-  int tiles;
+  int bytes, tiles;
   QuantizeKernel kernel;
   QuantizeGroup emulated;
 };
 struct DequantizeWay {
-  int tiles;
+  int bytes, tiles;
   DequantizeKernel kernel;
   DequantizeGroup emulated;
 };
-template <bool kSearch, int kTiles> constexpr QuantizeWay quantize_way(const char* name) {
-  return {name, kTiles, quantize_mma<kSearch, kTiles>, quantize_tiles<kSearch, kTiles, EmulatedWarp>};
+template <int kBytes, bool kSearch, int kTiles> constexpr QuantizeWay quantize_way(const char* name) {
+  return {name, kBytes, kTiles, quantize_mma<kBytes, kSearch, kTiles>, quantize_tiles<kBytes, kSearch, kTiles, EmulatedWarp>};
 }
-template <int kTiles> constexpr DequantizeWay dequantize_way() {
-  return {kTiles, dequantize_mma<kTiles>, dequantize_tiles<kTiles, EmulatedWarp>};
+template <int kBytes, int kTiles> constexpr DequantizeWay dequantize_way() {
+  return {kBytes, kTiles, dequantize_mma<kBytes, kTiles>, dequantize_tiles<kBytes, kTiles, EmulatedWarp>};
 }
-const QuantizeWay kWays[] = {quantize_way<false, 1>("counting, 1 tile"), quantize_way<true, 1>("binary search, 1 tile"),
-                             quantize_way<true, 2>("binary search, 2 tiles"), quantize_way<true, 4>("binary search, 4 tiles")};
-const DequantizeWay kDequantizeWays[] = {dequantize_way<1>(), dequantize_way<2>(), dequantize_way<4>()};
+const QuantizeWay kWays[] = {quantize_way<2, false, 1>("counting, 1 tile"), quantize_way<2, true, 1>("binary search, 1 tile"),
+                             quantize_way<2, true, 2>("binary search, 2 tiles"), quantize_way<1, true, 1>("binary search, 1 tile"),
+                             quantize_way<1, true, 2>("binary search, 2 tiles"), quantize_way<1, true, 4>("binary search, 4 tiles")};
+const DequantizeWay kDequantizeWays[] = {dequantize_way<2, 1>(), dequantize_way<2, 2>(), dequantize_way<1, 1>(), dequantize_way<1, 2>(),
+                                         dequantize_way<1, 4>()};
 constexpr size_t kWayCount = std::size(kWays), kDequantizeWayCount = std::size(kDequantizeWays);
 constexpr size_t kMostTiles = 4;
+
+// The model of each operand width: wide (16-bit) and narrow (8-bit), the same matrix.
+struct Models {
+  Model wide, narrow;
+  explicit Models(uint64_t seed) : wide(seed, 2), narrow(seed, 1) {}
+  const Model& of(int bytes) const { return bytes == 2 ? wide : narrow; }
+};
 
 struct Verdict {
   std::vector<size_t> quantize_differing;    // by way, as kWays
   std::vector<size_t> dequantize_differing;  // as kDequantizeWays
-  double gaussian_error = 0;                 // the Gaussian test vectors' relative squared error after both ways
+  double gaussian_error[2] = {};             // the Gaussian test vectors' relative squared error after both ways, 8-bit and 16-bit
 };
 
-// One side's (GPU or emulation) codes, norms and values (the values dequantized from the
-// model's own codes) against the model's.
-Verdict compare(const Model& model, const std::vector<uint16_t>& raw, const std::vector<Quantized>& got,
+// One side's (GPU or emulation) codes, norms and values against the models': each way's
+// against the model of its width. The values are dequantized from the 16-bit model's codes.
+Verdict compare(const Models& models, const std::vector<uint16_t>& raw, const std::vector<Quantized>& got,
                 const std::vector<std::vector<uint16_t>>& values) {
   Verdict out;
   out.quantize_differing.assign(got.size(), 0);
   out.dequantize_differing.assign(values.size(), 0);
-  double err = 0, energy = 0;
+  double err[2] = {}, energy = 0;
   for (size_t v = 0; v < raw.size() / kDim; ++v) {
-    uint8_t codes[kCodeBytes];
-    float norm;
-    uint16_t back[kDim];
-    model.quantize(&raw[v * kDim], codes, &norm);
-    model.dequantize(codes, norm, back);
-    for (size_t way = 0; way < got.size(); ++way)
-      if (!std::equal(codes, codes + kCodeBytes, &got[way].codes[v * kCodeBytes]) ||
-          std::memcmp(&norm, &got[way].norms[v], sizeof norm) != 0)
+    uint8_t codes[2][kCodeBytes], wide_codes[kCodeBytes];
+    float norm[2], wide_norm;
+    uint16_t back[2][kDim];
+    for (int bytes = 1; bytes <= 2; ++bytes) {
+      models.of(bytes).quantize(&raw[v * kDim], codes[bytes - 1], &norm[bytes - 1]);
+      models.of(bytes).dequantize(codes[bytes - 1], norm[bytes - 1], back[bytes - 1]);
+    }
+    models.wide.quantize(&raw[v * kDim], wide_codes, &wide_norm);
+    for (size_t way = 0; way < got.size(); ++way) {
+      const int w = kWays[way].bytes - 1;
+      if (!std::equal(codes[w], codes[w] + kCodeBytes, &got[way].codes[v * kCodeBytes]) ||
+          std::memcmp(&norm[w], &got[way].norms[v], sizeof norm[w]) != 0)
         ++out.quantize_differing[way];
-    for (size_t way = 0; way < values.size(); ++way)
-      if (!std::equal(back, back + kDim, &values[way][v * kDim])) ++out.dequantize_differing[way];
+    }
+    for (size_t way = 0; way < values.size(); ++way) {
+      uint16_t expected[kDim];
+      models.of(kDequantizeWays[way].bytes).dequantize(wide_codes, wide_norm, expected);
+      if (!std::equal(expected, expected + kDim, &values[way][v * kDim])) ++out.dequantize_differing[way];
+    }
     if (v % 64 < 5) continue;
     for (uint32_t i = 0; i < kDim; ++i) {
-      const double x = tq_bf16_to_f32(raw[v * kDim + i]), y = tq_bf16_to_f32(back[i]);
-      err += (y - x) * (y - x), energy += x * x;
+      const double x = tq_bf16_to_f32(raw[v * kDim + i]);
+      energy += x * x;
+      for (int w = 0; w < 2; ++w) err[w] += (tq_bf16_to_f32(back[w][i]) - x) * (tq_bf16_to_f32(back[w][i]) - x);
     }
   }
-  out.gaussian_error = err / energy;
+  for (int w = 0; w < 2; ++w) out.gaussian_error[w] = err[w] / energy;
   return out;
 }
 
@@ -210,14 +230,17 @@ bool agrees(const Verdict& r) {
 
 void report(const char* side, size_t vectors, const Verdict& r) {
   std::printf("%s, %zu vectors: quantize differs from the model on", side, vectors);
-  for (size_t way = 0; way < kWayCount; ++way) std::printf("%s %zu (%s)", way ? "," : "", r.quantize_differing[way], kWays[way].name);
+  for (size_t way = 0; way < kWayCount; ++way)
+    std::printf("%s %zu (%d-bit, %s)", way ? "," : "", r.quantize_differing[way], 8 * kWays[way].bytes, kWays[way].name);
   std::printf("; dequantize on");
   for (size_t way = 0; way < kDequantizeWayCount; ++way)
-    std::printf("%s %zu (%d tiles)", way ? "," : "", r.dequantize_differing[way], kDequantizeWays[way].tiles);
-  std::printf("; Gaussian vectors come back with relative squared error %.5f\n", r.gaussian_error);
+    std::printf("%s %zu (%d-bit, %d tiles)", way ? "," : "", r.dequantize_differing[way], 8 * kDequantizeWays[way].bytes,
+                kDequantizeWays[way].tiles);
+  std::printf("; Gaussian vectors come back with relative squared error %.5f (16-bit operands), %.5f (8-bit)\n", r.gaussian_error[1],
+              r.gaussian_error[0]);
 }
 
-// The model's codes for the vectors, the input the dequantize checks start from.
+// The 16-bit model's codes for the vectors, the input the dequantize checks start from.
 Quantized model_codes(const Model& model, const std::vector<uint16_t>& raw) {
   Quantized out(raw.size() / kDim);
   for (size_t v = 0; v < raw.size() / kDim; ++v) model.quantize(&raw[v * kDim], &out.codes[v * kCodeBytes], &out.norms[v]);
@@ -225,11 +248,11 @@ Quantized model_codes(const Model& model, const std::vector<uint16_t>& raw) {
 }
 
 // The tile code on 32 CPU threads, one group of tiles after another: no GPU needed.
-int emulate(const Model& model, size_t vectors) {
+int emulate(const Models& models, size_t vectors) {
   vectors -= vectors % (kMostTiles * kTileVectors);
   const std::vector<uint16_t> raw = test_vectors(vectors);
-  const std::vector<uint32_t> fwd = Model::a_fragments(model.forward), inv = Model::a_fragments(model.inverse);
-  const Quantized model_in = model_codes(model, raw);
+  const std::vector<uint32_t> fwd = Model::a_fragments(models.wide.forward), inv = Model::a_fragments(models.wide.inverse);
+  const Quantized model_in = model_codes(models.wide, raw);
   std::vector<Quantized> got(kWayCount, Quantized(vectors));
   std::vector<std::vector<uint16_t>> values(kDequantizeWayCount, std::vector<uint16_t>(vectors * kDim));
   EmulatedWarp warp;
@@ -241,14 +264,15 @@ int emulate(const Model& model, size_t vectors) {
       const uint4* b = reinterpret_cast<const uint4*>(inv.data());
       for (size_t way = 0; way < kWayCount; ++way)
         for (size_t v0 = 0; v0 < vectors; v0 += kWays[way].tiles * kTileVectors)
-          kWays[way].emulated(warp, lane, &raw[v0 * kDim], f, &got[way].codes[v0 * kCodeBytes], &got[way].norms[v0], model.boundary);
+          kWays[way].emulated(warp, lane, &raw[v0 * kDim], f, &got[way].codes[v0 * kCodeBytes], &got[way].norms[v0],
+                              models.wide.boundary);
       for (size_t way = 0; way < kDequantizeWayCount; ++way)
         for (size_t v0 = 0; v0 < vectors; v0 += kDequantizeWays[way].tiles * kTileVectors)
           kDequantizeWays[way].emulated(warp, lane, &model_in.codes[v0 * kCodeBytes], &model_in.norms[v0], b, &values[way][v0 * kDim],
-                                        model.centroid);
+                                        models.of(kDequantizeWays[way].bytes).centroid);
     });
   for (auto& t : lanes) t.join();
-  const Verdict r = compare(model, raw, got, values);
+  const Verdict r = compare(models, raw, got, values);
   report("emulated warp", vectors, r);
   return agrees(r) ? 0 : 1;
 }
@@ -259,14 +283,15 @@ int emulate(const Model& model, size_t vectors) {
 int main(int argc, char** argv) {
   using namespace mma_probe;
   static_assert(contiguous_row(127) < kDim && contiguous_k(127) < kDim, "MMA orders stay inside the vector");
-  const Model model(1234);
+  const Models models(1234);
+  const Model& model = models.wide;
   if (model.largest_entry() > 127) {
     std::fprintf(stderr, "the two-round matrix does not fit int8 (entry %d)\n", model.largest_entry());
     return 2;
   }
-  if (argc > 1 && std::strcmp(argv[1], "--emulate") == 0) return emulate(model, argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1024);
+  if (argc > 1 && std::strcmp(argv[1], "--emulate") == 0) return emulate(models, argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1024);
   CUDA_OK(cudaMemcpyToSymbol(kBoundary, model.boundary, sizeof model.boundary));
-  // 1 GiB of bf16 vectors, the checked part repeated; the dequantize reads the model's codes of it.
+  // 1 GiB of bf16 vectors, the checked part repeated; the dequantize reads the 16-bit model's codes of it.
   const size_t vectors = (1ull << 30) / (kDim * 2), checked = 1u << 16;
   const std::vector<uint16_t> host = test_vectors(checked);
   const Quantized host_in = model_codes(model, host);
@@ -276,7 +301,7 @@ int main(int argc, char** argv) {
   float *norms[kWayCount], *norms_in;
   void* copy;
   uint4 *fwd, *inv;
-  int* centroid;
+  int* centroid[2];  // by operand width: 8-bit, 16-bit
   CUDA_OK(cudaMalloc(&raw, raw_bytes));
   CUDA_OK(cudaMalloc(&copy, raw_bytes));
   CUDA_OK(cudaMalloc(&codes_in, code_bytes));
@@ -288,10 +313,12 @@ int main(int argc, char** argv) {
   for (size_t way = 0; way < kDequantizeWayCount; ++way) CUDA_OK(cudaMalloc(&back[way], raw_bytes));
   CUDA_OK(cudaMalloc(&fwd, kFrags * sizeof(uint4)));
   CUDA_OK(cudaMalloc(&inv, kFrags * sizeof(uint4)));
-  CUDA_OK(cudaMalloc(&centroid, sizeof model.centroid));
+  for (int bytes = 1; bytes <= 2; ++bytes) {
+    CUDA_OK(cudaMalloc(&centroid[bytes - 1], sizeof model.centroid));
+    CUDA_OK(cudaMemcpy(centroid[bytes - 1], models.of(bytes).centroid, sizeof model.centroid, cudaMemcpyHostToDevice));
+  }
   CUDA_OK(cudaMemcpy(fwd, Model::a_fragments(model.forward).data(), kFrags * sizeof(uint4), cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(inv, Model::a_fragments(model.inverse).data(), kFrags * sizeof(uint4), cudaMemcpyHostToDevice));
-  CUDA_OK(cudaMemcpy(centroid, model.centroid, sizeof model.centroid, cudaMemcpyHostToDevice));
   for (size_t off = 0; off < vectors; off += checked) {
     const size_t n = std::min(checked, vectors - off);
     CUDA_OK(cudaMemcpy(raw + off * kDim, host.data(), n * kDim * 2, cudaMemcpyHostToDevice));
@@ -312,7 +339,8 @@ int main(int argc, char** argv) {
   for (size_t way = 0; way < kDequantizeWayCount; ++way) grid_d[way] = grid_of(reinterpret_cast<const void*>(kDequantizeWays[way].kernel));
   auto quantize = [&](size_t way) { kWays[way].kernel<<<grid_q[way], kWarps * 32>>>(raw, fwd, codes[way], norms[way], vectors); };
   auto dequantize = [&](size_t way) {
-    kDequantizeWays[way].kernel<<<grid_d[way], kWarps * 32>>>(codes_in, norms_in, inv, centroid, back[way], vectors);
+    const DequantizeWay& d = kDequantizeWays[way];
+    d.kernel<<<grid_d[way], kWarps * 32>>>(codes_in, norms_in, inv, centroid[d.bytes - 1], back[way], vectors);
   };
   for (size_t way = 0; way < kWayCount; ++way) quantize(way);
   for (size_t way = 0; way < kDequantizeWayCount; ++way) dequantize(way);
@@ -326,20 +354,24 @@ int main(int argc, char** argv) {
   std::vector<std::vector<uint16_t>> values(kDequantizeWayCount, std::vector<uint16_t>(checked * kDim));
   for (size_t way = 0; way < kDequantizeWayCount; ++way)
     CUDA_OK(cudaMemcpy(values[way].data(), back[way], checked * kDim * 2, cudaMemcpyDeviceToHost));
-  const Verdict r = compare(model, host, got, values);
+  const Verdict r = compare(models, host, got, values);
   double t_q[kWayCount], t_d[kDequantizeWayCount];
   for (size_t way = 0; way < kWayCount; ++way) t_q[way] = bench::median_ms([&] { quantize(way); }, 10);
   for (size_t way = 0; way < kDequantizeWayCount; ++way) t_d[way] = bench::median_ms([&] { dequantize(way); }, 10);
-  // The stages: loads and stores, the fixed point (1 tile), then the products with 1, 2 and 4 tiles.
+  // The stages: loads and stores, the fixed point (1 tile), then the products with 1, 2 and 4
+  // tiles, for each operand width.
   struct StageKernel {
     const char* name;
     QuantizeKernel kernel;
   };
-  const StageKernel stages[] = {{"loads and stores only", quantize_stage<Stage::kLoadStore, 1>},
-                                {"and the fixed point", quantize_stage<Stage::kFixedPoint, 1>},
-                                {"and the products (no codebook), 1 tile", quantize_stage<Stage::kRotate, 1>},
-                                {"and the products (no codebook), 2 tiles", quantize_stage<Stage::kRotate, 2>},
-                                {"and the products (no codebook), 4 tiles", quantize_stage<Stage::kRotate, 4>}};
+  const StageKernel stages[] = {{"loads and stores only", quantize_stage<2, Stage::kLoadStore, 1>},
+                                {"and the 16-bit fixed point", quantize_stage<2, Stage::kFixedPoint, 1>},
+                                {"and the 16-bit products (no codebook), 1 tile", quantize_stage<2, Stage::kRotate, 1>},
+                                {"and the 16-bit products (no codebook), 2 tiles", quantize_stage<2, Stage::kRotate, 2>},
+                                {"and the 8-bit fixed point", quantize_stage<1, Stage::kFixedPoint, 1>},
+                                {"and the 8-bit products (no codebook), 1 tile", quantize_stage<1, Stage::kRotate, 1>},
+                                {"and the 8-bit products (no codebook), 2 tiles", quantize_stage<1, Stage::kRotate, 2>},
+                                {"and the 8-bit products (no codebook), 4 tiles", quantize_stage<1, Stage::kRotate, 4>}};
   std::vector<double> t_stage;
   for (const StageKernel& stage : stages) {
     const uint32_t grid = grid_of(reinterpret_cast<const void*>(stage.kernel));
@@ -355,24 +387,26 @@ int main(int argc, char** argv) {
   report("GPU", checked, r);
   std::printf("| kernel | CTAs | GB/s (read + written) | D2D copy GB/s | of copy |\n|---|---|---|---|---|\n");
   for (size_t way = 0; way < kWayCount; ++way)
-    std::printf("| 4-bit quantize, two rounds on int8 MMA, code by %s | %u | %.0f | %.0f | %.2f |\n", kWays[way].name,
-                grid_q[way], gbps(t_q[way]), copy_gbps, gbps(t_q[way]) / copy_gbps);
+    std::printf("| 4-bit quantize, two rounds on int8 MMA, %d-bit operands, code by %s | %u | %.0f | %.0f | %.2f |\n",
+                8 * kWays[way].bytes, kWays[way].name, grid_q[way], gbps(t_q[way]), copy_gbps, gbps(t_q[way]) / copy_gbps);
   for (size_t way = 0; way < kDequantizeWayCount; ++way)
-    std::printf("| 4-bit dequantize, two rounds on int8 MMA, %d tiles | %u | %.0f | %.0f | %.2f |\n", kDequantizeWays[way].tiles,
-                grid_d[way], gbps(t_d[way]), copy_gbps, gbps(t_d[way]) / copy_gbps);
+    std::printf("| 4-bit dequantize, two rounds on int8 MMA, %d-bit operands, %d tiles | %u | %.0f | %.0f | %.2f |\n",
+                8 * kDequantizeWays[way].bytes, kDequantizeWays[way].tiles, grid_d[way], gbps(t_d[way]), copy_gbps, gbps(t_d[way]) / copy_gbps);
   std::printf("\nWhere quantize's time goes (the same bytes in and out; no codes):\n\n| quantize up to | ms | GB/s | of copy |\n|---|---|---|---|\n");
   for (size_t i = 0; i < t_stage.size(); ++i)
     std::printf("| %s | %.3f | %.0f | %.2f |\n", stages[i].name, t_stage[i], gbps(t_stage[i]), gbps(t_stage[i]) / copy_gbps);
   if (FILE* json = std::fopen(argc > 1 ? argv[1] : "mma_probe.json", "w")) {
-    std::fprintf(json, "{\"gpu\": \"%s\", \"vectors\": %zu, \"checked\": %zu, \"gaussian_error\": %.6f, \"copy_ms\": %.4f, \"copy_gbps\": %.1f, \"quantize\": [",
-                 prop.name, vectors, checked, r.gaussian_error, t_copy, copy_gbps);
+    std::fprintf(json,
+                 "{\"gpu\": \"%s\", \"vectors\": %zu, \"checked\": %zu, \"gaussian_error_16bit\": %.6f, \"gaussian_error_8bit\": %.6f, "
+                 "\"copy_ms\": %.4f, \"copy_gbps\": %.1f, \"quantize\": [",
+                 prop.name, vectors, checked, r.gaussian_error[1], r.gaussian_error[0], t_copy, copy_gbps);
     for (size_t way = 0; way < kWayCount; ++way)
-      std::fprintf(json, "%s{\"way\": \"%s\", \"differing\": %zu, \"ms\": %.4f, \"gbps\": %.1f}", way ? ", " : "", kWays[way].name,
-                   r.quantize_differing[way], t_q[way], gbps(t_q[way]));
+      std::fprintf(json, "%s{\"way\": \"%s\", \"operand_bits\": %d, \"differing\": %zu, \"ms\": %.4f, \"gbps\": %.1f}", way ? ", " : "",
+                   kWays[way].name, 8 * kWays[way].bytes, r.quantize_differing[way], t_q[way], gbps(t_q[way]));
     std::fprintf(json, "], \"dequantize\": [");
     for (size_t way = 0; way < kDequantizeWayCount; ++way)
-      std::fprintf(json, "%s{\"tiles\": %d, \"differing\": %zu, \"ms\": %.4f, \"gbps\": %.1f}", way ? ", " : "", kDequantizeWays[way].tiles,
-                   r.dequantize_differing[way], t_d[way], gbps(t_d[way]));
+      std::fprintf(json, "%s{\"tiles\": %d, \"operand_bits\": %d, \"differing\": %zu, \"ms\": %.4f, \"gbps\": %.1f}", way ? ", " : "",
+                   kDequantizeWays[way].tiles, 8 * kDequantizeWays[way].bytes, r.dequantize_differing[way], t_d[way], gbps(t_d[way]));
     std::fprintf(json, "], \"stages_ms\": [");
     for (size_t i = 0; i < t_stage.size(); ++i) std::fprintf(json, "%s{\"stage\": \"%s\", \"ms\": %.4f}", i ? ", " : "", stages[i].name, t_stage[i]);
     std::fprintf(json, "]}\n");

@@ -2,19 +2,23 @@
 // tiles of 8 vectors of head_dim 128 in bf16, both ways, written once for the GPU's warp and for an
 // emulation of it on CPU threads (mma_warps.cuh). M = 128 H D2 H D1, two randomized Hadamard
 // rounds as one int8 matrix (entries at most 48, the quantizer's sign diagonals), its rows and
-// columns in the orders the MMA fragments want (a relabelling, below). Per vector:
+// columns in the orders the MMA fragments want (a relabelling, below). The operands are
+// 16-bit (kBytes 2: two MMAs a product) or 8-bit integers (kBytes 1: one MMA a product; what
+// that costs in quality is docs/QUANTIZATION.md's "integer operands" table). Per vector:
 // Quantize:
-//  1. E = the exponent of the largest magnitude plus one; every value times 2^(15 - E),
-//     rounded to nearest even: 16-bit integers q (|q| < 2^15). E below -112 codes as zero.
-//  2. q = 256 hi + lo: hi = q >> 8 as int8, lo = the low byte as uint8.
-//  3. acc = M q = 256 (M hi) + M lo, exact in int32: m16n8k32 MMAs, s8 x s8 and s8 x u8.
+//  1. top = the largest magnitude; E = its exponent plus one. 16-bit: every value times
+//     2^(15 - E), rounded to nearest even: integers q, |q| < 2^15. 8-bit: every value times
+//     f = 127 / top, rounded: |q| <= 127. E below -112 codes as zero.
+//  2. 16-bit: q = 256 hi + lo, hi = q >> 8 as int8, lo = the low byte as uint8. 8-bit: q as int8.
+//  3. acc = M q, exact in int32: m16n8k32 MMAs, 256 (M hi) + M lo (s8 x s8 and s8 x u8) or M q.
 //  4. nq = sqrt((float) sum q^2); thresholds t_k = floor(beta_k * (128 nq)) as integers for
 //     the 7 positive boundaries beta_k of the dim-128 4-bit codebook; code = (number of t_k
 //     below |acc|) + 8 if acc < 0, compared as integers (no conversion per value); stored
-//     norm = nq * 2^(E - 15).
+//     norm = nq * 2^(E - 15), or nq / f.
 //     Codes are nibbles, coordinate j at nibble j of the vector's 64 bytes; norms fp32 apart.
-// Dequantize: each code's centroid as a fixed-point integer (centroid * 2^15, rounded), split
-// into bytes the same way; acc = M^T c, exact; value = bf16((float)acc * norm * 2^-22).
+// Dequantize: each code's centroid as a fixed-point integer (centroid * 2^s, rounded; s = 15
+// for 16-bit, 9 for 8-bit, where the largest centroid is 123), split into bytes the same way;
+// acc = M^T c, exact; value = bf16((float)acc * norm * 2^-(7 + s)).
 #pragma once
 #include <cuda_bf16.h>
 
@@ -31,7 +35,9 @@ constexpr uint32_t kTileVectors = 8;  // the MMA's n
 constexpr uint32_t kCodeBytes = kDim / 2;
 constexpr uint32_t kFrags = 8 * 4 * 32;  // A fragments: 8 m-tiles x 4 k-tiles x 32 lanes, 16 bytes each
 constexpr int kMinExponent = -112;       // below: coded as zero (2^(15 - E) must be a normal float)
-constexpr int kCentroidShift = 15;       // centroids as integers: centroid * 2^15
+// Centroids as integers: centroid * 2^centroid_shift(kBytes), the largest power of two that
+// keeps the largest centroid (0.2414 of a unit vector's norm) within the operand's range.
+__host__ __device__ constexpr int centroid_shift(int bytes) { return bytes == 2 ? 15 : 9; }
 
 // The orders that give each lane consecutive elements. Lane (g = lane / 4, c = lane % 4)
 // feeds the B fragment of vector g with k = 32t + 16s + 4c + i (k-tile t, half s, byte i):
@@ -68,18 +74,19 @@ __host__ __device__ inline float u64_to_float(unsigned long long x) {
 #endif
 }
 
-// This lane's B fragments of a tile: 32 integers below 2^15 in magnitude (its elements, in
-// contiguous_k order) as bytes, v = 256 hi + lo, hi = v >> 8 (int8), lo = v & 0xFF (uint8).
+// This lane's B fragments of a tile: 32 integers (its elements, in contiguous_k order) as
+// bytes. 16-bit (|v| < 2^15): v = 256 hi + lo, hi = v >> 8 (int8), lo = v & 0xFF (uint8);
+// 8-bit (|v| <= 127): hi = v (int8), no lo.
 struct TileBytes {
   uint32_t hi[8], lo[8];
 };
-__host__ __device__ inline TileBytes split_bytes(const int (&v)[32]) {
+template <int kBytes> __host__ __device__ inline TileBytes split_bytes(const int (&v)[32]) {
   TileBytes b;
   for (int f = 0; f < 8; ++f) {
     b.hi[f] = b.lo[f] = 0;
     for (int i = 0; i < 4; ++i) {
-      b.hi[f] |= static_cast<uint32_t>((v[4 * f + i] >> 8) & 0xFF) << (8 * i);
-      b.lo[f] |= static_cast<uint32_t>(v[4 * f + i] & 0xFF) << (8 * i);
+      b.hi[f] |= static_cast<uint32_t>((kBytes == 2 ? v[4 * f + i] >> 8 : v[4 * f + i]) & 0xFF) << (8 * i);
+      if (kBytes == 2) b.lo[f] |= static_cast<uint32_t>(v[4 * f + i] & 0xFF) << (8 * i);
     }
   }
   return b;
@@ -122,11 +129,13 @@ __host__ __device__ inline void load_mtile(const uint4* a_frags, uint32_t lane, 
   }
 }
 
-// One m-tile of M times a tile's 8 vectors, exact: 256 (A hi) + A lo.
+// One m-tile of M times a tile's 8 vectors, exact: 256 (A hi) + A lo, or A hi alone for 8-bit operands.
 #pragma nv_exec_check_disable
-template <typename W> __host__ __device__ inline void product_mtile(W& warp, const MtileFragments& a, const TileBytes& b, int (&acc)[4]) {
+template <int kBytes, typename W>
+__host__ __device__ inline void product_mtile(W& warp, const MtileFragments& a, const TileBytes& b, int (&acc)[4]) {
   for (int r = 0; r < 4; ++r) acc[r] = 0;
   for (int t = 0; t < 4; ++t) warp.template mma<false>(acc, a[t], b.hi[2 * t], b.hi[2 * t + 1]);
+  if (kBytes == 1) return;
   for (int r = 0; r < 4; ++r) acc[r] *= 256;
   for (int t = 0; t < 4; ++t) warp.template mma<true>(acc, a[t], b.lo[2 * t], b.lo[2 * t + 1]);
 }
@@ -134,7 +143,7 @@ template <typename W> __host__ __device__ inline void product_mtile(W& warp, con
 // M times each of kTiles tiles, m-tile by m-tile, each m-tile of M loaded once for all of
 // them: use(mt, i, acc) takes tile i's accumulators of m-tile mt.
 #pragma nv_exec_check_disable
-template <int kTiles, typename W, typename Use>
+template <int kBytes, int kTiles, typename W, typename Use>
 __host__ __device__ inline void products(W& warp, const uint4* a_frags, uint32_t lane, const TileBytes (&b)[kTiles], Use&& use) {
 #pragma unroll
   for (int mt = 0; mt < 8; ++mt) {
@@ -143,7 +152,7 @@ __host__ __device__ inline void products(W& warp, const uint4* a_frags, uint32_t
 #pragma unroll
     for (int i = 0; i < kTiles; ++i) {
       int acc[4];
-      product_mtile(warp, a, b[i], acc);
+      product_mtile<kBytes>(warp, a, b[i], acc);
       use(mt, i, acc);
     }
   }
@@ -170,13 +179,13 @@ template <int kTiles> __host__ __device__ inline void load_inputs(const uint16_t
 // 32 values' bytes, and its vector's exponent and integer norm.
 struct FixedPoint {
   TileBytes bytes;
-  int e;
-  bool zero;  // coded as zero: q = 0
-  float nq;   // sqrt((float) sum q^2) over the whole vector
+  bool zero;   // coded as zero: q = 0
+  float nq;    // sqrt((float) sum q^2) over the whole vector
+  float norm;  // the norm stored: nq in the input's units
 };
 
 #pragma nv_exec_check_disable
-template <typename W> __host__ __device__ FixedPoint to_fixed_point(W& warp, const TileInput& in) {
+template <int kBytes, typename W> __host__ __device__ FixedPoint to_fixed_point(W& warp, const TileInput& in) {
   const uint32_t* pairs = reinterpret_cast<const uint32_t*>(in.words);
   float x[32];
   float top = 0.f;
@@ -189,19 +198,21 @@ template <typename W> __host__ __device__ FixedPoint to_fixed_point(W& warp, con
   top = fmaxf(top, warp.shfl_xor(top, 2));
   FixedPoint fp;
   // ilogb + 1 for normal floats; subnormal and zero tops fall below kMinExponent.
-  fp.e = top == 0.f ? -127 : static_cast<int>((bit_cast<uint32_t>(top) >> 23) & 0xFF) - 126;
-  fp.zero = fp.e < kMinExponent;
-  const float factor = fp.zero ? 0.f : bit_cast<float>(static_cast<uint32_t>(127 + 15 - fp.e) << 23);
+  const int e = top == 0.f ? -127 : static_cast<int>((bit_cast<uint32_t>(top) >> 23) & 0xFF) - 126;
+  fp.zero = e < kMinExponent;
+  // 8-bit: |x| f <= 127 (1 + 2^-23) for every x, so the rounded values stay within int8.
+  const float factor = fp.zero ? 0.f : kBytes == 2 ? bit_cast<float>(static_cast<uint32_t>(127 + 15 - e) << 23) : 127.f / top;
   int q[32];
   unsigned long long sum2 = 0;
   for (int i = 0; i < 32; ++i) {
     q[i] = round_to_int(x[i] * factor);
     sum2 += static_cast<unsigned long long>(q[i] * q[i]);
   }
-  fp.bytes = split_bytes(q);
+  fp.bytes = split_bytes<kBytes>(q);
   sum2 += warp.shfl_xor(sum2, 1);
   sum2 += warp.shfl_xor(sum2, 2);
   fp.nq = sqrtf(u64_to_float(sum2));
+  fp.norm = fp.zero ? 0.f : kBytes == 2 ? ldexpf(fp.nq, e - 15) : fp.nq / factor;
   return fp;
 }
 
@@ -209,7 +220,7 @@ template <typename W> __host__ __device__ FixedPoint to_fixed_point(W& warp, con
 //   raw: the tiles' 8 kTiles x 128 bf16; a_frags: M's A fragments; codes: 64 bytes a vector;
 //   norms: one a vector; boundary: the codebook's 7 positive inner boundaries.
 #pragma nv_exec_check_disable
-template <bool kSearch, int kTiles, typename W>
+template <int kBytes, bool kSearch, int kTiles, typename W>
 __host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const uint16_t* raw, const uint4* a_frags, uint8_t* codes, float* norms,
                                         const float* boundary) {
   const uint32_t g = lane / 4, c = lane % 4;
@@ -220,15 +231,15 @@ __host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const uint16_t* 
   int thr[kTiles][2][7];
   #pragma unroll
   for (int i = 0; i < kTiles; ++i) {
-    fp[i] = to_fixed_point(warp, in[i]);
+    fp[i] = to_fixed_point<kBytes>(warp, in[i]);
     bytes[i] = fp[i].bytes;
     // A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 0 below.
-    if (c == 0) norms[i * kTileVectors + g] = fp[i].zero ? 0.f : ldexpf(fp[i].nq, fp[i].e - 15);
+    if (c == 0) norms[i * kTileVectors + g] = fp[i].norm;
     // The thresholds of the two vectors this lane codes, 2c and 2c + 1: lanes 8c and 8c + 4 hold their nq.
     for (int v = 0; v < 2; ++v) integer_thresholds(boundary, 128.f * warp.shfl(fp[i].nq, 8 * c + 4 * v), thr[i][v]);
   }
   uint32_t nibbles[kTiles][2][2] = {};  // [tile][vector][m-tiles 0-3, 4-7]
-  products(warp, a_frags, lane, bytes, [&](int mt, int i, const int (&acc)[4]) {
+  products<kBytes>(warp, a_frags, lane, bytes, [&](int mt, int i, const int (&acc)[4]) {
     // acc[0], acc[1]: row g of vectors 2c, 2c + 1; acc[2], acc[3]: row g + 8.
     for (int r = 0; r < 4; ++r) {
       const int v = r % 2, h = r / 2;
@@ -244,9 +255,10 @@ __host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const uint16_t* 
 
 // Dequantizes kTiles consecutive tiles of 8 vectors, as lane `lane` of the warp.
 //   codes, norms: as quantize_tiles writes them; a_frags: M^T's A fragments; raw: 128 bf16 a
-//   vector; centroid: the 16 codes' centroids as integers (centroid * 2^15, negative for codes 8-15).
+//   vector; centroid: the 16 codes' centroids as integers (centroid * 2^centroid_shift(kBytes),
+//   negative for codes 8-15).
 #pragma nv_exec_check_disable
-template <int kTiles, typename W>
+template <int kBytes, int kTiles, typename W>
 __host__ __device__ void dequantize_tiles(W& warp, uint32_t lane, const uint8_t* codes, const float* norms, const uint4* a_frags,
                                           uint16_t* raw, const int* centroid) {
   const uint32_t g = lane / 4, c = lane % 4;
@@ -259,11 +271,11 @@ __host__ __device__ void dequantize_tiles(W& warp, uint32_t lane, const uint8_t*
     const uint32_t nib[4] = {packed.x, packed.y, packed.z, packed.w};
     int value[32];
     for (int j = 0; j < 32; ++j) value[j] = centroid[(nib[j / 8] >> (4 * (j % 8))) & 0xF];
-    bytes[i] = split_bytes(value);
-    for (int v = 0; v < 2; ++v) scale[i][v] = ldexpf(norms[i * kTileVectors + 2 * c + v], -7 - kCentroidShift);
+    bytes[i] = split_bytes<kBytes>(value);
+    for (int v = 0; v < 2; ++v) scale[i][v] = ldexpf(norms[i * kTileVectors + 2 * c + v], -7 - centroid_shift(kBytes));
   }
   uint32_t out[kTiles][2][8];  // [tile][vector][m-tile]: channels 16g + 2mt and 16g + 2mt + 1
-  products(warp, a_frags, lane, bytes, [&](int mt, int i, const int (&acc)[4]) {
+  products<kBytes>(warp, a_frags, lane, bytes, [&](int mt, int i, const int (&acc)[4]) {
     for (int v = 0; v < 2; ++v)
       out[i][v][mt] = bf16_pair(static_cast<float>(acc[v]) * scale[i][v], static_cast<float>(acc[v + 2]) * scale[i][v]);
   });

@@ -35,13 +35,20 @@ inline Matrix hadamard_rotation(uint32_t dim, uint32_t sub, uint64_t seed, uint3
   return m;
 }
 
-// The centroid a rotated coordinate `y` (of a unit vector) codes to at `bits` bits.
-inline double codebook_value(uint32_t dim, uint32_t bits, double y) {
+// The centroid a rotated coordinate `y` (of a unit vector) codes to at `bits` bits; with
+// centroid_bits, the centroid as a kernel on integer tensor cores holds it: an integer of
+// that many bits (sign included) under the largest power-of-two scale that keeps every
+// centroid of the codebook in range (0: exact).
+inline double codebook_value(uint32_t dim, uint32_t bits, double y, int centroid_bits = 0) {
   const float* cent = TQ_CODEBOOK_CENTROIDS[tq_log2(dim) - 3][bits - 1];
   const float* bound = TQ_CODEBOOK_BOUNDARIES[tq_log2(dim) - 3][bits - 1];
   uint32_t cell = 0;
   while (cell + 1 < (1u << bits) && y > bound[cell]) ++cell;
-  return cent[cell];
+  if (centroid_bits == 0) return cent[cell];
+  // the codebook is symmetric and ascending: its first centroid is the largest in magnitude
+  const double limit = std::ldexp(1.0, centroid_bits - 1) - 1;
+  const double scale = std::ldexp(1.0, std::ilogb(limit / std::fabs(cent[0])));
+  return std::nearbyint(cent[cell] * scale) / scale;
 }
 
 // Squared error of unit vector `y` (already rotated) coded at `bits`, with a subtractive
@@ -67,6 +74,47 @@ inline std::vector<double> rotate_unit(const Matrix& q, const std::vector<double
     y[i] /= std::sqrt(n);
   }
   return y;
+}
+
+// x as a kernel on integer tensor cores takes it: integers of `bits` bits (sign included)
+// under one scale per vector, either a power of two (the smallest at or above the vector's
+// largest magnitude, so that the scale is exact) or the full range (the largest magnitude
+// maps to 2^(bits - 1) - 1).
+inline std::vector<double> fixed_point(const std::vector<double>& x, int bits, bool full_range) {
+  double top = 0;
+  for (double v : x) top = std::max(top, std::fabs(v));
+  if (top == 0) return x;
+  const double limit = std::ldexp(1.0, bits - 1) - 1;
+  const double scale = full_range ? top / limit : std::ldexp(1.0, std::ilogb(top) + 2 - bits);
+  std::vector<double> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = std::clamp(std::nearbyint(x[i] / scale), -limit, limit) * scale;
+  return out;
+}
+
+// How a kernel on integer tensor cores holds its operands (input_bits 0: exact input).
+struct IntegerOperands {
+  int input_bits;
+  bool full_range;  // the input's scale: see fixed_point
+  int centroid_bits;
+};
+
+// x coded at `bits` through rotation q and back, as a kernel with these operands makes it:
+// the input in fixed point, rotated exactly, each coordinate coded against the norm of the
+// fixed-point input, the centroids in fixed point, back through q's transpose.
+inline std::vector<double> integer_round_trip(const Matrix& q, const std::vector<double>& x, uint32_t bits, const IntegerOperands& ops) {
+  const uint32_t dim = static_cast<uint32_t>(x.size());
+  const std::vector<double> xf = ops.input_bits ? fixed_point(x, ops.input_bits, ops.full_range) : x;
+  double n = 0;
+  for (double v : xf) n += v * v;
+  n = std::sqrt(n);
+  std::vector<double> out(dim, 0.0);
+  if (n == 0) return out;
+  const std::vector<double> y = rotate_unit(q, xf);
+  for (uint32_t i = 0; i < dim; ++i) {
+    const double coded = codebook_value(dim, bits, y[i], ops.centroid_bits) * n;
+    for (uint32_t j = 0; j < dim; ++j) out[j] += q[i * dim + j] * coded;
+  }
+  return out;
 }
 
 inline std::vector<std::vector<double>> unit_gaussian_vectors(uint32_t dim, uint32_t n, uint64_t seed) {

@@ -13,10 +13,12 @@
 //    vectors' mean error at the same rate;
 //  - over seeds: the best, median and worst seed's largest multiple, and how many seeds
 //    stay within 1.10x.
-// Then what a 16-bit fixed-point input (a power-of-two scale per vector) costs.
+// Then what integer operands cost (input and centroids as 16-bit or 8-bit integers, a scale per
+// vector), on the structured inputs, for a screened two-round rotation.
 // Usage: rotations [json path] [markdown path]
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
 
 #include "common.h"
 #include "rotation_sim.h"
@@ -24,7 +26,6 @@
 namespace {
 
 constexpr uint32_t kSeeds = 64;
-constexpr uint32_t kGaussians = 4096;
 
 // Subtractive dither in the rotated domain: a fixed pseudo-random offset per coordinate,
 // added before coding and taken off the centroid, of `steps` lattice steps (2/dim for a
@@ -51,16 +52,13 @@ bench::LatticeScore score(const Candidate& c, uint32_t dim, uint64_t seed, doubl
   return bench::lattice_score(q, dim, dither(dim, seed, c.dither_steps));
 }
 
-// The input as the fixed-point format would hold it: 16-bit integers under a power-of-two
-// scale per vector (the smallest at or above its largest magnitude).
-std::vector<double> fixed_point16(const std::vector<double>& x) {
-  double top = 0;
-  for (double v : x) top = std::max(top, std::fabs(v));
-  if (top == 0) return x;
-  const double scale = std::ldexp(1.0, std::ilogb(top) + 1 - 15);
-  std::vector<double> out(x.size());
-  for (size_t i = 0; i < x.size(); ++i) out[i] = std::clamp(std::nearbyint(x[i] / scale), -32767.0, 32767.0) * scale;
-  return out;
+constexpr uint32_t kOperandSeeds = 4;
+constexpr size_t kOperandVectors = 1024;
+
+// The values as bf16 holds them: what the kernels read.
+std::vector<float> bf16(std::vector<float> x) {
+  for (float& v : x) v = tq_bf16_to_f32(tq_f32_to_bf16(v));
+  return x;
 }
 
 }  // namespace
@@ -104,44 +102,39 @@ int main(int argc, char** argv) {
       first = false;
     }
   }
-  // A 16-bit fixed-point input: Gaussian vectors and a massive channel (channel 7 at 100x,
-  // the rest N(0, 1)), whose scale the large channel sets, through two rounds (seed 1).
-  std::fprintf(md, "\n| input (dim 128, two rounds) | bits | error, exact input | error, 16-bit fixed-point input | ratio |\n"
-                   "|---|---|---|---|---|\n");
-  std::fprintf(json, "\n  ],\n  \"fixed_point16\": [\n");
-  const bench::Matrix q = bench::hadamard_rotation(128, 0, 1, 2);
-  const std::vector<double> none(128, 0.0);
-  bench::Rng rng(11);
-  std::vector<std::vector<double>> massive(kGaussians, std::vector<double>(128));
-  for (auto& v : massive)
-    for (uint32_t i = 0; i < 128; ++i) v[i] = i == 7 ? 100.0 : rng.normal();
-  const std::pair<const char*, const std::vector<std::vector<double>>*> inputs[] = {
-      {"Gaussian", nullptr}, {"one massive channel", &massive}};
-  const auto gaussians = bench::unit_gaussian_vectors(128, kGaussians, 7);
+  // What the integer operands cost: each shape of bench::kShapes (bf16, as the kernels see it)
+  // through two screened rounds, coded and back with the input and the centroids held as
+  // 16-bit or 8-bit integers (one int8 MMA a product instead of two), against exact operands.
+  const bench::IntegerOperands operands[] = {{0, false, 0}, {16, false, 16}, {8, false, 16}, {8, true, 16}, {8, true, 8}};
+  std::fprintf(md, "\n| input (dim 128, two screened rounds) | bits | exact operands | 16-bit input and centroids | 8-bit input "
+                   "(power-of-two scale) | 8-bit input (full range) | 8-bit input (full range) and centroids |\n"
+                   "|---|---|---|---|---|---|---|\n");
+  std::fprintf(json, "\n  ],\n  \"integer_operands\": [\n");
+  std::vector<bench::Matrix> rotations;
+  for (uint64_t seed = 1; seed <= kOperandSeeds; ++seed)
+    rotations.push_back(bench::hadamard_rotation(128, 0, bench::screened_seed(128, seed, 2), 2));
   first = true;
-  for (const auto& [name, vectors] : inputs) {
-    const auto& xs = vectors ? *vectors : gaussians;
+  for (bench::Shape shape : bench::kShapes) {
+    const std::vector<float> xs = bf16(bench::shaped_vectors(shape, kOperandVectors, 128, 11));
     for (uint32_t bits : bench::kLatticeBits) {
-      double exact = 0, fixed = 0;
-      for (const auto& x : xs) {
-        exact += bench::coded_error(bench::rotate_unit(q, x), bits, none) / xs.size();
-        // the error against the exact input: what the rounding and the codebook lose together
-        const std::vector<double> xf = fixed_point16(x), y = bench::rotate_unit(q, xf);
-        double nx = 0, nf = 0;
-        for (size_t i = 0; i < x.size(); ++i) nx += x[i] * x[i], nf += xf[i] * xf[i];
-        std::vector<double> coded(128);
-        for (uint32_t i = 0; i < 128; ++i) coded[i] = bench::codebook_value(128, bits, y[i]) * std::sqrt(nf);
-        double e = 0;
-        for (uint32_t j = 0; j < 128; ++j) {
-          double back = 0;
-          for (uint32_t i = 0; i < 128; ++i) back += q[i * 128 + j] * coded[i];
-          e += (back - x[j]) * (back - x[j]);
+      double error[std::size(operands)] = {};
+      for (size_t v = 0; v < kOperandVectors; ++v) {
+        const std::vector<double> x(&xs[v * 128], &xs[v * 128] + 128);
+        double nx = 0;
+        for (double value : x) nx += value * value;
+        for (size_t o = 0; o < std::size(operands); ++o) {
+          const std::vector<double> back = bench::integer_round_trip(rotations[v % kOperandSeeds], x, bits, operands[o]);
+          double e = 0;
+          for (uint32_t j = 0; j < 128; ++j) e += (back[j] - x[j]) * (back[j] - x[j]);
+          error[o] += e / nx / kOperandVectors;
         }
-        fixed += e / nx / xs.size();
       }
-      std::fprintf(md, "| %s | %u | %.6f | %.6f | %.4f |\n", name, bits, exact, fixed, fixed / exact);
-      std::fprintf(json, "%s    {\"input\": \"%s\", \"bits\": %u, \"exact\": %.7f, \"fixed_point16\": %.7f}", first ? "" : ",\n",
-                   name, bits, exact, fixed);
+      std::fprintf(md, "| %s | %u | %.5f", bench::shape_name(shape), bits, error[0]);
+      for (size_t o = 1; o < std::size(operands); ++o) std::fprintf(md, " | %.5f (%.3fx)", error[o], error[o] / error[0]);
+      std::fprintf(md, " |\n");
+      std::fprintf(json, "%s    {\"input\": \"%s\", \"bits\": %u, \"exact\": %.7f, \"input16_centroids16\": %.7f, "
+                   "\"input8_power_of_two\": %.7f, \"input8_full_range\": %.7f, \"input8_full_range_centroids8\": %.7f}",
+                   first ? "" : ",\n", bench::shape_name(shape), bits, error[0], error[1], error[2], error[3], error[4]);
       first = false;
     }
   }
