@@ -1,10 +1,19 @@
-/** The block routes' reused buffers: the pool's rules, and that reuse never mixes two requests' bytes. */
+/**
+ * The block routes' reused buffers: the pool's rules, that reuse never mixes two requests' bytes, and
+ * that a client hanging up in the middle of a streamed answer leaves the server whole.
+ */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { BufferPool } from '../../api/buffer-pool.js';
 import { SpillwayClient } from '../../api/client.js';
 import { buildServer } from '../../api/server.js';
+import { parseConfig } from '../../runtime/config.js';
+import { openStore } from '../../runtime/open.js';
 import { blockContent, tempDir, tinyStore } from '../helpers.js';
 
 test('the pool lends a buffer once, reuses it by size class, and keeps no more than its cap idle', () => {
@@ -107,5 +116,59 @@ test('a batch read of many blocks gives every pooled buffer back at once, with n
     assert.deepEqual(warnings.map((w) => w.name), []);
   } finally {
     process.off('warning', onWarning);
+  }
+});
+
+/** Posts `body` to `url`, takes the answer's first bytes, then goes away. */
+function readThenHangUp(url: string, body: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', (err) => (req.destroyed ? resolve() : reject(err)));
+    req.end(body);
+  });
+}
+
+test('a client gone in the middle of a streamed batch answer takes nothing down: what the answer held comes back, and later answers are whole', async () => {
+  const MiB = 1024 * 1024;
+  const blocks = 24;
+  const dir = tempDir();
+  // Blocks of 1 MiB: an answer of 24 of them is more than the sockets can hold, so a hang-up cuts it short.
+  const store = await openStore(parseConfig({
+    server: { maxEventLoopDelayMs: 0, maxBatchBytes: 32 * MiB, maxBodyBytesInFlight: 128 * MiB },
+    model: { layers: 4, kvHeads: 8, headDim: 128, tokensPerBlock: 64, dtype: 'bf16' },
+    tiers: { raw: { bytes: 32 * MiB }, quantized: { bytes: 16 * MiB }, disk: { path: join(dir.path, 'tier2.slots'), bytes: 64 * MiB } },
+  }));
+  const server = await buildServer(store);
+  // For each answer, whether it closed before its last byte went out.
+  const cutShort: boolean[] = [];
+  server.server.on('request', (_req, res) => res.once('close', () => cutShort.push(!res.writableFinished)));
+  const url = await server.listen({ host: '127.0.0.1', port: 0 });
+  const bigClient = new SpillwayClient({ baseUrl: url });
+  try {
+    // Random bytes: they stay in the raw tier, read back bit for bit.
+    const data = Array.from({ length: blocks }, () => randomBytes(store.layout.rawBlockBytes));
+    await bigClient.createSequence({ id: 'cut' });
+    await bigClient.allocate('cut', blocks);
+    await bigClient.writeBlocks('cut', data.map((d, i) => ({ index: i, data: d })));
+    const all = data.map((_, i) => i);
+    for (let round = 0; round < 3; round++) {
+      cutShort.length = 0;
+      await readThenHangUp(`${url}/v1/sequences/cut/blocks/read`, JSON.stringify({ indices: all }));
+      const back = await bigClient.readBlocks('cut', all);
+      back.forEach((b, i) => assert.ok(Buffer.from(b.data).equals(data[i]!), `round ${round}: block ${i}`));
+      assert.deepEqual([...cutShort].sort(), [false, true], `round ${round}: the hung-up answer was cut short, the next one sent whole`);
+    }
+    const held = async () => /^spillway_http_body_bytes_in_flight (\d+)$/m.exec((await server.inject({ url: '/metrics' })).body)?.[1];
+    for (let i = 0; i < 100 && (await held()) !== '0'; i++) await sleep(10);
+    assert.equal(await held(), '0', 'every answer gave back the bytes it held');
+  } finally {
+    bigClient.close();
+    await server.close();
+    dir.cleanup();
   }
 });
