@@ -4,8 +4,12 @@
  * huge, negative and non-finite numbers, random msgpack, raw malformed HTTP) runs against
  * a store holding known blocks; every answer must be a 4xx (or a capacity 507, or a
  * success) in the API's error shape, and afterwards every block reads back as written.
+ * Each stream starts from a fresh store. `npm test` runs one, of a fixed seed;
+ * SPILLWAY_FUZZ_RUNS=N runs N (the fixed one, then fresh seeds) and `npm run fuzz` 200. A
+ * failure names its stream's seed: SPILLWAY_FUZZ_SEED=S runs that stream first.
  */
 import assert from 'node:assert/strict';
+import { randomInt } from 'node:crypto';
 import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
@@ -14,25 +18,30 @@ import { buildServer } from '../../api/server.js';
 import type { BlockStore } from '../../runtime/store.js';
 import { blockContent, FOUR_BIT_BOUND, relativeError, rng, tempDir, tinyStore, TINY_RAW } from '../helpers.js';
 
-const SEED = 0x5eed_f00d;
+const FIRST_SEED = Number(process.env.SPILLWAY_FUZZ_SEED ?? 0x5eed_f00d);
+const RUNS = Number(process.env.SPILLWAY_FUZZ_RUNS ?? 1);
 const REQUESTS = 1200;
 const SEQUENCES = ['f0', 'f1', 'f2', 'f3'];
 const BLOCKS = 4;
 
-let app: FastifyInstance;
+let app: FastifyInstance | undefined;
 let store: BlockStore;
-const dir = tempDir();
+let dir: { path: string; cleanup: () => void };
 /** What each block must read back as; `checked: false` for bytes that are not valid bf16 (NaN, Inf). */
 const model = new Map<string, { data: Buffer; checked: boolean }>();
-const next = rng(SEED);
+let next = rng(FIRST_SEED);
 
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!;
 const int = (n: number) => Math.floor(next() * n);
 const randomBytes = (n: number) => Buffer.from(Array.from({ length: n }, () => int(256)));
 
-before(async () => {
+/** A fresh store and server holding the known blocks, and the model of them; the previous ones closed. */
+async function openFuzzed(): Promise<FastifyInstance> {
+  await closeFuzzed();
+  dir = tempDir();
   store = await tinyStore(dir.path, { raw: 3, quantized: 3, disk: 32 }, { server: { maxBatchBytes: 4 * TINY_RAW + 1024 } });
   app = await buildServer(store);
+  model.clear();
   for (const [s, seq] of SEQUENCES.entries()) {
     store.createSequence(seq);
     store.allocate(seq, BLOCKS);
@@ -43,12 +52,25 @@ before(async () => {
       model.set(`${seq}/${i}`, { data, checked: true });
     }
   }
-});
+  return app;
+}
 
-after(async () => {
+async function closeFuzzed(): Promise<void> {
+  if (!app) return;
   await app.close();
   dir.cleanup();
-});
+  app = undefined;
+}
+
+after(closeFuzzed);
+
+const blockUrl = (key: string) => `/v1/sequences/${key.replace('/', '/blocks/')}`;
+
+/** Whether every bf16 value of a block is finite: only then is a lossy read of it held to the 4-bit bound. */
+function finiteBf16(data: Buffer): boolean {
+  for (let i = 0; i < data.length; i += 2) if ((data.readUInt16LE(i) & 0x7f80) === 0x7f80) return false;
+  return true;
+}
 
 const WEIRD_NUMBERS = [0, -1, -0, 1.5, 2 ** 31, 2 ** 53 + 2, 1e308, -1e308, Number.MAX_SAFE_INTEGER, 4294967296, 65536];
 const WEIRD_NUMBER_TEXT = ['NaN', 'Infinity', '-Infinity', '1e309', '-1e309', '0x10', '1e3', '', ' 1', '01', '١', '9'.repeat(400), '-0', '1.0'];
@@ -132,38 +154,59 @@ function randomRequest(): FuzzRequest {
   return { method: 'POST', url: `/v1/sequences/${pick(SEQUENCES)}/blocks/read`, headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ indices: Array.from({ length: int(6) }, () => pick([0, 1, 2, 3, 4, -1, 1.5, 1e20])), promote: pick([true, false, 'yes']) }) };
 }
 
-test(`${REQUESTS} seeded bad and half-good requests are answered without a crash or a corrupted block`, async () => {
+/** One stream of REQUESTS requests from `seed`; then every block the model holds reads back as written. */
+async function fuzzStream(seed: number): Promise<void> {
+  next = rng(seed);
+  const app = await openFuzzed();
   const statuses = new Map<number, number>();
   for (let n = 0; n < REQUESTS; n++) {
     const req = randomRequest();
     const res = await app.inject({ method: req.method as 'GET', url: req.url, headers: req.headers, payload: req.payload });
     statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1);
-    const what = `#${n} ${req.method} ${req.url.slice(0, 120)} [${req.headers['content-type'] ?? ''}] -> ${res.statusCode} ${res.body.slice(0, 200)}`;
+    const what = `SPILLWAY_FUZZ_SEED=${seed} #${n} ${req.method} ${req.url.slice(0, 120)} [${req.headers['content-type'] ?? ''}] -> ${res.statusCode} ${res.body.slice(0, 200)}`;
     assert.ok(res.statusCode < 500 || res.statusCode === 507, what);
     if (res.statusCode >= 400 && req.method !== 'HEAD') {
       const body = res.json() as { error?: { code?: unknown; message?: unknown } };
       assert.equal(typeof body.error?.code, 'string', what);
       assert.equal(typeof body.error?.message, 'string', what);
     }
-    if (res.statusCode === 200 && req.writes) model.set(req.writes.key, { data: req.writes.data, checked: req.writes.checked });
+    if (res.statusCode === 200 && req.writes) {
+      // A write whose prefix was cached already shares that block: the block holds the cached bytes, not these.
+      if ((res.json() as { deduplicated?: boolean }).deduplicated) {
+        const shared = await app.inject({ url: `${blockUrl(req.writes.key)}?promote=false` });
+        assert.equal(shared.statusCode, 200, `${what}: then ${shared.body}`);
+        model.set(req.writes.key, { data: shared.rawPayload, checked: finiteBf16(shared.rawPayload) });
+      } else {
+        model.set(req.writes.key, { data: req.writes.data, checked: req.writes.checked });
+      }
+    }
     if (res.statusCode === 200 && req.method === 'DELETE') {
       const seq = /^\/v1\/sequences\/([^/?]+)(?:\?|$)/.exec(req.url)?.[1];
       for (const key of [...model.keys()]) if (key.startsWith(`${seq}/`)) model.delete(key);
     }
   }
-  assert.ok((statuses.get(200) ?? 0) > 0 && [...statuses.keys()].some((s) => s >= 400), `a mix of outcomes: ${[...statuses]}`);
+  assert.ok((statuses.get(200) ?? 0) > 0 && [...statuses.keys()].some((s) => s >= 400), `SPILLWAY_FUZZ_SEED=${seed}: a mix of outcomes: ${[...statuses]}`);
 
   store.checkInvariants();
-  assert.ok(model.size > 0);
+  // What the stream left (it may have deleted every sequence) reads back as written.
   for (const [key, expected] of model) {
-    const res = await app.inject({ url: `/v1/sequences/${key.replace('/', '/blocks/')}` });
-    assert.equal(res.statusCode, 200, `${key}: ${res.body}`);
+    const res = await app.inject({ url: blockUrl(key) });
+    assert.equal(res.statusCode, 200, `SPILLWAY_FUZZ_SEED=${seed} ${key}: ${res.body}`);
     assert.equal(res.rawPayload.length, TINY_RAW);
     if (!expected.checked) continue;
-    if (res.headers['spillway-lossy'] === 'true') assert.ok(relativeError(expected.data, res.rawPayload) < FOUR_BIT_BOUND, key);
-    else assert.ok(expected.data.equals(res.rawPayload), key);
+    const what = `SPILLWAY_FUZZ_SEED=${seed} ${key}`;
+    if (res.headers['spillway-lossy'] === 'true') assert.ok(relativeError(expected.data, res.rawPayload) < FOUR_BIT_BOUND, what);
+    else assert.ok(expected.data.equals(res.rawPayload), what);
   }
   store.checkInvariants();
+}
+
+test(`${RUNS} stream(s) of ${REQUESTS} seeded bad and half-good requests are answered without a crash or a corrupted block`, { timeout: RUNS * 120_000 }, async () => {
+  for (let run = 1; run <= RUNS; run++) {
+    const seed = run === 1 ? FIRST_SEED : randomInt(2 ** 31);
+    await fuzzStream(seed);
+    if (RUNS > 1) process.stdout.write(`# fuzz stream ${run}/${RUNS} passed (seed ${seed})\n`);
+  }
 });
 
 /** Sends raw bytes on a fresh connection; resolves with what came back before close or timeout. */
@@ -184,7 +227,7 @@ function raw(port: number, bytes: string | Buffer): Promise<string> {
 }
 
 test('malformed HTTP on the wire is refused in the API error shape and the server keeps serving', async () => {
-  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  const url = await (await openFuzzed()).listen({ host: '127.0.0.1', port: 0 });
   const port = Number(new URL(url).port);
   const cases: Array<string | Buffer> = [
     'GARBAGE\r\n\r\n',
@@ -217,6 +260,6 @@ test('malformed HTTP on the wire is refused in the API error shape and the serve
   }
   const health = await fetch(`${url}/v1/health`);
   assert.equal(health.status, 200);
-  for (const key of model.keys()) assert.equal((await fetch(`${url}/v1/sequences/${key.replace('/', '/blocks/')}`)).status, 200, key);
+  for (const key of model.keys()) assert.equal((await fetch(url + blockUrl(key))).status, 200, key);
   store.checkInvariants();
 });
