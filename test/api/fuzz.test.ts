@@ -1,7 +1,8 @@
 /**
  * Nothing a client sends crashes the server or corrupts a block. A seeded stream of bad
  * and half-good requests (malformed bodies, wrong content types, garbage query strings,
- * huge, negative and non-finite numbers, random msgpack, raw malformed HTTP) runs against
+ * huge, negative and non-finite numbers, random msgpack, batch writes that fail part way,
+ * raw malformed HTTP) runs against
  * a store holding known blocks; every answer must be a 4xx (or a capacity 507, or a
  * success) in the API's error shape, and afterwards every block reads back as written.
  * Each stream starts from a fresh store. `npm test` runs one, of a fixed seed;
@@ -11,9 +12,10 @@
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { connect } from 'node:net';
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { pack } from 'msgpackr';
+import { encodeWriteBatch } from '../../api/msgpack-blocks.js';
 import { buildServer } from '../../api/server.js';
 import type { BlockStore } from '../../runtime/store.js';
 import { blockContent, FOUR_BIT_BOUND, relativeError, rng, tempDir, tinyStore, TINY_RAW } from '../helpers.js';
@@ -119,12 +121,24 @@ interface FuzzRequest {
   url: string;
   headers: Record<string, string>;
   payload?: Buffer | string;
-  /** When the request is a whole-block write that may succeed: what it writes. */
-  writes?: { key: string; data: Buffer; checked: boolean };
+  /** When the request writes whole blocks and may succeed: what it writes, in order. */
+  writes?: BlockWrite[];
 }
 
+interface BlockWrite {
+  key: string;
+  data: Buffer;
+  /** Whether the data is valid bf16, held to the 4-bit bound when read back lossy. */
+  checked: boolean;
+  /** Whether the write commits the block (tokens given), so that it may share a cached one instead. */
+  commits: boolean;
+}
+
+/** Token lists a write may commit under: shared by several blocks, and one (0-3) by a known block of f0. */
+const TOKENS = [[0, 1, 2, 3], [1, 2, 3, 4], [5, 6, 7, 8]];
+
 function randomRequest(): FuzzRequest {
-  const kind = int(7);
+  const kind = int(8);
   const type = pick(['application/json', 'application/msgpack', 'application/octet-stream', 'text/plain', 'application/x-www-form-urlencoded',
     'multipart/form-data; boundary=x', 'application/json; charset=utf-16', 'application/msgpack; charset=binary', '', 'x/y']);
   const headers: Record<string, string> = type ? { 'content-type': type } : {};
@@ -139,7 +153,19 @@ function randomRequest(): FuzzRequest {
     const octet = next() < 0.8;
     return {
       method: 'PUT', url: `/v1/sequences/${seq}/blocks/${index}${query}`, headers: octet ? { 'content-type': 'application/octet-stream' } : headers, payload: data,
-      writes: { key: `${seq}/${index}`, data, checked: valid },
+      writes: [{ key: `${seq}/${index}`, data, checked: valid, commits: query.includes('tokens=') }],
+    };
+  }
+  if (kind === 6) {
+    // A batch write of one to five entries, most of them whole blocks, some committing.
+    const seq = pick(SEQUENCES);
+    const entries = Array.from({ length: 1 + int(5) }, () => {
+      const data = next() < 0.85 ? blockContent(int(1e6)) : randomBytes(pick([TINY_RAW - 2, 10]));
+      return { index: int(BLOCKS + 1), data, ...(next() < 0.3 ? { tokens: pick(TOKENS) } : {}) };
+    });
+    return {
+      method: 'POST', url: `/v1/sequences/${seq}/blocks/write`, headers: { 'content-type': 'application/msgpack' }, payload: Buffer.concat(encodeWriteBatch(entries)),
+      writes: entries.map((e) => ({ key: `${seq}/${e.index}`, data: e.data, checked: true, commits: e.tokens !== undefined })),
     };
   }
   if (kind === 1) return { method: 'POST', url: `/v1/sequences/${pick(SEQUENCES)}/blocks/write`, headers: { 'content-type': 'application/msgpack' }, payload: pack(randomValue()) };
@@ -152,6 +178,27 @@ function randomRequest(): FuzzRequest {
   if (kind === 4) return { method: pick(['GET', 'HEAD', 'DELETE', 'OPTIONS']), url: randomPath() + randomQuery(), headers };
   if (kind === 5) return { method: pick(['POST', 'PUT', 'PATCH', 'DELETE']), url: randomPath(), headers, payload: randomBytes(int(64)) };
   return { method: 'POST', url: `/v1/sequences/${pick(SEQUENCES)}/blocks/read`, headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ indices: Array.from({ length: int(6) }, () => pick([0, 1, 2, 3, 4, -1, 1.5, 1e20])), promote: pick([true, false, 'yes']) }) };
+}
+
+/**
+ * Takes what a write request wrote into the model: every block of a 200, the entries before
+ * the failing one of a refused batch (its answer's `written`). A block that commits under a
+ * prefix cached already shares that block, so it holds the cached bytes, not these: the model
+ * takes them from a read. (A refused batch does not say which of its written entries did.)
+ */
+async function followWrites(app: FastifyInstance, writes: BlockWrite[], status: number, answer: unknown, what: string): Promise<void> {
+  const ok = answer as { deduplicated?: boolean; blocks?: Array<{ deduplicated?: boolean }> };
+  const written = status === 200 ? writes.length : (answer as { error?: { written?: number } }).error?.written ?? 0;
+  for (const [k, w] of writes.slice(0, written).entries()) {
+    const shared = status === 200 ? (ok.blocks?.[k] ?? ok).deduplicated === true : w.commits;
+    if (!shared) {
+      model.set(w.key, { data: w.data, checked: w.checked });
+      continue;
+    }
+    const now = await app.inject({ url: `${blockUrl(w.key)}?promote=false` });
+    assert.equal(now.statusCode, 200, `${what}: then ${now.body}`);
+    model.set(w.key, { data: now.rawPayload, checked: finiteBf16(now.rawPayload) });
+  }
 }
 
 /** One stream of REQUESTS requests from `seed`; then every block the model holds reads back as written. */
@@ -170,16 +217,7 @@ async function fuzzStream(seed: number): Promise<void> {
       assert.equal(typeof body.error?.code, 'string', what);
       assert.equal(typeof body.error?.message, 'string', what);
     }
-    if (res.statusCode === 200 && req.writes) {
-      // A write whose prefix was cached already shares that block: the block holds the cached bytes, not these.
-      if ((res.json() as { deduplicated?: boolean }).deduplicated) {
-        const shared = await app.inject({ url: `${blockUrl(req.writes.key)}?promote=false` });
-        assert.equal(shared.statusCode, 200, `${what}: then ${shared.body}`);
-        model.set(req.writes.key, { data: shared.rawPayload, checked: finiteBf16(shared.rawPayload) });
-      } else {
-        model.set(req.writes.key, { data: req.writes.data, checked: req.writes.checked });
-      }
-    }
+    if (req.writes) await followWrites(app, req.writes, res.statusCode, res.json(), what);
     if (res.statusCode === 200 && req.method === 'DELETE') {
       const seq = /^\/v1\/sequences\/([^/?]+)(?:\?|$)/.exec(req.url)?.[1];
       for (const key of [...model.keys()]) if (key.startsWith(`${seq}/`)) model.delete(key);
