@@ -1,6 +1,7 @@
 /**
  * The API's own metrics, kept in the store's registry so that /metrics serves one page:
- * request durations per route, requests shed under load, request body bytes held, the
+ * request durations per route, requests shed under load, connections refused past
+ * server.maxConnections, request body bytes held, the
  * event stream's clients and the events it dropped for clients that did not keep up, and
  * the collector's pauses (a pause stalls every request in flight, so it is where a
  * latency tail is looked for first).
@@ -20,6 +21,7 @@ const GC_KINDS: Record<number, string> = {
 export class ApiMetrics {
   private readonly requestSeconds: Histogram<'method' | 'route' | 'status'>;
   readonly shed: Counter<'reason'>;
+  readonly connectionsDropped: Counter;
   readonly bodyBytesInFlight: Gauge;
   readonly bodyWaiting: Gauge;
   readonly eventsDropped: Counter;
@@ -37,6 +39,7 @@ export class ApiMetrics {
     const registers = [registry];
     this.requestSeconds = new Histogram({ name: 'spillway_http_request_seconds', help: 'HTTP request duration by route', labelNames: ['method', 'route', 'status'], buckets: HTTP_BUCKETS, registers });
     this.shed = new Counter({ name: 'spillway_http_shed_total', help: 'Requests answered 503 because the server was overloaded', labelNames: ['reason'], registers });
+    this.connectionsDropped = new Counter({ name: 'spillway_http_connections_dropped_total', help: 'Connections closed as they arrived because server.maxConnections were open', registers });
     this.bodyBytesInFlight = new Gauge({ name: 'spillway_http_body_bytes_in_flight', help: 'Request body and batch-read answer bytes held (server.maxBodyBytesInFlight)', registers });
     this.bodyWaiting = new Gauge({ name: 'spillway_http_body_waiting', help: 'Requests waiting for room in the body byte budget (server.maxBodyWaitMs)', registers });
     this.eventsDropped = new Counter({ name: 'spillway_events_dropped_total', help: 'Move events not sent to event-stream clients that fell behind', registers });

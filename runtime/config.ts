@@ -147,6 +147,14 @@ export const ConfigSchema = z.object({
      * whole body only to have it thrown away, and again on every retry.
      */
     maxBodyWaitMs: z.number().int().min(0).max(60_000).default(1000),
+    /**
+     * How long a request may take to arrive whole, headers and body: past it the client gets
+     * 408 and the connection closes, so that an upload that stalls gives back its share of
+     * maxBodyBytesInFlight instead of holding it for good. 0: no limit.
+     */
+    requestTimeoutMs: z.number().int().min(0).max(3_600_000).default(60_000),
+    /** Connections open at once; one more is closed as it arrives (and counted). */
+    maxConnections: z.number().int().min(1).max(1_000_000).default(1024),
     /** Data-plane requests get 503 while more disk operations than this are in flight. */
     maxDiskQueue: z.number().int().nonnegative().default(256),
     /** ... or while the event loop's mean delay over a sample exceeds this; 0 turns this check off. */

@@ -17,6 +17,8 @@ export const ErrorCodes = {
   SEQUENCE_EXISTS: 409,
   /** Zero-copy export asked of a backend whose tier 0 is not device memory (the host backend). */
   NO_DEVICE_MEMORY: 409,
+  /** A request that did not arrive whole within server.requestTimeoutMs. */
+  REQUEST_TIMEOUT: 408,
   PAYLOAD_TOO_LARGE: 413,
   /** A request body of a media type its route does not take. */
   UNSUPPORTED_MEDIA_TYPE: 415,
