@@ -56,12 +56,19 @@ export interface ServerOptions {
 /** How often the event loop's delay is sampled for load shedding. */
 const LOAD_SAMPLE_MS = 250;
 
+/** How long a request's headers may take to arrive, at most (node's default). */
+const HEADERS_TIMEOUT_MS = 60_000;
+
 /**
- * How often node looks for requests past their time: a quarter of the limit, from 25 ms to
- * 1 s (node's own 30 s is too coarse for a limit of seconds); node's default without a limit.
+ * node's limits on receiving a request, given to its server as it is made (node 20 keeps to
+ * the limits it was made with, and takes a request limit of 0 to mean no header limit too):
+ * the whole request within `requestTimeoutMs` (0: no limit), its headers within 60 s or that,
+ * whichever is less; checked every quarter of the shorter, from 25 ms to 1 s (node's own 30 s
+ * would let a limit of seconds run long).
  */
-function checkingIntervalMs(requestTimeoutMs: number): number {
-  return requestTimeoutMs === 0 ? 30_000 : Math.min(1000, Math.max(25, requestTimeoutMs / 4));
+function requestLimits(requestTimeoutMs: number): { requestTimeout: number; headersTimeout: number; connectionsCheckingInterval: number } {
+  const headersTimeout = requestTimeoutMs === 0 ? HEADERS_TIMEOUT_MS : Math.min(HEADERS_TIMEOUT_MS, requestTimeoutMs);
+  return { requestTimeout: requestTimeoutMs, headersTimeout, connectionsCheckingInterval: Math.min(1000, Math.max(25, headersTimeout / 4)) };
 }
 
 /**
@@ -102,9 +109,9 @@ export async function buildServer(store: BlockStore, options: ServerOptions = {}
     bodyLimit: store.layout.rawBlockBytes + 64 * 1024,
     clientErrorHandler: (err, socket) => answerClientError(err, socket, config.requestTimeoutMs),
     frameworkErrors: answerFrameworkError,
-    // Given to node's server as it is made too: node 20 keeps to the limit it was made with.
+    // fastify sets the request limit on node's server after making it; node keeps to the one in `http`.
     requestTimeout: config.requestTimeoutMs,
-    http: { requestTimeout: config.requestTimeoutMs, connectionsCheckingInterval: checkingIntervalMs(config.requestTimeoutMs) },
+    http: requestLimits(config.requestTimeoutMs),
   });
   app.server.maxConnections = config.maxConnections;
   app.setValidatorCompiler(zodValidatorCompiler);
