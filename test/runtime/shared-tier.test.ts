@@ -134,8 +134,11 @@ test('an evictor racing readers: every read is the published bytes or a miss, ne
   let misses = 0;
   for (let round = 0; round < 10; round++) {
     await Promise.all(blocks.map((bytes, i) => reader.tier.publish(hashOf(i), bytes)));
+    const firstScan = evictor.tier.scan();
+    // Half the reads race the scans; the other half come after the first, so that some find
+    // their file gone however slow the machine is.
     const reads = blocks.map(async (bytes, i) => {
-      await sleep(Math.random() * 20);
+      await (i % 2 ? firstScan : sleep(Math.random() * 20));
       const got = await reader.tier.fetch(hashOf(i));
       if (got === null) misses++;
       else {
@@ -143,10 +146,10 @@ test('an evictor racing readers: every read is the published bytes or a miss, ne
         hits++;
       }
     });
-    const scans = [0, 5, 10].map(async (ms) => {
+    const scans = [firstScan, ...[5, 10].map(async (ms) => {
       await sleep(ms);
       await evictor.tier.scan();
-    });
+    })];
     await Promise.all([...reads, ...scans]);
   }
   assert.ok(evictor.tier.describe().evicted > 0 && misses > 0, `the evictors removed files under the readers: ${JSON.stringify(evictor.tier.describe())}, ${misses}`);
