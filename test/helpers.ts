@@ -1,8 +1,11 @@
 /** Shared test fixtures: tiny geometries, seeded block contents, error measures. */
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { FastifyInstance } from 'fastify';
 import { parseConfig, type Config, type ConfigInput } from '../runtime/config.js';
 import { addon } from '../runtime/native.js';
 import { chooseBackend, openStore } from '../runtime/open.js';
@@ -29,6 +32,17 @@ export interface TinySlots {
   quantized: number;
   host?: number;
   disk: number;
+}
+
+/** A metric without labels as the server's /metrics page gives it (NaN when it is absent). */
+export async function metricValue(app: FastifyInstance, name: string): Promise<number> {
+  return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec((await app.inject({ url: '/metrics' })).body)?.[1]);
+}
+
+/** Waits up to 2 s for a metric to read `value` (a response closes a moment after its client has it), then asserts it. */
+export async function metricBecomes(app: FastifyInstance, name: string, value: number, message = name): Promise<void> {
+  for (let i = 0; i < 200 && (await metricValue(app, name)) !== value; i++) await sleep(10);
+  assert.equal(await metricValue(app, name), value, message);
 }
 
 /** A config with the given slots of the tiny geometry in each tier. */

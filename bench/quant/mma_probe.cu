@@ -192,24 +192,25 @@ Verdict compare(const Models& models, const std::vector<uint16_t>& raw, const st
   out.dequantize_differing.assign(values.size(), 0);
   double err[2] = {}, energy = 0;
   for (size_t v = 0; v < raw.size() / kDim; ++v) {
-    uint8_t codes[2][kCodeBytes], wide_codes[kCodeBytes];
-    float norm[2], wide_norm;
+    uint8_t codes[2][kCodeBytes];  // [bytes - 1]: the 16-bit model's are codes[1]
+    float norm[2];
     uint16_t back[2][kDim];
     for (int bytes = 1; bytes <= 2; ++bytes) {
       models.of(bytes).quantize(&raw[v * kDim], codes[bytes - 1], &norm[bytes - 1]);
       models.of(bytes).dequantize(codes[bytes - 1], norm[bytes - 1], back[bytes - 1]);
     }
-    models.wide.quantize(&raw[v * kDim], wide_codes, &wide_norm);
     for (size_t way = 0; way < got.size(); ++way) {
       const int w = kWays[way].bytes - 1;
       if (!std::equal(codes[w], codes[w] + kCodeBytes, &got[way].codes[v * kCodeBytes]) ||
           std::memcmp(&norm[w], &got[way].norms[v], sizeof norm[w]) != 0)
         ++out.quantize_differing[way];
     }
+    // What each width makes of the 16-bit model's codes, the dequantize kernels' input.
+    uint16_t expected[2][kDim];
+    for (int bytes = 1; bytes <= 2; ++bytes) models.of(bytes).dequantize(codes[1], norm[1], expected[bytes - 1]);
     for (size_t way = 0; way < values.size(); ++way) {
-      uint16_t expected[kDim];
-      models.of(kDequantizeWays[way].bytes).dequantize(wide_codes, wide_norm, expected);
-      if (!std::equal(expected, expected + kDim, &values[way][v * kDim])) ++out.dequantize_differing[way];
+      const uint16_t* want = expected[kDequantizeWays[way].bytes - 1];
+      if (!std::equal(want, want + kDim, &values[way][v * kDim])) ++out.dequantize_differing[way];
     }
     if (v % 64 < 5) continue;
     for (uint32_t i = 0; i < kDim; ++i) {

@@ -55,12 +55,6 @@ bench::LatticeScore score(const Candidate& c, uint32_t dim, uint64_t seed, doubl
 constexpr uint32_t kOperandSeeds = 4;
 constexpr size_t kOperandVectors = 1024;
 
-// The values as bf16 holds them: what the kernels read.
-std::vector<float> bf16(std::vector<float> x) {
-  for (float& v : x) v = tq_bf16_to_f32(tq_f32_to_bf16(v));
-  return x;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -115,7 +109,11 @@ int main(int argc, char** argv) {
     rotations.push_back(bench::hadamard_rotation(128, 0, bench::screened_seed(128, seed, 2), 2));
   first = true;
   for (bench::Shape shape : bench::kShapes) {
-    const std::vector<float> xs = bf16(bench::shaped_vectors(shape, kOperandVectors, 128, 11));
+    // as bf16 holds them: what the kernels read
+    std::vector<float> xs;
+    std::vector<uint8_t> raw;
+    bench::encode(bench::shaped_vectors(shape, kOperandVectors, 128, 11), SW_DTYPE_BF16, raw);
+    bench::decode(raw, SW_DTYPE_BF16, xs);
     for (uint32_t bits : bench::kLatticeBits) {
       double error[std::size(operands)] = {};
       for (size_t v = 0; v < kOperandVectors; ++v) {

@@ -12,7 +12,7 @@ import type { FastifyInstance } from 'fastify';
 import { pack } from 'msgpackr';
 import { buildServer } from '../../api/server.js';
 import type { BlockStore } from '../../runtime/store.js';
-import { blockContent, httpSend, tempDir, tinyStore, TINY_RAW } from '../helpers.js';
+import { blockContent, httpSend, metricBecomes, tempDir, tinyStore, TINY_RAW } from '../helpers.js';
 
 const MAX_BATCH = 4 * TINY_RAW + 1024;
 const MAX_JSON = 8 * 1024;
@@ -47,12 +47,7 @@ async function send(method: string, path: string, headers: Record<string, string
   return { ...answer, text: answer.body.toString() };
 }
 
-const held = async () => Number(/^spillway_http_body_bytes_in_flight (\d+)$/m.exec((await app.inject({ url: '/metrics' })).body)?.[1]);
-
-async function heldBecomes(bytes: number): Promise<void> {
-  for (let i = 0; i < 200 && (await held()) !== bytes; i++) await sleep(10);
-  assert.equal(await held(), bytes);
-}
+const heldBecomes = (bytes: number) => metricBecomes(app, 'spillway_http_body_bytes_in_flight', bytes);
 
 interface Operation {
   requestBody?: { content: Record<string, unknown> };

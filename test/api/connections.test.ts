@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildServer } from '../../api/server.js';
-import { blockContent, httpSend, tempDir, tinyStore } from '../helpers.js';
+import { blockContent, httpSend, metricBecomes, metricValue, tempDir, tinyStore } from '../helpers.js';
 
 const REQUEST_TIMEOUT_MS = 300;
 const MAX_CONNECTIONS = 3;
@@ -32,15 +32,6 @@ after(async () => {
   dir.cleanup();
 });
 
-async function metric(name: string): Promise<number> {
-  return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec((await app.inject({ url: '/metrics' })).body)?.[1]);
-}
-
-async function metricBecomes(name: string, value: number): Promise<void> {
-  for (let i = 0; i < 200 && (await metric(name)) !== value; i++) await sleep(10);
-  assert.equal(await metric(name), value, name);
-}
-
 test('an upload that stalls is answered 408 REQUEST_TIMEOUT once server.requestTimeoutMs pass, and gives back what it held', async () => {
   const started = performance.now();
   // Half the block goes, the rest never does.
@@ -49,7 +40,7 @@ test('an upload that stalls is answered 408 REQUEST_TIMEOUT once server.requestT
   assert.equal(stalled.status, 408);
   assert.equal(stalled.error?.code, 'REQUEST_TIMEOUT');
   assert.match(String(stalled.error?.message), /server\.requestTimeoutMs/);
-  await metricBecomes('spillway_http_body_bytes_in_flight', 0);
+  await metricBecomes(app, 'spillway_http_body_bytes_in_flight', 0);
   // A whole upload in time is written.
   assert.equal((await httpSend(`${url}/v1/sequences/s/blocks/0`, 'PUT', { 'content-type': 'application/octet-stream' }, blockContent(2))).status, 200);
 });
@@ -71,10 +62,10 @@ test('past server.maxConnections a new connection is closed as it arrives and co
   const held = await Promise.all(Array.from({ length: MAX_CONNECTIONS - openNow }, open));
   try {
     await sleep(50); // the server has taken them
-    const dropped = await metric('spillway_http_connections_dropped_total');
+    const dropped = await metricValue(app, 'spillway_http_connections_dropped_total');
     const extra = await open();
     await extra.closed;
-    assert.equal(await metric('spillway_http_connections_dropped_total'), dropped + 1);
+    assert.equal(await metricValue(app, 'spillway_http_connections_dropped_total'), dropped + 1);
     // One of those held asks for something, and is answered.
     const { socket } = held[0]!;
     const answer = new Promise<string>((resolve) => {
