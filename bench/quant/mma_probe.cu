@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_stage(const uint16_t* __
   });
 }
 
-template <int kBytes, int kTiles>
+template <int kBytes, int kTiles, Lookup kLookup>
 __global__ void __launch_bounds__(kWarps * 32) dequantize_mma(const uint8_t* __restrict__ codes, const float* __restrict__ norms,
                                                              const uint4* __restrict__ a_frags, const int* __restrict__ centroid,
                                                              uint16_t* __restrict__ raw, size_t vectors) {
@@ -106,10 +106,18 @@ __global__ void __launch_bounds__(kWarps * 32) dequantize_mma(const uint8_t* __r
   __shared__ int centroid_smem[16];
   if (threadIdx.x < 16) centroid_smem[threadIdx.x] = centroid[threadIdx.x];
   copy_fragments(a_smem, a_frags);
+  const auto centroids = centroid_source<kBytes, kLookup>(centroid_smem);  // the tables once, before the loop
   DeviceWarp warp;
   for_each_group<kTiles>(vectors, [&](size_t v0) {
-    dequantize_tiles<kBytes, kTiles>(warp, threadIdx.x % 32, codes + v0 * kCodeBytes, norms + v0, a_smem, raw + v0 * kDim, centroid_smem);
+    dequantize_tiles<kBytes, kTiles>(warp, threadIdx.x % 32, codes + v0 * kCodeBytes, norms + v0, a_smem, raw + v0 * kDim, centroids);
   });
+}
+
+// The same on the emulated warp, the centroids looked up the kernel's way.
+template <int kBytes, int kTiles, Lookup kLookup>
+void dequantize_emulated(EmulatedWarp& warp, uint32_t lane, const uint8_t* codes, const float* norms, const uint4* a_frags, uint16_t* raw,
+                         const int* centroid) {
+  dequantize_tiles<kBytes, kTiles>(warp, lane, codes, norms, a_frags, raw, centroid_source<kBytes, kLookup>(centroid));
 }
 
 
@@ -139,8 +147,8 @@ struct Quantized {
 
 // The kernels timed, each on the GPU and on the emulated warp: quantize with 16-bit or 8-bit
 // operands, finding a code by counting or by binary search, a warp coding 1, 2 or 4 tiles per
-// load of the matrix; dequantize the same widths with 1, 2 or 4 tiles. Each entry is one
-// instantiation, the kernel and its emulation.
+// load of the matrix; dequantize the same widths with 1, 2 or 4 tiles, the centroids in shared
+// memory or in registers. Each entry is one instantiation, the kernel and its emulation.
 using QuantizeKernel = void (*)(const uint16_t*, const uint4*, uint8_t*, float*, size_t);
 using QuantizeGroup = void (*)(EmulatedWarp&, uint32_t, const uint16_t*, const uint4*, uint8_t*, float*, const float*);
 using DequantizeKernel = void (*)(const uint8_t*, const float*, const uint4*, const int*, uint16_t*, size_t);
@@ -153,20 +161,26 @@ struct QuantizeWay {
 };
 struct DequantizeWay {
   int bytes, tiles;
+  const char* lookup;
   DequantizeKernel kernel;
   DequantizeGroup emulated;
 };
 template <int kBytes, bool kSearch, int kTiles> constexpr QuantizeWay quantize_way(const char* name) {
   return {name, kBytes, kTiles, quantize_mma<kBytes, kSearch, kTiles>, quantize_tiles<kBytes, kSearch, kTiles, EmulatedWarp>};
 }
-template <int kBytes, int kTiles> constexpr DequantizeWay dequantize_way() {
-  return {kBytes, kTiles, dequantize_mma<kBytes, kTiles>, dequantize_tiles<kBytes, kTiles, EmulatedWarp>};
+template <int kBytes, int kTiles, Lookup kLookup> constexpr DequantizeWay dequantize_way() {
+  return {kBytes, kTiles, kLookup == Lookup::kShared ? "shared memory" : "registers", dequantize_mma<kBytes, kTiles, kLookup>,
+          dequantize_emulated<kBytes, kTiles, kLookup>};
 }
 const QuantizeWay kWays[] = {quantize_way<2, false, 1>("counting, 1 tile"), quantize_way<2, true, 1>("binary search, 1 tile"),
                              quantize_way<2, true, 2>("binary search, 2 tiles"), quantize_way<1, true, 1>("binary search, 1 tile"),
                              quantize_way<1, true, 2>("binary search, 2 tiles"), quantize_way<1, true, 4>("binary search, 4 tiles")};
-const DequantizeWay kDequantizeWays[] = {dequantize_way<2, 1>(), dequantize_way<2, 2>(), dequantize_way<1, 1>(), dequantize_way<1, 2>(),
-                                         dequantize_way<1, 4>()};
+constexpr Lookup kShared = Lookup::kShared, kRegisters = Lookup::kRegisters;
+const DequantizeWay kDequantizeWays[] = {dequantize_way<2, 1, kShared>(),    dequantize_way<2, 2, kShared>(),
+                                         dequantize_way<1, 1, kShared>(),    dequantize_way<1, 2, kShared>(),
+                                         dequantize_way<1, 4, kShared>(),    dequantize_way<2, 1, kRegisters>(),
+                                         dequantize_way<2, 2, kRegisters>(), dequantize_way<1, 1, kRegisters>(),
+                                         dequantize_way<1, 2, kRegisters>()};
 constexpr size_t kWayCount = std::size(kWays), kDequantizeWayCount = std::size(kDequantizeWays);
 constexpr size_t kMostTiles = 4;
 
@@ -235,8 +249,8 @@ void report(const char* side, size_t vectors, const Verdict& r) {
     std::printf("%s %zu (%d-bit, %s)", way ? "," : "", r.quantize_differing[way], 8 * kWays[way].bytes, kWays[way].name);
   std::printf("; dequantize on");
   for (size_t way = 0; way < kDequantizeWayCount; ++way)
-    std::printf("%s %zu (%d-bit, %d tiles)", way ? "," : "", r.dequantize_differing[way], 8 * kDequantizeWays[way].bytes,
-                kDequantizeWays[way].tiles);
+    std::printf("%s %zu (%d-bit, %d tile%s, centroids in %s)", way ? "," : "", r.dequantize_differing[way], 8 * kDequantizeWays[way].bytes,
+                kDequantizeWays[way].tiles, kDequantizeWays[way].tiles == 1 ? "" : "s", kDequantizeWays[way].lookup);
   std::printf("; Gaussian vectors come back with relative squared error %.5f (16-bit operands), %.5f (8-bit)\n", r.gaussian_error[1],
               r.gaussian_error[0]);
 }
@@ -391,8 +405,9 @@ int main(int argc, char** argv) {
     std::printf("| 4-bit quantize, two rounds on int8 MMA, %d-bit operands, code by %s | %u | %.0f | %.0f | %.2f |\n",
                 8 * kWays[way].bytes, kWays[way].name, grid_q[way], gbps(t_q[way]), copy_gbps, gbps(t_q[way]) / copy_gbps);
   for (size_t way = 0; way < kDequantizeWayCount; ++way)
-    std::printf("| 4-bit dequantize, two rounds on int8 MMA, %d-bit operands, %d tiles | %u | %.0f | %.0f | %.2f |\n",
-                8 * kDequantizeWays[way].bytes, kDequantizeWays[way].tiles, grid_d[way], gbps(t_d[way]), copy_gbps, gbps(t_d[way]) / copy_gbps);
+    std::printf("| 4-bit dequantize, two rounds on int8 MMA, %d-bit operands, %d tile%s, centroids in %s | %u | %.0f | %.0f | %.2f |\n",
+                8 * kDequantizeWays[way].bytes, kDequantizeWays[way].tiles, kDequantizeWays[way].tiles == 1 ? "" : "s", kDequantizeWays[way].lookup,
+                grid_d[way], gbps(t_d[way]), copy_gbps, gbps(t_d[way]) / copy_gbps);
   std::printf("\nWhere quantize's time goes (the same bytes in and out; no codes):\n\n| quantize up to | ms | GB/s | of copy |\n|---|---|---|---|\n");
   for (size_t i = 0; i < t_stage.size(); ++i)
     std::printf("| %s | %.3f | %.0f | %.2f |\n", stages[i].name, t_stage[i], gbps(t_stage[i]), gbps(t_stage[i]) / copy_gbps);
@@ -406,8 +421,9 @@ int main(int argc, char** argv) {
                    kWays[way].name, 8 * kWays[way].bytes, r.quantize_differing[way], t_q[way], gbps(t_q[way]));
     std::fprintf(json, "], \"dequantize\": [");
     for (size_t way = 0; way < kDequantizeWayCount; ++way)
-      std::fprintf(json, "%s{\"tiles\": %d, \"operand_bits\": %d, \"differing\": %zu, \"ms\": %.4f, \"gbps\": %.1f}", way ? ", " : "",
-                   kDequantizeWays[way].tiles, 8 * kDequantizeWays[way].bytes, r.dequantize_differing[way], t_d[way], gbps(t_d[way]));
+      std::fprintf(json, "%s{\"tiles\": %d, \"operand_bits\": %d, \"centroids_in\": \"%s\", \"differing\": %zu, \"ms\": %.4f, \"gbps\": %.1f}",
+                   way ? ", " : "", kDequantizeWays[way].tiles, 8 * kDequantizeWays[way].bytes, kDequantizeWays[way].lookup,
+                   r.dequantize_differing[way], t_d[way], gbps(t_d[way]));
     std::fprintf(json, "], \"stages_ms\": [");
     for (size_t i = 0; i < t_stage.size(); ++i) std::fprintf(json, "%s{\"stage\": \"%s\", \"ms\": %.4f}", i ? ", " : "", stages[i].name, t_stage[i]);
     std::fprintf(json, "]}\n");

@@ -17,7 +17,8 @@
 //     norm = nq * 2^(E - 15), or nq / f.
 //     Codes are nibbles, coordinate j at nibble j of the vector's 64 bytes; norms fp32 apart.
 // Dequantize: each code's centroid as a fixed-point integer (centroid * 2^s, rounded; s = 15
-// for 16-bit, 9 for 8-bit, where the largest centroid is 123), split into bytes the same way;
+// for 16-bit, 9 for 8-bit, where the largest centroid is 123), split into bytes the same way,
+// found in shared memory one code at a time or in registers four codes at a time (Lookup);
 // acc = M^T c, exact; value = bf16((float)acc * norm * 2^-(7 + s)).
 #pragma once
 #include <cuda_bf16.h>
@@ -92,6 +93,19 @@ template <int kBytes> __host__ __device__ inline TileBytes split_bytes(const int
   return b;
 }
 
+// Byte permute (prmt.b32 with selectors of 0-7): output byte i is byte (s >> 4i) & 7 of the
+// eight bytes x (bytes 0-3) and y (bytes 4-7).
+__host__ __device__ inline uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+#ifdef __CUDA_ARCH__
+  return __byte_perm(x, y, s);
+#else
+  const uint64_t bytes = static_cast<uint64_t>(y) << 32 | x;
+  uint32_t out = 0;
+  for (int i = 0; i < 4; ++i) out |= static_cast<uint32_t>((bytes >> (8 * ((s >> (4 * i)) & 7))) & 0xFF) << (8 * i);
+  return out;
+#endif
+}
+
 // Two bf16 (round to nearest even) in one word, the first in the low half.
 __host__ __device__ inline uint32_t bf16_pair(float first, float second) {
 #ifdef __CUDA_ARCH__
@@ -135,9 +149,10 @@ template <int kBytes, typename W>
 __host__ __device__ inline void product_mtile(W& warp, const MtileFragments& a, const TileBytes& b, int (&acc)[4]) {
   for (int r = 0; r < 4; ++r) acc[r] = 0;
   for (int t = 0; t < 4; ++t) warp.template mma<false>(acc, a[t], b.hi[2 * t], b.hi[2 * t + 1]);
-  if (kBytes == 1) return;
-  for (int r = 0; r < 4; ++r) acc[r] *= 256;
-  for (int t = 0; t < 4; ++t) warp.template mma<true>(acc, a[t], b.lo[2 * t], b.lo[2 * t + 1]);
+  if constexpr (kBytes == 2) {
+    for (int r = 0; r < 4; ++r) acc[r] *= 256;
+    for (int t = 0; t < 4; ++t) warp.template mma<true>(acc, a[t], b.lo[2 * t], b.lo[2 * t + 1]);
+  }
 }
 
 // M times each of kTiles tiles, m-tile by m-tile, each m-tile of M loaded once for all of
@@ -253,14 +268,65 @@ __host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const uint16_t* 
       reinterpret_cast<uint2*>(codes + (i * kTileVectors + 2 * c + v) * kCodeBytes)[g] = make_uint2(nibbles[i][v][0], nibbles[i][v][1]);
 }
 
+// Where dequantize finds a code's centroid: kShared, the 16 integers in shared memory, one load
+// a code; kRegisters, byte tables in registers, four codes a lookup by byte permutes.
+enum class Lookup { kShared, kRegisters };
+
+// The centroids as byte tables: [sign][word] holds magnitudes 4 word .. 4 word + 3, a byte
+// each; hi their high bytes (8-bit: their only bytes), lo their low bytes.
+struct CentroidTable {
+  uint32_t hi[2][2], lo[2][2];
+};
+
+// What dequantize_tiles looks centroids up in: centroid (the 16 codes' centroids as integers,
+// centroid * 2^centroid_shift(kBytes), negative for codes 8-15) itself, or its byte tables.
+template <int kBytes, Lookup kLookup> __host__ __device__ inline auto centroid_source(const int* centroid) {
+  if constexpr (kLookup == Lookup::kShared) {
+    return centroid;
+  } else {
+    CentroidTable t{};
+    for (int sign = 0; sign < 2; ++sign)
+      for (int m = 0; m < 8; ++m) {
+        const int v = centroid[8 * sign + m];
+        t.hi[sign][m / 4] |= static_cast<uint32_t>((kBytes == 2 ? v >> 8 : v) & 0xFF) << (8 * (m % 4));
+        if (kBytes == 2) t.lo[sign][m / 4] |= static_cast<uint32_t>(v & 0xFF) << (8 * (m % 4));
+      }
+    return t;
+  }
+}
+
+// This lane's B fragments of a tile's codes (nib: coordinates 32c .. 32c + 31 of vector g, a
+// nibble each): the centroid of each code, loaded one at a time...
+template <int kBytes> __host__ __device__ inline TileBytes centroid_bytes(const uint32_t (&nib)[4], const int* centroid) {
+  int value[32];
+  for (int j = 0; j < 32; ++j) value[j] = centroid[(nib[j / 8] >> (4 * (j % 8))) & 0xF];
+  return split_bytes<kBytes>(value);
+}
+
+// ... or four at a time: fragment register f takes codes 4f .. 4f + 3, one 16-bit run of
+// nibbles; each code's magnitude (its low 3 bits) picks a byte of the positive and of the
+// negative table, and its sign bit which of the two.
+__host__ __device__ inline uint32_t lookup4(const uint32_t (&table)[2][2], uint32_t magnitudes, uint32_t pick) {
+  return byte_perm(byte_perm(table[0][0], table[0][1], magnitudes), byte_perm(table[1][0], table[1][1], magnitudes), pick);
+}
+template <int kBytes> __host__ __device__ inline TileBytes centroid_bytes(const uint32_t (&nib)[4], const CentroidTable& t) {
+  TileBytes b;
+  for (int f = 0; f < 8; ++f) {
+    const uint32_t run = nib[f / 2] >> (16 * (f % 2));
+    const uint32_t magnitudes = run & 0x7777u, pick = ((run >> 1) & 0x4444u) | 0x3210u;
+    b.hi[f] = lookup4(t.hi, magnitudes, pick);
+    b.lo[f] = kBytes == 2 ? lookup4(t.lo, magnitudes, pick) : 0;
+  }
+  return b;
+}
+
 // Dequantizes kTiles consecutive tiles of 8 vectors, as lane `lane` of the warp.
 //   codes, norms: as quantize_tiles writes them; a_frags: M^T's A fragments; raw: 128 bf16 a
-//   vector; centroid: the 16 codes' centroids as integers (centroid * 2^centroid_shift(kBytes),
-//   negative for codes 8-15).
+//   vector; centroids: from centroid_source.
 #pragma nv_exec_check_disable
-template <int kBytes, int kTiles, typename W>
+template <int kBytes, int kTiles, typename W, typename Centroids>
 __host__ __device__ void dequantize_tiles(W& warp, uint32_t lane, const uint8_t* codes, const float* norms, const uint4* a_frags,
-                                          uint16_t* raw, const int* centroid) {
+                                          uint16_t* raw, const Centroids& centroids) {
   const uint32_t g = lane / 4, c = lane % 4;
   TileBytes bytes[kTiles];
   float scale[kTiles][2];
@@ -269,9 +335,7 @@ __host__ __device__ void dequantize_tiles(W& warp, uint32_t lane, const uint8_t*
     // coordinates 32c .. 32c + 31 of vector g
     const uint4 packed = reinterpret_cast<const uint4*>(codes + (i * kTileVectors + g) * kCodeBytes)[c];
     const uint32_t nib[4] = {packed.x, packed.y, packed.z, packed.w};
-    int value[32];
-    for (int j = 0; j < 32; ++j) value[j] = centroid[(nib[j / 8] >> (4 * (j % 8))) & 0xF];
-    bytes[i] = split_bytes<kBytes>(value);
+    bytes[i] = centroid_bytes<kBytes>(nib, centroids);
     for (int v = 0; v < 2; ++v) scale[i][v] = ldexpf(norms[i * kTileVectors + 2 * c + v], -7 - centroid_shift(kBytes));
   }
   uint32_t out[kTiles][2][8];  // [tile][vector][m-tile]: channels 16g + 2mt and 16g + 2mt + 1
