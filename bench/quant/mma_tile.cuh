@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "turboquant_format.h"
 
@@ -67,9 +68,16 @@ __host__ __device__ inline int round_to_int(float x) {
   return static_cast<int>(std::nearbyint(x));
 #endif
 }
-__host__ __device__ inline float u64_to_float(unsigned long long x) {
+__host__ __device__ inline float to_float(unsigned long long x) {
 #ifdef __CUDA_ARCH__
   return __ull2float_rn(x);
+#else
+  return static_cast<float>(x);
+#endif
+}
+__host__ __device__ inline float to_float(uint32_t x) {
+#ifdef __CUDA_ARCH__
+  return __uint2float_rn(x);
 #else
   return static_cast<float>(x);
 #endif
@@ -218,15 +226,17 @@ template <int kBytes, typename W> __host__ __device__ FixedPoint to_fixed_point(
   // 8-bit: |x| f <= 127 (1 + 2^-23) for every x, so the rounded values stay within int8.
   const float factor = fp.zero ? 0.f : kBytes == 2 ? bit_cast<float>(static_cast<uint32_t>(127 + 15 - e) << 23) : 127.f / top;
   int q[32];
-  unsigned long long sum2 = 0;
+  // 8-bit: the whole vector's sum is at most 128 x 127^2, which 32 bits hold (and a float exactly).
+  using Sum = std::conditional_t<kBytes == 1, uint32_t, unsigned long long>;
+  Sum sum2 = 0;
   for (int i = 0; i < 32; ++i) {
     q[i] = round_to_int(x[i] * factor);
-    sum2 += static_cast<unsigned long long>(q[i] * q[i]);
+    sum2 += static_cast<Sum>(q[i] * q[i]);
   }
   fp.bytes = split_bytes<kBytes>(q);
   sum2 += warp.shfl_xor(sum2, 1);
   sum2 += warp.shfl_xor(sum2, 2);
-  fp.nq = sqrtf(u64_to_float(sum2));
+  fp.nq = sqrtf(to_float(sum2));
   fp.norm = fp.zero ? 0.f : kBytes == 2 ? ldexpf(fp.nq, e - 15) : fp.nq / factor;
   return fp;
 }
