@@ -17,7 +17,7 @@ struct Model {
   // (rows coordinates, k channels); inverse[row][k] = 128 Q[contiguous_k(k)][contiguous_row(row)].
   std::vector<int> forward, inverse;
   int bytes;  // the operands' width, as the tile code's kBytes (2: 16-bit, 1: 8-bit)
-  float boundary[7];
+  Codebook book;
   int centroid[16];
 
   Model(uint64_t seed, int operand_bytes) : forward(kDim * kDim), inverse(kDim * kDim), bytes(operand_bytes) {
@@ -29,10 +29,10 @@ struct Model {
       }
     const float* bound = TQ_CODEBOOK_BOUNDARIES[tq_log2(kDim) - 3][3];
     const float* cent = TQ_CODEBOOK_CENTROIDS[tq_log2(kDim) - 3][3];
-    for (int k = 0; k < 7; ++k) boundary[k] = bound[8 + k];
-    for (int code = 0; code < 16; ++code)
-      centroid[code] = static_cast<int>(std::lround(std::ldexp(static_cast<double>(cent[8 + code % 8]), centroid_shift(bytes)))) *
-                       (code < 8 ? 1 : -1);
+    for (int k = 0; k < 7; ++k) book.boundary[k] = bound[8 + k];
+    fit_polynomial(book);
+    for (int code = 0; code < 16; ++code)  // offset binary: 8 + m for magnitude m of a value >= 0, 7 - m below
+      centroid[code] = static_cast<int>(std::lround(std::ldexp(static_cast<double>(cent[code]), centroid_shift(bytes))));
   }
 
   int largest_entry() const {
@@ -41,14 +41,48 @@ struct Model {
     return top;
   }
 
-  // One vector's 64 code bytes and norm.
-  void quantize(const uint16_t* raw, uint8_t* codes, float* norm) const {
+  // p(u) = u (c0 + u (c1 + u (c2 + u c3))) through (beta_k, k + 1) by least squares (in
+  // double, then rounded to float). Aborts unless p rises over [0, 1] (a unit vector's
+  // coordinates) and codes every boundary's neighbourhood as the boundaries do.
+  static void fit_polynomial(Codebook& book) {
+    double normal[4][5] = {};  // the normal equations, right-hand side in column 4
+    for (int k = 0; k < 7; ++k) {
+      double basis[4], u = book.boundary[k];
+      for (int j = 0; j < 4; ++j) basis[j] = std::pow(u, j + 1);
+      for (int i = 0; i < 4; ++i) {
+        for (int j = 0; j < 4; ++j) normal[i][j] += basis[i] * basis[j];
+        normal[i][4] += basis[i] * (k + 1);
+      }
+    }
+    for (int i = 0; i < 4; ++i)  // Gauss-Jordan: the system is small and well posed
+      for (int r = 0; r < 4; ++r) {
+        if (r == i) continue;
+        const double f = normal[r][i] / normal[i][i];
+        for (int j = i; j < 5; ++j) normal[r][j] -= f * normal[i][j];
+      }
+    for (int j = 0; j < 4; ++j) book.poly[j] = static_cast<float>(normal[j][4] / normal[j][j]);
+    const auto p = [&](float u) { return u * std::fma(u, std::fma(u, std::fma(u, book.poly[3], book.poly[2]), book.poly[1]), book.poly[0]); };
+    float last = 0.f;
+    for (int i = 1; i <= 100000; ++i) {
+      const float value = p(i / 100000.f);
+      if (!(value > last)) std::abort();
+      last = value;
+    }
+    for (int k = 0; k < 7; ++k)
+      if (std::floor(p(book.boundary[k] * 0.99f)) != k || std::floor(p(book.boundary[k] * 1.01f)) != k + 1) std::abort();
+  }
+
+  // One vector's 64 code bytes and norm, its codes found the tile code's way.
+  template <Coding kCoding = Coding::kCounting> void quantize(const uint16_t* raw, uint8_t* codes, float* norm) const {
     float x[kDim], top = 0.f;
     for (uint32_t i = 0; i < kDim; ++i) top = std::max(top, std::fabs(x[i] = tq_bf16_to_f32(raw[i])));
     const int e = top == 0.f ? -127 : std::ilogb(top) + 1;
-    std::fill(codes, codes + kCodeBytes, 0);
     *norm = 0.f;
-    if (e < kMinExponent) return;  // subnormal tops included
+    if (e < kMinExponent) {  // subnormal tops included: q = 0, every code 8 (zero, in offset binary)
+      std::fill(codes, codes + kCodeBytes, 0x88);
+      return;
+    }
+    std::fill(codes, codes + kCodeBytes, 0);
     const float factor = bytes == 2 ? std::ldexp(1.f, 15 - e) : 127.f / top;
     int q[kDim];
     unsigned long long sum2 = 0;
@@ -58,13 +92,11 @@ struct Model {
     }
     const float nq = std::sqrt(static_cast<float>(sum2));
     *norm = bytes == 2 ? std::ldexp(nq, e - 15) : nq / factor;
+    const VectorCoder<kCoding> coder(book, nq);
     for (uint32_t r = 0; r < kDim; ++r) {
       int64_t acc = 0;
       for (uint32_t k = 0; k < kDim; ++k) acc += static_cast<int64_t>(forward[r * kDim + k]) * q[k];
-      const int64_t mag = std::llabs(acc);
-      uint32_t code = 0;
-      for (int k = 0; k < 7; ++k) code += mag > static_cast<int64_t>(std::floor(boundary[k] * (128.f * nq))) ? 1u : 0u;
-      code |= acc < 0 ? 8u : 0u;
+      const uint32_t code = coder(static_cast<int>(acc));  // |acc| < 128 * 48 * 2^15 fits int32
       const uint32_t j = contiguous_row(r);
       codes[j / 2] |= static_cast<uint8_t>(code << (4 * (j % 2)));
     }

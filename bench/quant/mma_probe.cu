@@ -32,7 +32,7 @@ namespace {
 
 constexpr uint32_t kWarps = 4;  // per CTA
 
-__constant__ float kBoundary[7];
+__constant__ Codebook kCodebook;
 
 // The A fragments (16 KiB) into the CTA's shared memory, for every warp of it.
 __device__ inline void copy_fragments(uint4* smem, const uint4* frags) {
@@ -47,7 +47,7 @@ template <int kTiles, typename F> __device__ inline void for_each_group(size_t v
 }
 
 // Each warp takes groups of kTiles tiles in turn; the CTA holds the A fragments (16 KiB) in shared memory.
-template <int kBytes, bool kSearch, int kTiles>
+template <int kBytes, Coding kCoding, int kTiles>
 __global__ void __launch_bounds__(kWarps * 32) quantize_mma(const uint16_t* __restrict__ raw, const uint4* __restrict__ a_frags,
                                                            uint8_t* __restrict__ codes, float* __restrict__ norms, size_t vectors) {
   __shared__ uint4 a_smem[kFrags];
@@ -55,11 +55,11 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_mma(const uint16_t* __re
   DeviceWarp warp;
   const uint32_t lane = threadIdx.x % 32;
   for_each_group<kTiles>(vectors, [&](size_t v0) {
-    quantize_tiles<kBytes, kSearch, kTiles>(warp, lane, raw + v0 * kDim, a_smem, codes + v0 * kCodeBytes, norms + v0, kBoundary);
+    quantize_tiles<kBytes, kCoding, kTiles>(warp, lane, raw + v0 * kDim, a_smem, codes + v0 * kCodeBytes, norms + v0, kCodebook);
   });
 }
 
-// Where quantize's time goes: the same loads and stores as quantize_mma<kBytes, true, kTiles>, with
+// Where quantize's time goes: the same loads and stores as quantize_mma<kBytes, Coding::kSearch, kTiles>, with
 // only the first steps between them (the input, then its fixed point, then the products);
 // what they write is a fold of what they computed, so that nothing is left out, not codes.
 enum class Stage { kLoadStore, kFixedPoint, kRotate };
@@ -146,15 +146,16 @@ struct Quantized {
 };
 
 // The kernels timed, each on the GPU and on the emulated warp: quantize with 16-bit or 8-bit
-// operands, finding a code by counting or by binary search, a warp coding 1, 2 or 4 tiles per
-// load of the matrix; dequantize the same widths with 1, 2 or 4 tiles, the centroids in shared
+// operands, finding a code by counting, by binary search or from the polynomial, a warp coding
+// 1, 2 or 4 tiles per load of the matrix; dequantize the same widths with 1, 2 or 4 tiles, the centroids in shared
 // memory or in registers. Each entry is one instantiation, the kernel and its emulation.
 using QuantizeKernel = void (*)(const uint16_t*, const uint4*, uint8_t*, float*, size_t);
-using QuantizeGroup = void (*)(EmulatedWarp&, uint32_t, const uint16_t*, const uint4*, uint8_t*, float*, const float*);
+using QuantizeGroup = void (*)(EmulatedWarp&, uint32_t, const uint16_t*, const uint4*, uint8_t*, float*, const Codebook&);
 using DequantizeKernel = void (*)(const uint8_t*, const float*, const uint4*, const int*, uint16_t*, size_t);
 using DequantizeGroup = void (*)(EmulatedWarp&, uint32_t, const uint8_t*, const float*, const uint4*, uint16_t*, const int*);
 struct QuantizeWay {
   const char* name;
+  Coding coding;
   int bytes, tiles;
   QuantizeKernel kernel;
   QuantizeGroup emulated;
@@ -165,16 +166,19 @@ struct DequantizeWay {
   DequantizeKernel kernel;
   DequantizeGroup emulated;
 };
-template <int kBytes, bool kSearch, int kTiles> constexpr QuantizeWay quantize_way(const char* name) {
-  return {name, kBytes, kTiles, quantize_mma<kBytes, kSearch, kTiles>, quantize_tiles<kBytes, kSearch, kTiles, EmulatedWarp>};
+template <int kBytes, Coding kCoding, int kTiles> constexpr QuantizeWay quantize_way(const char* name) {
+  return {name, kCoding, kBytes, kTiles, quantize_mma<kBytes, kCoding, kTiles>, quantize_tiles<kBytes, kCoding, kTiles, EmulatedWarp>};
 }
 template <int kBytes, int kTiles, Lookup kLookup> constexpr DequantizeWay dequantize_way() {
   return {kBytes, kTiles, kLookup == Lookup::kShared ? "shared memory" : "registers", dequantize_mma<kBytes, kTiles, kLookup>,
           dequantize_emulated<kBytes, kTiles, kLookup>};
 }
-const QuantizeWay kWays[] = {quantize_way<2, false, 1>("counting, 1 tile"), quantize_way<2, true, 1>("binary search, 1 tile"),
-                             quantize_way<2, true, 2>("binary search, 2 tiles"), quantize_way<1, true, 1>("binary search, 1 tile"),
-                             quantize_way<1, true, 2>("binary search, 2 tiles"), quantize_way<1, true, 4>("binary search, 4 tiles")};
+constexpr Coding kCounting = Coding::kCounting, kSearch = Coding::kSearch, kPolynomial = Coding::kPolynomial;
+const QuantizeWay kWays[] = {quantize_way<2, kCounting, 1>("counting, 1 tile"),      quantize_way<2, kSearch, 1>("binary search, 1 tile"),
+                             quantize_way<2, kSearch, 2>("binary search, 2 tiles"),  quantize_way<1, kSearch, 1>("binary search, 1 tile"),
+                             quantize_way<1, kSearch, 2>("binary search, 2 tiles"),  quantize_way<1, kSearch, 4>("binary search, 4 tiles"),
+                             quantize_way<2, kPolynomial, 1>("polynomial, 1 tile"),  quantize_way<1, kPolynomial, 1>("polynomial, 1 tile"),
+                             quantize_way<1, kPolynomial, 2>("polynomial, 2 tiles")};
 constexpr Lookup kShared = Lookup::kShared, kRegisters = Lookup::kRegisters;
 const DequantizeWay kDequantizeWays[] = {dequantize_way<2, 1, kShared>(),    dequantize_way<2, 2, kShared>(),
                                          dequantize_way<1, 1, kShared>(),    dequantize_way<1, 2, kShared>(),
@@ -194,34 +198,46 @@ struct Models {
 struct Verdict {
   std::vector<size_t> quantize_differing;    // by way, as kWays
   std::vector<size_t> dequantize_differing;  // as kDequantizeWays
-  double gaussian_error[2] = {};             // the Gaussian test vectors' relative squared error after both ways, 8-bit and 16-bit
+  // The Gaussian test vectors' relative squared error after both ways: [polynomial][bytes - 1],
+  // thresholds (counting and binary search code alike) or polynomial, 8-bit or 16-bit operands.
+  double gaussian_error[2][2] = {};
+  size_t codes = 0, polynomial_codes_differing = 0;  // the models' codes, both widths: the polynomial's against the thresholds'
 };
 
 // One side's (GPU or emulation) codes, norms and values against the models': each way's
-// against the model of its width. The values are dequantized from the 16-bit model's codes.
+// against the model of its width and coding. The values are dequantized from the 16-bit
+// model's codes (by thresholds).
 Verdict compare(const Models& models, const std::vector<uint16_t>& raw, const std::vector<Quantized>& got,
                 const std::vector<std::vector<uint16_t>>& values) {
   Verdict out;
   out.quantize_differing.assign(got.size(), 0);
   out.dequantize_differing.assign(values.size(), 0);
-  double err[2] = {}, energy = 0;
+  double err[2][2] = {}, energy = 0;
   for (size_t v = 0; v < raw.size() / kDim; ++v) {
-    uint8_t codes[2][kCodeBytes];  // [bytes - 1]: the 16-bit model's are codes[1]
-    float norm[2];
-    uint16_t back[2][kDim];
-    for (int bytes = 1; bytes <= 2; ++bytes) {
-      models.of(bytes).quantize(&raw[v * kDim], codes[bytes - 1], &norm[bytes - 1]);
-      models.of(bytes).dequantize(codes[bytes - 1], norm[bytes - 1], back[bytes - 1]);
-    }
+    uint8_t codes[2][2][kCodeBytes];  // [polynomial][bytes - 1]
+    float norm[2][2];
+    uint16_t back[2][2][kDim];
+    for (int poly = 0; poly < 2; ++poly)
+      for (int w = 0; w < 2; ++w) {
+        const Model& model = models.of(w + 1);
+        if (poly) model.quantize<Coding::kPolynomial>(&raw[v * kDim], codes[poly][w], &norm[poly][w]);
+        else model.quantize(&raw[v * kDim], codes[poly][w], &norm[poly][w]);
+        model.dequantize(codes[poly][w], norm[poly][w], back[poly][w]);
+      }
+    for (int w = 0; w < 2; ++w)
+      for (uint32_t j = 0; j < kDim; ++j) {
+        ++out.codes;
+        out.polynomial_codes_differing += ((codes[0][w][j / 2] ^ codes[1][w][j / 2]) >> (4 * (j % 2))) & 0xF ? 1 : 0;
+      }
     for (size_t way = 0; way < got.size(); ++way) {
-      const int w = kWays[way].bytes - 1;
-      if (!std::equal(codes[w], codes[w] + kCodeBytes, &got[way].codes[v * kCodeBytes]) ||
-          std::memcmp(&norm[w], &got[way].norms[v], sizeof norm[w]) != 0)
+      const int poly = kWays[way].coding == Coding::kPolynomial, w = kWays[way].bytes - 1;
+      if (!std::equal(codes[poly][w], codes[poly][w] + kCodeBytes, &got[way].codes[v * kCodeBytes]) ||
+          std::memcmp(&norm[poly][w], &got[way].norms[v], sizeof norm[poly][w]) != 0)
         ++out.quantize_differing[way];
     }
     // What each width makes of the 16-bit model's codes, the dequantize kernels' input.
     uint16_t expected[2][kDim];
-    for (int bytes = 1; bytes <= 2; ++bytes) models.of(bytes).dequantize(codes[1], norm[1], expected[bytes - 1]);
+    for (int w = 0; w < 2; ++w) models.of(w + 1).dequantize(codes[0][1], norm[0][1], expected[w]);
     for (size_t way = 0; way < values.size(); ++way) {
       const uint16_t* want = expected[kDequantizeWays[way].bytes - 1];
       if (!std::equal(want, want + kDim, &values[way][v * kDim])) ++out.dequantize_differing[way];
@@ -230,10 +246,12 @@ Verdict compare(const Models& models, const std::vector<uint16_t>& raw, const st
     for (uint32_t i = 0; i < kDim; ++i) {
       const double x = tq_bf16_to_f32(raw[v * kDim + i]);
       energy += x * x;
-      for (int w = 0; w < 2; ++w) err[w] += (tq_bf16_to_f32(back[w][i]) - x) * (tq_bf16_to_f32(back[w][i]) - x);
+      for (int poly = 0; poly < 2; ++poly)
+        for (int w = 0; w < 2; ++w) err[poly][w] += (tq_bf16_to_f32(back[poly][w][i]) - x) * (tq_bf16_to_f32(back[poly][w][i]) - x);
     }
   }
-  for (int w = 0; w < 2; ++w) out.gaussian_error[w] = err[w] / energy;
+  for (int poly = 0; poly < 2; ++poly)
+    for (int w = 0; w < 2; ++w) out.gaussian_error[poly][w] = err[poly][w] / energy;
   return out;
 }
 
@@ -251,8 +269,10 @@ void report(const char* side, size_t vectors, const Verdict& r) {
   for (size_t way = 0; way < kDequantizeWayCount; ++way)
     std::printf("%s %zu (%d-bit, %d tile%s, centroids in %s)", way ? "," : "", r.dequantize_differing[way], 8 * kDequantizeWays[way].bytes,
                 kDequantizeWays[way].tiles, kDequantizeWays[way].tiles == 1 ? "" : "s", kDequantizeWays[way].lookup);
-  std::printf("; Gaussian vectors come back with relative squared error %.5f (16-bit operands), %.5f (8-bit)\n", r.gaussian_error[1],
-              r.gaussian_error[0]);
+  std::printf("; Gaussian vectors come back with relative squared error %.5f (16-bit operands), %.5f (8-bit); "
+              "coded by the polynomial %.5f (16-bit), %.5f (8-bit), %zu of %zu codes differing from the thresholds'\n",
+              r.gaussian_error[0][1], r.gaussian_error[0][0], r.gaussian_error[1][1], r.gaussian_error[1][0], r.polynomial_codes_differing,
+              r.codes);
 }
 
 // The 16-bit model's codes for the vectors, the input the dequantize checks start from.
@@ -280,7 +300,7 @@ int emulate(const Models& models, size_t vectors) {
       for (size_t way = 0; way < kWayCount; ++way)
         for (size_t v0 = 0; v0 < vectors; v0 += kWays[way].tiles * kTileVectors)
           kWays[way].emulated(warp, lane, &raw[v0 * kDim], f, &got[way].codes[v0 * kCodeBytes], &got[way].norms[v0],
-                              models.wide.boundary);
+                              models.wide.book);
       for (size_t way = 0; way < kDequantizeWayCount; ++way)
         for (size_t v0 = 0; v0 < vectors; v0 += kDequantizeWays[way].tiles * kTileVectors)
           kDequantizeWays[way].emulated(warp, lane, &model_in.codes[v0 * kCodeBytes], &model_in.norms[v0], b, &values[way][v0 * kDim],
@@ -305,7 +325,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (argc > 1 && std::strcmp(argv[1], "--emulate") == 0) return emulate(models, argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1024);
-  CUDA_OK(cudaMemcpyToSymbol(kBoundary, model.boundary, sizeof model.boundary));
+  CUDA_OK(cudaMemcpyToSymbol(kCodebook, &model.book, sizeof model.book));
   // 1 GiB of bf16 vectors, the checked part repeated; the dequantize reads the 16-bit model's codes of it.
   const size_t vectors = (1ull << 30) / (kDim * 2), checked = 1u << 16;
   const std::vector<uint16_t> host = test_vectors(checked);
@@ -414,8 +434,10 @@ int main(int argc, char** argv) {
   if (FILE* json = std::fopen(argc > 1 ? argv[1] : "mma_probe.json", "w")) {
     std::fprintf(json,
                  "{\"gpu\": \"%s\", \"vectors\": %zu, \"checked\": %zu, \"gaussian_error_16bit\": %.6f, \"gaussian_error_8bit\": %.6f, "
+                 "\"gaussian_error_polynomial_16bit\": %.6f, \"gaussian_error_polynomial_8bit\": %.6f, "
                  "\"copy_ms\": %.4f, \"copy_gbps\": %.1f, \"quantize\": [",
-                 prop.name, vectors, checked, r.gaussian_error[1], r.gaussian_error[0], t_copy, copy_gbps);
+                 prop.name, vectors, checked, r.gaussian_error[0][1], r.gaussian_error[0][0], r.gaussian_error[1][1], r.gaussian_error[1][0], t_copy,
+                 copy_gbps);
     for (size_t way = 0; way < kWayCount; ++way)
       std::fprintf(json, "%s{\"way\": \"%s\", \"operand_bits\": %d, \"differing\": %zu, \"ms\": %.4f, \"gbps\": %.1f}", way ? ", " : "",
                    kWays[way].name, 8 * kWays[way].bytes, r.quantize_differing[way], t_q[way], gbps(t_q[way]));

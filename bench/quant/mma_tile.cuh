@@ -11,10 +11,12 @@
 //     f = 127 / top, rounded: |q| <= 127. E below -112 codes as zero.
 //  2. 16-bit: q = 256 hi + lo, hi = q >> 8 as int8, lo = the low byte as uint8. 8-bit: q as int8.
 //  3. acc = M q, exact in int32: m16n8k32 MMAs, 256 (M hi) + M lo (s8 x s8 and s8 x u8) or M q.
-//  4. nq = sqrt((float) sum q^2); thresholds t_k = floor(beta_k * (128 nq)) as integers for
-//     the 7 positive boundaries beta_k of the dim-128 4-bit codebook; code = (number of t_k
-//     below |acc|) + 8 if acc < 0, compared as integers (no conversion per value); stored
-//     norm = nq * 2^(E - 15), or nq / f.
+//  4. nq = sqrt((float) sum q^2); the code of each coordinate (Coding): the number of the 7
+//     positive boundaries beta_k of the dim-128 4-bit codebook below |acc| / (128 nq), counted
+//     or found by binary search against integer thresholds t_k = floor(beta_k * (128 nq)) (no
+//     conversion per value), or read off a polynomial whose half-integer crossings are the
+//     beta_k: m. Codes are offset binary, 8 + m for acc >= 0 and 7 - m below, the order of the
+//     codebook's 16 centroids. Stored norm = nq * 2^(E - 15), or nq / f.
 //     Codes are nibbles, coordinate j at nibble j of the vector's 64 bytes; norms fp32 apart.
 // Dequantize: each code's centroid as a fixed-point integer (centroid * 2^s, rounded; s = 15
 // for 16-bit, 9 for 8-bit, where the largest centroid is 123), split into bytes the same way,
@@ -123,23 +125,72 @@ __host__ __device__ inline uint32_t bf16_pair(float first, float second) {
 #endif
 }
 
-// How many of the 7 ascending thresholds lie below mag: by counting, or by a binary search.
-template <bool kSearch> __host__ __device__ inline uint32_t thresholds_below(int mag, const int (&t)[7]) {
-  if (!kSearch) {
-    uint32_t n = 0;
-    for (int k = 0; k < 7; ++k) n += mag > t[k] ? 1u : 0u;
-    return n;
-  }
-  const bool four = mag > t[3];
-  const bool two = mag > (four ? t[5] : t[1]);
-  const int last = four ? (two ? t[6] : t[4]) : (two ? t[2] : t[0]);
-  return (four ? 4u : 0u) + (two ? 2u : 0u) + (mag > last ? 1u : 0u);
-}
+// How a coordinate's code is found: by counting the thresholds below it, by a binary search
+// over them, or from a polynomial (below).
+enum class Coding { kCounting, kSearch, kPolynomial };
 
-// Integer thresholds floor(beta_k * scale): |acc| > t_k exactly when |acc| > beta_k * scale.
-__host__ __device__ inline void integer_thresholds(const float* boundary, float scale, int (&t)[7]) {
-  for (int k = 0; k < 7; ++k) t[k] = static_cast<int>(floorf(boundary[k] * scale));
-}
+// The 4-bit dim-128 codebook as quantize uses it: its 7 positive inner boundaries, ascending,
+// in unit-vector coordinates; and p(u) = u (c0 + u (c1 + u (c2 + u c3))), fitted so that
+// p(beta_k) is close to k + 1 and rising over [0, 1] (mma_model.h): min(floor(p(u)), 7) is then
+// the number of boundaries below u, but right next to them.
+struct Codebook {
+  float boundary[7];
+  float poly[4];
+};
+
+// One vector's coder, made from its integer norm nq (acc = 128 nq u for the unit vector's
+// coordinate u): code(acc) is acc's 4-bit code.
+template <Coding kCoding> struct VectorCoder;
+
+template <Coding kCoding> struct ThresholdCoder {
+  int t[7];  // floor(beta_k * 128 nq): |acc| > t_k exactly when |acc| > beta_k * 128 nq
+  ThresholdCoder() = default;
+  __host__ __device__ ThresholdCoder(const Codebook& book, float nq) {
+    for (int k = 0; k < 7; ++k) t[k] = static_cast<int>(floorf(book.boundary[k] * (128.f * nq)));
+  }
+  __host__ __device__ uint32_t operator()(int acc) const {
+    const int mag = acc < 0 ? -acc : acc;
+    return (static_cast<uint32_t>(acc >> 31) ^ (magnitude(mag) + 8u)) & 15u;  // 8 + m, or its complement 7 - m below zero
+  }
+  __host__ __device__ uint32_t magnitude(int mag) const {
+    if (kCoding == Coding::kCounting) {
+      uint32_t n = 0;
+      for (int k = 0; k < 7; ++k) n += mag > t[k] ? 1u : 0u;
+      return n;
+    }
+    const bool four = mag > t[3];
+    const bool two = mag > (four ? t[5] : t[1]);
+    const int last = four ? (two ? t[6] : t[4]) : (two ? t[2] : t[0]);
+    return (four ? 4u : 0u) + (two ? 2u : 0u) + (mag > last ? 1u : 0u);
+  }
+};
+template <> struct VectorCoder<Coding::kCounting> : ThresholdCoder<Coding::kCounting> { using ThresholdCoder::ThresholdCoder; };
+template <> struct VectorCoder<Coding::kSearch> : ThresholdCoder<Coding::kSearch> { using ThresholdCoder::ThresholdCoder; };
+
+// The polynomial in acc's units: coefficient j times s^(j+1), s = 1 / (128 nq), so that no value
+// is scaled. Taken as the odd function a (c0 + |a| (...)) of a = acc, plus 8, its floor is the
+// offset-binary code itself: 8 + floor(p(|a|)) for a >= 0 and 7 - floor(p(|a|)) below (8 - p's
+// floor, p not an integer), held to 0-15 by one min and the conversion's saturation at 0.
+// Explicit fmaf on both sides: the GPU and the C++ model round alike.
+template <> struct VectorCoder<Coding::kPolynomial> {
+  float c[4];
+  VectorCoder() = default;
+  __host__ __device__ VectorCoder(const Codebook& book, float nq) {
+    const float s = nq > 0.f ? 1.f / (128.f * nq) : 0.f;  // a vector coded as zero: p = 0, code 0
+    float power = s;
+    for (int j = 0; j < 4; ++j, power *= s) c[j] = book.poly[j] * power;
+  }
+  __host__ __device__ uint32_t operator()(int acc) const {
+    // acc as a float is rounded alike on both sides (exact below 2^24: 8-bit operands)
+    const float a = static_cast<float>(acc), m = fabsf(a);
+    const float p = fminf(fmaf(a, fmaf(m, fmaf(m, fmaf(m, c[3], c[2]), c[1]), c[0]), 8.f), 15.5f);
+#ifdef __CUDA_ARCH__
+    return __float2uint_rd(p);
+#else
+    return p < 0.f ? 0u : static_cast<uint32_t>(std::floor(p));
+#endif
+  }
+};
 
 // This lane's A fragments of m-tile mt of M (4 k-tiles, 16 registers): loaded once and applied
 // to every tile a warp holds, so that the matrix is read once per kTiles tiles.
@@ -243,33 +294,35 @@ template <int kBytes, typename W> __host__ __device__ FixedPoint to_fixed_point(
 
 // Quantizes kTiles consecutive tiles of 8 vectors, as lane `lane` of the warp.
 //   raw: the tiles' 8 kTiles x 128 bf16; a_frags: M's A fragments; codes: 64 bytes a vector;
-//   norms: one a vector; boundary: the codebook's 7 positive inner boundaries.
+//   norms: one a vector; book: the codebook.
 #pragma nv_exec_check_disable
-template <int kBytes, bool kSearch, int kTiles, typename W>
+template <int kBytes, Coding kCoding, int kTiles, typename W>
 __host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const uint16_t* raw, const uint4* a_frags, uint8_t* codes, float* norms,
-                                        const float* boundary) {
+                                        const Codebook& book) {
   const uint32_t g = lane / 4, c = lane % 4;
   TileInput in[kTiles];
   load_inputs(raw, lane, in);
   FixedPoint fp[kTiles];
   TileBytes bytes[kTiles];
-  int thr[kTiles][2][7];
+  // The coders of the two vectors this lane codes in each tile, 2c and 2c + 1: lanes 8c and
+  // 8c + 4 hold their nq. A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 0.
+  struct TileCoders {
+    VectorCoder<kCoding> of[2];
+  };
+  TileCoders coder[kTiles];
   #pragma unroll
   for (int i = 0; i < kTiles; ++i) {
     fp[i] = to_fixed_point<kBytes>(warp, in[i]);
     bytes[i] = fp[i].bytes;
-    // A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 0 below.
     if (c == 0) norms[i * kTileVectors + g] = fp[i].norm;
-    // The thresholds of the two vectors this lane codes, 2c and 2c + 1: lanes 8c and 8c + 4 hold their nq.
-    for (int v = 0; v < 2; ++v) integer_thresholds(boundary, 128.f * warp.shfl(fp[i].nq, 8 * c + 4 * v), thr[i][v]);
+    coder[i] = {{VectorCoder<kCoding>(book, warp.shfl(fp[i].nq, 8 * c)), VectorCoder<kCoding>(book, warp.shfl(fp[i].nq, 8 * c + 4))}};
   }
   uint32_t nibbles[kTiles][2][2] = {};  // [tile][vector][m-tiles 0-3, 4-7]
   products<kBytes>(warp, a_frags, lane, bytes, [&](int mt, int i, const int (&acc)[4]) {
     // acc[0], acc[1]: row g of vectors 2c, 2c + 1; acc[2], acc[3]: row g + 8.
     for (int r = 0; r < 4; ++r) {
       const int v = r % 2, h = r / 2;
-      const uint32_t code = thresholds_below<kSearch>(acc[r] < 0 ? -acc[r] : acc[r], thr[i][v]) | (acc[r] < 0 ? 8u : 0u);
-      nibbles[i][v][mt / 4] |= code << (4 * (2 * (mt % 4) + h));  // coordinate 16g + 2mt + h
+      nibbles[i][v][mt / 4] |= coder[i].of[v](acc[r]) << (4 * (2 * (mt % 4) + h));  // coordinate 16g + 2mt + h
     }
   });
   #pragma unroll
@@ -282,24 +335,25 @@ __host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const uint16_t* 
 // a code; kRegisters, byte tables in registers, four codes a lookup by byte permutes.
 enum class Lookup { kShared, kRegisters };
 
-// The centroids as byte tables: [sign][word] holds magnitudes 4 word .. 4 word + 3, a byte
-// each; hi their high bytes (8-bit: their only bytes), lo their low bytes.
+// The centroids as byte tables: [half][word] holds codes 8 half + 4 word .. + 3, a byte each
+// (half 0 the values below zero, 1 the rest); hi their high bytes (8-bit: their only bytes), lo
+// their low bytes.
 struct CentroidTable {
   uint32_t hi[2][2], lo[2][2];
 };
 
 // What dequantize_tiles looks centroids up in: centroid (the 16 codes' centroids as integers,
-// centroid * 2^centroid_shift(kBytes), negative for codes 8-15) itself, or its byte tables.
+// centroid * 2^centroid_shift(kBytes), in code order: codes 0-7 negative) itself, or its byte tables.
 template <int kBytes, Lookup kLookup> __host__ __device__ inline auto centroid_source(const int* centroid) {
   if constexpr (kLookup == Lookup::kShared) {
     return centroid;
   } else {
     CentroidTable t{};
-    for (int sign = 0; sign < 2; ++sign)
+    for (int half = 0; half < 2; ++half)
       for (int m = 0; m < 8; ++m) {
-        const int v = centroid[8 * sign + m];
-        t.hi[sign][m / 4] |= static_cast<uint32_t>((kBytes == 2 ? v >> 8 : v) & 0xFF) << (8 * (m % 4));
-        if (kBytes == 2) t.lo[sign][m / 4] |= static_cast<uint32_t>(v & 0xFF) << (8 * (m % 4));
+        const int v = centroid[8 * half + m];
+        t.hi[half][m / 4] |= static_cast<uint32_t>((kBytes == 2 ? v >> 8 : v) & 0xFF) << (8 * (m % 4));
+        if (kBytes == 2) t.lo[half][m / 4] |= static_cast<uint32_t>(v & 0xFF) << (8 * (m % 4));
       }
     return t;
   }
@@ -314,8 +368,8 @@ template <int kBytes> __host__ __device__ inline TileBytes centroid_bytes(const 
 }
 
 // ... or four at a time: fragment register f takes codes 4f .. 4f + 3, one 16-bit run of
-// nibbles; each code's magnitude (its low 3 bits) picks a byte of the positive and of the
-// negative table, and its sign bit which of the two.
+// nibbles; each code's low 3 bits pick a byte of each half's table, and its top bit which of
+// the two.
 __host__ __device__ inline uint32_t lookup4(const uint32_t (&table)[2][2], uint32_t magnitudes, uint32_t pick) {
   return byte_perm(byte_perm(table[0][0], table[0][1], magnitudes), byte_perm(table[1][0], table[1][1], magnitudes), pick);
 }

@@ -28,8 +28,8 @@ SOURCE = os.path.join(ROOT, 'bench', 'quant', 'mma_probe.cu')
 
 # The kernels by their mangled template arguments: operand bytes, the variant, tiles.
 KERNELS = [
-    (re.compile(r'quantize_mmaILi(\d)ELb(\d)ELi(\d)E'), lambda b, search, t: (
-        'quantize', int(b), 'binary search' if search == '1' else 'counting', int(t))),
+    (re.compile(r'quantize_mmaILi(\d)ELNS_6CodingE(\d)ELi(\d)E'), lambda b, coding, t: (
+        'quantize', int(b), ['counting', 'binary search', 'polynomial'][int(coding)], int(t))),
     (re.compile(r'quantize_stageILi(\d)ELNS0_5StageE(\d)ELi(\d)E'), lambda b, stage, t: (
         'quantize up to', int(b), ['loads and stores', 'the fixed point', 'the products'][int(stage)], int(t))),
     (re.compile(r'dequantize_mmaILi(\d)ELi(\d)ELNS_6LookupE(\d)E'), lambda b, t, lookup: (

@@ -2,7 +2,8 @@
  * The tensor-core rotation probe (bench/quant/mma_probe.cu, docs/QUANTIZATION.md): its tile
  * code, run lane by lane on CPU threads that emulate the warp's shuffles and int8 MMAs, gives
  * the same codes, norms and dequantized values as its C++ model: 16-bit and 8-bit operands,
- * both ways of finding a code, a warp coding 1, 2 or 4 tiles at a time.
+ * the three ways of finding a code, a warp coding 1, 2 or 4 tiles at a time, centroids looked up
+ * in shared memory or in registers; and the polynomial's codes are the thresholds' but for a few.
  * This keeps the probe's fragment orders right between the runs that only a GPU can make.
  */
 import assert from 'node:assert/strict';
@@ -20,11 +21,14 @@ test('the tensor-core probe agrees with its model on an emulated warp', (t) => {
   }
   const run = spawnSync(join(projectRoot, 'build/bench/mma_probe'), ['--emulate', '256'], { encoding: 'utf8' });
   assert.equal(run.status, 0, run.stdout + run.stderr);
-  // every kernel's count of vectors differing: six quantize ways, nine dequantize ones
+  // every kernel's count of vectors differing: nine quantize ways, nine dequantize ones
   const line = /256 vectors: quantize differs from the model on (.*); Gaussian/.exec(run.stdout)?.[1] ?? '';
   const differing = [...line.matchAll(/(\d+) \(/g)].map((m) => Number(m[1]));
-  assert.deepEqual(differing, Array(15).fill(0), run.stdout);
-  const errors = /relative squared error ([\d.]+) \(16-bit operands\), ([\d.]+) \(8-bit\)/.exec(run.stdout);
-  for (const [width, error] of [['16-bit', Number(errors?.[1])], ['8-bit', Number(errors?.[2])]] as const)
-    assert.ok(error > 0.008 && error < 0.0105, `${width} operands: Gaussian vectors round-trip near the 4-bit codebook's error (0.0093), got ${error}`);
+  assert.deepEqual(differing, Array(18).fill(0), run.stdout);
+  const errors = /relative squared error ([\d.]+) \(16-bit operands\), ([\d.]+) \(8-bit\); coded by the polynomial ([\d.]+) \(16-bit\), ([\d.]+) \(8-bit\), (\d+) of (\d+) codes/.exec(run.stdout);
+  assert.ok(errors, run.stdout);
+  const [threshold16, threshold8, polynomial16, polynomial8, recoded, codes] = errors.slice(1).map(Number) as [number, number, number, number, number, number];
+  for (const [what, error] of [['16-bit operands', threshold16], ['8-bit operands', threshold8], ['16-bit, polynomial', polynomial16], ['8-bit, polynomial', polynomial8]] as const)
+    assert.ok(error > 0.008 && error < 0.0105, `${what}: Gaussian vectors round-trip near the 4-bit codebook's error (0.0093), got ${error}`);
+  assert.ok(recoded < codes / 1000, `the polynomial codes all but a few coordinates as the thresholds do: ${recoded} of ${codes} differ`);
 });
