@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <vector>
 
@@ -62,14 +63,19 @@ struct Model {
       }
     for (int j = 0; j < 4; ++j) book.poly[j] = static_cast<float>(normal[j][4] / normal[j][j]);
     const auto p = [&](float u) { return u * std::fma(u, std::fma(u, std::fma(u, book.poly[3], book.poly[2]), book.poly[1]), book.poly[0]); };
+    const auto refuse = [](const char* why) {
+      std::fprintf(stderr, "mma_model: the codebook's polynomial %s\n", why);
+      std::abort();
+    };
     float last = 0.f;
     for (int i = 1; i <= 100000; ++i) {
       const float value = p(i / 100000.f);
-      if (!(value > last)) std::abort();
+      if (!(value > last)) refuse("does not rise over [0, 1]");
       last = value;
     }
     for (int k = 0; k < 7; ++k)
-      if (std::floor(p(book.boundary[k] * 0.99f)) != k || std::floor(p(book.boundary[k] * 1.01f)) != k + 1) std::abort();
+      if (std::floor(p(book.boundary[k] * 0.99f)) != k || std::floor(p(book.boundary[k] * 1.01f)) != k + 1)
+        refuse("codes a boundary's neighbourhood otherwise than the boundary does");
   }
 
   // One vector's 64 code bytes and norm, its codes found the tile code's way.

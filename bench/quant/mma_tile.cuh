@@ -14,7 +14,7 @@
 //  4. nq = sqrt((float) sum q^2); the code of each coordinate (Coding): the number of the 7
 //     positive boundaries beta_k of the dim-128 4-bit codebook below |acc| / (128 nq), counted
 //     or found by binary search against integer thresholds t_k = floor(beta_k * (128 nq)) (no
-//     conversion per value), or read off a polynomial whose half-integer crossings are the
+//     conversion per value), or read off a polynomial whose crossings of 1, 2, ..., 7 are the
 //     beta_k: m. Codes are offset binary, 8 + m for acc >= 0 and 7 - m below, the order of the
 //     codebook's 16 centroids. Stored norm = nq * 2^(E - 15), or nq / f.
 //     Codes are nibbles, coordinate j at nibble j of the vector's 64 bytes; norms fp32 apart.
@@ -176,7 +176,7 @@ template <> struct VectorCoder<Coding::kPolynomial> {
   float c[4];
   VectorCoder() = default;
   __host__ __device__ VectorCoder(const Codebook& book, float nq) {
-    const float s = nq > 0.f ? 1.f / (128.f * nq) : 0.f;  // a vector coded as zero: p = 0, code 0
+    const float s = nq > 0.f ? 1.f / (128.f * nq) : 0.f;  // a vector coded as zero: acc = 0, code 8
     float power = s;
     for (int j = 0; j < 4; ++j, power *= s) c[j] = book.poly[j] * power;
   }
@@ -305,7 +305,7 @@ __host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const uint16_t* 
   FixedPoint fp[kTiles];
   TileBytes bytes[kTiles];
   // The coders of the two vectors this lane codes in each tile, 2c and 2c + 1: lanes 8c and
-  // 8c + 4 hold their nq. A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 0.
+  // 8c + 4 hold their nq. A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 8.
   struct TileCoders {
     VectorCoder<kCoding> of[2];
   };
