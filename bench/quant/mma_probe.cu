@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -154,11 +155,14 @@ using QuantizeGroup = void (*)(EmulatedWarp&, uint32_t, const uint16_t*, const u
 using DequantizeKernel = void (*)(const uint8_t*, const float*, const uint4*, const int*, uint16_t*, size_t);
 using DequantizeGroup = void (*)(EmulatedWarp&, uint32_t, const uint8_t*, const float*, const uint4*, uint16_t*, const int*);
 struct QuantizeWay {
-  const char* name;
   Coding coding;
   int bytes, tiles;
   QuantizeKernel kernel;
   QuantizeGroup emulated;
+  std::string name() const {  // "binary search, 2 tiles"
+    static const char* const kCodings[] = {"counting", "binary search", "polynomial"};
+    return std::string(kCodings[static_cast<int>(coding)]) + ", " + std::to_string(tiles) + (tiles == 1 ? " tile" : " tiles");
+  }
 };
 struct DequantizeWay {
   int bytes, tiles;
@@ -166,19 +170,17 @@ struct DequantizeWay {
   DequantizeKernel kernel;
   DequantizeGroup emulated;
 };
-template <int kBytes, Coding kCoding, int kTiles> constexpr QuantizeWay quantize_way(const char* name) {
-  return {name, kCoding, kBytes, kTiles, quantize_mma<kBytes, kCoding, kTiles>, quantize_tiles<kBytes, kCoding, kTiles, EmulatedWarp>};
+template <int kBytes, Coding kCoding, int kTiles> QuantizeWay quantize_way() {
+  return {kCoding, kBytes, kTiles, quantize_mma<kBytes, kCoding, kTiles>, quantize_tiles<kBytes, kCoding, kTiles, EmulatedWarp>};
 }
 template <int kBytes, int kTiles, Lookup kLookup> constexpr DequantizeWay dequantize_way() {
   return {kBytes, kTiles, kLookup == Lookup::kShared ? "shared memory" : "registers", dequantize_mma<kBytes, kTiles, kLookup>,
           dequantize_emulated<kBytes, kTiles, kLookup>};
 }
 constexpr Coding kCounting = Coding::kCounting, kSearch = Coding::kSearch, kPolynomial = Coding::kPolynomial;
-const QuantizeWay kWays[] = {quantize_way<2, kCounting, 1>("counting, 1 tile"),      quantize_way<2, kSearch, 1>("binary search, 1 tile"),
-                             quantize_way<2, kSearch, 2>("binary search, 2 tiles"),  quantize_way<1, kSearch, 1>("binary search, 1 tile"),
-                             quantize_way<1, kSearch, 2>("binary search, 2 tiles"),  quantize_way<1, kSearch, 4>("binary search, 4 tiles"),
-                             quantize_way<2, kPolynomial, 1>("polynomial, 1 tile"),  quantize_way<1, kPolynomial, 1>("polynomial, 1 tile"),
-                             quantize_way<1, kPolynomial, 2>("polynomial, 2 tiles")};
+const QuantizeWay kWays[] = {quantize_way<2, kCounting, 1>(),   quantize_way<2, kSearch, 1>(),     quantize_way<2, kSearch, 2>(),
+                             quantize_way<1, kSearch, 1>(),     quantize_way<1, kSearch, 2>(),     quantize_way<1, kSearch, 4>(),
+                             quantize_way<2, kPolynomial, 1>(), quantize_way<1, kPolynomial, 1>(), quantize_way<1, kPolynomial, 2>()};
 constexpr Lookup kShared = Lookup::kShared, kRegisters = Lookup::kRegisters;
 const DequantizeWay kDequantizeWays[] = {dequantize_way<2, 1, kShared>(),    dequantize_way<2, 2, kShared>(),
                                          dequantize_way<1, 1, kShared>(),    dequantize_way<1, 2, kShared>(),
@@ -264,7 +266,7 @@ bool agrees(const Verdict& r) {
 void report(const char* side, size_t vectors, const Verdict& r) {
   std::printf("%s, %zu vectors: quantize differs from the model on", side, vectors);
   for (size_t way = 0; way < kWayCount; ++way)
-    std::printf("%s %zu (%d-bit, %s)", way ? "," : "", r.quantize_differing[way], 8 * kWays[way].bytes, kWays[way].name);
+    std::printf("%s %zu (%d-bit, %s)", way ? "," : "", r.quantize_differing[way], 8 * kWays[way].bytes, kWays[way].name().c_str());
   std::printf("; dequantize on");
   for (size_t way = 0; way < kDequantizeWayCount; ++way)
     std::printf("%s %zu (%d-bit, %d tile%s, centroids in %s)", way ? "," : "", r.dequantize_differing[way], 8 * kDequantizeWays[way].bytes,
@@ -423,7 +425,7 @@ int main(int argc, char** argv) {
   std::printf("| kernel | CTAs | GB/s (read + written) | D2D copy GB/s | of copy |\n|---|---|---|---|---|\n");
   for (size_t way = 0; way < kWayCount; ++way)
     std::printf("| 4-bit quantize, two rounds on int8 MMA, %d-bit operands, code by %s | %u | %.0f | %.0f | %.2f |\n",
-                8 * kWays[way].bytes, kWays[way].name, grid_q[way], gbps(t_q[way]), copy_gbps, gbps(t_q[way]) / copy_gbps);
+                8 * kWays[way].bytes, kWays[way].name().c_str(), grid_q[way], gbps(t_q[way]), copy_gbps, gbps(t_q[way]) / copy_gbps);
   for (size_t way = 0; way < kDequantizeWayCount; ++way)
     std::printf("| 4-bit dequantize, two rounds on int8 MMA, %d-bit operands, %d tile%s, centroids in %s | %u | %.0f | %.0f | %.2f |\n",
                 8 * kDequantizeWays[way].bytes, kDequantizeWays[way].tiles, kDequantizeWays[way].tiles == 1 ? "" : "s", kDequantizeWays[way].lookup,
@@ -440,7 +442,7 @@ int main(int argc, char** argv) {
                  copy_gbps);
     for (size_t way = 0; way < kWayCount; ++way)
       std::fprintf(json, "%s{\"way\": \"%s\", \"operand_bits\": %d, \"differing\": %zu, \"ms\": %.4f, \"gbps\": %.1f}", way ? ", " : "",
-                   kWays[way].name, 8 * kWays[way].bytes, r.quantize_differing[way], t_q[way], gbps(t_q[way]));
+                   kWays[way].name().c_str(), 8 * kWays[way].bytes, r.quantize_differing[way], t_q[way], gbps(t_q[way]));
     std::fprintf(json, "], \"dequantize\": [");
     for (size_t way = 0; way < kDequantizeWayCount; ++way)
       std::fprintf(json, "%s{\"tiles\": %d, \"operand_bits\": %d, \"centroids_in\": \"%s\", \"differing\": %zu, \"ms\": %.4f, \"gbps\": %.1f}",

@@ -139,13 +139,12 @@ struct Codebook {
 };
 
 // One vector's coder, made from its integer norm nq (acc = 128 nq u for the unit vector's
-// coordinate u): code(acc) is acc's 4-bit code.
-template <Coding kCoding> struct VectorCoder;
-
-template <Coding kCoding> struct ThresholdCoder {
+// coordinate u): code(acc) is acc's 4-bit code. By counting or binary search (the primary
+// template) against integer thresholds; by the polynomial (its specialization, below).
+template <Coding kCoding> struct VectorCoder {
   int t[7];  // floor(beta_k * 128 nq): |acc| > t_k exactly when |acc| > beta_k * 128 nq
-  ThresholdCoder() = default;
-  __host__ __device__ ThresholdCoder(const Codebook& book, float nq) {
+  VectorCoder() = default;
+  __host__ __device__ VectorCoder(const Codebook& book, float nq) {
     for (int k = 0; k < 7; ++k) t[k] = static_cast<int>(floorf(book.boundary[k] * (128.f * nq)));
   }
   __host__ __device__ uint32_t operator()(int acc) const {
@@ -164,8 +163,6 @@ template <Coding kCoding> struct ThresholdCoder {
     return (four ? 4u : 0u) + (two ? 2u : 0u) + (mag > last ? 1u : 0u);
   }
 };
-template <> struct VectorCoder<Coding::kCounting> : ThresholdCoder<Coding::kCounting> { using ThresholdCoder::ThresholdCoder; };
-template <> struct VectorCoder<Coding::kSearch> : ThresholdCoder<Coding::kSearch> { using ThresholdCoder::ThresholdCoder; };
 
 // The polynomial in acc's units: coefficient j times s^(j+1), s = 1 / (128 nq), so that no value
 // is scaled. Taken as the odd function a (c0 + |a| (...)) of a = acc, plus 8, its floor is the
