@@ -11,3 +11,8 @@ export const ABANDON = new Error('abandoned by a restart');
 export function codeOf(err: unknown): string {
   return err instanceof SpillwayError ? ((err.details.serverCode as string | undefined) ?? err.code) : 'NETWORK';
 }
+
+/** How many entries of a batch write refused part way were written before the failing one. */
+export function writtenBefore(err: unknown): number {
+  return err instanceof SpillwayError ? Number(err.details.written ?? 0) : 0;
+}

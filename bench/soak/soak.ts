@@ -14,7 +14,7 @@ import { FOUR_BIT_BOUND } from '../block-content.js';
 import { ServerProcess } from '../../api/process.js';
 import { FAULT_AT, Faults, type FaultKind, type FaultRecord } from './faults.js';
 import { Gate } from './gate.js';
-import { ABANDON, codeOf, OPS, type OpKind } from './operations.js';
+import { ABANDON, codeOf, OPS, writtenBefore, type OpKind } from './operations.js';
 import { BLOCK_ROUTES, histogramQuantiles, Sampler, type LeakVerdicts, type OperationQuantiles, type Sample } from './sampling.js';
 import { LatencyHistogram, type GrowthRule } from './stats.js';
 import { Verifier } from './verifier.js';
@@ -415,7 +415,19 @@ export class Soak {
       const made = await Promise.all(Array.from({ length: count }, (_, k) => this.verifier.makeBlock(this.workload.seedOf(seq, from + k), this.rawBytes)));
       try {
         const blocks = made.map((b, k) => ({ index: from + k, data: b.data, tokens: this.workload.tokens(seq, from + k) }));
-        const written = await this.op('writeBatch', seq, (c) => c.writeBlocks(seq.id, blocks));
+        // A batch refused part way (DISK_FULL while that fault is armed) has written and
+        // committed the entries before the failing one, which a retry must not send again.
+        let done = 0;
+        const written = await this.op('writeBatch', seq, async (c) => {
+          try {
+            return await c.writeBlocks(seq.id, blocks.slice(done));
+          } catch (err) {
+            const before = writtenBefore(err);
+            for (let k = done; k < done + before; k++) this.note(seq, from + k, 'prompt block written and committed by a batch refused after it');
+            done += before;
+            throw err;
+          }
+        });
         for (const w of written) {
           seq.blockIds[w.index] = w.blockId;
           if (w.deduplicated) this.t.deduplicated++;
