@@ -1,5 +1,5 @@
 // The plain parameters the CUDA quantizer's host launcher (turboquant_launch.cu) fills and its
-// kernels read (turboquant_general.cu, turboquant_mse.cu, turboquant_prod.cu), the constants
+// kernels read (turboquant_general.cu, turboquant_mse.cu, turboquant_prod.cu, turboquant_matrix.cu), the constants
 // both sides size things by, and the kernels' entry points as untyped pointers: the launcher
 // never sees a CUDA template.
 #ifndef SPILLWAY_TQ_CUDA_PARAMS_H
@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include "tq_matrix.h"
 #include "turboquant.h"
 #include "turboquant_format.h"
 
@@ -103,6 +104,23 @@ __host__ __device__ __forceinline__ uint32_t fast_scratch_bytes(uint32_t groups_
   return kFastD * 4 + groups_per_tile * kFastD;
 }
 
+// ---- format 3's matrix kinds (turboquant_matrix.cu): head_dim 128, 4-bit MSE ----------------
+
+constexpr int kMatrixWarps = 4;  // per CTA, sharing the matrix's A fragments in shared memory
+constexpr int kMatrixThreads = 32 * kMatrixWarps;
+
+// A launch codes the matrix kinds' groups of its blocks, a warp taking a run of kTiles tiles of
+// 8 tokens of one group at a time (an item); the other groups' items are passed over.
+struct MatrixArgs {
+  Args a;
+  const uint4* frags;  // A fragments of M (quantize) or M^T (dequantize), device memory
+  tq_matrix::Codebook book;
+  int centroid[16];
+  uint32_t items;                           // of this launch: blocks x groups x runs, below 2^31
+  FastDiv items_per_block, runs_per_group;
+  uint32_t header_item;                     // the item of each block whose warp writes its header
+};
+
 // ---- entry points -------------------------------------------------------------------------
 
 // The general quantize or dequantize kernel: (Args) over kThreads threads, smem bytes of
@@ -114,6 +132,11 @@ const void* general_kernel(bool quant);
 // half's MSE bits (the vector's at integer rates). mse: without QJL; prod: with.
 const void* fast_kernel_mse(uint32_t dtype, bool quant, bool frac, uint32_t mse_bits);
 const void* fast_kernel_prod(uint32_t dtype, bool quant, bool frac, uint32_t mse_bits);
+
+// The matrix kernel, (MatrixArgs) over kMatrixThreads threads, for any dtype; tiles: 1 or 2 a run.
+const void* matrix_kernel(uint32_t dtype, bool quant, uint32_t tiles);
+// The A fragments of the seed's M (or M^T) on the current device, made on first use and kept.
+cudaError_t matrix_fragments(uint64_t seed, bool inverse, const uint4** frags);
 
 }  // namespace tq_cuda
 

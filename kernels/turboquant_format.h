@@ -87,6 +87,7 @@ typedef struct tq_sub_plan {
 /* One K or V record of a group: [mask][norms][residual norms][codes], each 16-aligned. */
 typedef struct tq_kind {
   uint32_t nsub, fractional, qjl;
+  uint32_t matrix;       /* format 3's matrix rotation codes it (tq_matrix.h) */
   uint32_t mask_bytes, norms_off, rnorms_off, codes_off;
   uint32_t token_bytes;  /* packed code bytes of one token, sub-vectors in order */
   uint32_t sub_off[2];   /* byte offset of sub-vector s within a token's codes */
@@ -157,6 +158,9 @@ static inline void tq_make_kind(const sw_tq_params* p, uint32_t outer, uint32_t 
     off += bits[s] * dim / 8u;
   }
   k->token_bytes = off;
+  /* format 3 takes the matrix for 4-bit MSE codes of whole heads of 128 in tiles of 8 tokens;
+   * any other kind is coded as format 2 codes it */
+  k->matrix = tq_version(p) >= 3u && k->nsub == 1u && !k->qjl && bits[0] == 4u && p->head_dim == 128u && p->tokens % 8u == 0u;  /* tq_matrix::kDim, kTileVectors */
   k->mask_bytes = k->fractional ? tq_align16(p->head_dim / 8u) : 0u;
   k->norms_off = k->mask_bytes;
   uint32_t norms = tq_align16(p->tokens * k->nsub * 4u);

@@ -1,5 +1,5 @@
 // Host side of the CUDA quantizer: checks, the launch parameters, the choice between the
-// general kernels and the head_dim-128 ones, and the launches. It sees the kernels only as
+// general kernels and the head_dim-128 ones (and format 3's matrix kernels beside either), and the launches. It sees the kernels only as
 // pointers (tq_cuda_params.h), never their templates.
 #include <cstdio>
 
@@ -10,7 +10,7 @@ namespace {
 
 // Host: whether the fast path takes these parameters, and its arguments.
 bool fast_eligible(const sw_tq_params* p) {
-  return tq_version(p) == SW_TQ_FORMAT_VERSION && p->head_dim == (uint32_t)kFastD && p->tokens <= 32 && (p->dtype == SW_DTYPE_BF16 || p->dtype == SW_DTYPE_FP16) &&
+  return tq_version(p) >= 2u && p->head_dim == (uint32_t)kFastD && p->tokens <= 32 && (p->dtype == SW_DTYPE_BF16 || p->dtype == SW_DTYPE_FP16) &&
          sw_tq_raw_bytes(p) < (1ull << 32) && sw_tq_quantized_bytes(p) < (1ull << 32);
 }
 
@@ -70,6 +70,33 @@ void fast_args(bool quant, const sw_tq_params* p, const Args& a, uint32_t layer0
   fa.warp_smem = (quant ? 2 : 1) * fa.tile_bytes + (k.fractional ? tq_align16(fast_scratch_bytes(fa.groups_per_tile)) : 0u);
 }
 
+// Launches fn, whose warps take work items in turn (items_per_block of each block), over a's
+// blocks in chunks whose items number below 2^31 (FastDiv's range): each chunk's slots go to
+// the kernel's arguments k (k.a) and its item count to k.*items. A persistent grid, no larger
+// than the items need.
+template <typename K>
+cudaError_t launch_in_chunks(const void* fn, K& k, uint32_t K::*items, const Args& a, uint32_t items_per_block, int warps, size_t smem,
+                             int sms, cudaStream_t s) {
+  int per_sm = 0;
+  cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, 32 * warps, smem);
+  if (e != cudaSuccess) return e;
+  const uint32_t chunk = 0x7FFFFFFFu / items_per_block;
+  for (uint64_t b0 = 0; b0 < a.n_blocks; b0 += chunk) {
+    const uint32_t nb = (uint32_t)(a.n_blocks - b0 < chunk ? a.n_blocks - b0 : chunk);
+    k.a.raw_slots = a.raw_slots + b0;
+    k.a.q_slots = a.q_slots + b0;
+    k.a.n_blocks = nb;
+    k.*items = nb * items_per_block;
+    const uint32_t ctas_needed = (k.*items + warps - 1) / warps;
+    uint32_t grid = (uint32_t)sms * (per_sm > 0 ? per_sm : 1);
+    if (grid > ctas_needed) grid = ctas_needed;
+    void* args[] = {&k};
+    e = cudaLaunchKernel(fn, dim3(grid), dim3(32 * warps), args, smem, s);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
 // The head_dim-128 kernel of a kind's rate: its wider (at integer rates its only) sub-vector's
 // code is the template's, by variant from the mse or the prod family.
 const void* fast_kernel(uint32_t dtype, bool quant, const tq_kind& k) {
@@ -86,27 +113,13 @@ cudaError_t launch_fast_range(bool quant, const sw_tq_params* p, const Args& a, 
   for (uint32_t kv = 0; kv < 2; kv += kv_count) {
     FastArgs fa;
     fast_args(quant, p, a, layer0, layers, kv, kv_count, fa);
+    if (fa.kind.matrix) continue;  // launch_matrix's (kinds sharing a rate are both matrix kinds or neither)
     const void* fn = fast_kernel(p->dtype, quant, fa.kind);
     if (!fn) return cudaErrorInvalidValue;
     const size_t smem = (size_t)fa.warp_smem * kFastWarps;
-    int per_sm = 0;
     cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kFastThreads, smem);
+    if (e == cudaSuccess) e = launch_in_chunks(fn, fa, &FastArgs::tiles, a, fa.tiles_per_block.d, kFastWarps, smem, sms, s);
     if (e != cudaSuccess) return e;
-    const uint32_t chunk = 0x7FFFFFFFu / fa.tiles_per_block.d;
-    for (uint64_t b0 = 0; b0 < a.n_blocks; b0 += chunk) {
-      const uint32_t nb = (uint32_t)(a.n_blocks - b0 < chunk ? a.n_blocks - b0 : chunk);
-      fa.a.raw_slots = a.raw_slots + b0;
-      fa.a.q_slots = a.q_slots + b0;
-      fa.a.n_blocks = nb;
-      fa.tiles = nb * fa.tiles_per_block.d;
-      const uint32_t ctas_needed = (fa.tiles + kFastWarps - 1) / kFastWarps;
-      uint32_t grid = (uint32_t)sms * (per_sm > 0 ? per_sm : 1);
-      if (grid > ctas_needed) grid = ctas_needed;
-      void* args[] = {&fa};
-      e = cudaLaunchKernel(fn, dim3(grid), dim3(kFastThreads), args, smem, s);
-      if (e != cudaSuccess) return e;
-    }
   }
   return cudaSuccess;
 }
@@ -121,6 +134,27 @@ cudaError_t launch_fast(bool quant, const sw_tq_params* p, const Args& a, int sm
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
+}
+
+// Format 3's matrix kinds, over all groups of the blocks (the others' items passed over), in
+// chunks of blocks whose items number below 2^31.
+cudaError_t launch_matrix(bool quant, const sw_tq_params* p, const Args& a, int sms, cudaStream_t s) {
+  int first_matrix = -1;
+  for (uint32_t g = 0; g < a.groups && first_matrix < 0; ++g)
+    if (tq_group_kind(p, &a.layout, g)->matrix) first_matrix = (int)g;
+  if (first_matrix < 0) return cudaSuccess;
+  MatrixArgs m;
+  m.a = a;
+  cudaError_t e = matrix_fragments(p->seed, !quant, &m.frags);
+  if (e != cudaSuccess) return e;
+  const tq_matrix::Plan& plan = tq_matrix::plan_for(p->seed);
+  m.book = plan.book;
+  for (int code = 0; code < 16; ++code) m.centroid[code] = plan.centroid[code];
+  const uint32_t tiles = p->tokens % (2 * tq_matrix::kTileVectors) == 0 ? 2 : 1;  // tokens are whole tiles (tq_make_kind)
+  m.runs_per_group.set(p->tokens / (tiles * tq_matrix::kTileVectors));
+  m.items_per_block.set(a.groups * m.runs_per_group.d);
+  m.header_item = (uint32_t)first_matrix * m.runs_per_group.d;
+  return launch_in_chunks(matrix_kernel(p->dtype, quant, tiles), m, &MatrixArgs::items, a, m.items_per_block.d, kMatrixWarps, 0, sms, s);
 }
 
 int fail(char* err, size_t len, int code, const char* msg, const char* detail) {
@@ -176,6 +210,7 @@ int launch(bool quant, const sw_tq_params* p, const void* raw_base, size_t raw_s
     void* args[] = {&a};
     e = cudaLaunchKernel(fn, dim3((unsigned)grid), dim3(kThreads), args, smem, s);
   }
+  if (e == cudaSuccess) e = launch_matrix(quant, p, a, sms, s);
   if (e != cudaSuccess)
     return fail(err, len, SW_TQ_ECUDA, quant ? "CUDA quantize launch failed" : "CUDA dequantize launch failed",
                 cudaGetErrorString(e));

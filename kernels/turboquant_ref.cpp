@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 
+#include "tq_matrix.h"
 #include "turboquant.h"
 #include "turboquant_format.h"
 
@@ -260,6 +261,37 @@ struct Layout : tq_layout {
   explicit Layout(const sw_tq_params* p) { tq_make_layout(p, this); }
 };
 
+// Format 3's matrix kinds (tq_matrix.h), a token at a time.
+template <uint32_t DT> void quantize_matrix_group(const sw_tq_params* p, const uint8_t* src, uint8_t* rec, const tq_kind& k) {
+  const tq_matrix::Plan& plan = tq_matrix::plan_for(p->seed);
+  float x[tq_matrix::kDim];
+  for (uint32_t t = 0; t < p->tokens; ++t) {
+    for (uint32_t i = 0; i < tq_matrix::kDim; ++i) x[i] = load<DT>(src, static_cast<size_t>(t) * tq_matrix::kDim + i);
+    float norm;
+    tq_matrix::quantize_vector(plan, x, rec + k.codes_off + static_cast<size_t>(t) * k.token_bytes, &norm);
+    std::memcpy(rec + k.norms_off + t * 4, &norm, 4);
+  }
+}
+
+template <uint32_t DT> void dequantize_matrix_group(const sw_tq_params* p, const uint8_t* rec, uint8_t* dst, const tq_kind& k) {
+  const tq_matrix::Plan& plan = tq_matrix::plan_for(p->seed);
+  float x[tq_matrix::kDim];
+  for (uint32_t t = 0; t < p->tokens; ++t) {
+    float norm;
+    std::memcpy(&norm, rec + k.norms_off + t * 4, 4);
+    tq_matrix::dequantize_vector(plan, rec + k.codes_off + static_cast<size_t>(t) * k.token_bytes, norm, x);
+    uint8_t* out = dst + static_cast<size_t>(t) * tq_matrix::kDim * dtype_bytes(DT);
+    for (uint32_t i = 0; i < tq_matrix::kDim; ++i) {
+      if constexpr (DT == SW_DTYPE_FP32) {
+        std::memcpy(out + 4 * i, &x[i], 4);
+      } else {
+        const uint16_t bits = narrow<DT>(x[i]);
+        std::memcpy(out + 2 * i, &bits, 2);
+      }
+    }
+  }
+}
+
 template <uint32_t DT>
 void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint32_t first, uint32_t n) {
   const Layout layout(p);
@@ -272,6 +304,10 @@ void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint
     const uint8_t* src = raw + g * group_raw;
     uint8_t* rec = q + tq_record_offset(p, &layout, g);
     std::memset(rec, 0, k.record_bytes);  // padding is zero
+    if (k.matrix) {
+      quantize_matrix_group<DT>(p, src, rec, k);
+      continue;
+    }
     if (k.fractional) {
       outlier_mask<DT>(src, T, D, rec);
       split_channels(rec, D, idx);
@@ -311,6 +347,10 @@ void dequantize_groups(const sw_tq_params* p, const uint8_t* q, uint8_t* raw, ui
     const tq_kind& k = *tq_group_kind(p, &layout, g);
     uint8_t* dst = raw + g * group_raw;
     const uint8_t* rec = q + tq_record_offset(p, &layout, g);
+    if (k.matrix) {
+      dequantize_matrix_group<DT>(p, rec, dst, k);
+      continue;
+    }
     if (k.fractional) split_channels(rec, D, idx);
     for (uint32_t t0 = 0; t0 < T; t0 += kW) {
       const uint32_t nw = std::min(kW, T - t0);

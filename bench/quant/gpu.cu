@@ -77,6 +77,7 @@ void compare_block(const sw_tq_params& p, const uint8_t* gpu, const uint8_t* ref
         for (uint32_t j = 0; j < sp.dim; ++j) {
           if (sp.mse_bits) {
             auto level = [&](const uint8_t* base) {
+              if (k.matrix) return (base[co + j / 2] >> (4 * (j % 2))) & 0xF;  // offset binary: the level itself
               uint32_t code = 0;
               for (uint32_t q = 0; q < sp.mse_bits; ++q) code |= bit(base, q, j) << q;
               const int half = 1 << (sp.mse_bits - 1), mag = code & (half - 1);
@@ -103,7 +104,7 @@ void compare_block(const sw_tq_params& p, const uint8_t* gpu, const uint8_t* ref
 struct Config {
   uint32_t dim, tokens, dtype, kb, vb, variant;
   uint32_t blocks = 3, kv_heads = 2;  // many blocks: each warp of the head_dim-128 kernels walks several tiles
-  uint32_t version = 0;               // 1: blocks in the old format (one rotation round), which the GPU still codes
+  uint32_t version = 0;               // 1 or 2: blocks in an older format, which the GPU still codes
   // outer layers: of `layers`, the first and last ones at their own K/V bits (x2)
   uint32_t layers = 2, outer_first = 0, outer_last = 0, outer_kb = 0, outer_vb = 0;
 };
@@ -187,6 +188,9 @@ int main(int argc, char** argv) {
         if (dim == 128) {  // more tile shapes of the head_dim-128 path: 1 and 32 tokens, long tile walks
           configs.push_back({dim, 32, dtype, 7, 3, variant});
           configs.push_back({dim, 1, dtype, 4, 8, variant});
+          // 4-bit MSE: format 3's matrix kernels (runs of one tile at 24 tokens, of two at 16), and format 2's
+          configs.push_back({dim, 24, dtype, 8, 8, variant, 40, 3});
+          configs.push_back({dim, 16, dtype, 8, 8, variant, 40, 3, 2});
           if (dtype != SW_DTYPE_FP32) {
             configs.push_back({dim, 8, dtype, 8, 8, variant, 700, 3});
             configs.push_back({dim, 16, dtype, 7, 7, variant, 700, 3});
@@ -254,22 +258,24 @@ int main(int argc, char** argv) {
   // every rate and variant at K = V, then the outer-layer rule: layers 0-1 and 30-31 at 4 bits,
   // the others 3 for keys and 2.5 for values
   struct Rate {
-    uint32_t kb, vb, outer;
+    uint32_t kb, vb, outer, version;  // version 0: this build's format
     std::string name() const {
       char b[64];
       if (outer) std::snprintf(b, sizeof b, "%.1f/%.1f, outer 2+2 at 4.0", kb / 2.0, vb / 2.0);
-      else std::snprintf(b, sizeof b, "%.1f", kb / 2.0);
+      else std::snprintf(b, sizeof b, "%.1f%s", kb / 2.0, version ? ", format 2" : "");
       return b;
     }
   };
   std::vector<std::pair<uint32_t, Rate>> cases;
   for (uint32_t variant : {SW_TQ_MSE, SW_TQ_PROD}) {
-    for (uint32_t bx2 : {8u, 7u, 6u, 5u, 4u}) cases.push_back({variant, {bx2, bx2, 0}});
-    cases.push_back({variant, {6, 5, 2}});
+    for (uint32_t bx2 : {8u, 7u, 6u, 5u, 4u}) cases.push_back({variant, {bx2, bx2, 0, 0}});
+    cases.push_back({variant, {6, 5, 2, 0}});
   }
+  // format 3 takes 4-bit MSE heads of 128 through its matrix: format 2's kernels beside them
+  cases.insert(cases.begin() + 1, {SW_TQ_MSE, {8, 8, 0, 2}});
   for (const auto& [variant, rate] : cases) {
     const uint32_t bx2 = rate.kb;  // seeds the block's values
-    sw_tq_params p = bench::params(32, 8, 128, 16, SW_DTYPE_BF16, rate.kb, rate.vb, variant, 7);
+    sw_tq_params p = bench::params(32, 8, 128, 16, SW_DTYPE_BF16, rate.kb, rate.vb, variant, 7, rate.version);
     if (rate.outer) p.outer_first = p.outer_last = rate.outer, p.outer_key_bits_x2 = p.outer_value_bits_x2 = 8;
     const size_t rb = sw_tq_raw_bytes(&p), qb = (sw_tq_quantized_bytes(&p) + 15) / 16 * 16;
     std::vector<uint8_t> raw;

@@ -31,7 +31,10 @@ struct Model {
     const float* bound = TQ_CODEBOOK_BOUNDARIES[tq_log2(kDim) - 3][3];
     const float* cent = TQ_CODEBOOK_CENTROIDS[tq_log2(kDim) - 3][3];
     for (int k = 0; k < 7; ++k) book.boundary[k] = bound[8 + k];
-    fit_polynomial(book);
+    if (!fit_polynomial(book)) {
+      std::fprintf(stderr, "mma_model: the codebook's polynomial does not code as its boundaries do\n");
+      std::abort();
+    }
     for (int code = 0; code < 16; ++code)  // offset binary: 8 + m for magnitude m of a value >= 0, 7 - m below
       centroid[code] = static_cast<int>(std::lround(std::ldexp(static_cast<double>(cent[code]), centroid_shift(bytes))));
   }
@@ -40,42 +43,6 @@ struct Model {
     int top = 0;
     for (int v : forward) top = std::max(top, std::abs(v));
     return top;
-  }
-
-  // p(u) = u (c0 + u (c1 + u (c2 + u c3))) through (beta_k, k + 1) by least squares (in
-  // double, then rounded to float). Aborts unless p rises over [0, 1] (a unit vector's
-  // coordinates) and codes every boundary's neighbourhood as the boundaries do.
-  static void fit_polynomial(Codebook& book) {
-    double normal[4][5] = {};  // the normal equations, right-hand side in column 4
-    for (int k = 0; k < 7; ++k) {
-      double basis[4], u = book.boundary[k];
-      for (int j = 0; j < 4; ++j) basis[j] = std::pow(u, j + 1);
-      for (int i = 0; i < 4; ++i) {
-        for (int j = 0; j < 4; ++j) normal[i][j] += basis[i] * basis[j];
-        normal[i][4] += basis[i] * (k + 1);
-      }
-    }
-    for (int i = 0; i < 4; ++i)  // Gauss-Jordan: the system is small and well posed
-      for (int r = 0; r < 4; ++r) {
-        if (r == i) continue;
-        const double f = normal[r][i] / normal[i][i];
-        for (int j = i; j < 5; ++j) normal[r][j] -= f * normal[i][j];
-      }
-    for (int j = 0; j < 4; ++j) book.poly[j] = static_cast<float>(normal[j][4] / normal[j][j]);
-    const auto p = [&](float u) { return u * std::fma(u, std::fma(u, std::fma(u, book.poly[3], book.poly[2]), book.poly[1]), book.poly[0]); };
-    const auto refuse = [](const char* why) {
-      std::fprintf(stderr, "mma_model: the codebook's polynomial %s\n", why);
-      std::abort();
-    };
-    float last = 0.f;
-    for (int i = 1; i <= 100000; ++i) {
-      const float value = p(i / 100000.f);
-      if (!(value > last)) refuse("does not rise over [0, 1]");
-      last = value;
-    }
-    for (int k = 0; k < 7; ++k)
-      if (std::floor(p(book.boundary[k] * 0.99f)) != k || std::floor(p(book.boundary[k] * 1.01f)) != k + 1)
-        refuse("codes a boundary's neighbourhood otherwise than the boundary does");
   }
 
   // One vector's 64 code bytes and norm, its codes found the tile code's way.
@@ -98,7 +65,7 @@ struct Model {
     }
     const float nq = std::sqrt(static_cast<float>(sum2));
     *norm = bytes == 2 ? std::ldexp(nq, e - 15) : nq / factor;
-    const VectorCoder<kCoding> coder(book, nq);
+    const CoderOf<kCoding> coder(book, nq);
     for (uint32_t r = 0; r < kDim; ++r) {
       int64_t acc = 0;
       for (uint32_t k = 0; k < kDim; ++k) acc += static_cast<int64_t>(forward[r * kDim + k]) * q[k];
@@ -123,20 +90,9 @@ struct Model {
     }
   }
 
-  // A fragments of m16n8k32 (row-major A): register 0 row g, bytes k = 4c..4c+3; register 1
-  // row g + 8; registers 2 and 3 the same at k + 16.
+  // M's A fragments, given in MMA order (forward or inverse).
   static std::vector<uint32_t> a_fragments(const std::vector<int>& m) {
-    std::vector<uint32_t> f(kFrags * 4);
-    for (uint32_t mt = 0; mt < 8; ++mt)
-      for (uint32_t t = 0; t < 4; ++t)
-        for (uint32_t lane = 0; lane < 32; ++lane)
-          for (uint32_t reg = 0; reg < 4; ++reg) {
-            const uint32_t row = 16 * mt + lane / 4 + 8 * (reg % 2), k0 = 32 * t + 16 * (reg / 2) + 4 * (lane % 4);
-            uint32_t word = 0;
-            for (uint32_t i = 0; i < 4; ++i) word |= static_cast<uint32_t>(m[row * kDim + k0 + i] & 0xFF) << (8 * i);
-            f[((mt * 4 + t) * 32 + lane) * 4 + reg] = word;
-          }
-    return f;
+    return tq_matrix::a_fragments([&](uint32_t row, uint32_t k) { return m[row * kDim + k]; });
   }
 };
 

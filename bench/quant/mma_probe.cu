@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_mma(const uint16_t* __re
   DeviceWarp warp;
   const uint32_t lane = threadIdx.x % 32;
   for_each_group<kTiles>(vectors, [&](size_t v0) {
-    quantize_tiles<kBytes, kCoding, kTiles>(warp, lane, raw + v0 * kDim, a_smem, codes + v0 * kCodeBytes, norms + v0, kCodebook);
+    quantize_tiles<SW_DTYPE_BF16, kBytes, CoderOf<kCoding>, kTiles>(warp, lane, raw + v0 * kDim, a_smem, codes + v0 * kCodeBytes, norms + v0, kCodebook);
   });
 }
 
@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_stage(const uint16_t* __
   DeviceWarp warp;
   const uint32_t lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   for_each_group<kTiles>(vectors, [&](size_t v0) {
-    TileInput in[kTiles];
+    TileInput<SW_DTYPE_BF16> in[kTiles];
     load_inputs(raw + v0 * kDim, lane, in);
     uint32_t fold[kTiles][2] = {};
     float norm[kTiles] = {};
@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_stage(const uint16_t* __
     for (int i = 0; i < kTiles; ++i) {
       for (int w = 0; w < 4; ++w) fold[i][w % 2] ^= in[i].words[w].x ^ in[i].words[w].y ^ in[i].words[w].z ^ in[i].words[w].w;
       if (kStage == Stage::kLoadStore) continue;
-      const FixedPoint fp = to_fixed_point<kBytes>(warp, in[i]);
+      const FixedPoint fp = to_fixed_point<SW_DTYPE_BF16, kBytes>(warp, in[i]);
       norm[i] = fp.nq;
       bytes[i] = fp.bytes;
       for (int f = 0; f < 8; ++f) fold[i][f % 2] ^= fp.bytes.hi[f] + fp.bytes.lo[f];
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(kWarps * 32) dequantize_mma(const uint8_t* __r
   const auto centroids = centroid_source<kBytes, kLookup>(centroid_smem);  // the tables once, before the loop
   DeviceWarp warp;
   for_each_group<kTiles>(vectors, [&](size_t v0) {
-    dequantize_tiles<kBytes, kTiles>(warp, threadIdx.x % 32, codes + v0 * kCodeBytes, norms + v0, a_smem, raw + v0 * kDim, centroids);
+    dequantize_tiles<SW_DTYPE_BF16, kBytes, kTiles>(warp, threadIdx.x % 32, codes + v0 * kCodeBytes, norms + v0, a_smem, raw + v0 * kDim, centroids);
   });
 }
 
@@ -118,7 +118,7 @@ __global__ void __launch_bounds__(kWarps * 32) dequantize_mma(const uint8_t* __r
 template <int kBytes, int kTiles, Lookup kLookup>
 void dequantize_emulated(EmulatedWarp& warp, uint32_t lane, const uint8_t* codes, const float* norms, const uint4* a_frags, uint16_t* raw,
                          const int* centroid) {
-  dequantize_tiles<kBytes, kTiles>(warp, lane, codes, norms, a_frags, raw, centroid_source<kBytes, kLookup>(centroid));
+  dequantize_tiles<SW_DTYPE_BF16, kBytes, kTiles>(warp, lane, codes, norms, a_frags, raw, centroid_source<kBytes, kLookup>(centroid));
 }
 
 
@@ -151,7 +151,7 @@ struct Quantized {
 // 1, 2 or 4 tiles per load of the matrix; dequantize the same widths with 1, 2 or 4 tiles, the centroids in shared
 // memory or in registers. Each entry is one instantiation, the kernel and its emulation.
 using QuantizeKernel = void (*)(const uint16_t*, const uint4*, uint8_t*, float*, size_t);
-using QuantizeGroup = void (*)(EmulatedWarp&, uint32_t, const uint16_t*, const uint4*, uint8_t*, float*, const Codebook&);
+using QuantizeGroup = void (*)(EmulatedWarp&, uint32_t, const void*, const uint4*, uint8_t*, float*, const Codebook&);
 using DequantizeKernel = void (*)(const uint8_t*, const float*, const uint4*, const int*, uint16_t*, size_t);
 using DequantizeGroup = void (*)(EmulatedWarp&, uint32_t, const uint8_t*, const float*, const uint4*, uint16_t*, const int*);
 struct QuantizeWay {
@@ -171,7 +171,7 @@ struct DequantizeWay {
   DequantizeGroup emulated;
 };
 template <int kBytes, Coding kCoding, int kTiles> QuantizeWay quantize_way() {
-  return {kCoding, kBytes, kTiles, quantize_mma<kBytes, kCoding, kTiles>, quantize_tiles<kBytes, kCoding, kTiles, EmulatedWarp>};
+  return {kCoding, kBytes, kTiles, quantize_mma<kBytes, kCoding, kTiles>, quantize_tiles<SW_DTYPE_BF16, kBytes, CoderOf<kCoding>, kTiles, EmulatedWarp>};
 }
 template <int kBytes, int kTiles, Lookup kLookup> constexpr DequantizeWay dequantize_way() {
   return {kBytes, kTiles, kLookup == Lookup::kShared ? "shared memory" : "registers", dequantize_mma<kBytes, kTiles, kLookup>,
@@ -284,6 +284,8 @@ Quantized model_codes(const Model& model, const std::vector<uint16_t>& raw) {
   return out;
 }
 
+bool report_format(size_t vectors);
+
 // The tile code on 32 CPU threads, one group of tiles after another: no GPU needed.
 int emulate(const Models& models, size_t vectors) {
   vectors -= vectors % (kMostTiles * kTileVectors);
@@ -311,7 +313,67 @@ int emulate(const Models& models, size_t vectors) {
   for (auto& t : lanes) t.join();
   const Verdict r = compare(models, raw, got, values);
   report("emulated warp", vectors, r);
-  return agrees(r) ? 0 : 1;
+  const bool format_agrees = report_format(vectors);
+  return agrees(r) && format_agrees ? 0 : 1;
+}
+
+// Format 3's own tile code as its kernels run it (kernels/turboquant_matrix.cu: 8-bit operands,
+// the polynomial, two tiles a run) against the C++ reference's blocks (sw_tq_quantize_groups,
+// sw_tq_dequantize_groups), in one dtype: records of one layer of 16-token groups, compared
+// byte for byte. Returns the groups whose records differ and the vectors whose values do.
+template <uint32_t DT> std::pair<size_t, size_t> format_differing(const std::vector<uint16_t>& bf16, size_t groups) {
+  constexpr uint32_t kTokens = 16, kSize = Element<DT>::kBytes;
+  sw_tq_params p{};
+  p.layers = 1, p.kv_heads = static_cast<uint32_t>(groups / 2), p.head_dim = kDim, p.tokens = kTokens, p.dtype = DT;
+  p.key_bits_x2 = p.value_bits_x2 = 8, p.variant = SW_TQ_MSE, p.version = 3, p.seed = 1234;
+  std::vector<uint8_t> raw(sw_tq_raw_bytes(&p));
+  for (size_t i = 0; i < raw.size() / kSize; ++i) {
+    const float x = tq_bf16_to_f32(bf16[i]);
+    const uint32_t bits = DT == SW_DTYPE_FP32 ? bit_cast<uint32_t>(x) : DT == SW_DTYPE_FP16 ? __half_as_ushort(__float2half_rn(x)) : bf16[i];
+    std::memcpy(&raw[i * kSize], &bits, kSize);
+  }
+  std::vector<uint8_t> want(sw_tq_quantized_bytes(&p)), got(want.size()), values(raw.size()), back(raw.size());
+  sw_tq_write_header(&p, want.data());
+  sw_tq_quantize_groups(&p, raw.data(), want.data(), 0, sw_tq_groups(&p));
+  sw_tq_dequantize_groups(&p, want.data(), values.data(), 0, sw_tq_groups(&p));
+  std::memcpy(got.data(), want.data(), SW_TQ_HEADER_BYTES);  // the kernels write it apart
+  tq_layout layout;
+  tq_make_layout(&p, &layout);
+  const Plan& plan = plan_for(p.seed);
+  const std::vector<uint32_t> fwd = plan_fragments(plan, false), inv = plan_fragments(plan, true);
+  EmulatedWarp warp;
+  std::vector<std::thread> lanes;
+  for (uint32_t lane = 0; lane < 32; ++lane)
+    lanes.emplace_back([&, lane] {
+      EmulatedWarp::current_lane = lane;
+      for (uint32_t g = 0; g < sw_tq_groups(&p); ++g) {
+        const tq_kind& k = *tq_group_kind(&p, &layout, g);
+        const size_t rec = tq_record_offset(&p, &layout, g), first = static_cast<size_t>(g) * kTokens * kDim * kSize;
+        quantize_tiles<DT, 1, PolynomialCoder, 2>(warp, lane, &raw[first], reinterpret_cast<const uint4*>(fwd.data()), &got[rec + k.codes_off],
+                                                  reinterpret_cast<float*>(&got[rec + k.norms_off]), plan.book);
+        dequantize_tiles<DT, 1, 2>(warp, lane, &want[rec + k.codes_off], reinterpret_cast<const float*>(&want[rec + k.norms_off]),
+                                   reinterpret_cast<const uint4*>(inv.data()), &back[first], CentroidList{plan.centroid});
+      }
+    });
+  for (auto& t : lanes) t.join();
+  std::pair<size_t, size_t> differing{0, 0};
+  for (uint32_t g = 0; g < sw_tq_groups(&p); ++g) {
+    const size_t rec = tq_record_offset(&p, &layout, g);
+    differing.first += std::memcmp(&got[rec], &want[rec], layout.kind[g / p.kv_heads].record_bytes) != 0;
+  }
+  for (size_t v = 0; v < raw.size() / (kDim * kSize); ++v) differing.second += std::memcmp(&back[v * kDim * kSize], &values[v * kDim * kSize], kDim * kSize) != 0;
+  return differing;
+}
+
+bool report_format(size_t vectors) {
+  const size_t groups = vectors / 32 * 2;  // an even number of 16-token groups: keys and values
+  const std::vector<uint16_t> raw = test_vectors(groups * 16);
+  const auto fp32 = format_differing<SW_DTYPE_FP32>(raw, groups), fp16 = format_differing<SW_DTYPE_FP16>(raw, groups),
+             bf16 = format_differing<SW_DTYPE_BF16>(raw, groups);
+  std::printf("format 3's tile code on the emulated warp, %zu vectors a dtype: records differing from the C++ reference's in %zu (fp32), %zu (fp16), %zu (bf16) "
+              "of %zu groups; dequantized vectors differing in %zu (fp32), %zu (fp16), %zu (bf16)\n",
+              groups * 16, fp32.first, fp16.first, bf16.first, groups, fp32.second, fp16.second, bf16.second);
+  return fp32.first + fp16.first + bf16.first + fp32.second + fp16.second + bf16.second == 0;
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
-// The warp collectives the probe's tile code (mma_tile.cuh) uses, two ways: the GPU's
-// (shuffles and int8 mma.sync), and an emulation on 32 CPU threads that checks the tile
-// code's lane orders against the C++ model without a GPU.
+// The warp collectives of format 3's tile code (kernels/tq_matrix_tile.cuh) emulated on 32 CPU
+// threads, beside the GPU's DeviceWarp there: the probe and the tests check the tile code's lane
+// orders with it against a C++ model without a GPU.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -8,24 +8,6 @@
 #include <mutex>
 
 namespace mma_probe {
-
-struct DeviceWarp {
-  template <typename T> __device__ T shfl_xor(T v, int mask) { return __shfl_xor_sync(0xFFFFFFFFu, v, mask); }
-  template <typename T> __device__ T shfl(T v, int src) { return __shfl_sync(0xFFFFFFFFu, v, src); }
-  // d += A B, A int8; B uint8 where kUnsignedB, else int8.
-  template <bool kUnsignedB> __device__ void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    if (kUnsignedB)
-      asm volatile(
-          "mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-          : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-      asm volatile(
-          "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-          : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-};
 
 class EmulatedWarp {
  public:

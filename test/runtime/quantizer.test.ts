@@ -151,7 +151,7 @@ test('the header carries magic, version and geometry; other versions, magic and 
   const p = { ...BASE, keyBits: 3.5, valueBits: 2 };
   const stored = await quantize(p, encode(block(p, 1), p.dtype));
   assert.equal(stored.subarray(0, 4).toString('latin1'), 'SWTQ');
-  assert.equal(stored.readUInt16LE(4), 2);
+  assert.equal(stored.readUInt16LE(4), 3);
   assert.deepEqual([stored.readUInt16LE(8), stored.readUInt16LE(10), stored.readUInt16LE(12), stored.readUInt16LE(14)], [2, 2, 128, 16]);
   assert.deepEqual([stored[16], stored[17]], [7, 4]);
   assert.equal(stored.readUInt32LE(20), stored.length - 64);
@@ -159,8 +159,8 @@ test('the header carries magic, version and geometry; other versions, magic and 
   assert.equal(stored.length % 16, 0);
 
   const version = Buffer.from(stored);
-  version.writeUInt16LE(3, 4);
-  await rejects(dequantize(p, version), 'QUANT_FORMAT', /version 3/);
+  version.writeUInt16LE(4, 4);
+  await rejects(dequantize(p, version), 'QUANT_FORMAT', /version 4/);
   const magic = Buffer.from(stored);
   magic[0] = 0x58;
   await rejects(dequantize(p, magic), 'QUANT_FORMAT', /magic/);
@@ -299,28 +299,39 @@ test('structured inputs code within 1.25x of Gaussian ones at every rate from 2 
   assert.ok(oldRatio > 2, `format 1, one-hot at 2 bits: ${oldRatio.toFixed(2)}x`);
 });
 
-test('blocks written in format 1 still read, to the values that format gave', async () => {
-  // written by the format-1 reference before the three-round rotation (test/fixtures/quant-v1)
-  const fixtures = join(projectRoot, 'test', 'fixtures', 'quant-v1');
-  const cases: [string, QuantParams][] = [
-    ['bf16-mse-3.5-2.5', { ...BASE, headDim: 64, dtype: 'bf16', keyBits: 3.5, valueBits: 2.5, seed: 7 }],
-    ['fp16-prod-4-2', { ...BASE, tokens: 8, dtype: 'fp16', keyBits: 4, valueBits: 2, variant: 'prod', seed: 9 }],
-  ];
+// Blocks written by an older reference (test/fixtures/quant-vN/README.md) decode to the values
+// it gave, are written alike on request, and differ from what this build writes by default.
+async function checkOldFormat(version: number, cases: [string, QuantParams][]) {
+  const fixtures = join(projectRoot, 'test', 'fixtures', `quant-v${version}`);
   for (const [name, p] of cases) {
     const read = (ext: string) => readFileSync(join(fixtures, `${name}.${ext}`));
     const stored = read('swtq');
-    assert.equal(stored.readUInt16LE(4), 1);
-    assert.ok((await dequantize(p, stored)).equals(read('dequantized')), `${name}: format-1 block decoded differently`);
-    assert.ok((await quantize({ ...p, formatVersion: 1 }, read('raw'))).equals(stored), `${name}: format 1 written differently`);
+    assert.equal(stored.readUInt16LE(4), version);
+    assert.ok((await dequantize(p, stored)).equals(read('dequantized')), `${name}: format-${version} block decoded differently`);
+    assert.ok((await quantize({ ...p, formatVersion: version }, read('raw'))).equals(stored), `${name}: format ${version} written differently`);
     const current = await quantize(p, read('raw'));
-    assert.equal(current.readUInt16LE(4), 2);
+    assert.equal(current.readUInt16LE(4), 3);
     assert.ok(!current.equals(stored));
   }
-  await assert.rejects(quantize({ ...BASE, formatVersion: 3 }, Buffer.alloc(rawBytes(BASE))), (err: Error & { code?: string }) => {
+}
+
+test('blocks written in format 1 still read, to the values that format gave', async () => {
+  await checkOldFormat(1, [
+    ['bf16-mse-3.5-2.5', { ...BASE, headDim: 64, dtype: 'bf16', keyBits: 3.5, valueBits: 2.5, seed: 7 }],
+    ['fp16-prod-4-2', { ...BASE, tokens: 8, dtype: 'fp16', keyBits: 4, valueBits: 2, variant: 'prod', seed: 9 }],
+  ]);
+  await assert.rejects(quantize({ ...BASE, formatVersion: 4 }, Buffer.alloc(rawBytes(BASE))), (err: Error & { code?: string }) => {
     assert.equal(err.code, 'QUANT_PARAMS');
     assert.match(err.message, /version/);
     return true;
   });
+});
+
+test('blocks written in format 2 still read, to the values that format gave (format 3 codes their 4-bit heads otherwise)', async () => {
+  await checkOldFormat(2, [
+    ['bf16-mse-4-3.5', { ...BASE, dtype: 'bf16', keyBits: 4, valueBits: 3.5, seed: 7 }],
+    ['fp32-mse-4-4', { ...BASE, tokens: 8, dtype: 'fp32', keyBits: 4, valueBits: 4, seed: 9 }],
+  ]);
 });
 
 test('outer layers are coded at their own bit widths, named in the header, and must match to read', async () => {

@@ -136,3 +136,15 @@ test('GPU (head_dim-128 kernels, three layer ranges) and host agree on stored by
     tiers: { raw: { bytes: raw }, quantized: { bytes: 4 * raw }, disk: { path: join(dir, 'tier2.slots'), bytes: 8 * raw } },
   })), raw);
 });
+
+// format 3's matrix kinds in every dtype, in runs of one tile (24 tokens) and of two (16)
+for (const [dtype, tokensPerBlock] of [['fp32', 24], ['fp16', 16], ['bf16', 24]] as const) {
+  test(`GPU (format 3's matrix kernels, ${dtype}, ${tokensPerBlock} tokens) and host agree on stored bytes and dequantized values`, { skip: noGpu }, async () => {
+    const model = { layers: 2, kvHeads: 2, headDim: 128, tokensPerBlock, dtype };
+    const raw = model.layers * 2 * model.kvHeads * tokensPerBlock * model.headDim * (dtype === 'fp32' ? 4 : 2);
+    await agree((dir, backend) => openStore(parseConfig({
+      backend, model, quantization: { keyBits: 4, valueBits: 4 },
+      tiers: { raw: { bytes: raw }, quantized: { bytes: 4 * raw }, disk: { path: join(dir, 'tier2.slots'), bytes: 8 * raw } },
+    })), raw);
+  });
+}

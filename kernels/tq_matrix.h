@@ -1,0 +1,117 @@
+/* Format 3's matrix kinds (docs/QUANTIZATION.md, "Format 3"): 4-bit MSE codes of head_dim-128
+ * vectors through two randomized Hadamard rounds taken as one integer matrix on 8-bit operands,
+ * so that the CUDA kernels rotate on the tensor cores (turboquant_matrix.cu, tq_matrix_tile.cuh)
+ * and still write the C++ reference's bytes: integer products are exact in any order. Per vector:
+ *  1. top = the largest magnitude; q = round(x * f), f = 127 / top, so |q| <= 127 (a top below
+ *     2^-112, zero included, codes as the zero vector: every code 8, norm 0);
+ *  2. acc = M q exactly, M = H D2 H D1 (Sylvester's H, the screened seed's sign diagonals);
+ *  3. nq = sqrt((float) sum q^2); code = floor(8 + acc p(|acc|)) held to 0..15, p the quartic whose
+ *     crossings of 1..7 are the codebook's boundaries in acc's units (acc = 128 nq u): offset
+ *     binary, 8 + m for acc >= 0 and 7 - m below, the codebook's own centroid order;
+ *  4. stored norm = nq / f.
+ * Dequantize: c = centroid * 2^9 rounded (the largest, 123, fits int8); acc = M^T c = D1 H D2 H c
+ * exactly; value = (float) acc * norm * 2^-16, rounded to the block's dtype. */
+#ifndef SPILLWAY_TQ_MATRIX_H
+#define SPILLWAY_TQ_MATRIX_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "turboquant_format.h"
+
+#ifdef __CUDACC__
+#define TQ_MATRIX_HD __host__ __device__
+#else
+#define TQ_MATRIX_HD
+#endif
+
+namespace tq_matrix {
+
+constexpr uint32_t kDim = 128;
+constexpr uint32_t kCodeBytes = kDim / 2;  // a nibble a coordinate, coordinate j at nibble j
+constexpr uint32_t kTileVectors = 8;       // the tensor cores' tile (the MMA's n): blocks hold whole tiles
+constexpr int kMinExponent = -112;         // a top below 2^(kMinExponent - 1) codes as zero
+constexpr int kCentroidShift = 9;          // centroids as integers: centroid * 2^9
+
+/* The 4-bit dim-128 codebook as quantize uses it: its 7 positive inner boundaries, ascending,
+ * in unit-vector coordinates, and p(u) = u (c0 + u (c1 + u (c2 + u c3))), rising over [0, 1],
+ * whose floor counts the boundaries below u but right next to them (within about 1e-5 of a
+ * boundary, the midpoint of two centroids, where either code costs the same). */
+struct Codebook {
+  float boundary[7];
+  float poly[4];
+};
+
+/* One vector's coder from its integer norm nq: the polynomial in acc's units (coefficient j
+ * times s^(j+1), s = 1 / (128 nq)), so that no value is scaled. Its odd extension plus 8 has
+ * the offset-binary code as its floor, held to 0..15 by one min and the conversion's saturation
+ * at 0. Explicit fmaf on both sides: the GPU and the C++ reference round alike. */
+struct PolynomialCoder {
+  float c[4];
+  PolynomialCoder() = default;
+  TQ_MATRIX_HD PolynomialCoder(const Codebook& book, float nq) {
+    const float s = nq > 0.f ? 1.f / (128.f * nq) : 0.f;  // the zero vector: acc = 0, code 8
+    float power = s;
+    for (int j = 0; j < 4; ++j, power *= s) c[j] = book.poly[j] * power;
+  }
+  TQ_MATRIX_HD uint32_t operator()(int acc) const {
+    // exact as a float: |acc| <= 128 * 127 * 128 < 2^24
+    const float a = static_cast<float>(acc), m = fabsf(a);
+    const float p = fminf(fmaf(a, fmaf(m, fmaf(m, fmaf(m, c[3], c[2]), c[1]), c[0]), 8.f), 15.5f);
+#ifdef __CUDA_ARCH__
+    return __float2uint_rd(p);
+#else
+    return p < 0.f ? 0u : static_cast<uint32_t>(floorf(p));
+#endif
+  }
+};
+
+/* Step 1's scale f = 127 / top, or 0 where the vector codes as zero: a tiny top, or an infinite
+ * one (NaN values are not tops: fmaxf passes over them). */
+TQ_MATRIX_HD inline float input_factor(float top) {
+  uint32_t bits;
+  memcpy(&bits, &top, 4);
+  const int e = top == 0.f ? -127 : static_cast<int>((bits >> 23) & 0xFF) - 126;  // ilogb + 1 for normal floats
+  return e < kMinExponent || e > 128 ? 0.f : 127.f / top;
+}
+
+TQ_MATRIX_HD inline int round_to_int(float x) {
+#ifdef __CUDA_ARCH__
+  return __float2int_rn(x);
+#else
+  return x != x ? 0 : static_cast<int>(nearbyintf(x));  // NaN to 0, as the GPU's conversion
+#endif
+}
+
+/* What a format's matrix kinds are coded with, made once per seed on the host (tq_matrix.cpp). */
+struct Plan {
+  uint64_t seed;             /* the screened seed the sign diagonals come from */
+  uint32_t signs[2][kDim / 32]; /* D1, D2: bit j of word j / 32 set negates coordinate j */
+  int8_t matrix[kDim][kDim]; /* M[j][k] = (H D2 H D1)[j][k], entries at most 127 in magnitude */
+  Codebook book;
+  int centroid[16];          /* code order (offset binary), times 2^kCentroidShift */
+  double screen_ratio;       /* one-hots' and Hadamard rows' mean error over Gaussian vectors', the larger */
+};
+
+/* The plan of a configured seed, screened: the first of the seeds derived from it whose matrix
+ * fits int8 and codes one-hots and Hadamard rows within kScreenRatio of Gaussian vectors' mean
+ * error (the best of kScreenSeeds if none does). Made once per seed, then shared. */
+constexpr double kScreenRatio = 1.10;
+constexpr uint32_t kScreenSeeds = 64;
+const Plan& plan_for(uint64_t seed);
+
+/* The quartic through (boundary_k, k + 1) by least squares; false unless it rises over [0, 1]
+ * and codes every boundary's neighbourhood as the boundary does. */
+bool fit_polynomial(Codebook& book);
+
+/* acc = M q (forward) or M^T c (inverse) by two integer Walsh-Hadamard transforms: exact, so
+ * equal to the tensor cores' products. */
+void rotate(const Plan& plan, const int* in, int* out, bool inverse);
+
+/* One vector's codes (kCodeBytes) and norm; and back to floats. */
+void quantize_vector(const Plan& plan, const float* x, uint8_t* codes, float* norm);
+void dequantize_vector(const Plan& plan, const uint8_t* codes, float norm, float* x);
+
+}  // namespace tq_matrix
+
+#endif

@@ -1,0 +1,91 @@
+// Format 3's matrix kinds on the GPU: the kernels over a launch's blocks (the tile code is
+// tq_matrix_tile.cuh), and the A fragments of a seed's matrix in device memory.
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "tq_cuda_params.h"
+#include "tq_matrix_tile.cuh"
+
+namespace tq_cuda {
+namespace {
+
+using tq_matrix::kCodeBytes;
+using tq_matrix::kDim;
+using tq_matrix::kTileVectors;
+
+// Each warp takes items in turn: kTiles tiles of one group of one block. The CTA holds the
+// matrix's A fragments (16 KiB) and the centroids in shared memory.
+template <uint32_t DT, int kTiles, bool kQuantize>
+__global__ void __launch_bounds__(kMatrixThreads) matrix_kernel_of(const __grid_constant__ MatrixArgs m) {
+  __shared__ uint4 frags[tq_matrix::kFrags];
+  __shared__ int centroid[16];
+  for (uint32_t i = threadIdx.x; i < tq_matrix::kFrags; i += blockDim.x) frags[i] = m.frags[i];
+  if (threadIdx.x < 16) centroid[threadIdx.x] = m.centroid[threadIdx.x];
+  __syncthreads();
+  const Args& a = m.a;
+  tq_matrix::DeviceWarp warp;
+  const uint32_t lane = threadIdx.x % 32;
+  constexpr uint32_t kRunVectors = kTiles * kTileVectors;
+  for (uint32_t item = blockIdx.x * kMatrixWarps + threadIdx.x / 32; item < m.items; item += gridDim.x * kMatrixWarps) {
+    const uint32_t block = m.items_per_block.div(item), rest = item - block * m.items_per_block.d;
+    const uint32_t g = m.runs_per_group.div(rest), run = rest - g * m.runs_per_group.d;
+    const tq_kind& k = *tq_group_kind(&a.p, &a.layout, g);
+    if (!k.matrix) continue;  // the same for the whole warp
+    uint8_t* q = a.q_base + a.q_slots[block] * a.q_stride;
+    uint8_t* rec = q + tq_record_offset(&a.p, &a.layout, g);
+    uint8_t* raw = const_cast<uint8_t*>(a.raw_base) + a.raw_slots[block] * a.raw_stride + g * a.group_raw_bytes +
+                   (size_t)run * kRunVectors * kDim * a.dsize;
+    uint8_t* codes = rec + k.codes_off + run * kRunVectors * kCodeBytes;
+    float* norms = reinterpret_cast<float*>(rec + k.norms_off) + run * kRunVectors;
+    if constexpr (kQuantize) {
+      if (rest == m.header_item && lane < SW_TQ_HEADER_BYTES / 4) reinterpret_cast<uint32_t*>(q)[lane] = a.header[lane];
+      tq_matrix::quantize_tiles<DT, 1, tq_matrix::PolynomialCoder, kTiles>(warp, lane, raw, frags, codes, norms, m.book);
+    } else {
+      tq_matrix::dequantize_tiles<DT, 1, kTiles>(warp, lane, codes, norms, frags, raw, tq_matrix::CentroidList{centroid});
+    }
+  }
+}
+
+template <uint32_t DT> const void* kernel_of(bool quant, uint32_t tiles) {
+  if (tiles == 2) return quant ? (const void*)matrix_kernel_of<DT, 2, true> : (const void*)matrix_kernel_of<DT, 2, false>;
+  return quant ? (const void*)matrix_kernel_of<DT, 1, true> : (const void*)matrix_kernel_of<DT, 1, false>;
+}
+
+}  // namespace
+
+const void* matrix_kernel(uint32_t dtype, bool quant, uint32_t tiles) {
+  switch (dtype) {
+    case SW_DTYPE_FP32: return kernel_of<SW_DTYPE_FP32>(quant, tiles);
+    case SW_DTYPE_FP16: return kernel_of<SW_DTYPE_FP16>(quant, tiles);
+    default: return kernel_of<SW_DTYPE_BF16>(quant, tiles);
+  }
+}
+
+cudaError_t matrix_fragments(uint64_t seed, bool inverse, const uint4** frags) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, uint64_t>, std::pair<uint4*, uint4*>> on_device;  // (device, seed): M's, M^T's
+  int device = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return e;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = on_device.find({device, seed});
+  if (found == on_device.end()) {
+    const tq_matrix::Plan& plan = tq_matrix::plan_for(seed);
+    const std::vector<uint32_t> forward = tq_matrix::plan_fragments(plan, false), transposed = tq_matrix::plan_fragments(plan, true);
+    const size_t bytes = tq_matrix::kFrags * sizeof(uint4);
+    uint4* both = nullptr;
+    e = cudaMalloc(&both, 2 * bytes);
+    if (e == cudaSuccess) e = cudaMemcpy(both, forward.data(), bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(both + tq_matrix::kFrags, transposed.data(), bytes, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+      cudaFree(both);
+      return e;
+    }
+    found = on_device.emplace(std::make_pair(device, seed), std::make_pair(both, both + tq_matrix::kFrags)).first;
+  }
+  *frags = inverse ? found->second.second : found->second.first;
+  return cudaSuccess;
+}
+
+}  // namespace tq_cuda
