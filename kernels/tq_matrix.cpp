@@ -3,6 +3,7 @@
 // multiply by the same integer matrix.
 #include "tq_matrix.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 namespace tq_matrix {
 namespace {
@@ -37,15 +39,22 @@ void candidate_signs(uint64_t seed, uint32_t (&signs)[2][kDim / 32]) {
   }
 }
 
-// Relative squared error of one vector's round trip.
-double round_trip_error(const Plan& plan, const float* x) {
-  uint8_t codes[kCodeBytes];
-  float norm, y[kDim];
-  quantize_vector(plan, x, codes, &norm);
-  dequantize_vector(plan, codes, norm, y);
-  double err = 0, energy = 0;
-  for (uint32_t i = 0; i < kDim; ++i) err += (double(y[i]) - x[i]) * (double(y[i]) - x[i]), energy += double(x[i]) * x[i];
-  return err / energy;
+// Relative squared error of each of n vectors' round trips, summed.
+double round_trip_errors(const Plan& plan, const float* x, size_t n) {
+  std::vector<uint8_t> codes(n * kCodeBytes);
+  std::vector<float> norms(n), y(n * kDim);
+  quantize_vectors(plan, x, n, codes.data(), kCodeBytes, norms.data());
+  dequantize_vectors(plan, codes.data(), kCodeBytes, norms.data(), n, y.data());
+  double sum = 0;
+  for (size_t v = 0; v < n; ++v) {
+    double err = 0, energy = 0;
+    for (uint32_t i = 0; i < kDim; ++i) {
+      const double d = double(y[v * kDim + i]) - x[v * kDim + i];
+      err += d * d, energy += double(x[v * kDim + i]) * x[v * kDim + i];
+    }
+    sum += err / energy;
+  }
+  return sum;
 }
 
 // Mean errors of the screen's inputs over Gaussian vectors' (the larger of one-hots' and
@@ -53,26 +62,20 @@ double round_trip_error(const Plan& plan, const float* x) {
 double screen(const Plan& plan, bool fits) {
   if (!fits) return INFINITY;
   constexpr uint32_t kGaussian = 256;
-  double gaussian = 0, one_hots = 0, rows = 0;
-  float x[kDim];
-  for (uint32_t v = 0; v < kGaussian; ++v) {
-    for (uint32_t i = 0; i < kDim; i += 2) {  // Box-Muller over a fixed splitmix stream
-      const uint64_t n = (uint64_t)v * kDim + i;
-      const double u1 = ((tq_splitmix64(0x5EED, n) >> 11) + 1.0) / 9007199254740993.0;
-      const double u2 = (tq_splitmix64(0x5EED, n + 1) >> 11) / 9007199254740992.0;
-      const double r = std::sqrt(-2 * std::log(u1));
-      x[i] = float(r * std::cos(6.283185307179586 * u2)), x[i + 1] = float(r * std::sin(6.283185307179586 * u2));
+  std::vector<float> gaussian(kGaussian * kDim), one_hots(kDim * kDim), rows(kDim * kDim);
+  for (uint32_t i = 0; i < kGaussian * kDim; i += 2) {  // Box-Muller over a fixed splitmix stream
+    const double u1 = ((tq_splitmix64(0x5EED, i) >> 11) + 1.0) / 9007199254740993.0;
+    const double u2 = (tq_splitmix64(0x5EED, i + 1) >> 11) / 9007199254740992.0;
+    const double r = std::sqrt(-2 * std::log(u1));
+    gaussian[i] = float(r * std::cos(6.283185307179586 * u2)), gaussian[i + 1] = float(r * std::sin(6.283185307179586 * u2));
+  }
+  for (uint32_t k = 0; k < kDim; ++k)
+    for (uint32_t i = 0; i < kDim; ++i) {
+      one_hots[k * kDim + i] = i == k ? 1.f : 0.f;
+      rows[k * kDim + i] = __builtin_popcount(i & k) % 2 ? -1.f : 1.f;
     }
-    gaussian += round_trip_error(plan, x);
-  }
-  for (uint32_t k = 0; k < kDim; ++k) {
-    for (uint32_t i = 0; i < kDim; ++i) x[i] = i == k ? 1.f : 0.f;
-    one_hots += round_trip_error(plan, x);
-    for (uint32_t i = 0; i < kDim; ++i) x[i] = __builtin_popcount(i & k) % 2 ? -1.f : 1.f;
-    rows += round_trip_error(plan, x);
-  }
-  gaussian /= kGaussian;
-  return std::max(one_hots, rows) / kDim / gaussian;
+  const double base = round_trip_errors(plan, gaussian.data(), kGaussian) / kGaussian;
+  return std::max(round_trip_errors(plan, one_hots.data(), kDim), round_trip_errors(plan, rows.data(), kDim)) / kDim / base;
 }
 
 std::unique_ptr<Plan> make_plan(uint64_t configured) {
@@ -147,29 +150,95 @@ void rotate(const Plan& plan, const int* in, int* out, bool inverse) {
   if (inverse) flip(plan.signs[0], out);
 }
 
-void quantize_vector(const Plan& plan, const float* x, uint8_t* codes, float* norm) {
-  float top = 0.f;
-  for (uint32_t i = 0; i < kDim; ++i) top = fmaxf(top, fabsf(x[i]));
-  const float factor = input_factor(top);
-  int q[kDim], acc[kDim];
-  uint32_t sum2 = 0;  // at most 128 x 127^2
-  for (uint32_t i = 0; i < kDim; ++i) {
-    q[i] = round_to_int(x[i] * factor);
-    sum2 += uint32_t(q[i] * q[i]);
-  }
-  const float nq = sqrtf(float(sum2));
-  *norm = factor == 0.f ? 0.f : nq / factor;
-  rotate(plan, q, acc, false);
-  const PolynomialCoder coder(plan.book, nq);
-  for (uint32_t j = 0; j < kCodeBytes; ++j) codes[j] = uint8_t(coder(acc[2 * j]) | coder(acc[2 * j + 1]) << 4);
+namespace {
+
+// kLanes vectors side by side, coordinate-major, so that every loop over them is a loop over
+// one AVX2 register's lanes (the transforms, the fixed point, the coder) and vectorizes.
+constexpr uint32_t kLanes = 8;
+typedef int32_t Lanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+void flip_lanes(const uint32_t* signs, Lanes* v) {
+  for (uint32_t j = 0; j < kDim; ++j)
+    if ((signs[j / 32] >> (j % 32)) & 1u) v[j] = -v[j];
 }
 
-void dequantize_vector(const Plan& plan, const uint8_t* codes, float norm, float* x) {
-  int c[kDim], acc[kDim];
-  for (uint32_t j = 0; j < kDim; ++j) c[j] = plan.centroid[(codes[j / 2] >> (4 * (j % 2))) & 0xF];
-  rotate(plan, c, acc, true);
-  const float scale = std::ldexp(norm, -7 - kCentroidShift);
-  for (uint32_t i = 0; i < kDim; ++i) x[i] = float(acc[i]) * scale;
+void fwht_lanes(Lanes* v) {
+  for (uint32_t h = 1; h < kDim; h *= 2)
+    for (uint32_t i = 0; i < kDim; i += 2 * h)
+      for (uint32_t j = i; j < i + h; ++j) {
+        const Lanes a = v[j], b = v[j + h];
+        v[j] = a + b, v[j + h] = a - b;
+      }
+}
+
+// rotate() on kLanes vectors at once.
+void rotate_lanes(const Plan& plan, Lanes* v, bool inverse) {
+  if (!inverse) flip_lanes(plan.signs[0], v);
+  fwht_lanes(v);
+  flip_lanes(plan.signs[1], v);
+  fwht_lanes(v);
+  if (inverse) flip_lanes(plan.signs[0], v);
+}
+
+// Round to nearest even, as round_to_int, for |x| < 2^22: adding and taking off 1.5 * 2^23 leaves
+// x rounded in the float's last place (IEEE arithmetic keeps both steps), a branch-free form
+// the compiler vectorizes.
+inline float round_even(float x) { return (x + 12582912.f) - 12582912.f; }
+
+}  // namespace
+
+void quantize_vectors(const Plan& plan, const float* x, size_t n, uint8_t* codes, size_t code_stride, float* norms) {
+  alignas(32) Lanes v[kDim];
+  alignas(32) float xt[kDim][kLanes], factor[kLanes], nq[kLanes];
+  for (size_t v0 = 0; v0 < n; v0 += kLanes) {
+    const uint32_t lanes = uint32_t(std::min<size_t>(kLanes, n - v0));
+    float top[kLanes] = {};
+    for (uint32_t w = 0; w < kLanes; ++w)
+      for (uint32_t j = 0; j < kDim; ++j) {
+        xt[j][w] = w < lanes ? x[(v0 + w) * kDim + j] : 0.f;
+        const float magnitude = fabsf(xt[j][w]);
+        top[w] = magnitude > top[w] ? magnitude : top[w];  // fmaxf's result (NaN passed over), inlined
+      }
+    for (uint32_t w = 0; w < kLanes; ++w) factor[w] = input_factor(top[w]);
+    Lanes sum2 = {};  // at most 128 x 127^2
+    for (uint32_t j = 0; j < kDim; ++j) {
+      for (uint32_t w = 0; w < kLanes; ++w) {
+        const float scaled = xt[j][w] * factor[w];
+        v[j][w] = scaled != scaled ? 0 : int(round_even(scaled));  // NaN to 0, as round_to_int
+      }
+      sum2 += v[j] * v[j];
+    }
+    for (uint32_t w = 0; w < kLanes; ++w) nq[w] = sqrtf(float(uint32_t(sum2[w])));
+    rotate_lanes(plan, v, false);
+    float coef[4][kLanes];
+    for (uint32_t w = 0; w < kLanes; ++w) {
+      const PolynomialCoder coder(plan.book, nq[w]);
+      for (int i = 0; i < 4; ++i) coef[i][w] = coder.c[i];
+    }
+    for (uint32_t j = 0; j < kDim; ++j)
+      for (uint32_t w = 0; w < kLanes; ++w) v[j][w] = int(PolynomialCoder::code(v[j][w], coef[0][w], coef[1][w], coef[2][w], coef[3][w]));
+    for (uint32_t w = 0; w < lanes; ++w) {
+      norms[v0 + w] = factor[w] == 0.f ? 0.f : nq[w] / factor[w];
+      uint8_t* out = codes + (v0 + w) * code_stride;
+      for (uint32_t j = 0; j < kCodeBytes; ++j) out[j] = uint8_t(v[2 * j][w] | v[2 * j + 1][w] << 4);
+    }
+  }
+}
+
+void dequantize_vectors(const Plan& plan, const uint8_t* codes, size_t code_stride, const float* norms, size_t n, float* x) {
+  alignas(32) Lanes v[kDim];
+  for (size_t v0 = 0; v0 < n; v0 += kLanes) {
+    const uint32_t lanes = uint32_t(std::min<size_t>(kLanes, n - v0));
+    for (uint32_t w = 0; w < kLanes; ++w) {
+      const uint8_t* in = codes + (v0 + std::min(w, lanes - 1)) * code_stride;  // idle lanes repeat the last vector
+      for (uint32_t j = 0; j < kDim; ++j) v[j][w] = plan.centroid[(in[j / 2] >> (4 * (j % 2))) & 0xF];
+    }
+    rotate_lanes(plan, v, true);
+    for (uint32_t w = 0; w < lanes; ++w) {
+      const float scale = std::ldexp(norms[v0 + w], -7 - kCentroidShift);
+      for (uint32_t i = 0; i < kDim; ++i) x[(v0 + w) * kDim + i] = float(v[i][w]) * scale;
+    }
+  }
 }
 
 const Plan& plan_for(uint64_t seed) {

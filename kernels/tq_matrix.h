@@ -54,14 +54,17 @@ struct PolynomialCoder {
     float power = s;
     for (int j = 0; j < 4; ++j, power *= s) c[j] = book.poly[j] * power;
   }
-  TQ_MATRIX_HD uint32_t operator()(int acc) const {
-    // exact as a float: |acc| <= 128 * 127 * 128 < 2^24
+  TQ_MATRIX_HD uint32_t operator()(int acc) const { return code(acc, c[0], c[1], c[2], c[3]); }
+  // The same from the coefficients apart, for loops over many vectors' coders side by side.
+  TQ_MATRIX_HD static uint32_t code(int acc, float c0, float c1, float c2, float c3) {
+    // exact as a float: |acc| <= 128 * 127 * 128 < 2^24; p is never NaN, so the min is fminf's
     const float a = static_cast<float>(acc), m = fabsf(a);
-    const float p = fminf(fmaf(a, fmaf(m, fmaf(m, fmaf(m, c[3], c[2]), c[1]), c[0]), 8.f), 15.5f);
+    float p = fmaf(a, fmaf(m, fmaf(m, fmaf(m, c3, c2), c1), c0), 8.f);
+    p = p < 15.5f ? p : 15.5f;
 #ifdef __CUDA_ARCH__
     return __float2uint_rd(p);
 #else
-    return p < 0.f ? 0u : static_cast<uint32_t>(floorf(p));
+    return static_cast<uint32_t>(p > 0.f ? p : 0.f);  // the conversion's saturation at 0; truncation is floor from there
 #endif
   }
 };
@@ -108,9 +111,10 @@ bool fit_polynomial(Codebook& book);
  * equal to the tensor cores' products. */
 void rotate(const Plan& plan, const int* in, int* out, bool inverse);
 
-/* One vector's codes (kCodeBytes) and norm; and back to floats. */
-void quantize_vector(const Plan& plan, const float* x, uint8_t* codes, float* norm);
-void dequantize_vector(const Plan& plan, const uint8_t* codes, float norm, float* x);
+/* The C++ reference's coding of n vectors (x: n x kDim floats, one after another): vector v's
+ * codes at codes + v * code_stride (kCodeBytes), its norm at norms[v]; and back to floats. */
+void quantize_vectors(const Plan& plan, const float* x, size_t n, uint8_t* codes, size_t code_stride, float* norms);
+void dequantize_vectors(const Plan& plan, const uint8_t* codes, size_t code_stride, const float* norms, size_t n, float* x);
 
 }  // namespace tq_matrix
 

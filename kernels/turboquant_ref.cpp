@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <vector>
 
 #include "tq_matrix.h"
 #include "turboquant.h"
@@ -261,33 +262,24 @@ struct Layout : tq_layout {
   explicit Layout(const sw_tq_params* p) { tq_make_layout(p, this); }
 };
 
-// Format 3's matrix kinds (tq_matrix.h), a token at a time.
+// Format 3's matrix kinds (tq_matrix.h): a group's tokens as floats, coded together.
 template <uint32_t DT> void quantize_matrix_group(const sw_tq_params* p, const uint8_t* src, uint8_t* rec, const tq_kind& k) {
-  const tq_matrix::Plan& plan = tq_matrix::plan_for(p->seed);
-  float x[tq_matrix::kDim];
-  for (uint32_t t = 0; t < p->tokens; ++t) {
-    for (uint32_t i = 0; i < tq_matrix::kDim; ++i) x[i] = load<DT>(src, static_cast<size_t>(t) * tq_matrix::kDim + i);
-    float norm;
-    tq_matrix::quantize_vector(plan, x, rec + k.codes_off + static_cast<size_t>(t) * k.token_bytes, &norm);
-    std::memcpy(rec + k.norms_off + t * 4, &norm, 4);
-  }
+  std::vector<float> x(static_cast<size_t>(p->tokens) * tq_matrix::kDim);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = load<DT>(src, i);
+  tq_matrix::quantize_vectors(tq_matrix::plan_for(p->seed), x.data(), p->tokens, rec + k.codes_off, k.token_bytes,
+                              reinterpret_cast<float*>(rec + k.norms_off));
 }
 
 template <uint32_t DT> void dequantize_matrix_group(const sw_tq_params* p, const uint8_t* rec, uint8_t* dst, const tq_kind& k) {
-  const tq_matrix::Plan& plan = tq_matrix::plan_for(p->seed);
-  float x[tq_matrix::kDim];
-  for (uint32_t t = 0; t < p->tokens; ++t) {
-    float norm;
-    std::memcpy(&norm, rec + k.norms_off + t * 4, 4);
-    tq_matrix::dequantize_vector(plan, rec + k.codes_off + static_cast<size_t>(t) * k.token_bytes, norm, x);
-    uint8_t* out = dst + static_cast<size_t>(t) * tq_matrix::kDim * dtype_bytes(DT);
-    for (uint32_t i = 0; i < tq_matrix::kDim; ++i) {
-      if constexpr (DT == SW_DTYPE_FP32) {
-        std::memcpy(out + 4 * i, &x[i], 4);
-      } else {
-        const uint16_t bits = narrow<DT>(x[i]);
-        std::memcpy(out + 2 * i, &bits, 2);
-      }
+  std::vector<float> x(static_cast<size_t>(p->tokens) * tq_matrix::kDim);
+  tq_matrix::dequantize_vectors(tq_matrix::plan_for(p->seed), rec + k.codes_off, k.token_bytes,
+                                reinterpret_cast<const float*>(rec + k.norms_off), p->tokens, x.data());
+  for (size_t i = 0; i < x.size(); ++i) {
+    if constexpr (DT == SW_DTYPE_FP32) {
+      std::memcpy(dst + 4 * i, &x[i], 4);
+    } else {
+      const uint16_t bits = narrow<DT>(x[i]);
+      std::memcpy(dst + 2 * i, &bits, 2);
     }
   }
 }

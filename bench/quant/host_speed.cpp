@@ -53,9 +53,15 @@ int main(int argc, char** argv) {
               cores, cores);
   std::printf("|---|---|---|---|---|---|\n");
   bool first = true;
+  struct Case {
+    uint32_t variant, bx2, version;  // version 0: this build's format
+  };
+  std::vector<Case> cases;
   for (uint32_t variant : {SW_TQ_MSE, SW_TQ_PROD})
-    for (uint32_t bx2 : {8u, 7u, 5u, 4u}) {
-      sw_tq_params p = bench::params(32, 8, 128, 16, SW_DTYPE_BF16, bx2, bx2, variant, 1);
+    for (uint32_t bx2 : {8u, 7u, 5u, 4u}) cases.push_back({variant, bx2, 0});
+  cases.insert(cases.begin() + 1, {SW_TQ_MSE, 8, 2});  // format 2's coding of the heads format 3 takes to its matrix
+  for (const auto& [variant, bx2, version] : cases) {
+      sw_tq_params p = bench::params(32, 8, 128, 16, SW_DTYPE_BF16, bx2, bx2, variant, 1, version);
       bench::Rng rng(bx2);
       std::vector<float> x(sw_tq_raw_bytes(&p) / 2 * blocks);
       for (auto& v : x) v = static_cast<float>(rng.normal());
@@ -64,12 +70,13 @@ int main(int argc, char** argv) {
       double q1 = run(p, 1, blocks, true, raw, q), d1 = run(p, 1, blocks, false, raw, q);
       double qn = run(p, cores, blocks, true, raw, q), dn = run(p, cores, blocks, false, raw, q);
       const char* vname = variant ? "prod" : "mse";
-      std::printf("| %.1f | %s | %.2f | %.2f | %.2f | %.2f |\n", bx2 / 2.0, vname, q1, d1, qn, dn);
+      const uint32_t format = version ? version : SW_TQ_FORMAT_VERSION;
+      std::printf("| %.1f | %s, format %u | %.2f | %.2f | %.2f | %.2f |\n", bx2 / 2.0, vname, format, q1, d1, qn, dn);
       if (json)
         std::fprintf(json,
-                     "%s    {\"bits\": %.1f, \"variant\": \"%s\", \"quantize_gbs_1\": %.3f, \"dequantize_gbs_1\": %.3f, "
+                     "%s    {\"bits\": %.1f, \"variant\": \"%s\", \"format\": %u, \"quantize_gbs_1\": %.3f, \"dequantize_gbs_1\": %.3f, "
                      "\"quantize_gbs_all\": %.3f, \"dequantize_gbs_all\": %.3f}",
-                     first ? "" : ",\n", bx2 / 2.0, vname, q1, d1, qn, dn);
+                     first ? "" : ",\n", bx2 / 2.0, vname, format, q1, d1, qn, dn);
       first = false;
     }
   if (json) {
