@@ -281,8 +281,53 @@ __host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const void* raw,
       reinterpret_cast<uint2*>(codes + (i * kTileVectors + 2 * c + v) * kCodeBytes)[g] = make_uint2(nibbles[i][v][0], nibbles[i][v][1]);
 }
 
+// Byte permute (prmt.b32 with selectors of 0-7): output byte i is byte (s >> 4i) & 7 of the
+// eight bytes x (bytes 0-3) and y (bytes 4-7).
+__host__ __device__ inline uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+#ifdef __CUDA_ARCH__
+  return __byte_perm(x, y, s);
+#else
+  const uint64_t bytes = static_cast<uint64_t>(y) << 32 | x;
+  uint32_t out = 0;
+  for (int i = 0; i < 4; ++i) out |= static_cast<uint32_t>((bytes >> (8 * ((s >> (4 * i)) & 7))) & 0xFF) << (8 * i);
+  return out;
+#endif
+}
+
+// The centroids as byte tables: [half][word] holds codes 8 half + 4 word .. + 3, a byte each
+// (half 0 the values below zero, 1 the rest); hi their high bytes (8-bit: their only bytes), lo
+// their low bytes. Fragment register f takes codes 4f .. 4f + 3, one 16-bit run of nibbles;
+// each code's low 3 bits pick a byte of each half's table, and its top bit which of the two.
+// Where the format's dequantize looks centroids up (measured against CentroidList below in the
+// probe: docs/QUANTIZATION.md).
+template <int kOperandBytes> struct CentroidTable {
+  uint32_t hi[2][2], lo[2][2];
+  __host__ __device__ explicit CentroidTable(const int* centroid) : hi{}, lo{} {
+    for (int half = 0; half < 2; ++half)
+      for (int m = 0; m < 8; ++m) {
+        const int v = centroid[8 * half + m];
+        hi[half][m / 4] |= static_cast<uint32_t>((kOperandBytes == 2 ? v >> 8 : v) & 0xFF) << (8 * (m % 4));
+        if (kOperandBytes == 2) lo[half][m / 4] |= static_cast<uint32_t>(v & 0xFF) << (8 * (m % 4));
+      }
+  }
+  __host__ __device__ static uint32_t lookup4(const uint32_t (&table)[2][2], uint32_t magnitudes, uint32_t pick) {
+    return byte_perm(byte_perm(table[0][0], table[0][1], magnitudes), byte_perm(table[1][0], table[1][1], magnitudes), pick);
+  }
+  template <int kBytes> __host__ __device__ TileBytes bytes(const uint32_t (&nib)[4]) const {
+    static_assert(kBytes == kOperandBytes, "a table is made for one operand width");
+    TileBytes b;
+    for (int f = 0; f < 8; ++f) {
+      const uint32_t run = nib[f / 2] >> (16 * (f % 2));
+      const uint32_t magnitudes = run & 0x7777u, pick = ((run >> 1) & 0x4444u) | 0x3210u;
+      b.hi[f] = lookup4(hi, magnitudes, pick);
+      b.lo[f] = kBytes == 2 ? lookup4(lo, magnitudes, pick) : 0;
+    }
+    return b;
+  }
+};
+
 // The 16 codes' centroids as integers (centroid * 2^centroid_shift(kBytes), code order), one
-// load a code: where dequantize looks them up (the probe has a second way, in registers).
+// load a code: the probe's other way to look them up.
 struct CentroidList {
   const int* centroid;
   // This lane's B fragments of a tile's codes (nib: coordinates 32c .. 32c + 31 of vector g, a nibble each).
@@ -306,7 +351,7 @@ template <uint32_t DT> __host__ __device__ inline void store_pairs(void* dst, co
 
 // Dequantizes kTiles consecutive tiles of 8 vectors, as lane `lane` of the warp.
 //   codes, norms: as quantize_tiles writes them; a_frags: M^T's A fragments; raw: 128 values a
-//   vector; centroids: anything with bytes<kBytes>(nibbles), as CentroidList.
+//   vector; centroids: anything with bytes<kBytes>(nibbles), as CentroidTable or CentroidList.
 #pragma nv_exec_check_disable
 template <uint32_t DT, int kBytes, int kTiles, typename W, typename Centroids>
 __host__ __device__ void dequantize_tiles(W& warp, uint32_t lane, const uint8_t* codes, const float* norms, const uint4* a_frags,

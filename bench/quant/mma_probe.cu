@@ -318,7 +318,7 @@ int emulate(const Models& models, size_t vectors) {
 }
 
 // Format 3's own tile code as its kernels run it (kernels/turboquant_matrix.cu: 8-bit operands,
-// the polynomial, two tiles a run) against the C++ reference's blocks (sw_tq_quantize_groups,
+// the polynomial, two tiles a run, centroids from byte tables) against the C++ reference's blocks (sw_tq_quantize_groups,
 // sw_tq_dequantize_groups), in one dtype: records of one layer of 16-token groups, compared
 // byte for byte. Returns the groups whose records differ and the vectors whose values do.
 template <uint32_t DT> std::pair<size_t, size_t> format_differing(const std::vector<uint16_t>& bf16, size_t groups) {
@@ -352,7 +352,7 @@ template <uint32_t DT> std::pair<size_t, size_t> format_differing(const std::vec
         quantize_tiles<DT, 1, PolynomialCoder, 2>(warp, lane, &raw[first], reinterpret_cast<const uint4*>(fwd.data()), &got[rec + k.codes_off],
                                                   reinterpret_cast<float*>(&got[rec + k.norms_off]), plan.book);
         dequantize_tiles<DT, 1, 2>(warp, lane, &want[rec + k.codes_off], reinterpret_cast<const float*>(&want[rec + k.norms_off]),
-                                   reinterpret_cast<const uint4*>(inv.data()), &back[first], CentroidList{plan.centroid});
+                                   reinterpret_cast<const uint4*>(inv.data()), &back[first], CentroidTable<1>(plan.centroid));
       }
     });
   for (auto& t : lanes) t.join();
