@@ -16,19 +16,29 @@
 namespace tq_matrix {
 namespace {
 
-void flip(const uint32_t* signs, int* v) {
+// The transforms on one vector (T = int) or on kLanes vectors side by side (T = Lanes, below).
+template <typename T> void flip(const uint32_t* signs, T* v) {
   for (uint32_t j = 0; j < kDim; ++j)
     if ((signs[j / 32] >> (j % 32)) & 1u) v[j] = -v[j];
 }
 
 // Unnormalized, in integers: exact.
-void fwht(int* v) {
+template <typename T> void fwht(T* v) {
   for (uint32_t h = 1; h < kDim; h *= 2)
     for (uint32_t i = 0; i < kDim; i += 2 * h)
       for (uint32_t j = i; j < i + h; ++j) {
-        const int a = v[j], b = v[j + h];
+        const T a = v[j], b = v[j + h];
         v[j] = a + b, v[j + h] = a - b;
       }
+}
+
+// v = M v (forward) or M^T v (inverse), exactly: equal to the tensor cores' products.
+template <typename T> void rotate(const Plan& plan, T* v, bool inverse) {
+  if (!inverse) flip(plan.signs[0], v);
+  fwht(v);
+  flip(plan.signs[1], v);
+  fwht(v);
+  if (inverse) flip(plan.signs[0], v);
 }
 
 // The sign diagonals of a candidate seed: the first two rounds' streams of format 2's rotation.
@@ -95,9 +105,9 @@ std::unique_ptr<Plan> make_plan(uint64_t configured) {
     candidate_signs(plan.seed, plan.signs);
     bool fits = true;
     for (uint32_t k = 0; k < kDim; ++k) {
-      int e[kDim] = {}, column[kDim];
-      e[k] = 1;
-      rotate(plan, e, column, false);
+      int column[kDim] = {};
+      column[k] = 1;
+      rotate(plan, column, false);
       for (uint32_t j = 0; j < kDim; ++j) {
         fits = fits && std::abs(column[j]) <= 127;
         plan.matrix[j][k] = int8_t(column[j]);
@@ -141,44 +151,12 @@ bool fit_polynomial(Codebook& book) {
   return true;
 }
 
-void rotate(const Plan& plan, const int* in, int* out, bool inverse) {
-  std::memcpy(out, in, kDim * sizeof *out);
-  if (!inverse) flip(plan.signs[0], out);
-  fwht(out);
-  flip(plan.signs[1], out);
-  fwht(out);
-  if (inverse) flip(plan.signs[0], out);
-}
-
 namespace {
 
 // kLanes vectors side by side, coordinate-major, so that every loop over them is a loop over
 // one AVX2 register's lanes (the transforms, the fixed point, the coder) and vectorizes.
 constexpr uint32_t kLanes = 8;
 typedef int32_t Lanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
-
-void flip_lanes(const uint32_t* signs, Lanes* v) {
-  for (uint32_t j = 0; j < kDim; ++j)
-    if ((signs[j / 32] >> (j % 32)) & 1u) v[j] = -v[j];
-}
-
-void fwht_lanes(Lanes* v) {
-  for (uint32_t h = 1; h < kDim; h *= 2)
-    for (uint32_t i = 0; i < kDim; i += 2 * h)
-      for (uint32_t j = i; j < i + h; ++j) {
-        const Lanes a = v[j], b = v[j + h];
-        v[j] = a + b, v[j + h] = a - b;
-      }
-}
-
-// rotate() on kLanes vectors at once.
-void rotate_lanes(const Plan& plan, Lanes* v, bool inverse) {
-  if (!inverse) flip_lanes(plan.signs[0], v);
-  fwht_lanes(v);
-  flip_lanes(plan.signs[1], v);
-  fwht_lanes(v);
-  if (inverse) flip_lanes(plan.signs[0], v);
-}
 
 // Round to nearest even, as round_to_int, for |x| < 2^22: adding and taking off 1.5 * 2^23 leaves
 // x rounded in the float's last place (IEEE arithmetic keeps both steps), a branch-free form
@@ -209,7 +187,7 @@ void quantize_vectors(const Plan& plan, const float* x, size_t n, uint8_t* codes
       sum2 += v[j] * v[j];
     }
     for (uint32_t w = 0; w < kLanes; ++w) nq[w] = sqrtf(float(uint32_t(sum2[w])));
-    rotate_lanes(plan, v, false);
+    rotate(plan, v, false);
     float coef[4][kLanes];
     for (uint32_t w = 0; w < kLanes; ++w) {
       const PolynomialCoder coder(plan.book, nq[w]);
@@ -233,7 +211,7 @@ void dequantize_vectors(const Plan& plan, const uint8_t* codes, size_t code_stri
       const uint8_t* in = codes + (v0 + std::min(w, lanes - 1)) * code_stride;  // idle lanes repeat the last vector
       for (uint32_t j = 0; j < kDim; ++j) v[j][w] = plan.centroid[(in[j / 2] >> (4 * (j % 2))) & 0xF];
     }
-    rotate_lanes(plan, v, true);
+    rotate(plan, v, true);
     for (uint32_t w = 0; w < lanes; ++w) {
       const float scale = std::ldexp(norms[v0 + w], -7 - kCentroidShift);
       for (uint32_t i = 0; i < kDim; ++i) x[(v0 + w) * kDim + i] = float(v[i][w]) * scale;

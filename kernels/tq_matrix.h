@@ -107,11 +107,8 @@ const Plan& plan_for(uint64_t seed);
  * and codes every boundary's neighbourhood as the boundary does. */
 bool fit_polynomial(Codebook& book);
 
-/* acc = M q (forward) or M^T c (inverse) by two integer Walsh-Hadamard transforms: exact, so
- * equal to the tensor cores' products. */
-void rotate(const Plan& plan, const int* in, int* out, bool inverse);
-
-/* The C++ reference's coding of n vectors (x: n x kDim floats, one after another): vector v's
+/* The C++ reference's coding of n vectors (x: n x kDim floats, one after another), its products
+ * M q and M^T c by two integer Walsh-Hadamard transforms (exact, so the tensor cores' too): vector v's
  * codes at codes + v * code_stride (kCodeBytes), its norm at norms[v]; and back to floats. */
 void quantize_vectors(const Plan& plan, const float* x, size_t n, uint8_t* codes, size_t code_stride, float* norms);
 void dequantize_vectors(const Plan& plan, const uint8_t* codes, size_t code_stride, const float* norms, size_t n, float* x);
