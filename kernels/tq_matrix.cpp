@@ -1,5 +1,5 @@
 // Format 3's matrix kinds on the host (tq_matrix.h): the screened plan of a seed, and the C++
-// reference's coding of one vector, by integer Walsh-Hadamard transforms where the CUDA kernels
+// reference's coding of vectors, by integer Walsh-Hadamard transforms where the CUDA kernels
 // multiply by the same integer matrix.
 #include "tq_matrix.h"
 

@@ -1,4 +1,4 @@
-/* Format 3's matrix kinds (docs/QUANTIZATION.md, "Format 3"): 4-bit MSE codes of head_dim-128
+/* Format 3's matrix kinds (docs/QUANTIZATION.md, "Quantized block format, version 3"): 4-bit MSE codes of head_dim-128
  * vectors through two randomized Hadamard rounds taken as one integer matrix on 8-bit operands,
  * so that the CUDA kernels rotate on the tensor cores (turboquant_matrix.cu, tq_matrix_tile.cuh)
  * and still write the C++ reference's bytes: integer products are exact in any order. Per vector:

@@ -298,8 +298,8 @@ __host__ __device__ inline uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s
 // (half 0 the values below zero, 1 the rest); hi their high bytes (8-bit: their only bytes), lo
 // their low bytes. Fragment register f takes codes 4f .. 4f + 3, one 16-bit run of nibbles;
 // each code's low 3 bits pick a byte of each half's table, and its top bit which of the two.
-// Where the format's dequantize looks centroids up (measured against CentroidList below in the
-// probe: docs/QUANTIZATION.md).
+// Where the format's dequantize looks centroids up (measured against one shared-memory load a
+// code in the probe: docs/QUANTIZATION.md).
 template <int kOperandBytes> struct CentroidTable {
   uint32_t hi[2][2], lo[2][2];
   __host__ __device__ explicit CentroidTable(const int* centroid) : hi{}, lo{} {
@@ -326,18 +326,6 @@ template <int kOperandBytes> struct CentroidTable {
   }
 };
 
-// The 16 codes' centroids as integers (centroid * 2^centroid_shift(kBytes), code order), one
-// load a code: the probe's other way to look them up.
-struct CentroidList {
-  const int* centroid;
-  // This lane's B fragments of a tile's codes (nib: coordinates 32c .. 32c + 31 of vector g, a nibble each).
-  template <int kBytes> __host__ __device__ TileBytes bytes(const uint32_t (&nib)[4]) const {
-    int value[32];
-    for (int j = 0; j < 32; ++j) value[j] = centroid[(nib[j / 8] >> (4 * (j % 8))) & 0xF];
-    return split_bytes<kBytes>(value);
-  }
-};
-
 // Writes 16 consecutive channels, as pairs.
 template <uint32_t DT> __host__ __device__ inline void store_pairs(void* dst, const typename Element<DT>::Pair (&p)[8]) {
   uint4* out = static_cast<uint4*>(dst);
@@ -351,7 +339,7 @@ template <uint32_t DT> __host__ __device__ inline void store_pairs(void* dst, co
 
 // Dequantizes kTiles consecutive tiles of 8 vectors, as lane `lane` of the warp.
 //   codes, norms: as quantize_tiles writes them; a_frags: M^T's A fragments; raw: 128 values a
-//   vector; centroids: anything with bytes<kBytes>(nibbles), as CentroidTable or CentroidList.
+//   vector; centroids: anything with bytes<kBytes>(nibbles), as CentroidTable.
 #pragma nv_exec_check_disable
 template <uint32_t DT, int kBytes, int kTiles, typename W, typename Centroids>
 __host__ __device__ void dequantize_tiles(W& warp, uint32_t lane, const uint8_t* codes, const float* norms, const uint4* a_frags,

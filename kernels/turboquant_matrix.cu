@@ -29,7 +29,10 @@ __global__ void __launch_bounds__(kMatrixThreads) matrix_kernel_of(const __grid_
   constexpr uint32_t kRunVectors = kTiles * kTileVectors;
   // an item's blocks' slots, loaded an item ahead so that their latency is not the inputs'
   uint32_t item = blockIdx.x * kMatrixWarps + threadIdx.x / 32, raw_slot = 0, q_slot = 0;
-  if (item < m.items) raw_slot = a.raw_slots[m.items_per_block.div(item)], q_slot = a.q_slots[m.items_per_block.div(item)];
+  if (item < m.items) {
+    const uint32_t first_block = m.items_per_block.div(item);
+    raw_slot = a.raw_slots[first_block], q_slot = a.q_slots[first_block];
+  }
   for (; item < m.items; item += step) {
     const uint32_t block = m.items_per_block.div(item), rest = item - block * m.items_per_block.d;
     const uint32_t g = m.runs_per_group.div(rest), run = rest - g * m.runs_per_group.d;

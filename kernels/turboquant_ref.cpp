@@ -262,19 +262,18 @@ struct Layout : tq_layout {
   explicit Layout(const sw_tq_params* p) { tq_make_layout(p, this); }
 };
 
-// Format 3's matrix kinds (tq_matrix.h): a group's tokens as floats, coded together.
-template <uint32_t DT> void quantize_matrix_group(const sw_tq_params* p, const uint8_t* src, uint8_t* rec, const tq_kind& k) {
-  std::vector<float> x(static_cast<size_t>(p->tokens) * tq_matrix::kDim);
-  for (size_t i = 0; i < x.size(); ++i) x[i] = load<DT>(src, i);
-  tq_matrix::quantize_vectors(tq_matrix::plan_for(p->seed), x.data(), p->tokens, rec + k.codes_off, k.token_bytes,
-                              reinterpret_cast<float*>(rec + k.norms_off));
+// Format 3's matrix kinds (tq_matrix.h): a group's tokens as floats in x (tokens x kDim), coded
+// together with the seed's plan.
+template <uint32_t DT>
+void quantize_matrix_group(const tq_matrix::Plan& plan, uint32_t tokens, const uint8_t* src, uint8_t* rec, const tq_kind& k, float* x) {
+  for (size_t i = 0; i < static_cast<size_t>(tokens) * tq_matrix::kDim; ++i) x[i] = load<DT>(src, i);
+  tq_matrix::quantize_vectors(plan, x, tokens, rec + k.codes_off, k.token_bytes, reinterpret_cast<float*>(rec + k.norms_off));
 }
 
-template <uint32_t DT> void dequantize_matrix_group(const sw_tq_params* p, const uint8_t* rec, uint8_t* dst, const tq_kind& k) {
-  std::vector<float> x(static_cast<size_t>(p->tokens) * tq_matrix::kDim);
-  tq_matrix::dequantize_vectors(tq_matrix::plan_for(p->seed), rec + k.codes_off, k.token_bytes,
-                                reinterpret_cast<const float*>(rec + k.norms_off), p->tokens, x.data());
-  for (size_t i = 0; i < x.size(); ++i) {
+template <uint32_t DT>
+void dequantize_matrix_group(const tq_matrix::Plan& plan, uint32_t tokens, const uint8_t* rec, uint8_t* dst, const tq_kind& k, float* x) {
+  tq_matrix::dequantize_vectors(plan, rec + k.codes_off, k.token_bytes, reinterpret_cast<const float*>(rec + k.norms_off), tokens, x);
+  for (size_t i = 0; i < static_cast<size_t>(tokens) * tq_matrix::kDim; ++i) {
     if constexpr (DT == SW_DTYPE_FP32) {
       std::memcpy(dst + 4 * i, &x[i], 4);
     } else {
@@ -284,6 +283,18 @@ template <uint32_t DT> void dequantize_matrix_group(const sw_tq_params* p, const
   }
 }
 
+// What a call codes format 3's matrix kinds with, made once per call (the plan's lookup takes a
+// lock): the seed's plan and a group's floats, where the layout has matrix kinds.
+struct MatrixScratch {
+  const tq_matrix::Plan* plan = nullptr;
+  std::vector<float> x;
+  MatrixScratch(const sw_tq_params* p, const tq_layout& layout) {
+    for (const tq_kind& k : layout.kind)
+      if (k.matrix && !plan) plan = &tq_matrix::plan_for(p->seed);
+    if (plan) x.resize(static_cast<size_t>(p->tokens) * tq_matrix::kDim);
+  }
+};
+
 template <uint32_t DT>
 void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint32_t first, uint32_t n) {
   const Layout layout(p);
@@ -291,13 +302,14 @@ void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint
   const size_t group_raw = static_cast<size_t>(T) * D * dtype_bytes(DT);
   Batch b;
   uint16_t idx[2][TQ_MAX_DIM / 2];
+  MatrixScratch matrix(p, layout);
   for (uint32_t g = first; g < first + n; ++g) {
     const tq_kind& k = *tq_group_kind(p, &layout, g);
     const uint8_t* src = raw + g * group_raw;
     uint8_t* rec = q + tq_record_offset(p, &layout, g);
     std::memset(rec, 0, k.record_bytes);  // padding is zero
     if (k.matrix) {
-      quantize_matrix_group<DT>(p, src, rec, k);
+      quantize_matrix_group<DT>(*matrix.plan, T, src, rec, k, matrix.x.data());
       continue;
     }
     if (k.fractional) {
@@ -335,12 +347,13 @@ void dequantize_groups(const sw_tq_params* p, const uint8_t* q, uint8_t* raw, ui
   const size_t group_raw = static_cast<size_t>(T) * D * dtype_bytes(DT);
   Batch b;
   uint16_t idx[2][TQ_MAX_DIM / 2];
+  MatrixScratch matrix(p, layout);
   for (uint32_t g = first; g < first + n; ++g) {
     const tq_kind& k = *tq_group_kind(p, &layout, g);
     uint8_t* dst = raw + g * group_raw;
     const uint8_t* rec = q + tq_record_offset(p, &layout, g);
     if (k.matrix) {
-      dequantize_matrix_group<DT>(p, rec, dst, k);
+      dequantize_matrix_group<DT>(*matrix.plan, T, rec, dst, k, matrix.x.data());
       continue;
     }
     if (k.fractional) split_channels(rec, D, idx);

@@ -48,6 +48,18 @@ template <Coding kCoding> using CoderOf = std::conditional_t<kCoding == Coding::
 // the format's way).
 enum class Lookup { kShared, kRegisters };
 
+// The 16 codes' centroids as integers (centroid * 2^centroid_shift(kBytes), code order), one
+// load a code from shared memory.
+struct CentroidList {
+  const int* centroid;
+  // This lane's B fragments of a tile's codes (nib: coordinates 32c .. 32c + 31 of vector g, a nibble each).
+  template <int kBytes> __host__ __device__ TileBytes bytes(const uint32_t (&nib)[4]) const {
+    int value[32];
+    for (int j = 0; j < 32; ++j) value[j] = centroid[(nib[j / 8] >> (4 * (j % 8))) & 0xF];
+    return split_bytes<kBytes>(value);
+  }
+};
+
 // What dequantize_tiles looks centroids up in, from the 16 codes' centroids as integers.
 template <int kBytes, Lookup kLookup> __host__ __device__ inline auto centroid_source(const int* centroid) {
   if constexpr (kLookup == Lookup::kShared) return CentroidList{centroid};
