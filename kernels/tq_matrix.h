@@ -42,38 +42,10 @@ struct Codebook {
   float poly[4];
 };
 
-/* Conversions between floats and small integers. The GPU's own (I2F, F2I) issue at an eighth of
- * the rate of its float arithmetic, and quantize would spend most of its time in them, so the
- * kernels go through a float's mantissa instead: at 1.5 * 2^23 (2^23 for floor) the float's last
- * place is 1, and an integer below 2^22 in magnitude sits in its low bits. The C++ reference
- * converts directly; the results are the same numbers. */
-constexpr uint32_t kMagicBits = 0x4B400000u;  // 1.5 * 2^23
-constexpr float kMagic = 12582912.f;
-/* (float) v, for |v| < 2^22 */
-TQ_MATRIX_HD inline float small_int_to_float(int v) {
-#ifdef __CUDA_ARCH__
-  return __fsub_rn(__int_as_float(static_cast<int>(kMagicBits) + v), kMagic);
-#else
-  return static_cast<float>(v);
-#endif
-}
-/* x rounded to the nearest integer, ties to even, for |x| < 2^22; NaN to 0, as the GPU's conversion */
-TQ_MATRIX_HD inline int round_to_int(float x) {
-#ifdef __CUDA_ARCH__
-  const int v = __float_as_int(__fadd_rn(x, kMagic)) - static_cast<int>(kMagicBits);  // __fadd_rn: never fused with x's product
-  return x != x ? 0 : v;
-#else
-  return x != x ? 0 : static_cast<int>(nearbyintf(x));
-#endif
-}
-#ifdef __CUDA_ARCH__
-/* floor(x) for 0 <= x < 2^23: added to 2^23 rounding down, x's integer part is the low bits */
-__device__ inline uint32_t small_floor(float x) { return __float_as_uint(__fadd_rd(x, 8388608.f)) - 0x4B000000u; }
-#endif
-
 /* One vector's coder from its integer norm nq: the polynomial in acc's units (coefficient j
  * times s^(j+1), s = 1 / (128 nq)), so that no value is scaled. Its odd extension plus 8 has
- * the offset-binary code as its floor, held to 0..15 by one min and one max. Explicit fmaf on both sides: the GPU and the C++ reference round alike. */
+ * the offset-binary code as its floor, held to 0..15 by one min and the conversion's saturation
+ * at 0. Explicit fmaf on both sides: the GPU and the C++ reference round alike. */
 struct PolynomialCoder {
   float c[4];
   PolynomialCoder() = default;
@@ -84,17 +56,15 @@ struct PolynomialCoder {
   }
   TQ_MATRIX_HD uint32_t operator()(int acc) const { return code(acc, c[0], c[1], c[2], c[3]); }
   // The same from the coefficients apart, for loops over many vectors' coders side by side.
-  // acc from 8-bit operands: |acc| <= 128 * 127 * 127 < 2^21.
-  TQ_MATRIX_HD static uint32_t code(int acc, float c0, float c1, float c2, float c3) { return code_of(small_int_to_float(acc), c0, c1, c2, c3); }
-  // a: acc as a float. p is never NaN, so the min is fminf's.
-  TQ_MATRIX_HD static uint32_t code_of(float a, float c0, float c1, float c2, float c3) {
-    const float m = fabsf(a);
+  TQ_MATRIX_HD static uint32_t code(int acc, float c0, float c1, float c2, float c3) {
+    // exact as a float: |acc| <= 128 * 127 * 128 < 2^24; p is never NaN, so the min is fminf's
+    const float a = static_cast<float>(acc), m = fabsf(a);
     float p = fmaf(a, fmaf(m, fmaf(m, fmaf(m, c3, c2), c1), c0), 8.f);
     p = p < 15.5f ? p : 15.5f;
 #ifdef __CUDA_ARCH__
-    return small_floor(p > 0.f ? p : 0.f);
+    return __float2uint_rd(p);
 #else
-    return static_cast<uint32_t>(p > 0.f ? p : 0.f);  // truncation is floor from 0 up
+    return static_cast<uint32_t>(p > 0.f ? p : 0.f);  // the conversion's saturation at 0; truncation is floor from there
 #endif
   }
 };
@@ -106,6 +76,14 @@ TQ_MATRIX_HD inline float input_factor(float top) {
   memcpy(&bits, &top, 4);
   const int e = top == 0.f ? -127 : static_cast<int>((bits >> 23) & 0xFF) - 126;  // ilogb + 1 for normal floats
   return e < kMinExponent || e > 128 ? 0.f : 127.f / top;
+}
+
+TQ_MATRIX_HD inline int round_to_int(float x) {
+#ifdef __CUDA_ARCH__
+  return __float2int_rn(x);
+#else
+  return x != x ? 0 : static_cast<int>(nearbyintf(x));  // NaN to 0, as the GPU's conversion
+#endif
 }
 
 /* What a format's matrix kinds are coded with, made once per seed on the host (tq_matrix.cpp). */

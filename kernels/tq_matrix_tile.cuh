@@ -243,12 +243,6 @@ template <uint32_t DT, int kBytes, typename W> __host__ __device__ FixedPoint to
   return fp;
 }
 
-// An accumulator as a float: 8-bit operands' are below 2^21 in magnitude (tq_matrix.h's
-// conversion), 16-bit ones' up to 2^29 (the GPU's own, rounding as the C++ conversion).
-template <int kBytes> __host__ __device__ inline float accumulator_to_float(int acc) {
-  return kBytes == 1 ? small_int_to_float(acc) : static_cast<float>(acc);
-}
-
 // Quantizes kTiles consecutive tiles of 8 vectors, as lane `lane` of the warp.
 //   raw: the tiles' 8 kTiles x 128 values; a_frags: M's A fragments; codes: kCodeBytes a vector;
 //   norms: one a vector; Coder(book, nq): a vector's coder (PolynomialCoder in the format).
@@ -365,7 +359,7 @@ __host__ __device__ void dequantize_tiles(W& warp, uint32_t lane, const uint8_t*
   Pair out[kTiles][2][8];  // [tile][vector][m-tile]: channels 16g + 2mt and 16g + 2mt + 1
   products<kBytes>(warp, a_frags, lane, bytes, [&](int mt, int i, const int (&acc)[4]) {
     for (int v = 0; v < 2; ++v)
-      out[i][v][mt] = Element<DT>::pair(accumulator_to_float<kBytes>(acc[v]) * scale[i][v], accumulator_to_float<kBytes>(acc[v + 2]) * scale[i][v]);
+      out[i][v][mt] = Element<DT>::pair(static_cast<float>(acc[v]) * scale[i][v], static_cast<float>(acc[v + 2]) * scale[i][v]);
   });
   #pragma unroll
   for (int i = 0; i < kTiles; ++i)

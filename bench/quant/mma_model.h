@@ -65,7 +65,7 @@ struct Model {
     }
     const float nq = std::sqrt(static_cast<float>(sum2));
     *norm = bytes == 2 ? std::ldexp(nq, e - 15) : nq / factor;
-    const CoderOf<kCoding, 2> coder(book, nq);  // on the CPU the wide coder converts as the narrow one
+    const CoderOf<kCoding> coder(book, nq);
     for (uint32_t r = 0; r < kDim; ++r) {
       int64_t acc = 0;
       for (uint32_t k = 0; k < kDim; ++k) acc += static_cast<int64_t>(forward[r * kDim + k]) * q[k];

@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_mma(const uint16_t* __re
   DeviceWarp warp;
   const uint32_t lane = threadIdx.x % 32;
   for_each_group<kTiles>(vectors, [&](size_t v0) {
-    quantize_tiles<SW_DTYPE_BF16, kBytes, CoderOf<kCoding, kBytes>, kTiles>(warp, lane, raw + v0 * kDim, a_smem, codes + v0 * kCodeBytes, norms + v0, kCodebook);
+    quantize_tiles<SW_DTYPE_BF16, kBytes, CoderOf<kCoding>, kTiles>(warp, lane, raw + v0 * kDim, a_smem, codes + v0 * kCodeBytes, norms + v0, kCodebook);
   });
 }
 
@@ -171,7 +171,7 @@ struct DequantizeWay {
   DequantizeGroup emulated;
 };
 template <int kBytes, Coding kCoding, int kTiles> QuantizeWay quantize_way() {
-  return {kCoding, kBytes, kTiles, quantize_mma<kBytes, kCoding, kTiles>, quantize_tiles<SW_DTYPE_BF16, kBytes, CoderOf<kCoding, kBytes>, kTiles, EmulatedWarp>};
+  return {kCoding, kBytes, kTiles, quantize_mma<kBytes, kCoding, kTiles>, quantize_tiles<SW_DTYPE_BF16, kBytes, CoderOf<kCoding>, kTiles, EmulatedWarp>};
 }
 template <int kBytes, int kTiles, Lookup kLookup> constexpr DequantizeWay dequantize_way() {
   return {kBytes, kTiles, kLookup == Lookup::kShared ? "shared memory" : "registers", dequantize_mma<kBytes, kTiles, kLookup>,

@@ -41,15 +41,7 @@ template <Coding kCoding> struct ThresholdCoder {
     return (four ? 4u : 0u) + (two ? 2u : 0u) + (mag > last ? 1u : 0u);
   }
 };
-// The polynomial on 16-bit operands' accumulators, up to 2^29 in magnitude: through the GPU's own
-// conversion, which rounds as the C++ one (the format's coder takes 8-bit ones, below 2^21).
-struct WidePolynomialCoder : PolynomialCoder {
-  using PolynomialCoder::PolynomialCoder;
-  __host__ __device__ uint32_t operator()(int acc) const { return code_of(static_cast<float>(acc), c[0], c[1], c[2], c[3]); }
-};
-template <Coding kCoding, int kBytes>
-using CoderOf = std::conditional_t<kCoding != Coding::kPolynomial, ThresholdCoder<kCoding>,
-                                   std::conditional_t<kBytes == 2, WidePolynomialCoder, PolynomialCoder>>;
+template <Coding kCoding> using CoderOf = std::conditional_t<kCoding == Coding::kPolynomial, PolynomialCoder, ThresholdCoder<kCoding>>;
 
 // Where dequantize finds a code's centroid: kShared, the 16 integers in shared memory, one load
 // a code (CentroidList); kRegisters, byte tables in registers, four codes a lookup (CentroidTable,
