@@ -133,10 +133,8 @@ const void* general_kernel(bool quant);
 const void* fast_kernel_mse(uint32_t dtype, bool quant, bool frac, uint32_t mse_bits);
 const void* fast_kernel_prod(uint32_t dtype, bool quant, bool frac, uint32_t mse_bits);
 
-// The matrix kernel, (MatrixArgs) over kMatrixThreads threads, for any dtype; tiles: 1 or 2 a run;
-// and the bytes of dynamic shared memory it takes.
+// The matrix kernel, (MatrixArgs) over kMatrixThreads threads, for any dtype; tiles: 1 or 2 a run.
 const void* matrix_kernel(uint32_t dtype, bool quant, uint32_t tiles);
-size_t matrix_kernel_smem(uint32_t dtype, bool quant, uint32_t tiles);
 // The A fragments of the seed's M (or M^T) on the current device, made on first use and kept.
 cudaError_t matrix_fragments(uint64_t seed, bool inverse, const uint4** frags);
 

@@ -243,12 +243,16 @@ template <uint32_t DT, int kBytes, typename W> __host__ __device__ FixedPoint to
   return fp;
 }
 
-// The same from this lane's inputs, loaded by the caller (load_inputs or a staged copy).
+// Quantizes kTiles consecutive tiles of 8 vectors, as lane `lane` of the warp.
+//   raw: the tiles' 8 kTiles x 128 values; a_frags: M's A fragments; codes: kCodeBytes a vector;
+//   norms: one a vector; Coder(book, nq): a vector's coder (PolynomialCoder in the format).
 #pragma nv_exec_check_disable
 template <uint32_t DT, int kBytes, typename Coder, int kTiles, typename W>
-__host__ __device__ void quantize_inputs(W& warp, uint32_t lane, const TileInput<DT> (&in)[kTiles], const uint4* a_frags, uint8_t* codes,
-                                         float* norms, const Codebook& book) {
+__host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const void* raw, const uint4* a_frags, uint8_t* codes, float* norms,
+                                        const Codebook& book) {
   const uint32_t g = lane / 4, c = lane % 4;
+  TileInput<DT> in[kTiles];
+  load_inputs(raw, lane, in);
   TileBytes bytes[kTiles];
   // The coders of the two vectors this lane codes in each tile, 2c and 2c + 1: lanes 8c and
   // 8c + 4 hold their nq. A vector coded as zero has q = 0, so nq = 0, acc = 0 and every code 8.
@@ -275,18 +279,6 @@ __host__ __device__ void quantize_inputs(W& warp, uint32_t lane, const TileInput
   for (int i = 0; i < kTiles; ++i)
     for (int v = 0; v < 2; ++v)
       reinterpret_cast<uint2*>(codes + (i * kTileVectors + 2 * c + v) * kCodeBytes)[g] = make_uint2(nibbles[i][v][0], nibbles[i][v][1]);
-}
-
-// Quantizes kTiles consecutive tiles of 8 vectors, as lane `lane` of the warp.
-//   raw: the tiles' 8 kTiles x 128 values; a_frags: M's A fragments; codes: kCodeBytes a vector;
-//   norms: one a vector; Coder(book, nq): a vector's coder (PolynomialCoder in the format).
-#pragma nv_exec_check_disable
-template <uint32_t DT, int kBytes, typename Coder, int kTiles, typename W>
-__host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const void* raw, const uint4* a_frags, uint8_t* codes, float* norms,
-                                        const Codebook& book) {
-  TileInput<DT> in[kTiles];
-  load_inputs(raw, lane, in);
-  quantize_inputs<DT, kBytes, Coder>(warp, lane, in, a_frags, codes, norms, book);
 }
 
 // Byte permute (prmt.b32 with selectors of 0-7): output byte i is byte (s >> 4i) & 7 of the

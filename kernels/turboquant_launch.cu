@@ -154,11 +154,7 @@ cudaError_t launch_matrix(bool quant, const sw_tq_params* p, const Args& a, int 
   m.runs_per_group.set(p->tokens / (tiles * tq_matrix::kTileVectors));
   m.items_per_block.set(a.groups * m.runs_per_group.d);
   m.header_item = (uint32_t)first_matrix * m.runs_per_group.d;
-  const void* fn = matrix_kernel(p->dtype, quant, tiles);
-  const size_t smem = matrix_kernel_smem(p->dtype, quant, tiles);
-  e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (e != cudaSuccess) return e;
-  return launch_in_chunks(fn, m, &MatrixArgs::items, a, m.items_per_block.d, kMatrixWarps, smem, sms, s);
+  return launch_in_chunks(matrix_kernel(p->dtype, quant, tiles), m, &MatrixArgs::items, a, m.items_per_block.d, kMatrixWarps, 0, sms, s);
 }
 
 int fail(char* err, size_t len, int code, const char* msg, const char* detail) {
