@@ -11,23 +11,6 @@ import { encodeBlockBatch } from '../msgpack-blocks.js';
 import { BatchReadBody, BatchReadResponse, BatchWriteBody, BatchWriteResponse, ErrorResponse, SequenceParams } from '../schemas.js';
 import { encodedResponse } from '../validation.js';
 
-/** Parts this large go out in a turn of the event loop of their own. */
-const OWN_TURN_BYTES = 64 * 1024;
-
-/**
- * The parts of an answer, a turn of the event loop after each large one. Handing a block to
- * the socket copies it into the kernel on the event loop (about half a millisecond for 2 MiB),
- * so a batch answer written back to back would hold the loop for milliseconds, while other
- * requests and finished store tasks wait behind it.
- */
-async function* turnByTurn(parts: Uint8Array[]): AsyncGenerator<Uint8Array> {
-  for (const [k, part] of parts.entries()) {
-    yield part;
-    // none after the last part: the answer ends in the turn its last byte went out
-    if (part.byteLength >= OWN_TURN_BYTES && k < parts.length - 1) await new Promise((resolve) => setImmediate(resolve));
-  }
-}
-
 /** The store's error, restated for one entry of a batch. */
 function atEntry(err: unknown, field: string, extra: Record<string, unknown> = {}): unknown {
   if (!(err instanceof SpillwayError)) return err;
@@ -82,7 +65,7 @@ export const batchRoutes: RoutePlugin = async (app, { ctx }) => {
     return reply
       .header('content-type', 'application/msgpack')
       .header('content-length', parts.reduce((n, p) => n + p.byteLength, 0))
-      .send(Readable.from(turnByTurn(parts)));
+      .send(Readable.from(parts));
   });
 
   app.post('/v1/sequences/:id/blocks/write', {
