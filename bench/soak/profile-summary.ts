@@ -64,10 +64,11 @@ export function summarizeProfile(profile: CpuProfile, minMs: number): ProfileSum
   }
   if (run) runs.push({ ...run, end: t });
   const long = runs.filter((r) => (r.end - r.start) / 1e3 >= minMs);
-  const counts = new Map<string, { leaf: string; under: string; n: number }>();
-  let total = 0;
-  for (const r of long) {
-    for (const id of r.ids) {
+  // a node's leaf and project frame, named once however many samples land on it
+  const named = new Map<number, string>();
+  const nameOf = (id: number): string => {
+    let key = named.get(id);
+    if (key === undefined) {
       let under = '-';
       for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
         const n = byId.get(at)!;
@@ -76,20 +77,29 @@ export function summarizeProfile(profile: CpuProfile, minMs: number): ProfileSum
           break;
         }
       }
-      const leaf = frameName(byId.get(id)!);
-      const key = `${leaf}\u0000${under}`;
-      const entry = counts.get(key) ?? { leaf, under, n: 0 };
-      entry.n++;
-      counts.set(key, entry);
-      total++;
+      key = `${frameName(byId.get(id)!)}\u0000${under}`;
+      named.set(id, key);
     }
+    return key;
+  };
+  const counts = new Map<string, number>();
+  let total = 0;
+  for (const r of long) {
+    for (const id of r.ids) {
+      const key = nameOf(id);
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    total += r.ids.length;
   }
   return {
     profileMs: (profile.endTime - profile.startTime) / 1e3,
     busyShare: profile.samples.length ? busy / profile.samples.length : 0,
     longTasks: long.length,
     longTaskMs: long.reduce((ms, r) => ms + (r.end - r.start) / 1e3, 0),
-    shares: [...counts.values()].map(({ leaf, under, n }) => ({ leaf, under, share: n / total })).sort((a, b) => b.share - a.share),
+    shares: [...counts].map(([key, n]) => {
+      const [leaf, under] = key.split('\u0000') as [string, string];
+      return { leaf, under, share: n / total };
+    }).sort((a, b) => b.share - a.share),
   };
 }
 
