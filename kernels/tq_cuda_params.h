@@ -117,7 +117,7 @@ struct MatrixArgs {
   tq_matrix::Codebook book;
   int centroid[16];
   uint32_t items;                           // of this launch: blocks x groups x runs, below 2^31
-  FastDiv items_per_block, runs_per_group;
+  FastDiv items_per_block, runs_per_group, kv_heads;
   uint32_t header_item;                     // the item of each block whose warp writes its header
 };
 

@@ -44,8 +44,9 @@ struct Codebook {
 
 /* One vector's coder from its integer norm nq: the polynomial in acc's units (coefficient j
  * times s^(j+1), s = 1 / (128 nq)), so that no value is scaled. Its odd extension plus 8 has
- * the offset-binary code as its floor, held to 0..15 by one min and the conversion's saturation
- * at 0. Explicit fmaf on both sides: the GPU and the C++ reference round alike. */
+ * the offset-binary code as its floor, held to 0..15: by one min and the conversion's
+ * saturation at 0 (code), or by whatever packs the floor (unclamped). Explicit fmaf on both
+ * sides: the GPU and the C++ reference round alike. */
 struct PolynomialCoder {
   float c[4];
   PolynomialCoder() = default;
@@ -55,17 +56,29 @@ struct PolynomialCoder {
     for (int j = 0; j < 4; ++j, power *= s) c[j] = book.poly[j] * power;
   }
   TQ_MATRIX_HD uint32_t operator()(int acc) const { return code(acc, c[0], c[1], c[2], c[3]); }
-  // The same from the coefficients apart, for loops over many vectors' coders side by side.
+  /* floor(8 + acc p(|acc|)) as any integer whose clamp to 0..15 is the code */
+  TQ_MATRIX_HD int unclamped(int acc) const {
+    const float p = poly(acc, c[0], c[1], c[2], c[3]);
+#ifdef __CUDA_ARCH__
+    return __float2int_rd(p);
+#else
+    return static_cast<int>(floorf(fminf(fmaxf(p, -1.f), 16.f)));
+#endif
+  }
+  /* The code from the coefficients apart, for loops over many vectors' coders side by side. */
   TQ_MATRIX_HD static uint32_t code(int acc, float c0, float c1, float c2, float c3) {
-    // exact as a float: |acc| <= 128 * 127 * 128 < 2^24; p is never NaN, so the min is fminf's
-    const float a = static_cast<float>(acc), m = fabsf(a);
-    float p = fmaf(a, fmaf(m, fmaf(m, fmaf(m, c3, c2), c1), c0), 8.f);
+    float p = poly(acc, c0, c1, c2, c3);
     p = p < 15.5f ? p : 15.5f;
 #ifdef __CUDA_ARCH__
     return __float2uint_rd(p);
 #else
     return static_cast<uint32_t>(p > 0.f ? p : 0.f);  // the conversion's saturation at 0; truncation is floor from there
 #endif
+  }
+  /* exact as a float: |acc| <= 128 * 127 * 128 < 2^24; p is never NaN, so the min is fminf's */
+  TQ_MATRIX_HD static float poly(int acc, float c0, float c1, float c2, float c3) {
+    const float a = static_cast<float>(acc), m = fabsf(a);
+    return fmaf(a, fmaf(m, fmaf(m, fmaf(m, c3, c2), c1), c0), 8.f);
   }
 };
 

@@ -60,8 +60,27 @@ __host__ __device__ inline float to_float(uint32_t x) {
 #endif
 }
 
-// The block's element types: how 32 of them are read into floats, and how two floats are
-// written back (round to nearest even, as the C++ reference's conversions).
+// The largest of 32 magnitudes, NaNs passed over (fmaxf's).
+__host__ __device__ inline float largest_magnitude(const float (&x)[32]) {
+  float top = 0.f;
+  for (int i = 0; i < 32; ++i) top = fmaxf(top, fabsf(x[i]));
+  return top;
+}
+// The same of 16-bit elements two at a time on the GPU: max of a pair of 16-bit floats passes
+// over NaNs as fmaxf does, and every 16-bit float is a float exactly.
+template <typename Two> __host__ __device__ inline float largest_magnitude_pairs(const uint32_t* words, const float (&x)[32]) {
+#ifdef __CUDA_ARCH__
+  Two top = bit_cast<Two>(0u);
+  for (int w = 0; w < 16; ++w) top = __hmax2(top, __habs2(bit_cast<Two>(words[w])));
+  return fmaxf(__low2float(top), __high2float(top));
+#else
+  return largest_magnitude(x);
+#endif
+}
+
+// The block's element types: how 32 of them are read into floats (and their largest
+// magnitude), and how two floats are written back (round to nearest even, as the C++
+// reference's conversions).
 template <uint32_t DT> struct Element;
 template <> struct Element<SW_DTYPE_BF16> {
   using Pair = uint32_t;
@@ -69,6 +88,7 @@ template <> struct Element<SW_DTYPE_BF16> {
   __host__ __device__ static float at(const uint32_t* words, int i) {
     return bit_cast<float>(i % 2 ? words[i / 2] & 0xFFFF0000u : words[i / 2] << 16);
   }
+  __host__ __device__ static float top(const uint32_t* words, const float (&x)[32]) { return largest_magnitude_pairs<__nv_bfloat162>(words, x); }
   __host__ __device__ static Pair pair(float first, float second) {
 #ifdef __CUDA_ARCH__
     return bit_cast<uint32_t>(__floats2bfloat162_rn(first, second));
@@ -83,28 +103,72 @@ template <> struct Element<SW_DTYPE_FP16> {
   __host__ __device__ static float at(const uint32_t* words, int i) {
     return __half2float(__ushort_as_half(static_cast<unsigned short>(words[i / 2] >> (16 * (i % 2)))));
   }
+  __host__ __device__ static float top(const uint32_t* words, const float (&x)[32]) { return largest_magnitude_pairs<__half2>(words, x); }
   __host__ __device__ static Pair pair(float first, float second) { return bit_cast<uint32_t>(__floats2half2_rn(first, second)); }
 };
 template <> struct Element<SW_DTYPE_FP32> {
   using Pair = uint2;
   static constexpr uint32_t kBytes = 4;
   __host__ __device__ static float at(const uint32_t* words, int i) { return bit_cast<float>(words[i]); }
+  __host__ __device__ static float top(const uint32_t*, const float (&x)[32]) { return largest_magnitude(x); }
   __host__ __device__ static Pair pair(float first, float second) { return make_uint2(bit_cast<uint32_t>(first), bit_cast<uint32_t>(second)); }
 };
 
+// Byte permute (prmt.b32 with selectors of 0-7): output byte i is byte (s >> 4i) & 7 of the
+// eight bytes x (bytes 0-3) and y (bytes 4-7).
+__host__ __device__ inline uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+#ifdef __CUDA_ARCH__
+  return __byte_perm(x, y, s);
+#else
+  const uint64_t bytes = static_cast<uint64_t>(y) << 32 | x;
+  uint32_t out = 0;
+  for (int i = 0; i < 4; ++i) out |= static_cast<uint32_t>((bytes >> (8 * ((s >> (4 * i)) & 7))) & 0xFF) << (8 * i);
+  return out;
+#endif
+}
+
+// The sum of the products of a's and b's four signed bytes, plus c (dp4a): exact in 32 bits.
+__host__ __device__ inline int dot4_s8(uint32_t a, uint32_t b, int c) {
+#ifdef __CUDA_ARCH__
+  return __dp4a(static_cast<int>(a), static_cast<int>(b), c);
+#else
+  for (int i = 0; i < 4; ++i) c += static_cast<int8_t>(a >> (8 * i)) * static_cast<int8_t>(b >> (8 * i));
+  return c;
+#endif
+}
+
+// Two codes clamped to 0..15 and packed under the earlier ones: below << 8 | high << 4 | low
+// (cvt.pack.sat.u4: the clamp and the pack in one instruction).
+__host__ __device__ inline uint32_t pack_codes(int high, int low, uint32_t below) {
+#ifdef __CUDA_ARCH__
+  uint32_t d;
+  asm("cvt.pack.sat.u4.s32.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(high), "r"(low), "r"(below));
+  return d;
+#else
+  const auto clamp = [](int v) { return static_cast<uint32_t>(v < 0 ? 0 : v > 15 ? 15 : v); };
+  return below << 8 | clamp(high) << 4 | clamp(low);
+#endif
+}
+
 // This lane's B fragments of a tile: 32 integers (its elements, in contiguous_k order) as
 // bytes. 16-bit (|v| < 2^15): v = 256 hi + lo, hi = v >> 8 (int8), lo = v & 0xFF (uint8);
-// 8-bit (|v| <= 127): hi = v (int8), no lo.
+// 8-bit (|v| <= 127): hi = v (int8), no lo, four values packed by three byte permutes.
 struct TileBytes {
   uint32_t hi[8], lo[8];
 };
 template <int kBytes> __host__ __device__ inline TileBytes split_bytes(const int (&v)[32]) {
   TileBytes b;
   for (int f = 0; f < 8; ++f) {
+    const int* w = v + 4 * f;
+    if constexpr (kBytes == 1) {
+      b.hi[f] = byte_perm(byte_perm(w[0], w[1], 0x0040u), byte_perm(w[2], w[3], 0x0040u), 0x5410u);
+      b.lo[f] = 0;
+      continue;
+    }
     b.hi[f] = b.lo[f] = 0;
     for (int i = 0; i < 4; ++i) {
-      b.hi[f] |= static_cast<uint32_t>((kBytes == 2 ? v[4 * f + i] >> 8 : v[4 * f + i]) & 0xFF) << (8 * i);
-      if (kBytes == 2) b.lo[f] |= static_cast<uint32_t>(v[4 * f + i] & 0xFF) << (8 * i);
+      b.hi[f] |= static_cast<uint32_t>((w[i] >> 8) & 0xFF) << (8 * i);
+      b.lo[f] |= static_cast<uint32_t>(w[i] & 0xFF) << (8 * i);
     }
   }
   return b;
@@ -220,22 +284,27 @@ struct FixedPoint {
 template <uint32_t DT, int kBytes, typename W> __host__ __device__ FixedPoint to_fixed_point(W& warp, const TileInput<DT>& in) {
   const uint32_t* words = reinterpret_cast<const uint32_t*>(in.words);
   float x[32];
-  float top = 0.f;
-  for (int i = 0; i < 32; ++i) top = fmaxf(top, fabsf(x[i] = Element<DT>::at(words, i)));
+  for (int i = 0; i < 32; ++i) x[i] = Element<DT>::at(words, i);
+  float top = Element<DT>::top(words, x);
   top = fmaxf(top, warp.shfl_xor(top, 1));
   top = fmaxf(top, warp.shfl_xor(top, 2));
   float factor = input_factor(top);
   if (kBytes == 2 && factor != 0.f) factor = bit_cast<float>(static_cast<uint32_t>(127 + 15 - (static_cast<int>((bit_cast<uint32_t>(top) >> 23) & 0xFF) - 126)) << 23);
   int q[32];
-  // 8-bit: the whole vector's sum is at most 128 x 127^2, which 32 bits hold (and a float exactly).
-  using Sum = std::conditional_t<kBytes == 1, uint32_t, unsigned long long>;
-  Sum sum2 = 0;
-  for (int i = 0; i < 32; ++i) {
-    q[i] = round_to_int(x[i] * factor);
-    sum2 += static_cast<Sum>(q[i] * q[i]);
-  }
+  for (int i = 0; i < 32; ++i) q[i] = round_to_int(x[i] * factor);
   FixedPoint fp;
   fp.bytes = split_bytes<kBytes>(q);
+  // 8-bit: the whole vector's sum is at most 128 x 127^2, which 32 bits hold (and a float
+  // exactly), summed from the packed bytes four at a time.
+  using Sum = std::conditional_t<kBytes == 1, uint32_t, unsigned long long>;
+  Sum sum2 = 0;
+  if constexpr (kBytes == 1) {
+    int packed_sum = 0;
+    for (int f = 0; f < 8; ++f) packed_sum = dot4_s8(fp.bytes.hi[f], fp.bytes.hi[f], packed_sum);
+    sum2 = static_cast<Sum>(packed_sum);
+  } else {
+    for (int i = 0; i < 32; ++i) sum2 += static_cast<Sum>(q[i] * q[i]);
+  }
   sum2 += warp.shfl_xor(sum2, 1);
   sum2 += warp.shfl_xor(sum2, 2);
   fp.nq = sqrtf(to_float(sum2));
@@ -267,31 +336,19 @@ __host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const void* raw,
     if (c == 0) norms[i * kTileVectors + g] = fp.norm;
     coder[i] = {{Coder(book, warp.shfl(fp.nq, 8 * c)), Coder(book, warp.shfl(fp.nq, 8 * c + 4))}};
   }
-  uint32_t nibbles[kTiles][2][2] = {};  // [tile][vector][m-tiles 0-3, 4-7]
+  // [tile][vector][m-tiles 0-3, 4-7]: coordinates 16g + 2mt + h at byte mt % 4, nibble h, but
+  // packed first to last, so with the bytes in reverse order until the store
+  uint32_t nibbles[kTiles][2][2] = {};
   products<kBytes>(warp, a_frags, lane, bytes, [&](int mt, int i, const int (&acc)[4]) {
-    // acc[0], acc[1]: row g of vectors 2c, 2c + 1; acc[2], acc[3]: row g + 8.
-    for (int r = 0; r < 4; ++r) {
-      const int v = r % 2, h = r / 2;
-      nibbles[i][v][mt / 4] |= coder[i].of[v](acc[r]) << (4 * (2 * (mt % 4) + h));  // coordinate 16g + 2mt + h
-    }
+    // acc[0], acc[1]: row g (h = 0) of vectors 2c, 2c + 1; acc[2], acc[3]: row g + 8 (h = 1).
+    for (int v = 0; v < 2; ++v)
+      nibbles[i][v][mt / 4] = pack_codes(coder[i].of[v].unclamped(acc[v + 2]), coder[i].of[v].unclamped(acc[v]), nibbles[i][v][mt / 4]);
   });
   #pragma unroll
   for (int i = 0; i < kTiles; ++i)
     for (int v = 0; v < 2; ++v)
-      reinterpret_cast<uint2*>(codes + (i * kTileVectors + 2 * c + v) * kCodeBytes)[g] = make_uint2(nibbles[i][v][0], nibbles[i][v][1]);
-}
-
-// Byte permute (prmt.b32 with selectors of 0-7): output byte i is byte (s >> 4i) & 7 of the
-// eight bytes x (bytes 0-3) and y (bytes 4-7).
-__host__ __device__ inline uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s) {
-#ifdef __CUDA_ARCH__
-  return __byte_perm(x, y, s);
-#else
-  const uint64_t bytes = static_cast<uint64_t>(y) << 32 | x;
-  uint32_t out = 0;
-  for (int i = 0; i < 4; ++i) out |= static_cast<uint32_t>((bytes >> (8 * ((s >> (4 * i)) & 7))) & 0xFF) << (8 * i);
-  return out;
-#endif
+      reinterpret_cast<uint2*>(codes + (i * kTileVectors + 2 * c + v) * kCodeBytes)[g] =
+          make_uint2(byte_perm(nibbles[i][v][0], 0, 0x0123u), byte_perm(nibbles[i][v][1], 0, 0x0123u));
 }
 
 // The centroids as byte tables: [half][word] holds codes 8 half + 4 word .. + 3, a byte each

@@ -189,16 +189,21 @@ TQ_HD uint64_t tq_layer_offset(const sw_tq_params* p, const tq_layout* l, uint32
   return SW_TQ_HEADER_BYTES + (uint64_t)outer_before * l->layer_bytes[1] + (uint64_t)(layer - outer_before) * l->layer_bytes[0];
 }
 
-/* Group g = (layer, kv, head) in raw order: its kind and its record's byte offset. */
-TQ_HD const tq_kind* tq_group_kind(const sw_tq_params* p, const tq_layout* l, uint32_t g) {
-  uint32_t layer = g / (2u * p->kv_heads), kv = (g / p->kv_heads) % 2u;
+/* Group (layer, kv, head): its kind and its record's byte offset. */
+TQ_HD const tq_kind* tq_kind_at(const sw_tq_params* p, const tq_layout* l, uint32_t layer, uint32_t kv) {
   return &l->kind[2u * tq_outer_layer(p, layer) + kv];
 }
-TQ_HD uint64_t tq_record_offset(const sw_tq_params* p, const tq_layout* l, uint32_t g) {
-  uint32_t head = g % p->kv_heads, kv = (g / p->kv_heads) % 2u, layer = g / (2u * p->kv_heads);
-  const tq_kind* k = &l->kind[2u * tq_outer_layer(p, layer)];
+TQ_HD uint64_t tq_record_offset_at(const sw_tq_params* p, const tq_layout* l, uint32_t layer, uint32_t kv, uint32_t head) {
+  const tq_kind* k = tq_kind_at(p, l, layer, 0u);
   return tq_layer_offset(p, l, layer) + (kv ? (uint64_t)p->kv_heads * k[0].record_bytes : 0u) +
          (uint64_t)head * k[kv].record_bytes;
+}
+/* The same of group g in raw order (g = (2 layer + kv) kv_heads + head). */
+TQ_HD const tq_kind* tq_group_kind(const sw_tq_params* p, const tq_layout* l, uint32_t g) {
+  return tq_kind_at(p, l, g / (2u * p->kv_heads), (g / p->kv_heads) % 2u);
+}
+TQ_HD uint64_t tq_record_offset(const sw_tq_params* p, const tq_layout* l, uint32_t g) {
+  return tq_record_offset_at(p, l, g / (2u * p->kv_heads), (g / p->kv_heads) % 2u, g % p->kv_heads);
 }
 
 /* Quantized bytes of a block (header included). */

@@ -160,6 +160,7 @@ cudaError_t launch_matrix(bool quant, const sw_tq_params* p, const Args& a, int 
   const uint32_t tiles = most == 2 && p->tokens % (2 * tq_matrix::kTileVectors) == 0 ? 2 : 1;  // tokens are whole tiles (tq_make_kind)
   m.runs_per_group.set(p->tokens / (tiles * tq_matrix::kTileVectors));
   m.items_per_block.set(a.groups * m.runs_per_group.d);
+  m.kv_heads.set(p->kv_heads);
   m.header_item = (uint32_t)first_matrix * m.runs_per_group.d;
   return launch_in_chunks(matrix_kernel(p->dtype, quant, tiles), m, &MatrixArgs::items, a, m.items_per_block.d, kMatrixWarps, 0, sms, s);
 }

@@ -47,10 +47,12 @@ __global__ void __launch_bounds__(kMatrixThreads, kQuantize ? TQ_MQ_MIN_CTAS : T
       const uint32_t next_block = m.items_per_block.div(item + step);
       raw_slot = a.raw_slots[next_block], q_slot = a.q_slots[next_block];
     }
-    const tq_kind& k = *tq_group_kind(&a.p, &a.layout, g);
+    // g = (2 layer + kv) kv_heads + head, split without the divisions tq_group_kind makes
+    const uint32_t layer_kv = m.kv_heads.div(g), head = g - layer_kv * m.kv_heads.d, layer = layer_kv / 2, kv = layer_kv % 2;
+    const tq_kind& k = *tq_kind_at(&a.p, &a.layout, layer, kv);
     if (!k.matrix) continue;  // the same for the whole warp
     uint8_t* q = a.q_base + q_here * a.q_stride;
-    uint8_t* rec = q + tq_record_offset(&a.p, &a.layout, g);
+    uint8_t* rec = q + tq_record_offset_at(&a.p, &a.layout, layer, kv, head);
     uint8_t* raw = const_cast<uint8_t*>(a.raw_base) + raw_here * a.raw_stride + g * a.group_raw_bytes +
                    (size_t)run * kRunVectors * kDim * a.dsize;
     uint8_t* codes = rec + k.codes_off + run * kRunVectors * kCodeBytes;

@@ -29,6 +29,7 @@ template <Coding kCoding> struct ThresholdCoder {
     const int mag = acc < 0 ? -acc : acc;
     return (static_cast<uint32_t>(acc >> 31) ^ (magnitude(mag) + 8u)) & 15u;  // 8 + m, or its complement 7 - m below zero
   }
+  __host__ __device__ int unclamped(int acc) const { return static_cast<int>((*this)(acc)); }  // within 0..15 already
   __host__ __device__ uint32_t magnitude(int mag) const {
     if (kCoding == Coding::kCounting) {
       uint32_t n = 0;
