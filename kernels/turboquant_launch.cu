@@ -150,14 +150,7 @@ cudaError_t launch_matrix(bool quant, const sw_tq_params* p, const Args& a, int 
   const tq_matrix::Plan& plan = tq_matrix::plan_for(p->seed);
   m.book = plan.book;
   for (int code = 0; code < 16; ++code) m.centroid[code] = plan.centroid[code];
-#ifndef TQ_MQ_TILES
-#define TQ_MQ_TILES 2
-#endif
-#ifndef TQ_MD_TILES
-#define TQ_MD_TILES 2
-#endif
-  const uint32_t most = quant ? TQ_MQ_TILES : TQ_MD_TILES;
-  const uint32_t tiles = most == 2 && p->tokens % (2 * tq_matrix::kTileVectors) == 0 ? 2 : 1;  // tokens are whole tiles (tq_make_kind)
+  const uint32_t tiles = p->tokens % (2 * tq_matrix::kTileVectors) == 0 ? 2 : 1;  // tokens are whole tiles (tq_make_kind)
   m.runs_per_group.set(p->tokens / (tiles * tq_matrix::kTileVectors));
   m.items_per_block.set(a.groups * m.runs_per_group.d);
   m.kv_heads.set(p->kv_heads);

@@ -17,14 +17,12 @@ using tq_matrix::kTileVectors;
 // Each warp takes items in turn: kTiles tiles of one group of one block. The CTA holds the
 // matrix's A fragments (16 KiB) in shared memory; dequantize holds the centroids as byte tables
 // in registers (four codes a lookup: on the H200 0.78 of a copy against 0.72 one load a code).
-#ifndef TQ_MQ_MIN_CTAS
-#define TQ_MQ_MIN_CTAS 1
-#endif
-#ifndef TQ_MD_MIN_CTAS
-#define TQ_MD_MIN_CTAS 1
-#endif
+// Quantize is held to the registers that let 5 CTAs (20 warps) share an SM, which hide more
+// of its codebook step's latency than 4 (on an H100, 0.65 of a copy against 0.69, two tiles a
+// run); dequantize gains nothing from it (docs/QUANTIZATION.md).
+constexpr int kQuantizeCtasPerSm = 5;
 template <uint32_t DT, int kTiles, bool kQuantize>
-__global__ void __launch_bounds__(kMatrixThreads, kQuantize ? TQ_MQ_MIN_CTAS : TQ_MD_MIN_CTAS) matrix_kernel_of(const __grid_constant__ MatrixArgs m) {
+__global__ void __launch_bounds__(kMatrixThreads, kQuantize ? kQuantizeCtasPerSm : 1) matrix_kernel_of(const __grid_constant__ MatrixArgs m) {
   __shared__ uint4 frags[tq_matrix::kFrags];
   for (uint32_t i = threadIdx.x; i < tq_matrix::kFrags; i += blockDim.x) frags[i] = m.frags[i];
   __syncthreads();
