@@ -278,6 +278,17 @@ struct FixedPoint {
   float norm;  // the norm stored: nq in the input's units
 };
 
+// round_to_int(x f) where |x f| <= 127, as an integer with the same low byte: on the GPU the
+// product plus 1.5 * 2^23, whose float holds the rounded product in its low bits, in place of
+// a conversion (no contraction into one fma: the product is rounded first, as the reference does).
+__host__ __device__ inline int round_to_low_byte(float x, float f) {
+#ifdef __CUDA_ARCH__
+  return __float_as_int(__fadd_rn(__fmul_rn(x, f), 12582912.f));
+#else
+  return round_to_int(x * f);
+#endif
+}
+
 // 8-bit operands take tq_matrix.h's scale; 16-bit ones (the probe's) a power of two,
 // 2^(15 - E) for the top's exponent E, so that |q| < 2^15.
 #pragma nv_exec_check_disable
@@ -290,8 +301,8 @@ template <uint32_t DT, int kBytes, typename W> __host__ __device__ FixedPoint to
   top = fmaxf(top, warp.shfl_xor(top, 2));
   float factor = input_factor(top);
   if (kBytes == 2 && factor != 0.f) factor = bit_cast<float>(static_cast<uint32_t>(127 + 15 - (static_cast<int>((bit_cast<uint32_t>(top) >> 23) & 0xFF) - 126)) << 23);
-  int q[32];
-  for (int i = 0; i < 32; ++i) q[i] = round_to_int(x[i] * factor);
+  int q[32];  // 8-bit: only their low bytes are used
+  for (int i = 0; i < 32; ++i) q[i] = kBytes == 1 ? round_to_low_byte(x[i], factor) : round_to_int(x[i] * factor);
   FixedPoint fp;
   fp.bytes = split_bytes<kBytes>(q);
   // 8-bit: the whole vector's sum is at most 128 x 127^2, which 32 bits hold (and a float
