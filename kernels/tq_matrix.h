@@ -60,7 +60,7 @@ struct PolynomialCoder {
   TQ_MATRIX_HD int unclamped(int acc) const {
     const float p = poly(acc, c[0], c[1], c[2], c[3]);
 #ifdef __CUDA_ARCH__
-    return __float_as_int(__fadd_rd(p, 12582912.f)) - 0x4B400000;  // |p| < 2^22: floor(p) in the low bits of p + 1.5 * 2^23
+    return __float2int_rd(p);
 #else
     return static_cast<int>(floorf(fminf(fmaxf(p, -1.f), 16.f)));
 #endif
