@@ -60,21 +60,37 @@ __host__ __device__ inline float to_float(uint32_t x) {
 #endif
 }
 
-// The largest of 32 magnitudes, NaNs passed over (fmaxf's).
+// The largest of 32 magnitudes, NaNs passed over (fmaxf's): the reference's top.
 __host__ __device__ inline float largest_magnitude(const float (&x)[32]) {
   float top = 0.f;
   for (int i = 0; i < 32; ++i) top = fmaxf(top, fabsf(x[i]));
   return top;
 }
-// The same of 16-bit elements two at a time on the GPU: max of a pair of 16-bit floats passes
-// over NaNs as fmaxf does, and every 16-bit float is a float exactly.
-template <typename Two> __host__ __device__ inline float largest_magnitude_pairs(const uint32_t* words, const float (&x)[32]) {
+// The larger of a and b, NaN where either is.
+__host__ __device__ inline float max_or_nan(float a, float b) {
+#ifdef __CUDA_ARCH__
+  float d;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(d) : "f"(a), "f"(b));
+  return d;
+#else
+  return a != a || b != b ? NAN : fmaxf(a, b);
+#endif
+}
+// The largest of 32 magnitudes, or NaN where any value is NaN: quantize's fast rounding holds
+// for finite products only, and where a value is NaN the top is taken again, passing over it.
+// 16-bit elements go two at a time on the GPU (every 16-bit float is a float exactly).
+__host__ __device__ inline float largest_magnitude_or_nan(const float (&x)[32]) {
+  float top = 0.f;
+  for (int i = 0; i < 32; ++i) top = max_or_nan(top, fabsf(x[i]));
+  return top;
+}
+template <typename Two> __host__ __device__ inline float largest_magnitude_or_nan_pairs(const uint32_t* words, const float (&x)[32]) {
 #ifdef __CUDA_ARCH__
   Two top = bit_cast<Two>(0u);
-  for (int w = 0; w < 16; ++w) top = __hmax2(top, __habs2(bit_cast<Two>(words[w])));
-  return fmaxf(__low2float(top), __high2float(top));
+  for (int w = 0; w < 16; ++w) top = __hmax2_nan(top, __habs2(bit_cast<Two>(words[w])));
+  return max_or_nan(__low2float(top), __high2float(top));
 #else
-  return largest_magnitude(x);
+  return largest_magnitude_or_nan(x);
 #endif
 }
 
@@ -88,7 +104,7 @@ template <> struct Element<SW_DTYPE_BF16> {
   __host__ __device__ static float at(const uint32_t* words, int i) {
     return bit_cast<float>(i % 2 ? words[i / 2] & 0xFFFF0000u : words[i / 2] << 16);
   }
-  __host__ __device__ static float top(const uint32_t* words, const float (&x)[32]) { return largest_magnitude_pairs<__nv_bfloat162>(words, x); }
+  __host__ __device__ static float top_or_nan(const uint32_t* words, const float (&x)[32]) { return largest_magnitude_or_nan_pairs<__nv_bfloat162>(words, x); }
   __host__ __device__ static Pair pair(float first, float second) {
 #ifdef __CUDA_ARCH__
     return bit_cast<uint32_t>(__floats2bfloat162_rn(first, second));
@@ -103,14 +119,14 @@ template <> struct Element<SW_DTYPE_FP16> {
   __host__ __device__ static float at(const uint32_t* words, int i) {
     return __half2float(__ushort_as_half(static_cast<unsigned short>(words[i / 2] >> (16 * (i % 2)))));
   }
-  __host__ __device__ static float top(const uint32_t* words, const float (&x)[32]) { return largest_magnitude_pairs<__half2>(words, x); }
+  __host__ __device__ static float top_or_nan(const uint32_t* words, const float (&x)[32]) { return largest_magnitude_or_nan_pairs<__half2>(words, x); }
   __host__ __device__ static Pair pair(float first, float second) { return bit_cast<uint32_t>(__floats2half2_rn(first, second)); }
 };
 template <> struct Element<SW_DTYPE_FP32> {
   using Pair = uint2;
   static constexpr uint32_t kBytes = 4;
   __host__ __device__ static float at(const uint32_t* words, int i) { return bit_cast<float>(words[i]); }
-  __host__ __device__ static float top(const uint32_t*, const float (&x)[32]) { return largest_magnitude(x); }
+  __host__ __device__ static float top_or_nan(const uint32_t*, const float (&x)[32]) { return largest_magnitude_or_nan(x); }
   __host__ __device__ static Pair pair(float first, float second) { return make_uint2(bit_cast<uint32_t>(first), bit_cast<uint32_t>(second)); }
 };
 
@@ -278,9 +294,10 @@ struct FixedPoint {
   float norm;  // the norm stored: nq in the input's units
 };
 
-// round_to_int(x f) where |x f| <= 127, as an integer with the same low byte: on the GPU the
-// product plus 1.5 * 2^23, whose float holds the rounded product in its low bits, in place of
-// a conversion (no contraction into one fma: the product is rounded first, as the reference does).
+// round_to_int(x f) for a finite x f with |x f| <= 127, as an integer with the same low byte: on
+// the GPU the product plus 1.5 * 2^23, whose float holds the rounded product in its low bits, in
+// place of a conversion (no contraction into one fma: the product is rounded first, as the
+// reference does).
 __host__ __device__ inline int round_to_low_byte(float x, float f) {
 #ifdef __CUDA_ARCH__
   return __float_as_int(__fadd_rn(__fmul_rn(x, f), 12582912.f));
@@ -296,13 +313,19 @@ template <uint32_t DT, int kBytes, typename W> __host__ __device__ FixedPoint to
   const uint32_t* words = reinterpret_cast<const uint32_t*>(in.words);
   float x[32];
   for (int i = 0; i < 32; ++i) x[i] = Element<DT>::at(words, i);
-  float top = Element<DT>::top(words, x);
+  float top = Element<DT>::top_or_nan(words, x);
+  const bool finite = top == top;  // no NaN here, nor any infinity once the factor is not 0
+  if (!finite) top = largest_magnitude(x);
   top = fmaxf(top, warp.shfl_xor(top, 1));
   top = fmaxf(top, warp.shfl_xor(top, 2));
   float factor = input_factor(top);
   if (kBytes == 2 && factor != 0.f) factor = bit_cast<float>(static_cast<uint32_t>(127 + 15 - (static_cast<int>((bit_cast<uint32_t>(top) >> 23) & 0xFF) - 126)) << 23);
   int q[32];  // 8-bit: only their low bytes are used
-  for (int i = 0; i < 32; ++i) q[i] = kBytes == 1 ? round_to_low_byte(x[i], factor) : round_to_int(x[i] * factor);
+  if (kBytes == 1 && finite && factor != 0.f) {
+    for (int i = 0; i < 32; ++i) q[i] = round_to_low_byte(x[i], factor);
+  } else {  // NaN and infinity (whose factor is 0: inf x 0 is NaN) round to 0, as the conversion does
+    for (int i = 0; i < 32; ++i) q[i] = round_to_int(x[i] * factor);
+  }
   FixedPoint fp;
   fp.bytes = split_bytes<kBytes>(q);
   // 8-bit: the whole vector's sum is at most 128 x 127^2, which 32 bits hold (and a float

@@ -107,7 +107,23 @@ struct Config {
   uint32_t version = 0;               // 1 or 2: blocks in an older format, which the GPU still codes
   // outer layers: of `layers`, the first and last ones at their own K/V bits (x2)
   uint32_t layers = 2, outer_first = 0, outer_last = 0, outer_kb = 0, outer_vb = 0;
+  bool non_finite = false;  // plant NaN, infinity and zero vectors (format 3's matrix kinds code them as the reference)
 };
+
+// Every 16th vector from the 3rd: one infinite value; from the 7th: one NaN; from the 11th: all
+// zero; from the 13th: all NaN; from the 14th: one -infinity among small values.
+void plant_non_finite(std::vector<float>& x, uint32_t dim) {
+  for (size_t v = 0; v < x.size() / dim; ++v) {
+    float* vec = &x[v * dim];
+    switch (v % 16) {
+      case 3: vec[5] = INFINITY; break;
+      case 7: vec[9] = NAN; break;
+      case 11: std::fill(vec, vec + dim, 0.f); break;
+      case 13: std::fill(vec, vec + dim, NAN); break;
+      case 14: std::fill(vec, vec + dim, 1e-3f), vec[dim - 1] = -INFINITY; break;
+    }
+  }
+}
 
 // Quantizes `blocks` random blocks on the GPU through shuffled slots and on the host, and
 // compares; then dequantizes the same (GPU-made) bytes on both and compares the values.
@@ -118,7 +134,9 @@ void agree(const Config& c, Agreement& ag) {
   const size_t blocks = c.blocks, rb = sw_tq_raw_bytes(&p), qb = sw_tq_quantized_bytes(&p);
   const size_t rstride = (rb + 15) / 16 * 16 + 16, qstride = (qb + 15) / 16 * 16 + 32;
   std::vector<uint8_t> raw;
-  bench::encode(random_kv(p, blocks, c.dim * 131 + c.kb * 7 + c.vb + c.dtype * 3 + c.variant), c.dtype, raw);
+  std::vector<float> values = random_kv(p, blocks, c.dim * 131 + c.kb * 7 + c.vb + c.dtype * 3 + c.variant);
+  if (c.non_finite) plant_non_finite(values, c.dim);
+  bench::encode(values, c.dtype, raw);
   std::vector<uint32_t> raw_slots(blocks), q_slots(blocks);  // shuffled: block b at raw_slots[b] and q_slots[b]
   std::iota(raw_slots.begin(), raw_slots.end(), 0u);
   std::iota(q_slots.begin(), q_slots.end(), 0u);
@@ -191,6 +209,11 @@ int main(int argc, char** argv) {
           // 4-bit MSE: format 3's matrix kernels (runs of one tile at 24 tokens, of two at 16), and format 2's
           configs.push_back({dim, 24, dtype, 8, 8, variant, 40, 3});
           configs.push_back({dim, 16, dtype, 8, 8, variant, 40, 3, 2});
+          if (variant == SW_TQ_MSE) {  // format 3's matrix kinds on NaN, infinity and zero vectors
+            Config specials{dim, 16, dtype, 8, 8, variant, 8, 3};
+            specials.non_finite = true;
+            configs.push_back(specials);
+          }
           if (dtype != SW_DTYPE_FP32) {
             configs.push_back({dim, 8, dtype, 8, 8, variant, 700, 3});
             configs.push_back({dim, 16, dtype, 7, 7, variant, 700, 3});
@@ -217,6 +240,7 @@ int main(int argc, char** argv) {
     if (c.outer_first || c.outer_last)
       std::snprintf(outer, sizeof outer, " (layers %u+%u of %u: %.1f/%.1f)", c.outer_first, c.outer_last, c.layers,
                     c.outer_kb / 2.0, c.outer_vb / 2.0);
+    if (c.non_finite) std::snprintf(outer, sizeof outer, " (NaN, infinite and zero vectors)");
     std::printf("| %u | %s | %.1f/%.1f%s | %s | v%u | %u x %u x %u | %llu | %llu | %llu | %u | %llu of %llu |\n", c.dim,
                 dt[c.dtype], c.kb / 2.0, c.vb / 2.0, outer, c.variant ? "prod" : "mse", c.version ? c.version : SW_TQ_FORMAT_VERSION, c.tokens, c.kv_heads, c.blocks, (unsigned long long)ag.vectors,
                 (unsigned long long)ag.vectors_differing, (unsigned long long)ag.codes_differing, ag.max_level_diff,
