@@ -78,12 +78,12 @@ __host__ __device__ inline float max_or_nan(float a, float b) {
 }
 // The largest of 32 magnitudes, or NaN where any value is NaN: quantize's fast rounding holds
 // for finite products only, and where a value is NaN the top is taken again, passing over it.
-// 16-bit elements go two at a time on the GPU (every 16-bit float is a float exactly).
 __host__ __device__ inline float largest_magnitude_or_nan(const float (&x)[32]) {
   float top = 0.f;
   for (int i = 0; i < 32; ++i) top = max_or_nan(top, fabsf(x[i]));
   return top;
 }
+// The same of 16-bit elements, two at a time on the GPU (every 16-bit float is a float exactly).
 template <typename Two> __host__ __device__ inline float largest_magnitude_or_nan_pairs(const uint32_t* words, const float (&x)[32]) {
 #ifdef __CUDA_ARCH__
   Two top = bit_cast<Two>(0u);
