@@ -2,7 +2,8 @@
  * The TurboQuant block quantizer through the runtime facade: round-trip error per bit
  * width and dtype, the versioned format's refusals, fractional rates, the inner-product
  * variant's unbiasedness, determinism, structured inputs (one-hot, massive channels, flat
- * vectors) against Gaussian ones, and blocks of the old format. Bounds are 1.25x the
+ * vectors) against Gaussian ones, format 3's non-finite inputs, and blocks of the old
+ * formats. Bounds are 1.25x the
  * Lloyd-Max codebooks' predicted distortion for d = 128 (docs/QUANTIZATION.md has the
  * measured values).
  */
@@ -332,6 +333,26 @@ test('blocks written in format 2 still read, to the values that format gave (for
     ['bf16-mse-4-3.5', { ...BASE, dtype: 'bf16', keyBits: 4, valueBits: 3.5, seed: 7 }],
     ['fp32-mse-4-4', { ...BASE, tokens: 8, dtype: 'fp32', keyBits: 4, valueBits: 4, seed: 9 }],
   ]);
+});
+
+test("format 3's 4-bit heads of 128 code an infinite or all-NaN vector as the zero vector, and a NaN value as 0", async () => {
+  // what the GPU's kernels must match too (bench/quant/gpu.cu plants the same inputs)
+  for (const dtype of ['bf16', 'fp16', 'fp32'] as const) {
+    const p = { ...BASE, dtype };
+    const d = p.headDim;
+    const odd = block(p, 23);
+    const plain = Float64Array.from(odd);
+    odd[3 * d + 5] = Infinity;
+    odd[4 * d + 100] = -Infinity;
+    odd[7 * d + 9] = NaN;
+    odd.fill(NaN, 13 * d, 14 * d);
+    for (const v of [3, 4, 13]) plain.fill(0, v * d, (v + 1) * d);
+    plain[7 * d + 9] = 0;
+    const stored = await quantize(p, encode(odd, dtype));
+    assert.ok(stored.equals(await quantize(p, encode(plain, dtype))), dtype);
+    const y = decode(await dequantize(p, stored), dtype);
+    for (const v of [3, 4, 13]) assert.ok(y.subarray(v * d, (v + 1) * d).every((value) => value === 0), `${dtype}: vector ${v}`);
+  }
 });
 
 test('outer layers are coded at their own bit widths, named in the header, and must match to read', async () => {
