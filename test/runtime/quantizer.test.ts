@@ -3,9 +3,8 @@
  * width and dtype, the versioned format's refusals, fractional rates, the inner-product
  * variant's unbiasedness, determinism, structured inputs (one-hot, massive channels, flat
  * vectors) against Gaussian ones, format 3's non-finite inputs, and blocks of the old
- * formats. Bounds are 1.25x the
- * Lloyd-Max codebooks' predicted distortion for d = 128 (docs/QUANTIZATION.md has the
- * measured values).
+ * formats. Bounds are 1.25x the Lloyd-Max codebooks' predicted distortion for d = 128
+ * (docs/QUANTIZATION.md has the measured values).
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
