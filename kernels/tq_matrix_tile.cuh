@@ -176,15 +176,14 @@ template <int kBytes> __host__ __device__ inline TileBytes split_bytes(const int
   TileBytes b;
   for (int f = 0; f < 8; ++f) {
     const int* w = v + 4 * f;
+    b.hi[f] = b.lo[f] = 0;
     if constexpr (kBytes == 1) {
       b.hi[f] = byte_perm(byte_perm(w[0], w[1], 0x0040u), byte_perm(w[2], w[3], 0x0040u), 0x5410u);
-      b.lo[f] = 0;
-      continue;
-    }
-    b.hi[f] = b.lo[f] = 0;
-    for (int i = 0; i < 4; ++i) {
-      b.hi[f] |= static_cast<uint32_t>((w[i] >> 8) & 0xFF) << (8 * i);
-      b.lo[f] |= static_cast<uint32_t>(w[i] & 0xFF) << (8 * i);
+    } else {
+      for (int i = 0; i < 4; ++i) {
+        b.hi[f] |= static_cast<uint32_t>((w[i] >> 8) & 0xFF) << (8 * i);
+        b.lo[f] |= static_cast<uint32_t>(w[i] & 0xFF) << (8 * i);
+      }
     }
   }
   return b;
@@ -348,7 +347,8 @@ template <uint32_t DT, int kBytes, typename W> __host__ __device__ FixedPoint to
 
 // Quantizes kTiles consecutive tiles of 8 vectors, as lane `lane` of the warp.
 //   raw: the tiles' 8 kTiles x 128 values; a_frags: M's A fragments; codes: kCodeBytes a vector;
-//   norms: one a vector; Coder(book, nq): a vector's coder (PolynomialCoder in the format).
+//   norms: one a vector; Coder(book, nq): a vector's coder, whose unclamped(acc) is any integer
+//   that clamps to the code (PolynomialCoder in the format).
 #pragma nv_exec_check_disable
 template <uint32_t DT, int kBytes, typename Coder, int kTiles, typename W>
 __host__ __device__ void quantize_tiles(W& warp, uint32_t lane, const void* raw, const uint4* a_frags, uint8_t* codes, float* norms,

@@ -18,7 +18,7 @@ using tq_matrix::kTileVectors;
 // matrix's A fragments (16 KiB) in shared memory; dequantize holds the centroids as byte tables
 // in registers (four codes a lookup: on the H200 0.78 of a copy against 0.72 one load a code).
 // Quantize is held to the registers that let 5 CTAs (20 warps) share an SM, which hide more
-// of its codebook step's latency than 4 (on an H100, 0.65 of a copy against 0.69, two tiles a
+// of its codebook step's latency than 4 (on an H100, 0.65 of a copy against 0.68, two tiles a
 // run); dequantize gains nothing from it (docs/QUANTIZATION.md).
 constexpr int kQuantizeCtasPerSm = 5;
 template <uint32_t DT, int kTiles, bool kQuantize>
