@@ -32,6 +32,7 @@ export interface LadderBlock {
   readonly copies: Array<number | null>;
   /** The raw copy is exactly what was written (never quantized), and the only copy. */
   exact: boolean;
+  /** Pins by sequences and by zero-copy leases: a pinned block is never dropped, even with no owner left. */
   pins: number;
   /** Sequences referencing it: a referenced block is never dropped. */
   readonly owners: ReadonlySet<string>;
@@ -70,6 +71,14 @@ export interface LadderOptions {
   waitMs: number;
   /** The fraction of each tier above the disk kept free ahead of demand (see reclaimAhead). */
   reserve: number;
+}
+
+/**
+ * No sequence references the block and nothing pins it: a lease may hold a block whose
+ * sequences were all freed, and its slot must outlive them until the lease lets go.
+ */
+function onlyCache(b: LadderBlock): boolean {
+  return b.owners.size === 0 && b.pins === 0;
 }
 
 /**
@@ -295,8 +304,8 @@ export class Ladder {
       if (scanned++ >= scanLimit) return undefined;
       const b = this.owner.block(id);
       if (!b || this.pinnedHere(b, tier) || passOver.has(id)) continue;
-      // Leaving the bottom tier loses bytes unless another quantized copy stays or no one needs the block.
-      if (tier === this.bottom && !this.hasQuantizedCopy(b, tier) && b.owners.size > 0) continue;
+      // Leaving the bottom tier loses bytes unless another quantized copy stays or the block is only cache.
+      if (tier === this.bottom && !this.hasQuantizedCopy(b, tier) && !onlyCache(b)) continue;
       // A block this operation holds may still give up a copy that one above it makes
       // redundant: its promotions read the top copy, which stays.
       if (ctx.held.has(id)) {
@@ -335,8 +344,8 @@ export class Ladder {
         try {
           await this.move('demote', victim, tier, tier + 1, ctx, (dest) => this.copyDown(victim, tier, slot, dest));
         } catch (err) {
-          // A block no sequence references is only cache: with no room below, it goes.
-          if ((err as { code?: ErrorCode }).code !== 'CAPACITY_EXCEEDED' || victim.owners.size > 0) throw err;
+          // A block that is only cache goes when there is no room below.
+          if ((err as { code?: ErrorCode }).code !== 'CAPACITY_EXCEEDED' || !onlyCache(victim)) throw err;
           drop = true;
         }
       }

@@ -77,6 +77,11 @@ export class LeaseManager {
     return this.leases.get(id)?.held.has(blockId) ?? false;
   }
 
+  /** Every (lease, block) hold: what the store's invariant check walks. */
+  *holdings(): Generator<{ lease: string; blockId: number }> {
+    for (const lease of this.leases.values()) for (const blockId of lease.held) yield { lease: lease.id, blockId };
+  }
+
   hold(id: string, blockId: number): void {
     this.get(id).held.add(blockId);
   }

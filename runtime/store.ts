@@ -723,6 +723,9 @@ export class BlockStore {
       if (b.owners.size === 0 && b.hash === null && !b.lock.locked && b.leases.size === 0) fail(`unreferenced uncached block ${b.id} was not released`);
     }
     if (live !== this.liveBlocks) fail(`live block count ${this.liveBlocks}, counted ${live}`);
+    for (const { lease, blockId } of this.leases.holdings()) {
+      if (!this.blocks.get(blockId)?.leases.has(lease)) fail(`lease ${lease} holds block ${blockId}, which is gone or does not know it`);
+    }
     this.ladder.checkSlots(this.blocks.values(), fail);
   }
 

@@ -221,6 +221,39 @@ test('limits: per sequence, live sequences and total tokens, each saying what is
   }
 });
 
+test('a block a lease holds after its sequence was freed is not dropped by an eviction that finds no room below', async () => {
+  const dir = tempDir();
+  // raw 2, quantized 2, disk 1: small enough that the leased block's quantized copy has nowhere to go.
+  const store = await tinyStore(dir.path, { raw: 2, quantized: 2, disk: 1 });
+  try {
+    store.createSequence('b');
+    store.createSequence('a');
+    store.allocate('b', 4);
+    store.allocate('a', 1);
+    await store.write('b', 0, blockContent(10));
+    await store.write('a', 0, blockContent(20));
+    await store.write('b', 1, blockContent(11));
+    await store.write('b', 2, blockContent(12));
+    // a's block comes back up from the quantized tier (b's first block goes to disk for the room).
+    const lease = store.createLease('engine').id;
+    const held = await store.acquire(lease, 'a', 0);
+    assert.equal(held.tier, 'quantized');
+    store.freeSequence('a');
+    // Room for b's last block means moving the leased block's quantized copy to a full disk,
+    // whose only block b still needs: refused, and the leased block stays.
+    await assert.rejects(store.write('b', 3, blockContent(13)), (err: SpillwayError) => err.code === 'CAPACITY_EXCEEDED');
+    store.checkInvariants();
+    const released = await store.release(lease, held.blockId);
+    assert.equal(released.pins, 0);
+    await new Promise((r) => setImmediate(r)); // the unreferenced block's drop
+    await store.write('b', 3, blockContent(13));
+    await assertIntact(store, 'b', [10, 11, 12, 13].map((seed) => blockContent(seed)));
+  } finally {
+    await store.close();
+    dir.cleanup();
+  }
+});
+
 test('a tier full of pinned blocks refuses new writes with CAPACITY_EXCEEDED, and recovers on unpin', async () => {
   const dir = tempDir();
   const store = await tinyStore(dir.path, { raw: 2, quantized: 2, disk: 8 });
