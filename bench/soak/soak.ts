@@ -12,6 +12,7 @@ import { SpillwayClient } from '../../api/client.js';
 import type { ConfigInput } from '../../runtime/config.js';
 import { FOUR_BIT_BOUND } from '../block-content.js';
 import { ServerProcess } from '../../api/process.js';
+import { ClientThreads } from './client-threads.js';
 import { FAULT_AT, Faults, type FaultKind, type FaultRecord } from './faults.js';
 import { Gate } from './gate.js';
 import { ABANDON, codeOf, OPS, writtenBefore, type OpKind } from './operations.js';
@@ -48,6 +49,8 @@ export interface SoakOptions {
    * flight divided by the throughput (Little's law).
    */
   stepMs: number;
+  /** Threads that send the load's requests (client-threads.ts); 0 sends them from the harness's own thread. */
+  clientThreads: number;
   /** Single reads per decoded block; a batch read of a window follows with probability readBatchShare. */
   readsPerStep: number;
   readBatchShare: number;
@@ -166,7 +169,10 @@ export class Soak {
   private readonly configPath: string;
   private readonly logPath: string;
   server!: ServerProcess;
+  /** Control, sampling and the faults' own requests. */
   client!: SpillwayClient;
+  /** The load's requests, on their own threads where configured. */
+  private requests: ClientThreads | undefined;
   private rawBytes = 0;
   /** Bytes of a slot, by tier name. */
   slotBytes: Record<string, number> = {};
@@ -240,6 +246,8 @@ export class Soak {
     // The last life's connections: that server is gone.
     (this.client as SpillwayClient | undefined)?.close();
     this.client = new SpillwayClient({ baseUrl: this.server.url });
+    await this.requests?.close();
+    this.requests = this.o.clientThreads > 0 ? new ClientThreads({ baseUrl: this.server.url }, this.o.clientThreads) : undefined;
     const life = ++this.life;
     const server = this.server;
     void server.exited.then((e) => {
@@ -281,7 +289,7 @@ export class Soak {
       }
       const t0 = performance.now();
       try {
-        const result = await fn(this.client);
+        const result = await fn(this.requests?.client ?? this.client);
         const ms = performance.now() - t0;
         this.t.ops[kind]++;
         this.latency[kind].add(ms);
@@ -630,6 +638,7 @@ export class Soak {
     // Undefined when the server never started.
     (this.server as ServerProcess | undefined)?.kill('SIGKILL');
     (this.client as SpillwayClient | undefined)?.close();
+    await this.requests?.close();
     await this.verifier.close();
   }
 }
