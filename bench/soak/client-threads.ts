@@ -116,7 +116,14 @@ export class ClientThreads {
     this.inFlight[worker]!++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, worker, memories: sharedMemories(args) });
-      this.workers[worker]!.postMessage({ id, method, args } satisfies Call);
+      try {
+        this.workers[worker]!.postMessage({ id, method, args } satisfies Call);
+      } catch (err) {
+        // Arguments that do not clone: the call fails here, and holds nothing.
+        this.pending.delete(id);
+        this.inFlight[worker]!--;
+        reject(err as Error);
+      }
     });
   }
 

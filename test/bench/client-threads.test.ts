@@ -53,6 +53,10 @@ test('client threads write and read through shared memory, answers landing where
     assert.ok(there instanceof SpillwayError && here instanceof SpillwayError);
     assert.equal(there.code, 'INVALID_ARGUMENT');
     assert.deepEqual([there.code, there.message, there.details], [here.code, here.message, here.details]);
+
+    // Arguments that cannot cross to a thread fail the call at once.
+    await assert.rejects(c.writeBlocks('s', [{ index: 0, data: blockContent(1), tokens: [() => 0] as unknown as number[] }]), { name: 'DataCloneError' });
+    assert.equal((await c.health()).ok, true);
   } finally {
     await threads.close();
     await app.close();
