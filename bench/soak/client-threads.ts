@@ -67,12 +67,13 @@ if (!isMainThread && (workerData as { clientThread?: boolean } | undefined)?.cli
       const memory = memories.indexOf(v.buffer as SharedArrayBuffer);
       return memory < 0 ? v : ({ sharedView: { memory, offset: v.byteOffset, length: v.byteLength } } satisfies SharedView);
     };
-    (client[method] as (...a: unknown[]) => Promise<unknown>).apply(client, args).then(
-      (result) => parentPort!.postMessage({ id, result: mapViews(result, toMarkers) } satisfies Done),
-      (err: Error & { code?: string; details?: Record<string, unknown> }) => parentPort!.postMessage({
+    // A call that throws at once, or answers something that does not clone, fails the caller's call too.
+    Promise.resolve()
+      .then(() => (client[method] as (...a: unknown[]) => unknown).apply(client, args))
+      .then((result) => parentPort!.postMessage({ id, result: mapViews(result, toMarkers) } satisfies Done))
+      .catch((err: Error & { code?: string; details?: Record<string, unknown> }) => parentPort!.postMessage({
         id, error: { name: err.name, message: err.message, code: err.code, details: err.details },
-      } satisfies Done),
-    );
+      } satisfies Done));
   });
 }
 
