@@ -3,11 +3,12 @@
  * write, commit (prefix), read, concurrent reads, reads racing rewrites of another
  * sequence (whose evictions take the very slots the reads promote into), pin, unpin,
  * free, and zero-copy acquire and release under a lease (released with or without
- * written), against a plain in-memory model, on ladders of 12 slots so that blocks move
- * down and up all the time: raw 2 + quantized 2 + disk 8, and the same with a host tier
- * (2 + 2 + 3 + 5), and that one again keeping a free slot in each memory tier ahead of
- * demand (background evictions racing every operation). Raw data reads back bit-exact; quantized data within the 4-bit bound,
- * and the same bytes every time until rewritten (no drift from re-quantization).
+ * written, or let go all at once as the lease ends), against a plain in-memory model, on
+ * ladders of 12 slots so that blocks move down and up all the time: raw 2 + quantized 2 +
+ * disk 8, and the same with a host tier (2 + 2 + 3 + 5), and that one again keeping a free
+ * slot in each memory tier ahead of demand (background evictions racing every operation).
+ * Raw data reads back bit-exact; quantized data within the 4-bit bound, and the same bytes
+ * every time until rewritten (no drift from re-quantization).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -29,7 +30,8 @@ type Op =
   | { kind: 'free'; seq: number }
   | { kind: 'attach'; seq: number }
   | { kind: 'acquire'; seq: number; index: number }
-  | { kind: 'release'; written: boolean };
+  | { kind: 'release'; written: boolean }
+  | { kind: 'endLease' };
 
 const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ kind: 'create' as const }) },
@@ -45,6 +47,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('attach' as const), seq: fc.nat(3) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('acquire' as const), seq: fc.nat(3), index: fc.nat(6) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('release' as const), written: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'endLease' as const }) },
 );
 
 const TOKENS_PER_BLOCK = 4;
@@ -144,7 +147,7 @@ async function runOps({ slots, reserve }: { slots: TinySlots; reserve: number },
   const store = await tinyStore(dir.path, slots, { limits: { maxLiveSequences: 4 }, eviction: { waitMs: 1000, reserve } });
   const model = new Model();
   let seqCounter = 0;
-  const lease = store.createLease('property').id;
+  let lease = store.createLease('property').id;
   store.telemetry.moves.on('move', (e: { kind: string; from: string; to: string }) => {
     const key = `${e.kind} ${e.from}->${e.to}`;
     movesSeen.set(key, (movesSeen.get(key) ?? 0) + 1);
@@ -353,6 +356,15 @@ async function runOps({ slots, reserve }: { slots: TinySlots; reserve: number },
           }
           if (b.owners === 0 && (b.hash === null || b.content === null)) model.blocks.delete(b.id);
           await new Promise((r) => setImmediate(r)); // let the deferred drop run
+          break;
+        }
+        case 'endLease': {
+          // As an expiry would: every hold let go without written; the engine opens another.
+          const { released } = await store.endLease(lease);
+          assert.equal(released, model.leased.size);
+          for (const b of model.leased.values()) if (b.owners === 0 && (b.hash === null || b.content === null)) model.blocks.delete(b.id);
+          model.leased.clear();
+          lease = store.createLease('property').id;
           break;
         }
       }
