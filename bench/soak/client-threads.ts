@@ -16,11 +16,18 @@
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { SpillwayClient, type ClientOptions } from '../../api/client.js';
 import { isErrorCode, SpillwayError } from '../../runtime/errors.js';
+import { lateness, loopDelayMonitor, type LoopLateness } from './stats.js';
 
 interface Call {
   id: number;
   method: keyof SpillwayClient;
   args: unknown[];
+}
+
+/** Asks a thread how late its event loop has run (answered as a result, LoopLateness). */
+interface LatenessQuery {
+  id: number;
+  lateness: true;
 }
 
 /** Where a view of shared memory lay: the `memory`-th SharedArrayBuffer met walking the call's arguments. */
@@ -60,7 +67,11 @@ function mapViews(value: unknown, view: (v: Uint8Array) => unknown, marker: (v: 
 
 if (!isMainThread && (workerData as { clientThread?: boolean } | undefined)?.clientThread) {
   const client = new SpillwayClient((workerData as { options: ClientOptions }).options);
-  parentPort!.on('message', ({ id, method, args }: Call) => {
+  const loopDelay = loopDelayMonitor();
+  loopDelay.enable();
+  parentPort!.on('message', (message: Call | LatenessQuery) => {
+    if ('lateness' in message) return parentPort!.postMessage({ id: message.id, result: lateness(loopDelay) } satisfies Done);
+    const { id, method, args } = message;
     const memories = sharedMemories(args);
     // An answer read into the caller's shared buffer goes back as where it lies, not as bytes.
     const toMarkers = (v: Uint8Array): unknown => {
@@ -111,14 +122,22 @@ export class ClientThreads {
     }) as SpillwayClient;
   }
 
+  /** How late each thread's event loop has run since it started. */
+  lateness(): Promise<LoopLateness[]> {
+    return Promise.all(this.workers.map((_, w) => this.post<LoopLateness>(w, (id) => ({ id, lateness: true }), [])));
+  }
+
   private call(method: keyof SpillwayClient, args: unknown[]): Promise<unknown> {
-    const worker = this.inFlight.indexOf(Math.min(...this.inFlight));
+    return this.post<unknown>(this.inFlight.indexOf(Math.min(...this.inFlight)), (id) => ({ id, method, args }), args);
+  }
+
+  private post<T>(worker: number, message: (id: number) => Call | LatenessQuery, args: unknown[]): Promise<T> {
     const id = this.nextId++;
     this.inFlight[worker]!++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, worker, memories: sharedMemories(args) });
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, worker, memories: sharedMemories(args) });
       try {
-        this.workers[worker]!.postMessage({ id, method, args } satisfies Call);
+        this.workers[worker]!.postMessage(message(id));
       } catch (err) {
         // Arguments that do not clone: the call fails here, and holds nothing.
         this.pending.delete(id);

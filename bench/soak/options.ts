@@ -6,6 +6,7 @@
  */
 import { FAULT_KINDS, type FaultKind } from './faults.js';
 import type { SoakOptions, SoakReport } from './soak.js';
+import type { LoopLateness } from './stats.js';
 
 export type Preset = 'full' | 'small';
 
@@ -97,6 +98,8 @@ export function soakOptions(preset: Preset, o: Overrides): SoakOptions {
 
 const mib = (b: number | null) => (b === null ? '-' : `${(b / MiB).toFixed(1)} MiB`);
 
+const late = (l: LoopLateness) => [l.p50, l.p99, l.max].map((x) => x.toFixed(1)).join('/');
+
 const quantiles = (q: SoakReport['storeMs']) => Object.entries(q).map(([k, l]) => `${k} ${l.p50 ?? '-'}/${l.p99 ?? '-'} ms`).join(', ');
 
 export function summarize(r: SoakReport): string {
@@ -120,7 +123,7 @@ export function summarize(r: SoakReport): string {
     `block moves p50/p99 (the same): ${quantiles(r.moveMs)}`,
     `addon tasks p50/p99 by phase (the same): ${quantiles(r.nativeMs)}`,
     `server GC pauses p50/p99 by kind (the same): ${quantiles(r.gcMs)}`,
-    `harness event loop late p50/p99/max: ${[r.harnessLoopDelayMs.p50, r.harnessLoopDelayMs.p99, r.harnessLoopDelayMs.max].map((x) => x.toFixed(1)).join('/')} ms`,
+    `harness event loop late p50/p99/max: ${late(r.harnessLoopDelayMs)} ms${r.clientThreadsLoopDelayMs.length > 0 ? `; its client threads': ${r.clientThreadsLoopDelayMs.map(late).join(', ')} ms` : ''}`,
     verdict('RSS', r.leak.rss, mib),
     verdict('open fds', r.leak.fds, (x) => (x === null ? '-' : x.toFixed(1))),
     verdict('GPU memory', r.leak.gpuMemory, mib),

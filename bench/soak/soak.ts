@@ -6,7 +6,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SpillwayClient } from '../../api/client.js';
 import type { ConfigInput } from '../../runtime/config.js';
@@ -17,7 +17,7 @@ import { FAULT_AT, Faults, type FaultKind, type FaultRecord } from './faults.js'
 import { Gate } from './gate.js';
 import { ABANDON, codeOf, OPS, writtenBefore, type OpKind } from './operations.js';
 import { BLOCK_ROUTES, histogramQuantiles, Sampler, type LeakVerdicts, type OperationQuantiles, type Sample } from './sampling.js';
-import { LatencyHistogram, type GrowthRule } from './stats.js';
+import { LatencyHistogram, lateness, loopDelayMonitor, type GrowthRule, type LoopLateness } from './stats.js';
 import { Verifier } from './verifier.js';
 import { SequenceModel, Workload, type WorkloadOptions } from './workload.js';
 
@@ -131,7 +131,9 @@ export interface SoakReport {
    * How late the harness's own event loop ran its callbacks: a latency above is measured
    * from the harness's side, so its own delays are in it.
    */
-  harnessLoopDelayMs: { p50: number; p99: number; max: number };
+  harnessLoopDelayMs: LoopLateness;
+  /** The client threads' own, the last server life's (none without client threads). */
+  clientThreadsLoopDelayMs: LoopLateness[];
   leak: LeakVerdicts;
   faults: FaultRecord[];
   mismatch: Record<string, unknown> | null;
@@ -190,7 +192,7 @@ export class Soak {
   private readonly eventsAbort = new AbortController();
   hasGpu = false;
   private readonly verifier = new Verifier();
-  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  private readonly loopDelay = loopDelayMonitor();
   readonly t = {
     ops: Object.fromEntries(OPS.map((k) => [k, 0])) as Record<OpKind, number>,
     readsChecked: 0, readsExact: 0, readsLossy: 0, maxRelativeError: 0, mismatches: 0,
@@ -576,6 +578,7 @@ export class Soak {
     this.stopping = true;
     await Promise.all([...workers, sampler, faults]);
     this.loopDelay.disable();
+    const clientThreadsLate = (await this.requests?.lateness()) ?? [];
     const durationS = this.now();
     await this.countMoves();
     const metrics = await this.client.metrics();
@@ -584,8 +587,6 @@ export class Soak {
     const moveMs = histogramQuantiles(metrics, 'spillway_move_seconds', (l) => `${l.kind} ${l.from}->${l.to}`);
     const nativeMs = histogramQuantiles(metrics, 'spillway_native_task_seconds', (l) => l.phase);
     const gcMs = histogramQuantiles(metrics, 'spillway_gc_seconds', (l) => l.kind);
-    // The histogram's values are the timer's lateness plus its 10 ms period, in nanoseconds.
-    const late = (q: number) => Math.max(0, this.loopDelay.percentile(q) / 1e6 - 10);
     this.eventsAbort.abort();
     this.restarting = true;
     this.server.kill('SIGTERM');
@@ -623,7 +624,8 @@ export class Soak {
       moveMs,
       nativeMs,
       gcMs,
-      harnessLoopDelayMs: { p50: late(50), p99: late(99), max: Math.max(0, this.loopDelay.max / 1e6 - 10) },
+      harnessLoopDelayMs: lateness(this.loopDelay),
+      clientThreadsLoopDelayMs: clientThreadsLate,
       leak,
       faults: this.faults.records,
       mismatch: this.mismatch,

@@ -1,4 +1,24 @@
 /** Latency summaries and the growth test that decides whether memory or descriptors leak. */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+
+/** How late a thread's event loop runs: a timer every LOOP_TIMER_MS, sampled by monitorEventLoopDelay. */
+const LOOP_TIMER_MS = 10;
+
+export interface LoopLateness {
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+export function loopDelayMonitor(): IntervalHistogram {
+  return monitorEventLoopDelay({ resolution: LOOP_TIMER_MS });
+}
+
+/** The monitor's values are the timer's lateness plus its period, in nanoseconds: the lateness, in ms. */
+export function lateness(h: IntervalHistogram): LoopLateness {
+  const late = (ns: number) => Math.max(0, ns / 1e6 - LOOP_TIMER_MS);
+  return { p50: late(h.percentile(50)), p99: late(h.percentile(99)), max: late(h.max) };
+}
 
 /** The p-th quantile (0..1) of unsorted values; null for none. */
 export function quantile(values: number[], p: number): number | null {

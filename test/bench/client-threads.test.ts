@@ -57,6 +57,11 @@ test('client threads write and read through shared memory, answers landing where
     // Arguments that cannot cross to a thread fail the call at once.
     await assert.rejects(c.writeBlocks('s', [{ index: 0, data: blockContent(1), tokens: [() => 0] as unknown as number[] }]), { name: 'DataCloneError' });
     assert.equal((await c.health()).ok, true);
+
+    // Each thread says how late its own event loop ran.
+    const late = await threads.lateness();
+    assert.equal(late.length, 2);
+    for (const l of late) assert.ok(l.p50 >= 0 && l.p99 >= l.p50 && l.max >= l.p99, JSON.stringify(l));
   } finally {
     await threads.close();
     await app.close();

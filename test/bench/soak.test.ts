@@ -62,6 +62,7 @@ test('a two-minute soak: no wrong read, no leak, every fault handled, the server
     assert.ok(report.steadyLatencyMs.read!.count > 0 && report.steadyLatencyMs.read!.count < report.latencyMs.read!.count);
     assert.ok((report.gcMs.minor?.count ?? 0) > 0, "the server's collector pauses were measured");
     assert.ok(report.harnessLoopDelayMs.max >= report.harnessLoopDelayMs.p99);
+    assert.equal(report.clientThreadsLoopDelayMs.length, 1, 'the client thread says how late its loop ran');
     for (const png of drawCharts(report, join(dir.path, 'charts'))) assert.ok(existsSync(png));
   } finally {
     dir.cleanup();
