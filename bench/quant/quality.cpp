@@ -8,8 +8,9 @@
 //     channels) against Gaussian ones at every rate from 2 to 4 bits: the rotations that were
 //     candidates (simulated in double precision: one to three randomized Hadamard rounds, a
 //     dense random orthogonal matrix, per-channel pre-scaling before one round, and the
-//     tensor-core plan: two rounds with a screened seed at integer rates), then the reference
-//     in format v1 (one round) and v2 (three rounds).
+//     tensor-core plan: two rounds with a screened seed at integer rates; the fractional
+//     halves on the tensor cores with 8-bit operands, two screened rounds or three), then the
+//     reference in format v1 (one round), v2 (three rounds) and v3.
 // Usage: quality [json path] [markdown path]
 #include <algorithm>
 #include <cstdio>
@@ -176,8 +177,13 @@ Matrix dense_rotation(uint32_t dim, uint32_t sub, uint64_t seed) {
   return m;
 }
 
-// One sub-vector through rotation q, the b-bit codebook for its dimension, and back.
-void code_sub(const Matrix& q, uint32_t bits, std::vector<double>& v) {
+// One sub-vector through rotation q, the b-bit codebook for its dimension, and back; with
+// integer operands as a tensor-core kernel holds them where ops gives any.
+void code_sub(const Matrix& q, uint32_t bits, std::vector<double>& v, const bench::IntegerOperands& ops) {
+  if (ops.input_bits) {
+    v = bench::integer_round_trip(q, v, bits, ops);
+    return;
+  }
   const uint32_t dim = static_cast<uint32_t>(v.size());
   double norm = 0;
   for (double x : v) norm += x * x;
@@ -201,10 +207,21 @@ struct Candidate {
   std::function<Matrix(uint32_t dim, uint32_t sub, uint64_t seed)> rotation;
   bool prescale;  // divide each channel by its RMS over the group's tokens first
   bool all_seeds;  // over as many rotation seeds as the reference (the others: fewer, for time)
+  bench::IntegerOperands ops = {};  // exact unless given
 };
 
 // Relative squared error of groups of `tokens` vectors at bx2 / 2 bits (MSE codes), with the
 // quantizer's fractional split: the head_dim/2 channels of most energy at one bit more.
+// The seed of a two-round rotation of dimension d, screened (rotation_sim.h), once per seed.
+uint64_t screened_two_rounds(uint32_t d, uint64_t seed) {
+  static std::map<std::pair<uint32_t, uint64_t>, uint64_t> screened;
+  const auto key = std::make_pair(d, seed);
+  if (!screened.count(key)) screened[key] = bench::screened_seed(d, seed, 2);
+  return screened[key];
+}
+
+constexpr bench::IntegerOperands kTensorCoreOperands = {8, true, 8};
+
 double simulate(const Candidate& cand, const std::vector<float>& x, uint32_t tokens, uint32_t bx2, uint64_t seed) {
   const bool frac = bx2 & 1u;
   const uint32_t nsub = frac ? 2 : 1, dim = kDim / nsub, bits[2] = {(bx2 + 1) / 2, bx2 / 2};
@@ -230,7 +247,7 @@ double simulate(const Candidate& cand, const std::vector<float>& x, uint32_t tok
       for (uint32_t s = 0; s < nsub; ++s) {
         std::vector<double> v(dim);
         for (uint32_t j = 0; j < dim; ++j) v[j] = g[t * kDim + order[s * dim + j]] / scale[order[s * dim + j]];
-        code_sub(q[s], bits[s], v);
+        code_sub(q[s], bits[s], v, cand.ops);
         for (uint32_t j = 0; j < dim; ++j) {
           const uint32_t c = order[s * dim + j];
           const double e = v[j] * scale[c] - g[t * kDim + c];
@@ -340,11 +357,18 @@ int main(int argc, char** argv) {
       // The tensor-core plan (docs/QUANTIZATION.md): two rounds as one int8 matrix for the
       // integer rates, with the seed screened for its lattice; three for the fractional halves.
       {"two rounds, screened seed (integer rates); three (fractional)", [](uint32_t d, uint32_t s, uint64_t seed) {
-         static std::map<uint64_t, uint64_t> screened;
-         if (d != kDim) return hadamard_rotation(d, s, seed, 3);
-         if (!screened.count(seed)) screened[seed] = bench::screened_seed(kDim, seed, 2);
-         return hadamard_rotation(kDim, 0, screened[seed], 2);
+         return d == kDim ? hadamard_rotation(d, 0, screened_two_rounds(d, seed), 2) : hadamard_rotation(d, s, seed, 3);
        }, false, true},
+      // Candidates for the fractional halves on the tensor cores, as the kernels would hold
+      // their operands (8-bit input to the full range, 8-bit centroids); the integer rates
+      // as format 3 codes them. Two screened rounds fit int8 at dim 64 (one matrix for both
+      // halves); three need int16 entries (two int8 products each way).
+      {"8-bit operands: two screened rounds at dim 128 and at 64", [](uint32_t d, uint32_t, uint64_t seed) {
+         return hadamard_rotation(d, 0, screened_two_rounds(d, seed), 2);
+       }, false, true, kTensorCoreOperands},
+      {"8-bit operands: two screened rounds at dim 128, three at 64", [](uint32_t d, uint32_t s, uint64_t seed) {
+         return d == kDim ? hadamard_rotation(d, 0, screened_two_rounds(d, seed), 2) : hadamard_rotation(d, s, seed, 3);
+       }, false, true, kTensorCoreOperands},
   };
   std::fprintf(md, "\n### Structured inputs: relative squared error as a multiple of the Gaussian figure (mse)\n\n");
   std::fprintf(md, "%zu vectors of each shape in groups of %u tokens; a cell is the shape's error over the Gaussian "
@@ -393,7 +417,7 @@ int main(int argc, char** argv) {
   };
   for (const Candidate& c : cands)
     method_rows(c.name, c.all_seeds ? kSeeds : kSimSeeds, [&](const std::vector<float>& xs, uint32_t bx2, uint32_t seed) { return simulate(c, xs, stokens, bx2, seed); });
-  for (uint32_t version : {1u, 2u}) {
+  for (uint32_t version : {1u, 2u, 3u}) {
     const std::string name = "reference, format v" + std::to_string(version);
     method_rows(name.c_str(), kSeeds, [&](const std::vector<float>& xs, uint32_t bx2, uint32_t seed) {
       return rel_mse(xs, round_trip(xs, sheads, stokens, bx2, bx2, SW_TQ_MSE, nullptr, version, seed));
