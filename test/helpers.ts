@@ -1,12 +1,13 @@
 /** Shared test fixtures: tiny geometries, seeded block contents, error measures. */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
-import { parseConfig, type Config, type ConfigInput } from '../runtime/config.js';
+import { parseConfig, projectRoot, type Config, type ConfigInput } from '../runtime/config.js';
 import { addon } from '../runtime/native.js';
 import { chooseBackend, openStore } from '../runtime/open.js';
 import type { BlockStore } from '../runtime/store.js';
@@ -130,4 +131,16 @@ export function httpSend(url: string, method: string, headers: Record<string, st
     req.write(body.subarray(0, body.length >> 1));
     void rest.then(() => req.end(body.subarray(body.length >> 1)));
   });
+}
+
+/** Builds a CUDA bench of bench/quant (build.sh) and returns its path, or skips the test where
+ * there is no nvcc to build it with. */
+export function quantBench(t: { skip: (message: string) => void }, name: string): string | undefined {
+  const build = spawnSync('sh', [join(projectRoot, 'bench/quant/build.sh'), name], { encoding: 'utf8' });
+  assert.equal(build.status, 0, build.stderr);
+  if (build.stderr.includes('nvcc not found')) {
+    t.skip(`no nvcc here: ${name} is CUDA C++ and needs it to build`);
+    return undefined;
+  }
+  return join(projectRoot, 'build/bench', name);
 }

@@ -7,7 +7,7 @@ set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out="$root/build/bench"
 mkdir -p "$out"
-targets=" ${*:-selftest quality rotations attention host_speed gpu mma_probe} "
+targets=" ${*:-selftest quality rotations attention host_speed gpu mma_probe halves_probe} "
 wanted() { case "$targets" in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 CXXFLAGS="-O3 -std=c++17 -mavx2 -mfma -mf16c -Wall -Wextra -I$root/kernels"
 # the C++ reference: format 2's coding and format 3's matrix kinds
@@ -16,7 +16,7 @@ for bench in selftest quality rotations attention; do
   if wanted $bench; then g++ $CXXFLAGS -o "$out/$bench" "$root/bench/quant/$bench.cpp" $ref; fi
 done
 if wanted host_speed; then g++ $CXXFLAGS -o "$out/host_speed" "$root/bench/quant/host_speed.cpp" $ref -lpthread; fi
-wanted gpu || wanted mma_probe || exit 0
+wanted gpu || wanted mma_probe || wanted halves_probe || exit 0
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 if [ ! -x "$NVCC" ]; then
   echo "build.sh: nvcc not found; skipped the GPU benches" >&2
@@ -40,4 +40,9 @@ if wanted mma_probe; then
   # the tensor-core rotation probe (docs/QUANTIZATION.md): sm_80 and up have int8 mma.sync
   "$NVCC" -std=c++17 -O3 $arch -I"$root/kernels" -Xptxas -v -Xcompiler -mf16c -o "$out/mma_probe" "$root/bench/quant/mma_probe.cu" \
     "$out/turboquant_ref.o" "$out/tq_matrix.o" -cudart static 2> "$out/ptxas-mma_probe.txt" || { cat "$out/ptxas-mma_probe.txt" >&2; exit 1; }
+fi
+if wanted halves_probe; then
+  # the fractional rates' probe on the tensor cores (docs/QUANTIZATION.md): the C++ model is header-only
+  "$NVCC" -std=c++17 -O3 $arch -I"$root/kernels" -Xptxas -v -Xcompiler -mf16c -o "$out/halves_probe" "$root/bench/quant/halves_probe.cu" \
+    "$out/turboquant_ref.o" "$out/tq_matrix.o" -cudart static 2> "$out/ptxas-halves_probe.txt" || { cat "$out/ptxas-halves_probe.txt" >&2; exit 1; }
 fi

@@ -13,7 +13,8 @@ class EmulatedWarp {
  public:
   template <typename T> T shfl_xor(T v, int mask) { return exchange(v, [&](uint32_t lane) { return lane ^ mask; }); }
   template <typename T> T shfl(T v, int src) { return exchange(v, [&](uint32_t) { return static_cast<uint32_t>(src); }); }
-  template <bool kUnsignedB> void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  // d += A B: A int8 (uint8 where kUnsignedA), B int8 (uint8 where kUnsignedB).
+  template <bool kUnsignedB, bool kUnsignedA = false> void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     const uint32_t lane = current_lane;
     for (int r = 0; r < 4; ++r) a_[lane][r] = a[r], c_[lane][r] = d[r];
     b_[lane][0] = b0, b_[lane][1] = b1;
@@ -21,17 +22,20 @@ class EmulatedWarp {
     for (int r = 0; r < 4; ++r) {
       const uint32_t row = lane / 4 + 8 * (r / 2), col = 2 * (lane % 4) + r % 2;
       int64_t sum = c_[(row % 8) * 4 + col / 2][(row / 8) * 2 + col % 2];
-      for (uint32_t k = 0; k < 32; ++k) sum += static_cast<int64_t>(a_at(row, k)) * b_at(k, col, kUnsignedB);
+      for (uint32_t k = 0; k < 32; ++k) sum += static_cast<int64_t>(a_at(row, k, kUnsignedA)) * b_at(k, col, kUnsignedB);
       d[r] = static_cast<int>(sum);
     }
     arrive();
   }
+  // Every lane's writes to memory before it are seen by every lane after it (__syncwarp).
+  void sync() { arrive(); }
   static thread_local uint32_t current_lane;
 
  private:
-  int a_at(uint32_t row, uint32_t k) const {
+  int a_at(uint32_t row, uint32_t k, bool is_unsigned) const {
     const uint32_t lane = (row % 8) * 4 + (k % 16) / 4, reg = (row / 8) + 2 * (k / 16);
-    return static_cast<int8_t>(a_[lane][reg] >> (8 * (k % 4)));
+    const uint32_t byte = (a_[lane][reg] >> (8 * (k % 4))) & 0xFF;
+    return is_unsigned ? static_cast<int>(byte) : static_cast<int8_t>(byte);
   }
   int b_at(uint32_t k, uint32_t col, bool is_unsigned) const {
     const uint32_t lane = col * 4 + (k % 16) / 4, reg = k / 16;

@@ -10,18 +10,13 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { test } from 'node:test';
-import { projectRoot } from '../../runtime/config.js';
+import { quantBench } from '../helpers.js';
 
 test('the tensor-core probe agrees with its model on an emulated warp', (t) => {
-  const build = spawnSync('sh', [join(projectRoot, 'bench/quant/build.sh'), 'mma_probe'], { encoding: 'utf8' });
-  assert.equal(build.status, 0, build.stderr);
-  if (build.stderr.includes('nvcc not found')) {
-    t.skip('no nvcc here: the probe is CUDA C++ and needs it to build');
-    return;
-  }
-  const run = spawnSync(join(projectRoot, 'build/bench/mma_probe'), ['--emulate', '256'], { encoding: 'utf8' });
+  const probe = quantBench(t, 'mma_probe');
+  if (!probe) return;
+  const run = spawnSync(probe, ['--emulate', '256'], { encoding: 'utf8' });
   assert.equal(run.status, 0, run.stdout + run.stderr);
   // every kernel's count of vectors differing: nine quantize ways, nine dequantize ones
   const line = /256 vectors: quantize differs from the model on (.*); Gaussian/.exec(run.stdout)?.[1] ?? '';

@@ -1,0 +1,246 @@
+// The C++ model of the fractional-rate probe (halves_probe.cu, docs/QUANTIZATION.md, "The
+// fractional rates' halves on the tensor cores"): one group of 16 tokens of a head of 128 at
+// b + 0.5 bits, its 64 outlier channels at b + 1 bits and the rest at b, each half through
+// three randomized Hadamard rounds of dimension 64 taken as one integer matrix (entries up to
+// a few hundred: int16, two int8 products a tile on the tensor cores) on 8-bit operands, and
+// each code the floor of a polynomial, as format 3's 4-bit kind is coded. Per group:
+//  1. energy of channel c: e = fma(x_t, x_t, e) over tokens t = 0..15 in turn (fp32, from 0);
+//     its key is the top 16 bits of e's pattern; the outliers are the 64 largest keys, the
+//     lower channel first among equal keys;
+//  2. per token and half (channels ascending): top, f = 127 / top, q = round(x f),
+//     acc = M q exactly (M = H D3 H D2 H D1 at dim 64, 512 times the orthogonal rotation),
+//     nq = sqrt((float) sum q^2); code = floor(2^(bits-1) + a p(|a|)) held to 0..2^bits - 1,
+//     a = acc held to +-cap (3 and 2 bits: where p stops rising, or has passed the top code);
+//     stored norm nq / f;
+//  3. record: mask (16 bytes, bit c of byte c / 8 set for an outlier), norms (token-major,
+//     outlier half first), then per token the outlier half's bits + 1 planes and the other
+//     half's bits planes of 8 bytes: plane p holds bit p of each coordinate's code (offset
+//     binary), coordinate j at byte j / 8, bit j % 8.
+// The probe's inputs are finite (the format would need format 3's guards for NaN and infinity).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "codebooks.h"
+#include "tq_matrix.h"
+#include "turboquant_format.h"
+
+namespace halves {
+
+constexpr uint32_t kChannels = 128, kDim = 64, kTokens = 16, kGain = 512;  // kGain = kDim^(3/2)
+
+// A half's coder: p(u) = u (c0 + u (c1 + ...)) of the codebook's degree, rising on [0, cap]
+// across 1 .. 2^(bits-1) - 1 at the boundaries; in acc's units per vector (below).
+struct Book {
+  uint32_t bits, degree;
+  float poly[4];
+  float cap;  // in unit-vector coordinates; 0: none needed (p rises over all of [0, 1])
+};
+
+// One vector's coefficients: poly[j] s^(j+1) with s = 1 / (kGain nq), and the cap in acc's units.
+struct Coder {
+  float c[4], cap;
+};
+
+TQ_MATRIX_HD inline Coder coder_for(const Book& book, float nq) {
+  Coder k{};
+  const float s = nq > 0.f ? 1.f / (static_cast<float>(kGain) * nq) : 0.f;
+  float power = s;
+  for (uint32_t j = 0; j < book.degree; ++j, power *= s) k.c[j] = book.poly[j] * power;
+  k.cap = book.cap * static_cast<float>(kGain) * nq;
+  return k;
+}
+
+// floor(offset + a p(|a|)) with a held to the cap, as an integer (not yet held to the code range:
+// the packing clamps). Explicit fmaf: the GPU rounds alike.
+template <uint32_t kDegree, bool kCapped> TQ_MATRIX_HD inline float code_value(const Coder& k, int acc, float offset) {
+  float a = static_cast<float>(acc);
+  if (kCapped) a = fminf(fmaxf(a, -k.cap), k.cap);
+  const float m = fabsf(a);
+  float p = k.c[kDegree - 1];
+  for (int j = static_cast<int>(kDegree) - 2; j >= 0; --j) p = fmaf(m, p, k.c[j]);
+  return fmaf(a, p, offset);
+}
+
+// Least squares through (boundary_k, k + 1), then the cap: the first u where p stops rising or
+// reaches the top code's next integer. Aborts unless p crosses every boundary's neighbourhood
+// as the boundary does.
+inline Book fit_book(uint32_t bits) {
+  Book book{};
+  book.bits = bits;
+  book.degree = bits == 4 ? 4 : bits == 3 ? 3 : 1;
+  const uint32_t n = (1u << (bits - 1)) - 1, d = book.degree;
+  const float* bound = TQ_CODEBOOK_BOUNDARIES[tq_log2(kDim) - 3][bits - 1];
+  double normal[4][5] = {};
+  for (uint32_t k = 0; k < n; ++k) {
+    const double u = bound[n + 1 + k];  // the positive boundaries, ascending
+    double basis[4];
+    for (uint32_t j = 0; j < d; ++j) basis[j] = std::pow(u, j + 1);
+    for (uint32_t i = 0; i < d; ++i) {
+      for (uint32_t j = 0; j < d; ++j) normal[i][j] += basis[i] * basis[j];
+      normal[i][4] += basis[i] * (k + 1);
+    }
+  }
+  for (uint32_t i = 0; i < d; ++i)
+    for (uint32_t r = 0; r < d; ++r) {
+      if (r == i) continue;
+      const double f = normal[r][i] / normal[i][i];
+      for (uint32_t j = i; j < 5; ++j) normal[r][j] -= f * normal[i][j];
+    }
+  for (uint32_t j = 0; j < d; ++j) book.poly[j] = static_cast<float>(normal[j][4] / normal[j][j]);
+  const auto p = [&](double u) {
+    double v = 0;
+    for (int j = static_cast<int>(d) - 1; j >= 0; --j) v = v * u + book.poly[j];
+    return v * u;
+  };
+  double last = 0;
+  for (int i = 1; i <= 100000 && book.cap == 0.f; ++i) {
+    const double u = i / 100000.0, v = p(u);
+    if (v <= last || v >= n + 1) book.cap = static_cast<float>((i - 1) / 100000.0);
+    last = v;
+  }
+  if (bits == 4) book.cap = 0.f;  // the quartic rises over [0, 1]; cvt.pack.sat clamps its top
+  for (uint32_t k = 0; k < n; ++k) {
+    const double u = bound[n + 1 + k];
+    if (std::floor(p(u * 0.99)) != k || std::floor(p(u * 1.01)) != k + 1) std::abort();
+  }
+  return book;
+}
+
+struct Plan {
+  int16_t matrix[kDim][kDim];  // M[j][k], |M| <= 512
+  Book outlier, rest;          // bits + 1 and bits
+  uint32_t bits;               // the rest's; the rate is bits + 0.5
+};
+
+inline Plan make_plan(uint64_t seed, uint32_t bits) {
+  Plan plan{};
+  plan.bits = bits;
+  plan.outlier = fit_book(bits + 1), plan.rest = fit_book(bits);
+  const uint32_t purposes[3] = {TQ_SIGNS_ROTATION, TQ_SIGNS_ROUND2, TQ_SIGNS_ROUND3};
+  for (uint32_t k = 0; k < kDim; ++k) {
+    int v[kDim] = {};
+    v[k] = 1;
+    for (uint32_t r = 0; r < 3; ++r) {
+      for (uint32_t j = 0; j < kDim; ++j)
+        if ((tq_sign_word(seed, kDim, 0, purposes[r], j / 32) >> (j % 32)) & 1u) v[j] = -v[j];
+      for (uint32_t h = 1; h < kDim; h *= 2)
+        for (uint32_t i = 0; i < kDim; i += 2 * h)
+          for (uint32_t j = i; j < i + h; ++j) {
+            const int a = v[j], b = v[j + h];
+            v[j] = a + b, v[j + h] = a - b;
+          }
+    }
+    for (uint32_t j = 0; j < kDim; ++j) plan.matrix[j][k] = static_cast<int16_t>(v[j]);
+  }
+  return plan;
+}
+
+constexpr uint32_t kMaskBytes = kChannels / 8, kNormBytes = kTokens * 2 * 4;
+TQ_MATRIX_HD constexpr uint32_t record_bytes(uint32_t bits) { return kMaskBytes + kNormBytes + kTokens * 8 * (2 * bits + 1); }
+
+// The energy key of each channel, in the order both sides compute it.
+inline void channel_keys(const uint16_t* x, uint32_t (&key)[kChannels]) {
+  for (uint32_t c = 0; c < kChannels; ++c) {
+    float e = 0.f;
+    for (uint32_t t = 0; t < kTokens; ++t) {
+      const float v = tq_bf16_to_f32(x[t * kChannels + c]);
+      e = fmaf(v, v, e);
+    }
+    uint32_t bits;
+    std::memcpy(&bits, &e, 4);
+    key[c] = bits >> 16;
+  }
+}
+
+// The code as any integer that clamps to it (the GPU's packing clamps to 0..15; the caps keep
+// 3 and 2 bits inside their ranges).
+template <uint32_t kBits> TQ_MATRIX_HD inline int unclamped_code(const Coder& k, int acc) {
+  float v;
+  if constexpr (kBits == 4) v = code_value<4, false>(k, acc, 8.f);
+  else if constexpr (kBits == 3) v = code_value<3, true>(k, acc, 4.f);
+  else v = code_value<1, true>(k, acc, 2.f);
+#ifdef __CUDA_ARCH__
+  return __float2int_rd(v);
+#else
+  return static_cast<int>(floorf(v));
+#endif
+}
+
+inline uint32_t code_at(const Book& book, const Coder& k, int acc) {
+  const int v = book.bits == 4 ? unclamped_code<4>(k, acc) : book.bits == 3 ? unclamped_code<3>(k, acc) : unclamped_code<2>(k, acc);
+  const int top = (1 << book.bits) - 1;
+  return static_cast<uint32_t>(v < 0 ? 0 : v > top ? top : v);
+}
+
+// One group of 16 tokens x 128 bf16 values into its record.
+inline void quantize_group(const Plan& plan, const uint16_t* x, uint8_t* record) {
+  uint32_t key[kChannels];
+  channel_keys(x, key);
+  uint32_t order[kChannels];
+  for (uint32_t c = 0; c < kChannels; ++c) order[c] = c;
+  std::stable_sort(order, order + kChannels, [&](uint32_t a, uint32_t b) { return key[a] > key[b]; });
+  bool outlier[kChannels] = {};
+  for (uint32_t i = 0; i < kChannels / 2; ++i) outlier[order[i]] = true;
+  std::memset(record, 0, record_bytes(plan.bits));
+  uint32_t idx[2][kDim], n[2] = {};
+  for (uint32_t c = 0; c < kChannels; ++c) {
+    if (outlier[c]) record[c / 8] |= static_cast<uint8_t>(1u << (c % 8));
+    idx[outlier[c] ? 0 : 1][n[outlier[c] ? 0 : 1]++] = c;
+  }
+  float* norms = reinterpret_cast<float*>(record + kMaskBytes);
+  uint8_t* codes = record + kMaskBytes + kNormBytes;
+  for (uint32_t t = 0; t < kTokens; ++t)
+    for (uint32_t s = 0; s < 2; ++s) {
+      const Book& book = s == 0 ? plan.outlier : plan.rest;
+      float v[kDim], top = 0.f;
+      for (uint32_t j = 0; j < kDim; ++j) top = fmaxf(top, fabsf(v[j] = tq_bf16_to_f32(x[t * kChannels + idx[s][j]])));
+      const float f = tq_matrix::input_factor(top);
+      int q[kDim], sum2 = 0;
+      for (uint32_t j = 0; j < kDim; ++j) sum2 += (q[j] = tq_matrix::round_to_int(v[j] * f)) * q[j];
+      const float nq = sqrtf(static_cast<float>(sum2));
+      norms[t * 2 + s] = f == 0.f ? 0.f : nq / f;
+      const Coder k = coder_for(book, nq);
+      uint8_t* planes = codes + t * 8 * (2 * plan.bits + 1) + (s == 0 ? 0 : 8 * (plan.bits + 1));
+      for (uint32_t j = 0; j < kDim; ++j) {
+        int acc = 0;
+        for (uint32_t i = 0; i < kDim; ++i) acc += plan.matrix[j][i] * q[i];
+        const uint32_t code = code_at(book, k, acc);
+        for (uint32_t p = 0; p < book.bits; ++p) planes[8 * p + j / 8] |= static_cast<uint8_t>(((code >> p) & 1u) << (j % 8));
+      }
+    }
+}
+
+// Back to floats (the probe's round trip, for its error): centroid * nq-scaled norm through M^T.
+inline void dequantize_group(const Plan& plan, const uint8_t* record, float* x) {
+  const float* norms = reinterpret_cast<const float*>(record + kMaskBytes);
+  const uint8_t* codes = record + kMaskBytes + kNormBytes;
+  uint32_t idx[2][kDim], n[2] = {};
+  for (uint32_t c = 0; c < kChannels; ++c) {
+    const uint32_t s = (record[c / 8] >> (c % 8)) & 1u ? 0 : 1;
+    idx[s][n[s]++] = c;
+  }
+  for (uint32_t t = 0; t < kTokens; ++t)
+    for (uint32_t s = 0; s < 2; ++s) {
+      const Book& book = s == 0 ? plan.outlier : plan.rest;
+      const float* cent = TQ_CODEBOOK_CENTROIDS[tq_log2(kDim) - 3][book.bits - 1];
+      const uint8_t* planes = codes + t * 8 * (2 * plan.bits + 1) + (s == 0 ? 0 : 8 * (plan.bits + 1));
+      double y[kDim];
+      for (uint32_t j = 0; j < kDim; ++j) {
+        uint32_t code = 0;
+        for (uint32_t p = 0; p < book.bits; ++p) code |= ((planes[8 * p + j / 8] >> (j % 8)) & 1u) << p;
+        y[j] = cent[code];
+      }
+      for (uint32_t i = 0; i < kDim; ++i) {
+        double v = 0;
+        for (uint32_t j = 0; j < kDim; ++j) v += plan.matrix[j][i] * y[j];
+        x[t * kChannels + idx[s][i]] = static_cast<float>(v * norms[t * 2 + s] / kGain);
+      }
+    }
+}
+
+}  // namespace halves

@@ -1,0 +1,254 @@
+// A probe of the fractional rates on the tensor cores (docs/QUANTIZATION.md, "The fractional
+// rates' halves on the tensor cores"), before any format is built on it: groups of 16 bf16
+// tokens of a head of 128 at 3.5 and 2.5 bits, the outlier split chosen per group from its
+// energies and each half through three Hadamard rounds of dimension 64 as one int16 matrix (two
+// int8 MMAs a product), quantize only (the fractional rates' dequantize is at 0.54 of a copy on
+// an H100 already, their quantize at 0.30). The model is halves_model.h, the tile code
+// halves_tile.cuh; here are the kernel and the checks.
+// The probe checks the first groups' records against the model byte for byte, then times the
+// kernel beside a device-to-device copy of the same bf16 bytes.
+// Usage: halves_probe [json path]          (exit 1 if the GPU and the model disagree)
+//        halves_probe --emulate [groups]   (the tile code on CPU threads against the model; no GPU)
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "common.h"
+#include "cuda_bench.h"
+#include "halves_tile.cuh"
+#include "mma_warps.cuh"
+
+namespace halves {
+namespace {
+
+constexpr uint32_t kWarps = 4;  // per CTA
+constexpr uint32_t kGroupWords = kTokens * kChannels * 2 / 16;  // uint4 a group
+constexpr uint64_t kSeed = 1234;
+
+// The GPU's warp, with the probe's MMA of an unsigned A operand and a warp barrier.
+struct HalvesDeviceWarp : tq_matrix::DeviceWarp {
+  template <bool kUnsignedB, bool kUnsignedA> __device__ void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    static_assert(!kUnsignedB, "the probe's B operands are signed");
+    if (kUnsignedA)
+      asm volatile(
+          "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+          : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+      tq_matrix::DeviceWarp::mma<false>(d, a, b0, b1);
+  }
+  __device__ void sync() { __syncwarp(); }
+};
+
+__constant__ Book kBooks[2];  // the outlier half's, the rest's
+
+// A warp a group at a time; the CTA holds M's fragments, each warp its group, channel list and
+// record in shared memory, so that global memory sees whole 16-byte words only.
+template <uint32_t kBits>
+__global__ void __launch_bounds__(kWarps * 32) quantize_halves(const uint4* __restrict__ raw, const uint4* __restrict__ a_hi,
+                                                              const uint4* __restrict__ a_lo, uint4* __restrict__ records, size_t groups) {
+  constexpr uint32_t kRecordWords = record_bytes(kBits) / 16;
+  __shared__ uint4 hi_smem[kFrags], lo_smem[kFrags];
+  __shared__ uint4 stage[kWarps][kGroupWords], record[kWarps][kRecordWords];
+  __shared__ uint4 list[kWarps][kChannels / 16];
+  for (uint32_t i = threadIdx.x; i < kFrags; i += blockDim.x) hi_smem[i] = a_hi[i], lo_smem[i] = a_lo[i];
+  __syncthreads();
+  HalvesDeviceWarp warp;
+  const uint32_t w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (size_t group = blockIdx.x * kWarps + w; group < groups; group += static_cast<size_t>(gridDim.x) * kWarps) {
+    for (uint32_t i = lane; i < kGroupWords; i += 32) stage[w][i] = raw[group * kGroupWords + i];
+    __syncwarp();
+    quantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint16_t*>(stage[w]), reinterpret_cast<uint8_t*>(list[w]), hi_smem, lo_smem,
+                                kBooks[0], kBooks[1], reinterpret_cast<uint8_t*>(record[w]));
+    __syncwarp();
+    for (uint32_t i = lane; i < kRecordWords; i += 32) records[group * kRecordWords + i] = record[w][i];
+    __syncwarp();
+  }
+}
+
+// Test groups: Gaussian at several scales, with groups of a massive channel, of constant tokens
+// (every key equal), of zeros, of one-hot tokens and of pairs of equal channels among them.
+std::vector<uint16_t> test_groups(size_t n) {
+  std::vector<uint16_t> out(n * kTokens * kChannels);
+  bench::Rng rng(7);
+  for (size_t gi = 0; gi < n; ++gi)
+    for (uint32_t t = 0; t < kTokens; ++t)
+      for (uint32_t c = 0; c < kChannels; ++c) {
+        double value = rng.normal() * (0.5 + (gi % 7)) * (c % 5 == 0 ? 4.0 : 1.0);
+        switch (gi % 16) {
+          case 1: value = c == 7 ? 100.0 : rng.normal(); break;
+          case 2: value = 1.0; break;
+          case 3: value = 0.0; break;
+          case 4: value = c == (t * 37 + gi) % kChannels ? 3.0 : 0.0; break;
+          case 5: value = (c % 2 ? -1.0 : 1.0) * (1.0 + (c / 2) % 3); break;
+        }
+        out[(gi * kTokens + t) * kChannels + c] = tq_f32_to_bf16(static_cast<float>(value));
+      }
+  return out;
+}
+
+std::vector<uint8_t> model_records(const Plan& plan, const std::vector<uint16_t>& raw, size_t groups) {
+  std::vector<uint8_t> out(groups * record_bytes(plan.bits));
+  for (size_t gi = 0; gi < groups; ++gi) quantize_group(plan, &raw[gi * kTokens * kChannels], &out[gi * record_bytes(plan.bits)]);
+  return out;
+}
+
+size_t differing_groups(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, uint32_t bits, size_t groups) {
+  size_t n = 0;
+  for (size_t gi = 0; gi < groups; ++gi) n += std::memcmp(&a[gi * record_bytes(bits)], &b[gi * record_bytes(bits)], record_bytes(bits)) != 0;
+  return n;
+}
+
+// The model's round trip of the Gaussian groups (those of no special shape): relative squared error.
+double gaussian_error(const Plan& plan, const std::vector<uint16_t>& raw, const std::vector<uint8_t>& records, size_t groups) {
+  double err = 0, energy = 0;
+  std::vector<float> y(kTokens * kChannels);
+  for (size_t gi = 0; gi < groups; ++gi) {
+    if (gi % 16 < 6) continue;
+    dequantize_group(plan, &records[gi * record_bytes(plan.bits)], y.data());
+    for (uint32_t i = 0; i < kTokens * kChannels; ++i) {
+      const double x = tq_bf16_to_f32(raw[gi * kTokens * kChannels + i]), d = y[i] - x;
+      err += d * d, energy += x * x;
+    }
+  }
+  return err / energy;
+}
+
+// The same through format 2's C++ reference (three rounds of its own per half, exact
+// arithmetic): the groups as one layer's K and V records of n / 2 heads.
+double format2_error(uint32_t bits, const std::vector<uint16_t>& raw, size_t groups) {
+  const uint32_t bits_x2 = 2 * bits + 1;
+  const sw_tq_params p = bench::params(1, static_cast<uint32_t>(groups / 2), kChannels, kTokens, SW_DTYPE_BF16, bits_x2, bits_x2, SW_TQ_MSE, kSeed, 2);
+  std::vector<uint8_t> block(groups * kTokens * kChannels * 2);
+  std::memcpy(block.data(), raw.data(), block.size());
+  const std::vector<uint8_t> back = bench::dequantize(p, bench::quantize(p, block));
+  double err = 0, energy = 0;
+  for (size_t gi = 0; gi < groups; ++gi) {
+    if (gi % 16 < 6) continue;
+    for (uint32_t i = 0; i < kTokens * kChannels; ++i) {
+      const size_t at = gi * kTokens * kChannels + i;
+      uint16_t y;
+      std::memcpy(&y, &back[2 * at], 2);
+      const double x = tq_bf16_to_f32(raw[at]), d = tq_bf16_to_f32(y) - x;
+      err += d * d, energy += x * x;
+    }
+  }
+  return err / energy;
+}
+
+struct Rate {
+  uint32_t bits;  // the rest's: the rate is bits + 0.5
+  Plan plan;
+  std::vector<uint32_t> hi, lo;
+  explicit Rate(uint32_t b) : bits(b), plan(make_plan(kSeed, b)), hi(a_fragments(plan, true)), lo(a_fragments(plan, false)) {}
+};
+
+int largest_entry(const Plan& plan) {
+  int m = 0;
+  for (const auto& row : plan.matrix)
+    for (int16_t v : row) m = std::max(m, std::abs(static_cast<int>(v)));
+  return m;
+}
+
+// The tile code on 32 CPU threads, group after group: no GPU needed.
+int emulate(const Rate (&rates)[2], size_t groups) {
+  groups += groups % 2;  // format 2's comparison takes them as K and V of whole heads
+  const std::vector<uint16_t> raw = test_groups(groups);
+  bool agree = true;
+  for (const Rate& rate : rates) {
+    const std::vector<uint8_t> model = model_records(rate.plan, raw, groups);
+    std::vector<uint8_t> got(model.size(), 0xA5);
+    mma_probe::EmulatedWarp warp;
+    std::vector<uint8_t> list(kChannels);
+    std::vector<std::thread> lanes;
+    for (uint32_t lane = 0; lane < 32; ++lane)
+      lanes.emplace_back([&, lane] {
+        mma_probe::EmulatedWarp::current_lane = lane;
+        const uint4* hi = reinterpret_cast<const uint4*>(rate.hi.data());
+        const uint4* lo = reinterpret_cast<const uint4*>(rate.lo.data());
+        for (size_t gi = 0; gi < groups; ++gi) {
+          uint8_t* record = &got[gi * record_bytes(rate.bits)];
+          const uint16_t* x = &raw[gi * kTokens * kChannels];
+          if (rate.bits == 3) quantize_group_tiles<3>(warp, lane, x, list.data(), hi, lo, rate.plan.outlier, rate.plan.rest, record);
+          else quantize_group_tiles<2>(warp, lane, x, list.data(), hi, lo, rate.plan.outlier, rate.plan.rest, record);
+          warp.sync();
+        }
+      });
+    for (auto& t : lanes) t.join();
+    const size_t differing = differing_groups(model, got, rate.bits, groups);
+    std::printf("%.1f bits: %zu groups, records differing from the model in %zu; Gaussian groups' relative squared error %.5f "
+                "(format 2's reference %.5f)\n",
+                rate.bits + 0.5, groups, differing, gaussian_error(rate.plan, raw, model, groups), format2_error(rate.bits, raw, groups));
+    agree = agree && differing == 0;
+  }
+  return agree ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace halves
+
+int main(int argc, char** argv) {
+  using namespace halves;
+  static_assert(contiguous_row(63) < kDim && contiguous_k(63) < kDim, "MMA orders stay inside the half");
+  const Rate rates[2] = {Rate(3), Rate(2)};
+  std::printf("three rounds at dim 64: largest matrix entry %d\n", largest_entry(rates[0].plan));
+  if (argc > 1 && std::strcmp(argv[1], "--emulate") == 0) return emulate(rates, argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 64);
+  // 1 GiB of bf16 groups, the checked part repeated.
+  const size_t group_bytes = kTokens * kChannels * 2, groups = (1ull << 30) / group_bytes, checked = 4096;
+  const std::vector<uint16_t> host = test_groups(checked);
+  uint4 *raw, *copy, *records, *hi, *lo;
+  const size_t raw_bytes = groups * group_bytes;
+  CUDA_OK(cudaMalloc(&raw, raw_bytes));
+  CUDA_OK(cudaMalloc(&copy, raw_bytes));
+  CUDA_OK(cudaMalloc(&records, groups * record_bytes(3)));
+  CUDA_OK(cudaMalloc(&hi, kFrags * sizeof(uint4)));
+  CUDA_OK(cudaMalloc(&lo, kFrags * sizeof(uint4)));
+  for (size_t off = 0; off < groups; off += checked)
+    CUDA_OK(cudaMemcpy(reinterpret_cast<uint8_t*>(raw) + off * group_bytes, host.data(), std::min(checked, groups - off) * group_bytes,
+                       cudaMemcpyHostToDevice));
+  int sms = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  cudaDeviceProp prop;
+  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+  const double t_copy = bench::median_ms([&] { CUDA_OK(cudaMemcpyAsync(copy, raw, raw_bytes, cudaMemcpyDeviceToDevice)); }, 10);
+  const double copy_gbps = 2.0 * raw_bytes / t_copy / 1e6;
+  std::printf("%s, %d SMs; %u threads a CTA; D2D copy %.0f GB/s\n\n", prop.name, sms, kWarps * 32, copy_gbps);
+  std::printf("| rate | records differing (of %zu) | CTAs | ms | GB/s (read + written) | of copy |\n|---|---|---|---|---|---|\n", checked);
+  bool agree = true;
+  FILE* json = std::fopen(argc > 1 ? argv[1] : "halves_probe.json", "w");
+  if (json) std::fprintf(json, "{\"gpu\": \"%s\", \"groups\": %zu, \"checked\": %zu, \"copy_ms\": %.4f, \"copy_gbps\": %.1f, \"rates\": [", prop.name, groups, checked, t_copy, copy_gbps);
+  for (const Rate& rate : rates) {
+    CUDA_OK(cudaMemcpyToSymbol(kBooks, &rate.plan.outlier, sizeof(Book)));
+    CUDA_OK(cudaMemcpyToSymbol(kBooks, &rate.plan.rest, sizeof(Book), sizeof(Book)));
+    CUDA_OK(cudaMemcpy(hi, rate.hi.data(), kFrags * sizeof(uint4), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(lo, rate.lo.data(), kFrags * sizeof(uint4), cudaMemcpyHostToDevice));
+    const void* kernel = rate.bits == 3 ? reinterpret_cast<const void*>(quantize_halves<3>) : reinterpret_cast<const void*>(quantize_halves<2>);
+    int per_sm = 0;
+    CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, 0));
+    const uint32_t grid = static_cast<uint32_t>(sms * std::max(per_sm, 1));
+    auto run = [&] {
+      if (rate.bits == 3) quantize_halves<3><<<grid, kWarps * 32>>>(raw, hi, lo, records, groups);
+      else quantize_halves<2><<<grid, kWarps * 32>>>(raw, hi, lo, records, groups);
+    };
+    run();
+    CUDA_OK(cudaGetLastError());
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<uint8_t> got(checked * record_bytes(rate.bits));
+    CUDA_OK(cudaMemcpy(got.data(), records, got.size(), cudaMemcpyDeviceToHost));
+    const size_t differing = differing_groups(model_records(rate.plan, host, checked), got, rate.bits, checked);
+    agree = agree && differing == 0;
+    const double ms = bench::median_ms(run, 10), moved = raw_bytes + static_cast<double>(groups) * record_bytes(rate.bits);
+    std::printf("| %.1f | %zu | %u | %.3f | %.0f | %.2f |\n", rate.bits + 0.5, differing, grid, ms, moved / ms / 1e6, moved / ms / 1e6 / copy_gbps);
+    if (json)
+      std::fprintf(json, "%s{\"bits\": %.1f, \"differing\": %zu, \"ctas\": %u, \"ms\": %.4f, \"gbps\": %.1f}", rate.bits == 3 ? "" : ", ",
+                   rate.bits + 0.5, differing, grid, ms, moved / ms / 1e6);
+  }
+  if (json) {
+    std::fprintf(json, "]}\n");
+    std::fclose(json);
+  }
+  return agree ? 0 : 1;
+}

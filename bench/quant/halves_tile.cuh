@@ -1,0 +1,209 @@
+// What one warp does to one group of the fractional-rate probe (halves_model.h says what is
+// computed), written once for the GPU (HalvesDeviceWarp, halves_probe.cu) and for the emulated
+// warp (mma_warps.cuh), which checks the lane orders against the model without a GPU.
+//
+// The warp reads the group from shared memory (16 tokens x 128 bf16, staged by the kernel):
+//  - lane l takes channels 4l .. 4l + 3: their energies, then the 64 largest keys by a radix
+//    search over the keys' 15 bits (a warp sum a bit), the lower channel first among equals;
+//    an exclusive scan over lanes gives each channel its place in its half, and the warp writes
+//    the half-order channel list (128 bytes) to shared memory;
+//  - then as format 3's tile code does at dim 128, at dim 64 for each half: lane (g, c) takes 16
+//    consecutive elements of token g of each tile (tokens 0-7, 8-15) through the list, in fixed
+//    point on 8 bits; M (int16) is two int8 products a tile, its high bytes signed and its low
+//    bytes unsigned; the accumulators of m-tile mt hold coordinates 8g + 2mt + h of tokens 2c
+//    and 2c + 1, so a lane's eight coordinates of a token are byte g of every plane.
+#pragma once
+#include "halves_model.h"
+#include "tq_matrix_tile.cuh"
+
+namespace halves {
+
+using tq_matrix::bit_cast;
+using tq_matrix::byte_perm;
+using tq_matrix::dot4_s8;
+using tq_matrix::pack_codes;
+
+// The fragment orders at dim 64 (tq_matrix_tile.cuh's at 128): lane (g, c) feeds elements
+// 16c .. 16c + 15 of vector g; m-tile mt's accumulators hold rows 8g + 2mt + h.
+__host__ __device__ constexpr uint32_t contiguous_k(uint32_t k) { return 16 * ((k / 4) % 4) + 8 * (k / 32) + 4 * ((k / 16) % 2) + k % 4; }
+__host__ __device__ constexpr uint32_t contiguous_row(uint32_t r) { return 8 * (r % 8) + 2 * (r / 16) + (r / 8) % 2; }
+
+constexpr uint32_t kMtiles = 4, kKtiles = 2, kFrags = kMtiles * kKtiles * 32;  // uint4 a lane and fragment
+
+// A fragments of M's high bytes (signed) and low bytes (unsigned), rows and columns in MMA order.
+inline std::vector<uint32_t> a_fragments(const Plan& plan, bool high) {
+  std::vector<uint32_t> f(kFrags * 4);
+  for (uint32_t mt = 0; mt < kMtiles; ++mt)
+    for (uint32_t t = 0; t < kKtiles; ++t)
+      for (uint32_t lane = 0; lane < 32; ++lane)
+        for (uint32_t reg = 0; reg < 4; ++reg) {
+          const uint32_t row = 16 * mt + lane / 4 + 8 * (reg % 2), k0 = 32 * t + 16 * (reg / 2) + 4 * (lane % 4);
+          uint32_t word = 0;
+          for (uint32_t i = 0; i < 4; ++i) {
+            const int m = plan.matrix[contiguous_row(row)][contiguous_k(k0 + i)];
+            word |= static_cast<uint32_t>((high ? m >> 8 : m) & 0xFF) << (8 * i);
+          }
+          f[((mt * kKtiles + t) * 32 + lane) * 4 + reg] = word;
+        }
+  return f;
+}
+
+template <typename W> __host__ __device__ inline int warp_sum(W& warp, int v) {
+  for (int d = 1; d < 32; d *= 2) v += warp.shfl_xor(v, d);
+  return v;
+}
+// The sum of v over the lanes below this one.
+template <typename W> __host__ __device__ inline int lanes_below(W& warp, uint32_t lane, int v) {
+  int inclusive = v;
+  for (uint32_t d = 1; d < 32; d *= 2) {
+    const int other = warp.shfl(inclusive, static_cast<int>(lane >= d ? lane - d : lane));
+    if (lane >= d) inclusive += other;
+  }
+  return inclusive - v;
+}
+
+// Bit p of each of 8 codes (code j at nibble j of w) as one byte, bit j from code j.
+__host__ __device__ inline uint32_t plane_byte(uint32_t w, uint32_t p) {
+  uint32_t x = (w >> p) & 0x11111111u;
+  x = (x | x >> 3) & 0x03030303u;
+  return (x * 0x01041040u) >> 24;
+}
+
+__host__ __device__ inline int popcount(uint32_t v) {
+#ifdef __CUDA_ARCH__
+  return __popc(v);
+#else
+  return __builtin_popcount(v);
+#endif
+}
+
+// One half's part of a tile in this lane: its B fragments and the vector's nq and stored norm.
+struct HalfInput {
+  uint32_t b[4];
+  float nq, norm;
+};
+
+template <typename W>
+__host__ __device__ inline HalfInput half_input(W& warp, const uint16_t* token, const uint8_t* list) {
+  uint32_t src[4];
+  memcpy(src, list, 16);
+  float x[16], top = 0.f;
+  for (int i = 0; i < 16; ++i) {
+    const uint32_t channel = (src[i / 4] >> (8 * (i % 4))) & 0xFF;
+    x[i] = bit_cast<float>(static_cast<uint32_t>(token[channel]) << 16);
+    top = fmaxf(top, fabsf(x[i]));
+  }
+  top = fmaxf(top, warp.shfl_xor(top, 1));
+  top = fmaxf(top, warp.shfl_xor(top, 2));
+  const float f = tq_matrix::input_factor(top);
+  int q[16];
+  for (int i = 0; i < 16; ++i) q[i] = tq_matrix::round_to_low_byte(x[i], f);  // finite input: exact
+  HalfInput in;
+  int sum2 = 0;
+  for (int w = 0; w < 4; ++w) {
+    in.b[w] = byte_perm(byte_perm(q[4 * w], q[4 * w + 1], 0x0040u), byte_perm(q[4 * w + 2], q[4 * w + 3], 0x0040u), 0x5410u);
+    sum2 = dot4_s8(in.b[w], in.b[w], sum2);
+  }
+  sum2 += warp.shfl_xor(sum2, 1);
+  sum2 += warp.shfl_xor(sum2, 2);
+  in.nq = sqrtf(static_cast<float>(sum2));
+  in.norm = f == 0.f ? 0.f : in.nq / f;
+  return in;
+}
+
+// Half s (0: the outliers, at kHalfBits = kBits + 1; 1: the rest, at kBits) of the group's
+// two tiles, once the channel list is in place: norms and code planes into the record.
+#pragma nv_exec_check_disable
+template <uint32_t kHalfBits, uint32_t kBits, typename W>
+__host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uint16_t* x, const uint8_t* list, const uint4* a_hi,
+                                   const uint4* a_lo, const Book& book, uint8_t* record) {
+  const uint32_t g = lane / 4, c = lane % 4;
+  float* norms = reinterpret_cast<float*>(record + kMaskBytes);
+  HalfInput in[2];
+  Coder coder[2][2];  // [tile][vector 2c + v]
+  for (int i = 0; i < 2; ++i) {
+    in[i] = half_input(warp, x + (8 * i + g) * kChannels, list + s * kDim + 16 * c);
+    if (c == 0) norms[(8 * i + g) * 2 + s] = in[i].norm;
+    for (int v = 0; v < 2; ++v) coder[i][v] = coder_for(book, warp.shfl(in[i].nq, static_cast<int>(4 * (2 * c + v))));
+  }
+  uint32_t nibbles[2][2] = {};  // [tile][vector]: coordinates 8g + 2mt + h, the first m-tile's pair at the top
+  for (uint32_t mt = 0; mt < kMtiles; ++mt) {
+    uint32_t hi[kKtiles][4], lo[kKtiles][4];
+    for (uint32_t t = 0; t < kKtiles; ++t) {
+      const uint4 fh = a_hi[(mt * kKtiles + t) * 32 + lane], fl = a_lo[(mt * kKtiles + t) * 32 + lane];
+      hi[t][0] = fh.x, hi[t][1] = fh.y, hi[t][2] = fh.z, hi[t][3] = fh.w;
+      lo[t][0] = fl.x, lo[t][1] = fl.y, lo[t][2] = fl.z, lo[t][3] = fl.w;
+    }
+    for (int i = 0; i < 2; ++i) {
+      int acc_hi[4] = {}, acc_lo[4] = {};
+      for (uint32_t t = 0; t < kKtiles; ++t) {
+        warp.template mma<false, false>(acc_hi, hi[t], in[i].b[2 * t], in[i].b[2 * t + 1]);
+        warp.template mma<false, true>(acc_lo, lo[t], in[i].b[2 * t], in[i].b[2 * t + 1]);
+      }
+      // acc[v], acc[v + 2]: coordinates 8g + 2mt and 8g + 2mt + 1 of vector 2c + v
+      int acc[4];
+      for (int r = 0; r < 4; ++r) acc[r] = acc_hi[r] * 256 + acc_lo[r];
+      for (int v = 0; v < 2; ++v)
+        nibbles[i][v] = pack_codes(unclamped_code<kHalfBits>(coder[i][v], acc[v + 2]), unclamped_code<kHalfBits>(coder[i][v], acc[v]), nibbles[i][v]);
+    }
+  }
+  uint8_t* codes = record + kMaskBytes + kNormBytes;
+  for (int i = 0; i < 2; ++i)
+    for (int v = 0; v < 2; ++v) {
+      const uint32_t w = byte_perm(nibbles[i][v], 0, 0x0123u);  // code j at nibble j
+      uint8_t* planes = codes + (8 * i + 2 * c + v) * 8 * (2 * kBits + 1) + s * 8 * (kBits + 1);
+      for (uint32_t p = 0; p < kHalfBits; ++p) planes[8 * p + g] = static_cast<uint8_t>(plane_byte(w, p));
+    }
+}
+
+// The group staged at x (16 x 128 bf16) into its record (record_bytes(kBits) bytes), as lane
+// `lane`; list: 128 bytes of scratch shared by the warp; a_hi, a_lo: M's fragments.
+#pragma nv_exec_check_disable
+template <uint32_t kBits, typename W>
+__host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, const uint16_t* x, uint8_t* list, const uint4* a_hi,
+                                              const uint4* a_lo, const Book& outlier_book, const Book& rest_book, uint8_t* record) {
+  // Keys of channels 4 lane .. + 3, and the 64th largest by a radix search.
+  uint32_t key[4];
+  {
+    float e[4] = {};
+    for (uint32_t t = 0; t < kTokens; ++t) {
+      uint2 w;
+      memcpy(&w, x + t * kChannels + 4 * lane, 8);
+      const float v[4] = {bit_cast<float>(w.x << 16), bit_cast<float>(w.x & 0xFFFF0000u), bit_cast<float>(w.y << 16),
+                          bit_cast<float>(w.y & 0xFFFF0000u)};
+      for (int i = 0; i < 4; ++i) e[i] = fmaf(v[i], v[i], e[i]);
+    }
+    for (int i = 0; i < 4; ++i) key[i] = bit_cast<uint32_t>(e[i]) >> 16;
+  }
+  uint32_t threshold = 0;
+  for (int bit = 14; bit >= 0; --bit) {
+    const uint32_t candidate = threshold | 1u << bit;
+    int at_least = 0;
+    for (int i = 0; i < 4; ++i) at_least += key[i] >= candidate;
+    if (warp_sum(warp, at_least) >= static_cast<int>(kDim)) threshold = candidate;
+  }
+  int above = 0, equal = 0;
+  for (int i = 0; i < 4; ++i) above += key[i] > threshold, equal += key[i] == threshold;
+  int room = static_cast<int>(kDim) - warp_sum(warp, above) - lanes_below(warp, lane, equal);  // equal keys this lane may take
+  uint32_t outlier = 0;
+  for (int i = 0; i < 4; ++i) {
+    const bool taken = key[i] > threshold || (key[i] == threshold && room-- > 0);
+    outlier |= static_cast<uint32_t>(taken) << i;
+  }
+  // Each channel's place in its half: outliers first, then the rest, each ascending.
+  int place = lanes_below(warp, lane, popcount(outlier));
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t channel = 4 * lane + i;
+    const bool out = (outlier >> i) & 1u;
+    list[out ? place : kDim + channel - place] = static_cast<uint8_t>(channel);
+    place += out;
+  }
+  const uint32_t pair = outlier | warp.shfl_xor(outlier, 1) << 4;
+  if (lane % 2 == 0) record[lane / 2] = static_cast<uint8_t>(pair);
+  warp.sync();
+
+  code_half<kBits + 1, kBits>(warp, lane, 0, x, list, a_hi, a_lo, outlier_book, record);
+  code_half<kBits, kBits>(warp, lane, 1, x, list, a_hi, a_lo, rest_book, record);
+}
+
+}  // namespace halves
