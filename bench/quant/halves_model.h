@@ -111,16 +111,34 @@ inline Book fit_book(uint32_t bits) {
   return book;
 }
 
+// A half's centroids as dequantize's 8-bit operands: centroid * 2^shift rounded, the largest
+// shift that keeps every one within int8, in code order (the codebook's, ascending).
+struct Centroids {
+  int value[16];
+  int shift;
+};
+
 struct Plan {
   int16_t matrix[kDim][kDim];  // M[j][k], |M| <= 512
   Book outlier, rest;          // bits + 1 and bits
+  Centroids centroids[2];      // the outlier half's, the rest's
   uint32_t bits;               // the rest's; the rate is bits + 0.5
 };
+
+inline Centroids centroids_for(uint32_t bits) {
+  const float* cent = TQ_CODEBOOK_CENTROIDS[tq_log2(kDim) - 3][bits - 1];
+  Centroids c{};
+  c.shift = 0;
+  while (std::lround(std::ldexp(std::fabs(double(cent[0])), c.shift + 1)) <= 127) ++c.shift;
+  for (uint32_t k = 0; k < (1u << bits); ++k) c.value[k] = static_cast<int>(std::lround(std::ldexp(double(cent[k]), c.shift)));
+  return c;
+}
 
 inline Plan make_plan(uint64_t seed, uint32_t bits) {
   Plan plan{};
   plan.bits = bits;
   plan.outlier = fit_book(bits + 1), plan.rest = fit_book(bits);
+  plan.centroids[0] = centroids_for(bits + 1), plan.centroids[1] = centroids_for(bits);
   const uint32_t purposes[3] = {TQ_SIGNS_ROTATION, TQ_SIGNS_ROUND2, TQ_SIGNS_ROUND3};
   for (uint32_t k = 0; k < kDim; ++k) {
     int v[kDim] = {};
@@ -215,8 +233,13 @@ inline void quantize_group(const Plan& plan, const uint16_t* x, uint8_t* record)
     }
 }
 
-// Back to floats (the probe's round trip, for its error): centroid * nq-scaled norm through M^T.
-inline void dequantize_group(const Plan& plan, const uint8_t* record, float* x) {
+// A half's value from its integer product: acc * norm * 2^-(9 + shift) (M is 512 times the
+// rotation), in fp32, both sides alike.
+TQ_MATRIX_HD inline float half_value(int acc, float norm, int shift) { return static_cast<float>(acc) * ldexpf(norm, -9 - shift); }
+
+// A record back to its group (16 x 128 bf16): each half's centroids as 8-bit integers through
+// M^T exactly, scaled by the norm, rounded to bf16 (to nearest even).
+inline void dequantize_group(const Plan& plan, const uint8_t* record, uint16_t* x) {
   const float* norms = reinterpret_cast<const float*>(record + kMaskBytes);
   const uint8_t* codes = record + kMaskBytes + kNormBytes;
   uint32_t idx[2][kDim], n[2] = {};
@@ -227,18 +250,18 @@ inline void dequantize_group(const Plan& plan, const uint8_t* record, float* x) 
   for (uint32_t t = 0; t < kTokens; ++t)
     for (uint32_t s = 0; s < 2; ++s) {
       const Book& book = s == 0 ? plan.outlier : plan.rest;
-      const float* cent = TQ_CODEBOOK_CENTROIDS[tq_log2(kDim) - 3][book.bits - 1];
+      const Centroids& cent = plan.centroids[s];
       const uint8_t* planes = codes + t * 8 * (2 * plan.bits + 1) + (s == 0 ? 0 : 8 * (plan.bits + 1));
-      double y[kDim];
+      int y[kDim];
       for (uint32_t j = 0; j < kDim; ++j) {
         uint32_t code = 0;
         for (uint32_t p = 0; p < book.bits; ++p) code |= ((planes[8 * p + j / 8] >> (j % 8)) & 1u) << p;
-        y[j] = cent[code];
+        y[j] = cent.value[code];
       }
       for (uint32_t i = 0; i < kDim; ++i) {
-        double v = 0;
-        for (uint32_t j = 0; j < kDim; ++j) v += plan.matrix[j][i] * y[j];
-        x[t * kChannels + idx[s][i]] = static_cast<float>(v * norms[t * 2 + s] / kGain);
+        int acc = 0;
+        for (uint32_t j = 0; j < kDim; ++j) acc += plan.matrix[j][i] * y[j];
+        x[t * kChannels + idx[s][i]] = tq_f32_to_bf16(half_value(acc, norms[t * 2 + s], cent.shift));
       }
     }
 }

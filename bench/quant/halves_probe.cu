@@ -2,11 +2,10 @@
 // rates' halves on the tensor cores"), before any format is built on it: groups of 16 bf16
 // tokens of a head of 128 at 3.5 and 2.5 bits, the outlier split chosen per group from its
 // energies and each half through three Hadamard rounds of dimension 64 as one int16 matrix (two
-// int8 MMAs a product), quantize only (the fractional rates' dequantize is at 0.54 of a copy on
-// an H100 already, their quantize at 0.30). The model is halves_model.h, the tile code
-// halves_tile.cuh; here are the kernel and the checks.
-// The probe checks the first groups' records against the model byte for byte, then times the
-// kernel beside a device-to-device copy of the same bf16 bytes.
+// int8 MMAs a product), both ways. The model is halves_model.h, the tile code halves_tile.cuh;
+// here are the kernels and the checks.
+// The probe checks the first groups' records and dequantized values against the model's, byte
+// for byte, then times the kernels beside a device-to-device copy of the same bf16 bytes.
 // Usage: halves_probe [json path]          (exit 1 if the GPU and the model disagree)
 //        halves_probe --emulate [groups]   (the tile code on CPU threads against the model; no GPU)
 #include <cuda_runtime.h>
@@ -69,6 +68,39 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_halves(const uint4* __re
   }
 }
 
+// Records back to groups, a warp a record at a time, the same way round: each warp's record in,
+// its group out through shared memory; M^T's fragments and the centroid tables per CTA.
+__constant__ uint32_t kTables[2][4];
+__constant__ int kShifts[2];
+
+template <uint32_t kBits>
+__global__ void __launch_bounds__(kWarps * 32) dequantize_halves(const uint4* __restrict__ records, const uint4* __restrict__ a_hi,
+                                                                const uint4* __restrict__ a_lo, uint4* __restrict__ raw, size_t groups) {
+  constexpr uint32_t kRecordWords = record_bytes(kBits) / 16;
+  __shared__ uint4 hi_smem[kFrags], lo_smem[kFrags];
+  __shared__ uint4 stage[kWarps][kGroupWords], record[kWarps][kRecordWords];
+  __shared__ uint4 list[kWarps][kChannels / 16];
+  for (uint32_t i = threadIdx.x; i < kFrags; i += blockDim.x) hi_smem[i] = a_hi[i], lo_smem[i] = a_lo[i];
+  __syncthreads();
+  uint32_t tables[2][4];
+  int shifts[2];
+  for (int h = 0; h < 2; ++h) {
+    shifts[h] = kShifts[h];
+    for (int w = 0; w < 4; ++w) tables[h][w] = kTables[h][w];
+  }
+  HalvesDeviceWarp warp;
+  const uint32_t w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (size_t group = blockIdx.x * kWarps + w; group < groups; group += static_cast<size_t>(gridDim.x) * kWarps) {
+    for (uint32_t i = lane; i < kRecordWords; i += 32) record[w][i] = records[group * kRecordWords + i];
+    __syncwarp();
+    dequantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint8_t*>(record[w]), reinterpret_cast<uint8_t*>(list[w]), hi_smem, lo_smem,
+                                  tables, shifts, reinterpret_cast<uint16_t*>(stage[w]));
+    __syncwarp();
+    for (uint32_t i = lane; i < kGroupWords; i += 32) raw[group * kGroupWords + i] = stage[w][i];
+    __syncwarp();
+  }
+}
+
 // Test groups: Gaussian at several scales, with groups of a massive channel, of constant tokens
 // (every key equal), of zeros, of one-hot tokens and of pairs of equal channels among them.
 std::vector<uint16_t> test_groups(size_t n) {
@@ -105,12 +137,12 @@ size_t differing_groups(const std::vector<uint8_t>& a, const std::vector<uint8_t
 // The model's round trip of the Gaussian groups (those of no special shape): relative squared error.
 double gaussian_error(const Plan& plan, const std::vector<uint16_t>& raw, const std::vector<uint8_t>& records, size_t groups) {
   double err = 0, energy = 0;
-  std::vector<float> y(kTokens * kChannels);
+  std::vector<uint16_t> y(kTokens * kChannels);
   for (size_t gi = 0; gi < groups; ++gi) {
     if (gi % 16 < 6) continue;
     dequantize_group(plan, &records[gi * record_bytes(plan.bits)], y.data());
     for (uint32_t i = 0; i < kTokens * kChannels; ++i) {
-      const double x = tq_bf16_to_f32(raw[gi * kTokens * kChannels + i]), d = y[i] - x;
+      const double x = tq_bf16_to_f32(raw[gi * kTokens * kChannels + i]), d = tq_bf16_to_f32(y[i]) - x;
       err += d * d, energy += x * x;
     }
   }
@@ -139,11 +171,29 @@ double format2_error(uint32_t bits, const std::vector<uint16_t>& raw, size_t gro
   return err / energy;
 }
 
+std::vector<uint16_t> model_groups(const Plan& plan, const std::vector<uint8_t>& records, size_t groups) {
+  std::vector<uint16_t> out(groups * kTokens * kChannels);
+  for (size_t gi = 0; gi < groups; ++gi) dequantize_group(plan, &records[gi * record_bytes(plan.bits)], &out[gi * kTokens * kChannels]);
+  return out;
+}
+
+size_t differing_values(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
+  size_t n = 0;
+  for (size_t i = 0; i < a.size(); ++i) n += a[i] != b[i];
+  return n;
+}
+
 struct Rate {
   uint32_t bits;  // the rest's: the rate is bits + 0.5
   Plan plan;
-  std::vector<uint32_t> hi, lo;
-  explicit Rate(uint32_t b) : bits(b), plan(make_plan(kSeed, b)), hi(a_fragments(plan, true)), lo(a_fragments(plan, false)) {}
+  std::vector<uint32_t> hi, lo, hi_t, lo_t;  // M's fragments, then M^T's
+  uint32_t tables[2][4];
+  int shifts[2];
+  explicit Rate(uint32_t b)
+      : bits(b), plan(make_plan(kSeed, b)), hi(a_fragments(plan, true)), lo(a_fragments(plan, false)), hi_t(a_fragments(plan, true, true)),
+        lo_t(a_fragments(plan, false, true)) {
+    for (int h = 0; h < 2; ++h) centroid_table(plan.centroids[h], tables[h]), shifts[h] = plan.centroids[h].shift;
+  }
 };
 
 int largest_entry(const Plan& plan) {
@@ -160,7 +210,9 @@ int emulate(const Rate (&rates)[2], size_t groups) {
   bool agree = true;
   for (const Rate& rate : rates) {
     const std::vector<uint8_t> model = model_records(rate.plan, raw, groups);
+    const std::vector<uint16_t> model_back = model_groups(rate.plan, model, groups);
     std::vector<uint8_t> got(model.size(), 0xA5);
+    std::vector<uint16_t> back(model_back.size(), 0xA5A5);
     mma_probe::EmulatedWarp warp;
     std::vector<uint8_t> list(kChannels);
     std::vector<std::thread> lanes;
@@ -176,13 +228,22 @@ int emulate(const Rate (&rates)[2], size_t groups) {
           else quantize_group_tiles<2>(warp, lane, x, list.data(), hi, lo, rate.plan.outlier, rate.plan.rest, record);
           warp.sync();
         }
+        const uint4* hi_t = reinterpret_cast<const uint4*>(rate.hi_t.data());
+        const uint4* lo_t = reinterpret_cast<const uint4*>(rate.lo_t.data());
+        for (size_t gi = 0; gi < groups; ++gi) {
+          const uint8_t* record = &model[gi * record_bytes(rate.bits)];
+          uint16_t* x = &back[gi * kTokens * kChannels];
+          if (rate.bits == 3) dequantize_group_tiles<3>(warp, lane, record, list.data(), hi_t, lo_t, rate.tables, rate.shifts, x);
+          else dequantize_group_tiles<2>(warp, lane, record, list.data(), hi_t, lo_t, rate.tables, rate.shifts, x);
+          warp.sync();
+        }
       });
     for (auto& t : lanes) t.join();
-    const size_t differing = differing_groups(model, got, rate.bits, groups);
-    std::printf("%.1f bits: %zu groups, records differing from the model in %zu; Gaussian groups' relative squared error %.5f "
-                "(format 2's reference %.5f)\n",
-                rate.bits + 0.5, groups, differing, gaussian_error(rate.plan, raw, model, groups), format2_error(rate.bits, raw, groups));
-    agree = agree && differing == 0;
+    const size_t differing = differing_groups(model, got, rate.bits, groups), values = differing_values(model_back, back);
+    std::printf("%.1f bits: %zu groups, records differing from the model in %zu, dequantized values in %zu of %zu; Gaussian groups' "
+                "relative squared error %.5f (format 2's reference %.5f)\n",
+                rate.bits + 0.5, groups, differing, values, back.size(), gaussian_error(rate.plan, raw, model, groups), format2_error(rate.bits, raw, groups));
+    agree = agree && differing == 0 && values == 0;
   }
   return agree ? 0 : 1;
 }
@@ -199,11 +260,14 @@ int main(int argc, char** argv) {
   // 1 GiB of bf16 groups, the checked part repeated.
   const size_t group_bytes = kTokens * kChannels * 2, groups = (1ull << 30) / group_bytes, checked = 4096;
   const std::vector<uint16_t> host = test_groups(checked);
-  uint4 *raw, *copy, *records, *hi, *lo;
+  uint4 *raw, *copy, *records, *model_in, *hi, *lo, *hi_t, *lo_t;
   const size_t raw_bytes = groups * group_bytes;
   CUDA_OK(cudaMalloc(&raw, raw_bytes));
   CUDA_OK(cudaMalloc(&copy, raw_bytes));
   CUDA_OK(cudaMalloc(&records, groups * record_bytes(3)));
+  CUDA_OK(cudaMalloc(&model_in, groups * record_bytes(3)));
+  CUDA_OK(cudaMalloc(&hi_t, kFrags * sizeof(uint4)));
+  CUDA_OK(cudaMalloc(&lo_t, kFrags * sizeof(uint4)));
   CUDA_OK(cudaMalloc(&hi, kFrags * sizeof(uint4)));
   CUDA_OK(cudaMalloc(&lo, kFrags * sizeof(uint4)));
   for (size_t off = 0; off < groups; off += checked)
@@ -216,7 +280,7 @@ int main(int argc, char** argv) {
   const double t_copy = bench::median_ms([&] { CUDA_OK(cudaMemcpyAsync(copy, raw, raw_bytes, cudaMemcpyDeviceToDevice)); }, 10);
   const double copy_gbps = 2.0 * raw_bytes / t_copy / 1e6;
   std::printf("%s, %d SMs; %u threads a CTA; D2D copy %.0f GB/s\n\n", prop.name, sms, kWarps * 32, copy_gbps);
-  std::printf("| rate | records differing (of %zu) | CTAs | ms | GB/s (read + written) | of copy |\n|---|---|---|---|---|---|\n", checked);
+  std::printf("| rate | direction | differing (of %zu groups) | CTAs | ms | GB/s (read + written) | of copy |\n|---|---|---|---|---|---|---|\n", checked);
   bool agree = true;
   FILE* json = std::fopen(argc > 1 ? argv[1] : "halves_probe.json", "w");
   if (json) std::fprintf(json, "{\"gpu\": \"%s\", \"groups\": %zu, \"checked\": %zu, \"copy_ms\": %.4f, \"copy_gbps\": %.1f, \"rates\": [", prop.name, groups, checked, t_copy, copy_gbps);
@@ -225,26 +289,60 @@ int main(int argc, char** argv) {
     CUDA_OK(cudaMemcpyToSymbol(kBooks, &rate.plan.rest, sizeof(Book), sizeof(Book)));
     CUDA_OK(cudaMemcpy(hi, rate.hi.data(), kFrags * sizeof(uint4), cudaMemcpyHostToDevice));
     CUDA_OK(cudaMemcpy(lo, rate.lo.data(), kFrags * sizeof(uint4), cudaMemcpyHostToDevice));
-    const void* kernel = rate.bits == 3 ? reinterpret_cast<const void*>(quantize_halves<3>) : reinterpret_cast<const void*>(quantize_halves<2>);
-    int per_sm = 0;
-    CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, 0));
-    const uint32_t grid = static_cast<uint32_t>(sms * std::max(per_sm, 1));
-    auto run = [&] {
-      if (rate.bits == 3) quantize_halves<3><<<grid, kWarps * 32>>>(raw, hi, lo, records, groups);
-      else quantize_halves<2><<<grid, kWarps * 32>>>(raw, hi, lo, records, groups);
+    CUDA_OK(cudaMemcpyToSymbol(kTables, rate.tables, sizeof rate.tables));
+    CUDA_OK(cudaMemcpyToSymbol(kShifts, rate.shifts, sizeof rate.shifts));
+    CUDA_OK(cudaMemcpy(hi_t, rate.hi_t.data(), kFrags * sizeof(uint4), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(lo_t, rate.lo_t.data(), kFrags * sizeof(uint4), cudaMemcpyHostToDevice));
+    const bool three = rate.bits == 3;
+    const void* kernels[2] = {three ? reinterpret_cast<const void*>(quantize_halves<3>) : reinterpret_cast<const void*>(quantize_halves<2>),
+                              three ? reinterpret_cast<const void*>(dequantize_halves<3>) : reinterpret_cast<const void*>(dequantize_halves<2>)};
+    uint32_t grid[2];
+    for (int k = 0; k < 2; ++k) {
+      int per_sm = 0;
+      CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernels[k], kWarps * 32, 0));
+      grid[k] = static_cast<uint32_t>(sms * std::max(per_sm, 1));
+    }
+    auto quantize = [&] {
+      if (three) quantize_halves<3><<<grid[0], kWarps * 32>>>(raw, hi, lo, records, groups);
+      else quantize_halves<2><<<grid[0], kWarps * 32>>>(raw, hi, lo, records, groups);
     };
-    run();
+    // dequantize reads the model's records of the checked groups, repeated, and writes over the copy's buffer
+    auto dequantize = [&] {
+      if (three) dequantize_halves<3><<<grid[1], kWarps * 32>>>(model_in, hi_t, lo_t, copy, groups);
+      else dequantize_halves<2><<<grid[1], kWarps * 32>>>(model_in, hi_t, lo_t, copy, groups);
+    };
+    const std::vector<uint8_t> model = model_records(rate.plan, host, checked);
+    for (size_t off = 0; off < groups; off += checked)
+      CUDA_OK(cudaMemcpy(reinterpret_cast<uint8_t*>(model_in) + off * record_bytes(rate.bits), model.data(),
+                         std::min(checked, groups - off) * record_bytes(rate.bits), cudaMemcpyHostToDevice));
+    quantize();
+    dequantize();
     CUDA_OK(cudaGetLastError());
     CUDA_OK(cudaDeviceSynchronize());
     std::vector<uint8_t> got(checked * record_bytes(rate.bits));
     CUDA_OK(cudaMemcpy(got.data(), records, got.size(), cudaMemcpyDeviceToHost));
-    const size_t differing = differing_groups(model_records(rate.plan, host, checked), got, rate.bits, checked);
-    agree = agree && differing == 0;
-    const double ms = bench::median_ms(run, 10), moved = raw_bytes + static_cast<double>(groups) * record_bytes(rate.bits);
-    std::printf("| %.1f | %zu | %u | %.3f | %.0f | %.2f |\n", rate.bits + 0.5, differing, grid, ms, moved / ms / 1e6, moved / ms / 1e6 / copy_gbps);
-    if (json)
-      std::fprintf(json, "%s{\"bits\": %.1f, \"differing\": %zu, \"ctas\": %u, \"ms\": %.4f, \"gbps\": %.1f}", rate.bits == 3 ? "" : ", ",
-                   rate.bits + 0.5, differing, grid, ms, moved / ms / 1e6);
+    std::vector<uint16_t> back(checked * kTokens * kChannels);
+    CUDA_OK(cudaMemcpy(back.data(), copy, back.size() * 2, cudaMemcpyDeviceToHost));
+    const std::vector<uint16_t> model_back = model_groups(rate.plan, model, checked);
+    size_t values_differing = 0, groups_differing = 0;
+    for (size_t gi = 0; gi < checked; ++gi) {
+      const size_t n = kTokens * kChannels;
+      const size_t d = differing_values(std::vector<uint16_t>(&model_back[gi * n], &model_back[gi * n] + n), std::vector<uint16_t>(&back[gi * n], &back[gi * n] + n));
+      values_differing += d, groups_differing += d != 0;
+    }
+    const size_t differing[2] = {differing_groups(model, got, rate.bits, checked), groups_differing};
+    agree = agree && differing[0] == 0 && differing[1] == 0;
+    const double ms[2] = {bench::median_ms(quantize, 10), bench::median_ms(dequantize, 10)};
+    const double moved = raw_bytes + static_cast<double>(groups) * record_bytes(rate.bits);
+    const char* direction[2] = {"quantize", "dequantize"};
+    for (int k = 0; k < 2; ++k) {
+      const double gbps = moved / ms[k] / 1e6;
+      std::printf("| %.1f | %s | %zu | %u | %.3f | %.0f | %.2f |\n", rate.bits + 0.5, direction[k], differing[k], grid[k], ms[k], gbps, gbps / copy_gbps);
+      if (json)
+        std::fprintf(json, "%s{\"bits\": %.1f, \"direction\": \"%s\", \"differing_groups\": %zu, \"ctas\": %u, \"ms\": %.4f, \"gbps\": %.1f}",
+                     three && k == 0 ? "" : ", ", rate.bits + 0.5, direction[k], differing[k], grid[k], ms[k], gbps);
+    }
+    if (values_differing) std::printf("(%.1f bits: %zu dequantized values differ)\n", rate.bits + 0.5, values_differing);
   }
   if (json) {
     std::fprintf(json, "]}\n");

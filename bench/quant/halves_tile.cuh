@@ -30,8 +30,8 @@ __host__ __device__ constexpr uint32_t contiguous_row(uint32_t r) { return 8 * (
 
 constexpr uint32_t kMtiles = 4, kKtiles = 2, kFrags = kMtiles * kKtiles * 32;  // uint4 a lane and fragment
 
-// A fragments of M's high bytes (signed) and low bytes (unsigned), rows and columns in MMA order.
-inline std::vector<uint32_t> a_fragments(const Plan& plan, bool high) {
+// A fragments of M's (or M^T's) high bytes (signed) and low bytes (unsigned), rows and columns in MMA order.
+inline std::vector<uint32_t> a_fragments(const Plan& plan, bool high, bool transpose = false) {
   std::vector<uint32_t> f(kFrags * 4);
   for (uint32_t mt = 0; mt < kMtiles; ++mt)
     for (uint32_t t = 0; t < kKtiles; ++t)
@@ -40,7 +40,8 @@ inline std::vector<uint32_t> a_fragments(const Plan& plan, bool high) {
           const uint32_t row = 16 * mt + lane / 4 + 8 * (reg % 2), k0 = 32 * t + 16 * (reg / 2) + 4 * (lane % 4);
           uint32_t word = 0;
           for (uint32_t i = 0; i < 4; ++i) {
-            const int m = plan.matrix[contiguous_row(row)][contiguous_k(k0 + i)];
+            const uint32_t r = contiguous_row(row), k = contiguous_k(k0 + i);
+            const int m = transpose ? plan.matrix[k][r] : plan.matrix[r][k];
             word |= static_cast<uint32_t>((high ? m >> 8 : m) & 0xFF) << (8 * i);
           }
           f[((mt * kKtiles + t) * 32 + lane) * 4 + reg] = word;
@@ -75,6 +76,18 @@ __host__ __device__ inline int popcount(uint32_t v) {
 #else
   return __builtin_popcount(v);
 #endif
+}
+
+// The half-order channel list from this lane's outlier bits (channels 4 lane .. + 3): outliers
+// first, then the rest, each ascending.
+template <typename W> __host__ __device__ inline void place_channels(W& warp, uint32_t lane, uint32_t outlier, uint8_t* list) {
+  int place = lanes_below(warp, lane, popcount(outlier));
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t channel = 4 * lane + i;
+    const bool out = (outlier >> i) & 1u;
+    list[out ? place : kDim + channel - place] = static_cast<uint8_t>(channel);
+    place += out;
+  }
 }
 
 // One half's part of a tile in this lane: its B fragments and the vector's nq and stored norm.
@@ -190,20 +203,100 @@ __host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, const uint
     const bool taken = key[i] > threshold || (key[i] == threshold && room-- > 0);
     outlier |= static_cast<uint32_t>(taken) << i;
   }
-  // Each channel's place in its half: outliers first, then the rest, each ascending.
-  int place = lanes_below(warp, lane, popcount(outlier));
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t channel = 4 * lane + i;
-    const bool out = (outlier >> i) & 1u;
-    list[out ? place : kDim + channel - place] = static_cast<uint8_t>(channel);
-    place += out;
-  }
+  place_channels(warp, lane, outlier, list);
   const uint32_t pair = outlier | warp.shfl_xor(outlier, 1) << 4;
   if (lane % 2 == 0) record[lane / 2] = static_cast<uint8_t>(pair);
   warp.sync();
 
   code_half<kBits + 1, kBits>(warp, lane, 0, x, list, a_hi, a_lo, outlier_book, record);
   code_half<kBits, kBits>(warp, lane, 1, x, list, a_hi, a_lo, rest_book, record);
+}
+
+// Bits p of 8 codes (bit j from code j) spread to bit p of nibble j: plane_byte's inverse.
+__host__ __device__ inline uint32_t nibble_bits(uint32_t byte, uint32_t p) {
+  uint32_t x = (byte | byte << 12) & 0x000F000Fu;
+  x = (x | x << 6) & 0x03030303u;
+  x = (x | x << 3) & 0x11111111u;
+  return x << p;
+}
+
+// Four codes (nibbles of sel, 0..15) to their centroids' bytes: prmt selects by a code's low 3
+// bits from table[0..1] (codes 0-7) or table[2..3] (8-15), and its top bit chooses.
+template <uint32_t kBits> __host__ __device__ inline uint32_t centroid_bytes(const uint32_t (&table)[4], uint32_t sel) {
+  if constexpr (kBits < 4) return byte_perm(table[0], table[1], sel);
+  const uint32_t low = byte_perm(table[0], table[1], sel & 0x7777u), high = byte_perm(table[2], table[3], sel & 0x7777u);
+  uint32_t top = (sel >> 3) & 0x1111u;  // bits 0, 4, 8, 12 to bytes 0..3
+  top = (top | top << 8) & 0x00110011u;
+  top = ((top | top << 4) & 0x01010101u) * 0xFFu;
+  return (high & top) | (low & ~top);
+}
+
+__host__ __device__ inline uint16_t to_bf16(float v) {
+#ifdef __CUDA_ARCH__
+  return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+#else
+  return tq_f32_to_bf16(v);
+#endif
+}
+
+// Half s of the group's two tiles back into x (16 x 128 bf16) through the channel list;
+// table: the half's centroid bytes in code order.
+#pragma nv_exec_check_disable
+template <uint32_t kHalfBits, uint32_t kBits, typename W>
+__host__ __device__ void decode_half(W& warp, uint32_t lane, uint32_t s, const uint8_t* record, const uint8_t* list, const uint4* a_hi,
+                                     const uint4* a_lo, const uint32_t (&table)[4], int shift, uint16_t* x) {
+  const uint32_t g = lane / 4, c = lane % 4;
+  const float* norms = reinterpret_cast<const float*>(record + kMaskBytes);
+  const uint8_t* codes = record + kMaskBytes + kNormBytes;
+  uint32_t b[2][4];  // [tile]: coordinates 16c .. 16c + 15 of token 8 tile + g, as B fragments
+  for (int i = 0; i < 2; ++i) {
+    const uint8_t* planes = codes + (8 * i + g) * 8 * (2 * kBits + 1) + s * 8 * (kBits + 1) + 2 * c;
+    uint32_t nib[2] = {};
+    for (uint32_t p = 0; p < kHalfBits; ++p) nib[0] |= nibble_bits(planes[8 * p], p), nib[1] |= nibble_bits(planes[8 * p + 1], p);
+    for (int f = 0; f < 4; ++f) b[i][f] = centroid_bytes<kHalfBits>(table, (nib[f / 2] >> (16 * (f % 2))) & 0xFFFFu);
+  }
+  for (uint32_t mt = 0; mt < kMtiles; ++mt) {
+    uint32_t hi[kKtiles][4], lo[kKtiles][4];
+    for (uint32_t t = 0; t < kKtiles; ++t) {
+      const uint4 fh = a_hi[(mt * kKtiles + t) * 32 + lane], fl = a_lo[(mt * kKtiles + t) * 32 + lane];
+      hi[t][0] = fh.x, hi[t][1] = fh.y, hi[t][2] = fh.z, hi[t][3] = fh.w;
+      lo[t][0] = fl.x, lo[t][1] = fl.y, lo[t][2] = fl.z, lo[t][3] = fl.w;
+    }
+    for (int i = 0; i < 2; ++i) {
+      int acc_hi[4] = {}, acc_lo[4] = {};
+      for (uint32_t t = 0; t < kKtiles; ++t) {
+        warp.template mma<false, false>(acc_hi, hi[t], b[i][2 * t], b[i][2 * t + 1]);
+        warp.template mma<false, true>(acc_lo, lo[t], b[i][2 * t], b[i][2 * t + 1]);
+      }
+      // acc[v + 2h]: element 8g + 2mt + h of the half, token 8i + 2c + v
+      for (int r = 0; r < 4; ++r) {
+        const uint32_t token = 8 * i + 2 * c + r % 2, element = 8 * g + 2 * mt + r / 2;
+        const float value = half_value(acc_hi[r] * 256 + acc_lo[r], norms[token * 2 + s], shift);
+        x[token * kChannels + list[s * kDim + element]] = to_bf16(value);
+      }
+    }
+  }
+}
+
+// A record (record_bytes(kBits)) back into its group x (16 x 128 bf16), as lane `lane`; list:
+// 128 bytes of scratch shared by the warp; a_hi, a_lo: M^T's fragments; tables: the halves'
+// centroid bytes (outlier half first).
+#pragma nv_exec_check_disable
+template <uint32_t kBits, typename W>
+__host__ __device__ void dequantize_group_tiles(W& warp, uint32_t lane, const uint8_t* record, uint8_t* list, const uint4* a_hi,
+                                                const uint4* a_lo, const uint32_t (&tables)[2][4], const int (&shifts)[2], uint16_t* x) {
+  place_channels(warp, lane, (record[lane / 2] >> (4 * (lane % 2))) & 0xFu, list);
+  warp.sync();
+  decode_half<kBits + 1, kBits>(warp, lane, 0, record, list, a_hi, a_lo, tables[0], shifts[0], x);
+  decode_half<kBits, kBits>(warp, lane, 1, record, list, a_hi, a_lo, tables[1], shifts[1], x);
+}
+
+// A half's centroids as the byte tables centroid_bytes reads.
+inline void centroid_table(const Centroids& c, uint32_t (&table)[4]) {
+  for (int w = 0; w < 4; ++w) {
+    table[w] = 0;
+    for (int i = 0; i < 4; ++i) table[w] |= static_cast<uint32_t>(c.value[4 * w + i] & 0xFF) << (8 * i);
+  }
 }
 
 }  // namespace halves

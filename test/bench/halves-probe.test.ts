@@ -2,8 +2,9 @@
  * The fractional rates' probe on the tensor cores (bench/quant/halves_probe.cu,
  * docs/QUANTIZATION.md): its tile code, run lane by lane on CPU threads that emulate the warp's
  * shuffles and int8 MMAs (signed and unsigned A), writes its C++ model's records byte for byte
- * at 3.5 and 2.5 bits, on groups with every key equal, zeros and one-hot tokens among them; and
- * the model codes Gaussian groups about as well as format 2's reference.
+ * at 3.5 and 2.5 bits and decodes them to the model's values, on groups with every key equal,
+ * zeros and one-hot tokens among them; and the model codes Gaussian groups about as well as
+ * format 2's reference.
  * This keeps the probe's orders right between the runs that only a GPU can make.
  */
 import assert from 'node:assert/strict';
@@ -17,10 +18,10 @@ test("the fractional rates' probe agrees with its model on an emulated warp", (t
   const run = spawnSync(probe, ['--emulate', '48'], { encoding: 'utf8' });
   assert.equal(run.status, 0, run.stdout + run.stderr);
   for (const rate of ['3.5', '2.5']) {
-    const line = new RegExp(`${rate} bits: 48 groups, records differing from the model in (\\d+); Gaussian groups' relative squared error ([\\d.]+) \\(format 2's reference ([\\d.]+)\\)`).exec(run.stdout);
+    const line = new RegExp(`${rate} bits: 48 groups, records differing from the model in (\\d+), dequantized values in (\\d+) of \\d+; Gaussian groups' relative squared error ([\\d.]+) \\(format 2's reference ([\\d.]+)\\)`).exec(run.stdout);
     assert.ok(line, run.stdout);
-    const [differing, error, format2] = line.slice(1).map(Number) as [number, number, number];
-    assert.equal(differing, 0, run.stdout);
+    const [records, values, error, format2] = line.slice(1).map(Number) as [number, number, number, number];
+    assert.deepEqual([records, values], [0, 0], run.stdout);
     assert.ok(error > 0 && error < format2 * 1.05, `${rate} bits: within 5 % of format 2's error on the same groups, got ${error} against ${format2}`);
   }
 });
