@@ -42,46 +42,50 @@ struct HalvesDeviceWarp : tq_matrix::DeviceWarp {
   __device__ void sync() { __syncwarp(); }
 };
 
-__constant__ Book kBooks[2];  // the outlier half's, the rest's
+__constant__ Book kBooks[2];         // quantize's: the outlier half's, the rest's
+__constant__ uint32_t kTables[2][4];  // dequantize's centroid bytes, the same halves
+__constant__ int kShifts[2];
 
-// A warp a group at a time; the CTA holds M's fragments, each warp its group, channel list and
-// record in shared memory, so that global memory sees whole 16-byte words only.
+// A CTA's shared memory: M's (or M^T's) fragments, and each warp's group, record and channel list,
+// so that global memory sees whole 16-byte words only.
+template <uint32_t kBits> struct GroupShared {
+  static constexpr uint32_t kRecordWords = record_bytes(kBits) / 16;
+  uint4 hi[kFrags], lo[kFrags];
+  uint4 group[kWarps][kGroupWords], record[kWarps][kRecordWords], list[kWarps][kChannels / 16];
+};
+
+__device__ inline void copy_words(uint4* to, const uint4* from, uint32_t words, uint32_t lane) {
+  for (uint32_t i = lane; i < words; i += 32) to[i] = from[i];
+  __syncwarp();
+}
+
+// The fragments into shared memory, then each warp's groups in turn: use(group, warp index).
+template <uint32_t kBits, typename Use>
+__device__ inline void for_each_group(GroupShared<kBits>& sm, const uint4* a_hi, const uint4* a_lo, size_t groups, Use&& use) {
+  for (uint32_t i = threadIdx.x; i < kFrags; i += blockDim.x) sm.hi[i] = a_hi[i], sm.lo[i] = a_lo[i];
+  __syncthreads();
+  for (size_t group = blockIdx.x * kWarps + threadIdx.x / 32; group < groups; group += static_cast<size_t>(gridDim.x) * kWarps) use(group, threadIdx.x / 32);
+}
+
 template <uint32_t kBits>
 __global__ void __launch_bounds__(kWarps * 32) quantize_halves(const uint4* __restrict__ raw, const uint4* __restrict__ a_hi,
                                                               const uint4* __restrict__ a_lo, uint4* __restrict__ records, size_t groups) {
-  constexpr uint32_t kRecordWords = record_bytes(kBits) / 16;
-  __shared__ uint4 hi_smem[kFrags], lo_smem[kFrags];
-  __shared__ uint4 stage[kWarps][kGroupWords], record[kWarps][kRecordWords];
-  __shared__ uint4 list[kWarps][kChannels / 16];
-  for (uint32_t i = threadIdx.x; i < kFrags; i += blockDim.x) hi_smem[i] = a_hi[i], lo_smem[i] = a_lo[i];
-  __syncthreads();
+  __shared__ GroupShared<kBits> sm;
   HalvesDeviceWarp warp;
-  const uint32_t w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (size_t group = blockIdx.x * kWarps + w; group < groups; group += static_cast<size_t>(gridDim.x) * kWarps) {
-    for (uint32_t i = lane; i < kGroupWords; i += 32) stage[w][i] = raw[group * kGroupWords + i];
+  const uint32_t lane = threadIdx.x % 32;
+  for_each_group(sm, a_hi, a_lo, groups, [&](size_t group, uint32_t w) {
+    copy_words(sm.group[w], raw + group * kGroupWords, kGroupWords, lane);
+    quantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint16_t*>(sm.group[w]), reinterpret_cast<uint8_t*>(sm.list[w]), sm.hi, sm.lo,
+                                kBooks[0], kBooks[1], reinterpret_cast<uint8_t*>(sm.record[w]));
     __syncwarp();
-    quantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint16_t*>(stage[w]), reinterpret_cast<uint8_t*>(list[w]), hi_smem, lo_smem,
-                                kBooks[0], kBooks[1], reinterpret_cast<uint8_t*>(record[w]));
-    __syncwarp();
-    for (uint32_t i = lane; i < kRecordWords; i += 32) records[group * kRecordWords + i] = record[w][i];
-    __syncwarp();
-  }
+    copy_words(records + group * GroupShared<kBits>::kRecordWords, sm.record[w], GroupShared<kBits>::kRecordWords, lane);
+  });
 }
-
-// Records back to groups, a warp a record at a time, the same way round: each warp's record in,
-// its group out through shared memory; M^T's fragments and the centroid tables per CTA.
-__constant__ uint32_t kTables[2][4];
-__constant__ int kShifts[2];
 
 template <uint32_t kBits>
 __global__ void __launch_bounds__(kWarps * 32) dequantize_halves(const uint4* __restrict__ records, const uint4* __restrict__ a_hi,
                                                                 const uint4* __restrict__ a_lo, uint4* __restrict__ raw, size_t groups) {
-  constexpr uint32_t kRecordWords = record_bytes(kBits) / 16;
-  __shared__ uint4 hi_smem[kFrags], lo_smem[kFrags];
-  __shared__ uint4 stage[kWarps][kGroupWords], record[kWarps][kRecordWords];
-  __shared__ uint4 list[kWarps][kChannels / 16];
-  for (uint32_t i = threadIdx.x; i < kFrags; i += blockDim.x) hi_smem[i] = a_hi[i], lo_smem[i] = a_lo[i];
-  __syncthreads();
+  __shared__ GroupShared<kBits> sm;
   uint32_t tables[2][4];
   int shifts[2];
   for (int h = 0; h < 2; ++h) {
@@ -89,16 +93,14 @@ __global__ void __launch_bounds__(kWarps * 32) dequantize_halves(const uint4* __
     for (int w = 0; w < 4; ++w) tables[h][w] = kTables[h][w];
   }
   HalvesDeviceWarp warp;
-  const uint32_t w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (size_t group = blockIdx.x * kWarps + w; group < groups; group += static_cast<size_t>(gridDim.x) * kWarps) {
-    for (uint32_t i = lane; i < kRecordWords; i += 32) record[w][i] = records[group * kRecordWords + i];
+  const uint32_t lane = threadIdx.x % 32;
+  for_each_group(sm, a_hi, a_lo, groups, [&](size_t group, uint32_t w) {
+    copy_words(sm.record[w], records + group * GroupShared<kBits>::kRecordWords, GroupShared<kBits>::kRecordWords, lane);
+    dequantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint8_t*>(sm.record[w]), reinterpret_cast<uint8_t*>(sm.list[w]), sm.hi, sm.lo,
+                                  tables, shifts, reinterpret_cast<uint16_t*>(sm.group[w]));
     __syncwarp();
-    dequantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint8_t*>(record[w]), reinterpret_cast<uint8_t*>(list[w]), hi_smem, lo_smem,
-                                  tables, shifts, reinterpret_cast<uint16_t*>(stage[w]));
-    __syncwarp();
-    for (uint32_t i = lane; i < kGroupWords; i += 32) raw[group * kGroupWords + i] = stage[w][i];
-    __syncwarp();
-  }
+    copy_words(raw + group * kGroupWords, sm.group[w], kGroupWords, lane);
+  });
 }
 
 // Test groups: Gaussian at several scales, with groups of a massive channel, of constant tokens

@@ -90,6 +90,20 @@ template <typename W> __host__ __device__ inline void place_channels(W& warp, ui
   }
 }
 
+// M's m-tile mt times a tile's B fragments b (both k-tiles), exact: 256 (A's high bytes) + its low bytes.
+template <typename W>
+__host__ __device__ inline void product_mtile(W& warp, uint32_t lane, const uint4* a_hi, const uint4* a_lo, uint32_t mt, const uint32_t (&b)[4],
+                                              int (&acc)[4]) {
+  int acc_hi[4] = {}, acc_lo[4] = {};
+  for (uint32_t t = 0; t < kKtiles; ++t) {
+    const uint4 fh = a_hi[(mt * kKtiles + t) * 32 + lane], fl = a_lo[(mt * kKtiles + t) * 32 + lane];
+    const uint32_t hi[4] = {fh.x, fh.y, fh.z, fh.w}, lo[4] = {fl.x, fl.y, fl.z, fl.w};
+    warp.template mma<false, false>(acc_hi, hi, b[2 * t], b[2 * t + 1]);
+    warp.template mma<false, true>(acc_lo, lo, b[2 * t], b[2 * t + 1]);
+  }
+  for (int r = 0; r < 4; ++r) acc[r] = acc_hi[r] * 256 + acc_lo[r];
+}
+
 // One half's part of a tile in this lane: its B fragments and the vector's nq and stored norm.
 struct HalfInput {
   uint32_t b[4];
@@ -141,21 +155,10 @@ __host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uin
   }
   uint32_t nibbles[2][2] = {};  // [tile][vector]: coordinates 8g + 2mt + h, the first m-tile's pair at the top
   for (uint32_t mt = 0; mt < kMtiles; ++mt) {
-    uint32_t hi[kKtiles][4], lo[kKtiles][4];
-    for (uint32_t t = 0; t < kKtiles; ++t) {
-      const uint4 fh = a_hi[(mt * kKtiles + t) * 32 + lane], fl = a_lo[(mt * kKtiles + t) * 32 + lane];
-      hi[t][0] = fh.x, hi[t][1] = fh.y, hi[t][2] = fh.z, hi[t][3] = fh.w;
-      lo[t][0] = fl.x, lo[t][1] = fl.y, lo[t][2] = fl.z, lo[t][3] = fl.w;
-    }
     for (int i = 0; i < 2; ++i) {
-      int acc_hi[4] = {}, acc_lo[4] = {};
-      for (uint32_t t = 0; t < kKtiles; ++t) {
-        warp.template mma<false, false>(acc_hi, hi[t], in[i].b[2 * t], in[i].b[2 * t + 1]);
-        warp.template mma<false, true>(acc_lo, lo[t], in[i].b[2 * t], in[i].b[2 * t + 1]);
-      }
       // acc[v], acc[v + 2]: coordinates 8g + 2mt and 8g + 2mt + 1 of vector 2c + v
       int acc[4];
-      for (int r = 0; r < 4; ++r) acc[r] = acc_hi[r] * 256 + acc_lo[r];
+      product_mtile(warp, lane, a_hi, a_lo, mt, in[i].b, acc);
       for (int v = 0; v < 2; ++v)
         nibbles[i][v] = pack_codes(unclamped_code<kHalfBits>(coder[i][v], acc[v + 2]), unclamped_code<kHalfBits>(coder[i][v], acc[v]), nibbles[i][v]);
     }
@@ -256,22 +259,13 @@ __host__ __device__ void decode_half(W& warp, uint32_t lane, uint32_t s, const u
     for (int f = 0; f < 4; ++f) b[i][f] = centroid_bytes<kHalfBits>(table, (nib[f / 2] >> (16 * (f % 2))) & 0xFFFFu);
   }
   for (uint32_t mt = 0; mt < kMtiles; ++mt) {
-    uint32_t hi[kKtiles][4], lo[kKtiles][4];
-    for (uint32_t t = 0; t < kKtiles; ++t) {
-      const uint4 fh = a_hi[(mt * kKtiles + t) * 32 + lane], fl = a_lo[(mt * kKtiles + t) * 32 + lane];
-      hi[t][0] = fh.x, hi[t][1] = fh.y, hi[t][2] = fh.z, hi[t][3] = fh.w;
-      lo[t][0] = fl.x, lo[t][1] = fl.y, lo[t][2] = fl.z, lo[t][3] = fl.w;
-    }
     for (int i = 0; i < 2; ++i) {
-      int acc_hi[4] = {}, acc_lo[4] = {};
-      for (uint32_t t = 0; t < kKtiles; ++t) {
-        warp.template mma<false, false>(acc_hi, hi[t], b[i][2 * t], b[i][2 * t + 1]);
-        warp.template mma<false, true>(acc_lo, lo[t], b[i][2 * t], b[i][2 * t + 1]);
-      }
+      int acc[4];
+      product_mtile(warp, lane, a_hi, a_lo, mt, b[i], acc);
       // acc[v + 2h]: element 8g + 2mt + h of the half, token 8i + 2c + v
       for (int r = 0; r < 4; ++r) {
         const uint32_t token = 8 * i + 2 * c + r % 2, element = 8 * g + 2 * mt + r / 2;
-        const float value = half_value(acc_hi[r] * 256 + acc_lo[r], norms[token * 2 + s], shift);
+        const float value = half_value(acc[r], norms[token * 2 + s], shift);
         x[token * kChannels + list[s * kDim + element]] = to_bf16(value);
       }
     }
