@@ -233,9 +233,9 @@ inline void quantize_group(const Plan& plan, const uint16_t* x, uint8_t* record)
     }
 }
 
-// A half's value from its integer product: acc * norm * 2^-(9 + shift) (M is 512 times the
+// A half's vector's scale: its values are acc * norm * 2^-(9 + shift) (M is 512 times the
 // rotation), in fp32, both sides alike.
-TQ_MATRIX_HD inline float half_value(int acc, float norm, int shift) { return static_cast<float>(acc) * ldexpf(norm, -9 - shift); }
+TQ_MATRIX_HD inline float half_scale(float norm, int shift) { return ldexpf(norm, -9 - shift); }
 
 // A record back to its group (16 x 128 bf16): each half's centroids as 8-bit integers through
 // M^T exactly, scaled by the norm, rounded to bf16 (to nearest even).
@@ -261,7 +261,7 @@ inline void dequantize_group(const Plan& plan, const uint8_t* record, uint16_t* 
       for (uint32_t i = 0; i < kDim; ++i) {
         int acc = 0;
         for (uint32_t j = 0; j < kDim; ++j) acc += plan.matrix[j][i] * y[j];
-        x[t * kChannels + idx[s][i]] = tq_f32_to_bf16(half_value(acc, norms[t * 2 + s], cent.shift));
+        x[t * kChannels + idx[s][i]] = tq_f32_to_bf16(static_cast<float>(acc) * half_scale(norms[t * 2 + s], cent.shift));
       }
     }
 }

@@ -27,7 +27,7 @@ constexpr uint32_t kWarps = 4;  // per CTA
 constexpr uint32_t kGroupWords = kTokens * kChannels * 2 / 16;  // uint4 a group
 constexpr uint64_t kSeed = 1234;
 
-// The GPU's warp, with the probe's MMA of an unsigned A operand and a warp barrier.
+// The GPU's warp, with the probe's MMA of an unsigned A operand, a warp barrier and a warp sum.
 struct HalvesDeviceWarp : tq_matrix::DeviceWarp {
   template <bool kUnsignedB, bool kUnsignedA> __device__ void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     static_assert(!kUnsignedB, "the probe's B operands are signed");
@@ -40,6 +40,7 @@ struct HalvesDeviceWarp : tq_matrix::DeviceWarp {
       tq_matrix::DeviceWarp::mma<false>(d, a, b0, b1);
   }
   __device__ void sync() { __syncwarp(); }
+  __device__ int reduce_add(int v) { return __reduce_add_sync(0xFFFFFFFFu, v); }
 };
 
 __constant__ Book kBooks[2];         // quantize's: the outlier half's, the rest's
@@ -51,11 +52,22 @@ __constant__ int kShifts[2];
 template <uint32_t kBits> struct GroupShared {
   static constexpr uint32_t kRecordWords = record_bytes(kBits) / 16;
   uint4 hi[kFrags], lo[kFrags];
-  uint4 group[kWarps][kGroupWords], record[kWarps][kRecordWords], list[kWarps][kChannels / 16];
+  uint4 group[kWarps][kTokens * kRowStride / 8], record[kWarps][kRecordWords], list[kWarps][kChannels / 16];
 };
 
 __device__ inline void copy_words(uint4* to, const uint4* from, uint32_t words, uint32_t lane) {
   for (uint32_t i = lane; i < words; i += 32) to[i] = from[i];
+  __syncwarp();
+}
+
+// A group between global memory (tokens one after another) and its staged rows (kRowStride apart).
+constexpr uint32_t kTokenWords = kChannels / 8, kRowWords = kRowStride / 8;
+__device__ inline void stage_group(uint4* rows, const uint4* group, uint32_t lane) {
+  for (uint32_t i = lane; i < kGroupWords; i += 32) rows[i / kTokenWords * kRowWords + i % kTokenWords] = group[i];
+  __syncwarp();
+}
+__device__ inline void unstage_group(uint4* group, const uint4* rows, uint32_t lane) {
+  for (uint32_t i = lane; i < kGroupWords; i += 32) group[i] = rows[i / kTokenWords * kRowWords + i % kTokenWords];
   __syncwarp();
 }
 
@@ -74,7 +86,7 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_halves(const uint4* __re
   HalvesDeviceWarp warp;
   const uint32_t lane = threadIdx.x % 32;
   for_each_group(sm, a_hi, a_lo, groups, [&](size_t group, uint32_t w) {
-    copy_words(sm.group[w], raw + group * kGroupWords, kGroupWords, lane);
+    stage_group(sm.group[w], raw + group * kGroupWords, lane);
     quantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint16_t*>(sm.group[w]), reinterpret_cast<uint8_t*>(sm.list[w]), sm.hi, sm.lo,
                                 kBooks[0], kBooks[1], reinterpret_cast<uint8_t*>(sm.record[w]));
     __syncwarp();
@@ -99,7 +111,7 @@ __global__ void __launch_bounds__(kWarps * 32) dequantize_halves(const uint4* __
     dequantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint8_t*>(sm.record[w]), reinterpret_cast<uint8_t*>(sm.list[w]), sm.hi, sm.lo,
                                   tables, shifts, reinterpret_cast<uint16_t*>(sm.group[w]));
     __syncwarp();
-    copy_words(raw + group * kGroupWords, sm.group[w], kGroupWords, lane);
+    unstage_group(raw + group * kGroupWords, sm.group[w], lane);
   });
 }
 
@@ -214,7 +226,9 @@ int emulate(const Rate (&rates)[2], size_t groups) {
     const std::vector<uint8_t> model = model_records(rate.plan, raw, groups);
     const std::vector<uint16_t> model_back = model_groups(rate.plan, model, groups);
     std::vector<uint8_t> got(model.size(), 0xA5);
-    std::vector<uint16_t> back(model_back.size(), 0xA5A5);
+    // the groups as the kernels stage them, tokens kRowStride apart
+    std::vector<uint16_t> rows(groups * kTokens * kRowStride, 0), back_rows(rows.size(), 0xA5A5), back(model_back.size());
+    for (size_t t = 0; t < groups * kTokens; ++t) std::copy_n(&raw[t * kChannels], kChannels, &rows[t * kRowStride]);
     mma_probe::EmulatedWarp warp;
     std::vector<uint8_t> list(kChannels);
     std::vector<std::thread> lanes;
@@ -225,7 +239,7 @@ int emulate(const Rate (&rates)[2], size_t groups) {
         const uint4* lo = reinterpret_cast<const uint4*>(rate.lo.data());
         for (size_t gi = 0; gi < groups; ++gi) {
           uint8_t* record = &got[gi * record_bytes(rate.bits)];
-          const uint16_t* x = &raw[gi * kTokens * kChannels];
+          const uint16_t* x = &rows[gi * kTokens * kRowStride];
           if (rate.bits == 3) quantize_group_tiles<3>(warp, lane, x, list.data(), hi, lo, rate.plan.outlier, rate.plan.rest, record);
           else quantize_group_tiles<2>(warp, lane, x, list.data(), hi, lo, rate.plan.outlier, rate.plan.rest, record);
           warp.sync();
@@ -234,13 +248,14 @@ int emulate(const Rate (&rates)[2], size_t groups) {
         const uint4* lo_t = reinterpret_cast<const uint4*>(rate.lo_t.data());
         for (size_t gi = 0; gi < groups; ++gi) {
           const uint8_t* record = &model[gi * record_bytes(rate.bits)];
-          uint16_t* x = &back[gi * kTokens * kChannels];
+          uint16_t* x = &back_rows[gi * kTokens * kRowStride];
           if (rate.bits == 3) dequantize_group_tiles<3>(warp, lane, record, list.data(), hi_t, lo_t, rate.tables, rate.shifts, x);
           else dequantize_group_tiles<2>(warp, lane, record, list.data(), hi_t, lo_t, rate.tables, rate.shifts, x);
           warp.sync();
         }
       });
     for (auto& t : lanes) t.join();
+    for (size_t t = 0; t < groups * kTokens; ++t) std::copy_n(&back_rows[t * kRowStride], kChannels, &back[t * kChannels]);
     const size_t differing = differing_groups(model, got, rate.bits, groups), values = differing_values(model_back, back);
     std::printf("%.1f bits: %zu groups, records differing from the model in %zu, dequantized values in %zu of %zu; Gaussian groups' "
                 "relative squared error %.5f (format 2's reference %.5f)\n",

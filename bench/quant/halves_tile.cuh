@@ -4,7 +4,7 @@
 //
 // The warp reads the group from shared memory (16 tokens x 128 bf16, staged by the kernel):
 //  - lane l takes channels 4l .. 4l + 3: their energies, then the 64 largest keys by a radix
-//    search over the keys' 15 bits (a warp sum a bit), the lower channel first among equals;
+//    search over the keys' 15 bits (a warp sum a bit: redux.sync on the GPU), the lower channel first among equals;
 //    an exclusive scan over lanes gives each channel its place in its half, and the warp writes
 //    the half-order channel list (128 bytes) to shared memory;
 //  - then as format 3's tile code does at dim 128, at dim 64 for each half: lane (g, c) takes 16
@@ -29,6 +29,9 @@ __host__ __device__ constexpr uint32_t contiguous_k(uint32_t k) { return 16 * ((
 __host__ __device__ constexpr uint32_t contiguous_row(uint32_t r) { return 8 * (r % 8) + 2 * (r / 16) + (r / 8) % 2; }
 
 constexpr uint32_t kMtiles = 4, kKtiles = 2, kFrags = kMtiles * kKtiles * 32;  // uint4 a lane and fragment
+// A staged group's tokens lie kRowStride values apart: 16 bytes more than a token, so that the
+// same channel of the eight tokens a warp reads at once falls in eight different banks.
+constexpr uint32_t kRowStride = kChannels + 8;
 
 // A fragments of M's (or M^T's) high bytes (signed) and low bytes (unsigned), rows and columns in MMA order.
 inline std::vector<uint32_t> a_fragments(const Plan& plan, bool high, bool transpose = false) {
@@ -49,10 +52,6 @@ inline std::vector<uint32_t> a_fragments(const Plan& plan, bool high, bool trans
   return f;
 }
 
-template <typename W> __host__ __device__ inline int warp_sum(W& warp, int v) {
-  for (int d = 1; d < 32; d *= 2) v += warp.shfl_xor(v, d);
-  return v;
-}
 // The sum of v over the lanes below this one.
 template <typename W> __host__ __device__ inline int lanes_below(W& warp, uint32_t lane, int v) {
   int inclusive = v;
@@ -90,16 +89,26 @@ template <typename W> __host__ __device__ inline void place_channels(W& warp, ui
   }
 }
 
-// M's m-tile mt times a tile's B fragments b (both k-tiles), exact: 256 (A's high bytes) + its low bytes.
-template <typename W>
-__host__ __device__ inline void product_mtile(W& warp, uint32_t lane, const uint4* a_hi, const uint4* a_lo, uint32_t mt, const uint32_t (&b)[4],
-                                              int (&acc)[4]) {
-  int acc_hi[4] = {}, acc_lo[4] = {};
+// M's m-tile mt (both k-tiles, high and low bytes), loaded once for both tiles of a group.
+struct MtileFragments {
+  uint32_t hi[kKtiles][4], lo[kKtiles][4];
+};
+__host__ __device__ inline MtileFragments load_mtile(uint32_t lane, const uint4* a_hi, const uint4* a_lo, uint32_t mt) {
+  MtileFragments a;
   for (uint32_t t = 0; t < kKtiles; ++t) {
     const uint4 fh = a_hi[(mt * kKtiles + t) * 32 + lane], fl = a_lo[(mt * kKtiles + t) * 32 + lane];
-    const uint32_t hi[4] = {fh.x, fh.y, fh.z, fh.w}, lo[4] = {fl.x, fl.y, fl.z, fl.w};
-    warp.template mma<false, false>(acc_hi, hi, b[2 * t], b[2 * t + 1]);
-    warp.template mma<false, true>(acc_lo, lo, b[2 * t], b[2 * t + 1]);
+    a.hi[t][0] = fh.x, a.hi[t][1] = fh.y, a.hi[t][2] = fh.z, a.hi[t][3] = fh.w;
+    a.lo[t][0] = fl.x, a.lo[t][1] = fl.y, a.lo[t][2] = fl.z, a.lo[t][3] = fl.w;
+  }
+  return a;
+}
+
+// An m-tile of M times a tile's B fragments b, exact: 256 (A's high bytes) + its low bytes.
+template <typename W> __host__ __device__ inline void product_mtile(W& warp, const MtileFragments& a, const uint32_t (&b)[4], int (&acc)[4]) {
+  int acc_hi[4] = {}, acc_lo[4] = {};
+  for (uint32_t t = 0; t < kKtiles; ++t) {
+    warp.template mma<false, false>(acc_hi, a.hi[t], b[2 * t], b[2 * t + 1]);
+    warp.template mma<false, true>(acc_lo, a.lo[t], b[2 * t], b[2 * t + 1]);
   }
   for (int r = 0; r < 4; ++r) acc[r] = acc_hi[r] * 256 + acc_lo[r];
 }
@@ -149,16 +158,17 @@ __host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uin
   HalfInput in[2];
   Coder coder[2][2];  // [tile][vector 2c + v]
   for (int i = 0; i < 2; ++i) {
-    in[i] = half_input(warp, x + (8 * i + g) * kChannels, list + s * kDim + 16 * c);
+    in[i] = half_input(warp, x + (8 * i + g) * kRowStride, list + s * kDim + 16 * c);
     if (c == 0) norms[(8 * i + g) * 2 + s] = in[i].norm;
     for (int v = 0; v < 2; ++v) coder[i][v] = coder_for(book, warp.shfl(in[i].nq, static_cast<int>(4 * (2 * c + v))));
   }
   uint32_t nibbles[2][2] = {};  // [tile][vector]: coordinates 8g + 2mt + h, the first m-tile's pair at the top
   for (uint32_t mt = 0; mt < kMtiles; ++mt) {
+    const MtileFragments a = load_mtile(lane, a_hi, a_lo, mt);
     for (int i = 0; i < 2; ++i) {
       // acc[v], acc[v + 2]: coordinates 8g + 2mt and 8g + 2mt + 1 of vector 2c + v
       int acc[4];
-      product_mtile(warp, lane, a_hi, a_lo, mt, in[i].b, acc);
+      product_mtile(warp, a, in[i].b, acc);
       for (int v = 0; v < 2; ++v)
         nibbles[i][v] = pack_codes(unclamped_code<kHalfBits>(coder[i][v], acc[v + 2]), unclamped_code<kHalfBits>(coder[i][v], acc[v]), nibbles[i][v]);
     }
@@ -172,7 +182,7 @@ __host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uin
     }
 }
 
-// The group staged at x (16 x 128 bf16) into its record (record_bytes(kBits) bytes), as lane
+// The group staged at x (16 tokens kRowStride apart) into its record (record_bytes(kBits) bytes), as lane
 // `lane`; list: 128 bytes of scratch shared by the warp; a_hi, a_lo: M's fragments.
 #pragma nv_exec_check_disable
 template <uint32_t kBits, typename W>
@@ -184,7 +194,7 @@ __host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, const uint
     float e[4] = {};
     for (uint32_t t = 0; t < kTokens; ++t) {
       uint2 w;
-      memcpy(&w, x + t * kChannels + 4 * lane, 8);
+      memcpy(&w, x + t * kRowStride + 4 * lane, 8);
       const float v[4] = {bit_cast<float>(w.x << 16), bit_cast<float>(w.x & 0xFFFF0000u), bit_cast<float>(w.y << 16),
                           bit_cast<float>(w.y & 0xFFFF0000u)};
       for (int i = 0; i < 4; ++i) e[i] = fmaf(v[i], v[i], e[i]);
@@ -196,11 +206,11 @@ __host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, const uint
     const uint32_t candidate = threshold | 1u << bit;
     int at_least = 0;
     for (int i = 0; i < 4; ++i) at_least += key[i] >= candidate;
-    if (warp_sum(warp, at_least) >= static_cast<int>(kDim)) threshold = candidate;
+    if (warp.reduce_add(at_least) >= static_cast<int>(kDim)) threshold = candidate;
   }
   int above = 0, equal = 0;
   for (int i = 0; i < 4; ++i) above += key[i] > threshold, equal += key[i] == threshold;
-  int room = static_cast<int>(kDim) - warp_sum(warp, above) - lanes_below(warp, lane, equal);  // equal keys this lane may take
+  int room = static_cast<int>(kDim) - warp.reduce_add(above) - lanes_below(warp, lane, equal);  // equal keys this lane may take
   uint32_t outlier = 0;
   for (int i = 0; i < 4; ++i) {
     const bool taken = key[i] > threshold || (key[i] == threshold && room-- > 0);
@@ -242,7 +252,7 @@ __host__ __device__ inline uint16_t to_bf16(float v) {
 #endif
 }
 
-// Half s of the group's two tiles back into x (16 x 128 bf16) through the channel list;
+// Half s of the group's two tiles back into x (16 tokens kRowStride apart) through the channel list;
 // table: the half's centroid bytes in code order.
 #pragma nv_exec_check_disable
 template <uint32_t kHalfBits, uint32_t kBits, typename W>
@@ -258,21 +268,28 @@ __host__ __device__ void decode_half(W& warp, uint32_t lane, uint32_t s, const u
     for (uint32_t p = 0; p < kHalfBits; ++p) nib[0] |= nibble_bits(planes[8 * p], p), nib[1] |= nibble_bits(planes[8 * p + 1], p);
     for (int f = 0; f < 4; ++f) b[i][f] = centroid_bytes<kHalfBits>(table, (nib[f / 2] >> (16 * (f % 2))) & 0xFFFFu);
   }
+  // this lane's elements 8g .. 8g + 7 of the half: their channels, and its tokens' scales
+  uint2 channels;
+  memcpy(&channels, list + s * kDim + 8 * g, 8);
+  float scale[2][2];  // [tile][token 2c + v]
+  for (int i = 0; i < 2; ++i)
+    for (int v = 0; v < 2; ++v) scale[i][v] = half_scale(norms[(8 * i + 2 * c + v) * 2 + s], shift);
   for (uint32_t mt = 0; mt < kMtiles; ++mt) {
+    const MtileFragments a = load_mtile(lane, a_hi, a_lo, mt);
     for (int i = 0; i < 2; ++i) {
       int acc[4];
-      product_mtile(warp, lane, a_hi, a_lo, mt, b[i], acc);
+      product_mtile(warp, a, b[i], acc);
       // acc[v + 2h]: element 8g + 2mt + h of the half, token 8i + 2c + v
       for (int r = 0; r < 4; ++r) {
-        const uint32_t token = 8 * i + 2 * c + r % 2, element = 8 * g + 2 * mt + r / 2;
-        const float value = half_value(acc[r], norms[token * 2 + s], shift);
-        x[token * kChannels + list[s * kDim + element]] = to_bf16(value);
+        const uint32_t token = 8 * i + 2 * c + r % 2, e = 2 * mt + r / 2;
+        const uint32_t channel = ((e < 4 ? channels.x : channels.y) >> (8 * (e % 4))) & 0xFF;
+        x[token * kRowStride + channel] = to_bf16(static_cast<float>(acc[r]) * scale[i][r % 2]);
       }
     }
   }
 }
 
-// A record (record_bytes(kBits)) back into its group x (16 x 128 bf16), as lane `lane`; list:
+// A record (record_bytes(kBits)) back into its group x (16 tokens kRowStride apart), as lane `lane`; list:
 // 128 bytes of scratch shared by the warp; a_hi, a_lo: M^T's fragments; tables: the halves'
 // centroid bytes (outlier half first).
 #pragma nv_exec_check_disable

@@ -29,6 +29,20 @@ class EmulatedWarp {
   }
   // Every lane's writes to memory before it are seen by every lane after it (__syncwarp).
   void sync() { arrive(); }
+  // The sum of v over the warp, in every lane (__reduce_add_sync).
+  int reduce_add(int v) {
+    const uint32_t lane = current_lane;
+    std::memcpy(&slots_[lane], &v, sizeof v);
+    arrive();
+    int sum = 0;
+    for (uint32_t l = 0; l < 32; ++l) {
+      int x;
+      std::memcpy(&x, &slots_[l], sizeof x);
+      sum += x;
+    }
+    arrive();
+    return sum;
+  }
   static thread_local uint32_t current_lane;
 
  private:
