@@ -16,6 +16,8 @@
 //     outlier half first), then per token the outlier half's bits + 1 planes and the other
 //     half's bits planes of 8 bytes: plane p holds bit p of each coordinate's code (offset
 //     binary), coordinate j at byte j / 8, bit j % 8.
+// Dequantize: c = round(centroid * 2^shift), the largest shift that keeps the codebook in int8;
+// acc = M^T c exactly; value = (float) acc * (norm * 2^-(9 + shift)), rounded to bf16.
 // The probe's inputs are finite (the format would need format 3's guards for NaN and infinity).
 #pragma once
 #include <algorithm>

@@ -2,16 +2,19 @@
 // computed), written once for the GPU (HalvesDeviceWarp, halves_probe.cu) and for the emulated
 // warp (mma_warps.cuh), which checks the lane orders against the model without a GPU.
 //
-// The warp reads the group from shared memory (16 tokens x 128 bf16, staged by the kernel):
+// Quantize reads the group from shared memory (16 tokens of 128 bf16, kRowStride apart):
 //  - lane l takes channels 4l .. 4l + 3: their energies, then the 64 largest keys by a radix
-//    search over the keys' 15 bits (a warp sum a bit: redux.sync on the GPU), the lower channel first among equals;
-//    an exclusive scan over lanes gives each channel its place in its half, and the warp writes
-//    the half-order channel list (128 bytes) to shared memory;
+//    search over the keys' 15 bits (a warp sum a bit: redux.sync on the GPU), the lower channel
+//    first among equals; an exclusive scan over lanes gives each channel its place in its half,
+//    and the warp writes the half-order channel list (128 bytes) to shared memory;
 //  - then as format 3's tile code does at dim 128, at dim 64 for each half: lane (g, c) takes 16
 //    consecutive elements of token g of each tile (tokens 0-7, 8-15) through the list, in fixed
 //    point on 8 bits; M (int16) is two int8 products a tile, its high bytes signed and its low
 //    bytes unsigned; the accumulators of m-tile mt hold coordinates 8g + 2mt + h of tokens 2c
 //    and 2c + 1, so a lane's eight coordinates of a token are byte g of every plane.
+// Dequantize builds the same list from the record's mask, feeds each lane's 16 coordinates'
+// centroids as B fragments, multiplies by M^T the same way, and scatters each value to its
+// channel in shared memory.
 #pragma once
 #include "halves_model.h"
 #include "tq_matrix_tile.cuh"
