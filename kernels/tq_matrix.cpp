@@ -122,32 +122,42 @@ std::unique_ptr<Plan> make_plan(uint64_t configured) {
 
 }  // namespace
 
-bool fit_polynomial(Codebook& book) {
+bool fit_crossings(const float* boundary, int count, int degree, float* poly) {
   double normal[4][5] = {};  // the normal equations, right-hand side in column 4
-  for (int k = 0; k < 7; ++k) {
-    double basis[4], u = book.boundary[k];
-    for (int j = 0; j < 4; ++j) basis[j] = std::pow(u, j + 1);
-    for (int i = 0; i < 4; ++i) {
-      for (int j = 0; j < 4; ++j) normal[i][j] += basis[i] * basis[j];
+  for (int k = 0; k < count; ++k) {
+    double basis[4], u = boundary[k];
+    for (int j = 0; j < degree; ++j) basis[j] = std::pow(u, j + 1);
+    for (int i = 0; i < degree; ++i) {
+      for (int j = 0; j < degree; ++j) normal[i][j] += basis[i] * basis[j];
       normal[i][4] += basis[i] * (k + 1);
     }
   }
-  for (int i = 0; i < 4; ++i)  // Gauss-Jordan: the system is small and well posed
-    for (int r = 0; r < 4; ++r) {
+  for (int i = 0; i < degree; ++i)  // Gauss-Jordan: the system is small and well posed
+    for (int r = 0; r < degree; ++r) {
       if (r == i) continue;
       const double f = normal[r][i] / normal[i][i];
       for (int j = i; j < 5; ++j) normal[r][j] -= f * normal[i][j];
     }
-  for (int j = 0; j < 4; ++j) book.poly[j] = float(normal[j][4] / normal[j][j]);
-  const auto p = [&](float u) { return u * std::fma(u, std::fma(u, std::fma(u, book.poly[3], book.poly[2]), book.poly[1]), book.poly[0]); };
+  for (int j = 0; j < degree; ++j) poly[j] = float(normal[j][4] / normal[j][j]);
+  const auto p = [&](float u) {
+    float v = poly[degree - 1];
+    for (int j = degree - 2; j >= 0; --j) v = std::fma(u, v, poly[j]);
+    return u * v;
+  };
+  for (int k = 0; k < count; ++k)
+    if (std::floor(p(boundary[k] * 0.99f)) != k || std::floor(p(boundary[k] * 1.01f)) != k + 1) return false;
+  return true;
+}
+
+bool fit_polynomial(Codebook& book) {
+  if (!fit_crossings(book.boundary, 7, 4, book.poly)) return false;
   float last = 0.f;
   for (int i = 1; i <= 100000; ++i) {
-    const float value = p(i / 100000.f);
+    const float u = i / 100000.f;
+    const float value = u * std::fma(u, std::fma(u, std::fma(u, book.poly[3], book.poly[2]), book.poly[1]), book.poly[0]);
     if (!(value > last)) return false;
     last = value;
   }
-  for (int k = 0; k < 7; ++k)
-    if (std::floor(p(book.boundary[k] * 0.99f)) != k || std::floor(p(book.boundary[k] * 1.01f)) != k + 1) return false;
   return true;
 }
 

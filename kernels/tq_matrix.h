@@ -116,8 +116,13 @@ constexpr double kScreenRatio = 1.10;
 constexpr uint32_t kScreenSeeds = 64;
 const Plan& plan_for(uint64_t seed);
 
-/* The quartic through (boundary_k, k + 1) by least squares; false unless it rises over [0, 1]
- * and codes every boundary's neighbourhood as the boundary does. */
+/* p(u) = u (poly[0] + u (poly[1] + ...)) of `degree` (up to 4) through (boundary[k], k + 1),
+ * k < count, by least squares; false unless floor(p) codes every boundary's neighbourhood (1 %
+ * either side) as the boundary does. */
+bool fit_crossings(const float* boundary, int count, int degree, float* poly);
+
+/* The quartic through the 4-bit codebook's boundaries (fit_crossings); false unless it also
+ * rises over [0, 1]. */
 bool fit_polynomial(Codebook& book);
 
 /* The C++ reference's coding of n vectors (x: n x kDim floats, one after another), its products

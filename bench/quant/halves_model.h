@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "codebooks.h"
+#include "rotation_sim.h"
 #include "tq_matrix.h"
 #include "turboquant_format.h"
 
@@ -68,47 +69,25 @@ template <uint32_t kDegree, bool kCapped> TQ_MATRIX_HD inline float code_value(c
   return fmaf(a, p, offset);
 }
 
-// Least squares through (boundary_k, k + 1), then the cap: the first u where p stops rising or
-// reaches the top code's next integer. Aborts unless p crosses every boundary's neighbourhood
-// as the boundary does.
+// tq_matrix::fit_crossings's polynomial through the codebook's positive boundaries, then the
+// cap: the first u where p stops rising or reaches the top code's next integer. Aborts where
+// the fit does not code the boundaries' neighbourhoods as they do.
 inline Book fit_book(uint32_t bits) {
   Book book{};
   book.bits = bits;
   book.degree = bits == 4 ? 4 : bits == 3 ? 3 : 1;
-  const uint32_t n = (1u << (bits - 1)) - 1, d = book.degree;
-  const float* bound = TQ_CODEBOOK_BOUNDARIES[tq_log2(kDim) - 3][bits - 1];
-  double normal[4][5] = {};
-  for (uint32_t k = 0; k < n; ++k) {
-    const double u = bound[n + 1 + k];  // the positive boundaries, ascending
-    double basis[4];
-    for (uint32_t j = 0; j < d; ++j) basis[j] = std::pow(u, j + 1);
-    for (uint32_t i = 0; i < d; ++i) {
-      for (uint32_t j = 0; j < d; ++j) normal[i][j] += basis[i] * basis[j];
-      normal[i][4] += basis[i] * (k + 1);
-    }
-  }
-  for (uint32_t i = 0; i < d; ++i)
-    for (uint32_t r = 0; r < d; ++r) {
-      if (r == i) continue;
-      const double f = normal[r][i] / normal[i][i];
-      for (uint32_t j = i; j < 5; ++j) normal[r][j] -= f * normal[i][j];
-    }
-  for (uint32_t j = 0; j < d; ++j) book.poly[j] = static_cast<float>(normal[j][4] / normal[j][j]);
-  const auto p = [&](double u) {
-    double v = 0;
-    for (int j = static_cast<int>(d) - 1; j >= 0; --j) v = v * u + book.poly[j];
-    return v * u;
-  };
+  const uint32_t n = (1u << (bits - 1)) - 1;
+  const float* positive = TQ_CODEBOOK_BOUNDARIES[tq_log2(kDim) - 3][bits - 1] + n + 1;  // ascending
+  if (!tq_matrix::fit_crossings(positive, static_cast<int>(n), static_cast<int>(book.degree), book.poly)) std::abort();
+  if (bits == 4) return book;  // the quartic rises over [0, 1]; cvt.pack.sat clamps its top
   double last = 0;
   for (int i = 1; i <= 100000 && book.cap == 0.f; ++i) {
-    const double u = i / 100000.0, v = p(u);
+    const double u = i / 100000.0;
+    double v = 0;
+    for (int j = static_cast<int>(book.degree) - 1; j >= 0; --j) v = v * u + book.poly[j];
+    v *= u;
     if (v <= last || v >= n + 1) book.cap = static_cast<float>((i - 1) / 100000.0);
     last = v;
-  }
-  if (bits == 4) book.cap = 0.f;  // the quartic rises over [0, 1]; cvt.pack.sat clamps its top
-  for (uint32_t k = 0; k < n; ++k) {
-    const double u = bound[n + 1 + k];
-    if (std::floor(p(u * 0.99)) != k || std::floor(p(u * 1.01)) != k + 1) std::abort();
   }
   return book;
 }
@@ -141,22 +120,10 @@ inline Plan make_plan(uint64_t seed, uint32_t bits) {
   plan.bits = bits;
   plan.outlier = fit_book(bits + 1), plan.rest = fit_book(bits);
   plan.centroids[0] = centroids_for(bits + 1), plan.centroids[1] = centroids_for(bits);
-  const uint32_t purposes[3] = {TQ_SIGNS_ROTATION, TQ_SIGNS_ROUND2, TQ_SIGNS_ROUND3};
-  for (uint32_t k = 0; k < kDim; ++k) {
-    int v[kDim] = {};
-    v[k] = 1;
-    for (uint32_t r = 0; r < 3; ++r) {
-      for (uint32_t j = 0; j < kDim; ++j)
-        if ((tq_sign_word(seed, kDim, 0, purposes[r], j / 32) >> (j % 32)) & 1u) v[j] = -v[j];
-      for (uint32_t h = 1; h < kDim; h *= 2)
-        for (uint32_t i = 0; i < kDim; i += 2 * h)
-          for (uint32_t j = i; j < i + h; ++j) {
-            const int a = v[j], b = v[j + h];
-            v[j] = a + b, v[j + h] = a - b;
-          }
-    }
-    for (uint32_t j = 0; j < kDim; ++j) plan.matrix[j][k] = static_cast<int16_t>(v[j]);
-  }
+  // format 2's three rounds at dim 64 (sub-vector 0's signs), scaled to integers
+  const bench::Matrix m = bench::hadamard_rotation(kDim, 0, seed, 3);
+  for (uint32_t j = 0; j < kDim; ++j)
+    for (uint32_t k = 0; k < kDim; ++k) plan.matrix[j][k] = static_cast<int16_t>(std::lround(m[j * kDim + k] * kGain));
   return plan;
 }
 

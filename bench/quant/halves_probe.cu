@@ -191,11 +191,25 @@ std::vector<uint16_t> model_groups(const Plan& plan, const std::vector<uint8_t>&
   return out;
 }
 
-size_t differing_values(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
-  size_t n = 0;
-  for (size_t i = 0; i < a.size(); ++i) n += a[i] != b[i];
-  return n;
+size_t differing_values(const uint16_t* a, const uint16_t* b, size_t n) {
+  size_t d = 0;
+  for (size_t i = 0; i < n; ++i) d += a[i] != b[i];
+  return d;
 }
+
+// A bit width's kernels and their tile code on the emulated warp: the templates' instances.
+using Kernel = void (*)(const uint4*, const uint4*, const uint4*, uint4*, size_t);
+struct Instances {
+  Kernel quantize, dequantize;
+  void (*quantize_emulated)(mma_probe::EmulatedWarp&, uint32_t, const uint16_t*, uint8_t*, const uint4*, const uint4*, const Book&, const Book&,
+                            uint8_t*);
+  void (*dequantize_emulated)(mma_probe::EmulatedWarp&, uint32_t, const uint8_t*, uint8_t*, const uint4*, const uint4*, const uint32_t (&)[2][4],
+                              const int (&)[2], uint16_t*);
+  template <uint32_t kBits> static Instances of() {
+    return {quantize_halves<kBits>, dequantize_halves<kBits>, quantize_group_tiles<kBits, mma_probe::EmulatedWarp>,
+            dequantize_group_tiles<kBits, mma_probe::EmulatedWarp>};
+  }
+};
 
 struct Rate {
   uint32_t bits;  // the rest's: the rate is bits + 0.5
@@ -203,9 +217,10 @@ struct Rate {
   std::vector<uint32_t> hi, lo, hi_t, lo_t;  // M's fragments, then M^T's
   uint32_t tables[2][4];
   int shifts[2];
+  Instances run;
   explicit Rate(uint32_t b)
       : bits(b), plan(make_plan(kSeed, b)), hi(a_fragments(plan, true)), lo(a_fragments(plan, false)), hi_t(a_fragments(plan, true, true)),
-        lo_t(a_fragments(plan, false, true)) {
+        lo_t(a_fragments(plan, false, true)), run(b == 3 ? Instances::of<3>() : Instances::of<2>()) {
     for (int h = 0; h < 2; ++h) centroid_table(plan.centroids[h], tables[h]), shifts[h] = plan.centroids[h].shift;
   }
 };
@@ -240,8 +255,7 @@ int emulate(const Rate (&rates)[2], size_t groups) {
         for (size_t gi = 0; gi < groups; ++gi) {
           uint8_t* record = &got[gi * record_bytes(rate.bits)];
           const uint16_t* x = &rows[gi * kTokens * kRowStride];
-          if (rate.bits == 3) quantize_group_tiles<3>(warp, lane, x, list.data(), hi, lo, rate.plan.outlier, rate.plan.rest, record);
-          else quantize_group_tiles<2>(warp, lane, x, list.data(), hi, lo, rate.plan.outlier, rate.plan.rest, record);
+          rate.run.quantize_emulated(warp, lane, x, list.data(), hi, lo, rate.plan.outlier, rate.plan.rest, record);
           warp.sync();
         }
         const uint4* hi_t = reinterpret_cast<const uint4*>(rate.hi_t.data());
@@ -249,14 +263,13 @@ int emulate(const Rate (&rates)[2], size_t groups) {
         for (size_t gi = 0; gi < groups; ++gi) {
           const uint8_t* record = &model[gi * record_bytes(rate.bits)];
           uint16_t* x = &back_rows[gi * kTokens * kRowStride];
-          if (rate.bits == 3) dequantize_group_tiles<3>(warp, lane, record, list.data(), hi_t, lo_t, rate.tables, rate.shifts, x);
-          else dequantize_group_tiles<2>(warp, lane, record, list.data(), hi_t, lo_t, rate.tables, rate.shifts, x);
+          rate.run.dequantize_emulated(warp, lane, record, list.data(), hi_t, lo_t, rate.tables, rate.shifts, x);
           warp.sync();
         }
       });
     for (auto& t : lanes) t.join();
     for (size_t t = 0; t < groups * kTokens; ++t) std::copy_n(&back_rows[t * kRowStride], kChannels, &back[t * kChannels]);
-    const size_t differing = differing_groups(model, got, rate.bits, groups), values = differing_values(model_back, back);
+    const size_t differing = differing_groups(model, got, rate.bits, groups), values = differing_values(model_back.data(), back.data(), back.size());
     std::printf("%.1f bits: %zu groups, records differing from the model in %zu, dequantized values in %zu of %zu; Gaussian groups' "
                 "relative squared error %.5f (format 2's reference %.5f)\n",
                 rate.bits + 0.5, groups, differing, values, back.size(), gaussian_error(rate.plan, raw, model, groups), format2_error(rate.bits, raw, groups));
@@ -310,24 +323,16 @@ int main(int argc, char** argv) {
     CUDA_OK(cudaMemcpyToSymbol(kShifts, rate.shifts, sizeof rate.shifts));
     CUDA_OK(cudaMemcpy(hi_t, rate.hi_t.data(), kFrags * sizeof(uint4), cudaMemcpyHostToDevice));
     CUDA_OK(cudaMemcpy(lo_t, rate.lo_t.data(), kFrags * sizeof(uint4), cudaMemcpyHostToDevice));
-    const bool three = rate.bits == 3;
-    const void* kernels[2] = {three ? reinterpret_cast<const void*>(quantize_halves<3>) : reinterpret_cast<const void*>(quantize_halves<2>),
-                              three ? reinterpret_cast<const void*>(dequantize_halves<3>) : reinterpret_cast<const void*>(dequantize_halves<2>)};
+    const void* kernels[2] = {reinterpret_cast<const void*>(rate.run.quantize), reinterpret_cast<const void*>(rate.run.dequantize)};
     uint32_t grid[2];
     for (int k = 0; k < 2; ++k) {
       int per_sm = 0;
       CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernels[k], kWarps * 32, 0));
       grid[k] = static_cast<uint32_t>(sms * std::max(per_sm, 1));
     }
-    auto quantize = [&] {
-      if (three) quantize_halves<3><<<grid[0], kWarps * 32>>>(raw, hi, lo, records, groups);
-      else quantize_halves<2><<<grid[0], kWarps * 32>>>(raw, hi, lo, records, groups);
-    };
+    auto quantize = [&] { rate.run.quantize<<<grid[0], kWarps * 32>>>(raw, hi, lo, records, groups); };
     // dequantize reads the model's records of the checked groups, repeated, and writes over the copy's buffer
-    auto dequantize = [&] {
-      if (three) dequantize_halves<3><<<grid[1], kWarps * 32>>>(model_in, hi_t, lo_t, copy, groups);
-      else dequantize_halves<2><<<grid[1], kWarps * 32>>>(model_in, hi_t, lo_t, copy, groups);
-    };
+    auto dequantize = [&] { rate.run.dequantize<<<grid[1], kWarps * 32>>>(model_in, hi_t, lo_t, copy, groups); };
     const std::vector<uint8_t> model = model_records(rate.plan, host, checked);
     for (size_t off = 0; off < groups; off += checked)
       CUDA_OK(cudaMemcpy(reinterpret_cast<uint8_t*>(model_in) + off * record_bytes(rate.bits), model.data(),
@@ -343,8 +348,7 @@ int main(int argc, char** argv) {
     const std::vector<uint16_t> model_back = model_groups(rate.plan, model, checked);
     size_t values_differing = 0, groups_differing = 0;
     for (size_t gi = 0; gi < checked; ++gi) {
-      const size_t n = kTokens * kChannels;
-      const size_t d = differing_values(std::vector<uint16_t>(&model_back[gi * n], &model_back[gi * n] + n), std::vector<uint16_t>(&back[gi * n], &back[gi * n] + n));
+      const size_t n = kTokens * kChannels, d = differing_values(&model_back[gi * n], &back[gi * n], n);
       values_differing += d, groups_differing += d != 0;
     }
     const size_t differing[2] = {differing_groups(model, got, rate.bits, checked), groups_differing};
@@ -357,7 +361,7 @@ int main(int argc, char** argv) {
       std::printf("| %.1f | %s | %zu | %u | %.3f | %.0f | %.2f |\n", rate.bits + 0.5, direction[k], differing[k], grid[k], ms[k], gbps, gbps / copy_gbps);
       if (json)
         std::fprintf(json, "%s{\"bits\": %.1f, \"direction\": \"%s\", \"differing_groups\": %zu, \"ctas\": %u, \"ms\": %.4f, \"gbps\": %.1f}",
-                     three && k == 0 ? "" : ", ", rate.bits + 0.5, direction[k], differing[k], grid[k], ms[k], gbps);
+                     &rate == rates && k == 0 ? "" : ", ", rate.bits + 0.5, direction[k], differing[k], grid[k], ms[k], gbps);
     }
     if (values_differing) std::printf("(%.1f bits: %zu dequantized values differ)\n", rate.bits + 0.5, values_differing);
   }

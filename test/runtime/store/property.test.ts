@@ -96,6 +96,11 @@ class Model {
     return n + this.leased.size;
   }
 
+  /** A block no sequence references is gone unless the cache keeps it (committed and written). */
+  forgetIfUnreferenced(b: ModelBlock): void {
+    if (b.owners === 0 && (b.hash === null || b.content === null)) this.blocks.delete(b.id);
+  }
+
   block(id: number, content: Buffer | null = null): ModelBlock {
     let b = this.blocks.get(id);
     if (!b) {
@@ -293,10 +298,8 @@ async function runOps({ slots, reserve }: { slots: TinySlots; reserve: number },
           store.freeSequence(seq.id);
           for (const b of seq.blocks) {
             b.owners--;
-            if (b.owners === 0) {
-              b.pins = 0;
-              if (b.hash === null || b.content === null) model.blocks.delete(b.id);
-            }
+            if (b.owners === 0) b.pins = 0;
+            model.forgetIfUnreferenced(b);
           }
           model.seqs.splice(model.seqs.indexOf(seq), 1);
           await new Promise((r) => setImmediate(r)); // let deferred releases run
@@ -354,7 +357,7 @@ async function runOps({ slots, reserve }: { slots: TinySlots; reserve: number },
             b.content = slot;
             b.lastLossy = null;
           }
-          if (b.owners === 0 && (b.hash === null || b.content === null)) model.blocks.delete(b.id);
+          model.forgetIfUnreferenced(b);
           await new Promise((r) => setImmediate(r)); // let the deferred drop run
           break;
         }
@@ -362,7 +365,7 @@ async function runOps({ slots, reserve }: { slots: TinySlots; reserve: number },
           // As an expiry would: every hold let go without written; the engine opens another.
           const { released } = await store.endLease(lease);
           assert.equal(released, model.leased.size);
-          for (const b of model.leased.values()) if (b.owners === 0 && (b.hash === null || b.content === null)) model.blocks.delete(b.id);
+          for (const b of model.leased.values()) model.forgetIfUnreferenced(b);
           model.leased.clear();
           lease = store.createLease('property').id;
           break;
