@@ -27,18 +27,8 @@ constexpr uint32_t kWarps = 4;  // per CTA
 constexpr uint32_t kGroupWords = kTokens * kChannels * 2 / 16;  // uint4 a group
 constexpr uint64_t kSeed = 1234;
 
-// The GPU's warp, with the probe's MMA of an unsigned A operand, a warp barrier and a warp sum.
+// The GPU's warp, with a warp barrier and a warp sum.
 struct HalvesDeviceWarp : tq_matrix::DeviceWarp {
-  template <bool kUnsignedB, bool kUnsignedA> __device__ void mma(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    static_assert(!kUnsignedB, "the probe's B operands are signed");
-    if (kUnsignedA)
-      asm volatile(
-          "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-          : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-      tq_matrix::DeviceWarp::mma<false>(d, a, b0, b1);
-  }
   __device__ void sync() { __syncwarp(); }
   __device__ int reduce_add(int v) { return __reduce_add_sync(0xFFFFFFFFu, v); }
 };
