@@ -249,11 +249,24 @@ struct DeviceWarp {
   }
 };
 
-// One m-tile of M times a tile's 8 vectors, exact: 256 (A hi) + A lo, or A hi alone for 8-bit operands.
+// An 8-bit product as a float without a conversion (I2F issues at a quarter of an addition's
+// rate): its accumulators start at the bits of 1.5 * 2^23, so that they end as the bits of the
+// float 1.5 * 2^23 + acc (|acc| <= 128 * 128 * 127 < 2^22), exactly, and one subtraction leaves
+// acc. Dequantize takes its products so. Quantize's start at 0: with the bias its kernel spilled
+// at its register cap and ran slower (docs/QUANTIZATION.md); so do 16-bit products (the
+// probe's), scaled by 256 between their two MMAs.
+constexpr int kBiasedZero = 0x4B400000;
+template <bool kBiased> __host__ __device__ inline float product_float(int acc) {
+  return kBiased ? bit_cast<float>(acc) - 12582912.f : static_cast<float>(acc);
+}
+
+// One m-tile of M times a tile's 8 vectors, exact: 256 (A hi) + A lo, or A hi alone for 8-bit
+// operands; kBiased: from kBiasedZero.
 #pragma nv_exec_check_disable
-template <int kBytes, typename W>
+template <int kBytes, bool kBiased, typename W>
 __host__ __device__ inline void product_mtile(W& warp, const MtileFragments& a, const TileBytes& b, int (&acc)[4]) {
-  for (int r = 0; r < 4; ++r) acc[r] = 0;
+  static_assert(!kBiased || kBytes == 1, "16-bit products are scaled between their MMAs");
+  for (int r = 0; r < 4; ++r) acc[r] = kBiased ? kBiasedZero : 0;
   for (int t = 0; t < 4; ++t) warp.template mma<false>(acc, a[t], b.hi[2 * t], b.hi[2 * t + 1]);
   if constexpr (kBytes == 2) {
     for (int r = 0; r < 4; ++r) acc[r] *= 256;
@@ -262,9 +275,9 @@ __host__ __device__ inline void product_mtile(W& warp, const MtileFragments& a, 
 }
 
 // M times each of kTiles tiles, m-tile by m-tile, each m-tile of M loaded once for all of
-// them: use(mt, i, acc) takes tile i's accumulators of m-tile mt.
+// them: use(mt, i, acc) takes tile i's accumulators of m-tile mt (from kBiasedZero where kBiased).
 #pragma nv_exec_check_disable
-template <int kBytes, int kTiles, typename W, typename Use>
+template <int kBytes, int kTiles, bool kBiased = false, typename W, typename Use>
 __host__ __device__ inline void products(W& warp, const uint4* a_frags, uint32_t lane, const TileBytes (&b)[kTiles], Use&& use) {
 #pragma unroll
   for (int mt = 0; mt < 8; ++mt) {
@@ -273,7 +286,7 @@ __host__ __device__ inline void products(W& warp, const uint4* a_frags, uint32_t
 #pragma unroll
     for (int i = 0; i < kTiles; ++i) {
       int acc[4];
-      product_mtile<kBytes>(warp, a, b[i], acc);
+      product_mtile<kBytes, kBiased>(warp, a, b[i], acc);
       use(mt, i, acc);
     }
   }
@@ -454,9 +467,10 @@ __host__ __device__ void dequantize_tiles(W& warp, uint32_t lane, const uint8_t*
   }
   using Pair = typename Element<DT>::Pair;
   Pair out[kTiles][2][8];  // [tile][vector][m-tile]: channels 16g + 2mt and 16g + 2mt + 1
-  products<kBytes>(warp, a_frags, lane, bytes, [&](int mt, int i, const int (&acc)[4]) {
+  constexpr bool kBiased = kBytes == 1;
+  products<kBytes, kTiles, kBiased>(warp, a_frags, lane, bytes, [&](int mt, int i, const int (&acc)[4]) {
     for (int v = 0; v < 2; ++v)
-      out[i][v][mt] = Element<DT>::pair(static_cast<float>(acc[v]) * scale[i][v], static_cast<float>(acc[v + 2]) * scale[i][v]);
+      out[i][v][mt] = Element<DT>::pair(product_float<kBiased>(acc[v]) * scale[i][v], product_float<kBiased>(acc[v + 2]) * scale[i][v]);
   });
   #pragma unroll
   for (int i = 0; i < kTiles; ++i)
