@@ -120,6 +120,13 @@ std::unique_ptr<Plan> make_plan(uint64_t configured) {
   return best;
 }
 
+// p(u) = u (poly[0] + u (poly[1] + ...)) of `degree` by Horner's rule in floats, as the kernels evaluate it.
+float crossing_value(float u, const float* poly, int degree) {
+  float v = poly[degree - 1];
+  for (int j = degree - 2; j >= 0; --j) v = std::fma(u, v, poly[j]);
+  return u * v;
+}
+
 }  // namespace
 
 bool fit_crossings(const float* boundary, int count, int degree, float* poly) {
@@ -139,11 +146,7 @@ bool fit_crossings(const float* boundary, int count, int degree, float* poly) {
       for (int j = i; j < 5; ++j) normal[r][j] -= f * normal[i][j];
     }
   for (int j = 0; j < degree; ++j) poly[j] = float(normal[j][4] / normal[j][j]);
-  const auto p = [&](float u) {
-    float v = poly[degree - 1];
-    for (int j = degree - 2; j >= 0; --j) v = std::fma(u, v, poly[j]);
-    return u * v;
-  };
+  const auto p = [&](float u) { return crossing_value(u, poly, degree); };
   for (int k = 0; k < count; ++k)
     if (std::floor(p(boundary[k] * 0.99f)) != k || std::floor(p(boundary[k] * 1.01f)) != k + 1) return false;
   return true;
@@ -153,8 +156,7 @@ bool fit_polynomial(Codebook& book) {
   if (!fit_crossings(book.boundary, 7, 4, book.poly)) return false;
   float last = 0.f;
   for (int i = 1; i <= 100000; ++i) {
-    const float u = i / 100000.f;
-    const float value = u * std::fma(u, std::fma(u, std::fma(u, book.poly[3], book.poly[2]), book.poly[1]), book.poly[0]);
+    const float value = crossing_value(i / 100000.f, book.poly, 4);
     if (!(value > last)) return false;
     last = value;
   }

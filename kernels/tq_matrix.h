@@ -60,10 +60,11 @@ struct PolynomialCoder {
   TQ_MATRIX_HD int unclamped(int acc) const {
     const float p = poly(acc, c[0], c[1], c[2], c[3]);
 #ifdef __CUDA_ARCH__
-    /* The bits of p * 2^-149 rounded down, in place of a conversion (F2I, which issues more slowly
-     * than a multiply: docs/QUANTIZATION.md): below 2^23 in magnitude that is a subnormal, whose bits are floor(p) where p >= 0;
-     * where p < 0 the sign bit makes them a negative integer, and where p >= 2^23 an integer
-     * above 15, which clamp as floor(p) does. Explicit PTX: no flush to zero, whatever the flags. */
+    /* The bits of p * 2^-149 rounded down, in place of a conversion (F2I, which issues more
+     * slowly than a multiply: docs/QUANTIZATION.md). Below 2^23 in magnitude that is a subnormal,
+     * whose bits are floor(p) where p >= 0; where p < 0 the sign bit makes them a negative
+     * integer, and where p >= 2^23 an integer above 15: each clamps as floor(p) does. Explicit
+     * PTX: no flush to zero, whatever the flags. */
     float scaled;
     asm("mul.rm.f32 %0, %1, 0f00000001;" : "=f"(scaled) : "f"(p));
     return __float_as_int(scaled);

@@ -249,12 +249,12 @@ struct DeviceWarp {
   }
 };
 
-// An 8-bit product as a float by an addition instead of a conversion (I2FP in sm_90's SASS; in
-// dequantize 1 % faster on an H100, docs/QUANTIZATION.md): its accumulators start at the bits of 1.5 * 2^23, so that they end as the bits of the
-// float 1.5 * 2^23 + acc (|acc| <= 128 * 128 * 127 < 2^22), exactly, and one subtraction leaves
-// acc. Dequantize takes its products so. Quantize's start at 0: with the bias its kernel spilled
-// at its register cap and ran slower (docs/QUANTIZATION.md); so do 16-bit products (the
-// probe's), scaled by 256 between their two MMAs.
+// An 8-bit product as a float by an addition instead of a conversion (I2FP in sm_90's SASS): its
+// accumulators start at the bits of 1.5 * 2^23, so that they end as the bits of the float
+// 1.5 * 2^23 + acc (|acc| <= 128 * 128 * 127 < 2^22), exactly, and one subtraction leaves acc.
+// Dequantize takes its products so (1 % faster on an H100, docs/QUANTIZATION.md). Quantize's
+// start at 0: with the bias its kernel spilled at its register cap and ran slower; so do 16-bit
+// products (the probe's), scaled by 256 between their two MMAs.
 constexpr int kBiasedZero = 0x4B400000;
 template <bool kBiased> __host__ __device__ inline float product_float(int acc) {
   return kBiased ? bit_cast<float>(acc) - 12582912.f : static_cast<float>(acc);
