@@ -42,6 +42,22 @@ struct Codebook {
   float poly[4];
 };
 
+/* An integer whose clamp to 0..15 (or to fewer bits' range) is floor(p)'s. On the GPU, the bits of
+ * p * 2^-149 rounded down, in place of a conversion (F2I, which issues more slowly than a
+ * multiply: docs/QUANTIZATION.md). Below 2^23 in magnitude that is a subnormal, whose bits are
+ * floor(p) where p >= 0; where p < 0 the sign bit makes them a negative integer, and where
+ * p >= 2^23 an integer above 15: each clamps as floor(p) does. Explicit PTX: no flush to zero,
+ * whatever the flags. */
+TQ_MATRIX_HD inline int floor_for_clamp(float p) {
+#ifdef __CUDA_ARCH__
+  float scaled;
+  asm("mul.rm.f32 %0, %1, 0f00000001;" : "=f"(scaled) : "f"(p));
+  return __float_as_int(scaled);
+#else
+  return static_cast<int>(floorf(fminf(fmaxf(p, -1.f), 16.f)));
+#endif
+}
+
 /* One vector's coder from its integer norm nq: the polynomial in acc's units (coefficient j
  * times s^(j+1), s = 1 / (128 nq)), so that no value is scaled. Its odd extension plus 8 has
  * the offset-binary code as its floor, held to 0..15: by one min and the conversion's
@@ -57,21 +73,7 @@ struct PolynomialCoder {
   }
   TQ_MATRIX_HD uint32_t operator()(int acc) const { return code(acc, c[0], c[1], c[2], c[3]); }
   /* floor(8 + acc p(|acc|)) as any integer whose clamp to 0..15 is the code */
-  TQ_MATRIX_HD int unclamped(int acc) const {
-    const float p = poly(acc, c[0], c[1], c[2], c[3]);
-#ifdef __CUDA_ARCH__
-    /* The bits of p * 2^-149 rounded down, in place of a conversion (F2I, which issues more
-     * slowly than a multiply: docs/QUANTIZATION.md). Below 2^23 in magnitude that is a subnormal,
-     * whose bits are floor(p) where p >= 0; where p < 0 the sign bit makes them a negative
-     * integer, and where p >= 2^23 an integer above 15: each clamps as floor(p) does. Explicit
-     * PTX: no flush to zero, whatever the flags. */
-    float scaled;
-    asm("mul.rm.f32 %0, %1, 0f00000001;" : "=f"(scaled) : "f"(p));
-    return __float_as_int(scaled);
-#else
-    return static_cast<int>(floorf(fminf(fmaxf(p, -1.f), 16.f)));
-#endif
-  }
+  TQ_MATRIX_HD int unclamped(int acc) const { return floor_for_clamp(poly(acc, c[0], c[1], c[2], c[3])); }
   /* The code from the coefficients apart, for loops over many vectors' coders side by side. */
   TQ_MATRIX_HD static uint32_t code(int acc, float c0, float c1, float c2, float c3) {
     float p = poly(acc, c0, c1, c2, c3);

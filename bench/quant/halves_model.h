@@ -145,17 +145,13 @@ inline void channel_keys(const uint16_t* x, uint32_t (&key)[kChannels]) {
 }
 
 // The code as any integer that clamps to it (the GPU's packing clamps to 0..15; the caps keep
-// 3 and 2 bits inside their ranges).
+// 3 and 2 bits inside their ranges, so that a floor above the top code is never asked for).
 template <uint32_t kBits> TQ_MATRIX_HD inline int unclamped_code(const Coder& k, int acc) {
   float v;
   if constexpr (kBits == 4) v = code_value<4, false>(k, acc, 8.f);
   else if constexpr (kBits == 3) v = code_value<3, true>(k, acc, 4.f);
   else v = code_value<1, true>(k, acc, 2.f);
-#ifdef __CUDA_ARCH__
-  return __float2int_rd(v);
-#else
-  return static_cast<int>(floorf(v));
-#endif
+  return tq_matrix::floor_for_clamp(v);
 }
 
 inline uint32_t code_at(const Book& book, const Coder& k, int acc) {

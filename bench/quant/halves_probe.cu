@@ -37,12 +37,13 @@ __constant__ Book kBooks[2];         // quantize's: the outlier half's, the rest
 __constant__ uint32_t kTables[2][4];  // dequantize's centroid bytes, the same halves
 __constant__ int kShifts[2];
 
-// A CTA's shared memory: M's (or M^T's) fragments, and each warp's group, record and channel list,
-// so that global memory sees whole 16-byte words only.
+// A CTA's shared memory: M's (or M^T's) fragments, and each warp's group (quantize's staged rows,
+// dequantize's products in half order), record and channels (quantize's list of bytes, dequantize's
+// 16-bit places), so that global memory sees whole 16-byte words only.
 template <uint32_t kBits> struct GroupShared {
-  static constexpr uint32_t kRecordWords = record_bytes(kBits) / 16;
+  static constexpr uint32_t kRecordWords = record_bytes(kBits) / 16, kStagedWords = std::max(kTokens * kRowStride / 8, (HalfOrder::kWords + 3) / 4);
   uint4 hi[kFrags], lo[kFrags];
-  uint4 group[kWarps][kTokens * kRowStride / 8], record[kWarps][kRecordWords], list[kWarps][kChannels / 16];
+  uint4 group[kWarps][kStagedWords], record[kWarps][kRecordWords], channels[kWarps][kChannels / 8];
 };
 
 __device__ inline void copy_words(uint4* to, const uint4* from, uint32_t words, uint32_t lane) {
@@ -50,14 +51,10 @@ __device__ inline void copy_words(uint4* to, const uint4* from, uint32_t words, 
   __syncwarp();
 }
 
-// A group between global memory (tokens one after another) and its staged rows (kRowStride apart).
+// A group from global memory (tokens one after another) to its staged rows (kRowStride apart).
 constexpr uint32_t kTokenWords = kChannels / 8, kRowWords = kRowStride / 8;
 __device__ inline void stage_group(uint4* rows, const uint4* group, uint32_t lane) {
   for (uint32_t i = lane; i < kGroupWords; i += 32) rows[i / kTokenWords * kRowWords + i % kTokenWords] = group[i];
-  __syncwarp();
-}
-__device__ inline void unstage_group(uint4* group, const uint4* rows, uint32_t lane) {
-  for (uint32_t i = lane; i < kGroupWords; i += 32) group[i] = rows[i / kTokenWords * kRowWords + i % kTokenWords];
   __syncwarp();
 }
 
@@ -77,7 +74,7 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_halves(const uint4* __re
   const uint32_t lane = threadIdx.x % 32;
   for_each_group(sm, a_hi, a_lo, groups, [&](size_t group, uint32_t w) {
     stage_group(sm.group[w], raw + group * kGroupWords, lane);
-    quantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint16_t*>(sm.group[w]), reinterpret_cast<uint8_t*>(sm.list[w]), sm.hi, sm.lo,
+    quantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint16_t*>(sm.group[w]), reinterpret_cast<uint8_t*>(sm.channels[w]), sm.hi, sm.lo,
                                 kBooks[0], kBooks[1], reinterpret_cast<uint8_t*>(sm.record[w]));
     __syncwarp();
     copy_words(records + group * GroupShared<kBits>::kRecordWords, sm.record[w], GroupShared<kBits>::kRecordWords, lane);
@@ -98,10 +95,8 @@ __global__ void __launch_bounds__(kWarps * 32) dequantize_halves(const uint4* __
   const uint32_t lane = threadIdx.x % 32;
   for_each_group(sm, a_hi, a_lo, groups, [&](size_t group, uint32_t w) {
     copy_words(sm.record[w], records + group * GroupShared<kBits>::kRecordWords, GroupShared<kBits>::kRecordWords, lane);
-    dequantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint8_t*>(sm.record[w]), reinterpret_cast<uint8_t*>(sm.list[w]), sm.hi, sm.lo,
-                                  tables, shifts, reinterpret_cast<uint16_t*>(sm.group[w]));
-    __syncwarp();
-    unstage_group(raw + group * kGroupWords, sm.group[w], lane);
+    dequantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint8_t*>(sm.record[w]), reinterpret_cast<uint16_t*>(sm.channels[w]),
+                                  reinterpret_cast<uint32_t*>(sm.group[w]), sm.hi, sm.lo, tables, shifts, reinterpret_cast<uint16_t*>(raw + group * kGroupWords));
   });
 }
 
@@ -193,8 +188,8 @@ struct Instances {
   Kernel quantize, dequantize;
   void (*quantize_emulated)(mma_probe::EmulatedWarp&, uint32_t, const uint16_t*, uint8_t*, const uint4*, const uint4*, const Book&, const Book&,
                             uint8_t*);
-  void (*dequantize_emulated)(mma_probe::EmulatedWarp&, uint32_t, const uint8_t*, uint8_t*, const uint4*, const uint4*, const uint32_t (&)[2][4],
-                              const int (&)[2], uint16_t*);
+  void (*dequantize_emulated)(mma_probe::EmulatedWarp&, uint32_t, const uint8_t*, uint16_t*, uint32_t*, const uint4*, const uint4*,
+                              const uint32_t (&)[2][4], const int (&)[2], uint16_t*);
   template <uint32_t kBits> static Instances of() {
     return {quantize_halves<kBits>, dequantize_halves<kBits>, quantize_group_tiles<kBits, mma_probe::EmulatedWarp>,
             dequantize_group_tiles<kBits, mma_probe::EmulatedWarp>};
@@ -231,11 +226,13 @@ int emulate(const Rate (&rates)[2], size_t groups) {
     const std::vector<uint8_t> model = model_records(rate.plan, raw, groups);
     const std::vector<uint16_t> model_back = model_groups(rate.plan, model, groups);
     std::vector<uint8_t> got(model.size(), 0xA5);
-    // the groups as the kernels stage them, tokens kRowStride apart
-    std::vector<uint16_t> rows(groups * kTokens * kRowStride, 0), back_rows(rows.size(), 0xA5A5), back(model_back.size());
+    // the groups as quantize stages them, tokens kRowStride apart
+    std::vector<uint16_t> rows(groups * kTokens * kRowStride, 0), back(model_back.size(), 0xA5A5);
     for (size_t t = 0; t < groups * kTokens; ++t) std::copy_n(&raw[t * kChannels], kChannels, &rows[t * kRowStride]);
     mma_probe::EmulatedWarp warp;
     std::vector<uint8_t> list(kChannels);
+    std::vector<uint16_t> places(kChannels);
+    std::vector<uint32_t> scratch(HalfOrder::kWords);
     std::vector<std::thread> lanes;
     for (uint32_t lane = 0; lane < 32; ++lane)
       lanes.emplace_back([&, lane] {
@@ -252,13 +249,12 @@ int emulate(const Rate (&rates)[2], size_t groups) {
         const uint4* lo_t = reinterpret_cast<const uint4*>(rate.lo_t.data());
         for (size_t gi = 0; gi < groups; ++gi) {
           const uint8_t* record = &model[gi * record_bytes(rate.bits)];
-          uint16_t* x = &back_rows[gi * kTokens * kRowStride];
-          rate.run.dequantize_emulated(warp, lane, record, list.data(), hi_t, lo_t, rate.tables, rate.shifts, x);
+          rate.run.dequantize_emulated(warp, lane, record, places.data(), scratch.data(), hi_t, lo_t, rate.tables, rate.shifts,
+                                       &back[gi * kTokens * kChannels]);
           warp.sync();
         }
       });
     for (auto& t : lanes) t.join();
-    for (size_t t = 0; t < groups * kTokens; ++t) std::copy_n(&back_rows[t * kRowStride], kChannels, &back[t * kChannels]);
     const size_t differing = differing_groups(model, got, rate.bits, groups), values = differing_values(model_back.data(), back.data(), back.size());
     std::printf("%.1f bits: %zu groups, records differing from the model in %zu, dequantized values in %zu of %zu; Gaussian groups' "
                 "relative squared error %.5f (format 2's reference %.5f)\n",

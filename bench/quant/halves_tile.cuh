@@ -12,9 +12,11 @@
 //    point on 8 bits; M (int16) is two int8 products a tile, its high bytes signed and its low
 //    bytes unsigned; the accumulators of m-tile mt hold coordinates 8g + 2mt + h of tokens 2c
 //    and 2c + 1, so a lane's eight coordinates of a token are byte g of every plane.
-// Dequantize builds the same list from the record's mask, feeds each lane's 16 coordinates'
-// centroids as B fragments, multiplies by M^T the same way, and scatters each value to its
-// channel in shared memory.
+// Dequantize finds each channel's half and place from the record's mask, feeds each lane's 16
+// coordinates' centroids as B fragments and multiplies by M^T the same way, both halves under one
+// load of each m-tile of M^T. The products go to shared memory in half order (HalfOrder: two
+// tokens' bf16 values a word), one store a word, in distinct banks; then each lane gathers 8
+// channels of two tokens at a time through the channels' places and writes them as 16-byte words.
 #pragma once
 #include "halves_model.h"
 #include "tq_matrix_tile.cuh"
@@ -80,15 +82,14 @@ __host__ __device__ inline int popcount(uint32_t v) {
 #endif
 }
 
-// The half-order channel list from this lane's outlier bits (channels 4 lane .. + 3): outliers
-// first, then the rest, each ascending.
-template <typename W> __host__ __device__ inline void place_channels(W& warp, uint32_t lane, uint32_t outlier, uint8_t* list) {
-  int place = lanes_below(warp, lane, popcount(outlier));
+// Where this lane's channels (4 lane + i) go in the half-order list: outliers first (places 0 ..
+// kDim - 1), then the rest (kDim and up), each ascending.
+template <typename W> __host__ __device__ inline void channel_places(W& warp, uint32_t lane, uint32_t outlier, uint32_t (&place)[4]) {
+  int below = lanes_below(warp, lane, popcount(outlier));
   for (int i = 0; i < 4; ++i) {
-    const uint32_t channel = 4 * lane + i;
     const bool out = (outlier >> i) & 1u;
-    list[out ? place : kDim + channel - place] = static_cast<uint8_t>(channel);
-    place += out;
+    place[i] = out ? below : kDim + 4 * lane + i - below;
+    below += out;
   }
 }
 
@@ -219,7 +220,9 @@ __host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, const uint
     const bool taken = key[i] > threshold || (key[i] == threshold && room-- > 0);
     outlier |= static_cast<uint32_t>(taken) << i;
   }
-  place_channels(warp, lane, outlier, list);
+  uint32_t place[4];
+  channel_places(warp, lane, outlier, place);
+  for (int i = 0; i < 4; ++i) list[place[i]] = static_cast<uint8_t>(4 * lane + i);
   const uint32_t pair = outlier | warp.shfl_xor(outlier, 1) << 4;
   if (lane % 2 == 0) record[lane / 2] = static_cast<uint8_t>(pair);
   warp.sync();
@@ -247,62 +250,90 @@ template <uint32_t kBits> __host__ __device__ inline uint32_t centroid_bytes(con
   return (high & top) | (low & ~top);
 }
 
-__host__ __device__ inline uint16_t to_bf16(float v) {
+// Dequantize's products in half order: word (s, pair, e) holds element e of half s of tokens
+// 2 pair (low 16 bits) and 2 pair + 1 (high), as bf16. Pairs lie 69 words apart and elements 32 ..
+// 63 four words further on, so that a warp's 32 stores (lanes (g, c): element 8g + .., pair c)
+// fall in 32 banks and the 8 pairs of one element in 8.
+struct HalfOrder {
+  static constexpr uint32_t kPairWords = 69, kHalfWords = 7 * kPairWords + kDim + 4, kWords = 2 * kHalfWords;
+  __host__ __device__ static constexpr uint32_t word(uint32_t s, uint32_t pair, uint32_t e) { return s * kHalfWords + pair * kPairWords + e + 4 * (e / 32); }
+};
+static_assert(HalfOrder::word(1, 7, kDim - 1) < HalfOrder::kWords && HalfOrder::kWords * 4 < 65536, "byte offsets fit 16 bits");
+
+__host__ __device__ inline uint32_t bf16_pair(float low, float high) {
 #ifdef __CUDA_ARCH__
-  return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  return bit_cast<uint32_t>(__floats2bfloat162_rn(low, high));
 #else
-  return tq_f32_to_bf16(v);
+  return static_cast<uint32_t>(tq_f32_to_bf16(low)) | static_cast<uint32_t>(tq_f32_to_bf16(high)) << 16;
 #endif
 }
 
-// Half s of the group's two tiles back into x (16 tokens kRowStride apart) through the channel list;
-// table: the half's centroid bytes in code order.
-#pragma nv_exec_check_disable
-template <uint32_t kHalfBits, uint32_t kBits, typename W>
-__host__ __device__ void decode_half(W& warp, uint32_t lane, uint32_t s, const uint8_t* record, const uint8_t* list, const uint4* a_hi,
-                                     const uint4* a_lo, const uint32_t (&table)[4], int shift, uint16_t* x) {
+// Both halves' B fragments for tile i: coordinates 16c .. 16c + 15 of token 8i + g, each half's
+// codes looked up in its centroid table.
+template <uint32_t kBits>
+__host__ __device__ inline void centroid_fragments(uint32_t lane, uint32_t i, const uint8_t* codes, const uint32_t (&tables)[2][4], uint32_t (&b)[2][4]) {
   const uint32_t g = lane / 4, c = lane % 4;
-  const float* norms = reinterpret_cast<const float*>(record + kMaskBytes);
-  const uint8_t* codes = record + kMaskBytes + kNormBytes;
-  uint32_t b[2][4];  // [tile]: coordinates 16c .. 16c + 15 of token 8 tile + g, as B fragments
-  for (int i = 0; i < 2; ++i) {
+  for (uint32_t s = 0; s < 2; ++s) {
     const uint8_t* planes = codes + (8 * i + g) * 8 * (2 * kBits + 1) + s * 8 * (kBits + 1) + 2 * c;
     uint32_t nib[2] = {};
-    for (uint32_t p = 0; p < kHalfBits; ++p) nib[0] |= nibble_bits(planes[8 * p], p), nib[1] |= nibble_bits(planes[8 * p + 1], p);
-    for (int f = 0; f < 4; ++f) b[i][f] = centroid_bytes<kHalfBits>(table, (nib[f / 2] >> (16 * (f % 2))) & 0xFFFFu);
-  }
-  // this lane's elements 8g .. 8g + 7 of the half: their channels, and its tokens' scales
-  uint2 channels;
-  memcpy(&channels, list + s * kDim + 8 * g, 8);
-  float scale[2][2];  // [tile][token 2c + v]
-  for (int i = 0; i < 2; ++i)
-    for (int v = 0; v < 2; ++v) scale[i][v] = half_scale(norms[(8 * i + 2 * c + v) * 2 + s], shift);
-  for (uint32_t mt = 0; mt < kMtiles; ++mt) {
-    const MtileFragments a = load_mtile(lane, a_hi, a_lo, mt);
-    for (int i = 0; i < 2; ++i) {
-      int acc[4];
-      product_mtile(warp, a, b[i], acc);
-      // acc[v + 2h]: element 8g + 2mt + h of the half, token 8i + 2c + v
-      for (int r = 0; r < 4; ++r) {
-        const uint32_t token = 8 * i + 2 * c + r % 2, e = 2 * mt + r / 2;
-        const uint32_t channel = ((e < 4 ? channels.x : channels.y) >> (8 * (e % 4))) & 0xFF;
-        x[token * kRowStride + channel] = to_bf16(static_cast<float>(acc[r]) * scale[i][r % 2]);
-      }
+    for (uint32_t p = 0; p < kBits + 1 - s; ++p) nib[0] |= nibble_bits(planes[8 * p], p), nib[1] |= nibble_bits(planes[8 * p + 1], p);
+    for (int f = 0; f < 4; ++f) {
+      const uint32_t sel = (nib[f / 2] >> (16 * (f % 2))) & 0xFFFFu;
+      b[s][f] = s == 0 ? centroid_bytes<kBits + 1>(tables[0], sel) : centroid_bytes<kBits>(tables[1], sel);
     }
   }
 }
 
-// A record (record_bytes(kBits)) back into its group x (16 tokens kRowStride apart), as lane `lane`; list:
-// 128 bytes of scratch shared by the warp; a_hi, a_lo: M^T's fragments; tables: the halves'
-// centroid bytes (outlier half first).
+// A record (record_bytes(kBits)) back into its group (16 tokens of kChannels values at x), as lane
+// `lane`; where: 128 16-bit words and scratch: HalfOrder::kWords words, both shared by the warp;
+// a_hi, a_lo: M^T's fragments; tables: the halves' centroid bytes (outlier half first).
 #pragma nv_exec_check_disable
 template <uint32_t kBits, typename W>
-__host__ __device__ void dequantize_group_tiles(W& warp, uint32_t lane, const uint8_t* record, uint8_t* list, const uint4* a_hi,
+__host__ __device__ void dequantize_group_tiles(W& warp, uint32_t lane, const uint8_t* record, uint16_t* where, uint32_t* scratch, const uint4* a_hi,
                                                 const uint4* a_lo, const uint32_t (&tables)[2][4], const int (&shifts)[2], uint16_t* x) {
-  place_channels(warp, lane, (record[lane / 2] >> (4 * (lane % 2))) & 0xFu, list);
+  const uint32_t g = lane / 4, c = lane % 4;
+  {
+    uint32_t place[4];
+    channel_places(warp, lane, (record[lane / 2] >> (4 * (lane % 2))) & 0xFu, place);
+    for (int i = 0; i < 4; ++i) where[4 * lane + i] = static_cast<uint16_t>(4 * HalfOrder::word(place[i] / kDim, 0, place[i] % kDim));
+  }
+  const float* norms = reinterpret_cast<const float*>(record + kMaskBytes);
+  const uint8_t* codes = record + kMaskBytes + kNormBytes;
+  uint32_t b[2][2][4];  // [tile][half]
+  float scale[2][2][2];  // [tile][half][token 2c + v]
+  for (uint32_t i = 0; i < 2; ++i) {
+    centroid_fragments<kBits>(lane, i, codes, tables, b[i]);
+    for (uint32_t s = 0; s < 2; ++s)
+      for (uint32_t v = 0; v < 2; ++v) scale[i][s][v] = half_scale(norms[(8 * i + 2 * c + v) * 2 + s], shifts[s]);
+  }
+  for (uint32_t mt = 0; mt < kMtiles; ++mt) {
+    const MtileFragments a = load_mtile(lane, a_hi, a_lo, mt);
+    for (uint32_t i = 0; i < 2; ++i)
+      for (uint32_t s = 0; s < 2; ++s) {
+        int acc[4];
+        product_mtile(warp, a, b[i][s], acc);
+        // acc[v + 2h]: element 8g + 2mt + h of half s, token 8i + 2c + v
+        for (uint32_t h = 0; h < 2; ++h)
+          scratch[HalfOrder::word(s, 4 * i + c, 8 * g + 2 * mt + h)] =
+              bf16_pair(static_cast<float>(acc[2 * h]) * scale[i][s][0], static_cast<float>(acc[2 * h + 1]) * scale[i][s][1]);
+      }
+  }
   warp.sync();
-  decode_half<kBits + 1, kBits>(warp, lane, 0, record, list, a_hi, a_lo, tables[0], shifts[0], x);
-  decode_half<kBits, kBits>(warp, lane, 1, record, list, a_hi, a_lo, tables[1], shifts[1], x);
+  // lane (pair, q): channels 8 (4m + q) .. + 7 of tokens 2 pair and 2 pair + 1, for m = 0 .. 3
+  const uint32_t pair = lane / 4, q = lane % 4;
+  const uint8_t* pair_words = reinterpret_cast<const uint8_t*>(scratch) + 4 * HalfOrder::word(0, pair, 0);
+  for (uint32_t m = 0; m < 4; ++m) {
+    const uint32_t first = 8 * (4 * m + q);
+    const uint4 at = *reinterpret_cast<const uint4*>(where + first);  // the 8 channels' byte offsets
+    const uint32_t offsets[4] = {at.x, at.y, at.z, at.w};
+    uint32_t w[8];
+    for (int k = 0; k < 8; ++k) w[k] = *reinterpret_cast<const uint32_t*>(pair_words + ((offsets[k / 2] >> (16 * (k % 2))) & 0xFFFFu));
+    uint4 even, odd;
+    even.x = byte_perm(w[0], w[1], 0x5410u), even.y = byte_perm(w[2], w[3], 0x5410u), even.z = byte_perm(w[4], w[5], 0x5410u), even.w = byte_perm(w[6], w[7], 0x5410u);
+    odd.x = byte_perm(w[0], w[1], 0x7632u), odd.y = byte_perm(w[2], w[3], 0x7632u), odd.z = byte_perm(w[4], w[5], 0x7632u), odd.w = byte_perm(w[6], w[7], 0x7632u);
+    *reinterpret_cast<uint4*>(x + 2 * pair * kChannels + first) = even;
+    *reinterpret_cast<uint4*>(x + (2 * pair + 1) * kChannels + first) = odd;
+  }
 }
 
 // A half's centroids as the byte tables centroid_bytes reads.
