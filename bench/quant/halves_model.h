@@ -13,9 +13,11 @@
 //     a = acc held to +-cap (3 and 2 bits: where p stops rising, or has passed the top code);
 //     stored norm nq / f;
 //  3. record: mask (16 bytes, bit c of byte c / 8 set for an outlier), norms (token-major,
-//     outlier half first), then per token the outlier half's bits + 1 planes and the other
-//     half's bits planes of 8 bytes: plane p holds bit p of each coordinate's code (offset
-//     binary), coordinate j at byte j / 8, bit j % 8.
+//     outlier half first), then per token the outlier half's codes (bits + 1 a coordinate) and
+//     the other half's (bits), in offset binary, packed as the GPU writes them whole (put_code):
+//     4-bit codes as nibbles (coordinate j at byte j / 2, the low nibble for even j); 3- and
+//     2-bit codes' low two bits as 16 bytes of pairs (coordinate j at byte j / 4, bits
+//     2 (j % 4)), then a 3-bit code's top bit as 8 bytes (byte j / 8, bit j % 8).
 // Dequantize: c = round(centroid * 2^shift), the largest shift that keeps the codebook in int8;
 // acc = M^T c exactly; value = (float) acc * (norm * 2^-(9 + shift)), rounded to bf16.
 // The probe's inputs are finite (the format would need format 3's guards for NaN and infinity).
@@ -160,6 +162,23 @@ inline uint32_t code_at(const Book& book, const Coder& k, int acc) {
   return static_cast<uint32_t>(v < 0 ? 0 : v > top ? top : v);
 }
 
+// A half's codes in its record (bits x 8 bytes a token), as the header says: put_code sets the
+// code of coordinate j in zeroed bytes, get_code reads it.
+inline void put_code(uint8_t* half, uint32_t bits, uint32_t j, uint32_t code) {
+  if (bits == 4) {
+    half[j / 2] |= static_cast<uint8_t>(code << (4 * (j % 2)));
+    return;
+  }
+  half[j / 4] |= static_cast<uint8_t>((code & 3u) << (2 * (j % 4)));
+  if (bits == 3) half[16 + j / 8] |= static_cast<uint8_t>((code >> 2) << (j % 8));
+}
+inline uint32_t get_code(const uint8_t* half, uint32_t bits, uint32_t j) {
+  if (bits == 4) return (half[j / 2] >> (4 * (j % 2))) & 0xFu;
+  uint32_t code = (half[j / 4] >> (2 * (j % 4))) & 3u;
+  if (bits == 3) code |= ((half[16 + j / 8] >> (j % 8)) & 1u) << 2;
+  return code;
+}
+
 // One group of 16 tokens x 128 bf16 values into its record.
 inline void quantize_group(const Plan& plan, const uint16_t* x, uint8_t* record) {
   uint32_t key[kChannels];
@@ -188,12 +207,11 @@ inline void quantize_group(const Plan& plan, const uint16_t* x, uint8_t* record)
       const float nq = sqrtf(static_cast<float>(sum2));
       norms[t * 2 + s] = f == 0.f ? 0.f : nq / f;
       const Coder k = coder_for(book, nq);
-      uint8_t* planes = codes + t * 8 * (2 * plan.bits + 1) + (s == 0 ? 0 : 8 * (plan.bits + 1));
+      uint8_t* half = codes + t * 8 * (2 * plan.bits + 1) + (s == 0 ? 0 : 8 * (plan.bits + 1));
       for (uint32_t j = 0; j < kDim; ++j) {
         int acc = 0;
         for (uint32_t i = 0; i < kDim; ++i) acc += plan.matrix[j][i] * q[i];
-        const uint32_t code = code_at(book, k, acc);
-        for (uint32_t p = 0; p < book.bits; ++p) planes[8 * p + j / 8] |= static_cast<uint8_t>(((code >> p) & 1u) << (j % 8));
+        put_code(half, book.bits, j, code_at(book, k, acc));
       }
     }
 }
@@ -216,13 +234,9 @@ inline void dequantize_group(const Plan& plan, const uint8_t* record, uint16_t* 
     for (uint32_t s = 0; s < 2; ++s) {
       const Book& book = s == 0 ? plan.outlier : plan.rest;
       const Centroids& cent = plan.centroids[s];
-      const uint8_t* planes = codes + t * 8 * (2 * plan.bits + 1) + (s == 0 ? 0 : 8 * (plan.bits + 1));
+      const uint8_t* half = codes + t * 8 * (2 * plan.bits + 1) + (s == 0 ? 0 : 8 * (plan.bits + 1));
       int y[kDim];
-      for (uint32_t j = 0; j < kDim; ++j) {
-        uint32_t code = 0;
-        for (uint32_t p = 0; p < book.bits; ++p) code |= ((planes[8 * p + j / 8] >> (j % 8)) & 1u) << p;
-        y[j] = cent.value[code];
-      }
+      for (uint32_t j = 0; j < kDim; ++j) y[j] = cent.value[get_code(half, book.bits, j)];
       for (uint32_t i = 0; i < kDim; ++i) {
         int acc = 0;
         for (uint32_t j = 0; j < kDim; ++j) acc += plan.matrix[j][i] * y[j];

@@ -11,7 +11,8 @@
 //    consecutive elements of token g of each tile (tokens 0-7, 8-15) through the list, in fixed
 //    point on 8 bits; M (int16) is two int8 products a tile, its high bytes signed and its low
 //    bytes unsigned; the accumulators of m-tile mt hold coordinates 8g + 2mt + h of tokens 2c
-//    and 2c + 1, so a lane's eight coordinates of a token are byte g of every plane.
+//    and 2c + 1, so a lane's eight coordinates of a token are one 32-bit word of nibbles, written
+//    as the record packs them (halves_model.h's put_code).
 // Dequantize finds each channel's half and place from the record's mask, feeds each lane's 16
 // coordinates' centroids as B fragments and multiplies by M^T the same way, both halves under one
 // load of each m-tile of M^T. The products go to shared memory in half order (HalfOrder: two
@@ -72,6 +73,24 @@ __host__ __device__ inline uint32_t plane_byte(uint32_t w, uint32_t p) {
   uint32_t x = (w >> p) & 0x11111111u;
   x = (x | x >> 3) & 0x03030303u;
   return (x * 0x01041040u) >> 24;
+}
+
+// The low two bits of each of 8 codes (code j at nibble j of w) as 16 bits, code j at bits 2j.
+__host__ __device__ inline uint32_t low_pairs(uint32_t w) {
+  uint32_t x = w & 0x33333333u;
+  x = (x | x >> 2) & 0x0F0F0F0Fu;
+  x = (x | x >> 4) & 0x00FF00FFu;
+  return byte_perm(x, 0, 0x0020u) & 0xFFFFu;
+}
+
+// 8 codes (code j at nibble j of w) into a half's record at coordinates 8g .. 8g + 7 (halves_model.h's put_code).
+template <uint32_t kBits> __host__ __device__ inline void put_codes(uint8_t* half, uint32_t g, uint32_t w) {
+  if constexpr (kBits == 4) {
+    reinterpret_cast<uint32_t*>(half)[g] = w;
+  } else {
+    reinterpret_cast<uint16_t*>(half)[g] = static_cast<uint16_t>(low_pairs(w));
+    if constexpr (kBits == 3) half[16 + g] = static_cast<uint8_t>(plane_byte(w, 2));
+  }
 }
 
 __host__ __device__ inline int popcount(uint32_t v) {
@@ -152,7 +171,7 @@ __host__ __device__ inline HalfInput half_input(W& warp, const uint16_t* token, 
 }
 
 // Half s (0: the outliers, at kHalfBits = kBits + 1; 1: the rest, at kBits) of the group's
-// two tiles, once the channel list is in place: norms and code planes into the record.
+// two tiles, once the channel list is in place: norms and codes into the record.
 #pragma nv_exec_check_disable
 template <uint32_t kHalfBits, uint32_t kBits, typename W>
 __host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uint16_t* x, const uint8_t* list, const uint4* a_hi,
@@ -181,8 +200,7 @@ __host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uin
   for (int i = 0; i < 2; ++i)
     for (int v = 0; v < 2; ++v) {
       const uint32_t w = byte_perm(nibbles[i][v], 0, 0x0123u);  // code j at nibble j
-      uint8_t* planes = codes + (8 * i + 2 * c + v) * 8 * (2 * kBits + 1) + s * 8 * (kBits + 1);
-      for (uint32_t p = 0; p < kHalfBits; ++p) planes[8 * p + g] = static_cast<uint8_t>(plane_byte(w, p));
+      put_codes<kHalfBits>(codes + (8 * i + 2 * c + v) * 8 * (2 * kBits + 1) + s * 8 * (kBits + 1), g, w);
     }
 }
 
@@ -239,6 +257,28 @@ __host__ __device__ inline uint32_t nibble_bits(uint32_t byte, uint32_t p) {
   return x << p;
 }
 
+// 8 codes' low two bits (code j at bits 2j) spread to nibble j: low_pairs' inverse.
+__host__ __device__ inline uint32_t pair_nibbles(uint32_t pairs) {
+  uint32_t x = (pairs | pairs << 8) & 0x00FF00FFu;
+  x = (x | x << 4) & 0x0F0F0F0Fu;
+  return (x | x << 2) & 0x33333333u;
+}
+
+// Coordinates 16c .. 16c + 15 of a half's record as two words of nibbles (put_codes' inverse).
+template <uint32_t kBits> __host__ __device__ inline void get_codes(const uint8_t* half, uint32_t c, uint32_t (&nib)[2]) {
+  if constexpr (kBits == 4) {
+    const uint2 w = reinterpret_cast<const uint2*>(half)[c];
+    nib[0] = w.x, nib[1] = w.y;
+  } else {
+    const uint32_t pairs = reinterpret_cast<const uint32_t*>(half)[c];
+    nib[0] = pair_nibbles(pairs & 0xFFFFu), nib[1] = pair_nibbles(pairs >> 16);
+    if constexpr (kBits == 3) {
+      const uint32_t top = reinterpret_cast<const uint16_t*>(half + 16)[c];
+      nib[0] |= nibble_bits(top & 0xFFu, 2), nib[1] |= nibble_bits(top >> 8, 2);
+    }
+  }
+}
+
 // Four codes (nibbles of sel, 0..15) to their centroids' bytes: prmt selects by a code's low 3
 // bits from table[0..1] (codes 0-7) or table[2..3] (8-15), and its top bit chooses.
 template <uint32_t kBits> __host__ __device__ inline uint32_t centroid_bytes(const uint32_t (&table)[4], uint32_t sel) {
@@ -274,9 +314,10 @@ template <uint32_t kBits>
 __host__ __device__ inline void centroid_fragments(uint32_t lane, uint32_t i, const uint8_t* codes, const uint32_t (&tables)[2][4], uint32_t (&b)[2][4]) {
   const uint32_t g = lane / 4, c = lane % 4;
   for (uint32_t s = 0; s < 2; ++s) {
-    const uint8_t* planes = codes + (8 * i + g) * 8 * (2 * kBits + 1) + s * 8 * (kBits + 1) + 2 * c;
-    uint32_t nib[2] = {};
-    for (uint32_t p = 0; p < kBits + 1 - s; ++p) nib[0] |= nibble_bits(planes[8 * p], p), nib[1] |= nibble_bits(planes[8 * p + 1], p);
+    const uint8_t* half = codes + (8 * i + g) * 8 * (2 * kBits + 1) + s * 8 * (kBits + 1);
+    uint32_t nib[2];
+    if (s == 0) get_codes<kBits + 1>(half, c, nib);
+    else get_codes<kBits>(half, c, nib);
     for (int f = 0; f < 4; ++f) {
       const uint32_t sel = (nib[f / 2] >> (16 * (f % 2))) & 0xFFFFu;
       b[s][f] = s == 0 ? centroid_bytes<kBits + 1>(tables[0], sel) : centroid_bytes<kBits>(tables[1], sel);
