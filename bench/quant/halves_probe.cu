@@ -39,11 +39,11 @@ __constant__ int kShifts[2];
 
 // A CTA's shared memory: M's (or M^T's) fragments, and each warp's group (quantize's staged rows,
 // dequantize's products in half order), record and channels (quantize's list of bytes, dequantize's
-// 16-bit places), so that global memory sees whole 16-byte words only.
+// places as byte offsets), so that global memory sees whole 16-byte words only.
 template <uint32_t kBits> struct GroupShared {
   static constexpr uint32_t kRecordWords = record_bytes(kBits) / 16, kStagedWords = std::max(kTokens * kRowStride / 8, (HalfOrder::kWords + 3) / 4);
   uint4 hi[kFrags], lo[kFrags];
-  uint4 group[kWarps][kStagedWords], record[kWarps][kRecordWords], channels[kWarps][kChannels / 8];
+  uint4 group[kWarps][kStagedWords], record[kWarps][kRecordWords], channels[kWarps][kChannels / 4];
 };
 
 __device__ inline void copy_words(uint4* to, const uint4* from, uint32_t words, uint32_t lane) {
@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(kWarps * 32) dequantize_halves(const uint4* __
   const uint32_t lane = threadIdx.x % 32;
   for_each_group(sm, a_hi, a_lo, groups, [&](size_t group, uint32_t w) {
     copy_words(sm.record[w], records + group * GroupShared<kBits>::kRecordWords, GroupShared<kBits>::kRecordWords, lane);
-    dequantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint8_t*>(sm.record[w]), reinterpret_cast<uint16_t*>(sm.channels[w]),
+    dequantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint8_t*>(sm.record[w]), reinterpret_cast<uint32_t*>(sm.channels[w]),
                                   reinterpret_cast<uint32_t*>(sm.group[w]), sm.hi, sm.lo, tables, shifts, reinterpret_cast<uint16_t*>(raw + group * kGroupWords));
   });
 }
@@ -188,7 +188,7 @@ struct Instances {
   Kernel quantize, dequantize;
   void (*quantize_emulated)(mma_probe::EmulatedWarp&, uint32_t, const uint16_t*, uint8_t*, const uint4*, const uint4*, const Book&, const Book&,
                             uint8_t*);
-  void (*dequantize_emulated)(mma_probe::EmulatedWarp&, uint32_t, const uint8_t*, uint16_t*, uint32_t*, const uint4*, const uint4*,
+  void (*dequantize_emulated)(mma_probe::EmulatedWarp&, uint32_t, const uint8_t*, uint32_t*, uint32_t*, const uint4*, const uint4*,
                               const uint32_t (&)[2][4], const int (&)[2], uint16_t*);
   template <uint32_t kBits> static Instances of() {
     return {quantize_halves<kBits>, dequantize_halves<kBits>, quantize_group_tiles<kBits, mma_probe::EmulatedWarp>,
@@ -231,7 +231,7 @@ int emulate(const Rate (&rates)[2], size_t groups) {
     for (size_t t = 0; t < groups * kTokens; ++t) std::copy_n(&raw[t * kChannels], kChannels, &rows[t * kRowStride]);
     mma_probe::EmulatedWarp warp;
     std::vector<uint8_t> list(kChannels);
-    std::vector<uint16_t> places(kChannels);
+    std::vector<uint32_t> places(kChannels);
     std::vector<uint32_t> scratch(HalfOrder::kWords);
     std::vector<std::thread> lanes;
     for (uint32_t lane = 0; lane < 32; ++lane)

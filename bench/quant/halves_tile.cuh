@@ -298,7 +298,6 @@ struct HalfOrder {
   static constexpr uint32_t kPairWords = 69, kHalfWords = 7 * kPairWords + kDim + 4, kWords = 2 * kHalfWords;
   __host__ __device__ static constexpr uint32_t word(uint32_t s, uint32_t pair, uint32_t e) { return s * kHalfWords + pair * kPairWords + e + 4 * (e / 32); }
 };
-static_assert(HalfOrder::word(1, 7, kDim - 1) < HalfOrder::kWords && HalfOrder::kWords * 4 < 65536, "byte offsets fit 16 bits");
 
 __host__ __device__ inline uint32_t bf16_pair(float low, float high) {
 #ifdef __CUDA_ARCH__
@@ -326,17 +325,17 @@ __host__ __device__ inline void centroid_fragments(uint32_t lane, uint32_t i, co
 }
 
 // A record (record_bytes(kBits)) back into its group (16 tokens of kChannels values at x), as lane
-// `lane`; where: 128 16-bit words and scratch: HalfOrder::kWords words, both shared by the warp;
+// `lane`; where: 128 words and scratch: HalfOrder::kWords words, both shared by the warp;
 // a_hi, a_lo: M^T's fragments; tables: the halves' centroid bytes (outlier half first).
 #pragma nv_exec_check_disable
 template <uint32_t kBits, typename W>
-__host__ __device__ void dequantize_group_tiles(W& warp, uint32_t lane, const uint8_t* record, uint16_t* where, uint32_t* scratch, const uint4* a_hi,
+__host__ __device__ void dequantize_group_tiles(W& warp, uint32_t lane, const uint8_t* record, uint32_t* where, uint32_t* scratch, const uint4* a_hi,
                                                 const uint4* a_lo, const uint32_t (&tables)[2][4], const int (&shifts)[2], uint16_t* x) {
   const uint32_t g = lane / 4, c = lane % 4;
   {
     uint32_t place[4];
     channel_places(warp, lane, (record[lane / 2] >> (4 * (lane % 2))) & 0xFu, place);
-    for (int i = 0; i < 4; ++i) where[4 * lane + i] = static_cast<uint16_t>(4 * HalfOrder::word(place[i] / kDim, 0, place[i] % kDim));
+    for (int i = 0; i < 4; ++i) where[4 * lane + i] = 4 * HalfOrder::word(place[i] / kDim, 0, place[i] % kDim);  // a byte offset
   }
   const float* norms = reinterpret_cast<const float*>(record + kMaskBytes);
   const uint8_t* codes = record + kMaskBytes + kNormBytes;
@@ -365,10 +364,10 @@ __host__ __device__ void dequantize_group_tiles(W& warp, uint32_t lane, const ui
   const uint8_t* pair_words = reinterpret_cast<const uint8_t*>(scratch) + 4 * HalfOrder::word(0, pair, 0);
   for (uint32_t m = 0; m < 4; ++m) {
     const uint32_t first = 8 * (4 * m + q);
-    const uint4 at = *reinterpret_cast<const uint4*>(where + first);  // the 8 channels' byte offsets
-    const uint32_t offsets[4] = {at.x, at.y, at.z, at.w};
+    const uint4 at[2] = {reinterpret_cast<const uint4*>(where + first)[0], reinterpret_cast<const uint4*>(where + first)[1]};
+    const uint32_t offsets[8] = {at[0].x, at[0].y, at[0].z, at[0].w, at[1].x, at[1].y, at[1].z, at[1].w};
     uint32_t w[8];
-    for (int k = 0; k < 8; ++k) w[k] = *reinterpret_cast<const uint32_t*>(pair_words + ((offsets[k / 2] >> (16 * (k % 2))) & 0xFFFFu));
+    for (int k = 0; k < 8; ++k) w[k] = *reinterpret_cast<const uint32_t*>(pair_words + offsets[k]);
     uint4 even, odd;
     even.x = byte_perm(w[0], w[1], 0x5410u), even.y = byte_perm(w[2], w[3], 0x5410u), even.z = byte_perm(w[4], w[5], 0x5410u), even.w = byte_perm(w[6], w[7], 0x5410u);
     odd.x = byte_perm(w[0], w[1], 0x7632u), odd.y = byte_perm(w[2], w[3], 0x7632u), odd.z = byte_perm(w[4], w[5], 0x7632u), odd.w = byte_perm(w[6], w[7], 0x7632u);
