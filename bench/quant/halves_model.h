@@ -51,11 +51,16 @@ struct Coder {
   float c[4], cap;
 };
 
-TQ_MATRIX_HD inline Coder coder_for(const Book& book, float nq) {
+// The polynomial's degree at each bit width (python3 bench/quant/polynomial_codes.py's fits).
+TQ_MATRIX_HD constexpr uint32_t degree_for(uint32_t bits) { return bits == 4 ? 4 : bits == 3 ? 3 : 1; }
+
+// The coder of a kBits book for one vector: its degree a constant, so that the GPU keeps the
+// coefficients in registers rather than choosing each by a run-time index.
+template <uint32_t kBits> TQ_MATRIX_HD inline Coder coder_for(const Book& book, float nq) {
   Coder k{};
   const float s = nq > 0.f ? 1.f / (static_cast<float>(kGain) * nq) : 0.f;
   float power = s;
-  for (uint32_t j = 0; j < book.degree; ++j, power *= s) k.c[j] = book.poly[j] * power;
+  for (uint32_t j = 0; j < degree_for(kBits); ++j, power *= s) k.c[j] = book.poly[j] * power;
   k.cap = book.cap * static_cast<float>(kGain) * nq;
   return k;
 }
@@ -77,7 +82,7 @@ template <uint32_t kDegree, bool kCapped> TQ_MATRIX_HD inline float code_value(c
 inline Book fit_book(uint32_t bits) {
   Book book{};
   book.bits = bits;
-  book.degree = bits == 4 ? 4 : bits == 3 ? 3 : 1;
+  book.degree = degree_for(bits);
   const uint32_t n = (1u << (bits - 1)) - 1;
   const float* positive = TQ_CODEBOOK_BOUNDARIES[tq_log2(kDim) - 3][bits - 1] + n + 1;  // ascending
   if (!tq_matrix::fit_crossings(positive, static_cast<int>(n), static_cast<int>(book.degree), book.poly)) std::abort();
@@ -149,11 +154,7 @@ inline void channel_keys(const uint16_t* x, uint32_t (&key)[kChannels]) {
 // The code as any integer that clamps to it (the GPU's packing clamps to 0..15; the caps keep
 // 3 and 2 bits inside their ranges, so that a floor above the top code is never asked for).
 template <uint32_t kBits> TQ_MATRIX_HD inline int unclamped_code(const Coder& k, int acc) {
-  float v;
-  if constexpr (kBits == 4) v = code_value<4, false>(k, acc, 8.f);
-  else if constexpr (kBits == 3) v = code_value<3, true>(k, acc, 4.f);
-  else v = code_value<1, true>(k, acc, 2.f);
-  return tq_matrix::floor_for_clamp(v);
+  return tq_matrix::floor_for_clamp(code_value<degree_for(kBits), kBits != 4>(k, acc, static_cast<float>(1u << (kBits - 1))));
 }
 
 inline uint32_t code_at(const Book& book, const Coder& k, int acc) {
@@ -206,7 +207,7 @@ inline void quantize_group(const Plan& plan, const uint16_t* x, uint8_t* record)
       for (uint32_t j = 0; j < kDim; ++j) sum2 += (q[j] = tq_matrix::round_to_int(v[j] * f)) * q[j];
       const float nq = sqrtf(static_cast<float>(sum2));
       norms[t * 2 + s] = f == 0.f ? 0.f : nq / f;
-      const Coder k = coder_for(book, nq);
+      const Coder k = book.bits == 4 ? coder_for<4>(book, nq) : book.bits == 3 ? coder_for<3>(book, nq) : coder_for<2>(book, nq);
       uint8_t* half = codes + t * 8 * (2 * plan.bits + 1) + (s == 0 ? 0 : 8 * (plan.bits + 1));
       for (uint32_t j = 0; j < kDim; ++j) {
         int acc = 0;

@@ -183,7 +183,7 @@ __host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uin
   for (int i = 0; i < 2; ++i) {
     in[i] = half_input(warp, x + (8 * i + g) * kRowStride, list + s * kDim + 16 * c);
     if (c == 0) norms[(8 * i + g) * 2 + s] = in[i].norm;
-    for (int v = 0; v < 2; ++v) coder[i][v] = coder_for(book, warp.shfl(in[i].nq, static_cast<int>(4 * (2 * c + v))));
+    for (int v = 0; v < 2; ++v) coder[i][v] = coder_for<kHalfBits>(book, warp.shfl(in[i].nq, static_cast<int>(4 * (2 * c + v))));
   }
   uint32_t nibbles[2][2] = {};  // [tile][vector]: coordinates 8g + 2mt + h, the first m-tile's pair at the top
   for (uint32_t mt = 0; mt < kMtiles; ++mt) {
