@@ -41,7 +41,7 @@ constexpr uint32_t kChannels = 128, kDim = 64, kTokens = 16, kGain = 512;  // kG
 // A half's coder: p(u) = u (c0 + u (c1 + ...)) of the codebook's degree, rising on [0, cap]
 // across 1 .. 2^(bits-1) - 1 at the boundaries; in acc's units per vector (below).
 struct Book {
-  uint32_t bits, degree;
+  uint32_t bits;
   float poly[4];
   float cap;  // in unit-vector coordinates; 0: none needed (p rises over all of [0, 1])
 };
@@ -82,16 +82,15 @@ template <uint32_t kDegree, bool kCapped> TQ_MATRIX_HD inline float code_value(c
 inline Book fit_book(uint32_t bits) {
   Book book{};
   book.bits = bits;
-  book.degree = degree_for(bits);
   const uint32_t n = (1u << (bits - 1)) - 1;
   const float* positive = TQ_CODEBOOK_BOUNDARIES[tq_log2(kDim) - 3][bits - 1] + n + 1;  // ascending
-  if (!tq_matrix::fit_crossings(positive, static_cast<int>(n), static_cast<int>(book.degree), book.poly)) std::abort();
+  if (!tq_matrix::fit_crossings(positive, static_cast<int>(n), static_cast<int>(degree_for(bits)), book.poly)) std::abort();
   if (bits == 4) return book;  // the quartic rises over [0, 1]; cvt.pack.sat clamps its top
   double last = 0;
   for (int i = 1; i <= 100000 && book.cap == 0.f; ++i) {
     const double u = i / 100000.0;
     double v = 0;
-    for (int j = static_cast<int>(book.degree) - 1; j >= 0; --j) v = v * u + book.poly[j];
+    for (int j = static_cast<int>(degree_for(bits)) - 1; j >= 0; --j) v = v * u + book.poly[j];
     v *= u;
     if (v <= last || v >= n + 1) book.cap = static_cast<float>((i - 1) / 100000.0);
     last = v;

@@ -299,14 +299,6 @@ struct HalfOrder {
   __host__ __device__ static constexpr uint32_t word(uint32_t s, uint32_t pair, uint32_t e) { return s * kHalfWords + pair * kPairWords + e + 4 * (e / 32); }
 };
 
-__host__ __device__ inline uint32_t bf16_pair(float low, float high) {
-#ifdef __CUDA_ARCH__
-  return bit_cast<uint32_t>(__floats2bfloat162_rn(low, high));
-#else
-  return static_cast<uint32_t>(tq_f32_to_bf16(low)) | static_cast<uint32_t>(tq_f32_to_bf16(high)) << 16;
-#endif
-}
-
 // Both halves' B fragments for tile i: coordinates 16c .. 16c + 15 of token 8i + g, each half's
 // codes looked up in its centroid table.
 template <uint32_t kBits>
@@ -355,7 +347,7 @@ __host__ __device__ void dequantize_group_tiles(W& warp, uint32_t lane, const ui
         // acc[v + 2h]: element 8g + 2mt + h of half s, token 8i + 2c + v
         for (uint32_t h = 0; h < 2; ++h)
           scratch[HalfOrder::word(s, 4 * i + c, 8 * g + 2 * mt + h)] =
-              bf16_pair(static_cast<float>(acc[2 * h]) * scale[i][s][0], static_cast<float>(acc[2 * h + 1]) * scale[i][s][1]);
+              tq_matrix::Element<SW_DTYPE_BF16>::pair(static_cast<float>(acc[2 * h]) * scale[i][s][0], static_cast<float>(acc[2 * h + 1]) * scale[i][s][1]);
       }
   }
   warp.sync();
@@ -368,7 +360,7 @@ __host__ __device__ void dequantize_group_tiles(W& warp, uint32_t lane, const ui
     const uint32_t offsets[8] = {at[0].x, at[0].y, at[0].z, at[0].w, at[1].x, at[1].y, at[1].z, at[1].w};
     uint32_t w[8];
     for (int k = 0; k < 8; ++k) w[k] = *reinterpret_cast<const uint32_t*>(pair_words + offsets[k]);
-    uint4 even, odd;
+    uint4 even, odd;  // tokens 2 pair (the words' low halves) and 2 pair + 1 (high)
     even.x = byte_perm(w[0], w[1], 0x5410u), even.y = byte_perm(w[2], w[3], 0x5410u), even.z = byte_perm(w[4], w[5], 0x5410u), even.w = byte_perm(w[6], w[7], 0x5410u);
     odd.x = byte_perm(w[0], w[1], 0x7632u), odd.y = byte_perm(w[2], w[3], 0x7632u), odd.z = byte_perm(w[4], w[5], 0x7632u), odd.w = byte_perm(w[6], w[7], 0x7632u);
     *reinterpret_cast<uint4*>(x + 2 * pair * kChannels + first) = even;
