@@ -38,8 +38,8 @@ __constant__ uint32_t kTables[2][4];  // dequantize's centroid bytes, the same h
 __constant__ int kShifts[2];
 
 // A CTA's shared memory: M's (or M^T's) fragments, and each warp's group (quantize's staged rows,
-// dequantize's products in half order), record and channels (quantize's list of bytes, dequantize's
-// places as byte offsets), so that global memory sees whole 16-byte words only.
+// dequantize's products in half order), record and channels (dequantize's places as byte
+// offsets), so that global memory sees whole 16-byte words only.
 template <uint32_t kBits> struct GroupShared {
   static constexpr uint32_t kRecordWords = record_bytes(kBits) / 16, kStagedWords = std::max(kTokens * kRowStride / 8, (HalfOrder::kWords + 3) / 4);
   uint4 hi[kFrags], lo[kFrags];
@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kWarps * 32) quantize_halves(const uint4* __re
   const uint32_t lane = threadIdx.x % 32;
   for_each_group(sm, a_hi, a_lo, groups, [&](size_t group, uint32_t w) {
     stage_group(sm.group[w], raw + group * kGroupWords, lane);
-    quantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint16_t*>(sm.group[w]), reinterpret_cast<uint8_t*>(sm.channels[w]), sm.hi, sm.lo,
+    quantize_group_tiles<kBits>(warp, lane, reinterpret_cast<uint16_t*>(sm.group[w]), sm.hi, sm.lo,
                                 kBooks[0], kBooks[1], reinterpret_cast<uint8_t*>(sm.record[w]));
     __syncwarp();
     copy_words(records + group * GroupShared<kBits>::kRecordWords, sm.record[w], GroupShared<kBits>::kRecordWords, lane);
@@ -186,8 +186,7 @@ size_t differing_values(const uint16_t* a, const uint16_t* b, size_t n) {
 using Kernel = void (*)(const uint4*, const uint4*, const uint4*, uint4*, size_t);
 struct Instances {
   Kernel quantize, dequantize;
-  void (*quantize_emulated)(mma_probe::EmulatedWarp&, uint32_t, const uint16_t*, uint8_t*, const uint4*, const uint4*, const Book&, const Book&,
-                            uint8_t*);
+  void (*quantize_emulated)(mma_probe::EmulatedWarp&, uint32_t, uint16_t*, const uint4*, const uint4*, const Book&, const Book&, uint8_t*);
   void (*dequantize_emulated)(mma_probe::EmulatedWarp&, uint32_t, const uint8_t*, uint32_t*, uint32_t*, const uint4*, const uint4*,
                               const uint32_t (&)[2][4], const int (&)[2], uint16_t*);
   template <uint32_t kBits> static Instances of() {
@@ -230,7 +229,6 @@ int emulate(const Rate (&rates)[2], size_t groups) {
     std::vector<uint16_t> rows(groups * kTokens * kRowStride, 0), back(model_back.size(), 0xA5A5);
     for (size_t t = 0; t < groups * kTokens; ++t) std::copy_n(&raw[t * kChannels], kChannels, &rows[t * kRowStride]);
     mma_probe::EmulatedWarp warp;
-    std::vector<uint8_t> list(kChannels);
     std::vector<uint32_t> places(kChannels);
     std::vector<uint32_t> scratch(HalfOrder::kWords);
     std::vector<std::thread> lanes;
@@ -241,8 +239,8 @@ int emulate(const Rate (&rates)[2], size_t groups) {
         const uint4* lo = reinterpret_cast<const uint4*>(rate.lo.data());
         for (size_t gi = 0; gi < groups; ++gi) {
           uint8_t* record = &got[gi * record_bytes(rate.bits)];
-          const uint16_t* x = &rows[gi * kTokens * kRowStride];
-          rate.run.quantize_emulated(warp, lane, x, list.data(), hi, lo, rate.plan.outlier, rate.plan.rest, record);
+          uint16_t* x = &rows[gi * kTokens * kRowStride];
+          rate.run.quantize_emulated(warp, lane, x, hi, lo, rate.plan.outlier, rate.plan.rest, record);
           warp.sync();
         }
         const uint4* hi_t = reinterpret_cast<const uint4*>(rate.hi_t.data());

@@ -6,9 +6,10 @@
 //  - lane l takes channels 4l .. 4l + 3: their energies, then the 64 largest keys by a radix
 //    search over the keys' 15 bits (a warp sum a bit: redux.sync on the GPU), the lower channel
 //    first among equals; an exclusive scan over lanes gives each channel its place in its half,
-//    and the warp writes the half-order channel list (128 bytes) to shared memory;
+//    and each lane moves its channels there in every token's row, so that the rows lie in half
+//    order (a token's outliers, then the rest, each ascending);
 //  - then as format 3's tile code does at dim 128, at dim 64 for each half: lane (g, c) takes 16
-//    consecutive elements of token g of each tile (tokens 0-7, 8-15) through the list, in fixed
+//    consecutive elements of token g of each tile (tokens 0-7, 8-15), two 16-byte loads, in fixed
 //    point on 8 bits; M (int16) is two int8 products a tile, its high bytes signed and its low
 //    bytes unsigned; the accumulators of m-tile mt hold coordinates 8g + 2mt + h of tokens 2c
 //    and 2c + 1, so a lane's eight coordinates of a token are one 32-bit word of nibbles, written
@@ -101,15 +102,25 @@ __host__ __device__ inline int popcount(uint32_t v) {
 #endif
 }
 
-// Where this lane's channels (4 lane + i) go in the half-order list: outliers first (places 0 ..
+// Where this lane's channels (4 lane + i) go in half order: outliers first (places 0 ..
 // kDim - 1), then the rest (kDim and up), each ascending.
-template <typename W> __host__ __device__ inline void channel_places(W& warp, uint32_t lane, uint32_t outlier, uint32_t (&place)[4]) {
-  int below = lanes_below(warp, lane, popcount(outlier));
+// below: the outliers in the lanes below this one; outlier: bit i set for an outlier channel 4 lane + i.
+__host__ __device__ inline void places_after(uint32_t lane, int below, uint32_t outlier, uint32_t (&place)[4]) {
   for (int i = 0; i < 4; ++i) {
     const bool out = (outlier >> i) & 1u;
     place[i] = out ? below : kDim + 4 * lane + i - below;
     below += out;
   }
+}
+template <typename W> __host__ __device__ inline void channel_places(W& warp, uint32_t lane, uint32_t outlier, uint32_t (&place)[4]) {
+  places_after(lane, lanes_below(warp, lane, popcount(outlier)), outlier, place);
+}
+
+// How many of four keys are at least c (< 2^15): packed two a word, each key (< 2^15) with bit 15
+// set, so that one subtraction a word leaves bit 15 of a key set exactly where it is.
+__host__ __device__ inline int keys_at_least(const uint32_t (&packed)[2], uint32_t c) {
+  const uint32_t both = c * 0x10001u;
+  return popcount(((packed[0] - both) & 0x80008000u) | (((packed[1] - both) >> 1) & 0x40004000u));
 }
 
 // M's m-tile mt (both k-tiles, high and low bytes), loaded once for both tiles of a group.
@@ -142,14 +153,15 @@ struct HalfInput {
   float nq, norm;
 };
 
+// elements: 16 consecutive bf16 values of a token's half, 16-byte aligned.
 template <typename W>
-__host__ __device__ inline HalfInput half_input(W& warp, const uint16_t* token, const uint8_t* list) {
-  uint32_t src[4];
-  memcpy(src, list, 16);
+__host__ __device__ inline HalfInput half_input(W& warp, const uint16_t* elements) {
+  uint4 words[2];
+  memcpy(words, elements, 32);
+  const uint32_t pairs[8] = {words[0].x, words[0].y, words[0].z, words[0].w, words[1].x, words[1].y, words[1].z, words[1].w};
   float x[16], top = 0.f;
   for (int i = 0; i < 16; ++i) {
-    const uint32_t channel = (src[i / 4] >> (8 * (i % 4))) & 0xFF;
-    x[i] = bit_cast<float>(static_cast<uint32_t>(token[channel]) << 16);
+    x[i] = bit_cast<float>(i % 2 ? pairs[i / 2] & 0xFFFF0000u : pairs[i / 2] << 16);
     top = fmaxf(top, fabsf(x[i]));
   }
   top = fmaxf(top, warp.shfl_xor(top, 1));
@@ -171,17 +183,17 @@ __host__ __device__ inline HalfInput half_input(W& warp, const uint16_t* token, 
 }
 
 // Half s (0: the outliers, at kHalfBits = kBits + 1; 1: the rest, at kBits) of the group's
-// two tiles, once the channel list is in place: norms and codes into the record.
+// two tiles, once the rows are in half order: norms and codes into the record.
 #pragma nv_exec_check_disable
 template <uint32_t kHalfBits, uint32_t kBits, typename W>
-__host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uint16_t* x, const uint8_t* list, const uint4* a_hi,
+__host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uint16_t* x, const uint4* a_hi,
                                    const uint4* a_lo, const Book& book, uint8_t* record) {
   const uint32_t g = lane / 4, c = lane % 4;
   float* norms = reinterpret_cast<float*>(record + kMaskBytes);
   HalfInput in[2];
   Coder coder[2][2];  // [tile][vector 2c + v]
   for (int i = 0; i < 2; ++i) {
-    in[i] = half_input(warp, x + (8 * i + g) * kRowStride, list + s * kDim + 16 * c);
+    in[i] = half_input(warp, x + (8 * i + g) * kRowStride + s * kDim + 16 * c);
     if (c == 0) norms[(8 * i + g) * 2 + s] = in[i].norm;
     for (int v = 0; v < 2; ++v) coder[i][v] = coder_for<kHalfBits>(book, warp.shfl(in[i].nq, static_cast<int>(4 * (2 * c + v))));
   }
@@ -205,10 +217,10 @@ __host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uin
 }
 
 // The group staged at x (16 tokens kRowStride apart) into its record (record_bytes(kBits) bytes), as lane
-// `lane`; list: 128 bytes of scratch shared by the warp; a_hi, a_lo: M's fragments.
+// `lane`, leaving the rows in half order; a_hi, a_lo: M's fragments.
 #pragma nv_exec_check_disable
 template <uint32_t kBits, typename W>
-__host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, const uint16_t* x, uint8_t* list, const uint4* a_hi,
+__host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, uint16_t* x, const uint4* a_hi,
                                               const uint4* a_lo, const Book& outlier_book, const Book& rest_book, uint8_t* record) {
   // Keys of channels 4 lane .. + 3, and the 64th largest by a radix search.
   uint32_t key[4];
@@ -223,30 +235,45 @@ __host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, const uint
     }
     for (int i = 0; i < 4; ++i) key[i] = bit_cast<uint32_t>(e[i]) >> 16;
   }
+  // The 64th largest key by a radix search (keys are below 2^15: energies are not negative).
+  const uint32_t packed[2] = {key[0] | key[1] << 16 | 0x80008000u, key[2] | key[3] << 16 | 0x80008000u};
   uint32_t threshold = 0;
   for (int bit = 14; bit >= 0; --bit) {
     const uint32_t candidate = threshold | 1u << bit;
-    int at_least = 0;
-    for (int i = 0; i < 4; ++i) at_least += key[i] >= candidate;
-    if (warp.reduce_add(at_least) >= static_cast<int>(kDim)) threshold = candidate;
+    if (warp.reduce_add(keys_at_least(packed, candidate)) >= static_cast<int>(kDim)) threshold = candidate;
   }
-  int above = 0, equal = 0;
-  for (int i = 0; i < 4; ++i) above += key[i] > threshold, equal += key[i] == threshold;
-  int room = static_cast<int>(kDim) - warp.reduce_add(above) - lanes_below(warp, lane, equal);  // equal keys this lane may take
+  // The outliers: every key above the threshold, then those equal to it, lower channels first,
+  // while room is left; one scan counts both kinds in the lanes below.
+  const int above = keys_at_least(packed, threshold + 1), equal = keys_at_least(packed, threshold) - above;
+  const int room = static_cast<int>(kDim) - warp.reduce_add(above);
+  const int below = lanes_below(warp, lane, above | equal << 16);
+  int equal_left = room - (below >> 16);  // equal keys this lane may take
   uint32_t outlier = 0;
   for (int i = 0; i < 4; ++i) {
-    const bool taken = key[i] > threshold || (key[i] == threshold && room-- > 0);
+    const bool taken = key[i] > threshold || (key[i] == threshold && equal_left-- > 0);
     outlier |= static_cast<uint32_t>(taken) << i;
   }
   uint32_t place[4];
-  channel_places(warp, lane, outlier, place);
-  for (int i = 0; i < 4; ++i) list[place[i]] = static_cast<uint8_t>(4 * lane + i);
+  places_after(lane, (below & 0xFFFF) + min(below >> 16, room), outlier, place);
+  // Every row in half order, in place, four rows at a time: the warp reads their channels before
+  // any lane overwrites one.
+  constexpr uint32_t kRowsAtOnce = 4;
+  for (uint32_t t0 = 0; t0 < kTokens; t0 += kRowsAtOnce) {
+    uint2 held[kRowsAtOnce];
+    for (uint32_t t = 0; t < kRowsAtOnce; ++t) memcpy(&held[t], x + (t0 + t) * kRowStride + 4 * lane, 8);
+    warp.sync();
+    for (uint32_t t = 0; t < kRowsAtOnce; ++t) {
+      uint16_t* row = x + (t0 + t) * kRowStride;
+      row[place[0]] = static_cast<uint16_t>(held[t].x), row[place[1]] = static_cast<uint16_t>(held[t].x >> 16);
+      row[place[2]] = static_cast<uint16_t>(held[t].y), row[place[3]] = static_cast<uint16_t>(held[t].y >> 16);
+    }
+  }
   const uint32_t pair = outlier | warp.shfl_xor(outlier, 1) << 4;
   if (lane % 2 == 0) record[lane / 2] = static_cast<uint8_t>(pair);
   warp.sync();
 
-  code_half<kBits + 1, kBits>(warp, lane, 0, x, list, a_hi, a_lo, outlier_book, record);
-  code_half<kBits, kBits>(warp, lane, 1, x, list, a_hi, a_lo, rest_book, record);
+  code_half<kBits + 1, kBits>(warp, lane, 0, x, a_hi, a_lo, outlier_book, record);
+  code_half<kBits, kBits>(warp, lane, 1, x, a_hi, a_lo, rest_book, record);
 }
 
 // Bits p of 8 codes (bit j from code j) spread to bit p of nibble j: plane_byte's inverse.
