@@ -147,39 +147,49 @@ template <typename W> __host__ __device__ inline void product_mtile(W& warp, con
   for (int r = 0; r < 4; ++r) acc[r] = acc_hi[r] * 256 + acc_lo[r];
 }
 
-// One half's part of a tile in this lane: its B fragments and the vector's nq and stored norm.
-struct HalfInput {
-  uint32_t b[4];
-  float nq, norm;
+// One half's 16 elements of a token in this lane, and their vector's largest magnitude (over the
+// vector's four lanes).
+struct HalfElements {
+  float x[16], top;
 };
 
 // elements: 16 consecutive bf16 values of a token's half, 16-byte aligned.
 template <typename W>
-__host__ __device__ inline HalfInput half_input(W& warp, const uint16_t* elements) {
+__host__ __device__ inline HalfElements half_elements(W& warp, const uint16_t* elements) {
   uint4 words[2];
   memcpy(words, elements, 32);
   const uint32_t pairs[8] = {words[0].x, words[0].y, words[0].z, words[0].w, words[1].x, words[1].y, words[1].z, words[1].w};
-  float x[16], top = 0.f;
+  HalfElements e;
+  e.top = 0.f;
   for (int i = 0; i < 16; ++i) {
-    x[i] = bit_cast<float>(i % 2 ? pairs[i / 2] & 0xFFFF0000u : pairs[i / 2] << 16);
-    top = fmaxf(top, fabsf(x[i]));
+    e.x[i] = bit_cast<float>(i % 2 ? pairs[i / 2] & 0xFFFF0000u : pairs[i / 2] << 16);
+    e.top = fmaxf(e.top, fabsf(e.x[i]));
   }
-  top = fmaxf(top, warp.shfl_xor(top, 1));
-  top = fmaxf(top, warp.shfl_xor(top, 2));
-  const float f = tq_matrix::input_factor(top);
+  e.top = fmaxf(e.top, warp.shfl_xor(e.top, 1));
+  e.top = fmaxf(e.top, warp.shfl_xor(e.top, 2));
+  return e;
+}
+
+// The elements in fixed point (x f rounded, 8 bits) as B fragments; returns their vector's sum of
+// squares (over its four lanes).
+template <typename W> __host__ __device__ inline int fixed_point(W& warp, const HalfElements& e, float f, uint32_t (&b)[4]) {
   int q[16];
-  for (int i = 0; i < 16; ++i) q[i] = tq_matrix::round_to_low_byte(x[i], f);  // finite input: exact
-  HalfInput in;
+  for (int i = 0; i < 16; ++i) q[i] = tq_matrix::round_to_low_byte(e.x[i], f);  // finite input: exact
   int sum2 = 0;
   for (int w = 0; w < 4; ++w) {
-    in.b[w] = byte_perm(byte_perm(q[4 * w], q[4 * w + 1], 0x0040u), byte_perm(q[4 * w + 2], q[4 * w + 3], 0x0040u), 0x5410u);
-    sum2 = dot4_s8(in.b[w], in.b[w], sum2);
+    b[w] = byte_perm(byte_perm(q[4 * w], q[4 * w + 1], 0x0040u), byte_perm(q[4 * w + 2], q[4 * w + 3], 0x0040u), 0x5410u);
+    sum2 = dot4_s8(b[w], b[w], sum2);
   }
   sum2 += warp.shfl_xor(sum2, 1);
-  sum2 += warp.shfl_xor(sum2, 2);
-  in.nq = sqrtf(static_cast<float>(sum2));
-  in.norm = f == 0.f ? 0.f : in.nq / f;
-  return in;
+  return sum2 + warp.shfl_xor(sum2, 2);
+}
+
+// Lane src's coder, where the lanes' books are kBits ones (only the fields it uses).
+template <uint32_t kBits, typename W> __host__ __device__ inline Coder shfl_coder(W& warp, const Coder& k, int src) {
+  Coder out{};
+  for (uint32_t j = 0; j < degree_for(kBits); ++j) out.c[j] = warp.shfl(k.c[j], src);
+  if (kBits != 4) out.cap = warp.shfl(k.cap, src);
+  return out;
 }
 
 // Half s (0: the outliers, at kHalfBits = kBits + 1; 1: the rest, at kBits) of the group's
@@ -189,21 +199,28 @@ template <uint32_t kHalfBits, uint32_t kBits, typename W>
 __host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uint16_t* x, const uint4* a_hi,
                                    const uint4* a_lo, const Book& book, uint8_t* record) {
   const uint32_t g = lane / 4, c = lane % 4;
-  float* norms = reinterpret_cast<float*>(record + kMaskBytes);
-  HalfInput in[2];
-  Coder coder[2][2];  // [tile][vector 2c + v]
-  for (int i = 0; i < 2; ++i) {
-    in[i] = half_input(warp, x + (8 * i + g) * kRowStride + s * kDim + 16 * c);
-    if (c == 0) norms[(8 * i + g) * 2 + s] = in[i].norm;
-    for (int v = 0; v < 2; ++v) coder[i][v] = coder_for<kHalfBits>(book, warp.shfl(in[i].nq, static_cast<int>(4 * (2 * c + v))));
-  }
+  HalfElements e[2];  // tokens g and 8 + g
+  for (int i = 0; i < 2; ++i) e[i] = half_elements(warp, x + (8 * i + g) * kRowStride + s * kDim + 16 * c);
+  // A vector's scalars (its factor, norm and coder) are worked out by the lanes of its four whose
+  // c % 2 is its tile, once a lane instead of once a tile, and shuffled to the lanes that use them.
+  const bool second = c % 2;
+  const float f_own = tq_matrix::input_factor(second ? e[1].top : e[0].top);
+  uint32_t b[2][4];
+  int sum2[2];
+  for (int i = 0; i < 2; ++i) sum2[i] = fixed_point(warp, e[i], warp.shfl(f_own, static_cast<int>(4 * g + i)), b[i]);
+  const float nq_own = sqrtf(static_cast<float>(second ? sum2[1] : sum2[0]));
+  if (c < 2) reinterpret_cast<float*>(record + kMaskBytes)[(8 * c + g) * 2 + s] = f_own == 0.f ? 0.f : nq_own / f_own;
+  const Coder mine = coder_for<kHalfBits>(book, nq_own);
+  Coder coder[2][2];  // [tile][vector 2c + v]: lane 4 (2c + v) + i works it out
+  for (int i = 0; i < 2; ++i)
+    for (int v = 0; v < 2; ++v) coder[i][v] = shfl_coder<kHalfBits>(warp, mine, static_cast<int>(4 * (2 * c + v) + i));
   uint32_t nibbles[2][2] = {};  // [tile][vector]: coordinates 8g + 2mt + h, the first m-tile's pair at the top
   for (uint32_t mt = 0; mt < kMtiles; ++mt) {
     const MtileFragments a = load_mtile(lane, a_hi, a_lo, mt);
     for (int i = 0; i < 2; ++i) {
       // acc[v], acc[v + 2]: coordinates 8g + 2mt and 8g + 2mt + 1 of vector 2c + v
       int acc[4];
-      product_mtile(warp, a, in[i].b, acc);
+      product_mtile(warp, a, b[i], acc);
       for (int v = 0; v < 2; ++v)
         nibbles[i][v] = pack_codes(unclamped_code<kHalfBits>(coder[i][v], acc[v + 2]), unclamped_code<kHalfBits>(coder[i][v], acc[v]), nibbles[i][v]);
     }
