@@ -63,6 +63,11 @@ export const ConfigSchema = z.object({
       io: z.enum(IO_MODES).default('auto'),
       /** Recover the committed blocks found in the file at start (runtime/recovery.ts); false starts empty. */
       recover: z.boolean().default(true),
+      /**
+       * Disk operations run at once; more wait their turn. A disk past its best queue depth
+       * reads slower, not faster: the spill-fill bench sweeps 4-32 and names this disk's best.
+       */
+      inFlight: z.number().int().min(1).max(1024).default(16),
     }).strict().prefault({}),
     /**
      * Committed blocks shared by every server pointed at one directory of a shared mount

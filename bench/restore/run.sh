@@ -27,6 +27,7 @@
 #                      lengths that also restore through the HTTP batch read [all] and
 #                      with one acquire per block [8192,32768]; "none" skips them
 #   SPILL_FILL_BLOCKS  blocks of the spill-fill bench [2048]
+#   DISK_IN_FLIGHT     the server's tiers.disk.inFlight [the depth spill-fill found best on this disk]
 #   PORT [8420], DATA_DIR (the tier file and the spill-fill files) [data]
 #   TIME_BUDGET        seconds the whole run may take [470]: restore.py is stopped when they
 #                      are spent, and skips its optional restores (repeats, 16 clients, HTTP
@@ -77,12 +78,15 @@ timeout "${SPILL_FILL_TIMEOUT:-150}" node dist/bench/gpu/spill-fill.js --dir "$d
   --out "$out/spill-fill.json" 2>&1 | tee "$out/spill-fill.log" \
   || echo "spill-fill failed: the restore runs without a fill rate to compare with" | tee -a "$out/spill-fill.log"
 
-echo "== server"
+# The server's disk queue depth: DISK_IN_FLIGHT, else the depth the spill-fill bench found best
+# on this disk (tiers.disk.inFlight), else the server's default.
+depth=${DISK_IN_FLIGHT:-$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['chosenInFlight'])" "$out/spill-fill.json" 2>/dev/null || true)}
+echo "== server (disk operations in flight: ${depth:-the default})" | tee -a "$out/settings.txt"
 PORT=$port node --initial-old-space-size=128 dist/runtime/cli.js serve \
   --set "tiers.raw.bytes=$raw_bytes" --set "tiers.quantized.bytes=${QUANT_BYTES:-1GiB}" \
   --set "tiers.host.bytes=${HOST_BYTES:-0}" \
   --set "eviction.reserve=${RESERVE:-0.05}" \
-  --set "tiers.disk.bytes=$disk_bytes" --set "tiers.disk.path=$data/restore.slots" \
+  --set "tiers.disk.bytes=$disk_bytes" --set "tiers.disk.path=$data/restore.slots" ${depth:+--set "tiers.disk.inFlight=$depth"} \
   --set "limits.maxTokensPerSequence=$max_tokens" --set "limits.maxTotalTokens=$((max_tokens * 64))" \
   --set server.maxDiskQueue=65536 --set server.maxEventLoopDelayMs=1000 \
   > "$out/server.log" 2>&1 &
