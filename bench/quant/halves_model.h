@@ -7,7 +7,7 @@
 //  1. energy of channel c: e = fma(x_t, x_t, e) over tokens t = 0..15 in turn (fp32, from 0);
 //     its key is the top 16 bits of e's pattern; the outliers are the 64 largest keys, the
 //     lower channel first among equal keys;
-//  2. per token and half (channels ascending): top, f = 127 / top, q = round(x f),
+//  2. per token and half (channels ascending): top, f = 127 / top, q = x f rounded from the exact product,
 //     acc = M q exactly (M = H D3 H D2 H D1 at dim 64, 512 times the orthogonal rotation),
 //     nq = sqrt((float) sum q^2); code = floor(2^(bits-1) + a p(|a|)) held to 0..2^bits - 1,
 //     a = acc held to +-cap (3 and 2 bits: where p stops rising, or has passed the top code);
@@ -150,6 +150,18 @@ inline void channel_keys(const uint16_t* x, uint32_t (&key)[kChannels]) {
   }
 }
 
+// x f rounded to the nearest integer (ties to even) from the exact product, as an integer with that
+// low byte (|x f| <= 127): on the GPU one fma with 1.5 * 2^23, whose float holds the rounded product
+// in its low bits; on the host the product is exact in double (x is a bf16 value, 8 significant
+// bits). Format 3 rounds the float product instead (tq_matrix::round_to_low_byte), one instruction more.
+TQ_MATRIX_HD inline int fixed_point_byte(float x, float f) {
+#ifdef __CUDA_ARCH__
+  return __float_as_int(__fmaf_rn(x, f, 12582912.f));
+#else
+  return static_cast<int>(std::nearbyint(static_cast<double>(x) * f));
+#endif
+}
+
 // The code as any integer that clamps to it (the GPU's packing clamps to 0..15; the caps keep
 // 3 and 2 bits inside their ranges, so that a floor above the top code is never asked for).
 template <uint32_t kBits> TQ_MATRIX_HD inline int unclamped_code(const Coder& k, int acc) {
@@ -203,7 +215,7 @@ inline void quantize_group(const Plan& plan, const uint16_t* x, uint8_t* record)
       for (uint32_t j = 0; j < kDim; ++j) top = fmaxf(top, fabsf(v[j] = tq_bf16_to_f32(x[t * kChannels + idx[s][j]])));
       const float f = tq_matrix::input_factor(top);
       int q[kDim], sum2 = 0;
-      for (uint32_t j = 0; j < kDim; ++j) sum2 += (q[j] = tq_matrix::round_to_int(v[j] * f)) * q[j];
+      for (uint32_t j = 0; j < kDim; ++j) sum2 += (q[j] = fixed_point_byte(v[j], f)) * q[j];
       const float nq = sqrtf(static_cast<float>(sum2));
       norms[t * 2 + s] = f == 0.f ? 0.f : nq / f;
       const Coder k = book.bits == 4 ? coder_for<4>(book, nq) : book.bits == 3 ? coder_for<3>(book, nq) : coder_for<2>(book, nq);

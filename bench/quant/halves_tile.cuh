@@ -174,7 +174,7 @@ __host__ __device__ inline HalfElements half_elements(W& warp, const uint16_t* e
 // squares (over its four lanes).
 template <typename W> __host__ __device__ inline int fixed_point(W& warp, const HalfElements& e, float f, uint32_t (&b)[4]) {
   int q[16];
-  for (int i = 0; i < 16; ++i) q[i] = tq_matrix::round_to_low_byte(e.x[i], f);  // finite input: exact
+  for (int i = 0; i < 16; ++i) q[i] = fixed_point_byte(e.x[i], f);
   int sum2 = 0;
   for (int w = 0; w < 4; ++w) {
     b[w] = byte_perm(byte_perm(q[4 * w], q[4 * w + 1], 0x0040u), byte_perm(q[4 * w + 2], q[4 * w + 3], 0x0040u), 0x5410u);
