@@ -239,7 +239,7 @@ __host__ __device__ void code_half(W& warp, uint32_t lane, uint32_t s, const uin
 template <uint32_t kBits, typename W>
 __host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, uint16_t* x, const uint4* a_hi,
                                               const uint4* a_lo, const Book& outlier_book, const Book& rest_book, uint8_t* record) {
-  // Keys of channels 4 lane .. + 3, and the 64th largest by a radix search.
+  // Keys of channels 4 lane .. + 3: the top 16 bits of their energies.
   uint32_t key[4];
   {
     float e[4] = {};
