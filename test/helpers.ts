@@ -19,8 +19,14 @@ export const TINY_QUANT = 1216;
 
 // Seeded contents and error measures live apart from the store fixtures, so that code
 // without the native addon (the soak's verifier threads) can use them too.
-import { blockContent } from '../bench/block-content.js';
+import { blockContent, FOUR_BIT_BOUND, relativeError } from '../bench/block-content.js';
 export { blockContent, FOUR_BIT_BOUND, relativeError, rng } from '../bench/block-content.js';
+
+/** A read of a block written as `expected`: bit-exact where it is not lossy, within the 4-bit bound where it is. */
+export function assertReadBack(expected: Buffer, read: { data: Buffer; lossy: boolean }, what: string): void {
+  if (read.lossy) assert.ok(relativeError(expected, read.data) < FOUR_BIT_BOUND, `${what} corrupted`);
+  else assert.ok(read.data.equals(expected), `${what} differs`);
+}
 
 export function tempDir(prefix = 'spillway-test-'): { path: string; cleanup: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { SpillwayError } from '../../../runtime/errors.js';
 import type { BlockStore } from '../../../runtime/store.js';
-import { blockContent, FOUR_BIT_BOUND, relativeError, tempDir, tinyStore } from '../../helpers.js';
+import { assertReadBack, blockContent, tempDir, tinyStore } from '../../helpers.js';
 
 const ENOSPC = 28;
 const EIO = 5;
@@ -30,8 +30,7 @@ async function assertIntact(store: BlockStore, seq: string, data: Buffer[], skip
   for (let i = 0; i < data.length; i++) {
     if (skip.has(i)) continue;
     const r = await store.read(seq, i);
-    if (r.lossy) assert.ok(relativeError(data[i]!, r.data) < FOUR_BIT_BOUND, `block ${i} corrupted`);
-    else assert.ok(r.data.equals(data[i]!), `block ${i} differs`);
+    assertReadBack(data[i]!, r, `block ${i}`);
   }
   store.checkInvariants();
 }
@@ -169,8 +168,7 @@ test('reads racing evictions of the same blocks always return the right data', a
       // Writes to the churn sequence evict the very blocks the reads are promoting.
       const reads = data.map(async (d, i) => {
         const r = await store.read(id, i, { promote: (round + i) % 3 !== 0 });
-        if (r.lossy) assert.ok(relativeError(d, r.data) < FOUR_BIT_BOUND, `round ${round} block ${i}`);
-        else assert.ok(r.data.equals(d), `round ${round} block ${i}`);
+        assertReadBack(d, r, `round ${round} block ${i}`);
       });
       const writes = [0, 1, 2].map((k) => store.write(churn, (round * 3 + k) % 8, blockContent(1000 + round * 3 + k)));
       await Promise.all([...reads, ...writes]);
