@@ -517,8 +517,10 @@ export class Ladder {
     this.diskInFlight++;
     this.telemetry.diskQueue.set(this.diskInFlight);
     await this.diskTurns.acquire();
+    const turn = performance.now();
     try {
       const result = await op();
+      this.telemetry.diskOpSeconds.observe({ direction }, (performance.now() - turn) / 1000);
       this.telemetry.diskBytes.inc({ direction }, this.tiers[this.bottom]!.slotBytes);
       return result;
     } catch (err) {

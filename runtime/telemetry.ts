@@ -45,6 +45,10 @@ export class Telemetry {
   private nativeTimings: () => Float64Array = () => new Float64Array(0);
   readonly opSeconds = new Histogram({ name: 'spillway_operation_seconds', help: 'Duration of store operations', labelNames: ['op'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
   readonly diskQueue = new Gauge({ name: 'spillway_disk_queue_depth', help: 'Disk operations in flight', registers: [this.registry] });
+  /** How long each disk operation held its turn (tiers.disk.inFlight): the disk's service time, not the wait for a turn. */
+  readonly diskOpSeconds = new Histogram({
+    name: 'spillway_disk_op_seconds', help: 'Disk operations from their turn to done, by direction', labelNames: ['direction'], buckets: LATENCY_BUCKETS, registers: [this.registry],
+  });
   readonly diskBytes = new Counter({ name: 'spillway_disk_bytes_total', help: 'Bytes moved to and from the disk tier', labelNames: ['direction'], registers: [this.registry] });
   readonly reclaims = new Counter({ name: 'spillway_reclaims_total', help: 'Background evictions keeping a tier\'s reserve of free slots, by outcome', labelNames: ['tier', 'outcome'], registers: [this.registry] });
   readonly diskErrors = new Counter({ name: 'spillway_disk_errors_total', help: 'Disk tier failures by kind', labelNames: ['kind'], registers: [this.registry] });

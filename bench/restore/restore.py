@@ -270,7 +270,8 @@ def _error(status: int, body: bytes) -> ApiError:
 WATCHED_METRICS = (
     "spillway_disk_bytes_total", "spillway_moves_total", "spillway_move_bytes_total",
     "spillway_move_seconds_sum", "spillway_move_seconds_count", "spillway_operation_seconds_sum",
-    "spillway_operation_seconds_count", "spillway_http_shed_total",
+    "spillway_operation_seconds_count", "spillway_http_shed_total", "spillway_disk_op_seconds_sum",
+    "spillway_disk_op_seconds_count",
 )
 
 
@@ -295,6 +296,18 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
         if d:
             out[key] = d
     return out
+
+
+def disk_turns(delta: dict[str, float], in_flight: Optional[int], seconds: float) -> dict:
+    """How the disk's turns (tiers.disk.inFlight) were used: the share of them busy over the
+    restore, and how long a read held its turn (its service time, queueing excluded)."""
+    reads = delta.get('spillway_disk_op_seconds_count{direction="read"}', 0.0)
+    held = sum(v for k, v in delta.items() if k.startswith("spillway_disk_op_seconds_sum"))
+    read_held = delta.get('spillway_disk_op_seconds_sum{direction="read"}', 0.0)
+    return {
+        "inFlight": in_flight, "busyShare": held / (in_flight * seconds) if in_flight and seconds > 0 else None,
+        "readTurnMs": read_held / reads * 1e3 if reads else None,
+    }
 
 
 def disk_read_bytes(delta: dict[str, float]) -> float:
@@ -348,8 +361,10 @@ def fill_rates(report: dict) -> dict:
     disk = report.get("disk", {})
     return {
         "device": report.get("device"), "blocks": variant.get("blocks"), "inFlight": variant.get("inFlight"),
+        "runs": len(variant.get("repeats", [])) or 1,
         "io": variant.get("io"), "cufileMode": variant.get("cufileMode"),
         "fillLogicalGBps": variant["fill"]["logicalGBps"], "fillPhysicalGBps": variant["fill"]["physicalGBps"],
+        "readTurnMs": variant["fill"]["readS"] * variant["inFlight"] / variant["blocks"] * 1e3 if "readS" in variant["fill"] else None,
         "spillLogicalGBps": variant["spill"]["logicalGBps"],
         "diskRead16GBps": disk.get("read16"), "diskRead1GBps": disk.get("read1"),
     }
@@ -436,7 +451,8 @@ def markdown(report: dict) -> str:
                  f"({report.get('blockBytes', 0) / 2**20:.0f} MiB blocks of {report.get('tokensPerBlock', '?')} tokens; GB = 1e9 bytes; logical = raw KV bytes):")
     lines.append("")
     if fill:
-        lines.append(f"Pipeline fill rate (spill-fill, 4-bit, {fill.get('blocks')} blocks, {fill.get('inFlight')} in flight, {fill.get('io')}): "
+        runs = f", the median of {fill['runs']} runs" if fill.get("runs", 1) > 1 else ""
+        lines.append(f"Pipeline fill rate (spill-fill, 4-bit, {fill.get('blocks')} blocks, {fill.get('inFlight')} in flight, {fill.get('io')}{runs}): "
                      f"{_f(fill['fillLogicalGBps'])} GB/s logical, {_f(fill['fillPhysicalGBps'])} GB/s physical; "
                      f"disk (dd, 16 readers) {_f(fill.get('diskRead16GBps'))} GB/s.")
         lines.append("")
@@ -454,6 +470,12 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['tokens']} | {r['logicalBytes'] / 2**30:.2f} | {pair('restoreSeconds', 'restoreGBps')} | {_f(r.get('vsFill'))} | {where_text} | "
                      f"{pair('concurrentSeconds', 'concurrentGBps')} | {_f(r.get('concurrentVsOne'))} | {pair('httpBatchSeconds', 'httpBatchGBps')} | "
                      f"{pair('perBlockSeconds', 'perBlockGBps')} | {_f(r.get('prefillSeconds'), 3)} | {_f(r.get('breakEvenGBps'))} | {_f(r.get('speedup'), 1)} |")
+    turns = [(e["tokens"], e["restore"]["diskTurns"]) for e in report.get("lengths", []) if e.get("restore", {}).get("diskTurns", {}).get("readTurnMs")]
+    if turns:
+        lines.append("")
+        bench = f" (spill-fill's reads: {_f(fill['readTurnMs'])} ms)" if fill and fill.get("readTurnMs") else ""
+        lines.append(f"Disk turns in the one-client restores ({turns[0][1]['inFlight']} at once): "
+                     + "; ".join(f"{t}: {_f(d['busyShare'])} of their time busy, a read {_f(d['readTurnMs'])} ms" for t, d in turns) + f"{bench}.")
     w = report.get("freeSlotWrites")
     if w and "logicalGBps" in w:
         lines.append("")
@@ -668,6 +690,7 @@ class Bench:
         self.skipped: list[str] = []
         self.lease = api.create_lease("restore-bench", args.lease_ttl_ms)
         self.max_batch_blocks = max(1, status["config"]["server"]["maxBatchBytes"] // status["capacity"]["rawBlockBytes"])
+        self.disk_in_flight = status["config"].get("tiers", {}).get("disk", {}).get("inFlight")
         g = torch.Generator(device=self.device).manual_seed(args.seed + 99)
         self.filler = torch.empty(FILLER_SOURCES, self.content.elems, dtype=pool.dtype, device=self.device).normal_(generator=g).view(torch.uint8)
 
@@ -941,7 +964,7 @@ class Bench:
             "seconds": seconds, "logicalBytes": n * self.block_bytes, "logicalGBps": n * self.block_bytes / seconds / GB,
             "physicalReadBytes": physical, "physicalGBps": physical / seconds / GB, "requests": requests,
             "foundIn": found_in(entries), "promoted": sum(1 for e in entries if e.get("promoted")),
-            **extra, "metrics": delta,
+            "diskTurns": disk_turns(delta, self.disk_in_flight, seconds), **extra, "metrics": delta,
         }
 
     def length(self, tokens: int) -> dict:
@@ -1273,17 +1296,24 @@ def self_test() -> int:
     text2 = text.replace(" 100", " 1100").replace("} 3", "} 13")
     d = metrics_delta(parse_metrics(text), parse_metrics(text2))
     expect("metrics: deltas of the watched series", disk_read_bytes(d) == 1000 and len(d) == 2)
+    turns = disk_turns({'spillway_disk_op_seconds_sum{direction="read"}': 6.0, 'spillway_disk_op_seconds_count{direction="read"}': 2000.0,
+                        'spillway_disk_op_seconds_sum{direction="write"}': 1.0}, 8, 1.0)
+    expect("disk turns: the busy share counts both directions, a read's turn reads only", turns["busyShare"] == 7 / 8 and turns["readTurnMs"] == 3.0)
+    expect("disk turns: none without the depth or reads", disk_turns({}, None, 1.0) == {"inFlight": None, "busyShare": None, "readTurnMs": None})
 
     # Fill report and the comparison.
     spill_fill = {"device": "GPU", "disk": {"read16": 1.5, "read1": 1.4}, "variants": [
         {"variant": "4bit", "blocks": 2048, "inFlight": 16, "io": "cufile", "cufileMode": "compat",
-         "spill": {"logicalGBps": 7.0, "physicalGBps": 1.9}, "fill": {"logicalGBps": 7.5, "physicalGBps": 2.0}},
+         "spill": {"logicalGBps": 7.0, "physicalGBps": 1.9}, "fill": {"logicalGBps": 7.5, "physicalGBps": 2.0, "readS": 0.512},
+         "repeats": [{"spill": 1.9, "fill": 2.0}, {"spill": 1.8, "fill": 2.1}, {"spill": 1.9, "fill": 1.7}]},
         {"variant": "raw", "spill": {"logicalGBps": 1.7, "physicalGBps": 1.7}, "fill": {"logicalGBps": 1.5, "physicalGBps": 1.5}}]}
     fill = fill_rates(spill_fill)
     expect("fill report: the 4-bit logical fill rate", fill["fillLogicalGBps"] == 7.5 and fill["diskRead16GBps"] == 1.5)
+    expect("fill report: a read's time at its depth, the runs it is the median of", fill["readTurnMs"] == 4.0 and fill["runs"] == 3)
     mib2 = 2 * 2**20
     lengths = [{"tokens": L, "blocks": L // 16, "logicalBytes": L // 16 * mib2,
-                "restore": {"seconds": L / 16 * mib2 / 7e9, "logicalGBps": 7.0, "foundIn": {"disk": L // 16}},
+                "restore": {"seconds": L / 16 * mib2 / 7e9, "logicalGBps": 7.0, "foundIn": {"disk": L // 16},
+                            "diskTurns": {"inFlight": 16, "busyShare": 0.9, "readTurnMs": 4.5}},
                 "concurrent": {"seconds": L / 16 * mib2 / 7.2e9, "logicalGBps": 7.2}} for L in (2048, 8192)]
     lengths[1]["httpBatch"] = {"seconds": 3.0, "logicalGBps": 0.5}
     prefill_rows = [{"tokens": 2048, "seconds": 0.2, "breakEvenGBps": 1.3, "tflops": 400}, {"tokens": 8192, "seconds": 0.9, "breakEvenGBps": 1.2, "tflops": 450}]
@@ -1299,6 +1329,8 @@ def self_test() -> int:
               "prefill": {"chunk": 8192, "attention": "sdpa", "rows": prefill_rows}, "checks": {"blocks": 10, "exact": 1, "lossy": 9, "wrong": 0, "maxRelativeError": 0.01}}
     md = markdown(report)
     expect("markdown: one row a length, the targets", md.count("\n| 2048 |") == 1 and md.count("\n| 8192 |") == 1 and "| yes |" in md)
+    expect("markdown: the fill rate's runs", "in flight, cufile, the median of 3 runs)" in md)
+    expect("markdown: the disk's turns", "(16 at once): 2048: 0.90 of their time busy, a read 4.50 ms; 8192:" in md and "(spill-fill's reads: 4.00 ms)" in md)
     runs = [{"seconds": 3.0}, {"error": "x"}, {"seconds": 1.0}, {"seconds": 2.0}]
     expect("median run", median_run(runs) == {"seconds": 2.0} and median_run([{"seconds": 1.0}, {"seconds": 2.0}]) == {"seconds": 1.0})
 
