@@ -21,10 +21,11 @@ for each context length L (tokens; 16 a block, 2 MiB a block of Llama-3-8B-like 
    4-bit bound of the tests) where lossy. Released with release-many (not written).
    Logical GB/s = L/16 * 2 MiB / seconds; physical = disk bytes read (from /metrics) /
    seconds. --repeats times, each after a fresh eviction; the median counts.
-4. the same restore by --clients (16) concurrent clients: threads, each with its own HTTP
-   connection and lease, each acquiring a contiguous 1/16 of the blocks in one acquire-many;
-   timed from a common start to the last answer. One-client and concurrent restores take
-   turns (--repeats of each, each after its own eviction); the medians are compared.
+4. the same restore by --clients (16) concurrent clients: processes (threads of this one with
+   --client-threads), each with its own HTTP connection and lease, each acquiring a contiguous
+   1/16 of the blocks in one acquire-many; timed from a common start to the last answer.
+   One-client and concurrent restores take turns (--repeats of each, each after its own
+   eviction); the medians are compared.
 5. the same restore through the HTTP batch read (POST /v1/sequences/{id}/blocks/read,
    msgpack answers of at most server.maxBatchBytes, one request after another, decoded
    here without copying and copied into GPU memory).
@@ -56,6 +57,7 @@ import base64
 import http.client
 import json
 import math
+import multiprocessing
 import os
 import re
 import statistics
@@ -456,7 +458,8 @@ def markdown(report: dict) -> str:
                      f"{_f(fill['fillLogicalGBps'])} GB/s logical, {_f(fill['fillPhysicalGBps'])} GB/s physical; "
                      f"disk (dd, 16 readers) {_f(fill.get('diskRead16GBps'))} GB/s.")
         lines.append("")
-    lines.append("| tokens | GiB | restore, 1 client: s (GB/s) | vs fill | found in | 16 clients: s (GB/s) | 1-client / 16-client time | HTTP batch: s (GB/s) | per-block acquire: s (GB/s) | prefill s | break-even GB/s | prefill / restore |")
+    mode = report.get("settings", {}).get("clientMode")
+    lines.append(f"| tokens | GiB | restore, 1 client: s (GB/s) | vs fill | found in | 16 clients{f' ({mode})' if mode else ''}: s (GB/s) | 1-client / 16-client time | HTTP batch: s (GB/s) | per-block acquire: s (GB/s) | prefill s | break-even GB/s | prefill / restore |")
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     by_tokens = {e["tokens"]: e for e in report.get("lengths", [])}
     for r in report.get("comparison", []):
@@ -674,6 +677,65 @@ def verify(torch, content: Content, context: int, entries: list[dict], fetch: Ca
     }
 
 
+def _client_process(url: str, token: Optional[str], tasks: Any, results: Any, barrier: Any) -> None:
+    """One concurrent client: its own interpreter and connection. Each task (lease, sequence,
+    start, count) is sent at the common start (the barrier); None ends it."""
+    api = Api(url, token)
+    api.status()  # the connection is open before the first start
+    while (task := tasks.get()) is not None:
+        barrier.wait()
+        lease, seq, start, count = task
+        if lease is None:  # fewer ranges than processes: this one only keeps the start
+            results.put((-1, 0.0, None, None, 0))
+            continue
+        shed = api.shed
+        try:
+            answer, error = api.acquire_many(lease, seq, start, count), None
+        except Exception as err:  # noqa: BLE001 - reported by the caller
+            answer, error = None, f"{type(err).__name__}: {err}"
+        results.put((start, time.perf_counter(), answer, error, api.shed - shed))
+    api.close()
+
+
+class ClientProcesses:
+    """The concurrent clients as processes, each with its own interpreter, so that their requests
+    go out and their answers are read at once, as an engine's workers would send them; threads of
+    one interpreter take turns at its lock, which holds back the last requests by a millisecond
+    or more, a share of a short restore's time. Started once, used for every concurrent restore;
+    time.perf_counter is the system's monotonic clock, the same in every process."""
+
+    def __init__(self, url: str, token: Optional[str], count: int):
+        ctx = multiprocessing.get_context("spawn")  # no copy of the parent's CUDA state
+        self.count = count
+        self.barrier = ctx.Barrier(count + 1, timeout=120)
+        self.tasks = [ctx.SimpleQueue() for _ in range(count)]
+        self.results = ctx.SimpleQueue()
+        self.processes = [ctx.Process(target=_client_process, args=(url, token, q, self.results, self.barrier), daemon=True) for q in self.tasks]
+        for proc in self.processes:
+            proc.start()
+
+    def run(self, leases: list[str], seq: str, ranges: list[tuple[int, int]]) -> tuple[float, list[tuple]]:
+        """Acquires each range of the sequence under its lease, each from its own process, all at
+        once; returns the start and, per range in order, (start, finish time, answer, error, shed
+        retries)."""
+        if len(ranges) > self.count:
+            raise ValueError(f"{len(ranges)} ranges for {self.count} client processes")
+        for i, q in enumerate(self.tasks):
+            q.put((leases[i], seq, *ranges[i]) if i < len(ranges) else (None, seq, -1, 0))
+        self.barrier.wait()
+        t0 = time.perf_counter()
+        done = sorted(self.results.get() for _ in self.tasks)
+        return t0, [d for d in done if d[0] >= 0]
+
+    def close(self) -> None:
+        for q in self.tasks:
+            q.put(None)
+        for proc in self.processes:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, torch, api: Api, pool: PoolMap, status: dict):
         self.args = args
@@ -691,6 +753,7 @@ class Bench:
         self.lease = api.create_lease("restore-bench", args.lease_ttl_ms)
         self.max_batch_blocks = max(1, status["config"]["server"]["maxBatchBytes"] // status["capacity"]["rawBlockBytes"])
         self.disk_in_flight = status["config"].get("tiers", {}).get("disk", {}).get("inFlight")
+        self.client_processes: Optional[ClientProcesses] = None  # the concurrent clients, started on first use
         g = torch.Generator(device=self.device).manual_seed(args.seed + 99)
         self.filler = torch.empty(FILLER_SOURCES, self.content.elems, dtype=pool.dtype, device=self.device).normal_(generator=g).view(torch.uint8)
 
@@ -869,41 +932,26 @@ class Bench:
         try:
             for i, a in enumerate(apis):
                 leases.append(a.create_lease(f"restore-client-{i}", self.args.lease_ttl_ms))  # also opens its connection
-            results: list[Optional[dict]] = [None] * len(ranges)
-            failures: list[Optional[BaseException]] = [None] * len(ranges)
-            finished = [0.0] * len(ranges)
-            barrier = threading.Barrier(len(ranges) + 1)
-
-            def work(i: int) -> None:
-                start, count = ranges[i]
-                try:
-                    barrier.wait()
-                    results[i] = apis[i].acquire_many(leases[i], seq, start, count)
-                except BaseException as err:  # noqa: BLE001 - reported below
-                    failures[i] = err
-                finished[i] = time.perf_counter()
-
-            threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(ranges))]
             m0 = self.api.metrics()
-            for t in threads:
-                t.start()
-            barrier.wait()
-            t0 = time.perf_counter()
-            for t in threads:
-                t.join()
-            seconds = max(finished) - t0
+            if self.args.client_threads:
+                t0, done = self._acquire_from_threads(apis, leases, seq, ranges)
+            else:
+                if self.client_processes is None:
+                    self.client_processes = ClientProcesses(self.args.url, self.args.token, clients)
+                t0, done = self.client_processes.run(leases, seq, ranges)
             m1 = self.api.metrics()
-            failed = [f for f in failures if f is not None]
+            failed = [d[3] for d in done if d[3] is not None]
             if failed:
                 raise RuntimeError(f"{len(failed)} of {len(ranges)} clients failed, first: {failed[0]}")
-            entries = [e for r in results for e in r["blocks"]]  # type: ignore[index]
+            seconds = max(d[1] for d in done) - t0
+            entries = [e for d in done for e in d[2]["blocks"]]
             check = self.check("restore, concurrent", context, entries, self.slot_fetch)
-            for i, r in enumerate(results):
-                self.release(leases[i], r["blocks"], False, apis[i])  # type: ignore[index]
-            per_client = sorted(f - t0 for f in finished)
-            return self._result(n, seconds, entries, m0, m1, len(ranges), shed=sum(a.shed for a in apis),
-                                answers=[{k: v for k, v in r.items() if k != "blocks"} for r in results if r],  # type: ignore[union-attr]
-                                check=check, clients=len(ranges),
+            for i, d in enumerate(done):
+                self.release(leases[i], d[2]["blocks"], False, apis[i])
+            per_client = sorted(d[1] - t0 for d in done)
+            return self._result(n, seconds, entries, m0, m1, len(ranges), shed=sum(d[4] for d in done),
+                                answers=[{k: v for k, v in d[2].items() if k != "blocks"} for d in done],
+                                check=check, clients=len(ranges), clientMode="threads" if self.args.client_threads else "processes",
                                 clientSeconds={"min": per_client[0], "median": statistics.median(per_client), "max": per_client[-1]})
         finally:
             for a, lease in zip(apis, leases):
@@ -913,6 +961,31 @@ class Bench:
                     pass
             for a in apis:
                 a.close()
+
+    @staticmethod
+    def _acquire_from_threads(apis: list[Api], leases: list[str], seq: str, ranges: list[tuple[int, int]]) -> tuple[float, list[tuple]]:
+        """ClientProcesses.run's answer from threads of this interpreter (--client-threads)."""
+        done: list[Optional[tuple]] = [None] * len(ranges)
+        barrier = threading.Barrier(len(ranges) + 1)
+
+        def work(i: int) -> None:
+            start, count = ranges[i]
+            barrier.wait()
+            shed = apis[i].shed
+            try:
+                answer, error = apis[i].acquire_many(leases[i], seq, start, count), None
+            except Exception as err:  # noqa: BLE001 - reported by the caller
+                answer, error = None, f"{type(err).__name__}: {err}"
+            done[i] = (start, time.perf_counter(), answer, error, apis[i].shed - shed)
+
+        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(ranges))]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        return t0, [d for d in done if d is not None]
 
     def restore_http(self, seq: str, n: int, context: int) -> dict:
         """POST .../blocks/read, msgpack answers of at most maxBatchBytes, into GPU memory."""
@@ -1113,6 +1186,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--lengths", default=",".join(map(str, DEFAULT_LENGTHS)), help="context lengths in tokens (comma- or space-separated; 32k style accepted)")
     parser.add_argument("--repeats", type=int, default=2, help="one-client and concurrent restores per length, taking turns, each after its own eviction; the medians count")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients for the concurrent restore (1 skips it)")
+    parser.add_argument("--client-threads", action="store_true",
+                        help="send the concurrent clients' requests from threads of this process instead of a process each")
     parser.add_argument("--http-lengths", default="all", help="lengths that also restore through the HTTP batch read ('all', 'none' or a list)")
     parser.add_argument("--per-block-lengths", default=",".join(map(str, DEFAULT_PER_BLOCK_LENGTHS)), help="lengths that also restore with one acquire per block ('none' for none)")
     parser.add_argument("--write-length", type=int, default=32768, help="tokens written into an empty tier 0 for the free-slot write rate (0 skips)")
@@ -1166,7 +1241,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(args.device), "torch": torch.__version__, "ipc": pool.how,
         "tokensPerBlock": tpb, "blockBytes": pool.block_bytes, "server": summarize_server(status, info),
-        "settings": {"lengths": lengths, "repeats": args.repeats, "clients": args.clients, "httpLengths": sorted(args.http_lengths),
+        "settings": {"lengths": lengths, "repeats": args.repeats, "clients": args.clients,
+                     "clientMode": "threads" if args.client_threads else "processes", "httpLengths": sorted(args.http_lengths),
                      "perBlockLengths": sorted(args.per_block_lengths), "fillerMargin": FILLER_MARGIN, "bound": FOUR_BIT_BOUND},
         "lengths": [], "errors": [],
     }
@@ -1208,6 +1284,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     report["checks"] = bench.checks.summary()
     write_json(args.json, report)
 
+    if bench.client_processes is not None:
+        bench.client_processes.close()
     # Prefill after the restore work has given its GPU memory back.
     del bench
     torch.cuda.empty_cache()
@@ -1350,6 +1428,11 @@ def self_test() -> int:
             self.end_headers()
             self.wfile.write(body)
 
+        def do_GET(self) -> None:
+            if self.path == "/v1/status":
+                return self.answer(200, b'{"backend":{"name":"stub"}}')
+            self.answer(404, b'{"error":{"code":"NOT_FOUND","message":"no route"}}')
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])) or b"{}")
             state["seen"].append((self.path, body, self.headers.get("authorization")))
@@ -1390,6 +1473,24 @@ def self_test() -> int:
         except ApiError as err:
             expect("http: an error answer raises with its code", err.status == 404 and err.code == "NOT_FOUND")
         api.close()
+        # The concurrent clients, as processes and as threads: one answer a range, in range order.
+        ranges = [(0, 2), (2, 2), (4, 1)]
+        procs = ClientProcesses(api.url, api.token, 4)
+        try:
+            t0, done = procs.run(["L0", "L1", "L2"], "seq", ranges)
+            t0b, again = procs.run(["L0", "L1", "L2"], "seq", ranges)
+        finally:
+            procs.close()
+        clones = [api.clone() for _ in ranges]
+        t1, threaded = Bench._acquire_from_threads(clones, ["L0", "L1", "L2"], "seq", ranges)
+        for c in clones:
+            c.close()
+        for mode, got_runs, start in (("processes", done, t0), ("processes, again", again, t0b), ("threads", threaded, t1)):
+            expect(f"clients ({mode}): one answer a range, in order, after the start",
+                   [[b["index"] for b in d[2]["blocks"]] for d in got_runs] == [[0, 1], [2, 3], [4]]
+                   and all(d[3] is None and d[1] >= start for d in got_runs))
+        expect("clients (processes): each sent its range under its own lease",
+               {p for p, _, _ in state["seen"] if "/leases/L" in p} == {f"/v1/zero-copy/leases/L{i}/acquire-many" for i in range(3)})
     finally:
         server.shutdown()
         server.server_close()
