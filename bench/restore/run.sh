@@ -23,6 +23,7 @@
 #                      restores come from host memory
 #   REPEATS, CLIENTS   one-client and concurrent restores per length, taking turns [3];
 #                      concurrent clients [16]
+#   CLIENT_THREADS     set: the concurrent clients are threads of restore.py, not processes
 #   HTTP_LENGTHS, PER_BLOCK_LENGTHS
 #                      lengths that also restore through the HTTP batch read [all] and
 #                      with one acquire per block [8192,32768]; "none" skips them
@@ -105,6 +106,6 @@ if [ "$left" -lt 120 ]; then left=120; fi
 deadline=$((left - ${PREFILL_RESERVE:-170}))
 if [ "$deadline" -lt 1 ]; then deadline=1; fi
 timeout "$left" python3 bench/restore/restore.py --url "$url" --lengths "$lengths" \
-  --repeats "${REPEATS:-3}" --clients "${CLIENTS:-16}" --deadline-s "$deadline" \
+  --repeats "${REPEATS:-3}" --clients "${CLIENTS:-16}" ${CLIENT_THREADS:+--client-threads} --deadline-s "$deadline" \
   --http-lengths "${HTTP_LENGTHS:-all}" --per-block-lengths "${PER_BLOCK_LENGTHS:-8192,32768}" \
   --fill-report "$out/spill-fill.json" --json "$out/restore.json" 2>&1 | tee "$out/restore.log"
