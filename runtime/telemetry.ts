@@ -45,7 +45,7 @@ export class Telemetry {
   private nativeTimings: () => Float64Array = () => new Float64Array(0);
   readonly opSeconds = new Histogram({ name: 'spillway_operation_seconds', help: 'Duration of store operations', labelNames: ['op'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
   readonly diskQueue = new Gauge({ name: 'spillway_disk_queue_depth', help: 'Disk operations in flight', registers: [this.registry] });
-  /** How long each disk operation held its turn (tiers.disk.inFlight): the disk's service time, not the wait for a turn. */
+  /** How long each disk operation held its turn (tiers.disk.inFlight): the transfer with its checks and copies and the result's way back to the JS thread, not the wait for a turn. */
   readonly diskOpSeconds = new Histogram({
     name: 'spillway_disk_op_seconds', help: 'Disk operations from their turn to done, by direction', labelNames: ['direction'], buckets: LATENCY_BUCKETS, registers: [this.registry],
   });

@@ -66,7 +66,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 # The batch read's answer is msgpack: the Python client's decoder reads it in place.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "clients", "python"))
@@ -677,23 +677,40 @@ def verify(torch, content: Content, context: int, entries: list[dict], fetch: Ca
     }
 
 
+class ClientAnswer(NamedTuple):
+    """One concurrent client's acquire-many: its range's first index, when its answer came (or
+    its error), and the 503s it retried."""
+    start: int
+    finished: float
+    answer: Optional[dict]
+    error: Optional[str]
+    shed: int
+
+
+def _acquire_range(api: Api, lease: str, seq: str, start: int, count: int) -> ClientAnswer:
+    shed = api.shed
+    try:
+        answer, error = api.acquire_many(lease, seq, start, count), None
+    except Exception as err:  # noqa: BLE001 - reported by the caller
+        answer, error = None, f"{type(err).__name__}: {err}"
+    return ClientAnswer(start, time.perf_counter(), answer, error, api.shed - shed)
+
+
 def _client_process(url: str, token: Optional[str], tasks: Any, results: Any, barrier: Any) -> None:
     """One concurrent client: its own interpreter and connection. Each task (lease, sequence,
-    start, count) is sent at the common start (the barrier); None ends it."""
+    start, count) is sent at the common start (the barrier); None, or a broken start, ends it."""
     api = Api(url, token)
     api.status()  # the connection is open before the first start
     while (task := tasks.get()) is not None:
-        barrier.wait()
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            break
         lease, seq, start, count = task
         if lease is None:  # fewer ranges than processes: this one only keeps the start
-            results.put((-1, 0.0, None, None, 0))
+            results.put(ClientAnswer(-1, 0.0, None, None, 0))
             continue
-        shed = api.shed
-        try:
-            answer, error = api.acquire_many(lease, seq, start, count), None
-        except Exception as err:  # noqa: BLE001 - reported by the caller
-            answer, error = None, f"{type(err).__name__}: {err}"
-        results.put((start, time.perf_counter(), answer, error, api.shed - shed))
+        results.put(_acquire_range(api, lease, seq, start, count))
     api.close()
 
 
@@ -714,10 +731,9 @@ class ClientProcesses:
         for proc in self.processes:
             proc.start()
 
-    def run(self, leases: list[str], seq: str, ranges: list[tuple[int, int]]) -> tuple[float, list[tuple]]:
+    def run(self, leases: list[str], seq: str, ranges: list[tuple[int, int]]) -> tuple[float, list[ClientAnswer]]:
         """Acquires each range of the sequence under its lease, each from its own process, all at
-        once; returns the start and, per range in order, (start, finish time, answer, error, shed
-        retries)."""
+        once; returns the start and each range's answer, in range order."""
         if len(ranges) > self.count:
             raise ValueError(f"{len(ranges)} ranges for {self.count} client processes")
         for i, q in enumerate(self.tasks):
@@ -725,7 +741,7 @@ class ClientProcesses:
         self.barrier.wait()
         t0 = time.perf_counter()
         done = sorted(self.results.get() for _ in self.tasks)
-        return t0, [d for d in done if d[0] >= 0]
+        return t0, [d for d in done if d.start >= 0]
 
     def close(self) -> None:
         for q in self.tasks:
@@ -938,19 +954,25 @@ class Bench:
             else:
                 if self.client_processes is None:
                     self.client_processes = ClientProcesses(self.args.url, self.args.token, clients)
-                t0, done = self.client_processes.run(leases, seq, ranges)
+                try:
+                    t0, done = self.client_processes.run(leases, seq, ranges)
+                except BaseException:
+                    # A broken start leaves the processes unusable: the next restore starts new ones.
+                    self.client_processes.close()
+                    self.client_processes = None
+                    raise
             m1 = self.api.metrics()
-            failed = [d[3] for d in done if d[3] is not None]
-            if failed:
-                raise RuntimeError(f"{len(failed)} of {len(ranges)} clients failed, first: {failed[0]}")
-            seconds = max(d[1] for d in done) - t0
-            entries = [e for d in done for e in d[2]["blocks"]]
+            failed = [d.error for d in done if d.error is not None]
+            if failed or len(done) < len(ranges):
+                raise RuntimeError(f"{len(ranges) - len(done) + len(failed)} of {len(ranges)} clients failed, first: {failed[0] if failed else 'no answer'}")
+            seconds = max(d.finished for d in done) - t0
+            entries = [e for d in done for e in d.answer["blocks"]]
             check = self.check("restore, concurrent", context, entries, self.slot_fetch)
             for i, d in enumerate(done):
-                self.release(leases[i], d[2]["blocks"], False, apis[i])
-            per_client = sorted(d[1] - t0 for d in done)
-            return self._result(n, seconds, entries, m0, m1, len(ranges), shed=sum(d[4] for d in done),
-                                answers=[{k: v for k, v in d[2].items() if k != "blocks"} for d in done],
+                self.release(leases[i], d.answer["blocks"], False, apis[i])
+            per_client = sorted(d.finished - t0 for d in done)
+            return self._result(n, seconds, entries, m0, m1, len(ranges), shed=sum(d.shed for d in done),
+                                answers=[{k: v for k, v in d.answer.items() if k != "blocks"} for d in done],
                                 check=check, clients=len(ranges), clientMode="threads" if self.args.client_threads else "processes",
                                 clientSeconds={"min": per_client[0], "median": statistics.median(per_client), "max": per_client[-1]})
         finally:
@@ -963,20 +985,15 @@ class Bench:
                 a.close()
 
     @staticmethod
-    def _acquire_from_threads(apis: list[Api], leases: list[str], seq: str, ranges: list[tuple[int, int]]) -> tuple[float, list[tuple]]:
-        """ClientProcesses.run's answer from threads of this interpreter (--client-threads)."""
-        done: list[Optional[tuple]] = [None] * len(ranges)
+    def _acquire_from_threads(apis: list[Api], leases: list[str], seq: str, ranges: list[tuple[int, int]]) -> tuple[float, list[ClientAnswer]]:
+        """ClientProcesses.run's answer from threads of this interpreter (--client-threads); a
+        thread that got no answer leaves its range out, which the caller counts as failed."""
+        done: list[Optional[ClientAnswer]] = [None] * len(ranges)
         barrier = threading.Barrier(len(ranges) + 1)
 
         def work(i: int) -> None:
-            start, count = ranges[i]
             barrier.wait()
-            shed = apis[i].shed
-            try:
-                answer, error = apis[i].acquire_many(leases[i], seq, start, count), None
-            except Exception as err:  # noqa: BLE001 - reported by the caller
-                answer, error = None, f"{type(err).__name__}: {err}"
-            done[i] = (start, time.perf_counter(), answer, error, apis[i].shed - shed)
+            done[i] = _acquire_range(apis[i], leases[i], seq, *ranges[i])
 
         threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(ranges))]
         for t in threads:
@@ -1487,8 +1504,8 @@ def self_test() -> int:
             c.close()
         for mode, got_runs, start in (("processes", done, t0), ("processes, again", again, t0b), ("threads", threaded, t1)):
             expect(f"clients ({mode}): one answer a range, in order, after the start",
-                   [[b["index"] for b in d[2]["blocks"]] for d in got_runs] == [[0, 1], [2, 3], [4]]
-                   and all(d[3] is None and d[1] >= start for d in got_runs))
+                   [[b["index"] for b in d.answer["blocks"]] for d in got_runs] == [[0, 1], [2, 3], [4]]
+                   and all(d.error is None and d.finished >= start for d in got_runs))
         expect("clients (processes): each sent its range under its own lease",
                {p for p, _, _ in state["seen"] if "/leases/L" in p} == {f"/v1/zero-copy/leases/L{i}/acquire-many" for i in range(3)})
     finally:
