@@ -1,7 +1,8 @@
 /**
  * Spill and fill through the GPU tiers, against the disk's own best rate, in one run.
  *
- *   UV_THREADPOOL_SIZE=64 node dist/bench/gpu/spill-fill.js --dir DIR [--out FILE.json] [--device N] [--blocks N] [--repeats N] [--only host-tier]
+ *   UV_THREADPOOL_SIZE=64 node dist/bench/gpu/spill-fill.js --dir DIR [--out FILE.json] [--device N] [--blocks N] [--repeats N]
+ *     [--only host-tier | --only 4bit --in-flight K]
  *
  * `--device` picks the GPU (an index within CUDA_VISIBLE_DEVICES), so one run per GPU can
  * go at the same time.
@@ -26,6 +27,10 @@
  *    between the same two buffers (consecutive slots), each way. Logical fill rate = bf16
  *    KV bytes / (host-to-device copy + dequantize).
  * Every filled block is dequantized and compared with what was written.
+ *
+ * `--only 4bit --in-flight K` runs step 2's 4-bit spill and fill alone at K in flight (the
+ * median of --repeats runs), so that a restore can be set beside a fill of the same minute
+ * (bench/restore/run.sh): this disk's rate drifts by a fifth within minutes.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -42,6 +47,7 @@ const { values: args } = parseArgs({
     blocks: { type: 'string', default: '2048' },
     repeats: { type: 'string', default: '3' },
     only: { type: 'string' },
+    'in-flight': { type: 'string', default: '16' },
   },
 });
 const dir = args.dir;
@@ -251,6 +257,17 @@ async function hostTier(blocks: number, sources: Buffer[]) {
   }
 }
 
+type Repeat = { spill: number; fill: number };
+
+/** The 4-bit spill and fill at `k` in flight: the median (by logical fill rate) of --repeats fresh runs, with each run's physical rates. */
+async function fourBitAt(k: number, blocks: number, sources: Buffer[]) {
+  const runs = [];
+  for (let i = 0; i < Math.max(1, Number(args.repeats)); i++) runs.push(await measure({ name: '4bit', bits: 4 }, blocks, k, sources));
+  const byFill = [...runs].sort((a, b) => a.fill.logicalGBps - b.fill.logicalGBps);
+  const repeats: Repeat[] = runs.map((r) => ({ spill: r.spill.physicalGBps, fill: r.fill.physicalGBps }));
+  return { ...byFill[(byFill.length - 1) >> 1]!, repeats };
+}
+
 async function main() {
   const probe = await addon.probe(device);
   if (!probe.gpu.present || !addon.GpuTiers) throw new Error(`needs a GPU: ${probe.gpu.error}`);
@@ -263,6 +280,14 @@ async function main() {
     if (outFile) writeFileSync(outFile, JSON.stringify({ device: probe.gpu.name, hostTier: host }, null, 2));
     return;
   }
+  if (args.only === '4bit') {
+    const k = Number(args['in-flight']);
+    if (!Number.isInteger(k) || k < 1) throw new Error(`--in-flight must be a positive integer, got ${args['in-flight']}`);
+    const report = { device: { index: device, name: probe.gpu.name, pciBusId: probe.gpu.pciBusId }, chosenInFlight: k, variants: [await fourBitAt(k, blocks, sources)] };
+    console.log(JSON.stringify(report.variants[0]));
+    if (outFile) writeFileSync(outFile, JSON.stringify(report, null, 2));
+    return;
+  }
   const depths = [4, 8, 16, 32];
   const sweep: Array<Awaited<ReturnType<typeof measure>>> = [];
   for (const k of [...depths, ...[...depths].reverse()]) sweep.push(await measure({ name: '4bit', bits: 4 }, blocks, k, sources));
@@ -273,11 +298,8 @@ async function main() {
   });
   const best = (dirn: 'spill' | 'fill') => atDepth.reduce((a, b) => (b[dirn] > a[dirn] ? b : a)).inFlight;
   const k = Math.max(best('spill'), best('fill'));
-  const fourBit = [];
-  for (let i = 0; i < Math.max(1, Number(args.repeats)); i++) fourBit.push(await measure({ name: '4bit', bits: 4 }, blocks, k, sources));
-  const byFill = [...fourBit].sort((a, b) => a.fill.logicalGBps - b.fill.logicalGBps);
-  const repeats = fourBit.map((r) => ({ spill: r.spill.physicalGBps, fill: r.fill.physicalGBps }));
-  const variants: Array<Awaited<ReturnType<typeof measure>> & { repeats?: typeof repeats }> = [{ ...byFill[(byFill.length - 1) >> 1]!, repeats }];
+  const variants: Array<Awaited<ReturnType<typeof measure>> & { repeats?: Repeat[] }> = [await fourBitAt(k, blocks, sources)];
+  const repeats = variants[0]!.repeats!;
   for (const v of [{ name: '3.5bit', bits: 3.5 }, { name: '2.5bit', bits: 2.5 }, { name: 'raw', bits: null }]) {
     variants.push(await measure(v, v.bits === null ? blocks / 4 : blocks, k, sources));
   }
@@ -303,7 +325,7 @@ async function main() {
   const table = [
     `disk (dd O_DIRECT, ${f(total / GB)} GB): write ${f(disk.write8)} GB/s (8 streams; 16: ${f(disk.write16)}; 1: ${f(disk.write1)}), read ${f(disk.read16)} GB/s (16 streams; 8: ${f(disk.read8)}; 1: ${f(disk.read1)})`,
     `in flight (mean of ${atDepth[0]!.runs.length} runs): ${atDepth.map((d) => `${d.inFlight}: spill ${f(d.spill)} fill ${f(d.fill)}`).join('; ')} -> ${k}`,
-    `4-bit at ${k} in flight, ${fourBit.length} fresh runs (the median below): ${repeats.map((r) => `spill ${f(r.spill)} fill ${f(r.fill)}`).join('; ')}`,
+    `4-bit at ${k} in flight, ${repeats.length} fresh runs (the median below): ${repeats.map((r) => `spill ${f(r.spill)} fill ${f(r.fill)}`).join('; ')}`,
     '| variant | io | spill phys GB/s (vs disk) | spill logical GB/s (x disk) | fill phys GB/s (vs disk) | fill logical GB/s (x disk) | worst rel. error |',
     '| --- | --- | --- | --- | --- | --- | --- |',
     ...variants.map((v, i) => {

@@ -26,6 +26,9 @@ for each context length L (tokens; 16 a block, 2 MiB a block of Llama-3-8B-like 
    1/16 of the blocks in one acquire-many; timed from a common start to the last answer.
    One-client and concurrent restores take turns (--repeats of each, each after its own
    eviction); the medians are compared.
+   With --fill-beside CMD, CMD (spill-fill's 4-bit fill alone) runs after each one-client
+   restore, and each restore is also set against the fill rate of its own minute: this
+   disk's rate drifts by a fifth within minutes, more than a restore differs from the fill.
 5. the same restore through the HTTP batch read (POST /v1/sequences/{id}/blocks/read,
    msgpack answers of at most server.maxBatchBytes, one request after another, decoded
    here without copying and copied into GPU memory).
@@ -60,7 +63,10 @@ import math
 import multiprocessing
 import os
 import re
+import shlex
 import statistics
+import subprocess
+import tempfile
 import struct
 import sys
 import threading
@@ -372,6 +378,26 @@ def fill_rates(report: dict) -> dict:
     }
 
 
+def fill_beside(command: str, work_dir: str) -> dict:
+    """Runs --fill-beside's spill-fill (the 4-bit fill alone) now, with --out FILE: the fill rate of this minute."""
+    path = os.path.join(work_dir, "fill-beside.json")
+    t0 = time.perf_counter()
+    done = subprocess.run([*shlex.split(command), "--out", path], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"{command}: exit {done.returncode}: {done.stderr.strip()[-300:]}")
+    with open(path) as f:
+        rates = fill_rates(json.load(f))
+    os.remove(path)
+    return {k: rates[k] for k in ("fillLogicalGBps", "fillPhysicalGBps", "readTurnMs", "inFlight", "blocks")} | {"seconds": time.perf_counter() - t0}
+
+
+def vs_fill_beside(runs: list[dict]) -> Optional[float]:
+    """The median over restores of each one's logical rate over the fill rate measured just after it."""
+    ratios = [r["logicalGBps"] / r["fillBeside"]["fillLogicalGBps"] for r in runs
+              if "logicalGBps" in r and r.get("fillBeside", {}).get("fillLogicalGBps")]
+    return statistics.median(ratios) if ratios else None
+
+
 def median_run(runs: list[dict]) -> Optional[dict]:
     ok = [r for r in runs if "seconds" in r]
     if not ok:
@@ -393,6 +419,9 @@ def compare(lengths: list[dict], prefill_rows: list[dict], fill: Optional[dict],
             row["restoreGBps"] = one["logicalGBps"]
             if fill:
                 row["vsFill"] = one["logicalGBps"] / fill["fillLogicalGBps"]
+            beside = vs_fill_beside(one.get("runs", []))
+            if beside is not None:
+                row["vsFillBeside"] = beside
         conc = entry.get("concurrent", {})
         if "seconds" in conc:
             row["concurrentSeconds"] = conc["seconds"]
@@ -421,6 +450,10 @@ def compare(lengths: list[dict], prefill_rows: list[dict], fill: Optional[dict],
             "target": f">= {t['oneClientVsFill']} of the 4-bit logical fill rate from {t['oneClientVsFillFromTokens']} tokens up",
             "values": {r["tokens"]: r["vsFill"] for r in rows if "vsFill" in r and r["tokens"] >= t["oneClientVsFillFromTokens"]},
         },
+        "oneClientVsFillBeside": {
+            "target": f">= {t['oneClientVsFill']} of the fill rate measured beside each restore (the median of the ratios) from {t['oneClientVsFillFromTokens']} tokens up",
+            "values": {r["tokens"]: r["vsFillBeside"] for r in rows if "vsFillBeside" in r and r["tokens"] >= t["oneClientVsFillFromTokens"]},
+        },
         "fasterThanRecompute": {
             "target": f"restore faster than prefill from {t['fasterThanRecomputeFromTokens']} tokens up",
             "values": {r["tokens"]: r["speedup"] for r in rows if "speedup" in r and r["tokens"] >= t["fasterThanRecomputeFromTokens"]},
@@ -434,7 +467,7 @@ def compare(lengths: list[dict], prefill_rows: list[dict], fill: Optional[dict],
             "values": {writes["tokens"]: writes["logicalGBps"]} if writes and "logicalGBps" in writes else {},
         },
     }
-    thresholds = {"oneClientVsFill": t["oneClientVsFill"], "fasterThanRecompute": 1.0, "concurrentNotSlower": 1.0,
+    thresholds = {"oneClientVsFill": t["oneClientVsFill"], "oneClientVsFillBeside": t["oneClientVsFill"], "fasterThanRecompute": 1.0, "concurrentNotSlower": 1.0,
                   "freeSlotWrites": t["freeSlotWritesGBps"]}
     for key, v in targets.items():
         v["met"] = verdict([x > thresholds[key] if key == "fasterThanRecompute" else x >= thresholds[key] for x in v["values"].values()])
@@ -458,9 +491,15 @@ def markdown(report: dict) -> str:
                      f"{_f(fill['fillLogicalGBps'])} GB/s logical, {_f(fill['fillPhysicalGBps'])} GB/s physical; "
                      f"disk (dd, 16 readers) {_f(fill.get('diskRead16GBps'))} GB/s.")
         lines.append("")
+    beside = [r["fillBeside"]["fillLogicalGBps"] for e in report.get("lengths", []) for r in e.get("restore", {}).get("runs", [])
+              if r.get("fillBeside", {}).get("fillLogicalGBps")]
+    if beside:
+        lines.append(f"Fill rates measured beside the restores (the same 4-bit fill, just after each one-client restore; {len(beside)} runs): "
+                     f"{_f(min(beside))}-{_f(max(beside))} GB/s logical, median {_f(statistics.median(beside))}.")
+        lines.append("")
     mode = report.get("settings", {}).get("clientMode")
-    lines.append(f"| tokens | GiB | restore, 1 client: s (GB/s) | vs fill | found in | 16 clients{f' ({mode})' if mode else ''}: s (GB/s) | 1-client / 16-client time | HTTP batch: s (GB/s) | per-block acquire: s (GB/s) | prefill s | break-even GB/s | prefill / restore |")
-    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines.append(f"| tokens | GiB | restore, 1 client: s (GB/s) | vs fill | vs fill beside it | found in | 16 clients{f' ({mode})' if mode else ''}: s (GB/s) | 1-client / 16-client time | HTTP batch: s (GB/s) | per-block acquire: s (GB/s) | prefill s | break-even GB/s | prefill / restore |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     by_tokens = {e["tokens"]: e for e in report.get("lengths", [])}
     for r in report.get("comparison", []):
         e = by_tokens.get(r["tokens"], {})
@@ -470,7 +509,7 @@ def markdown(report: dict) -> str:
         def pair(s: str, g: str) -> str:
             return f"{_f(r.get(s), 3)} ({_f(r.get(g))})" if s in r else "-"
 
-        lines.append(f"| {r['tokens']} | {r['logicalBytes'] / 2**30:.2f} | {pair('restoreSeconds', 'restoreGBps')} | {_f(r.get('vsFill'))} | {where_text} | "
+        lines.append(f"| {r['tokens']} | {r['logicalBytes'] / 2**30:.2f} | {pair('restoreSeconds', 'restoreGBps')} | {_f(r.get('vsFill'))} | {_f(r.get('vsFillBeside'))} | {where_text} | "
                      f"{pair('concurrentSeconds', 'concurrentGBps')} | {_f(r.get('concurrentVsOne'))} | {pair('httpBatchSeconds', 'httpBatchGBps')} | "
                      f"{pair('perBlockSeconds', 'perBlockGBps')} | {_f(r.get('prefillSeconds'), 3)} | {_f(r.get('breakEvenGBps'))} | {_f(r.get('speedup'), 1)} |")
     turns = [(e["tokens"], e["restore"]["diskTurns"]) for e in report.get("lengths", []) if e.get("restore", {}).get("diskTurns", {}).get("readTurnMs")]
@@ -1094,6 +1133,11 @@ class Bench:
                     if "seconds" in res:
                         log(f"  restore, 1 client: {res['seconds']:.3f} s, {res['logicalGBps']:.2f} GB/s logical, "
                             f"{res['physicalGBps']:.2f} physical; found in {res['foundIn']}")
+                        if args.fill_beside and not self.late(f"{tokens} tokens: fill beside restore {r + 1}"):
+                            res["fillBeside"] = self.step("fill beside", lambda: fill_beside(args.fill_beside, args.work_dir))
+                            if "fillLogicalGBps" in res["fillBeside"]:
+                                log(f"  fill beside it: {res['fillBeside']['fillLogicalGBps']:.2f} GB/s logical "
+                                    f"({res['logicalGBps'] / res['fillBeside']['fillLogicalGBps']:.2f} of it)")
                 if args.clients > 1 and not self.late(f"{tokens} tokens: concurrent {r + 1}") and evicted(f"concurrent {r + 1}"):
                     c = self.step("restore, concurrent", lambda: self.restore_concurrent(seq, n, context, args.clients))
                     concurrent_runs.append(c)
@@ -1210,6 +1254,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--write-length", type=int, default=32768, help="tokens written into an empty tier 0 for the free-slot write rate (0 skips)")
     parser.add_argument("--write-repeats", type=int, default=3)
     parser.add_argument("--fill-report", help="spill-fill JSON (node dist/bench/gpu/spill-fill.js --out FILE) of the same run")
+    parser.add_argument("--fill-beside", help="a spill-fill command (node dist/bench/gpu/spill-fill.js --only 4bit ...) run after each one-client restore, given --out FILE; each restore is also set against its fill rate")
+    parser.add_argument("--work-dir", default=".", help="where --fill-beside's report is written for a moment")
     parser.add_argument("--no-prefill", action="store_true", help="skip the prefill comparison")
     parser.add_argument("--prefill-report", help="use this prefill.py --json report instead of running the prefill here")
     parser.add_argument("--prefill-chunk", type=int, default=8192)
@@ -1405,16 +1451,34 @@ def self_test() -> int:
     fill = fill_rates(spill_fill)
     expect("fill report: the 4-bit logical fill rate", fill["fillLogicalGBps"] == 7.5 and fill["diskRead16GBps"] == 1.5)
     expect("fill report: a read's time at its depth, the runs it is the median of", fill["readTurnMs"] == 4.0 and fill["runs"] == 3)
+    with tempfile.TemporaryDirectory() as work:
+        stub = f"{shlex.quote(sys.executable)} -c " + shlex.quote(f"import json, sys; json.dump({json.dumps(spill_fill)}, open(sys.argv[-1], 'w'))")
+        got = fill_beside(stub, work)
+        expect("fill beside: the command's report read from the --out it was given, and removed",
+               got["fillLogicalGBps"] == 7.5 and got["readTurnMs"] == 4.0 and os.listdir(work) == [])
+        try:
+            fill_beside(f"{shlex.quote(sys.executable)} -c 'import sys; sys.exit(\"no GPU\")'", work)
+            expect("fill beside: a failed command raises", False)
+        except RuntimeError as err:
+            expect("fill beside: a failed command raises with its message", "no GPU" in str(err))
     mib2 = 2 * 2**20
     lengths = [{"tokens": L, "blocks": L // 16, "logicalBytes": L // 16 * mib2,
                 "restore": {"seconds": L / 16 * mib2 / 7e9, "logicalGBps": 7.0, "foundIn": {"disk": L // 16},
                             "diskTurns": {"inFlight": 16, "busyShare": 0.9, "readTurnMs": 4.5}},
                 "concurrent": {"seconds": L / 16 * mib2 / 7.2e9, "logicalGBps": 7.2}} for L in (2048, 8192)]
     lengths[1]["httpBatch"] = {"seconds": 3.0, "logicalGBps": 0.5}
+    lengths[1]["restore"]["runs"] = [{"seconds": 1.0, "logicalGBps": 6.0, "fillBeside": {"fillLogicalGBps": 6.0}},
+                                     {"seconds": 1.0, "logicalGBps": 4.0, "fillBeside": {"fillLogicalGBps": 5.0}},
+                                     {"seconds": 1.0, "logicalGBps": 7.0, "fillBeside": {"error": "x"}},
+                                     {"seconds": 1.0, "logicalGBps": 9.0, "fillBeside": {"fillLogicalGBps": 10.0}}]
     prefill_rows = [{"tokens": 2048, "seconds": 0.2, "breakEvenGBps": 1.3, "tflops": 400}, {"tokens": 8192, "seconds": 0.9, "breakEvenGBps": 1.2, "tflops": 450}]
     rows, targets = compare(lengths, prefill_rows, fill, {"tokens": 32768, "blocks": 2048, "logicalGBps": 40.0})
     expect("compare: speedup = prefill / restore", abs(rows[1]["speedup"] - 0.9 / (512 * mib2 / 7e9)) < 1e-9)
     expect("compare: vs fill", abs(rows[0]["vsFill"] - 7.0 / 7.5) < 1e-9)
+    expect("compare: vs the fill beside each restore, the median of the ratios, a failed fill passed over",
+           "vsFillBeside" not in rows[0] and abs(rows[1]["vsFillBeside"] - 0.9) < 1e-9)
+    expect("targets: the fill beside from 8k, met", targets["oneClientVsFillBeside"]["values"] == {8192: rows[1]["vsFillBeside"]}
+           and targets["oneClientVsFillBeside"]["met"] is True)
     expect("targets: fill ratio from 8k only, met", list(targets["oneClientVsFill"]["values"]) == [8192] and targets["oneClientVsFill"]["met"] is True)
     expect("targets: concurrent, writes", targets["concurrentNotSlower"]["met"] is True and targets["freeSlotWrites"]["met"] is True)
     rows2, targets2 = compare(lengths, [], None, None)
@@ -1425,6 +1489,8 @@ def self_test() -> int:
     md = markdown(report)
     expect("markdown: one row a length, the targets", md.count("\n| 2048 |") == 1 and md.count("\n| 8192 |") == 1 and "| yes |" in md)
     expect("markdown: the fill rate's runs", "in flight, cufile, the median of 3 runs)" in md)
+    expect("markdown: the fills beside", "(the same 4-bit fill, just after each one-client restore; 3 runs): 5.00-10.00 GB/s logical, median 6.00." in md
+           and "| 0.93 | - | disk 128 |" in md and "| 0.93 | 0.90 | disk 512 |" in md)
     expect("markdown: the disk's turns", "(16 at once): 2048: 0.90 of their time busy, a read 4.50 ms; 8192:" in md and "(spill-fill's reads: 4.00 ms)" in md)
     runs = [{"seconds": 3.0}, {"error": "x"}, {"seconds": 1.0}, {"seconds": 2.0}]
     expect("median run", median_run(runs) == {"seconds": 2.0} and median_run([{"seconds": 1.0}, {"seconds": 2.0}]) == {"seconds": 1.0})

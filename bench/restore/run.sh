@@ -24,6 +24,8 @@
 #   REPEATS, CLIENTS   one-client and concurrent restores per length, taking turns [3];
 #                      concurrent clients [16]
 #   CLIENT_THREADS     set: the concurrent clients are threads of restore.py, not processes
+#   FILL_BESIDE        0: no 4-bit fill (spill-fill --only 4bit, a few seconds) after each
+#                      one-client restore to set it against [1]
 #   HTTP_LENGTHS, PER_BLOCK_LENGTHS
 #                      lengths that also restore through the HTTP batch read [all] and
 #                      with one acquire per block [8192,32768]; "none" skips them
@@ -105,7 +107,12 @@ left=$((${TIME_BUDGET:-470} - SECONDS))
 if [ "$left" -lt 120 ]; then left=120; fi
 deadline=$((left - ${PREFILL_RESERVE:-170}))
 if [ "$deadline" -lt 1 ]; then deadline=1; fi
-timeout "$left" python3 bench/restore/restore.py --url "$url" --lengths "$lengths" \
+# Each one-client restore is also set against a fill of its own minute: this disk drifts.
+beside=
+if [ "${FILL_BESIDE:-1}" != 0 ]; then
+  beside="node dist/bench/gpu/spill-fill.js --dir $data/spill-fill --only 4bit --in-flight ${depth:-16} --repeats 1 --blocks ${SPILL_FILL_BLOCKS:-2048}"
+fi
+timeout "$left" python3 bench/restore/restore.py --url "$url" --lengths "$lengths" ${beside:+--fill-beside "$beside"} --work-dir "$out" \
   --repeats "${REPEATS:-3}" --clients "${CLIENTS:-16}" ${CLIENT_THREADS:+--client-threads} --deadline-s "$deadline" \
   --http-lengths "${HTTP_LENGTHS:-all}" --per-block-lengths "${PER_BLOCK_LENGTHS:-8192,32768}" \
   --fill-report "$out/spill-fill.json" --json "$out/restore.json" 2>&1 | tee "$out/restore.log"
