@@ -1,5 +1,5 @@
 // The plain parameters the CUDA quantizer's host launcher (turboquant_launch.cu) fills and its
-// kernels read (turboquant_general.cu, turboquant_mse.cu, turboquant_prod.cu, turboquant_matrix.cu), the constants
+// kernels read (turboquant_general.cu, turboquant_mse.cu, turboquant_prod.cu, turboquant_matrix.cu, turboquant_halves.cu), the constants
 // both sides size things by, and the kernels' entry points as untyped pointers: the launcher
 // never sees a CUDA template.
 #ifndef SPILLWAY_TQ_CUDA_PARAMS_H
@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include "tq_halves.h"
 #include "tq_matrix.h"
 #include "turboquant.h"
 #include "turboquant_format.h"
@@ -121,6 +122,24 @@ struct MatrixArgs {
   uint32_t header_item;                     // the item of each block whose warp writes its header
 };
 
+// ---- format 4's halves kinds (turboquant_halves.cu): bf16 heads of 128, 3.5 and 2.5 bits -----
+
+constexpr int kHalvesWarps = 4;  // per CTA, sharing M's fragments in shared memory
+
+// A launch codes the halves kinds of one rate (the rest's bits: 2 or 3) in its blocks, a warp
+// taking one group (16 tokens, one record) at a time; the other groups are passed over.
+struct HalvesArgs {
+  Args a;
+  const uint4 *hi, *lo;      // A fragments of M's (quantize) or M^T's (dequantize) high and low bytes, device memory
+  halves::Book books[2];     // quantize's: the outlier half's, the rest's
+  uint32_t tables[2][4];     // dequantize's centroid bytes, the same halves
+  int shifts[2];
+  uint32_t bits;             // the rest's bits this launch codes
+  uint32_t items;            // of this launch: blocks x groups, below 2^31
+  FastDiv items_per_block, kv_heads;
+  uint32_t header_item;      // the item of each block whose warp writes its header
+};
+
 // ---- entry points -------------------------------------------------------------------------
 
 // The general quantize or dequantize kernel: (Args) over kThreads threads, smem bytes of
@@ -137,6 +156,11 @@ const void* fast_kernel_prod(uint32_t dtype, bool quant, bool frac, uint32_t mse
 const void* matrix_kernel(uint32_t dtype, bool quant, uint32_t tiles);
 // The A fragments of the seed's M (or M^T) on the current device, made on first use and kept.
 cudaError_t matrix_fragments(uint64_t seed, bool inverse, const uint4** frags);
+
+// The halves kernel of a rate (the rest's bits: 2 or 3), (HalvesArgs) over 32 * kHalvesWarps threads.
+const void* halves_kernel(bool quant, uint32_t bits);
+// The A fragments of the seed's halves matrix M (or M^T), high and low bytes, on the current device.
+cudaError_t halves_fragments(uint64_t seed, bool inverse, const uint4** hi, const uint4** lo);
 
 }  // namespace tq_cuda
 

@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-#define SW_TQ_FORMAT_VERSION 3u         /* written by this build: 4-bit heads of 128 through one integer matrix */
+#define SW_TQ_FORMAT_VERSION 4u         /* written by this build: 3.5- and 2.5-bit bf16 heads of 128 through a matrix per half */
 #define SW_TQ_OLDEST_FORMAT_VERSION 1u  /* still read (and written on request): one round, one rate */
 #define SW_TQ_HEADER_BYTES 64u
 

@@ -1,4 +1,4 @@
-/* Quantized block formats (v2, and v1 read for old blocks) and the per-sub-vector constants shared by the C++ reference
+/* Quantized block formats (v2 to v4, and v1 read for old blocks) and the per-sub-vector constants shared by the C++ reference
  * (turboquant_ref.cpp) and the CUDA kernels (turboquant_*.cu), so both compute the same codes.
  * docs/QUANTIZATION.md describes the format byte by byte. */
 #ifndef SPILLWAY_TURBOQUANT_FORMAT_H
@@ -88,6 +88,7 @@ typedef struct tq_sub_plan {
 typedef struct tq_kind {
   uint32_t nsub, fractional, qjl;
   uint32_t matrix;       /* format 3's matrix rotation codes it (tq_matrix.h) */
+  uint32_t halves;       /* format 4's halves kinds code it (tq_halves.h) */
   uint32_t mask_bytes, norms_off, rnorms_off, codes_off;
   uint32_t token_bytes;  /* packed code bytes of one token, sub-vectors in order */
   uint32_t sub_off[2];   /* byte offset of sub-vector s within a token's codes */
@@ -127,6 +128,10 @@ static inline void tq_make_sub_plan(uint64_t seed, uint32_t dim, uint32_t sub, u
   }
 }
 
+/* Whether a kind's records are coded through an integer matrix by kernels of their own (format 3's
+ * matrix kinds, format 4's halves kinds), which the general and head_dim-128 kernels pass over. */
+TQ_HD uint32_t tq_matrix_coded(const tq_kind* k) { return k->matrix || k->halves; }
+
 /* Whether a layer is one of the outer ones (the first outer_first or the last outer_last). */
 TQ_HD uint32_t tq_outer_layer(const sw_tq_params* p, uint32_t layer) {
   return layer < p->outer_first || layer + p->outer_last >= p->layers;
@@ -161,6 +166,10 @@ static inline void tq_make_kind(const sw_tq_params* p, uint32_t outer, uint32_t 
   /* format 3 takes the matrix for 4-bit MSE codes of whole heads of 128 in tiles of 8 tokens;
    * any other kind is coded as format 2 codes it */
   k->matrix = tq_version(p) >= 3u && k->nsub == 1u && !k->qjl && bits[0] == 4u && p->head_dim == 128u && p->tokens % 8u == 0u;  /* tq_matrix::kDim, kTileVectors */
+  /* format 4 takes the halves matrix for 3.5 and 2.5 bits of MSE codes of bf16 heads of 128 in
+   * blocks of 16 tokens; their records are format 2's size, packed otherwise */
+  k->halves = tq_version(p) >= 4u && k->fractional && !k->qjl && (bits[1] == 2u || bits[1] == 3u) && p->head_dim == 128u &&
+              p->tokens == 16u && p->dtype == SW_DTYPE_BF16;  /* halves::kChannels, kTokens */
   k->mask_bytes = k->fractional ? tq_align16(p->head_dim / 8u) : 0u;
   k->norms_off = k->mask_bytes;
   uint32_t norms = tq_align16(p->tokens * k->nsub * 4u);

@@ -474,7 +474,7 @@ __global__ void __launch_bounds__(kThreads, 12) quantize_kernel(const __grid_con
     const tq_kind& k = *tq_group_kind(&a.p, &a.layout, g);
     uint8_t* q = block_q(a, cur.work);
     uint8_t* rec = q + tq_record_offset(&a.p, &a.layout, g);
-    if (cur.t0 == 0 && !k.matrix) {
+    if (cur.t0 == 0 && !tq_matrix_coded(&k)) {
       if (g == 0 && threadIdx.x < SW_TQ_HEADER_BYTES / 4) reinterpret_cast<uint32_t*>(q)[threadIdx.x] = a.header[threadIdx.x];
       // zero the padding of each record section
       zero_bytes(rec, k.norms_off + a.tokens * k.nsub * 4, k.rnorms_off);
@@ -483,14 +483,14 @@ __global__ void __launch_bounds__(kThreads, 12) quantize_kernel(const __grid_con
     }
     cp_async_wait_prior();
     __syncthreads();
-    if (cur.t0 == 0 && k.fractional) {
+    if (cur.t0 == 0 && k.fractional && !k.halves) {
       channel_energy(a, a.chunk >= a.tokens ? stage_mem + b * buf_bytes : nullptr, group_raw(a, cur.work), sh);
       select_outliers(a, sh);
       for (uint32_t i = threadIdx.x; i < k.mask_bytes; i += blockDim.x)
         rec[i] = i < a.head_dim / 8 ? (uint8_t)(sh.mask[i / 4] >> (8 * (i % 4))) : 0;
     }
-    // format 3's matrix kinds are the matrix kernel's (their rows were staged all the same)
-    if (!k.matrix) code_rows<true>(a, k, sh, stage_mem + b * buf_bytes, rec, cur.t0, cur.rows);
+    // the matrix-coded kinds are their kernels' (their rows were staged all the same)
+    if (!tq_matrix_coded(&k)) code_rows<true>(a, k, sh, stage_mem + b * buf_bytes, rec, cur.t0, cur.rows);
     __syncthreads();
     cur = nxt;
   }
@@ -503,7 +503,7 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const __grid_const
   for (Stage cur = first_stage(a); cur.work < total; cur = next_stage(a, cur)) {
     const uint32_t g = cur.work % a.groups;
     const tq_kind& k = *tq_group_kind(&a.p, &a.layout, g);
-    if (k.matrix) continue;  // the matrix kernel's
+    if (tq_matrix_coded(&k)) continue;  // the matrix or halves kernel's
     uint8_t* rec = block_q(a, cur.work) + tq_record_offset(&a.p, &a.layout, g);
     if (cur.t0 == 0 && k.fractional) {
       for (uint32_t w = threadIdx.x; w < (a.head_dim + 31) / 32; w += blockDim.x) {

@@ -1,5 +1,5 @@
 // Host side of the CUDA quantizer: checks, the launch parameters, the choice between the
-// general kernels and the head_dim-128 ones (and format 3's matrix kernels beside either), and the launches. It sees the kernels only as
+// general kernels and the head_dim-128 ones (and format 3's matrix and format 4's halves kernels beside either), and the launches. It sees the kernels only as
 // pointers (tq_cuda_params.h), never their templates.
 #include <cstdio>
 
@@ -113,7 +113,7 @@ cudaError_t launch_fast_range(bool quant, const sw_tq_params* p, const Args& a, 
   for (uint32_t kv = 0; kv < 2; kv += kv_count) {
     FastArgs fa;
     fast_args(quant, p, a, layer0, layers, kv, kv_count, fa);
-    if (fa.kind.matrix) continue;  // launch_matrix's (kinds sharing a rate are both matrix kinds or neither)
+    if (tq_matrix_coded(&fa.kind)) continue;  // launch_matrix's or launch_halves' (kinds sharing a rate are alike)
     const void* fn = fast_kernel(p->dtype, quant, fa.kind);
     if (!fn) return cudaErrorInvalidValue;
     const size_t smem = (size_t)fa.warp_smem * kFastWarps;
@@ -156,6 +156,36 @@ cudaError_t launch_matrix(bool quant, const sw_tq_params* p, const Args& a, int 
   m.kv_heads.set(p->kv_heads);
   m.header_item = (uint32_t)first_matrix * m.runs_per_group.d;
   return launch_in_chunks(matrix_kernel(p->dtype, quant, tiles), m, &MatrixArgs::items, a, m.items_per_block.d, kMatrixWarps, 0, sms, s);
+}
+
+// Format 4's halves kinds, one launch for each rate among them, over all groups of the blocks
+// (the other groups passed over), in chunks of blocks whose items number below 2^31.
+cudaError_t launch_halves(bool quant, const sw_tq_params* p, const Args& a, int sms, cudaStream_t s) {
+  for (uint32_t bits = 2; bits <= 3; ++bits) {
+    int first = -1;
+    for (uint32_t g = 0; g < a.groups && first < 0; ++g) {
+      const tq_kind* k = tq_group_kind(p, &a.layout, g);
+      if (k->halves && k->sub[1].mse_bits == bits) first = (int)g;
+    }
+    if (first < 0) continue;
+    HalvesArgs h;
+    h.a = a;
+    cudaError_t e = halves_fragments(p->seed, !quant, &h.hi, &h.lo);
+    if (e != cudaSuccess) return e;
+    const halves::Plan& plan = halves::plan_for(p->seed, bits);
+    h.books[0] = plan.outlier, h.books[1] = plan.rest;
+    for (int half = 0; half < 2; ++half) {
+      halves::centroid_table(plan.centroids[half], h.tables[half]);
+      h.shifts[half] = plan.centroids[half].shift;
+    }
+    h.bits = bits;
+    h.items_per_block.set(a.groups);
+    h.kv_heads.set(p->kv_heads);
+    h.header_item = (uint32_t)first;
+    e = launch_in_chunks(halves_kernel(quant, bits), h, &HalvesArgs::items, a, h.items_per_block.d, kHalvesWarps, 0, sms, s);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 int fail(char* err, size_t len, int code, const char* msg, const char* detail) {
@@ -212,6 +242,7 @@ int launch(bool quant, const sw_tq_params* p, const void* raw_base, size_t raw_s
     e = cudaLaunchKernel(fn, dim3((unsigned)grid), dim3(kThreads), args, smem, s);
   }
   if (e == cudaSuccess) e = launch_matrix(quant, p, a, sms, s);
+  if (e == cudaSuccess) e = launch_halves(quant, p, a, sms, s);
   if (e != cudaSuccess)
     return fail(err, len, SW_TQ_ECUDA, quant ? "CUDA quantize launch failed" : "CUDA dequantize launch failed",
                 cudaGetErrorString(e));

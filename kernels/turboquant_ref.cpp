@@ -9,6 +9,7 @@
 #include <functional>
 #include <vector>
 
+#include "tq_halves.h"
 #include "tq_matrix.h"
 #include "turboquant.h"
 #include "turboquant_format.h"
@@ -295,6 +296,18 @@ struct MatrixScratch {
   }
 };
 
+// What a call codes format 4's halves kinds with: each halves kind's plan (the lookup takes a
+// lock, so once a call) and a group's values (bf16: the halves kinds' only dtype).
+struct HalvesScratch {
+  const halves::Plan* plan[4] = {};
+  uint16_t x[halves::kTokens * halves::kChannels];
+  HalvesScratch(const sw_tq_params* p, const tq_layout& layout) {
+    for (int i = 0; i < 4; ++i)
+      if (layout.kind[i].halves) plan[i] = &halves::plan_for(p->seed, layout.kind[i].sub[1].mse_bits);
+  }
+  const halves::Plan& of(const tq_layout& layout, const tq_kind& k) const { return *plan[&k - layout.kind]; }
+};
+
 template <uint32_t DT>
 void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint32_t first, uint32_t n) {
   const Layout layout(p);
@@ -303,6 +316,7 @@ void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint
   Batch b;
   uint16_t idx[2][TQ_MAX_DIM / 2];
   MatrixScratch matrix(p, layout);
+  HalvesScratch halves(p, layout);
   for (uint32_t g = first; g < first + n; ++g) {
     const tq_kind& k = *tq_group_kind(p, &layout, g);
     const uint8_t* src = raw + g * group_raw;
@@ -310,6 +324,11 @@ void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint
     std::memset(rec, 0, k.record_bytes);  // padding is zero
     if (k.matrix) {
       quantize_matrix_group<DT>(*matrix.plan, T, src, rec, k, matrix.x.data());
+      continue;
+    }
+    if (k.halves) {
+      std::memcpy(halves.x, src, sizeof halves.x);
+      halves::quantize_group(halves.of(layout, k), halves.x, rec);
       continue;
     }
     if (k.fractional) {
@@ -348,12 +367,18 @@ void dequantize_groups(const sw_tq_params* p, const uint8_t* q, uint8_t* raw, ui
   Batch b;
   uint16_t idx[2][TQ_MAX_DIM / 2];
   MatrixScratch matrix(p, layout);
+  HalvesScratch halves(p, layout);
   for (uint32_t g = first; g < first + n; ++g) {
     const tq_kind& k = *tq_group_kind(p, &layout, g);
     uint8_t* dst = raw + g * group_raw;
     const uint8_t* rec = q + tq_record_offset(p, &layout, g);
     if (k.matrix) {
       dequantize_matrix_group<DT>(*matrix.plan, T, rec, dst, k, matrix.x.data());
+      continue;
+    }
+    if (k.halves) {
+      halves::dequantize_group(halves.of(layout, k), rec, halves.x);
+      std::memcpy(dst, halves.x, sizeof halves.x);
       continue;
     }
     if (k.fractional) split_channels(rec, D, idx);

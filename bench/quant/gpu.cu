@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "cuda_bench.h"
+#include "tq_halves.h"
 
 #define TQ_OK(call)                                                       \
   do {                                                                    \
@@ -78,6 +79,7 @@ void compare_block(const sw_tq_params& p, const uint8_t* gpu, const uint8_t* ref
           if (sp.mse_bits) {
             auto level = [&](const uint8_t* base) {
               if (k.matrix) return (base[co + j / 2] >> (4 * (j % 2))) & 0xF;  // offset binary: the level itself
+              if (k.halves) return static_cast<int>(halves::get_code(base + co, sp.mse_bits, j));
               uint32_t code = 0;
               for (uint32_t q = 0; q < sp.mse_bits; ++q) code |= bit(base, q, j) << q;
               const int half = 1 << (sp.mse_bits - 1), mag = code & (half - 1);
@@ -107,7 +109,7 @@ struct Config {
   uint32_t version = 0;               // 1 or 2: blocks in an older format, which the GPU still codes
   // outer layers: of `layers`, the first and last ones at their own K/V bits (x2)
   uint32_t layers = 2, outer_first = 0, outer_last = 0, outer_kb = 0, outer_vb = 0;
-  bool non_finite = false;  // plant NaN, infinity and zero vectors (format 3's matrix kinds code them as the reference)
+  bool non_finite = false;  // plant NaN, infinity and zero vectors (the matrix-coded kinds code them as the reference)
 };
 
 // Every 16th vector from the 3rd: one infinite value; from the 7th: one NaN; from the 11th: all
@@ -209,10 +211,12 @@ int main(int argc, char** argv) {
           // 4-bit MSE: format 3's matrix kernels (runs of one tile at 24 tokens, of two at 16), and format 2's
           configs.push_back({dim, 24, dtype, 8, 8, variant, 40, 3});
           configs.push_back({dim, 16, dtype, 8, 8, variant, 40, 3, 2});
-          if (variant == SW_TQ_MSE) {  // format 3's matrix kinds on NaN, infinity and zero vectors
-            Config specials{dim, 16, dtype, 8, 8, variant, 8, 3};
-            specials.non_finite = true;
-            configs.push_back(specials);
+          if (variant == SW_TQ_MSE) {  // format 3's matrix kinds (and in bf16 format 4's halves) on NaN, infinity and zero vectors
+            for (uint32_t kb : {8u, 7u}) {
+              Config specials{dim, 16, dtype, kb, kb == 8 ? 8u : 5u, variant, 8, 3};
+              specials.non_finite = true;
+              configs.push_back(specials);
+            }
           }
           if (dtype != SW_DTYPE_FP32) {
             configs.push_back({dim, 8, dtype, 8, 8, variant, 700, 3});
@@ -286,7 +290,8 @@ int main(int argc, char** argv) {
     std::string name() const {
       char b[64];
       if (outer) std::snprintf(b, sizeof b, "%.1f/%.1f, outer 2+2 at 4.0", kb / 2.0, vb / 2.0);
-      else std::snprintf(b, sizeof b, "%.1f%s", kb / 2.0, version ? ", format 2" : "");
+      else if (version) std::snprintf(b, sizeof b, "%.1f, format %u", kb / 2.0, version);
+      else std::snprintf(b, sizeof b, "%.1f", kb / 2.0);
       return b;
     }
   };
@@ -295,8 +300,11 @@ int main(int argc, char** argv) {
     for (uint32_t bx2 : {8u, 7u, 6u, 5u, 4u}) cases.push_back({variant, {bx2, bx2, 0, 0}});
     cases.push_back({variant, {6, 5, 2, 0}});
   }
-  // format 3 takes 4-bit MSE heads of 128 through its matrix: format 2's kernels beside them
+  // format 3 takes 4-bit MSE heads of 128 through its matrix, format 4 3.5- and 2.5-bit ones
+  // through its halves: the kernels of the formats before beside them
   cases.insert(cases.begin() + 1, {SW_TQ_MSE, {8, 8, 0, 2}});
+  cases.insert(cases.begin() + 3, {SW_TQ_MSE, {7, 7, 0, 3}});
+  cases.insert(cases.begin() + 6, {SW_TQ_MSE, {5, 5, 0, 3}});
   for (const auto& [variant, rate] : cases) {
     const uint32_t bx2 = rate.kb;  // seeds the block's values
     sw_tq_params p = bench::params(32, 8, 128, 16, SW_DTYPE_BF16, rate.kb, rate.vb, variant, 7, rate.version);

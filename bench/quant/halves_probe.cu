@@ -1,13 +1,13 @@
-// A probe of the fractional rates on the tensor cores (docs/QUANTIZATION.md, "The fractional
-// rates' halves on the tensor cores"), before any format is built on it: groups of 16 bf16
-// tokens of a head of 128 at 3.5 and 2.5 bits, the outlier split chosen per group from its
-// energies and each half through three Hadamard rounds of dimension 64 as one int16 matrix (two
-// int8 MMAs a product), both ways. The model is halves_model.h, the tile code halves_tile.cuh;
-// here are the kernels and the checks.
-// The probe checks the first groups' records and dequantized values against the model's, byte
+// Format 4's halves kinds alone on the tensor cores (docs/QUANTIZATION.md, "The fractional
+// rates' halves on the tensor cores"): groups of 16 bf16 tokens of a head of 128 at 3.5 and 2.5
+// bits, one after another (no blocks), the outlier split chosen per group from its energies and
+// each half through three Hadamard rounds of dimension 64 as one int16 matrix (two int8 MMAs a
+// product), both ways. The C++ reference is kernels/tq_halves.cpp, the tile code
+// kernels/tq_halves_tile.cuh; here are kernels over arrays of groups and the checks.
+// The probe checks the first groups' records and dequantized values against the C++ reference's, byte
 // for byte, then times the kernels beside a device-to-device copy of the same bf16 bytes.
-// Usage: halves_probe [json path]          (exit 1 if the GPU and the model disagree)
-//        halves_probe --emulate [groups]   (the tile code on CPU threads against the model; no GPU)
+// Usage: halves_probe [json path]          (exit 1 if the GPU and the reference disagree)
+//        halves_probe --emulate [groups]   (the tile code on CPU threads against the reference; no GPU)
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -17,63 +17,32 @@
 
 #include "common.h"
 #include "cuda_bench.h"
-#include "halves_tile.cuh"
+#include "tq_halves_tile.cuh"
 #include "mma_warps.cuh"
 
 namespace halves {
 namespace {
 
 constexpr uint32_t kWarps = 4;  // per CTA
-constexpr uint32_t kGroupWords = kTokens * kChannels * 2 / 16;  // uint4 a group
 constexpr uint64_t kSeed = 1234;
-
-// The GPU's warp, with a warp barrier and a warp sum.
-struct HalvesDeviceWarp : tq_matrix::DeviceWarp {
-  __device__ void sync() { __syncwarp(); }
-  __device__ int reduce_add(int v) { return __reduce_add_sync(0xFFFFFFFFu, v); }
-};
 
 __constant__ Book kBooks[2];         // quantize's: the outlier half's, the rest's
 __constant__ uint32_t kTables[2][4];  // dequantize's centroid bytes, the same halves
 __constant__ int kShifts[2];
 
-// A CTA's shared memory: M's (or M^T's) fragments, and each warp's group (quantize's staged rows,
-// dequantize's products in half order), record and channels (dequantize's places as byte
-// offsets), so that global memory sees whole 16-byte words only.
-template <uint32_t kBits> struct GroupShared {
-  static constexpr uint32_t kRecordWords = record_bytes(kBits) / 16, kStagedWords = std::max(kTokens * kRowStride / 8, (HalfOrder::kWords + 3) / 4);
-  uint4 hi[kFrags], lo[kFrags];
-  uint4 group[kWarps][kStagedWords], record[kWarps][kRecordWords], channels[kWarps][kChannels / 4];
-};
-
-__device__ inline void copy_words(uint4* to, const uint4* from, uint32_t words, uint32_t lane) {
-  for (uint32_t i = lane; i < words; i += 32) to[i] = from[i];
-  __syncwarp();
-}
-
-// A group from global memory (tokens one after another) to its staged rows (kRowStride apart).
-constexpr uint32_t kTokenWords = kChannels / 8, kRowWords = kRowStride / 8;
-__device__ inline void stage_group(uint4* rows, const uint4* group, uint32_t lane) {
-  for (uint32_t i = lane; i < kGroupWords; i += 32) rows[i / kTokenWords * kRowWords + i % kTokenWords] = group[i];
-  __syncwarp();
-}
+template <uint32_t kBits> using Shared = GroupShared<kBits, kWarps>;
 
 // The fragments into shared memory, then each warp's groups in turn: use(group, warp index).
 template <uint32_t kBits, typename Use>
-__device__ inline void for_each_group(GroupShared<kBits>& sm, const uint4* a_hi, const uint4* a_lo, size_t groups, Use&& use) {
-  for (uint32_t i = threadIdx.x; i < kFrags; i += blockDim.x) sm.hi[i] = a_hi[i], sm.lo[i] = a_lo[i];
-  __syncthreads();
+__device__ inline void for_each_group(Shared<kBits>& sm, const uint4* a_hi, const uint4* a_lo, size_t groups, Use&& use) {
+  sm.load_fragments(a_hi, a_lo);
   for (size_t group = blockIdx.x * kWarps + threadIdx.x / 32; group < groups; group += static_cast<size_t>(gridDim.x) * kWarps) use(group, threadIdx.x / 32);
 }
 
-// 3.5 bits' quantize held to 72 registers, 7 CTAs an SM (82 and 5 without the bound): 1.5-2 % faster
-// in turns on an H100 (bench/quant/results/h100-halves-probe-6/). 2.5 bits' gets 72 by itself.
-template <uint32_t kBits> constexpr int kQuantizeMinCTAs = kBits == 3 ? 7 : 0;
-
 template <uint32_t kBits>
-__global__ void __launch_bounds__(kWarps * 32, kQuantizeMinCTAs<kBits>) quantize_halves(const uint4* __restrict__ raw, const uint4* __restrict__ a_hi,
+__global__ void __launch_bounds__(kWarps * 32, kQuantizeMinCtas<kBits>) quantize_halves(const uint4* __restrict__ raw, const uint4* __restrict__ a_hi,
                                                               const uint4* __restrict__ a_lo, uint4* __restrict__ records, size_t groups) {
-  __shared__ GroupShared<kBits> sm;
+  __shared__ Shared<kBits> sm;
   HalvesDeviceWarp warp;
   const uint32_t lane = threadIdx.x % 32;
   for_each_group(sm, a_hi, a_lo, groups, [&](size_t group, uint32_t w) {
@@ -81,14 +50,14 @@ __global__ void __launch_bounds__(kWarps * 32, kQuantizeMinCTAs<kBits>) quantize
     quantize_group_tiles<kBits>(warp, lane, reinterpret_cast<uint16_t*>(sm.group[w]), sm.hi, sm.lo,
                                 kBooks[0], kBooks[1], reinterpret_cast<uint8_t*>(sm.record[w]));
     __syncwarp();
-    copy_words(records + group * GroupShared<kBits>::kRecordWords, sm.record[w], GroupShared<kBits>::kRecordWords, lane);
+    copy_words(records + group * Shared<kBits>::kRecordWords, sm.record[w], Shared<kBits>::kRecordWords, lane);
   });
 }
 
 template <uint32_t kBits>
 __global__ void __launch_bounds__(kWarps * 32) dequantize_halves(const uint4* __restrict__ records, const uint4* __restrict__ a_hi,
                                                                 const uint4* __restrict__ a_lo, uint4* __restrict__ raw, size_t groups) {
-  __shared__ GroupShared<kBits> sm;
+  __shared__ Shared<kBits> sm;
   uint32_t tables[2][4];
   int shifts[2];
   for (int h = 0; h < 2; ++h) {
@@ -98,14 +67,15 @@ __global__ void __launch_bounds__(kWarps * 32) dequantize_halves(const uint4* __
   HalvesDeviceWarp warp;
   const uint32_t lane = threadIdx.x % 32;
   for_each_group(sm, a_hi, a_lo, groups, [&](size_t group, uint32_t w) {
-    copy_words(sm.record[w], records + group * GroupShared<kBits>::kRecordWords, GroupShared<kBits>::kRecordWords, lane);
+    copy_words(sm.record[w], records + group * Shared<kBits>::kRecordWords, Shared<kBits>::kRecordWords, lane);
     dequantize_group_tiles<kBits>(warp, lane, reinterpret_cast<const uint8_t*>(sm.record[w]), reinterpret_cast<uint32_t*>(sm.channels[w]),
                                   reinterpret_cast<uint32_t*>(sm.group[w]), sm.hi, sm.lo, tables, shifts, reinterpret_cast<uint16_t*>(raw + group * kGroupWords));
   });
 }
 
 // Test groups: Gaussian at several scales, with groups of a massive channel, of constant tokens
-// (every key equal), of zeros, of one-hot tokens and of pairs of equal channels among them.
+// (every key equal), of zero tokens and Gaussian ones among NaN and infinite values (taken as 0),
+// of one-hot tokens and of pairs of equal channels among them.
 std::vector<uint16_t> test_groups(size_t n) {
   std::vector<uint16_t> out(n * kTokens * kChannels);
   bench::Rng rng(7);
@@ -116,7 +86,7 @@ std::vector<uint16_t> test_groups(size_t n) {
         switch (gi % 16) {
           case 1: value = c == 7 ? 100.0 : rng.normal(); break;
           case 2: value = 1.0; break;
-          case 3: value = 0.0; break;
+          case 3: value = c == 9 ? NAN : c == 10 + t % 2 ? (t % 3 ? INFINITY : -INFINITY) : t < 8 ? 0.0 : value; break;
           case 4: value = c == (t * 37 + gi) % kChannels ? 3.0 : 0.0; break;
           case 5: value = (c % 2 ? -1.0 : 1.0) * (1.0 + (c / 2) % 3); break;
         }
@@ -125,7 +95,7 @@ std::vector<uint16_t> test_groups(size_t n) {
   return out;
 }
 
-std::vector<uint8_t> model_records(const Plan& plan, const std::vector<uint16_t>& raw, size_t groups) {
+std::vector<uint8_t> reference_records(const Plan& plan, const std::vector<uint16_t>& raw, size_t groups) {
   std::vector<uint8_t> out(groups * record_bytes(plan.bits));
   for (size_t gi = 0; gi < groups; ++gi) quantize_group(plan, &raw[gi * kTokens * kChannels], &out[gi * record_bytes(plan.bits)]);
   return out;
@@ -137,7 +107,7 @@ size_t differing_groups(const std::vector<uint8_t>& a, const std::vector<uint8_t
   return n;
 }
 
-// The model's round trip of the Gaussian groups (those of no special shape): relative squared error.
+// The reference's round trip of the Gaussian groups (those of no special shape): relative squared error.
 double gaussian_error(const Plan& plan, const std::vector<uint16_t>& raw, const std::vector<uint8_t>& records, size_t groups) {
   double err = 0, energy = 0;
   std::vector<uint16_t> y(kTokens * kChannels);
@@ -174,7 +144,7 @@ double format2_error(uint32_t bits, const std::vector<uint16_t>& raw, size_t gro
   return err / energy;
 }
 
-std::vector<uint16_t> model_groups(const Plan& plan, const std::vector<uint8_t>& records, size_t groups) {
+std::vector<uint16_t> reference_groups(const Plan& plan, const std::vector<uint8_t>& records, size_t groups) {
   std::vector<uint16_t> out(groups * kTokens * kChannels);
   for (size_t gi = 0; gi < groups; ++gi) dequantize_group(plan, &records[gi * record_bytes(plan.bits)], &out[gi * kTokens * kChannels]);
   return out;
@@ -207,7 +177,7 @@ struct Rate {
   int shifts[2];
   Instances run;
   explicit Rate(uint32_t b)
-      : bits(b), plan(make_plan(kSeed, b)), hi(a_fragments(plan, true)), lo(a_fragments(plan, false)), hi_t(a_fragments(plan, true, true)),
+      : bits(b), plan(plan_for(kSeed, b)), hi(a_fragments(plan, true)), lo(a_fragments(plan, false)), hi_t(a_fragments(plan, true, true)),
         lo_t(a_fragments(plan, false, true)), run(b == 3 ? Instances::of<3>() : Instances::of<2>()) {
     for (int h = 0; h < 2; ++h) centroid_table(plan.centroids[h], tables[h]), shifts[h] = plan.centroids[h].shift;
   }
@@ -226,12 +196,13 @@ int emulate(const Rate (&rates)[2], size_t groups) {
   const std::vector<uint16_t> raw = test_groups(groups);
   bool agree = true;
   for (const Rate& rate : rates) {
-    const std::vector<uint8_t> model = model_records(rate.plan, raw, groups);
-    const std::vector<uint16_t> model_back = model_groups(rate.plan, model, groups);
-    std::vector<uint8_t> got(model.size(), 0xA5);
+    const std::vector<uint8_t> reference = reference_records(rate.plan, raw, groups);
+    const std::vector<uint16_t> reference_back = reference_groups(rate.plan, reference, groups);
+    std::vector<uint8_t> got(reference.size(), 0xA5);
     // the groups as quantize stages them, tokens kRowStride apart
-    std::vector<uint16_t> rows(groups * kTokens * kRowStride, 0), back(model_back.size(), 0xA5A5);
-    for (size_t t = 0; t < groups * kTokens; ++t) std::copy_n(&raw[t * kChannels], kChannels, &rows[t * kRowStride]);
+    std::vector<uint16_t> rows(groups * kTokens * kRowStride, 0), back(reference_back.size(), 0xA5A5);
+    for (size_t t = 0; t < groups * kTokens; ++t)
+      for (uint32_t c = 0; c < kChannels; ++c) rows[t * kRowStride + c] = finite_bf16(raw[t * kChannels + c]);
     mma_probe::EmulatedWarp warp;
     std::vector<uint32_t> places(kChannels);
     std::vector<uint32_t> scratch(HalfOrder::kWords);
@@ -250,17 +221,17 @@ int emulate(const Rate (&rates)[2], size_t groups) {
         const uint4* hi_t = reinterpret_cast<const uint4*>(rate.hi_t.data());
         const uint4* lo_t = reinterpret_cast<const uint4*>(rate.lo_t.data());
         for (size_t gi = 0; gi < groups; ++gi) {
-          const uint8_t* record = &model[gi * record_bytes(rate.bits)];
+          const uint8_t* record = &reference[gi * record_bytes(rate.bits)];
           rate.run.dequantize_emulated(warp, lane, record, places.data(), scratch.data(), hi_t, lo_t, rate.tables, rate.shifts,
                                        &back[gi * kTokens * kChannels]);
           warp.sync();
         }
       });
     for (auto& t : lanes) t.join();
-    const size_t differing = differing_groups(model, got, rate.bits, groups), values = differing_values(model_back.data(), back.data(), back.size());
-    std::printf("%.1f bits: %zu groups, records differing from the model in %zu, dequantized values in %zu of %zu; Gaussian groups' "
+    const size_t differing = differing_groups(reference, got, rate.bits, groups), values = differing_values(reference_back.data(), back.data(), back.size());
+    std::printf("%.1f bits: %zu groups, records differing from the reference in %zu, dequantized values in %zu of %zu; Gaussian groups' "
                 "relative squared error %.5f (format 2's reference %.5f)\n",
-                rate.bits + 0.5, groups, differing, values, back.size(), gaussian_error(rate.plan, raw, model, groups), format2_error(rate.bits, raw, groups));
+                rate.bits + 0.5, groups, differing, values, back.size(), gaussian_error(rate.plan, raw, reference, groups), format2_error(rate.bits, raw, groups));
     agree = agree && differing == 0 && values == 0;
   }
   return agree ? 0 : 1;
@@ -278,12 +249,12 @@ int main(int argc, char** argv) {
   // 1 GiB of bf16 groups, the checked part repeated.
   const size_t group_bytes = kTokens * kChannels * 2, groups = (1ull << 30) / group_bytes, checked = 4096;
   const std::vector<uint16_t> host = test_groups(checked);
-  uint4 *raw, *copy, *records, *model_in, *hi, *lo, *hi_t, *lo_t;
+  uint4 *raw, *copy, *records, *reference_in, *hi, *lo, *hi_t, *lo_t;
   const size_t raw_bytes = groups * group_bytes;
   CUDA_OK(cudaMalloc(&raw, raw_bytes));
   CUDA_OK(cudaMalloc(&copy, raw_bytes));
   CUDA_OK(cudaMalloc(&records, groups * record_bytes(3)));
-  CUDA_OK(cudaMalloc(&model_in, groups * record_bytes(3)));
+  CUDA_OK(cudaMalloc(&reference_in, groups * record_bytes(3)));
   CUDA_OK(cudaMalloc(&hi_t, kFrags * sizeof(uint4)));
   CUDA_OK(cudaMalloc(&lo_t, kFrags * sizeof(uint4)));
   CUDA_OK(cudaMalloc(&hi, kFrags * sizeof(uint4)));
@@ -319,11 +290,11 @@ int main(int argc, char** argv) {
       grid[k] = static_cast<uint32_t>(sms * std::max(per_sm, 1));
     }
     auto quantize = [&] { rate.run.quantize<<<grid[0], kWarps * 32>>>(raw, hi, lo, records, groups); };
-    // dequantize reads the model's records of the checked groups, repeated, and writes over the copy's buffer
-    auto dequantize = [&] { rate.run.dequantize<<<grid[1], kWarps * 32>>>(model_in, hi_t, lo_t, copy, groups); };
-    const std::vector<uint8_t> model = model_records(rate.plan, host, checked);
+    // dequantize reads the reference's records of the checked groups, repeated, and writes over the copy's buffer
+    auto dequantize = [&] { rate.run.dequantize<<<grid[1], kWarps * 32>>>(reference_in, hi_t, lo_t, copy, groups); };
+    const std::vector<uint8_t> reference = reference_records(rate.plan, host, checked);
     for (size_t off = 0; off < groups; off += checked)
-      CUDA_OK(cudaMemcpy(reinterpret_cast<uint8_t*>(model_in) + off * record_bytes(rate.bits), model.data(),
+      CUDA_OK(cudaMemcpy(reinterpret_cast<uint8_t*>(reference_in) + off * record_bytes(rate.bits), reference.data(),
                          std::min(checked, groups - off) * record_bytes(rate.bits), cudaMemcpyHostToDevice));
     quantize();
     dequantize();
@@ -333,13 +304,13 @@ int main(int argc, char** argv) {
     CUDA_OK(cudaMemcpy(got.data(), records, got.size(), cudaMemcpyDeviceToHost));
     std::vector<uint16_t> back(checked * kTokens * kChannels);
     CUDA_OK(cudaMemcpy(back.data(), copy, back.size() * 2, cudaMemcpyDeviceToHost));
-    const std::vector<uint16_t> model_back = model_groups(rate.plan, model, checked);
+    const std::vector<uint16_t> reference_back = reference_groups(rate.plan, reference, checked);
     size_t values_differing = 0, groups_differing = 0;
     for (size_t gi = 0; gi < checked; ++gi) {
-      const size_t n = kTokens * kChannels, d = differing_values(&model_back[gi * n], &back[gi * n], n);
+      const size_t n = kTokens * kChannels, d = differing_values(&reference_back[gi * n], &back[gi * n], n);
       values_differing += d, groups_differing += d != 0;
     }
-    const size_t differing[2] = {differing_groups(model, got, rate.bits, checked), groups_differing};
+    const size_t differing[2] = {differing_groups(reference, got, rate.bits, checked), groups_differing};
     agree = agree && differing[0] == 0 && differing[1] == 0;
     const double ms[2] = {bench::median_ms(quantize, 10), bench::median_ms(dequantize, 10)};
     const double moved = raw_bytes + static_cast<double>(groups) * record_bytes(rate.bits);

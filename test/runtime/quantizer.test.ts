@@ -151,7 +151,7 @@ test('the header carries magic, version and geometry; other versions, magic and 
   const p = { ...BASE, keyBits: 3.5, valueBits: 2 };
   const stored = await quantize(p, encode(block(p, 1), p.dtype));
   assert.equal(stored.subarray(0, 4).toString('latin1'), 'SWTQ');
-  assert.equal(stored.readUInt16LE(4), 3);
+  assert.equal(stored.readUInt16LE(4), 4);
   assert.deepEqual([stored.readUInt16LE(8), stored.readUInt16LE(10), stored.readUInt16LE(12), stored.readUInt16LE(14)], [2, 2, 128, 16]);
   assert.deepEqual([stored[16], stored[17]], [7, 4]);
   assert.equal(stored.readUInt32LE(20), stored.length - 64);
@@ -159,8 +159,8 @@ test('the header carries magic, version and geometry; other versions, magic and 
   assert.equal(stored.length % 16, 0);
 
   const version = Buffer.from(stored);
-  version.writeUInt16LE(4, 4);
-  await rejects(dequantize(p, version), 'QUANT_FORMAT', /version 4/);
+  version.writeUInt16LE(5, 4);
+  await rejects(dequantize(p, version), 'QUANT_FORMAT', /version 5/);
   const magic = Buffer.from(stored);
   magic[0] = 0x58;
   await rejects(dequantize(p, magic), 'QUANT_FORMAT', /magic/);
@@ -310,7 +310,7 @@ async function checkOldFormat(version: number, cases: [string, QuantParams][]) {
     assert.ok((await dequantize(p, stored)).equals(read('dequantized')), `${name}: format-${version} block decoded differently`);
     assert.ok((await quantize({ ...p, formatVersion: version }, read('raw'))).equals(stored), `${name}: format ${version} written differently`);
     const current = await quantize(p, read('raw'));
-    assert.equal(current.readUInt16LE(4), 3);
+    assert.equal(current.readUInt16LE(4), 4);
     assert.ok(!current.equals(stored));
   }
 }
@@ -320,7 +320,7 @@ test('blocks written in format 1 still read, to the values that format gave', as
     ['bf16-mse-3.5-2.5', { ...BASE, headDim: 64, dtype: 'bf16', keyBits: 3.5, valueBits: 2.5, seed: 7 }],
     ['fp16-prod-4-2', { ...BASE, tokens: 8, dtype: 'fp16', keyBits: 4, valueBits: 2, variant: 'prod', seed: 9 }],
   ]);
-  await assert.rejects(quantize({ ...BASE, formatVersion: 4 }, Buffer.alloc(rawBytes(BASE))), (err: Error & { code?: string }) => {
+  await assert.rejects(quantize({ ...BASE, formatVersion: 5 }, Buffer.alloc(rawBytes(BASE))), (err: Error & { code?: string }) => {
     assert.equal(err.code, 'QUANT_PARAMS');
     assert.match(err.message, /version/);
     return true;
@@ -332,6 +332,49 @@ test('blocks written in format 2 still read, to the values that format gave (for
     ['bf16-mse-4-3.5', { ...BASE, dtype: 'bf16', keyBits: 4, valueBits: 3.5, seed: 7 }],
     ['fp32-mse-4-4', { ...BASE, tokens: 8, dtype: 'fp32', keyBits: 4, valueBits: 4, seed: 9 }],
   ]);
+});
+
+test('blocks written in format 3 still read, to the values that format gave (format 4 codes their 3.5- and 2.5-bit bf16 heads otherwise)', async () => {
+  await checkOldFormat(3, [['bf16-mse-3.5-2.5', { ...BASE, dtype: 'bf16', keyBits: 3.5, valueBits: 2.5, seed: 7 }]]);
+});
+
+test("format 4's halves kinds: 3.5 and 2.5 bits of bf16 heads of 128 in blocks of 16 tokens only, the rest as format 3 codes it", async () => {
+  const records = async (p: QuantParams) => {
+    const raw = encode(block(p, 31, [5, 18]), p.dtype);
+    return [await quantize(p, raw), await quantize({ ...p, formatVersion: 3 }, raw)] as const;
+  };
+  const halves = await records({ ...BASE, keyBits: 3.5, valueBits: 2.5 });
+  assert.equal(halves[0].length, halves[1].length, 'a halves record is format 2\'s size');
+  assert.ok(!halves[0].subarray(64).equals(halves[1].subarray(64)), 'bf16, 16 tokens: packed otherwise');
+  const others: QuantParams[] = [
+    { ...BASE, dtype: 'fp16', keyBits: 3.5, valueBits: 2.5 },
+    { ...BASE, tokens: 32, keyBits: 3.5, valueBits: 2.5 },
+    { ...BASE, variant: 'prod', keyBits: 3.5, valueBits: 2.5 },
+    { ...BASE, keyBits: 1.5, valueBits: 1.5 },
+    BASE, // 4 bits: format 3's matrix kinds
+  ];
+  for (const p of others) {
+    const [v4, v3] = await records(p);
+    assert.ok(v4.subarray(64).equals(v3.subarray(64)), `${JSON.stringify(p)}: coded as format 3 codes it`);
+  }
+});
+
+test("format 4's halves kinds take NaN and infinite values as 0, and code a group of zeros as zeros", async () => {
+  // what the GPU's kernels must match too (bench/quant/halves_probe.cu plants the same inputs)
+  const p = { ...BASE, keyBits: 3.5, valueBits: 2.5 };
+  const d = p.headDim;
+  const odd = block(p, 29);
+  const zeroed = Float64Array.from(odd);
+  for (const [i, v] of [[3 * d + 5, Infinity], [4 * d + 100, -Infinity], [7 * d + 9, NaN], [40 * d + 1, NaN]] as const) {
+    odd[i] = v;
+    zeroed[i] = 0;
+  }
+  const stored = await quantize(p, encode(odd, p.dtype));
+  assert.ok(stored.equals(await quantize(p, encode(zeroed, p.dtype))), 'non-finite values coded as 0');
+  const back = decode(await dequantize(p, stored), p.dtype);
+  assert.ok(back.every(Number.isFinite), 'decoded values are finite');
+  const zeros = new Float64Array(odd.length);
+  assert.ok(decode(await dequantize(p, await quantize(p, encode(zeros, p.dtype))), p.dtype).every((v) => v === 0), 'zeros stay zeros');
 });
 
 test("format 3's 4-bit heads of 128 code an infinite or all-NaN vector as the zero vector, and a NaN value as 0", async () => {

@@ -127,24 +127,32 @@ for (const quantization of RATES) {
   });
 }
 
-test('GPU (head_dim-128 kernels, three layer ranges) and host agree on stored bytes and dequantized values', { skip: noGpu }, async () => {
-  const model = { layers: 4, kvHeads: 2, headDim: 128, tokensPerBlock: 16, dtype: 'bf16' as const };
-  const raw = model.layers * 2 * model.kvHeads * model.tokensPerBlock * model.headDim * 2;
-  const quantization = { keyBits: 3, valueBits: 2.5, outerLayers: { first: 1, last: 1, keyBits: 4, valueBits: 3.5 } };
-  await agree((dir, backend) => openStore(parseConfig({
+type Model = { layers: number; kvHeads: number; headDim: number; tokensPerBlock: number; dtype: 'bf16' | 'fp16' | 'fp32' };
+
+/** agree() over a store of one block a tier of this geometry and rates. */
+function agreeOn(model: Model, quantization: object): Promise<void> {
+  const raw = model.layers * 2 * model.kvHeads * model.tokensPerBlock * model.headDim * (model.dtype === 'fp32' ? 4 : 2);
+  return agree((dir, backend) => openStore(parseConfig({
     backend, model, quantization,
     tiers: { raw: { bytes: raw }, quantized: { bytes: 4 * raw }, disk: { path: join(dir, 'tier2.slots'), bytes: 8 * raw } },
   })), raw);
+}
+
+test('GPU (head_dim-128 kernels, three layer ranges) and host agree on stored bytes and dequantized values', { skip: noGpu }, async () => {
+  await agreeOn({ layers: 4, kvHeads: 2, headDim: 128, tokensPerBlock: 16, dtype: 'bf16' },
+    { keyBits: 3, valueBits: 2.5, outerLayers: { first: 1, last: 1, keyBits: 4, valueBits: 3.5 } });
 });
 
 // format 3's matrix kinds in every dtype, in runs of one tile (24 tokens) and of two (16)
 for (const [dtype, tokensPerBlock] of [['fp32', 24], ['fp16', 16], ['bf16', 24]] as const) {
   test(`GPU (format 3's matrix kernels, ${dtype}, ${tokensPerBlock} tokens) and host agree on stored bytes and dequantized values`, { skip: noGpu }, async () => {
-    const model = { layers: 2, kvHeads: 2, headDim: 128, tokensPerBlock, dtype };
-    const raw = model.layers * 2 * model.kvHeads * tokensPerBlock * model.headDim * (dtype === 'fp32' ? 4 : 2);
-    await agree((dir, backend) => openStore(parseConfig({
-      backend, model, quantization: { keyBits: 4, valueBits: 4 },
-      tiers: { raw: { bytes: raw }, quantized: { bytes: 4 * raw }, disk: { path: join(dir, 'tier2.slots'), bytes: 8 * raw } },
-    })), raw);
+    await agreeOn({ layers: 2, kvHeads: 2, headDim: 128, tokensPerBlock, dtype }, { keyBits: 4, valueBits: 4 });
   });
 }
+
+// format 4's halves kinds at both rates, beside 4-bit outer layers (format 3's matrix kinds) and
+// 3-bit ones (the head_dim-128 kernels)
+test("GPU (format 4's halves kernels, bf16, 16 tokens) and host agree on stored bytes and dequantized values", { skip: noGpu }, async () => {
+  await agreeOn({ layers: 4, kvHeads: 2, headDim: 128, tokensPerBlock: 16, dtype: 'bf16' },
+    { keyBits: 3.5, valueBits: 2.5, outerLayers: { first: 1, last: 1, keyBits: 4, valueBits: 3 } });
+});

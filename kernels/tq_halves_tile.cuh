@@ -1,8 +1,10 @@
-// What one warp does to one group of the fractional-rate probe (halves_model.h says what is
-// computed), written once for the GPU (HalvesDeviceWarp, halves_probe.cu) and for the emulated
-// warp (mma_warps.cuh), which checks the lane orders against the model without a GPU.
+// What one warp does to one record of format 4's halves kinds (tq_halves.h says what is computed),
+// written once for the GPU (HalvesDeviceWarp: turboquant_halves.cu, bench/quant/halves_probe.cu)
+// and for the emulated warp (bench/quant/mma_warps.cuh), which checks the lane orders against the
+// C++ reference without a GPU.
 //
-// Quantize reads the group from shared memory (16 tokens of 128 bf16, kRowStride apart):
+// Quantize reads the group from shared memory (16 tokens of 128 bf16, kRowStride apart, non-finite
+// values already taken as 0 by the staging):
 //  - lane l takes channels 4l .. 4l + 3: their energies, then the 64 largest keys by a radix
 //    search over the keys' 15 bits (a warp sum a bit: redux.sync on the GPU), the lower channel
 //    first among equals; an exclusive scan over lanes gives each channel its place in its half,
@@ -20,7 +22,7 @@
 // tokens' bf16 values a word), one store a word, in distinct banks; then each lane gathers 8
 // channels of two tokens at a time through the channels' places and writes them as 16-byte words.
 #pragma once
-#include "halves_model.h"
+#include "tq_halves.h"
 #include "tq_matrix_tile.cuh"
 
 namespace halves {
@@ -84,7 +86,7 @@ __host__ __device__ inline uint32_t low_pairs(uint32_t w) {
   return byte_perm(x, 0, 0x0020u) & 0xFFFFu;
 }
 
-// 8 codes (code j at nibble j of w) into a half's record at coordinates 8g .. 8g + 7 (halves_model.h's put_code).
+// 8 codes (code j at nibble j of w) into a half's record at coordinates 8g .. 8g + 7 (tq_halves.cpp's put_code).
 template <uint32_t kBits> __host__ __device__ inline void put_codes(uint8_t* half, uint32_t g, uint32_t w) {
   if constexpr (kBits == 4) {
     reinterpret_cast<uint32_t*>(half)[g] = w;
@@ -412,12 +414,59 @@ __host__ __device__ void dequantize_group_tiles(W& warp, uint32_t lane, const ui
   }
 }
 
-// A half's centroids as the byte tables centroid_bytes reads.
-inline void centroid_table(const Centroids& c, uint32_t (&table)[4]) {
-  for (int w = 0; w < 4; ++w) {
-    table[w] = 0;
-    for (int i = 0; i < 4; ++i) table[w] |= static_cast<uint32_t>(c.value[4 * w + i] & 0xFF) << (8 * i);
-  }
+// Two bf16 values a word with the non-finite ones (exponent all ones) taken as +0.
+__host__ __device__ inline uint32_t finite_bf16x2(uint32_t w) {
+#ifdef __CUDA_ARCH__
+  return w & ~__vcmpeq2(w & 0x7F807F80u, 0x7F807F80u);
+#else
+  return finite_bf16(static_cast<uint16_t>(w)) | static_cast<uint32_t>(finite_bf16(static_cast<uint16_t>(w >> 16))) << 16;
+#endif
 }
+
+#ifdef __CUDACC__
+// ---- a CTA's side, on the GPU: the kernels over records (turboquant_halves.cu) and over the
+// probe's arrays of groups (bench/quant/halves_probe.cu) --------------------------------------
+
+// 3.5 bits' quantize held to 72 registers, 7 CTAs an SM (82 and 5 without the bound): 1.5-2 % faster
+// in turns on an H100 (bench/quant/results/h100-halves-probe-6/). 2.5 bits' gets 72 by itself,
+// and a bound of one CTA would give it 96.
+template <uint32_t kBits> constexpr int kQuantizeMinCtas = kBits == 3 ? 7 : 0;
+
+// The GPU's warp, with a warp barrier and a warp sum.
+struct HalvesDeviceWarp : tq_matrix::DeviceWarp {
+  __device__ void sync() { __syncwarp(); }
+  __device__ int reduce_add(int v) { return __reduce_add_sync(0xFFFFFFFFu, v); }
+};
+
+// A CTA's shared memory: M's (or M^T's) fragments, and each warp's group (quantize's staged rows,
+// dequantize's products in half order), record and channels (dequantize's places as byte
+// offsets), so that global memory sees whole 16-byte words only.
+constexpr uint32_t kGroupWords = kTokens * kChannels * 2 / 16;  // uint4 a group of bf16
+template <uint32_t kBits, uint32_t kWarps> struct GroupShared {
+  static constexpr uint32_t kRecordWords = record_bytes(kBits) / 16, kStagedWords = std::max(kTokens * kRowStride / 8, (HalfOrder::kWords + 3) / 4);
+  uint4 hi[kFrags], lo[kFrags];
+  uint4 group[kWarps][kStagedWords], record[kWarps][kRecordWords], channels[kWarps][kChannels / 4];
+  __device__ void load_fragments(const uint4* a_hi, const uint4* a_lo) {
+    for (uint32_t i = threadIdx.x; i < kFrags; i += blockDim.x) hi[i] = a_hi[i], lo[i] = a_lo[i];
+    __syncthreads();
+  }
+};
+
+__device__ inline void copy_words(uint4* to, const uint4* from, uint32_t words, uint32_t lane) {
+  for (uint32_t i = lane; i < words; i += 32) to[i] = from[i];
+  __syncwarp();
+}
+
+// A group from global memory (tokens one after another) to its staged rows (kRowStride apart),
+// its non-finite values taken as 0.
+constexpr uint32_t kTokenWords = kChannels / 8, kRowWords = kRowStride / 8;
+__device__ inline void stage_group(uint4* rows, const uint4* group, uint32_t lane) {
+  for (uint32_t i = lane; i < kGroupWords; i += 32) {
+    const uint4 w = group[i];
+    rows[i / kTokenWords * kRowWords + i % kTokenWords] = make_uint4(finite_bf16x2(w.x), finite_bf16x2(w.y), finite_bf16x2(w.z), finite_bf16x2(w.w));
+  }
+  __syncwarp();
+}
+#endif
 
 }  // namespace halves
