@@ -201,8 +201,7 @@ int emulate(const Rate (&rates)[2], size_t groups) {
     std::vector<uint8_t> got(reference.size(), 0xA5);
     // the groups as quantize stages them, tokens kRowStride apart
     std::vector<uint16_t> rows(groups * kTokens * kRowStride, 0), back(reference_back.size(), 0xA5A5);
-    for (size_t t = 0; t < groups * kTokens; ++t)
-      for (uint32_t c = 0; c < kChannels; ++c) rows[t * kRowStride + c] = finite_bf16(raw[t * kChannels + c]);
+    for (size_t t = 0; t < groups * kTokens; ++t) std::copy_n(&raw[t * kChannels], kChannels, &rows[t * kRowStride]);
     mma_probe::EmulatedWarp warp;
     std::vector<uint32_t> places(kChannels);
     std::vector<uint32_t> scratch(HalfOrder::kWords);
