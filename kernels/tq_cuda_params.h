@@ -7,6 +7,8 @@
 
 #include <cuda_runtime.h>
 
+#include <vector>
+
 #include "tq_halves.h"
 #include "tq_matrix.h"
 #include "turboquant.h"
@@ -151,6 +153,10 @@ const void* general_kernel(bool quant);
 // half's MSE bits (the vector's at integer rates). mse: without QJL; prod: with.
 const void* fast_kernel_mse(uint32_t dtype, bool quant, bool frac, uint32_t mse_bits);
 const void* fast_kernel_prod(uint32_t dtype, bool quant, bool frac, uint32_t mse_bits);
+
+// Words a seed's plan gives (make(seed): a matrix's A fragments), in device memory: made and
+// copied on a device's first use of the seed, then kept for the process.
+cudaError_t words_on_device(uint64_t seed, std::vector<uint32_t> (*make)(uint64_t), const uint4** words);
 
 // The matrix kernel, (MatrixArgs) over kMatrixThreads threads, for any dtype; tiles: 1 or 2 a run.
 const void* matrix_kernel(uint32_t dtype, bool quant, uint32_t tiles);

@@ -1,8 +1,5 @@
 // Format 4's halves kinds on the GPU: the kernels over a launch's blocks (the tile code is
 // tq_halves_tile.cuh), and the A fragments of a seed's halves matrix in device memory.
-#include <map>
-#include <mutex>
-#include <utility>
 #include <vector>
 
 #include "tq_cuda_params.h"
@@ -59,30 +56,21 @@ const void* halves_kernel(bool quant, uint32_t bits) {
 }
 
 cudaError_t halves_fragments(uint64_t seed, bool inverse, const uint4** hi, const uint4** lo) {
-  static std::mutex mutex;
-  static std::map<std::pair<int, uint64_t>, uint4*> on_device;  // (device, seed): M's high and low, then M^T's
-  int device = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e != cudaSuccess) return e;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto found = on_device.find({device, seed});
-  if (found == on_device.end()) {
-    // M depends on the seed alone (the rate picks books and centroids): any rate's plan gives it
-    const halves::Plan& plan = halves::plan_for(seed, 3);
-    const size_t bytes = halves::kFrags * sizeof(uint4);
-    uint4* all = nullptr;
-    e = cudaMalloc(&all, 4 * bytes);
-    for (int i = 0; i < 4 && e == cudaSuccess; ++i) {
+  // M's high and low bytes' fragments, then M^T's; M depends on the seed alone (the rate picks
+  // books and centroids), so any rate's plan gives it
+  const auto words = [](uint64_t of) {
+    const halves::Plan& plan = halves::plan_for(of, 3);
+    std::vector<uint32_t> all;
+    for (int i = 0; i < 4; ++i) {
       const std::vector<uint32_t> f = halves::a_fragments(plan, i % 2 == 0, i >= 2);
-      e = cudaMemcpy(all + i * halves::kFrags, f.data(), bytes, cudaMemcpyHostToDevice);
+      all.insert(all.end(), f.begin(), f.end());
     }
-    if (e != cudaSuccess) {
-      cudaFree(all);
-      return e;
-    }
-    found = on_device.emplace(std::make_pair(device, seed), all).first;
-  }
-  const uint4* base = found->second + (inverse ? 2 : 0) * halves::kFrags;
+    return all;
+  };
+  const uint4* all = nullptr;
+  const cudaError_t e = words_on_device(seed, words, &all);
+  if (e != cudaSuccess) return e;
+  const uint4* base = all + (inverse ? 2 : 0) * halves::kFrags;
   *hi = base, *lo = base + halves::kFrags;
   return cudaSuccess;
 }

@@ -1,8 +1,6 @@
 // Format 3's matrix kinds on the GPU: the kernels over a launch's blocks (the tile code is
 // tq_matrix_tile.cuh), and the A fragments of a seed's matrix in device memory.
-#include <map>
-#include <mutex>
-#include <utility>
+#include <vector>
 
 #include "tq_cuda_params.h"
 #include "tq_matrix_tile.cuh"
@@ -80,29 +78,18 @@ const void* matrix_kernel(uint32_t dtype, bool quant, uint32_t tiles) {
 }
 
 cudaError_t matrix_fragments(uint64_t seed, bool inverse, const uint4** frags) {
-  static std::mutex mutex;
-  static std::map<std::pair<int, uint64_t>, std::pair<uint4*, uint4*>> on_device;  // (device, seed): M's, M^T's
-  int device = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e != cudaSuccess) return e;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto found = on_device.find({device, seed});
-  if (found == on_device.end()) {
-    const tq_matrix::Plan& plan = tq_matrix::plan_for(seed);
-    const std::vector<uint32_t> forward = tq_matrix::plan_fragments(plan, false), transposed = tq_matrix::plan_fragments(plan, true);
-    const size_t bytes = tq_matrix::kFrags * sizeof(uint4);
-    uint4* both = nullptr;
-    e = cudaMalloc(&both, 2 * bytes);
-    if (e == cudaSuccess) e = cudaMemcpy(both, forward.data(), bytes, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemcpy(both + tq_matrix::kFrags, transposed.data(), bytes, cudaMemcpyHostToDevice);
-    if (e != cudaSuccess) {
-      cudaFree(both);
-      return e;
-    }
-    found = on_device.emplace(std::make_pair(device, seed), std::make_pair(both, both + tq_matrix::kFrags)).first;
-  }
-  *frags = inverse ? found->second.second : found->second.first;
-  return cudaSuccess;
+  // M's fragments, then M^T's
+  const auto words = [](uint64_t of) {
+    const tq_matrix::Plan& plan = tq_matrix::plan_for(of);
+    std::vector<uint32_t> both = tq_matrix::plan_fragments(plan, false);
+    const std::vector<uint32_t> transposed = tq_matrix::plan_fragments(plan, true);
+    both.insert(both.end(), transposed.begin(), transposed.end());
+    return both;
+  };
+  const uint4* both = nullptr;
+  const cudaError_t e = words_on_device(seed, words, &both);
+  if (e == cudaSuccess) *frags = both + (inverse ? tq_matrix::kFrags : 0);
+  return e;
 }
 
 }  // namespace tq_cuda
