@@ -25,7 +25,7 @@ for each context length L (tokens; 16 a block, 2 MiB a block of Llama-3-8B-like 
    --client-threads), each with its own HTTP connection and lease, each acquiring a contiguous
    1/16 of the blocks in one acquire-many; timed from a common start to the last answer.
    One-client and concurrent restores take turns (--repeats of each, each after its own
-   eviction); the medians are compared.
+   eviction, the one going first alternating); the medians are compared.
    With --fill-beside CMD, CMD (spill-fill's 4-bit fill alone) runs after each one-client
    restore, and each restore is also set against the fill rate of its own minute: this
    disk's rate drifts by a fifth within minutes, more than a restore differs from the fill.
@@ -1120,29 +1120,40 @@ class Bench:
                 log(f"  evicted ({e['fillerBlocks']} filler blocks, {e['seconds']:.2f} s): tiers used {e['tiersUsedAfter']}")
                 return True
 
-            # One client and --clients clients take turns, each after its own eviction, so
-            # that drift in the disk's rate over the run falls on both alike; medians count.
+            # One client and --clients clients take turns, each after its own eviction and the
+            # one going first alternating, so that drift in the disk's rate over the run, and the
+            # fill beside a one-client restore, fall on both alike; medians count.
             runs: list[dict] = []
             concurrent_runs: list[dict] = []
+
+            def one_client(r: int) -> None:
+                if not evicted(f"restore {r + 1}"):
+                    return
+                res = self.step("restore", lambda: self.restore_one(seq, n, context))
+                runs.append(res)
+                if "seconds" not in res:
+                    return
+                log(f"  restore, 1 client: {res['seconds']:.3f} s, {res['logicalGBps']:.2f} GB/s logical, "
+                    f"{res['physicalGBps']:.2f} physical; found in {res['foundIn']}")
+                if args.fill_beside and not self.late(f"{tokens} tokens: fill beside restore {r + 1}"):
+                    res["fillBeside"] = self.step("fill beside", lambda: fill_beside(args.fill_beside, args.work_dir))
+                    if "fillLogicalGBps" in res["fillBeside"]:
+                        log(f"  fill beside it: {res['fillBeside']['fillLogicalGBps']:.2f} GB/s logical "
+                            f"({res['logicalGBps'] / res['fillBeside']['fillLogicalGBps']:.2f} of it)")
+
+            def clients(r: int) -> None:
+                if args.clients <= 1 or self.late(f"{tokens} tokens: concurrent {r + 1}") or not evicted(f"concurrent {r + 1}"):
+                    return
+                c = self.step("restore, concurrent", lambda: self.restore_concurrent(seq, n, context, args.clients))
+                concurrent_runs.append(c)
+                if "seconds" in c:
+                    log(f"  restore, {c['clients']} clients: {c['seconds']:.3f} s, {c['logicalGBps']:.2f} GB/s; found in {c['foundIn']}")
+
             for r in range(args.repeats):
                 if r > 0 and self.late(f"{tokens} tokens: restore {r + 1}"):
                     break
-                if evicted(f"restore {r + 1}"):
-                    res = self.step("restore", lambda: self.restore_one(seq, n, context))
-                    runs.append(res)
-                    if "seconds" in res:
-                        log(f"  restore, 1 client: {res['seconds']:.3f} s, {res['logicalGBps']:.2f} GB/s logical, "
-                            f"{res['physicalGBps']:.2f} physical; found in {res['foundIn']}")
-                        if args.fill_beside and not self.late(f"{tokens} tokens: fill beside restore {r + 1}"):
-                            res["fillBeside"] = self.step("fill beside", lambda: fill_beside(args.fill_beside, args.work_dir))
-                            if "fillLogicalGBps" in res["fillBeside"]:
-                                log(f"  fill beside it: {res['fillBeside']['fillLogicalGBps']:.2f} GB/s logical "
-                                    f"({res['logicalGBps'] / res['fillBeside']['fillLogicalGBps']:.2f} of it)")
-                if args.clients > 1 and not self.late(f"{tokens} tokens: concurrent {r + 1}") and evicted(f"concurrent {r + 1}"):
-                    c = self.step("restore, concurrent", lambda: self.restore_concurrent(seq, n, context, args.clients))
-                    concurrent_runs.append(c)
-                    if "seconds" in c:
-                        log(f"  restore, {c['clients']} clients: {c['seconds']:.3f} s, {c['logicalGBps']:.2f} GB/s; found in {c['foundIn']}")
+                for kind in (one_client, clients) if r % 2 == 0 else (clients, one_client):
+                    kind(r)
             best = median_run(runs)
             out["restore"] = {**best, "runs": runs} if best else {"runs": runs, "error": "no restore completed"}
             if concurrent_runs:
