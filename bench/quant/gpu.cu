@@ -106,7 +106,7 @@ void compare_block(const sw_tq_params& p, const uint8_t* gpu, const uint8_t* ref
 struct Config {
   uint32_t dim, tokens, dtype, kb, vb, variant;
   uint32_t blocks = 3, kv_heads = 2;  // many blocks: each warp of the head_dim-128 kernels walks several tiles
-  uint32_t version = 0;               // 1 or 2: blocks in an older format, which the GPU still codes
+  uint32_t version = 0;               // 1 to 3: blocks in an older format, which the GPU still codes
   // outer layers: of `layers`, the first and last ones at their own K/V bits (x2)
   uint32_t layers = 2, outer_first = 0, outer_last = 0, outer_kb = 0, outer_vb = 0;
   bool non_finite = false;  // plant NaN, infinity and zero vectors (the matrix-coded kinds code them as the reference)
