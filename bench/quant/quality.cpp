@@ -10,7 +10,7 @@
 //     dense random orthogonal matrix, per-channel pre-scaling before one round, and the
 //     tensor-core plan: two rounds with a screened seed at integer rates; the fractional
 //     halves on the tensor cores with 8-bit operands, two screened rounds or three), then the
-//     reference in format v1 (one round), v2 (three rounds) and v3.
+//     reference in format v1 (one round), v2 (three rounds), v3 and v4 (bf16 blocks of 16 tokens).
 // Usage: quality [json path] [markdown path]
 #include <algorithm>
 #include <cstdio>
@@ -32,18 +32,18 @@ struct Stats {
   double sd() const { return std::sqrt(std::max(0.0, sum2 / n - mean() * mean())); }
 };
 
-// Round trip through the reference: fp32 blocks, 1 layer, `heads` heads, all vectors of
-// keys and values (both quantized with the same bits).
+// Round trip through the reference: blocks of `dtype` (fp32 unless asked), 1 layer, `heads`
+// heads, all vectors of keys and values (both quantized with the same bits).
 std::vector<float> round_trip(const std::vector<float>& x, uint32_t heads, uint32_t tokens, uint32_t kbits_x2,
                               uint32_t vbits_x2, uint32_t variant, double* bits_per_value, uint32_t version = 0,
-                              uint64_t seed = 1234) {
-  sw_tq_params p = bench::params(1, heads, kDim, tokens, SW_DTYPE_FP32, kbits_x2, vbits_x2, variant, seed, version);
+                              uint64_t seed = 1234, uint32_t dtype = SW_DTYPE_FP32) {
+  sw_tq_params p = bench::params(1, heads, kDim, tokens, dtype, kbits_x2, vbits_x2, variant, seed, version);
   std::vector<uint8_t> raw, q;
-  bench::encode(x, SW_DTYPE_FP32, raw);
+  bench::encode(x, dtype, raw);
   q = bench::quantize(p, raw);
   if (bits_per_value) *bits_per_value = 8.0 * q.size() / x.size();
   std::vector<float> y;
-  bench::decode(bench::dequantize(p, q), SW_DTYPE_FP32, y);
+  bench::decode(bench::dequantize(p, q), dtype, y);
   return y;
 }
 
@@ -421,6 +421,15 @@ int main(int argc, char** argv) {
     const std::string name = "reference, format v" + std::to_string(version);
     method_rows(name.c_str(), kSeeds, [&](const std::vector<float>& xs, uint32_t bx2, uint32_t seed) {
       return rel_mse(xs, round_trip(xs, sheads, stokens, bx2, bx2, SW_TQ_MSE, nullptr, version, seed));
+    });
+  }
+  // format 4's halves kinds code the fractional rates of bf16 blocks of 16 tokens: the same vectors
+  // in such blocks, by format 3 and by format 4 (the errors against the fp32 values, bf16's
+  // rounding included)
+  for (uint32_t version : {3u, 4u}) {
+    const std::string name = "reference, format v" + std::to_string(version) + " (bf16, 16 tokens a block)";
+    method_rows(name.c_str(), kSeeds, [&](const std::vector<float>& xs, uint32_t bx2, uint32_t seed) {
+      return rel_mse(xs, round_trip(xs, static_cast<uint32_t>(sn / 2 / 16), 16, bx2, bx2, SW_TQ_MSE, nullptr, version, seed, SW_DTYPE_BF16));
     });
   }
   // 5: how far one vector's error spreads, Gaussian vectors each their own draw: what a
