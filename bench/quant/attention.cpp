@@ -181,9 +181,11 @@ int main(int argc, char** argv) {
       std::fflush(md);
     };
     std::vector<std::vector<float>> kq, vq;
-    for (uint32_t version : {2u, 1u})
+    // format 4 (its 4-bit heads through format 3's matrix, 3.5 and 2.5 bits through its halves;
+    // the prod variant as format 2 codes it), format 2, format 1
+    for (uint32_t version : {4u, 2u, 1u})
       for (uint32_t variant : {SW_TQ_MSE, SW_TQ_PROD}) {
-        if (version == 1 && variant == SW_TQ_PROD) continue;
+        if (version != 2 && variant == SW_TQ_PROD) continue;
         for (uint32_t bx2 : {8u, 7u, 6u, 5u, 4u}) {
           round_trip(heads, tokens, bx2, variant, version, kq, vq);
           row(std::to_string(version), variant == SW_TQ_PROD ? "prod" : "mse", bx2 / 2.0, kq, vq);
