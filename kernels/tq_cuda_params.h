@@ -136,7 +136,6 @@ struct HalvesArgs {
   halves::Book books[2];     // quantize's: the outlier half's, the rest's
   uint32_t tables[2][4];     // dequantize's centroid bytes, the same halves
   int shifts[2];
-  uint32_t bits;             // the rest's bits this launch codes
   uint32_t items;            // of this launch: blocks x groups, below 2^31
   FastDiv items_per_block, kv_heads;
   uint32_t header_item;      // the item of each block whose warp writes its header

@@ -8,8 +8,6 @@
 namespace tq_cuda {
 namespace {
 
-using halves::kTokens;
-
 // Each warp takes one group (a record of 16 tokens) at a time; groups of other kinds, or of
 // halves kinds of the other rate, are passed over. The CTA holds M's fragments in shared memory.
 template <uint32_t kBits, bool kQuantize>

@@ -181,7 +181,6 @@ cudaError_t launch_halves(bool quant, const sw_tq_params* p, const Args& a, int 
       halves::centroid_table(plan.centroids[half], h.tables[half]);
       h.shifts[half] = plan.centroids[half].shift;
     }
-    h.bits = bits;
     h.items_per_block.set(a.groups);
     h.kv_heads.set(p->kv_heads);
     h.header_item = (uint32_t)first;
