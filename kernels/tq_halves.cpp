@@ -74,7 +74,7 @@ void channel_keys(const uint16_t* x, uint32_t (&key)[kChannels]) {
   for (uint32_t c = 0; c < kChannels; ++c) {
     float e = 0.f;
     for (uint32_t t = 0; t < kTokens; ++t) {
-      const float v = tq_bf16_to_f32(finite_bf16(x[t * kChannels + c]));
+      const float v = tq_bf16_to_f32(x[t * kChannels + c]);
       e = fmaf(v, v, e);
     }
     uint32_t bits;
@@ -118,7 +118,10 @@ const Plan& plan_for(uint64_t seed, uint32_t bits) {
   return *plan;
 }
 
-void quantize_group(const Plan& plan, const uint16_t* x, uint8_t* record) {
+void quantize_group(const Plan& plan, const uint8_t* group, uint8_t* record) {
+  uint16_t x[kTokens * kChannels];
+  std::memcpy(x, group, sizeof x);
+  for (uint16_t& v : x) v = finite_bf16(v);
   uint32_t key[kChannels];
   channel_keys(x, key);
   uint32_t order[kChannels];
@@ -138,7 +141,7 @@ void quantize_group(const Plan& plan, const uint16_t* x, uint8_t* record) {
     for (uint32_t s = 0; s < 2; ++s) {
       const Book& book = s == 0 ? plan.outlier : plan.rest;
       float v[kDim], top = 0.f;
-      for (uint32_t j = 0; j < kDim; ++j) top = fmaxf(top, fabsf(v[j] = tq_bf16_to_f32(finite_bf16(x[t * kChannels + idx[s][j]]))));
+      for (uint32_t j = 0; j < kDim; ++j) top = fmaxf(top, fabsf(v[j] = tq_bf16_to_f32(x[t * kChannels + idx[s][j]])));
       const float f = tq_matrix::input_factor(top);
       int q[kDim], sum2 = 0;
       for (uint32_t j = 0; j < kDim; ++j) {
@@ -157,7 +160,8 @@ void quantize_group(const Plan& plan, const uint16_t* x, uint8_t* record) {
     }
 }
 
-void dequantize_group(const Plan& plan, const uint8_t* record, uint16_t* x) {
+void dequantize_group(const Plan& plan, const uint8_t* record, uint8_t* group) {
+  uint16_t x[kTokens * kChannels];
   const float* norms = reinterpret_cast<const float*>(record + kMaskBytes);
   const uint8_t* codes = record + kMaskBytes + kNormBytes;
   uint32_t idx[2][kDim], n[2] = {};
@@ -178,6 +182,7 @@ void dequantize_group(const Plan& plan, const uint8_t* record, uint16_t* x) {
         x[t * kChannels + idx[s][i]] = tq_f32_to_bf16(static_cast<float>(acc) * half_scale(norms[t * 2 + s], cent.shift));
       }
     }
+  std::memcpy(group, x, sizeof x);
 }
 
 }  // namespace halves

@@ -134,10 +134,10 @@ TQ_MATRIX_HD inline float half_scale(float norm, int shift) { return ldexpf(norm
 // packed at `bits` bits as the record holds them.
 uint32_t get_code(const uint8_t* half, uint32_t bits, uint32_t j);
 
-// The C++ reference: one group of 16 tokens x 128 bf16 values (token-major) into its record of
-// record_bytes(plan.bits) bytes, and a record back to bf16 values.
-void quantize_group(const Plan& plan, const uint16_t* x, uint8_t* record);
-void dequantize_group(const Plan& plan, const uint8_t* record, uint16_t* x);
+// The C++ reference: one group's bytes (16 tokens x 128 bf16 values, token-major, at any
+// alignment) into its record of record_bytes(plan.bits) bytes, and a record back to them.
+void quantize_group(const Plan& plan, const uint8_t* group, uint8_t* record);
+void dequantize_group(const Plan& plan, const uint8_t* record, uint8_t* group);
 
 }  // namespace halves
 

@@ -267,8 +267,8 @@ __host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, uint16_t* 
   channel_energies(x, lane, e);
   // A non-finite value makes its channel's energy non-finite (and so may a large finite one):
   // only then are the group's non-finite values taken as 0 in place, as the reference takes them
-  // everywhere, and the energies summed again. (The check still costs the probe's quantize about
-  // 8 % on an H100, against none of it: docs/QUANTIZATION.md.)
+  // everywhere, and the energies summed again. (Even so the check costs the probe's quantize about
+  // 8 % on an H100 against a build without it: docs/QUANTIZATION.md.)
   if (warp.reduce_add(!(e[0] <= FLT_MAX && e[1] <= FLT_MAX && e[2] <= FLT_MAX && e[3] <= FLT_MAX)) > 0) {
     for (uint32_t t = 0; t < kTokens; ++t) {
       uint2 w;
@@ -439,7 +439,6 @@ __host__ __device__ void dequantize_group_tiles(W& warp, uint32_t lane, const ui
     *reinterpret_cast<uint4*>(x + (2 * pair + 1) * kChannels + first) = odd;
   }
 }
-
 
 #ifdef __CUDACC__
 // ---- a CTA's side, on the GPU: the kernels over records (turboquant_halves.cu) and over the

@@ -190,34 +190,6 @@ cudaError_t launch_halves(bool quant, const sw_tq_params* p, const Args& a, int 
   return cudaSuccess;
 }
 
-}  // namespace
-
-cudaError_t words_on_device(uint64_t seed, std::vector<uint32_t> (*make)(uint64_t), const uint4** words) {
-  static std::mutex mutex;
-  static std::map<std::tuple<void*, int, uint64_t>, uint4*> on_device;  // (make, device, seed)
-  int device = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e != cudaSuccess) return e;
-  std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_tuple(reinterpret_cast<void*>(make), device, seed);
-  auto found = on_device.find(key);
-  if (found == on_device.end()) {
-    const std::vector<uint32_t> host = make(seed);
-    uint4* copy = nullptr;
-    e = cudaMalloc(&copy, host.size() * 4);
-    if (e == cudaSuccess) e = cudaMemcpy(copy, host.data(), host.size() * 4, cudaMemcpyHostToDevice);
-    if (e != cudaSuccess) {
-      cudaFree(copy);
-      return e;
-    }
-    found = on_device.emplace(key, copy).first;
-  }
-  *words = found->second;
-  return cudaSuccess;
-}
-
-namespace {
-
 int fail(char* err, size_t len, int code, const char* msg, const char* detail) {
   if (err && len) snprintf(err, len, "%s%s%s", msg, detail ? ": " : "", detail ? detail : "");
   return code;
@@ -280,6 +252,31 @@ int launch(bool quant, const sw_tq_params* p, const void* raw_base, size_t raw_s
 }
 
 }  // namespace
+
+cudaError_t words_on_device(uint64_t seed, std::vector<uint32_t> (*make)(uint64_t), const uint4** words) {
+  static std::mutex mutex;
+  static std::map<std::tuple<void*, int, uint64_t>, uint4*> on_device;  // (make, device, seed)
+  int device = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return e;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_tuple(reinterpret_cast<void*>(make), device, seed);
+  auto found = on_device.find(key);
+  if (found == on_device.end()) {
+    const std::vector<uint32_t> host = make(seed);
+    uint4* copy = nullptr;
+    e = cudaMalloc(&copy, host.size() * 4);
+    if (e == cudaSuccess) e = cudaMemcpy(copy, host.data(), host.size() * 4, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+      cudaFree(copy);
+      return e;
+    }
+    found = on_device.emplace(key, copy).first;
+  }
+  *words = found->second;
+  return cudaSuccess;
+}
+
 }  // namespace tq_cuda
 
 extern "C" int sw_tq_quantize_cuda(const sw_tq_params* p, const void* raw_base, size_t raw_stride,

@@ -297,11 +297,10 @@ struct MatrixScratch {
 };
 
 // What a call codes format 4's halves kinds with: each halves kind's plan (the lookup takes a
-// lock, so once a call) and a group's values (bf16: the halves kinds' only dtype).
-struct HalvesScratch {
+// lock, so once a call).
+struct HalvesPlans {
   const halves::Plan* plan[4] = {};
-  uint16_t x[halves::kTokens * halves::kChannels];
-  HalvesScratch(const sw_tq_params* p, const tq_layout& layout) {
+  HalvesPlans(const sw_tq_params* p, const tq_layout& layout) {
     for (int i = 0; i < 4; ++i)
       if (layout.kind[i].halves) plan[i] = &halves::plan_for(p->seed, layout.kind[i].sub[1].mse_bits);
   }
@@ -316,7 +315,7 @@ void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint
   Batch b;
   uint16_t idx[2][TQ_MAX_DIM / 2];
   MatrixScratch matrix(p, layout);
-  HalvesScratch halves(p, layout);
+  HalvesPlans halves(p, layout);
   for (uint32_t g = first; g < first + n; ++g) {
     const tq_kind& k = *tq_group_kind(p, &layout, g);
     const uint8_t* src = raw + g * group_raw;
@@ -327,8 +326,7 @@ void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint
       continue;
     }
     if (k.halves) {
-      std::memcpy(halves.x, src, sizeof halves.x);
-      halves::quantize_group(halves.of(layout, k), halves.x, rec);
+      halves::quantize_group(halves.of(layout, k), src, rec);
       continue;
     }
     if (k.fractional) {
@@ -367,7 +365,7 @@ void dequantize_groups(const sw_tq_params* p, const uint8_t* q, uint8_t* raw, ui
   Batch b;
   uint16_t idx[2][TQ_MAX_DIM / 2];
   MatrixScratch matrix(p, layout);
-  HalvesScratch halves(p, layout);
+  HalvesPlans halves(p, layout);
   for (uint32_t g = first; g < first + n; ++g) {
     const tq_kind& k = *tq_group_kind(p, &layout, g);
     uint8_t* dst = raw + g * group_raw;
@@ -377,8 +375,7 @@ void dequantize_groups(const sw_tq_params* p, const uint8_t* q, uint8_t* raw, ui
       continue;
     }
     if (k.halves) {
-      halves::dequantize_group(halves.of(layout, k), rec, halves.x);
-      std::memcpy(dst, halves.x, sizeof halves.x);
+      halves::dequantize_group(halves.of(layout, k), rec, dst);
       continue;
     }
     if (k.fractional) split_channels(rec, D, idx);

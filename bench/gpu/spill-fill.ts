@@ -257,14 +257,12 @@ async function hostTier(blocks: number, sources: Buffer[]) {
   }
 }
 
-type Repeat = { spill: number; fill: number };
-
 /** The 4-bit spill and fill at `k` in flight: the median (by logical fill rate) of --repeats fresh runs, with each run's physical rates. */
 async function fourBitAt(k: number, blocks: number, sources: Buffer[]) {
   const runs = [];
   for (let i = 0; i < Math.max(1, Number(args.repeats)); i++) runs.push(await measure({ name: '4bit', bits: 4 }, blocks, k, sources));
   const byFill = [...runs].sort((a, b) => a.fill.logicalGBps - b.fill.logicalGBps);
-  const repeats: Repeat[] = runs.map((r) => ({ spill: r.spill.physicalGBps, fill: r.fill.physicalGBps }));
+  const repeats = runs.map((r) => ({ spill: r.spill.physicalGBps, fill: r.fill.physicalGBps }));
   return { ...byFill[(byFill.length - 1) >> 1]!, repeats };
 }
 
@@ -298,8 +296,9 @@ async function main() {
   });
   const best = (dirn: 'spill' | 'fill') => atDepth.reduce((a, b) => (b[dirn] > a[dirn] ? b : a)).inFlight;
   const k = Math.max(best('spill'), best('fill'));
-  const variants: Array<Awaited<ReturnType<typeof measure>> & { repeats?: Repeat[] }> = [await fourBitAt(k, blocks, sources)];
-  const repeats = variants[0]!.repeats!;
+  const fourBit = await fourBitAt(k, blocks, sources);
+  const repeats = fourBit.repeats;
+  const variants: Array<Awaited<ReturnType<typeof measure>>> = [fourBit];
   for (const v of [{ name: '3.5bit', bits: 3.5 }, { name: '2.5bit', bits: 2.5 }, { name: 'raw', bits: null }]) {
     variants.push(await measure(v, v.bits === null ? blocks / 4 : blocks, k, sources));
   }

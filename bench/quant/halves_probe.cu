@@ -97,7 +97,7 @@ std::vector<uint16_t> test_groups(size_t n) {
 
 std::vector<uint8_t> reference_records(const Plan& plan, const std::vector<uint16_t>& raw, size_t groups) {
   std::vector<uint8_t> out(groups * record_bytes(plan.bits));
-  for (size_t gi = 0; gi < groups; ++gi) quantize_group(plan, &raw[gi * kTokens * kChannels], &out[gi * record_bytes(plan.bits)]);
+  for (size_t gi = 0; gi < groups; ++gi) quantize_group(plan, reinterpret_cast<const uint8_t*>(&raw[gi * kTokens * kChannels]), &out[gi * record_bytes(plan.bits)]);
   return out;
 }
 
@@ -113,7 +113,7 @@ double gaussian_error(const Plan& plan, const std::vector<uint16_t>& raw, const 
   std::vector<uint16_t> y(kTokens * kChannels);
   for (size_t gi = 0; gi < groups; ++gi) {
     if (gi % 16 < 6) continue;
-    dequantize_group(plan, &records[gi * record_bytes(plan.bits)], y.data());
+    dequantize_group(plan, &records[gi * record_bytes(plan.bits)], reinterpret_cast<uint8_t*>(y.data()));
     for (uint32_t i = 0; i < kTokens * kChannels; ++i) {
       const double x = tq_bf16_to_f32(raw[gi * kTokens * kChannels + i]), d = tq_bf16_to_f32(y[i]) - x;
       err += d * d, energy += x * x;
@@ -146,7 +146,7 @@ double format2_error(uint32_t bits, const std::vector<uint16_t>& raw, size_t gro
 
 std::vector<uint16_t> reference_groups(const Plan& plan, const std::vector<uint8_t>& records, size_t groups) {
   std::vector<uint16_t> out(groups * kTokens * kChannels);
-  for (size_t gi = 0; gi < groups; ++gi) dequantize_group(plan, &records[gi * record_bytes(plan.bits)], &out[gi * kTokens * kChannels]);
+  for (size_t gi = 0; gi < groups; ++gi) dequantize_group(plan, &records[gi * record_bytes(plan.bits)], reinterpret_cast<uint8_t*>(&out[gi * kTokens * kChannels]));
   return out;
 }
 
@@ -171,7 +171,7 @@ struct Instances {
 
 struct Rate {
   uint32_t bits;  // the rest's: the rate is bits + 0.5
-  Plan plan;
+  const Plan& plan;
   std::vector<uint32_t> hi, lo, hi_t, lo_t;  // M's fragments, then M^T's
   uint32_t tables[2][4];
   int shifts[2];

@@ -65,10 +65,10 @@ import os
 import re
 import shlex
 import statistics
-import subprocess
-import tempfile
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
