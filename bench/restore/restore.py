@@ -26,9 +26,10 @@ for each context length L (tokens; 16 a block, 2 MiB a block of Llama-3-8B-like 
    1/16 of the blocks in one acquire-many; timed from a common start to the last answer.
    One-client and concurrent restores take turns (--repeats of each, each after its own
    eviction, the one going first alternating); the medians are compared.
-   With --fill-beside CMD, CMD (spill-fill's 4-bit fill alone) runs after each one-client
-   restore, and each restore is also set against the fill rate of its own minute: this
-   disk's rate drifts by a fifth within minutes, more than a restore differs from the fill.
+   With --fill-beside CMD, CMD (spill-fill's 4-bit fill alone) ends each round, and each
+   one-client restore is also set against the fill rate of its own minute: this disk's rate
+   drifts by a fifth within minutes, more than a restore differs from the fill. At the
+   round's end, the fill's writes fall before one kind of restore and the other in turn.
 5. the same restore through the HTTP batch read (POST /v1/sequences/{id}/blocks/read,
    msgpack answers of at most server.maxBatchBytes, one request after another, decoded
    here without copying and copied into GPU memory).
@@ -279,7 +280,7 @@ WATCHED_METRICS = (
     "spillway_disk_bytes_total", "spillway_moves_total", "spillway_move_bytes_total",
     "spillway_move_seconds_sum", "spillway_move_seconds_count", "spillway_operation_seconds_sum",
     "spillway_operation_seconds_count", "spillway_http_shed_total", "spillway_disk_op_seconds_sum",
-    "spillway_disk_op_seconds_count",
+    "spillway_disk_op_seconds_count", "spillway_native_task_seconds_sum", "spillway_native_task_seconds_count",
 )
 
 
@@ -316,6 +317,25 @@ def disk_turns(delta: dict[str, float], in_flight: Optional[int], seconds: float
         "inFlight": in_flight, "busyShare": held / (in_flight * seconds) if in_flight and seconds > 0 else None,
         "readTurnMs": read_held / reads * 1e3 if reads else None,
     }
+
+
+def js_thread_waits(delta: dict[str, float]) -> dict:
+    """How long the addon's finished tasks (disk reads, copies, kernels) waited for the JS thread
+    to take their results: the time a busy JS thread (requests, answers) adds to each."""
+    tasks = delta.get('spillway_native_task_seconds_count{phase="returned"}', 0.0)
+    waited = delta.get('spillway_native_task_seconds_sum{phase="returned"}', 0.0)
+    return {"tasks": int(tasks), "meanMs": waited / tasks * 1e3 if tasks else None, "totalMs": waited * 1e3}
+
+
+def describe_waits(result: dict) -> str:
+    """A restore's disk turns and JS-thread waits, for the log."""
+    turns, waits = result.get("diskTurns", {}), result.get("jsThreadWaits", {})
+    parts = []
+    if turns.get("readTurnMs") is not None:
+        parts.append(f"a read's turn {turns['readTurnMs']:.2f} ms, turns busy {turns['busyShare']:.2f}")
+    if waits.get("meanMs") is not None:
+        parts.append(f"{waits['tasks']} tasks waited {waits['meanMs']:.3f} ms each for the JS thread")
+    return ", ".join(parts) or "no disk reads"
 
 
 def disk_read_bytes(delta: dict[str, float]) -> float:
@@ -494,7 +514,7 @@ def markdown(report: dict) -> str:
     beside = [r["fillBeside"]["fillLogicalGBps"] for e in report.get("lengths", []) for r in e.get("restore", {}).get("runs", [])
               if r.get("fillBeside", {}).get("fillLogicalGBps")]
     if beside:
-        lines.append(f"Fill rates measured beside the restores (the same 4-bit fill, just after each one-client restore; {len(beside)} runs): "
+        lines.append(f"Fill rates measured beside the restores (the same 4-bit fill, at the end of each round of one-client and concurrent restores; {len(beside)} runs): "
                      f"{_f(min(beside))}-{_f(max(beside))} GB/s logical, median {_f(statistics.median(beside))}.")
         lines.append("")
     mode = report.get("settings", {}).get("clientMode")
@@ -1093,7 +1113,8 @@ class Bench:
             "seconds": seconds, "logicalBytes": n * self.block_bytes, "logicalGBps": n * self.block_bytes / seconds / GB,
             "physicalReadBytes": physical, "physicalGBps": physical / seconds / GB, "requests": requests,
             "foundIn": found_in(entries), "promoted": sum(1 for e in entries if e.get("promoted")),
-            "diskTurns": disk_turns(delta, self.disk_in_flight, seconds), **extra, "metrics": delta,
+            "diskTurns": disk_turns(delta, self.disk_in_flight, seconds), "jsThreadWaits": js_thread_waits(delta), **extra,
+            "metrics": delta,
         }
 
     def length(self, tokens: int) -> dict:
@@ -1121,8 +1142,10 @@ class Bench:
                 return True
 
             # One client and --clients clients take turns, each after its own eviction and the
-            # one going first alternating, so that drift in the disk's rate over the run, and the
-            # fill beside a one-client restore, fall on both alike; medians count.
+            # one going first alternating, so that drift in the disk's rate over the run falls on
+            # both alike; medians count. The fill set beside the round's one-client restore ends
+            # the round: its writes may still slow the disk for the restore after it, which is
+            # then each kind in turn.
             runs: list[dict] = []
             concurrent_runs: list[dict] = []
 
@@ -1131,15 +1154,18 @@ class Bench:
                     return
                 res = self.step("restore", lambda: self.restore_one(seq, n, context))
                 runs.append(res)
-                if "seconds" not in res:
+                if "seconds" in res:
+                    log(f"  restore, 1 client: {res['seconds']:.3f} s, {res['logicalGBps']:.2f} GB/s logical, "
+                        f"{res['physicalGBps']:.2f} physical; found in {res['foundIn']}; {describe_waits(res)}")
+
+            def fill_after(r: int) -> None:
+                res = runs[-1] if runs else {}
+                if not args.fill_beside or "seconds" not in res or "fillBeside" in res or self.late(f"{tokens} tokens: fill beside restore {r + 1}"):
                     return
-                log(f"  restore, 1 client: {res['seconds']:.3f} s, {res['logicalGBps']:.2f} GB/s logical, "
-                    f"{res['physicalGBps']:.2f} physical; found in {res['foundIn']}")
-                if args.fill_beside and not self.late(f"{tokens} tokens: fill beside restore {r + 1}"):
-                    res["fillBeside"] = self.step("fill beside", lambda: fill_beside(args.fill_beside, args.work_dir))
-                    if "fillLogicalGBps" in res["fillBeside"]:
-                        log(f"  fill beside it: {res['fillBeside']['fillLogicalGBps']:.2f} GB/s logical "
-                            f"({res['logicalGBps'] / res['fillBeside']['fillLogicalGBps']:.2f} of it)")
+                res["fillBeside"] = self.step("fill beside", lambda: fill_beside(args.fill_beside, args.work_dir))
+                if "fillLogicalGBps" in res["fillBeside"]:
+                    log(f"  fill beside the one-client restore: {res['fillBeside']['fillLogicalGBps']:.2f} GB/s logical "
+                        f"({res['logicalGBps'] / res['fillBeside']['fillLogicalGBps']:.2f} of it)")
 
             def clients(r: int) -> None:
                 if args.clients <= 1 or self.late(f"{tokens} tokens: concurrent {r + 1}") or not evicted(f"concurrent {r + 1}"):
@@ -1147,12 +1173,12 @@ class Bench:
                 c = self.step("restore, concurrent", lambda: self.restore_concurrent(seq, n, context, args.clients))
                 concurrent_runs.append(c)
                 if "seconds" in c:
-                    log(f"  restore, {c['clients']} clients: {c['seconds']:.3f} s, {c['logicalGBps']:.2f} GB/s; found in {c['foundIn']}")
+                    log(f"  restore, {c['clients']} clients: {c['seconds']:.3f} s, {c['logicalGBps']:.2f} GB/s; found in {c['foundIn']}; {describe_waits(c)}")
 
             for r in range(args.repeats):
                 if r > 0 and self.late(f"{tokens} tokens: restore {r + 1}"):
                     break
-                for kind in (one_client, clients) if r % 2 == 0 else (clients, one_client):
+                for kind in (one_client, clients, fill_after) if r % 2 == 0 else (clients, one_client, fill_after):
                     kind(r)
             best = median_run(runs)
             out["restore"] = {**best, "runs": runs} if best else {"runs": runs, "error": "no restore completed"}
@@ -1265,7 +1291,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--write-length", type=int, default=32768, help="tokens written into an empty tier 0 for the free-slot write rate (0 skips)")
     parser.add_argument("--write-repeats", type=int, default=3)
     parser.add_argument("--fill-report", help="spill-fill JSON (node dist/bench/gpu/spill-fill.js --out FILE) of the same run")
-    parser.add_argument("--fill-beside", help="a spill-fill command (node dist/bench/gpu/spill-fill.js --only 4bit ...) run after each one-client restore, given --out FILE; each restore is also set against its fill rate")
+    parser.add_argument("--fill-beside", help="a spill-fill command (node dist/bench/gpu/spill-fill.js --only 4bit ...) run at the end of each round of restores, given --out FILE; each one-client restore is also set against the fill of its round")
     parser.add_argument("--work-dir", default=".", help="where --fill-beside's report is written for a moment")
     parser.add_argument("--no-prefill", action="store_true", help="skip the prefill comparison")
     parser.add_argument("--prefill-report", help="use this prefill.py --json report instead of running the prefill here")
@@ -1452,6 +1478,10 @@ def self_test() -> int:
                         'spillway_disk_op_seconds_sum{direction="write"}': 1.0}, 8, 1.0)
     expect("disk turns: the busy share counts both directions, a read's turn reads only", turns["busyShare"] == 7 / 8 and turns["readTurnMs"] == 3.0)
     expect("disk turns: none without the depth or reads", disk_turns({}, None, 1.0) == {"inFlight": None, "busyShare": None, "readTurnMs": None})
+    waits = js_thread_waits({'spillway_native_task_seconds_sum{phase="returned"}': 0.02, 'spillway_native_task_seconds_count{phase="returned"}': 40.0,
+                             'spillway_native_task_seconds_sum{phase="run"}': 9.0})
+    expect("JS-thread waits: the returned phase's mean", waits["tasks"] == 40 and abs(waits["meanMs"] - 0.5) < 1e-9)
+    expect("JS-thread waits: none without tasks", js_thread_waits({})["meanMs"] is None)
 
     # Fill report and the comparison.
     spill_fill = {"device": "GPU", "disk": {"read16": 1.5, "read1": 1.4}, "variants": [
@@ -1500,7 +1530,7 @@ def self_test() -> int:
     md = markdown(report)
     expect("markdown: one row a length, the targets", md.count("\n| 2048 |") == 1 and md.count("\n| 8192 |") == 1 and "| yes |" in md)
     expect("markdown: the fill rate's runs", "in flight, cufile, the median of 3 runs)" in md)
-    expect("markdown: the fills beside", "(the same 4-bit fill, just after each one-client restore; 3 runs): 5.00-10.00 GB/s logical, median 6.00." in md
+    expect("markdown: the fills beside", "(the same 4-bit fill, at the end of each round of one-client and concurrent restores; 3 runs): 5.00-10.00 GB/s logical, median 6.00." in md
            and "| 0.93 | - | disk 128 |" in md and "| 0.93 | 0.90 | disk 512 |" in md)
     expect("markdown: the disk's turns", "(16 at once): 2048: 0.90 of their time busy, a read 4.50 ms; 8192:" in md and "(spill-fill's reads: 4.00 ms)" in md)
     runs = [{"seconds": 3.0}, {"error": "x"}, {"seconds": 1.0}, {"seconds": 2.0}]

@@ -24,8 +24,8 @@
 #   REPEATS, CLIENTS   one-client and concurrent restores per length, taking turns [3];
 #                      concurrent clients [16]
 #   CLIENT_THREADS     set: the concurrent clients are threads of restore.py, not processes
-#   FILL_BESIDE        0: no 4-bit fill (spill-fill --only 4bit, a few seconds) after each
-#                      one-client restore to set it against [1]
+#   FILL_BESIDE        0: no 4-bit fill (spill-fill --only 4bit, a few seconds) at the end of
+#                      each round of restores to set its one-client restore against [1]
 #   HTTP_LENGTHS, PER_BLOCK_LENGTHS
 #                      lengths that also restore through the HTTP batch read [all] and
 #                      with one acquire per block [8192,32768]; "none" skips them
