@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
@@ -233,6 +234,17 @@ int main(int argc, char** argv) {
         configs.push_back({dim, 16, dtype, 6, 5, variant, 40, 3, 0, 6, 2, 1, 8, 8});
         configs.push_back({dim, 8, dtype, 6, 5, variant, 5, 2, 0, 6, 0, 3, 7, 6});
       }
+  // TQ_BENCH_NON_FINITE_EVERYWHERE=1 adds every configuration again with NaN, infinite and zero
+  // vectors planted: where the kernels that do not take them as the reference does differ from it
+  const char* non_finite_everywhere = std::getenv("TQ_BENCH_NON_FINITE_EVERYWHERE");
+  if (non_finite_everywhere && std::atoi(non_finite_everywhere)) {
+    const size_t n = configs.size();
+    for (size_t i = 0; i < n; ++i) {
+      if (configs[i].non_finite) continue;
+      configs.push_back(configs[i]);
+      configs.back().non_finite = true;
+    }
+  }
   // TQ_BENCH_SPEED_ONLY=1 skips the agreement part (for profiling the speed part alone)
   const char* speed_only = std::getenv("TQ_BENCH_SPEED_ONLY");
   if (speed_only && std::atoi(speed_only)) configs.clear();
@@ -247,7 +259,10 @@ int main(int argc, char** argv) {
     if (c.outer_first || c.outer_last)
       std::snprintf(outer, sizeof outer, " (layers %u+%u of %u: %.1f/%.1f)", c.outer_first, c.outer_last, c.layers,
                     c.outer_kb / 2.0, c.outer_vb / 2.0);
-    if (c.non_finite) std::snprintf(outer, sizeof outer, " (NaN, infinite and zero vectors)");
+    if (c.non_finite) {
+      const size_t used = std::strlen(outer);
+      std::snprintf(outer + used, sizeof outer - used, " (NaN, infinite and zero vectors)");
+    }
     std::printf("| %u | %s | %.1f/%.1f%s | %s | v%u | %u x %u x %u | %llu | %llu | %llu | %u | %llu of %llu |\n", c.dim,
                 dt[c.dtype], c.kb / 2.0, c.vb / 2.0, outer, c.variant ? "prod" : "mse", c.version ? c.version : SW_TQ_FORMAT_VERSION, c.tokens, c.kv_heads, c.blocks, (unsigned long long)ag.vectors,
                 (unsigned long long)ag.vectors_differing, (unsigned long long)ag.codes_differing, ag.max_level_diff,
