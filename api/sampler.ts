@@ -89,8 +89,9 @@ export class TelemetrySampler {
 
   private async totals(): Promise<Totals> {
     const t = this.store.telemetry;
-    // between scrapes too, so that the addon's buffer of timings does not overflow
+    // between scrapes too, so that the addon's buffers of timings do not overflow
     t.takeNativeTimings();
+    t.takeDiskRuns();
     const [moves, hits, disk, prefix, dropped] = await Promise.all([
       t.moveCount.get(), t.hits.get(), t.diskBytes.get(), t.prefixLookups.get(), this.metrics.eventsDropped.get(),
     ]);

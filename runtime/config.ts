@@ -64,8 +64,9 @@ export const ConfigSchema = z.object({
       /** Recover the committed blocks found in the file at start (runtime/recovery.ts); false starts empty. */
       recover: z.boolean().default(true),
       /**
-       * Disk operations run at once; more wait their turn. A disk past its best queue depth
-       * reads slower, not faster: the spill-fill bench sweeps 4-32 and names this disk's best.
+       * Disk operations run at once: the threads of the backend's disk queue; more wait their
+       * turn there. A disk past its best queue depth reads slower, not faster: the spill-fill
+       * bench sweeps 4-32 and names this disk's best.
        */
       inFlight: z.number().int().min(1).max(1024).default(16),
     }).strict().prefault({}),

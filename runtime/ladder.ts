@@ -18,7 +18,7 @@ import { Gauge } from 'prom-client';
 import type { Backend } from './backends/backend.js';
 import { errors, type ErrorCode } from './errors.js';
 import type { Layout, TierIndex, TierLayout } from './layout.js';
-import { Semaphore, type BlockLock } from './lock.js';
+import type { BlockLock } from './lock.js';
 import { createPolicy, type EvictionPolicy } from './policy.js';
 import { SlotPool } from './slots.js';
 import type { MoveKind, Telemetry } from './telemetry.js';
@@ -71,8 +71,6 @@ export interface LadderOptions {
   waitMs: number;
   /** The fraction of each tier above the disk kept free ahead of demand (see reclaimAhead). */
   reserve: number;
-  /** Disk operations run at once (tiers.disk.inFlight). */
-  diskInFlight: number;
 }
 
 /**
@@ -112,9 +110,12 @@ export class Ladder {
    */
   private readonly inTransit: number[];
   private progressWaiters: Array<() => void> = [];
-  /** Disk operations asked for and not yet done, those waiting their turn included. */
+  /**
+   * Disk operations asked for and not yet done, those queued in the backend included: the
+   * backend's disk queue runs tiers.disk.inFlight of them at once, each finished one starting
+   * the next without a trip through the JS thread.
+   */
   private diskInFlight = 0;
-  private readonly diskTurns: Semaphore;
   /** Free slots each tier keeps ahead of demand; 0 for the bottom, which frees by dropping. */
   readonly reserve: readonly number[];
   /** Background evictions in flight per tier, and all of them, for settle(). */
@@ -137,7 +138,7 @@ export class Ladder {
     this.reserve = this.tiers.map((t) => (t.tier === this.bottom ? 0 : Math.floor(o.reserve * t.slots)));
     this.reclaiming = this.tiers.map(() => 0);
     this.reclaimStalled = this.tiers.map(() => false);
-    this.diskTurns = new Semaphore(o.diskInFlight);
+    o.telemetry.readDiskRunsFrom(() => o.backend.takeDiskRuns());
     const { pools, tiers } = this;
     new Gauge({
       name: 'spillway_tier_slots', help: 'Slots per tier by state', labelNames: ['tier', 'state'], registers: [o.telemetry.registry],
@@ -516,11 +517,8 @@ export class Ladder {
   private async diskOp<T>(b: LadderBlock, direction: 'read' | 'write', op: () => Promise<T>): Promise<T> {
     this.diskInFlight++;
     this.telemetry.diskQueue.set(this.diskInFlight);
-    await this.diskTurns.acquire();
-    const turn = performance.now();
     try {
       const result = await op();
-      this.telemetry.diskOpSeconds.observe({ direction }, (performance.now() - turn) / 1000);
       this.telemetry.diskBytes.inc({ direction }, this.tiers[this.bottom]!.slotBytes);
       return result;
     } catch (err) {
@@ -530,7 +528,6 @@ export class Ladder {
       if ((code === 'CHECKSUM_MISMATCH' || code === 'SLOT_MISMATCH') && onlyCopy) this.owner.lose(b);
       throw err;
     } finally {
-      this.diskTurns.release();
       this.diskInFlight--;
       this.telemetry.diskQueue.set(this.diskInFlight);
       this.notifyProgress();

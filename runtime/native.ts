@@ -62,8 +62,11 @@ export interface NativeSlotFile {
   write(slot: number, blockId: number, generation: number, src: Buffer, srcOffset: number, length: number, prefixHash?: Buffer): Promise<void>;
   read(slot: number, blockId: number, generation: number, dst: Buffer, dstOffset: number, length: number): Promise<void>;
   close(): void;
-  injectFault(op: 'read' | 'write', errno: number, count: number): void;
+  /** The next `count` operations of a kind are held `holdMs`, then fail with `errno` unless it is 0 (a test seam). */
+  injectFault(op: 'read' | 'write', errno: number, count: number, holdMs?: number): void;
   info(): SlotFileInfo;
+  /** (direction 0 read / 1 write, start s, end s) of each read or write finished since the last call. */
+  takeRuns(): Float64Array;
 }
 
 /** A GPU by its index within the visible devices, and what names it across processes. */
@@ -121,10 +124,13 @@ export interface NativeGpuTiers {
   spill(tier: 0 | 1 | 2, slot: number, diskSlot: number, blockId: number, generation: number, prefixHash?: Buffer): Promise<void>;
   fill(tier: 0 | 1 | 2, slot: number, diskSlot: number, blockId: number, generation: number): Promise<void>;
   readDisk(diskSlot: number, blockId: number, generation: number): Promise<Buffer>;
-  injectFault(op: 'read' | 'write', errno: number, count: number): void;
+  /** The next `count` operations of a kind are held `holdMs`, then fail with `errno` unless it is 0 (a test seam). */
+  injectFault(op: 'read' | 'write', errno: number, count: number, holdMs?: number): void;
   info(): GpuTiersInfo;
   /** The arena's cudaIpcMemHandle_t (64 bytes). */
   ipcHandle(tier: 0 | 1): Buffer;
+  /** (direction 0 read / 1 write, start s, end s) of each spill, fill or disk read finished since the last call. */
+  takeDiskRuns(): Float64Array;
   close(): void;
 }
 
@@ -141,6 +147,8 @@ export interface GpuTiersOptions {
   io: IoMode;
   /** The visible device index the arenas, streams and kernels are on. */
   device: number;
+  /** Disk operations at once: the disk queue's threads (tiers.disk.inFlight); 16 where absent. */
+  inFlight?: number;
 }
 
 /** One device allocation that files are read into (addon/src/gpu/device_arena.cc). */
@@ -187,7 +195,7 @@ interface Addon {
   /** What the machine offers; `device` (default 0) is the visible index whose memory is reported. */
   probe(device?: number): Promise<ProbeResult>;
   poolThreads: number;
-  SlotFile: new (path: string, slotBytes: number, slotCount: number, opts: { direct: boolean }) => NativeSlotFile;
+  SlotFile: new (path: string, slotBytes: number, slotCount: number, opts: { direct: boolean; inFlight?: number }) => NativeSlotFile;
   /** Present only when the addon was built with CUDA. */
   GpuTiers?: new (opts: Omit<GpuTiersOptions, 'params'> & { params: NativeParams }) => NativeGpuTiers;
   DeviceArena?: new (bytes: number, opts: { io: IoMode; maxReadBytes: number; device: number }) => NativeDeviceArena;
@@ -282,6 +290,7 @@ export function openDeviceArena(bytes: number, opts: { io: IoMode; maxReadBytes:
   return nativeSync('device arena', () => new DeviceArena(bytes, opts));
 }
 
-export function openSlotFile(path: string, slotBytes: number, slotCount: number, direct: boolean): NativeSlotFile {
-  return nativeSync('disk tier', () => new addon.SlotFile(path, slotBytes, slotCount, { direct }));
+/** `inFlight`: reads and writes at once (tiers.disk.inFlight; the addon's default where absent). */
+export function openSlotFile(path: string, slotBytes: number, slotCount: number, direct: boolean, inFlight?: number): NativeSlotFile {
+  return nativeSync('disk tier', () => new addon.SlotFile(path, slotBytes, slotCount, { direct, inFlight }));
 }

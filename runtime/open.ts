@@ -86,10 +86,10 @@ export async function openStore(config: Config, probe?: ProbeResult): Promise<Bl
   const choice = chooseBackend(config, found);
   const layout = computeLayout(config);
   checkHostMemory(layout, choice.name);
-  const { path, direct, io } = config.tiers.disk;
+  const { path, direct, io, inFlight } = config.tiers.disk;
   const backend: Backend = choice.name === 'gpu'
-    ? new GpuBackend(layout, path, direct, io, config.gpu.device, choice.reason)
-    : new HostBackend(layout, path, direct, choice.reason);
+    ? new GpuBackend(layout, path, direct, inFlight, io, config.gpu.device, choice.reason)
+    : new HostBackend(layout, path, direct, inFlight, choice.reason);
   const store = new BlockStore(config, backend, layout);
   store.telemetry.readNativeTimingsFrom(takeTaskTimings);
   try {

@@ -177,7 +177,7 @@ export class BlockStore {
       throw errors.tiersTooSmall(layout.rawBlockBytes, layout.quantizedBlockBytes);
     }
     const { policy, waitMs, reserve } = config.eviction;
-    this.ladder = new Ladder({ layout, backend, telemetry: this.telemetry, policy, waitMs, reserve, diskInFlight: config.tiers.disk.inFlight });
+    this.ladder = new Ladder({ layout, backend, telemetry: this.telemetry, policy, waitMs, reserve });
     this.ladder.serve({
       block: (id) => this.blocks.get(id),
       drop: (b, fromTier) => this.dropBlock(b as Block, fromTier),

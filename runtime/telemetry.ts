@@ -45,10 +45,16 @@ export class Telemetry {
   private nativeTimings: () => Float64Array = () => new Float64Array(0);
   readonly opSeconds = new Histogram({ name: 'spillway_operation_seconds', help: 'Duration of store operations', labelNames: ['op'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
   readonly diskQueue = new Gauge({ name: 'spillway_disk_queue_depth', help: 'Disk operations in flight', registers: [this.registry] });
-  /** How long each disk operation held its turn (tiers.disk.inFlight): the transfer with its checks and copies and the result's way back to the JS thread, not the wait for a turn. */
+  /**
+   * How long each disk operation held one of the disk queue's turns (tiers.disk.inFlight): the
+   * transfer with its checks and copies, not the wait for a turn nor the result's way back to the
+   * JS thread. Taken from the backend at each scrape and sample.
+   */
   readonly diskOpSeconds = new Histogram({
     name: 'spillway_disk_op_seconds', help: 'Disk operations from their turn to done, by direction', labelNames: ['direction'], buckets: LATENCY_BUCKETS, registers: [this.registry],
+    collect: () => this.takeDiskRuns(),
   });
+  private diskRuns: () => Float64Array = () => new Float64Array(0);
   readonly diskBytes = new Counter({ name: 'spillway_disk_bytes_total', help: 'Bytes moved to and from the disk tier', labelNames: ['direction'], registers: [this.registry] });
   readonly reclaims = new Counter({ name: 'spillway_reclaims_total', help: 'Background evictions keeping a tier\'s reserve of free slots, by outcome', labelNames: ['tier', 'outcome'], registers: [this.registry] });
   readonly diskErrors = new Counter({ name: 'spillway_disk_errors_total', help: 'Disk tier failures by kind', labelNames: ['kind'], registers: [this.registry] });
@@ -57,6 +63,19 @@ export class Telemetry {
   /** Where the addon's task timings come from (runtime/native.ts); set once by the store. */
   readNativeTimingsFrom(take: () => Float64Array): void {
     this.nativeTimings = take;
+  }
+
+  /** Where the disk queue's runs come from (the backend's takeDiskRuns); set once by the ladder. */
+  readDiskRunsFrom(take: () => Float64Array): void {
+    this.diskRuns = take;
+  }
+
+  /** Moves the disk queue's runs, (direction, start, end) each, into spillway_disk_op_seconds. */
+  takeDiskRuns(): void {
+    const r = this.diskRuns();
+    for (let i = 0; i + 2 < r.length; i += 3) {
+      this.diskOpSeconds.observe({ direction: r[i] === 0 ? 'read' : 'write' }, r[i + 2]! - r[i + 1]!);
+    }
   }
 
   /** Moves the addon's task timings into spillway_native_task_seconds. */

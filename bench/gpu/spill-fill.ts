@@ -11,8 +11,9 @@
  *    the same total bytes as the 4-bit spill, in DIR (the tier file's filesystem); 16 and 1
  *    writers, 8 and 1 readers for reference. Ratios are against 8 writers and 16 readers.
  * 2. Spill: quantize N Llama-3-8B-like bf16 blocks (one kernel launch) and write them to
- *    their disk slots with K writes in flight; fill: read them back K at a time (verified
- *    by checksum on the GPU) and dequantize (one launch). K is chosen by a sweep of 4-bit
+ *    their disk slots, all asked for at once of a disk queue K deep (K writes in flight, as
+ *    the store's tiers.disk.inFlight); fill: read them back the same way (verified by
+ *    checksum on the GPU) and dequantize (one launch). K is chosen by a sweep of 4-bit
  *    runs, two at each of 4, 8, 16 and 32 (the second pass in reverse order, so that a disk
  *    whose rate drifts during the sweep favours no depth), by their mean rate; the 4-bit
  *    figures are then the median of --repeats fresh runs at that K, as the sweep's best run
@@ -90,12 +91,9 @@ async function dd(mode: 'write' | 'read', total: number, streams: number): Promi
   return (per * 16 * MiB * streams) / ((performance.now() - t) / 1000) / GB;
 }
 
-/** Runs `count` operations with at most `inFlight` at a time. */
-async function pipeline(count: number, inFlight: number, op: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(inFlight, count) }, async () => {
-    while (next < count) await op(next++);
-  }));
+/** Asks for all `count` operations at once: the tiers' disk queue runs its depth of them at a time, as the store's do. */
+async function all(count: number, op: (i: number) => Promise<void>): Promise<void> {
+  await Promise.all(Array.from({ length: count }, (_, i) => op(i)));
 }
 
 function randomBlock(bytes: number, seed: number): Buffer {
@@ -133,7 +131,7 @@ async function measure(v: Variant, blocks: number, inFlight: number, sources: Bu
   const payload = tier === 0 ? q.rawBytes : q.quantizedBytes;
   const slotBytes = Math.ceil((payload + 64) / 4096) * 4096;
   const path = join(dir, `tier-${v.name}.slots`);
-  const tiers = openGpuTiers({ params, rawSlots: blocks, quantSlots: tier === 1 ? blocks : 1, hostSlots: 0, diskPath: path, diskSlots: blocks, diskSlotBytes: slotBytes, direct: true, io: 'auto', device })!;
+  const tiers = openGpuTiers({ params, rawSlots: blocks, quantSlots: tier === 1 ? blocks : 1, hostSlots: 0, diskPath: path, diskSlots: blocks, diskSlotBytes: slotBytes, direct: true, io: 'auto', device, inFlight })!;
   try {
     for (let i = 0; i < blocks; i++) await tiers.writeRaw(i, sources[i % sources.length]!);
     const slots = Uint32Array.from({ length: blocks }, (_, i) => i);
@@ -141,11 +139,11 @@ async function measure(v: Variant, blocks: number, inFlight: number, sources: Bu
     if (tier === 1) await tiers.quantize(slots, slots);
     const quantizeS = (performance.now() - t) / 1000;
     t = performance.now();
-    await pipeline(blocks, inFlight, (i) => tiers.spill(tier, i, i, i + 1, 1));
+    await all(blocks, (i) => tiers.spill(tier, i, i, i + 1, 1));
     const writeS = (performance.now() - t) / 1000;
     await dropCaches();
     t = performance.now();
-    await pipeline(blocks, inFlight, (i) => tiers.fill(tier, i, i, i + 1, 1));
+    await all(blocks, (i) => tiers.fill(tier, i, i, i + 1, 1));
     const readS = (performance.now() - t) / 1000;
     t = performance.now();
     if (tier === 1) await tiers.dequantize(slots, slots);

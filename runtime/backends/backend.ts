@@ -83,8 +83,13 @@ export interface Backend {
   fill(diskSlot: number, tag: DiskTag, tier: TierIndex, slot: number): Promise<void>;
   /** Reads a disk slot's stored bytes, verified, without using a memory slot. */
   readDisk(diskSlot: number, tag: DiskTag): Promise<Buffer>;
-  /** Test seam: the next `count` disk operations of a kind fail with errno. */
-  injectDiskFault(op: 'read' | 'write', errno: number, count: number): void;
+  /**
+   * The disk operations finished since the last call, three numbers each: direction (0 read,
+   * 1 write), start and end in seconds. The backend's disk queue runs tiers.disk.inFlight at once.
+   */
+  takeDiskRuns(): Float64Array;
+  /** Test seam: the next `count` disk operations of a kind are held `holdMs`, then fail with errno unless it is 0. */
+  injectDiskFault(op: 'read' | 'write', errno: number, count: number, holdMs?: number): void;
   close(): Promise<void>;
 }
 

@@ -26,7 +26,8 @@ export class GpuBackend implements Backend {
   /** Device-to-host and host-to-device copies of quantized blocks, coalesced per direction. */
   private readonly copies: Map<string, SlotPairCoalescer> = new Map();
 
-  constructor(layout: Layout, diskPath: string, direct: boolean, io: IoMode, device: number, reason: string) {
+  /** `diskInFlight`: disk operations at once (tiers.disk.inFlight). */
+  constructor(layout: Layout, diskPath: string, direct: boolean, diskInFlight: number, io: IoMode, device: number, reason: string) {
     this.reason = reason;
     this.rawSlots = layout.tiers[0]!.slots;
     mkdirSync(dirname(diskPath), { recursive: true });
@@ -42,6 +43,7 @@ export class GpuBackend implements Backend {
       direct,
       io,
       device,
+      inFlight: diskInFlight,
     });
     if (!tiers) throw new SpillwayError('INVALID_CONFIG', 'the addon was built without CUDA', { field: 'backend' });
     this.tiers = tiers;
@@ -133,8 +135,12 @@ export class GpuBackend implements Backend {
     return nativeCall(`read of block ${tag.blockId} from disk`, () => this.tiers.readDisk(diskSlot, tag.blockId, tag.generation), { blockId: tag.blockId });
   }
 
-  injectDiskFault(op: 'read' | 'write', errno: number, count: number): void {
-    this.tiers.injectFault(op, errno, count);
+  takeDiskRuns(): Float64Array {
+    return this.tiers.takeDiskRuns();
+  }
+
+  injectDiskFault(op: 'read' | 'write', errno: number, count: number, holdMs?: number): void {
+    this.tiers.injectFault(op, errno, count, holdMs);
   }
 
   async close(): Promise<void> {

@@ -19,14 +19,15 @@ export class HostBackend implements Backend {
   private readonly file: NativeSlotFile;
   private readonly reason: string;
 
-  constructor(layout: Layout, diskPath: string, direct: boolean, reason: string) {
+  /** `diskInFlight`: disk operations at once (tiers.disk.inFlight). */
+  constructor(layout: Layout, diskPath: string, direct: boolean, diskInFlight: number, reason: string) {
     this.layout = layout;
     this.reason = reason;
     this.quantizer = new Quantizer(layout.quant);
     const disk = diskTier(layout);
     this.arenas = layout.tiers.filter((t) => t.kind !== 'disk').map((t) => addon.allocArena(Math.max(1, t.bytes)));
     mkdirSync(dirname(diskPath), { recursive: true });
-    this.file = openSlotFile(diskPath, disk.slotBytes, disk.slots, direct);
+    this.file = openSlotFile(diskPath, disk.slotBytes, disk.slots, direct, diskInFlight);
   }
 
   describe(): BackendDescription {
@@ -115,8 +116,12 @@ export class HostBackend implements Backend {
     return out;
   }
 
-  injectDiskFault(op: 'read' | 'write', errno: number, count: number): void {
-    this.file.injectFault(op, errno, count);
+  takeDiskRuns(): Float64Array {
+    return this.file.takeRuns();
+  }
+
+  injectDiskFault(op: 'read' | 'write', errno: number, count: number, holdMs?: number): void {
+    this.file.injectFault(op, errno, count, holdMs);
   }
 
   async close(): Promise<void> {

@@ -17,6 +17,26 @@ double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::dura
 
 }  // namespace
 
+TaskOutcome RunCatching(const std::function<void()>& work) {
+  TaskOutcome out;
+  try {
+    work();
+  } catch (const CodedError& e) {
+    out = {true, e.code, e.what()};
+  } catch (const std::exception& e) {
+    out = {true, ErrorCode::kInternal, e.what()};
+  }
+  return out;
+}
+
+void RecordTaskTimings(std::chrono::steady_clock::time_point queued, std::chrono::steady_clock::time_point started,
+                       std::chrono::steady_clock::time_point finished) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(timings_mu);
+  if (timings.size() >= 3 * kMaxTimings) timings.erase(timings.begin(), timings.begin() + 3);
+  timings.insert(timings.end(), {Seconds(started - queued), Seconds(finished - started), Seconds(now - finished)});
+}
+
 Napi::Promise AsyncTask::Run(Napi::Env env, std::vector<Napi::Value> keep, Work work, Result result) {
   auto* task = new AsyncTask(env, std::move(keep), std::move(work), std::move(result));
   Napi::Promise promise = task->deferred_.Promise();
@@ -33,25 +53,12 @@ AsyncTask::AsyncTask(Napi::Env env, std::vector<Napi::Value> keep, Work work, Re
 
 void AsyncTask::Execute() {
   started_ = std::chrono::steady_clock::now();
-  struct Finish {
-    std::chrono::steady_clock::time_point& at;
-    ~Finish() { at = std::chrono::steady_clock::now(); }
-  } finish{finished_};
-  try {
-    work_();
-  } catch (const CodedError& e) {
-    code_ = e.code;
-    SetError(e.what());
-  } catch (const std::exception& e) {
-    SetError(e.what());
+  const TaskOutcome outcome = RunCatching(work_);
+  finished_ = std::chrono::steady_clock::now();
+  if (outcome.failed) {
+    code_ = outcome.code;
+    SetError(outcome.message);
   }
-}
-
-void AsyncTask::RecordTimings() {
-  const auto now = std::chrono::steady_clock::now();
-  std::lock_guard<std::mutex> lock(timings_mu);
-  if (timings.size() >= 3 * kMaxTimings) timings.erase(timings.begin(), timings.begin() + 3);
-  timings.insert(timings.end(), {Seconds(started_ - queued_), Seconds(finished_ - started_), Seconds(now - finished_)});
 }
 
 Napi::Value AsyncTask::TakeTimings(const Napi::CallbackInfo& info) {
@@ -63,13 +70,13 @@ Napi::Value AsyncTask::TakeTimings(const Napi::CallbackInfo& info) {
 }
 
 void AsyncTask::OnOK() {
-  RecordTimings();
+  RecordTaskTimings(queued_, started_, finished_);
   Napi::Env env = Env();
   deferred_.Resolve(result_ ? result_(env, keep_) : env.Undefined());
 }
 
 void AsyncTask::OnError(const Napi::Error& e) {
-  RecordTimings();
+  RecordTaskTimings(queued_, started_, finished_);
   deferred_.Reject(NewError(Env(), code_, e.Message()).Value());
 }
 

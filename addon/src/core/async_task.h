@@ -6,11 +6,26 @@
 
 #include <chrono>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "core/errors.h"
 
 namespace spillway {
+
+// How a task's work ended: the error it threw, if any (a CodedError keeps its code; any other
+// exception is INTERNAL).
+struct TaskOutcome {
+  bool failed = false;
+  ErrorCode code = ErrorCode::kInternal;
+  std::string message;
+};
+TaskOutcome RunCatching(const std::function<void()>& work);
+
+// Adds a finished task's (queued, run, returned) seconds to those TakeTimings hands out;
+// called on the JS thread as the task settles.
+void RecordTaskTimings(std::chrono::steady_clock::time_point queued, std::chrono::steady_clock::time_point started,
+                       std::chrono::steady_clock::time_point finished);
 
 class AsyncTask : public Napi::AsyncWorker {
  public:
@@ -34,7 +49,6 @@ class AsyncTask : public Napi::AsyncWorker {
   void Execute() override;
   void OnOK() override;
   void OnError(const Napi::Error& e) override;
-  void RecordTimings();
 
   Napi::Promise::Deferred deferred_;
   Kept keep_;

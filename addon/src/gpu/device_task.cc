@@ -46,21 +46,22 @@ int DeviceOption(Napi::Env env, const Napi::Object& options) {
   return static_cast<int>(d);
 }
 
+AsyncTask::Work OnDevice(std::atomic<int>& in_flight, int device, AsyncTask::Work work) {
+  return [&in_flight, device, work = std::move(work)] {
+    struct Done {
+      std::atomic<int>& n;
+      ~Done() { n--; }
+    } done{in_flight};
+    UseDevice(device);
+    work();
+  };
+}
+
 Napi::Promise RunOnDevice(Napi::Env env, Napi::Object self, std::vector<Napi::Value> keep, std::atomic<int>& in_flight,
                           int device, AsyncTask::Work work, AsyncTask::Result result) {
   in_flight++;
   keep.push_back(self);
-  return AsyncTask::Run(
-      env, std::move(keep),
-      [&in_flight, device, work = std::move(work)] {
-        struct Done {
-          std::atomic<int>& n;
-          ~Done() { n--; }
-        } done{in_flight};
-        UseDevice(device);
-        work();
-      },
-      std::move(result));
+  return AsyncTask::Run(env, std::move(keep), OnDevice(in_flight, device, std::move(work)), std::move(result));
 }
 
 }  // namespace spillway

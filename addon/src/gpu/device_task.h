@@ -37,6 +37,9 @@ Napi::Object DeviceToJs(Napi::Env env, const DeviceIdentity& d);
 // Reads options.device: a visible device index, 0 when absent.
 int DeviceOption(Napi::Env env, const Napi::Object& options);
 
+// `work` run on `device`; `in_flight`, counted up when it was queued, is counted down as it ends.
+AsyncTask::Work OnDevice(std::atomic<int>& in_flight, int device, AsyncTask::Work work);
+
 // AsyncTask::Run on `device`, keeping `self` alive and counting the task in `in_flight`.
 Napi::Promise RunOnDevice(Napi::Env env, Napi::Object self, std::vector<Napi::Value> keep, std::atomic<int>& in_flight,
                           int device, AsyncTask::Work work, AsyncTask::Result result = nullptr);

@@ -80,12 +80,13 @@ Napi::Function GpuTiers::Define(Napi::Env env) {
                       InstanceMethod("fill", &GpuTiers::Fill), InstanceMethod("readDisk", &GpuTiers::ReadDisk),
                       InstanceMethod("injectFault", &GpuTiers::InjectFault), InstanceMethod("info", &GpuTiers::Info),
                       InstanceMethod("ipcHandle", &GpuTiers::IpcHandle),
-                      InstanceMethod("close", &GpuTiers::Close)});
+                      InstanceMethod("close", &GpuTiers::Close), InstanceMethod("takeDiskRuns", &GpuTiers::TakeDiskRuns)});
 }
 
-// new GpuTiers({ params, rawSlots, quantSlots, hostSlots, diskPath, diskSlots, diskSlotBytes, direct, io, device })
+// new GpuTiers({ params, rawSlots, quantSlots, hostSlots, diskPath, diskSlots, diskSlotBytes, direct, io, device, inFlight })
 //   io: 'auto' (cuFile where it works, else POSIX, with the reason) | 'cufile' | 'posix'
 //   device: the visible device index the arenas, streams and kernels live on (0 when absent)
+//   inFlight: disk operations at once (tiers.disk.inFlight; 16 when absent)
 GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
@@ -103,6 +104,7 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
   path_ = FieldString(env, o, "options", "diskPath");
   IoMode io = IoModeOption(env, o);
   bool direct = o.Get("direct").ToBoolean().Value();
+  const uint32_t disk_in_flight = DiskInFlightOption(env, o);
   if (disk_slot_bytes_ % kDiskAlign != 0 || disk_slot_bytes_ < RoundUp(kSlotHeaderBytes + quant_bytes_, kDiskAlign))
     throw NewError(env, ErrorCode::kInvalidArgument, "diskSlotBytes must be a multiple of 4096 that holds a slot header and a quantized block");
 
@@ -132,6 +134,7 @@ GpuTiers::GpuTiers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GpuTiers>(
     Release();
     throw NewError(env, e);
   }
+  disk_queue_ = std::make_unique<DiskQueue>(env, disk_in_flight);
 }
 
 void GpuTiers::OpenIo(IoMode mode) {
@@ -143,6 +146,7 @@ void GpuTiers::OpenIo(IoMode mode) {
 GpuTiers::~GpuTiers() { Release(); }
 
 void GpuTiers::Release() {
+  if (disk_queue_) disk_queue_->Shutdown();  // its threads use the staging buffers and the file
   // Frees on the object's device; one that cannot be made current holds nothing of ours.
   (void)cudaSetDevice(device_);
   // cuFile lets go of the staging buffers and the tier file before they are freed and closed.
@@ -422,10 +426,10 @@ Napi::Value GpuTiers::Spill(const Napi::CallbackInfo& info) {
   PrefixHashArg hash = ArgPrefixHash(info, 5);
   DiskRequest r = a.disk;
   const uint8_t* src = a.slot_address;
-  int fault = faults_.Take(true);
-  return Run(info.Env(), {}, [this, r, src, hash, fault] {
+  InjectedFault fault = faults_.Take(true);
+  return RunDisk(info.Env(), DiskDirection::kWrite, {}, [this, r, src, hash, fault] {
     std::string what = "write of slot " + std::to_string(r.disk_slot) + " in " + path_;
-    if (fault) ThrowIo(what, fault);
+    fault.Apply(what);
     StagingGuard s(this);
     size_t io = RoundUp(kSlotHeaderBytes + r.bytes, kDiskAlign);
     uint8_t* payload = s->dev + kSlotHeaderBytes;
@@ -449,8 +453,8 @@ Napi::Value GpuTiers::Fill(const Napi::CallbackInfo& info) {
   DiskRequest r = a.disk;
   uint8_t* dst = a.slot_address;
   uint32_t tier = a.tier;
-  int fault = faults_.Take(false);
-  return Run(info.Env(), {}, [this, r, dst, tier, fault] {
+  InjectedFault fault = faults_.Take(false);
+  return RunDisk(info.Env(), DiskDirection::kRead, {}, [this, r, dst, tier, fault] {
     StagingGuard s(this);
     ReadVerified(s.get(), r, tier != 0, fault);
     CheckCuda(cudaMemcpyAsync(dst, s->dev + kSlotHeaderBytes, r.bytes, cudaMemcpyDefault, s->stream), "copy into tier");
@@ -465,9 +469,9 @@ Napi::Value GpuTiers::ReadDisk(const Napi::CallbackInfo& info) {
   DiskRequest r = DiskArgs(info, 0, 1);
   auto out = Napi::Buffer<uint8_t>::New(env, r.bytes);
   uint8_t* dst = out.Data();
-  int fault = faults_.Take(false);
-  return Run(
-      env, {out},
+  InjectedFault fault = faults_.Take(false);
+  return RunDisk(
+      env, DiskDirection::kRead, {out},
       [this, r, dst, fault] {
         StagingGuard s(this);
         ReadVerified(s.get(), r, true, fault);
@@ -498,9 +502,9 @@ GpuTiers::TierDiskRequest GpuTiers::TierDiskArgs(const Napi::CallbackInfo& info)
 
 // Reads a disk slot into the staging buffer and verifies header and payload checksum there;
 // the caller copies the payload out only after this returns.
-void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, int fault_errno) {
+void GpuTiers::ReadVerified(Staging* s, const DiskRequest& r, bool quantized, const InjectedFault& fault) {
   std::string what = "read of slot " + std::to_string(r.disk_slot) + " in " + path_;
-  if (fault_errno) ThrowIo(what, fault_errno);
+  fault.Apply(what);
   size_t io = RoundUp(kSlotHeaderBytes + r.bytes, kDiskAlign);
   uint64_t offset = static_cast<uint64_t>(r.disk_slot) * disk_slot_bytes_;
   uint8_t* payload = s->dev + kSlotHeaderBytes;
@@ -564,9 +568,21 @@ Napi::Value GpuTiers::Close(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value GpuTiers::TakeDiskRuns(const Napi::CallbackInfo& info) {
+  if (!disk_queue_) return Napi::Float64Array::New(info.Env(), 0);
+  return disk_queue_->TakeRuns(info.Env());
+}
+
 // Runs work off the JS thread, counting it so that Close() never frees memory in use.
 Napi::Promise GpuTiers::Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result) {
   return RunOnDevice(env, Value(), std::move(keep), in_flight_, device_, std::move(work), std::move(result));
+}
+
+Napi::Promise GpuTiers::RunDisk(Napi::Env env, DiskDirection direction, std::vector<Napi::Value> keep, AsyncTask::Work work,
+                                AsyncTask::Result result) {
+  in_flight_++;
+  keep.push_back(Value());
+  return disk_queue_->Run(env, direction, std::move(keep), OnDevice(in_flight_, device_, std::move(work)), std::move(result));
 }
 
 }  // namespace spillway

@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "core/async_task.h"
 #include "gpu/device_task.h"
 #include "io/disk_io.h"
+#include "io/disk_queue.h"
 #include "io/io_mode.h"
 #include "turboquant.h"
 
@@ -47,8 +49,12 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value IpcHandle(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value TakeDiskRuns(const Napi::CallbackInfo& info);
 
   Napi::Promise Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result = nullptr);
+  // A disk operation on the tier's disk queue, on the object's device, counted as Run's work is.
+  Napi::Promise RunDisk(Napi::Env env, DiskDirection direction, std::vector<Napi::Value> keep, AsyncTask::Work work,
+                        AsyncTask::Result result = nullptr);
   Napi::Value Convert(const Napi::CallbackInfo& info, bool quantize);
   Napi::Value CopyIn(Napi::Env env, uint32_t tier, uint32_t slot, Napi::Buffer<uint8_t> src);
   // Decides the disk path once (io/io_mode.h) and readies the tier file on it.
@@ -72,7 +78,7 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
     DiskRequest disk;
   };
   TierDiskRequest TierDiskArgs(const Napi::CallbackInfo& info) const;
-  void ReadVerified(Staging* s, const DiskRequest& r, bool quantized, int fault_errno);
+  void ReadVerified(Staging* s, const DiskRequest& r, bool quantized, const InjectedFault& fault);
   void CheckQuantHeader(const sw_tq_params& p, const uint8_t* host_header) const;
 
   int device_ = 0;
@@ -92,6 +98,7 @@ class GpuTiers : public Napi::ObjectWrap<GpuTiers> {
   std::vector<Staging*> free_staging_, all_staging_;
   FaultInjector faults_;
   std::atomic<int> in_flight_{0};
+  std::unique_ptr<DiskQueue> disk_queue_;
 };
 
 }  // namespace spillway

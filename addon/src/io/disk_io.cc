@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <mutex>
+#include <thread>
 
 #include "core/args.h"
 #include "core/async_task.h"
@@ -231,12 +233,17 @@ void InitSlotScan(Napi::Env env, Napi::Object exports) {
   exports.Set("slotFormat", format);
 }
 
-int FaultInjector::Take(bool write) {
+void InjectedFault::Apply(const std::string& what) const {
+  if (hold_ms) std::this_thread::sleep_for(std::chrono::milliseconds(hold_ms));
+  if (err) ThrowIo(what, err);
+}
+
+InjectedFault FaultInjector::Take(bool write) {
   std::atomic<int>& count = count_[write];
   int left = count.load();
   while (left > 0)
-    if (count.compare_exchange_weak(left, left - 1)) return errno_[write].load();
-  return 0;
+    if (count.compare_exchange_weak(left, left - 1)) return {errno_[write].load(), hold_ms_[write].load()};
+  return {};
 }
 
 Napi::Value FaultInjector::Arm(const Napi::CallbackInfo& info) {
@@ -245,6 +252,7 @@ Napi::Value FaultInjector::Arm(const Napi::CallbackInfo& info) {
   if (op != "read" && op != "write") throw Napi::TypeError::New(env, "op must be 'read' or 'write'");
   bool write = op == "write";
   errno_[write] = static_cast<int>(ArgU32(info, 1, "errno"));
+  hold_ms_[write] = info.Length() > 3 && !info[3].IsUndefined() ? ArgU32(info, 3, "holdMs") : 0;
   count_[write] = static_cast<int>(ArgU32(info, 2, "count"));
   return env.Undefined();
 }

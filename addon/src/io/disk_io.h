@@ -106,18 +106,27 @@ constexpr uint32_t kScanBytes = 128;
 void ScanSlotHeads(const std::string& path, uint64_t slot_bytes, uint32_t slots, uint8_t* out);
 void InitSlotScan(Napi::Env env, Napi::Object exports);
 
-// Test seam shared by both disk paths: the next `count` reads or writes fail with `errno`,
+// Test seam shared by both disk paths: the next `count` reads or writes are held `holdMs`
+// (so that those asked for together overlap in time), then fail with `errno` where it is not 0,
 // exercising the error paths the way a failing disk would.
+struct InjectedFault {
+  int err = 0;
+  uint32_t hold_ms = 0;
+  // On the operation's thread, before its transfer: holds it, then throws IO_ERROR/DISK_FULL as armed.
+  void Apply(const std::string& what) const;
+};
+
 class FaultInjector {
  public:
-  // Returns the errno this operation must fail with, or 0, consuming one armed fault.
-  int Take(bool write);
-  // injectFault(op: 'read' | 'write', errno, count) from JS.
+  // What this operation must suffer, consuming one armed fault; nothing where none is armed.
+  InjectedFault Take(bool write);
+  // injectFault(op: 'read' | 'write', errno, count, holdMs = 0) from JS.
   Napi::Value Arm(const Napi::CallbackInfo& info);
 
  private:
   std::atomic<int> count_[2] = {0, 0};
   std::atomic<int> errno_[2] = {0, 0};
+  std::atomic<uint32_t> hold_ms_[2] = {0, 0};
 };
 
 }  // namespace spillway

@@ -5,7 +5,6 @@
 #include <cstring>
 
 #include "core/args.h"
-#include "core/async_task.h"
 #include "core/errors.h"
 #include "io/disk_io.h"
 
@@ -14,10 +13,11 @@ Napi::Function SlotFile::Define(Napi::Env env) {
   return DefineClass(env, "SlotFile",
                      {InstanceMethod("write", &SlotFile::Write), InstanceMethod("read", &SlotFile::Read),
                       InstanceMethod("close", &SlotFile::Close), InstanceMethod("injectFault", &SlotFile::InjectFault),
-                      InstanceMethod("info", &SlotFile::Info)});
+                      InstanceMethod("info", &SlotFile::Info), InstanceMethod("takeRuns", &SlotFile::TakeRuns)});
 }
 
-// new SlotFile(path, slotBytes, slotCount, { direct = true })
+// new SlotFile(path, slotBytes, slotCount, { direct = true, inFlight = 16 }): inFlight reads and
+// writes at once (tiers.disk.inFlight)
 SlotFile::SlotFile(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SlotFile>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
@@ -25,9 +25,12 @@ SlotFile::SlotFile(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SlotFile>(
   slot_bytes_ = ArgU64(info, 1, "slotBytes");
   slot_count_ = ArgU32(info, 2, "slotCount");
   bool want_direct = true;
+  uint32_t in_flight = kDefaultDiskInFlight;
   if (info.Length() > 3 && info[3].IsObject()) {
-    Napi::Value d = info[3].As<Napi::Object>().Get("direct");
+    Napi::Object o = info[3].As<Napi::Object>();
+    Napi::Value d = o.Get("direct");
     if (d.IsBoolean()) want_direct = d.As<Napi::Boolean>().Value();
+    in_flight = DiskInFlightOption(env, o);
   }
   if (slot_bytes_ == 0 || slot_bytes_ % kDiskAlign != 0)
     throw NewError(env, ErrorCode::kInvalidArgument, "slotBytes must be a positive multiple of 4096");
@@ -42,9 +45,11 @@ SlotFile::SlotFile(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SlotFile>(
   } catch (const CodedError& e) {
     throw NewError(env, e);
   }
+  queue_ = std::make_unique<DiskQueue>(env, in_flight);
 }
 
 SlotFile::~SlotFile() {
+  if (queue_) queue_->Shutdown();  // before the file it reads and writes goes
   if (fd_ >= 0) close(fd_);
 }
 
@@ -70,12 +75,12 @@ Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
   const uint8_t* data = a.data;
   uint32_t slot = a.slot;
   uint64_t block_id = a.block_id, generation = a.generation, length = a.length;
-  int fault = faults_.Take(true);
+  InjectedFault fault = faults_.Take(true);
   in_flight_++;
-  return AsyncTask::Run(info.Env(), {a.buffer, Value()}, [this, slot, block_id, generation, data, length, hash, fault] {
+  return queue_->Run(info.Env(), DiskDirection::kWrite, {a.buffer, Value()}, [this, slot, block_id, generation, data, length, hash, fault] {
     struct Done { std::atomic<int>& n; ~Done() { n--; } } done{in_flight_};
     std::string what = "write of slot " + std::to_string(slot) + " in " + path_;
-    if (fault) ThrowIo(what, fault);
+    fault.Apply(what);
     size_t io_bytes = RoundUp(kSlotHeaderBytes + length, kDiskAlign);
     AlignedBuffer buf = AllocAligned(io_bytes);
     SlotHeader h = MakeSlotHeader(block_id, generation, static_cast<uint32_t>(length), ChecksumKind::kCrc32c,
@@ -96,12 +101,12 @@ Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
   uint8_t* out = a.data;
   uint32_t slot = a.slot;
   uint64_t block_id = a.block_id, generation = a.generation, length = a.length;
-  int fault = faults_.Take(false);
+  InjectedFault fault = faults_.Take(false);
   in_flight_++;
-  return AsyncTask::Run(info.Env(), {a.buffer, Value()}, [this, slot, block_id, generation, out, length, fault] {
+  return queue_->Run(info.Env(), DiskDirection::kRead, {a.buffer, Value()}, [this, slot, block_id, generation, out, length, fault] {
     struct Done { std::atomic<int>& n; ~Done() { n--; } } done{in_flight_};
     std::string what = "read of slot " + std::to_string(slot) + " in " + path_;
-    if (fault) ThrowIo(what, fault);
+    fault.Apply(what);
     size_t io_bytes = RoundUp(kSlotHeaderBytes + length, kDiskAlign);
     AlignedBuffer buf = AllocAligned(io_bytes);
     size_t got = FullPread(fd_, buf.get(), io_bytes, SlotOffset(slot), what);
@@ -117,6 +122,7 @@ Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
 
 Napi::Value SlotFile::Close(const Napi::CallbackInfo& info) {
   if (in_flight_.load() > 0) throw NewError(info.Env(), ErrorCode::kBusy, "disk tier file has I/O in flight");
+  queue_->Shutdown();
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
   marks_.Close();
@@ -124,6 +130,8 @@ Napi::Value SlotFile::Close(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SlotFile::InjectFault(const Napi::CallbackInfo& info) { return faults_.Arm(info); }
+
+Napi::Value SlotFile::TakeRuns(const Napi::CallbackInfo& info) { return queue_->TakeRuns(info.Env()); }
 
 Napi::Value SlotFile::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

@@ -1,6 +1,6 @@
 // The disk tier's slot file on the host path: one preallocated file of fixed-size slots,
 // read and written with pread/pwrite (O_DIRECT where the filesystem allows it) on the
-// addon's worker threads. Every slot starts with a 64-byte header carrying the block's id,
+// tier's disk queue (io/disk_queue.h). Every slot starts with a 64-byte header carrying the block's id,
 // generation, prefix hash (committed blocks), payload length and CRC-32C; a read verifies
 // them before any byte reaches the caller. Each write is bracketed by a write mark.
 #pragma once
@@ -8,9 +8,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "io/disk_io.h"
+#include "io/disk_queue.h"
 
 namespace spillway {
 
@@ -26,6 +28,7 @@ class SlotFile : public Napi::ObjectWrap<SlotFile> {
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value InjectFault(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value TakeRuns(const Napi::CallbackInfo& info);
 
   uint64_t SlotOffset(uint32_t slot) const { return static_cast<uint64_t>(slot) * slot_bytes_; }
 
@@ -49,6 +52,7 @@ class SlotFile : public Napi::ObjectWrap<SlotFile> {
   WriteMarks marks_;
   FaultInjector faults_;
   std::atomic<int> in_flight_{0};
+  std::unique_ptr<DiskQueue> queue_;
 };
 
 }  // namespace spillway

@@ -194,7 +194,7 @@ test('a lease that expires while an acquire is in flight leaves nothing held', a
   const dir = tempDir();
   const config = tinyConfig(dir.path, LADDER, { backend: 'host' });
   const layout = computeLayout(config);
-  const backend: Backend = new HostBackend(layout, config.tiers.disk.path, config.tiers.disk.direct, 'test');
+  const backend: Backend = new HostBackend(layout, config.tiers.disk.path, config.tiers.disk.direct, config.tiers.disk.inFlight, 'test');
   // Holds fills and quantizations at a gate, so that the lease can end while one waits.
   let open = () => {};
   let gate = Promise.resolve();
