@@ -1,5 +1,5 @@
-// Device helpers that the general and the head_dim-128 kernels share: sign flips, cp.async,
-// selects without indexed registers.
+// Device helpers that the general and the head_dim-128 kernels share: sign flips, the inputs'
+// non-finite values, cp.async, selects without indexed registers.
 #ifndef SPILLWAY_TQ_DEVICE_CUH
 #define SPILLWAY_TQ_DEVICE_CUH
 
@@ -8,6 +8,10 @@
 namespace tq_cuda {
 
 __device__ __forceinline__ float flip(float v, uint32_t bit31) { return __uint_as_float(__float_as_uint(v) ^ bit31); }
+
+// An input value as format 2's coding takes it (the reference's load_finite): NaN and infinite
+// values as +0, before any sign is applied.
+__device__ __forceinline__ float finite_or_zero(float v) { return fabsf(v) <= 3.402823466e38f ? v : 0.0f; }
 
 __device__ __forceinline__ uint32_t sign_bit(uint32_t word, int i) { return (word << (31 - i)) & 0x80000000u; }
 

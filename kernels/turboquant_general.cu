@@ -27,7 +27,8 @@ template <int E> __device__ __forceinline__ void read_run(const uint8_t* row, ui
 #pragma unroll
     for (int k = 0; k < E / 4; ++k) {
       float4 v = *reinterpret_cast<const float4*>(row + staged(4 * (c0 + 4 * k)));
-      x[4 * k] = v.x, x[4 * k + 1] = v.y, x[4 * k + 2] = v.z, x[4 * k + 3] = v.w;
+      x[4 * k] = finite_or_zero(v.x), x[4 * k + 1] = finite_or_zero(v.y);
+      x[4 * k + 2] = finite_or_zero(v.z), x[4 * k + 3] = finite_or_zero(v.w);
     }
   } else {
 #pragma unroll
@@ -37,11 +38,11 @@ template <int E> __device__ __forceinline__ void read_run(const uint8_t* row, ui
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         if (dtype == SW_DTYPE_BF16) {
-          x[8 * k + 2 * q] = __uint_as_float(w[q] << 16);
-          x[8 * k + 2 * q + 1] = __uint_as_float(w[q] & 0xFFFF0000u);
+          x[8 * k + 2 * q] = finite_or_zero(__uint_as_float(w[q] << 16));
+          x[8 * k + 2 * q + 1] = finite_or_zero(__uint_as_float(w[q] & 0xFFFF0000u));
         } else {
           float2 h = __half22float2(*reinterpret_cast<const __half2*>(&w[q]));
-          x[8 * k + 2 * q] = h.x, x[8 * k + 2 * q + 1] = h.y;
+          x[8 * k + 2 * q] = finite_or_zero(h.x), x[8 * k + 2 * q + 1] = finite_or_zero(h.y);
         }
       }
     }
@@ -77,9 +78,9 @@ template <int E> __device__ __forceinline__ void write_run(uint8_t* row, uint32_
 }
 
 __device__ __forceinline__ float read_one(const uint8_t* row, uint32_t c, uint32_t dtype) {
-  if (dtype == SW_DTYPE_FP32) return *reinterpret_cast<const float*>(row + staged(4 * c));
+  if (dtype == SW_DTYPE_FP32) return finite_or_zero(*reinterpret_cast<const float*>(row + staged(4 * c)));
   uint16_t h = *reinterpret_cast<const uint16_t*>(row + staged(2 * c));
-  return dtype == SW_DTYPE_BF16 ? __uint_as_float((uint32_t)h << 16) : __half2float(__ushort_as_half(h));
+  return finite_or_zero(dtype == SW_DTYPE_BF16 ? __uint_as_float((uint32_t)h << 16) : __half2float(__ushort_as_half(h)));
 }
 
 __device__ __forceinline__ void write_one(uint8_t* row, uint32_t c, uint32_t dtype, float v) {
@@ -334,9 +335,9 @@ __device__ void channel_energy(const Args& a, const uint8_t* stage, const uint8_
         x = read_one(stage + t * a.row_bytes, c, a.dtype);
       } else {
         const uint8_t* p = src + ((size_t)t * D + c) * a.dsize;
-        x = a.dtype == SW_DTYPE_FP32   ? *reinterpret_cast<const float*>(p)
-            : a.dtype == SW_DTYPE_BF16 ? __uint_as_float((uint32_t)*reinterpret_cast<const uint16_t*>(p) << 16)
-                                       : __half2float(*reinterpret_cast<const __half*>(p));
+        x = finite_or_zero(a.dtype == SW_DTYPE_FP32   ? *reinterpret_cast<const float*>(p)
+                           : a.dtype == SW_DTYPE_BF16 ? __uint_as_float((uint32_t)*reinterpret_cast<const uint16_t*>(p) << 16)
+                                                      : __half2float(*reinterpret_cast<const __half*>(p)));
       }
       e = __fmaf_rn(x, x, e);
     }

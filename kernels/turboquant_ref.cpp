@@ -45,6 +45,13 @@ template <uint32_t DT> float load(const uint8_t* base, size_t i) {
   }
 }
 
+// An input value as format 2's coding (and format 1's) takes it: NaN and infinite values as +0,
+// as the GPU's kernels do (format 3's matrix kinds have their own rule: tq_matrix.h).
+template <uint32_t DT> float load_finite(const uint8_t* base, size_t i) {
+  const float x = load<DT>(base, i);
+  return std::isfinite(x) ? x : 0.0f;
+}
+
 template <uint32_t DT> uint16_t narrow(float f) {
   if constexpr (DT == SW_DTYPE_FP16) {
     _Float16 h = static_cast<_Float16>(f);  // round to nearest even
@@ -242,7 +249,7 @@ template <uint32_t DT> void outlier_mask(const uint8_t* src, uint32_t tokens, ui
   float e[TQ_MAX_DIM] = {};
   for (uint32_t t = 0; t < tokens; ++t)
     for (uint32_t c = 0; c < head_dim; ++c) {
-      float x = load<DT>(src, static_cast<size_t>(t) * head_dim + c);
+      float x = load_finite<DT>(src, static_cast<size_t>(t) * head_dim + c);
       e[c] = std::fma(x, x, e[c]);
     }
   uint64_t key[TQ_MAX_DIM];
@@ -340,7 +347,7 @@ void quantize_groups(const sw_tq_params* p, const uint8_t* raw, uint8_t* q, uint
         for (uint32_t j = 0; j < sp.dim; ++j) {
           uint32_t c = k.fractional ? idx[s][j] : j;
           for (uint32_t w = 0; w < kW; ++w)
-            b.v[j][w] = w < nw ? load<DT>(src, static_cast<size_t>(t0 + w) * D + c) : 0.0f;
+            b.v[j][w] = w < nw ? load_finite<DT>(src, static_cast<size_t>(t0 + w) * D + c) : 0.0f;
         }
         kQuantizeSub[sp.mse_bits][k.qjl](sp, b);
         for (uint32_t w = 0; w < nw; ++w) {

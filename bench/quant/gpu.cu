@@ -110,7 +110,7 @@ struct Config {
   uint32_t version = 0;               // 1 to 3: blocks in an older format, which the GPU still codes
   // outer layers: of `layers`, the first and last ones at their own K/V bits (x2)
   uint32_t layers = 2, outer_first = 0, outer_last = 0, outer_kb = 0, outer_vb = 0;
-  bool non_finite = false;  // plant NaN, infinity and zero vectors (the matrix-coded kinds code them as the reference)
+  bool non_finite = false;  // plant NaN, infinity and zero vectors
 };
 
 // Every 16th vector from the 3rd: one infinite value; from the 7th: one NaN; from the 11th: all
@@ -212,8 +212,8 @@ int main(int argc, char** argv) {
           // 4-bit MSE: format 3's matrix kernels (runs of one tile at 24 tokens, of two at 16), and format 2's
           configs.push_back({dim, 24, dtype, 8, 8, variant, 40, 3});
           configs.push_back({dim, 16, dtype, 8, 8, variant, 40, 3, 2});
-          // the matrix-coded kinds on NaN, infinity and zero vectors: format 3's matrix kinds, and
-          // in bf16 format 4's halves (format 2's kernels do not code non-finite values as its reference does)
+          // the matrix-coded kinds on NaN, infinity and zero vectors in more blocks: format 3's
+          // matrix kinds, and in bf16 format 4's halves
           if (variant == SW_TQ_MSE) {
             for (uint32_t kb : {8u, 7u}) {
               if (kb == 7 && dtype != SW_DTYPE_BF16) continue;
@@ -234,16 +234,13 @@ int main(int argc, char** argv) {
         configs.push_back({dim, 16, dtype, 6, 5, variant, 40, 3, 0, 6, 2, 1, 8, 8});
         configs.push_back({dim, 8, dtype, 6, 5, variant, 5, 2, 0, 6, 0, 3, 7, 6});
       }
-  // TQ_BENCH_NON_FINITE_EVERYWHERE=1 adds every configuration again with NaN, infinite and zero
-  // vectors planted: where the kernels that do not take them as the reference does differ from it
-  const char* non_finite_everywhere = std::getenv("TQ_BENCH_NON_FINITE_EVERYWHERE");
-  if (non_finite_everywhere && std::atoi(non_finite_everywhere)) {
-    const size_t n = configs.size();
-    for (size_t i = 0; i < n; ++i) {
-      if (configs[i].non_finite) continue;
-      configs.push_back(configs[i]);
-      configs.back().non_finite = true;
-    }
+  // every configuration again with NaN, infinite and zero vectors planted: each kind codes them
+  // as the reference does (format 2's and the halves kinds as 0, the matrix kinds by their rule)
+  const size_t finite_configs = configs.size();
+  for (size_t i = 0; i < finite_configs; ++i) {
+    if (configs[i].non_finite) continue;
+    configs.push_back(configs[i]);
+    configs.back().non_finite = true;
   }
   // TQ_BENCH_SPEED_ONLY=1 skips the agreement part (for profiling the speed part alone)
   const char* speed_only = std::getenv("TQ_BENCH_SPEED_ONLY");

@@ -359,22 +359,32 @@ test("format 4's halves kinds: 3.5 and 2.5 bits of bf16 heads of 128 in blocks o
   }
 });
 
-test("format 4's halves kinds take NaN and infinite values as 0, and code a group of zeros as zeros", async () => {
-  // what the GPU's kernels must match too (bench/quant/halves_probe.cu plants the same inputs)
-  const p = { ...BASE, keyBits: 3.5, valueBits: 2.5 };
-  const d = p.headDim;
-  const odd = block(p, 29);
-  const zeroed = Float64Array.from(odd);
-  for (const [i, v] of [[3 * d + 5, Infinity], [4 * d + 100, -Infinity], [7 * d + 9, NaN], [40 * d + 1, NaN]] as const) {
-    odd[i] = v;
-    zeroed[i] = 0;
+test("format 4's halves kinds and every kind format 2 codes take NaN and infinite values as 0, and code a group of zeros as zeros", async () => {
+  // what the GPU's kernels must match too (bench/quant/gpu.cu and halves_probe.cu plant the same inputs)
+  const kinds: QuantParams[] = [
+    { ...BASE, keyBits: 3.5, valueBits: 2.5 }, // the halves kinds
+    { ...BASE, dtype: 'fp16', keyBits: 3.5, valueBits: 2.5 }, // format 2's fractional rates
+    { ...BASE, dtype: 'fp32', keyBits: 3, valueBits: 2 },
+    { ...BASE, tokens: 8, keyBits: 4, valueBits: 4, variant: 'prod' },
+    { ...BASE, headDim: 64, keyBits: 2.5, valueBits: 4 },
+  ];
+  for (const p of kinds) {
+    const d = p.headDim;
+    const odd = block(p, 29);
+    const zeroed = Float64Array.from(odd);
+    for (const [i, v] of [[3 * d + 5, Infinity], [4 * d + d - 3, -Infinity], [7 * d + 9, NaN], [5 * d + 1, NaN]] as const) {
+      odd[i] = v;
+      zeroed[i] = 0;
+    }
+    odd.fill(NaN, 6 * d, 7 * d);
+    zeroed.fill(0, 6 * d, 7 * d);
+    const stored = await quantize(p, encode(odd, p.dtype));
+    assert.ok(stored.equals(await quantize(p, encode(zeroed, p.dtype))), `${JSON.stringify(p)}: non-finite values coded as 0`);
+    const back = decode(await dequantize(p, stored), p.dtype);
+    assert.ok(back.every(Number.isFinite), `${JSON.stringify(p)}: decoded values are finite`);
+    const zeros = new Float64Array(odd.length);
+    assert.ok(decode(await dequantize(p, await quantize(p, encode(zeros, p.dtype))), p.dtype).every((v) => v === 0), `${JSON.stringify(p)}: zeros stay zeros`);
   }
-  const stored = await quantize(p, encode(odd, p.dtype));
-  assert.ok(stored.equals(await quantize(p, encode(zeroed, p.dtype))), 'non-finite values coded as 0');
-  const back = decode(await dequantize(p, stored), p.dtype);
-  assert.ok(back.every(Number.isFinite), 'decoded values are finite');
-  const zeros = new Float64Array(odd.length);
-  assert.ok(decode(await dequantize(p, await quantize(p, encode(zeros, p.dtype))), p.dtype).every((v) => v === 0), 'zeros stay zeros');
 });
 
 test("format 3's 4-bit heads of 128 code an infinite or all-NaN vector as the zero vector, and a NaN value as 0", async () => {
