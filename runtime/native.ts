@@ -66,7 +66,7 @@ export interface NativeSlotFile {
   injectFault(op: 'read' | 'write', errno: number, count: number, holdMs?: number): void;
   info(): SlotFileInfo;
   /** (direction 0 read / 1 write, start s, end s) of each read or write finished since the last call. */
-  takeRuns(): Float64Array;
+  takeDiskRuns(): Float64Array;
 }
 
 /** A GPU by its index within the visible devices, and what names it across processes. */

@@ -117,7 +117,7 @@ export class HostBackend implements Backend {
   }
 
   takeDiskRuns(): Float64Array {
-    return this.file.takeRuns();
+    return this.file.takeDiskRuns();
   }
 
   injectDiskFault(op: 'read' | 'write', errno: number, count: number, holdMs?: number): void {

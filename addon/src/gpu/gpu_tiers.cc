@@ -568,10 +568,7 @@ Napi::Value GpuTiers::Close(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value GpuTiers::TakeDiskRuns(const Napi::CallbackInfo& info) {
-  if (!disk_queue_) return Napi::Float64Array::New(info.Env(), 0);
-  return disk_queue_->TakeRuns(info.Env());
-}
+Napi::Value GpuTiers::TakeDiskRuns(const Napi::CallbackInfo& info) { return disk_queue_->TakeRuns(info.Env()); }
 
 // Runs work off the JS thread, counting it so that Close() never frees memory in use.
 Napi::Promise GpuTiers::Run(Napi::Env env, std::vector<Napi::Value> keep, AsyncTask::Work work, AsyncTask::Result result) {

@@ -9,7 +9,7 @@ namespace spillway {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr size_t kMaxRuns = 1 << 16;  // kept between takeRuns() calls; the oldest go
+constexpr size_t kMaxRuns = 1 << 16;  // kept between takeDiskRuns() calls; the oldest go
 
 double Seconds(Clock::time_point t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); }
 

@@ -13,7 +13,7 @@ Napi::Function SlotFile::Define(Napi::Env env) {
   return DefineClass(env, "SlotFile",
                      {InstanceMethod("write", &SlotFile::Write), InstanceMethod("read", &SlotFile::Read),
                       InstanceMethod("close", &SlotFile::Close), InstanceMethod("injectFault", &SlotFile::InjectFault),
-                      InstanceMethod("info", &SlotFile::Info), InstanceMethod("takeRuns", &SlotFile::TakeRuns)});
+                      InstanceMethod("info", &SlotFile::Info), InstanceMethod("takeDiskRuns", &SlotFile::TakeDiskRuns)});
 }
 
 // new SlotFile(path, slotBytes, slotCount, { direct = true, inFlight = 16 }): inFlight reads and
@@ -131,7 +131,7 @@ Napi::Value SlotFile::Close(const Napi::CallbackInfo& info) {
 
 Napi::Value SlotFile::InjectFault(const Napi::CallbackInfo& info) { return faults_.Arm(info); }
 
-Napi::Value SlotFile::TakeRuns(const Napi::CallbackInfo& info) { return queue_->TakeRuns(info.Env()); }
+Napi::Value SlotFile::TakeDiskRuns(const Napi::CallbackInfo& info) { return queue_->TakeRuns(info.Env()); }
 
 Napi::Value SlotFile::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

@@ -1,8 +1,8 @@
 // The disk tier's slot file on the host path: one preallocated file of fixed-size slots,
 // read and written with pread/pwrite (O_DIRECT where the filesystem allows it) on the
-// tier's disk queue (io/disk_queue.h). Every slot starts with a 64-byte header carrying the block's id,
-// generation, prefix hash (committed blocks), payload length and CRC-32C; a read verifies
-// them before any byte reaches the caller. Each write is bracketed by a write mark.
+// tier's disk queue (io/disk_queue.h). Every slot starts with a 64-byte header carrying the
+// block's id, generation, prefix hash (committed blocks), payload length and CRC-32C; a read
+// verifies them before any byte reaches the caller. Each write is bracketed by a write mark.
 #pragma once
 #include <napi.h>
 
@@ -28,7 +28,7 @@ class SlotFile : public Napi::ObjectWrap<SlotFile> {
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value InjectFault(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
-  Napi::Value TakeRuns(const Napi::CallbackInfo& info);
+  Napi::Value TakeDiskRuns(const Napi::CallbackInfo& info);
 
   uint64_t SlotOffset(uint32_t slot) const { return static_cast<uint64_t>(slot) * slot_bytes_; }
 
