@@ -151,24 +151,32 @@ template <typename W> __host__ __device__ inline void product_mtile(W& warp, con
   for (int r = 0; r < 4; ++r) acc[r] = acc_hi[r] * 256 + acc_lo[r];
 }
 
-// One half's 16 elements of a token in this lane, and their vector's largest magnitude (over the
-// vector's four lanes).
+// One half's 16 elements of a token in this lane (two bf16 values a word, finite), and their
+// vector's largest magnitude (over the vector's four lanes).
 struct HalfElements {
-  float x[16], top;
+  uint32_t pairs[8];
+  float top;
 };
 
-// elements: 16 consecutive bf16 values of a token's half, 16-byte aligned.
+// The larger of each 16-bit half of a and b, as unsigned integers.
+__host__ __device__ inline uint32_t max_u16x2(uint32_t a, uint32_t b) {
+#ifdef __CUDA_ARCH__
+  return __vmaxu2(a, b);
+#else
+  const uint32_t lo = (a & 0xFFFFu) > (b & 0xFFFFu) ? a & 0xFFFFu : b & 0xFFFFu, hi = a >> 16 > b >> 16 ? a >> 16 : b >> 16;
+  return lo | hi << 16;
+#endif
+}
+
+// elements: 16 consecutive bf16 values of a token's half, 16-byte aligned. Finite values'
+// magnitudes order as their bits do, so the largest is found two at a time among integers.
 template <typename W>
 __host__ __device__ inline HalfElements half_elements(W& warp, const uint16_t* elements) {
-  uint4 words[2];
-  memcpy(words, elements, 32);
-  const uint32_t pairs[8] = {words[0].x, words[0].y, words[0].z, words[0].w, words[1].x, words[1].y, words[1].z, words[1].w};
   HalfElements e;
-  e.top = 0.f;
-  for (int i = 0; i < 16; ++i) {
-    e.x[i] = bit_cast<float>(i % 2 ? pairs[i / 2] & 0xFFFF0000u : pairs[i / 2] << 16);
-    e.top = fmaxf(e.top, fabsf(e.x[i]));
-  }
+  memcpy(e.pairs, elements, 32);
+  uint32_t top = 0;
+  for (int w = 0; w < 8; ++w) top = max_u16x2(top, e.pairs[w] & 0x7FFF7FFFu);
+  e.top = bit_cast<float>(max_u16x2(top, top >> 16) << 16);
   e.top = fmaxf(e.top, warp.shfl_xor(e.top, 1));
   e.top = fmaxf(e.top, warp.shfl_xor(e.top, 2));
   return e;
@@ -178,7 +186,7 @@ __host__ __device__ inline HalfElements half_elements(W& warp, const uint16_t* e
 // squares (over its four lanes).
 template <typename W> __host__ __device__ inline int fixed_point(W& warp, const HalfElements& e, float f, uint32_t (&b)[4]) {
   int q[16];
-  for (int i = 0; i < 16; ++i) q[i] = fixed_point_byte(e.x[i], f);
+  for (int i = 0; i < 16; ++i) q[i] = fixed_point_byte(bit_cast<float>(i % 2 ? e.pairs[i / 2] & 0xFFFF0000u : e.pairs[i / 2] << 16), f);
   int sum2 = 0;
   for (int w = 0; w < 4; ++w) {
     b[w] = byte_perm(byte_perm(q[4 * w], q[4 * w + 1], 0x0040u), byte_perm(q[4 * w + 2], q[4 * w + 3], 0x0040u), 0x5410u);
@@ -244,15 +252,16 @@ __host__ __device__ inline uint32_t finite_bf16x2(uint32_t w) {
   return w & ~(((carried >> 15) & 0x00010001u) * 0xFFFFu);
 }
 
-// The energies of channels 4 lane .. 4 lane + 3 of a staged group, summed over its tokens in order.
-__host__ __device__ inline void channel_energies(const uint16_t* x, uint32_t lane, float (&e)[4]) {
+// Channels 4 lane .. 4 lane + 3 of each token of a staged group, two bf16 values a word.
+using LaneChannels = uint2[kTokens];
+
+// Their energies, summed over the tokens in order.
+__host__ __device__ inline void channel_energies(const LaneChannels& v, float (&e)[4]) {
   for (int i = 0; i < 4; ++i) e[i] = 0.f;
   for (uint32_t t = 0; t < kTokens; ++t) {
-    uint2 w;
-    memcpy(&w, x + t * kRowStride + 4 * lane, 8);
-    const float v[4] = {bit_cast<float>(w.x << 16), bit_cast<float>(w.x & 0xFFFF0000u), bit_cast<float>(w.y << 16),
-                        bit_cast<float>(w.y & 0xFFFF0000u)};
-    for (int i = 0; i < 4; ++i) e[i] = fmaf(v[i], v[i], e[i]);
+    const float f[4] = {bit_cast<float>(v[t].x << 16), bit_cast<float>(v[t].x & 0xFFFF0000u), bit_cast<float>(v[t].y << 16),
+                        bit_cast<float>(v[t].y & 0xFFFF0000u)};
+    for (int i = 0; i < 4; ++i) e[i] = fmaf(f[i], f[i], e[i]);
   }
 }
 
@@ -262,22 +271,19 @@ __host__ __device__ inline void channel_energies(const uint16_t* x, uint32_t lan
 template <uint32_t kBits, typename W>
 __host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, uint16_t* x, const uint4* a_hi,
                                               const uint4* a_lo, const Book& outlier_book, const Book& rest_book, uint8_t* record) {
-  // Keys of channels 4 lane .. + 3: the top 16 bits of their energies.
+  // The lane's channels are read once, for their energies, the check and the move into half order.
+  LaneChannels v;
+  for (uint32_t t = 0; t < kTokens; ++t) memcpy(&v[t], x + t * kRowStride + 4 * lane, 8);
   float e[4];
-  channel_energies(x, lane, e);
+  channel_energies(v, e);
   // A non-finite value makes its channel's energy non-finite (and so may a large finite one):
-  // only then are the group's non-finite values taken as 0 in place, as the reference takes them
-  // everywhere, and the energies summed again. (Even so the check costs the probe's quantize about
-  // 8 % on an H100 against a build without it: docs/QUANTIZATION.md.)
+  // only then are the group's non-finite values taken as 0, as the reference takes them
+  // everywhere, and the energies summed again.
   if (warp.reduce_add(!(e[0] <= FLT_MAX && e[1] <= FLT_MAX && e[2] <= FLT_MAX && e[3] <= FLT_MAX)) > 0) {
-    for (uint32_t t = 0; t < kTokens; ++t) {
-      uint2 w;
-      memcpy(&w, x + t * kRowStride + 4 * lane, 8);
-      w.x = finite_bf16x2(w.x), w.y = finite_bf16x2(w.y);
-      memcpy(x + t * kRowStride + 4 * lane, &w, 8);
-    }
-    channel_energies(x, lane, e);
+    for (uint32_t t = 0; t < kTokens; ++t) v[t].x = finite_bf16x2(v[t].x), v[t].y = finite_bf16x2(v[t].y);
+    channel_energies(v, e);
   }
+  // Keys of channels 4 lane .. + 3: the top 16 bits of their energies.
   uint32_t key[4];
   for (int i = 0; i < 4; ++i) key[i] = bit_cast<uint32_t>(e[i]) >> 16;
   // The 64th largest key by a radix search (keys are below 2^15: energies are not negative).
@@ -300,18 +306,12 @@ __host__ __device__ void quantize_group_tiles(W& warp, uint32_t lane, uint16_t* 
   }
   uint32_t place[4];
   places_after(lane, (below & 0xFFFF) + min(below >> 16, room), outlier, place);
-  // Every row in half order, in place, four rows at a time: the warp reads their channels before
-  // any lane overwrites one.
-  constexpr uint32_t kRowsAtOnce = 4;
-  for (uint32_t t0 = 0; t0 < kTokens; t0 += kRowsAtOnce) {
-    uint2 held[kRowsAtOnce];
-    for (uint32_t t = 0; t < kRowsAtOnce; ++t) memcpy(&held[t], x + (t0 + t) * kRowStride + 4 * lane, 8);
-    warp.sync();
-    for (uint32_t t = 0; t < kRowsAtOnce; ++t) {
-      uint16_t* row = x + (t0 + t) * kRowStride;
-      row[place[0]] = static_cast<uint16_t>(held[t].x), row[place[1]] = static_cast<uint16_t>(held[t].x >> 16);
-      row[place[2]] = static_cast<uint16_t>(held[t].y), row[place[3]] = static_cast<uint16_t>(held[t].y >> 16);
-    }
+  // Every row in half order, in place, once every lane has read its channels.
+  warp.sync();
+  for (uint32_t t = 0; t < kTokens; ++t) {
+    uint16_t* row = x + t * kRowStride;
+    row[place[0]] = static_cast<uint16_t>(v[t].x), row[place[1]] = static_cast<uint16_t>(v[t].x >> 16);
+    row[place[2]] = static_cast<uint16_t>(v[t].y), row[place[3]] = static_cast<uint16_t>(v[t].y >> 16);
   }
   const uint32_t pair = outlier | warp.shfl_xor(outlier, 1) << 4;
   if (lane % 2 == 0) record[lane / 2] = static_cast<uint8_t>(pair);
