@@ -597,13 +597,14 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
         quant64<MSE, QJL, true, false>(
             k.sub[0], fa.book[0],
             [&](float* x, auto finite) {
+              constexpr bool kFinite = decltype(finite)::value;
 #pragma unroll
               for (int c = 0; c < kLaneD / 8; ++c) {
                 const uint4 d = load16(src + 16 * c), m0 = load16(rm + 8 * c), m1 = load16(rm + 8 * c + 4);
-                x[8 * c] = lo_signed<DT, decltype(finite)::value>(d.x, m0.x), x[8 * c + 1] = hi_signed<DT, decltype(finite)::value>(d.x, m0.y);
-                x[8 * c + 2] = lo_signed<DT, decltype(finite)::value>(d.y, m0.z), x[8 * c + 3] = hi_signed<DT, decltype(finite)::value>(d.y, m0.w);
-                x[8 * c + 4] = lo_signed<DT, decltype(finite)::value>(d.z, m1.x), x[8 * c + 5] = hi_signed<DT, decltype(finite)::value>(d.z, m1.y);
-                x[8 * c + 6] = lo_signed<DT, decltype(finite)::value>(d.w, m1.z), x[8 * c + 7] = hi_signed<DT, decltype(finite)::value>(d.w, m1.w);
+                x[8 * c] = lo_signed<DT, kFinite>(d.x, m0.x), x[8 * c + 1] = hi_signed<DT, kFinite>(d.x, m0.y);
+                x[8 * c + 2] = lo_signed<DT, kFinite>(d.y, m0.z), x[8 * c + 3] = hi_signed<DT, kFinite>(d.y, m0.w);
+                x[8 * c + 4] = lo_signed<DT, kFinite>(d.z, m1.x), x[8 * c + 5] = hi_signed<DT, kFinite>(d.z, m1.y);
+                x[8 * c + 6] = lo_signed<DT, kFinite>(d.w, m1.z), x[8 * c + 7] = hi_signed<DT, kFinite>(d.w, m1.w);
               }
             },
             sh.rot[1][h], sh.qjl[h], rr.rec + k.codes_off + (size_t)rr.tok * k.token_bytes,
@@ -626,6 +627,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
         quant64<MSE + 1, QJL, false, FastTraits<DT, FRAC, MSE, QJL>::kRollFrac>(
             k.sub[0], fa.book[s],
             [&](float* x, auto finite) {
+              constexpr bool kFinite = decltype(finite)::value;
 #pragma unroll
               for (int c = 0; c < kLaneD / 4; ++c) {
                 const uint32_t cw = *reinterpret_cast<const uint32_t*>(chs + 4 * c);
@@ -633,7 +635,7 @@ __global__ void __launch_bounds__(kFastThreads, kFastCtas) quantize_fast(const _
                 const uint32_t mm[4] = {m.x, m.y, m.z, m.w};
 #pragma unroll
                 for (int j = 0; j < 4; ++j)
-                  x[4 * c + j] = lo_signed<DT, decltype(finite)::value>(
+                  x[4 * c + j] = lo_signed<DT, kFinite>(
                       *reinterpret_cast<const uint16_t*>(row + 2 * ((cw >> (8 * j)) & 0xFFu)), mm[j]);
               }
             },

@@ -29,6 +29,16 @@ TaskOutcome RunCatching(const std::function<void()>& work) {
   return out;
 }
 
+std::function<void()> CountedDown(std::atomic<int>& in_flight, std::function<void()> work) {
+  return [&in_flight, work = std::move(work)] {
+    struct Done {
+      std::atomic<int>& n;
+      ~Done() { n--; }
+    } done{in_flight};
+    work();
+  };
+}
+
 void RecordTaskTimings(std::chrono::steady_clock::time_point queued, std::chrono::steady_clock::time_point started,
                        std::chrono::steady_clock::time_point finished) {
   const auto now = std::chrono::steady_clock::now();

@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <string>
@@ -26,6 +27,10 @@ TaskOutcome RunCatching(const std::function<void()>& work);
 // called on the JS thread as the task settles.
 void RecordTaskTimings(std::chrono::steady_clock::time_point queued, std::chrono::steady_clock::time_point started,
                        std::chrono::steady_clock::time_point finished);
+
+// `work`, counting `in_flight` down as it ends, thrown or not (the caller counted it up as it
+// queued the work, so that an owner's Close() sees it from then on).
+std::function<void()> CountedDown(std::atomic<int>& in_flight, std::function<void()> work);
 
 class AsyncTask : public Napi::AsyncWorker {
  public:

@@ -47,14 +47,10 @@ int DeviceOption(Napi::Env env, const Napi::Object& options) {
 }
 
 AsyncTask::Work OnDevice(std::atomic<int>& in_flight, int device, AsyncTask::Work work) {
-  return [&in_flight, device, work = std::move(work)] {
-    struct Done {
-      std::atomic<int>& n;
-      ~Done() { n--; }
-    } done{in_flight};
+  return CountedDown(in_flight, [device, work = std::move(work)] {
     UseDevice(device);
     work();
-  };
+  });
 }
 
 Napi::Promise RunOnDevice(Napi::Env env, Napi::Object self, std::vector<Napi::Value> keep, std::atomic<int>& in_flight,

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/args.h"
+#include "core/async_task.h"
 #include "core/errors.h"
 #include "io/disk_io.h"
 
@@ -77,8 +78,7 @@ Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
   uint64_t block_id = a.block_id, generation = a.generation, length = a.length;
   InjectedFault fault = faults_.Take(true);
   in_flight_++;
-  return queue_->Run(info.Env(), DiskDirection::kWrite, {a.buffer, Value()}, [this, slot, block_id, generation, data, length, hash, fault] {
-    struct Done { std::atomic<int>& n; ~Done() { n--; } } done{in_flight_};
+  return queue_->Run(info.Env(), DiskDirection::kWrite, {a.buffer, Value()}, CountedDown(in_flight_, [this, slot, block_id, generation, data, length, hash, fault] {
     std::string what = "write of slot " + std::to_string(slot) + " in " + path_;
     fault.Apply(what);
     size_t io_bytes = RoundUp(kSlotHeaderBytes + length, kDiskAlign);
@@ -91,7 +91,7 @@ Napi::Value SlotFile::Write(const Napi::CallbackInfo& info) {
     marks_.Begin(slot, what);
     FullPwrite(fd_, buf.get(), io_bytes, SlotOffset(slot), what);
     marks_.End(slot, what);
-  });
+  }));
 }
 
 // read(slot, blockId, generation, dst, dstOffset, length): Promise<void>
@@ -103,8 +103,7 @@ Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
   uint64_t block_id = a.block_id, generation = a.generation, length = a.length;
   InjectedFault fault = faults_.Take(false);
   in_flight_++;
-  return queue_->Run(info.Env(), DiskDirection::kRead, {a.buffer, Value()}, [this, slot, block_id, generation, out, length, fault] {
-    struct Done { std::atomic<int>& n; ~Done() { n--; } } done{in_flight_};
+  return queue_->Run(info.Env(), DiskDirection::kRead, {a.buffer, Value()}, CountedDown(in_flight_, [this, slot, block_id, generation, out, length, fault] {
     std::string what = "read of slot " + std::to_string(slot) + " in " + path_;
     fault.Apply(what);
     size_t io_bytes = RoundUp(kSlotHeaderBytes + length, kDiskAlign);
@@ -117,7 +116,7 @@ Napi::Value SlotFile::Read(const Napi::CallbackInfo& info) {
     VerifySlotHeader(h, block_id, generation, static_cast<uint32_t>(length), what);
     if (PayloadChecksum(KindOf(h), buf.get() + kSlotHeaderBytes, length) != h.payload_checksum) ThrowPayloadMismatch(what);
     std::memcpy(out, buf.get() + kSlotHeaderBytes, length);
-  });
+  }));
 }
 
 Napi::Value SlotFile::Close(const Napi::CallbackInfo& info) {
